@@ -1,0 +1,23 @@
+//! The sans-IO core of pinholed: takes `now` and bytes, returns datagrams to send, packets for the
+//! TUN device, events and the next deadline. No sockets, no clock reads, no threads.
+
+mod allowed_ips;
+mod clock;
+mod engine;
+mod peer;
+
+pub use allowed_ips::AllowedIps;
+pub use engine::{Engine, EngineError, EngineStats, Event, Transmit, TIMER_TICK};
+pub use peer::{PeerSettings, PeerStatus};
+pub use pinhole_proto::key::Key;
+
+/// Derives the public key of a private key (X25519).
+pub fn public_key(private: &Key) -> Key {
+    let secret = boringtun::x25519::StaticSecret::from(private.0);
+    Key(boringtun::x25519::PublicKey::from(&secret).to_bytes())
+}
+
+/// Makes a private key from 32 random bytes (clamping is done by X25519 itself).
+pub fn private_key_from_bytes(bytes: [u8; 32]) -> Key {
+    Key(boringtun::x25519::StaticSecret::from(bytes).to_bytes())
+}

@@ -1,0 +1,237 @@
+//! The simulated network: hosts, links, a clock, and the event loop that drives the engines.
+
+use pinhole_engine::{Engine, Event, Key};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A host in the simulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HostId(usize);
+
+/// How datagrams between two hosts travel: one-way latency and the chance of loss.
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    pub latency: Duration,
+    pub loss: f64,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link {
+            latency: Duration::from_millis(10),
+            loss: 0.0,
+        }
+    }
+}
+
+struct Host {
+    addr: SocketAddr,
+    engine: Engine,
+    tun_received: Vec<Vec<u8>>,
+    events: Vec<(Instant, Event)>,
+}
+
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    from: SocketAddr,
+    to: SocketAddr,
+    payload: Vec<u8>,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for InFlight {}
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for InFlight {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// A network of hosts on a simulated clock.
+pub struct Sim {
+    start: Instant,
+    now: Instant,
+    rng: SmallRng,
+    hosts: Vec<Host>,
+    by_addr: HashMap<SocketAddr, usize>,
+    link: Link,
+    in_flight: BinaryHeap<Reverse<InFlight>>,
+    seq: u64,
+    /// Datagrams sent to an address no host has.
+    pub undeliverable: u64,
+    /// Datagrams lost on the link.
+    pub lost: u64,
+    /// Datagrams delivered.
+    pub delivered: u64,
+}
+
+impl Sim {
+    /// An empty network; `seed` fixes every random choice (loss, keys made by [`Sim::key`]).
+    pub fn new(seed: u64) -> Self {
+        let start = Instant::now();
+        Sim {
+            start,
+            now: start,
+            rng: SmallRng::seed_from_u64(seed),
+            hosts: Vec::new(),
+            by_addr: HashMap::new(),
+            link: Link::default(),
+            in_flight: BinaryHeap::new(),
+            seq: 0,
+            undeliverable: 0,
+            lost: 0,
+            delivered: 0,
+        }
+    }
+
+    /// A private key drawn from the simulation's RNG.
+    pub fn key(&mut self) -> Key {
+        pinhole_engine::private_key_from_bytes(self.rng.gen())
+    }
+
+    /// The current simulated time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Simulated time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Sets latency and loss for every datagram from now on.
+    pub fn set_link(&mut self, link: Link) {
+        self.link = link;
+    }
+
+    /// Adds a host reachable at `addr`, running an engine with `private_key`.
+    pub fn add_host(&mut self, addr: SocketAddr, private_key: Key) -> HostId {
+        let engine = Engine::new(private_key, self.now);
+        self.by_addr.insert(addr, self.hosts.len());
+        self.hosts.push(Host {
+            addr,
+            engine,
+            tun_received: Vec::new(),
+            events: Vec::new(),
+        });
+        HostId(self.hosts.len() - 1)
+    }
+
+    /// The host's UDP address.
+    pub fn addr(&self, h: HostId) -> SocketAddr {
+        self.hosts[h.0].addr
+    }
+
+    /// The host's engine, to configure or inspect.
+    pub fn engine(&mut self, h: HostId) -> &mut Engine {
+        &mut self.hosts[h.0].engine
+    }
+
+    /// Hands an IP packet to the host as if its TUN device had read it.
+    pub fn send_tun(&mut self, h: HostId, packet: &[u8]) {
+        let now = self.now;
+        self.hosts[h.0].engine.handle_tun(now, packet);
+        self.drain(h.0);
+    }
+
+    /// Hands a raw datagram to the host as if it arrived from `from`.
+    pub fn inject(&mut self, h: HostId, from: SocketAddr, datagram: &[u8]) {
+        let now = self.now;
+        self.hosts[h.0].engine.handle_network(now, from, datagram);
+        self.drain(h.0);
+    }
+
+    /// The IP packets the host's engine gave to its TUN device so far (taken, so the list empties).
+    pub fn take_tun(&mut self, h: HostId) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.hosts[h.0].tun_received)
+    }
+
+    /// The host's events so far, with their times.
+    pub fn events(&self, h: HostId) -> &[(Instant, Event)] {
+        &self.hosts[h.0].events
+    }
+
+    /// Runs the network for `d` of simulated time.
+    pub fn advance(&mut self, d: Duration) {
+        let deadline = self.now + d;
+        loop {
+            let next_packet = self.in_flight.peek().map(|Reverse(p)| p.at);
+            let (timer_at, timer_host) = self
+                .hosts
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (h.engine.poll_timeout(), i))
+                .min()
+                .unwrap_or((deadline, usize::MAX));
+            let packet_first = next_packet.is_some_and(|p| p <= timer_at);
+            let next = if packet_first {
+                next_packet.unwrap_or(deadline)
+            } else {
+                timer_at
+            };
+            if next > deadline {
+                break;
+            }
+            self.now = self.now.max(next);
+            if packet_first {
+                let Some(Reverse(p)) = self.in_flight.pop() else {
+                    break;
+                };
+                match self.by_addr.get(&p.to) {
+                    Some(&i) => {
+                        self.delivered += 1;
+                        let now = self.now;
+                        self.hosts[i].engine.handle_network(now, p.from, &p.payload);
+                        self.drain(i);
+                    }
+                    None => self.undeliverable += 1,
+                }
+            } else if timer_host != usize::MAX {
+                let now = self.now;
+                self.hosts[timer_host].engine.handle_timeout(now);
+                self.drain(timer_host);
+            }
+        }
+        self.now = deadline;
+    }
+
+    /// Moves everything the host's engine produced into the network and the host's records.
+    fn drain(&mut self, i: usize) {
+        let now = self.now;
+        let from = self.hosts[i].addr;
+        while let Some(t) = self.hosts[i].engine.poll_transmit() {
+            if self.link.loss > 0.0 && self.rng.gen_bool(self.link.loss) {
+                self.lost += 1;
+                continue;
+            }
+            self.seq += 1;
+            self.in_flight.push(Reverse(InFlight {
+                at: now + self.link.latency,
+                seq: self.seq,
+                from,
+                to: t.dst,
+                payload: t.payload,
+            }));
+        }
+        let host = &mut self.hosts[i];
+        while let Some(p) = host.engine.poll_tun() {
+            host.tun_received.push(p);
+        }
+        while let Some(e) = host.engine.poll_event() {
+            host.events.push((now, e));
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Pinhole's wire and file formats: pure functions over bytes and text, no I/O, safe on any input.
+
+pub mod ip;
+pub mod key;
+pub mod wgconf;
