@@ -1,0 +1,49 @@
+//! Creates the TUN device with the node's overlay addresses.
+
+use anyhow::{Context, Result};
+use ipnet::IpNet;
+use tun_rs::{AsyncDevice, DeviceBuilder};
+
+/// WireGuard's usual MTU: 1500 minus the IPv6 + UDP + WireGuard overhead.
+pub const DEFAULT_MTU: u16 = 1420;
+
+/// Creates and brings up the TUN device `name` with `addresses`.
+pub fn create(name: &str, addresses: &[IpNet], mtu: u16) -> Result<AsyncDevice> {
+    let mut builder = DeviceBuilder::new().mtu(mtu);
+    if !name.is_empty() && !(cfg!(target_os = "macos") && name == "utun") {
+        builder = builder.name(name);
+    }
+    let mut v4 = addresses.iter().filter_map(|a| match a {
+        IpNet::V4(n) => Some(*n),
+        IpNet::V6(_) => None,
+    });
+    let first_v4 = v4.next();
+    let rest_v4: Vec<_> = v4.collect();
+    if let Some(n) = first_v4 {
+        builder = builder.ipv4(n.addr(), n.prefix_len(), None);
+    }
+    let v6: Vec<_> = addresses
+        .iter()
+        .filter_map(|a| match a {
+            IpNet::V6(n) => Some((n.addr(), n.prefix_len())),
+            IpNet::V4(_) => None,
+        })
+        .collect();
+    if !v6.is_empty() {
+        builder = builder.ipv6_tuple(&v6);
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // The default queue of 500 drops bursts that the tunnel can carry.
+        builder = builder.tx_queue_len(2000);
+    }
+    let device = builder.build_async().with_context(|| {
+        format!("cannot create TUN device {name:?} (is pinholed running as root?)")
+    })?;
+    for n in rest_v4 {
+        device
+            .add_address_v4(n.addr(), n.prefix_len())
+            .with_context(|| format!("cannot add address {n} to the TUN device"))?;
+    }
+    Ok(device)
+}

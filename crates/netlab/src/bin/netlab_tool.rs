@@ -1,0 +1,45 @@
+//! netlab-tool: the helper that lab tests run inside namespaces.
+//!
+//! `netlab-tool serve LISTEN [TIMEOUT_S]`: accept one TCP connection, print `bytes=N sha256=H`.
+//! `netlab-tool send DST BYTES SEED`: send pseudo-random bytes, print the same summary.
+//! `netlab-tool junk DST COUNT SEED`: send malformed UDP datagrams.
+
+use anyhow::{bail, Context, Result};
+use pinhole_netlab::tools;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| -> Result<&str> {
+        args.get(i)
+            .map(String::as_str)
+            .with_context(|| format!("missing argument {i}; see the source's header"))
+    };
+    let addr = |i: usize| -> Result<SocketAddr> {
+        arg(i)?
+            .parse()
+            .with_context(|| format!("bad address {:?}", args[i]))
+    };
+    match arg(0)? {
+        "serve" => {
+            let secs: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(60);
+            println!("{}", tools::serve(addr(1)?, Duration::from_secs(secs))?);
+        }
+        "send" => {
+            let bytes: u64 = arg(2)?.parse().context("bad byte count")?;
+            let seed: u64 = arg(3)?.parse().context("bad seed")?;
+            println!(
+                "{}",
+                tools::send(addr(1)?, bytes, seed, Duration::from_secs(10))?
+            );
+        }
+        "junk" => {
+            let count: u32 = arg(2)?.parse().context("bad count")?;
+            let seed: u64 = arg(3)?.parse().context("bad seed")?;
+            println!("sent={}", tools::junk(addr(1)?, count, seed)?);
+        }
+        other => bail!("unknown command {other:?} (serve, send, junk)"),
+    }
+    Ok(())
+}

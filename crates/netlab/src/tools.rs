@@ -1,0 +1,128 @@
+//! What `netlab-tool` does inside lab hosts: TCP transfers checked by SHA-256, junk UDP senders.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// The line both ends of a transfer print: `bytes=N sha256=HEX`.
+pub fn summary(bytes: u64, hash: &[u8]) -> String {
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("bytes={bytes} sha256={hex}")
+}
+
+/// Accepts one TCP connection on `listen`, reads it to the end and returns its summary.
+/// Gives up if nobody connects within `timeout`.
+pub fn serve(listen: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+    let listener = TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + timeout;
+    let mut stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() > deadline {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "nobody connected",
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok(summary(total, &hasher.finalize()))
+}
+
+/// Connects to `dst` (retrying for up to `timeout`), sends `bytes` pseudo-random bytes from `seed`,
+/// and returns the summary of what it sent.
+pub fn send(dst: SocketAddr, bytes: u64, seed: u64, timeout: Duration) -> std::io::Result<String> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = loop {
+        match TcpStream::connect_timeout(&dst, Duration::from_secs(2)) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        hasher.update(&buf[..n]);
+        stream.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    stream.shutdown(std::net::Shutdown::Write)?;
+    // Wait for the receiver to close, so that the whole stream was delivered.
+    let mut sink = [0u8; 64];
+    while stream.read(&mut sink)? > 0 {}
+    Ok(summary(bytes, &hasher.finalize()))
+}
+
+/// Sends `count` malformed datagrams to `dst`: random bytes of random lengths, and WireGuard
+/// message headers (types 1–4) truncated or filled with garbage. Returns how many were sent.
+pub fn junk(dst: SocketAddr, count: u32, seed: u64) -> std::io::Result<u32> {
+    let bind: SocketAddr = if dst.is_ipv6() {
+        "[::]:0".parse().map_err(std::io::Error::other)?
+    } else {
+        "0.0.0.0:0".parse().map_err(std::io::Error::other)?
+    };
+    let socket = UdpSocket::bind(bind)?;
+    let mut rng = SmallRng::seed_from_u64(seed);
+    // Full sizes of the four WireGuard messages (data: header + tag + some payload).
+    let sizes = [148usize, 92, 64, 32 + 64];
+    let mut sent = 0;
+    for i in 0..count {
+        let msg: Vec<u8> = match i % 3 {
+            0 => {
+                let len = rng.gen_range(0..1500);
+                (0..len).map(|_| rng.gen()).collect()
+            }
+            1 => {
+                let ty = rng.gen_range(1..=4u8);
+                let full = sizes[usize::from(ty - 1)];
+                let len = rng.gen_range(1..full);
+                let mut m: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+                m[0] = ty;
+                for b in m.iter_mut().take(4).skip(1) {
+                    *b = 0;
+                }
+                m
+            }
+            _ => {
+                let ty = rng.gen_range(1..=4u8);
+                let mut m: Vec<u8> = (0..sizes[usize::from(ty - 1)]).map(|_| rng.gen()).collect();
+                m[0] = ty;
+                m[1..4].fill(0);
+                m
+            }
+        };
+        socket.send_to(&msg, dst)?;
+        sent += 1;
+        if i % 64 == 63 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok(sent)
+}
