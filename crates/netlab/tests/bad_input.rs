@@ -26,14 +26,24 @@ fn junk_datagrams_are_counted_and_the_tunnel_keeps_working() {
     let out = lab
         .run_ok(
             "b",
-            &[tool(), "junk", &format!("{}:51820", a.underlay), &count.to_string(), "11"],
+            &[
+                tool(),
+                "junk",
+                &format!("{}:51820", a.underlay),
+                &count.to_string(),
+                "11",
+            ],
             Duration::from_secs(30),
         )
         .expect("sending junk");
     assert_eq!(out.trim(), format!("sent={count}"));
     // IPv6 junk too, on the same socket.
-    lab.run_ok("b", &[tool(), "junk", "[2001:db8::1]:51820", "300", "12"], Duration::from_secs(30))
-        .expect("sending IPv6 junk");
+    lab.run_ok(
+        "b",
+        &[tool(), "junk", "[2001:db8::1]:51820", "300", "12"],
+        Duration::from_secs(30),
+    )
+    .expect("sending IPv6 junk");
     assert!(lab.is_running(&pa), "pinholed survived the junk");
     assert!(ping(&lab, "b", a.v4), "the tunnel still works after junk");
     assert!(ping(&lab, "a", b.v6));
@@ -41,7 +51,8 @@ fn junk_datagrams_are_counted_and_the_tunnel_keeps_working() {
     let status = lab.stop(&pa, Duration::from_secs(5)).expect("clean stop");
     assert!(status.success());
     let log = pa.log_text();
-    let dropped = counter(&log, "rx_invalid").unwrap_or(0) + counter(&log, "rx_unknown_peer").unwrap_or(0);
+    let dropped =
+        counter(&log, "rx_invalid").unwrap_or(0) + counter(&log, "rx_unknown_peer").unwrap_or(0);
     // Every junk datagram is counted (a few may be lost on the way before reaching the socket).
     assert!(
         dropped >= u64::from(count + 300) * 95 / 100 && dropped <= u64::from(count + 300),
@@ -62,7 +73,10 @@ fn run_with_config(text: &str) -> (bool, String) {
         .output()
         .expect("running pinholed");
     let _ = std::fs::remove_dir_all(&dir);
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -71,7 +85,10 @@ fn bad_config_file_is_refused_naming_the_line() {
         "[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n\n[Peer]\nPublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\nAllowedIPs = 10.0.0.300/32\n",
     );
     assert!(!ok);
-    assert!(err.contains("line 6: invalid AllowedIPs \"10.0.0.300/32\""), "{err}");
+    assert!(
+        err.contains("line 6: invalid AllowedIPs \"10.0.0.300/32\""),
+        "{err}"
+    );
 
     let (ok, err) = run_with_config("[Interface]\nPrivatKey = abc\n");
     assert!(!ok);
@@ -91,5 +108,8 @@ fn missing_config_file_is_refused_with_its_path() {
         .expect("running pinholed");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot read config file /nonexistent/pinhole.conf"), "{err}");
+    assert!(
+        err.contains("cannot read config file /nonexistent/pinhole.conf"),
+        "{err}"
+    );
 }

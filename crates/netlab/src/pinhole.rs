@@ -1,0 +1,174 @@
+//! Running pinholed in a lab: finding the binary, keys, WireGuard-format configs, start, ping.
+
+use crate::{Lab, Proc, Topology};
+use pinhole_engine::Key;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const TUN: &str = "ph0";
+
+/// The pinholed binary: $PINHOLED_BIN, else the workspace's release or debug build.
+/// Panics with what to do when it is not built.
+pub fn pinholed() -> PathBuf {
+    if let Some(p) = std::env::var_os("PINHOLED_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    for profile in ["release", "debug"] {
+        let p = target.join(profile).join("pinholed");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("pinholed is not built: run `cargo xtask test`, or `cargo build -p pinhole-daemon` and set PINHOLED_BIN");
+}
+
+/// The netlab-tool binary, next to pinholed or in the same target directory as the caller.
+pub fn tool() -> PathBuf {
+    if let Some(p) = std::env::var_os("NETLAB_TOOL_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    for profile in ["release", "debug"] {
+        let p = target.join(profile).join("netlab-tool");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("netlab-tool is not built: run `cargo build -p pinhole-netlab` or set NETLAB_TOOL_BIN");
+}
+
+/// A fresh private key and its public key.
+pub fn keypair() -> (Key, Key) {
+    let mut bytes = [0u8; 32];
+    getrandom(&mut bytes);
+    let private = pinhole_engine::private_key_from_bytes(bytes);
+    (private, pinhole_engine::public_key(&private))
+}
+
+fn getrandom(buf: &mut [u8]) {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .expect("reading /dev/urandom");
+}
+
+/// Two hosts on one link: a = 192.0.2.1 / 2001:db8::1, b = 192.0.2.2 / 2001:db8::2.
+pub fn two_hosts() -> Lab {
+    let t = Topology::new().host("a").host("b").link(
+        "a",
+        &["192.0.2.1/24", "2001:db8::1/64"],
+        "b",
+        &["192.0.2.2/24", "2001:db8::2/64"],
+    );
+    Lab::build(&t).expect("building the lab")
+}
+
+pub struct Node {
+    pub private: Key,
+    pub public: Key,
+    pub v4: &'static str,
+    pub v6: &'static str,
+    pub underlay: &'static str,
+}
+
+pub fn node_a() -> Node {
+    let (private, public) = keypair();
+    Node {
+        private,
+        public,
+        v4: "100.64.0.1",
+        v6: "fd7a:115c:a1e0::1",
+        underlay: "192.0.2.1",
+    }
+}
+
+pub fn node_b() -> Node {
+    let (private, public) = keypair();
+    Node {
+        private,
+        public,
+        v4: "100.64.0.2",
+        v6: "fd7a:115c:a1e0::2",
+        underlay: "192.0.2.2",
+    }
+}
+
+/// A WireGuard-format config for `me` with `peer`; `endpoint` gives the peer's Endpoint line.
+pub fn config(me: &Node, peer: &Node, port: u16, endpoint: Option<String>) -> String {
+    let mut s = format!(
+        "[Interface]\nPrivateKey = {}\nAddress = {}/32, {}/128\nListenPort = {port}\n\n[Peer]\nPublicKey = {}\nAllowedIPs = {}/32, {}/128\n",
+        me.private.to_base64(),
+        me.v4,
+        me.v6,
+        peer.public.to_base64(),
+        peer.v4,
+        peer.v6
+    );
+    if let Some(ep) = endpoint {
+        s.push_str(&format!("Endpoint = {ep}\n"));
+    }
+    s
+}
+
+/// Starts pinholed in `host` with `config`, and waits until it says it is up.
+pub fn start_pinholed(lab: &mut Lab, host: &str, config: &str) -> Proc {
+    let dir = lab.dir().to_path_buf();
+    let conf = dir.join(format!("{host}.conf"));
+    std::fs::write(&conf, config).expect("writing config");
+    let state = dir.join(format!("{host}-state"));
+    let sock = dir.join(format!("{host}.sock"));
+    let bin = pinholed();
+    let p = lab
+        .spawn(
+            host,
+            &[
+                bin.to_str().unwrap(),
+                "--config",
+                conf.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--socket",
+                sock.to_str().unwrap(),
+                "--tun-name",
+                TUN,
+            ],
+        )
+        .expect("starting pinholed");
+    let up = Lab::wait_for(Duration::from_secs(10), || {
+        p.log_text().contains("pinholed is up")
+    });
+    assert!(up, "pinholed did not come up:\n{}", p.log_text());
+    p
+}
+
+/// Pings `dst` from `host`; true if replies came back.
+pub fn ping(lab: &Lab, host: &str, dst: &str) -> bool {
+    let out = lab
+        .run(
+            host,
+            &["ping", "-c", "3", "-i", "0.2", "-W", "2", dst],
+            Duration::from_secs(15),
+        )
+        .expect("running ping");
+    if !out.status.success() {
+        eprintln!(
+            "ping {dst} from {host} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out.status.success()
+}
+
+/// Reads `name=N` from a log line.
+pub fn counter(log: &str, name: &str) -> Option<u64> {
+    let key = format!("{name}=");
+    let start = log.rfind(&key)? + key.len();
+    log[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .ok()
+}
