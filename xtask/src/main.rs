@@ -1,1 +1,73 @@
-fn main() {}
+//! `cargo xtask`: the project's entry points — `demo`, `test`, `bench throughput`.
+
+mod bench;
+mod demo;
+mod packages;
+mod test;
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["demo"] => demo::run(),
+        ["test"] => test::run(),
+        ["bench", "throughput", rest @ ..] => bench::throughput(rest),
+        _ => bail!(
+            "usage: cargo xtask <command>\n\n  demo                 two pinholed nodes in a namespace lab, pinging across the tunnel\n  test                 everything: fmt, clippy, unit, netsim, netlab, interop\n  bench throughput [--seconds N]\n                       iperf3 through raw veth, pinholed, wireguard-go and boringtun-cli"
+        ),
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs a command in the workspace root, failing on a non-zero exit.
+pub fn cmd(program: &str, args: &[&str]) -> Result<()> {
+    eprintln!("$ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !status.success() {
+        bail!("{program} {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Builds pinholed and netlab-tool in release mode and points the lab helpers at them.
+pub fn build_release_binaries() -> Result<()> {
+    cmd(
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "pinhole-daemon",
+            "-p",
+            "pinhole-netlab",
+            "--bins",
+        ],
+    )?;
+    let target = root().join("target/release");
+    std::env::set_var("PINHOLED_BIN", target.join("pinholed"));
+    std::env::set_var("NETLAB_TOOL_BIN", target.join("netlab-tool"));
+    Ok(())
+}
+
+/// Fails unless running as root (namespaces need it).
+pub fn require_root(what: &str) -> Result<()> {
+    if !pinhole_netlab::have_root() {
+        bail!("{what} builds network namespaces and needs root: run it with sudo");
+    }
+    Ok(())
+}

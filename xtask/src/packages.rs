@@ -1,0 +1,54 @@
+//! Installs the Debian packages the lab needs when they are missing.
+
+use anyhow::{bail, Result};
+use std::process::Command;
+
+/// (command that must exist, Debian package that provides it)
+pub const LAB: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("ping", "iputils-ping"),
+    ("nft", "nftables"),
+    ("conntrack", "conntrack"),
+    ("wireguard-go", "wireguard-go"),
+    ("wg", "wireguard-tools"),
+];
+
+/// What the throughput benchmark needs on top of the lab.
+pub const BENCH: &[(&str, &str)] = &[("iperf3", "iperf3")];
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Installs (with apt-get, --no-install-recommends) whatever in `needs` is missing.
+pub fn ensure(needs: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = needs
+        .iter()
+        .filter(|(cmd, _)| !have(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !pinhole_netlab::have_root() {
+        bail!("missing packages {missing:?}: install them with apt-get (needs root)");
+    }
+    eprintln!("installing {missing:?}");
+    let env = [("DEBIAN_FRONTEND", "noninteractive")];
+    let status = Command::new("apt-get").arg("update").envs(env).status()?;
+    if !status.success() {
+        bail!("apt-get update failed");
+    }
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .envs(env)
+        .status()?;
+    if !status.success() {
+        bail!("apt-get install {missing:?} failed");
+    }
+    Ok(())
+}
