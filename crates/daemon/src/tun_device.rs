@@ -10,7 +10,9 @@ pub const DEFAULT_MTU: u16 = 1420;
 /// Creates and brings up the TUN device `name` with `addresses`.
 pub fn create(name: &str, addresses: &[IpNet], mtu: u16) -> Result<AsyncDevice> {
     let mut builder = DeviceBuilder::new().mtu(mtu);
-    if !name.is_empty() && !(cfg!(target_os = "macos") && name == "utun") {
+    // On macOS "utun" means "the next free utunN", which the OS picks when no name is given.
+    let os_picks_name = name.is_empty() || (cfg!(target_os = "macos") && name == "utun");
+    if !os_picks_name {
         builder = builder.name(name);
     }
     let mut v4 = addresses.iter().filter_map(|a| match a {

@@ -33,7 +33,7 @@ impl<T: Clone + PartialEq> AllowedIps<T> {
             Some(p) => p,
             None => {
                 self.tables.push((len, v6, HashMap::new()));
-                self.tables.sort_by(|a, b| b.0.cmp(&a.0));
+                self.tables.sort_by_key(|t| std::cmp::Reverse(t.0));
                 self.tables
                     .iter()
                     .position(|(l, is6, _)| *l == len && *is6 == v6)

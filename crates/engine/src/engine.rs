@@ -306,12 +306,10 @@ impl Engine {
                 endpoint: from,
             });
         }
-        if !is_data || peer.handshakes == 0 {
-            if peer.check_new_handshake(now) {
-                self.events.push_back(Event::HandshakeCompleted {
-                    peer: peer.settings.public_key,
-                });
-            }
+        if (!is_data || peer.handshakes == 0) && peer.check_new_handshake(now) {
+            self.events.push_back(Event::HandshakeCompleted {
+                peer: peer.settings.public_key,
+            });
         }
     }
 
