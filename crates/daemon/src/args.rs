@@ -10,7 +10,7 @@ pub struct Args {
     /// Where the node key and the daemon's state live (created with mode 0700).
     #[arg(long, default_value_os_t = default_state_dir())]
     pub state_dir: PathBuf,
-    /// The local IPC socket the app and the CLI talk to.
+    /// The local IPC socket the app and the CLI will talk to (accepted now, served once the IPC lands).
     #[arg(long, default_value_os_t = default_socket())]
     pub socket: PathBuf,
     /// Name of the TUN device.

@@ -4,7 +4,7 @@ use boringtun::noise::Tunn;
 use ipnet::IpNet;
 use pinhole_proto::key::Key;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What the engine is told about a peer (from a config file or, later, the network map).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +38,6 @@ pub(crate) struct Peer {
     pub(crate) settings: PeerSettings,
     pub(crate) endpoint: Option<SocketAddr>,
     pub(crate) last_handshake: Option<Instant>,
-    /// boringtun's "time since last handshake" at the previous check, to spot a new one.
-    pub(crate) prev_since_handshake: Option<std::time::Duration>,
     pub(crate) handshakes: u64,
     pub(crate) rx_bytes: u64,
     pub(crate) tx_bytes: u64,
@@ -54,7 +52,6 @@ impl Peer {
             endpoint: settings.endpoint,
             settings,
             last_handshake: None,
-            prev_since_handshake: None,
             handshakes: 0,
             rx_bytes: 0,
             tx_bytes: 0,
@@ -64,18 +61,23 @@ impl Peer {
     }
 
     /// Returns true once per completed handshake (initiator or responder side).
+    ///
+    /// boringtun only tells how long ago the current session was established; the instant that
+    /// gives (`now - elapsed`) moves forward only when a new session is established. Jitter
+    /// between the caller's `now` and boringtun's own clock read is far below the margin, and
+    /// handshakes are seconds apart (REKEY_TIMEOUT is 5 s).
     pub(crate) fn check_new_handshake(&mut self, now: Instant) -> bool {
-        let since = self.tunn.time_since_last_handshake();
-        let new = match (self.prev_since_handshake, since) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            // The elapsed time only shrinks when a new session was established.
-            (Some(prev), Some(cur)) => cur < prev,
+        const MARGIN: Duration = Duration::from_millis(100);
+        let Some(since) = self.tunn.time_since_last_handshake() else {
+            return false;
         };
-        self.prev_since_handshake = since;
+        let established = now.checked_sub(since).unwrap_or(now);
+        let new = self
+            .last_handshake
+            .is_none_or(|last| established > last + MARGIN);
         if new {
             self.handshakes += 1;
-            self.last_handshake = Some(now.checked_sub(since.unwrap_or_default()).unwrap_or(now));
+            self.last_handshake = Some(established);
         }
         new
     }

@@ -182,9 +182,12 @@ fn rekeys_after_rekey_time_and_keeps_flowing() {
         received_per_window.push(sim.take_tun(b).len() + sim.take_tun(a).len());
     }
     assert!(sim.elapsed() >= Duration::from_secs(600));
-    // REKEY_AFTER_TIME is 120 s: ten minutes need at least four new sessions.
+    // REKEY_AFTER_TIME is 120 s: the first handshake, then about one new session per 120 s.
     let (ha, hb) = (handshakes(&sim, a), handshakes(&sim, b));
-    assert!(ha >= 5 && hb >= 5, "handshakes a={ha} b={hb}");
+    assert!(
+        (5..=7).contains(&ha) && (5..=7).contains(&hb),
+        "handshakes a={ha} b={hb}"
+    );
     // Packets flowed through every rekey: no second after the first lost more than one packet.
     let lost: usize = received_per_window[1..].iter().map(|&n| 2 - n.min(2)).sum();
     assert!(lost <= 6, "{lost} packets lost around rekeys");
