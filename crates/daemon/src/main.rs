@@ -6,6 +6,7 @@ mod routes;
 mod run;
 mod state_dir;
 mod tun_device;
+mod tun_io;
 mod udp;
 
 use anyhow::Result;

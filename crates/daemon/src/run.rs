@@ -1,16 +1,16 @@
 //! The daemon's one loop: reads the TUN device and the UDP socket, feeds the engine, writes what
 //! it returns, and wakes the engine's timers; stops cleanly on SIGINT/SIGTERM.
 
+use crate::tun_io::TunIo;
 use crate::{args::Args, config, routes, state_dir, tun_device, udp};
 use anyhow::{bail, Context, Result};
 use pinhole_engine::{Engine, Event};
 use std::io::ErrorKind;
 use std::time::Instant;
 use tokio::net::UdpSocket;
-use tun_rs::AsyncDevice;
 
-/// Packets read from one source before the loop looks at the others again.
-const BATCH: usize = 64;
+/// Packets read from one source before the loop writes out and looks at the others again.
+const BATCH: usize = 256;
 
 pub async fn run(args: Args) -> Result<()> {
     state_dir::prepare(&args.state_dir)?;
@@ -33,6 +33,7 @@ pub async fn run(args: Args) -> Result<()> {
     let mtu = config.interface.mtu.unwrap_or(tun_device::DEFAULT_MTU);
     let device = tun_device::create(&args.tun_name, &config.interface.addresses, mtu)?;
     let dev_name = device.name().unwrap_or_else(|_| args.tun_name.clone());
+    let mut tun = TunIo::new(device, mtu);
     let routes = routes::needed(
         &config.interface.addresses,
         peers.iter().flat_map(|p| p.allowed_ips.iter().copied()),
@@ -55,7 +56,7 @@ pub async fn run(args: Args) -> Result<()> {
             peers = peers.len(),
             "pinholed is up"
         );
-        result = event_loop(&mut engine, &socket, &device).await;
+        result = event_loop(&mut engine, &socket, &mut tun).await;
     }
     for net in added.iter().rev() {
         routes::remove(&dev_name, net);
@@ -69,17 +70,16 @@ pub async fn run(args: Args) -> Result<()> {
         tx_no_endpoint = stats.tx_no_endpoint,
         "pinholed stopped; dropped packets"
     );
-    drop(device);
+    drop(tun);
     result
 }
 
-async fn event_loop(engine: &mut Engine, socket: &UdpSocket, device: &AsyncDevice) -> Result<()> {
+async fn event_loop(engine: &mut Engine, socket: &UdpSocket, tun: &mut TunIo) -> Result<()> {
     let local = socket.local_addr()?;
     let mut shutdown = std::pin::pin!(shutdown_signal());
-    let mut tun_buf = vec![0u8; 65536];
     let mut udp_buf = vec![0u8; 65536];
     loop {
-        flush(engine, socket, &local, device).await;
+        flush(engine, socket, &local, tun).await;
         let deadline = tokio::time::Instant::from_std(engine.poll_timeout());
         tokio::select! {
             biased;
@@ -87,13 +87,21 @@ async fn event_loop(engine: &mut Engine, socket: &UdpSocket, device: &AsyncDevic
                 tracing::info!("{signal}: shutting down");
                 return Ok(());
             }
-            r = device.recv(&mut tun_buf) => {
+            r = tun.recv_batch() => {
                 let n = r.context("reading the TUN device")?;
                 let now = Instant::now();
-                engine.handle_tun(now, &tun_buf[..n]);
-                for _ in 1..BATCH {
-                    match device.try_recv(&mut tun_buf) {
-                        Ok(n) => engine.handle_tun(now, &tun_buf[..n]),
+                for i in 0..n {
+                    engine.handle_tun(now, tun.packet(i));
+                }
+                let mut total = n;
+                while total < BATCH {
+                    match tun.try_recv_batch() {
+                        Ok(n) => {
+                            for i in 0..n {
+                                engine.handle_tun(now, tun.packet(i));
+                            }
+                            total += n;
+                        }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) => return Err(e).context("reading the TUN device"),
                     }
@@ -127,7 +135,7 @@ async fn flush(
     engine: &mut Engine,
     socket: &UdpSocket,
     local: &std::net::SocketAddr,
-    device: &AsyncDevice,
+    tun: &mut TunIo,
 ) {
     while let Some(t) = engine.poll_transmit() {
         let dst = udp::to_socket_family(local, t.dst);
@@ -136,9 +144,10 @@ async fn flush(
         }
     }
     while let Some(p) = engine.poll_tun() {
-        if let Err(e) = device.send(&p).await {
-            tracing::debug!("TUN write: {e}");
-        }
+        tun.queue(&p);
+    }
+    if let Err(e) = tun.flush().await {
+        tracing::debug!("TUN write: {e}");
     }
     while let Some(e) = engine.poll_event() {
         match e {

@@ -38,6 +38,8 @@ pub fn create(name: &str, addresses: &[IpNet], mtu: u16) -> Result<AsyncDevice> 
     {
         // The default queue of 500 drops bursts that the tunnel can carry.
         builder = builder.tx_queue_len(2000);
+        // TSO/GSO super-packets in, GRO-coalesced packets out (see tun_io).
+        builder = builder.offload(true);
     }
     let device = builder.build_async().with_context(|| {
         format!("cannot create TUN device {name:?} (is pinholed running as root?)")
