@@ -53,61 +53,35 @@ fn run(argv: &[String]) -> Result<()> {
     Ok(())
 }
 
-#[cfg(target_os = "linux")]
 fn add_command(dev: &str, net: &IpNet) -> Vec<String> {
-    let family = if net.addr().is_ipv6() { "-6" } else { "-4" };
-    [
-        "ip",
-        family,
-        "route",
-        "replace",
-        &net.to_string(),
-        "dev",
-        dev,
-    ]
-    .map(String::from)
-    .to_vec()
+    command(dev, net, true)
+}
+
+fn remove_command(dev: &str, net: &IpNet) -> Vec<String> {
+    command(dev, net, false)
 }
 
 #[cfg(target_os = "linux")]
-fn remove_command(dev: &str, net: &IpNet) -> Vec<String> {
+fn command(dev: &str, net: &IpNet, add: bool) -> Vec<String> {
     let family = if net.addr().is_ipv6() { "-6" } else { "-4" };
-    ["ip", family, "route", "del", &net.to_string(), "dev", dev]
+    let verb = if add { "replace" } else { "del" };
+    ["ip", family, "route", verb, &net.to_string(), "dev", dev]
         .map(String::from)
         .to_vec()
 }
 
 #[cfg(any(target_os = "macos", target_os = "freebsd"))]
-fn add_command(dev: &str, net: &IpNet) -> Vec<String> {
+fn command(dev: &str, net: &IpNet, add: bool) -> Vec<String> {
     let family = if net.addr().is_ipv6() {
         "-inet6"
     } else {
         "-inet"
     };
+    let verb = if add { "add" } else { "delete" };
     [
         "route",
         "-n",
-        "add",
-        family,
-        &net.to_string(),
-        "-interface",
-        dev,
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-#[cfg(any(target_os = "macos", target_os = "freebsd"))]
-fn remove_command(dev: &str, net: &IpNet) -> Vec<String> {
-    let family = if net.addr().is_ipv6() {
-        "-inet6"
-    } else {
-        "-inet"
-    };
-    [
-        "route",
-        "-n",
-        "delete",
+        verb,
         family,
         &net.to_string(),
         "-interface",
@@ -118,45 +92,45 @@ fn remove_command(dev: &str, net: &IpNet) -> Vec<String> {
 }
 
 #[cfg(windows)]
-fn add_command(dev: &str, net: &IpNet) -> Vec<String> {
+fn command(dev: &str, net: &IpNet, add: bool) -> Vec<String> {
     let family = if net.addr().is_ipv6() { "ipv6" } else { "ipv4" };
+    let verb = if add { "add" } else { "delete" };
     let interface = format!("interface={dev}");
     let prefix = format!("prefix={net}");
-    [
+    let mut argv: Vec<String> = [
         "netsh",
         "interface",
         family,
-        "add",
-        "route",
-        &prefix,
-        &interface,
-        "store=active",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-#[cfg(windows)]
-fn remove_command(dev: &str, net: &IpNet) -> Vec<String> {
-    let family = if net.addr().is_ipv6() { "ipv6" } else { "ipv4" };
-    let interface = format!("interface={dev}");
-    let prefix = format!("prefix={net}");
-    [
-        "netsh",
-        "interface",
-        family,
-        "delete",
+        verb,
         "route",
         &prefix,
         &interface,
     ]
     .map(String::from)
-    .to_vec()
+    .to_vec();
+    if add {
+        argv.push("store=active".into());
+    }
+    argv
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn linux_commands() {
+        let net: IpNet = "fd01::/64".parse().unwrap();
+        assert_eq!(
+            add_command("ph0", &net).join(" "),
+            "ip -6 route replace fd01::/64 dev ph0"
+        );
+        assert_eq!(
+            remove_command("ph0", &net).join(" "),
+            "ip -6 route del fd01::/64 dev ph0"
+        );
+    }
 
     fn nets(s: &[&str]) -> Vec<IpNet> {
         s.iter().map(|n| n.parse().unwrap()).collect()

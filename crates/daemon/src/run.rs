@@ -68,6 +68,7 @@ pub async fn run(args: Args) -> Result<()> {
         rx_disallowed_source = stats.rx_disallowed_source,
         tun_no_route = stats.tun_no_route,
         tx_no_endpoint = stats.tx_no_endpoint,
+        queue_full = stats.queue_full,
         "pinholed stopped; dropped packets"
     );
     drop(tun);

@@ -7,35 +7,30 @@ use std::time::Duration;
 
 pub const TUN: &str = "ph0";
 
-/// The pinholed binary: $PINHOLED_BIN, else the workspace's release or debug build.
-/// Panics with what to do when it is not built.
-pub fn pinholed() -> PathBuf {
-    if let Some(p) = std::env::var_os("PINHOLED_BIN") {
+/// A workspace binary: `$env_var` if set, else the release or debug build in the workspace's
+/// target directory. Panics with what to do when it is not built.
+fn workspace_binary(env_var: &str, name: &str, package: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_var) {
         return PathBuf::from(p);
     }
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target");
-    for profile in ["release", "debug"] {
-        let p = target.join(profile).join("pinholed");
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("pinholed is not built: run `cargo xtask test`, or `cargo build -p pinhole-daemon` and set PINHOLED_BIN");
+    ["release", "debug"]
+        .iter()
+        .map(|profile| target.join(profile).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("{name} is not built: run `cargo xtask test`, or `cargo build -p {package}` and set {env_var}")
+        })
 }
 
-/// The netlab-tool binary, next to pinholed or in the same target directory as the caller.
+/// The pinholed binary ($PINHOLED_BIN, else the workspace's build).
+pub fn pinholed() -> PathBuf {
+    workspace_binary("PINHOLED_BIN", "pinholed", "pinhole-daemon")
+}
+
+/// The netlab-tool binary ($NETLAB_TOOL_BIN, else the workspace's build).
 pub fn tool() -> PathBuf {
-    if let Some(p) = std::env::var_os("NETLAB_TOOL_BIN") {
-        return PathBuf::from(p);
-    }
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target");
-    for profile in ["release", "debug"] {
-        let p = target.join(profile).join("netlab-tool");
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("netlab-tool is not built: run `cargo build -p pinhole-netlab` or set NETLAB_TOOL_BIN");
+    workspace_binary("NETLAB_TOOL_BIN", "netlab-tool", "pinhole-netlab")
 }
 
 /// A fresh private key and its public key.
