@@ -67,7 +67,7 @@ pub fn build_release_binaries() -> Result<()> {
 /// Fails unless running as root (namespaces need it).
 pub fn require_root(what: &str) -> Result<()> {
     if !pinhole_netlab::have_root() {
-        bail!("{what} builds network namespaces and needs root: run it with sudo");
+        bail!("{what} builds network namespaces and needs root: run it as root (or with sudo -E)");
     }
     Ok(())
 }
