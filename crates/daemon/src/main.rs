@@ -13,7 +13,15 @@ use anyhow::Result;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-fn main() -> Result<()> {
+fn main() {
+    if let Err(e) = run_daemon() {
+        // Logged once, with its causes, on one line; the exit code tells the service manager.
+        tracing::error!("{e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_daemon() -> Result<()> {
     let args = args::Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -25,9 +33,5 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(run::run(args));
-    if let Err(e) = &result {
-        tracing::error!("{e:#}");
-    }
-    result
+    runtime.block_on(run::run(args))
 }

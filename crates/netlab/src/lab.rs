@@ -101,24 +101,9 @@ impl Lab {
         }
         for host in &topology.forwarding {
             let ns = lab.ns(host)?.to_string();
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ])?;
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.forwarding=1",
-            ])?;
+            for knob in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+                sh(&["ip", "netns", "exec", &ns, "sysctl", "-qw", knob])?;
+            }
         }
         for l in &topology.links {
             let (na, nb) = (lab.ns(&l.a)?.to_string(), lab.ns(&l.b)?.to_string());
