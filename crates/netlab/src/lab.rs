@@ -156,7 +156,7 @@ impl Lab {
     /// Runs `argv` in `host` to completion (killed after `timeout`), whatever its exit status.
     pub fn run(&self, host: &str, argv: &[&str], timeout: Duration) -> Result<Output, LabError> {
         let cmd = argv.join(" ");
-        let mut child = self
+        let child = self
             .in_ns(host, argv)?
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -166,20 +166,28 @@ impl Lab {
                 cmd: cmd.clone(),
                 source,
             })?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            if child.try_wait()?.is_some() {
-                return Ok(child.wait_with_output()?);
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(LabError::Timeout {
+        // Output is collected on another thread, so a chatty command cannot fill its pipe and
+        // stall while this one waits for it to exit.
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(out) => Ok(out?),
+            Err(_) => {
+                if let Ok(pid) = i32::try_from(pid) {
+                    // SAFETY: signalling our own child, not yet reaped (its waiter is blocked).
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+                let _ = rx.recv_timeout(Duration::from_secs(5));
+                Err(LabError::Timeout {
                     cmd,
                     secs: timeout.as_secs(),
-                });
+                })
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
