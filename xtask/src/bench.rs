@@ -102,13 +102,11 @@ fn boringtun_cli() -> Option<String> {
 fn measure(setup: Setup, boringtun: Option<&str>, seconds: u32) -> Result<Row> {
     let mut lab = two_hosts();
     let (a, b) = (node_a(), node_b());
-    let b_endpoint = Some(format!("{}:51820", b.underlay));
-    let a_endpoint = Some(format!("{}:51820", a.underlay));
     let dst = match setup {
         Setup::Raw => b.underlay,
         Setup::Pinholed => {
-            start_pinholed(&mut lab, "a", &config(&a, &b, 51820, b_endpoint));
-            start_pinholed(&mut lab, "b", &config(&b, &a, 51820, a_endpoint));
+            start_pinholed(&mut lab, "a", &config(&a, &b, true));
+            start_pinholed(&mut lab, "b", &config(&b, &a, true));
             b.v4
         }
         Setup::WireguardGo | Setup::BoringtunCli => {
@@ -116,8 +114,8 @@ fn measure(setup: Setup, boringtun: Option<&str>, seconds: u32) -> Result<Row> {
                 (Setup::BoringtunCli, Some(path)) => Implementation::BoringtunCli(path.into()),
                 _ => Implementation::WireguardGo,
             };
-            stock::start(&mut lab, "a", &imp, &a, &b, b_endpoint)?;
-            stock::start(&mut lab, "b", &imp, &b, &a, a_endpoint)?;
+            stock::start(&mut lab, "a", &imp, &a, &b, true)?;
+            stock::start(&mut lab, "b", &imp, &b, &a, true)?;
             b.v4
         }
     };

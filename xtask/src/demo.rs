@@ -16,12 +16,8 @@ pub fn run() -> Result<()> {
     println!("node a: underlay {}  overlay {} {}", a.underlay, a.v4, a.v6);
     println!("node b: underlay {}  overlay {} {}", b.underlay, b.v4, b.v6);
     println!("a knows b's endpoint; b learns a's from a's first handshake\n");
-    let pa = start_pinholed(
-        &mut lab,
-        "a",
-        &config(&a, &b, 51820, Some(format!("{}:51820", b.underlay))),
-    );
-    let pb = start_pinholed(&mut lab, "b", &config(&b, &a, 51820, None));
+    let pa = start_pinholed(&mut lab, "a", &config(&a, &b, true));
+    let pb = start_pinholed(&mut lab, "b", &config(&b, &a, false));
 
     let mut failures = 0;
     for (from, to, label) in [

@@ -16,7 +16,8 @@ const IDEAL_BATCH_SIZE: usize = 1;
 #[cfg(not(target_os = "linux"))]
 const VIRTIO_NET_HDR_LEN: usize = 0;
 
-/// Largest IP packet the device hands over or takes.
+/// Largest packet (a TCP/UDP super-packet with offloads) one read returns.
+#[cfg(target_os = "linux")]
 const MAX_PACKET: usize = 65535;
 
 pub struct TunIo {
@@ -87,8 +88,8 @@ impl TunIo {
     /// Queues a packet for the next [`TunIo::flush`].
     pub fn queue(&mut self, packet: &[u8]) {
         if self.out_len == self.out.len() {
-            self.out
-                .push(Vec::with_capacity(VIRTIO_NET_HDR_LEN + MAX_PACKET));
+            // Buffers are reused; GRO grows the one it coalesces into as it needs.
+            self.out.push(Vec::new());
         }
         let buf = &mut self.out[self.out_len];
         buf.clear();

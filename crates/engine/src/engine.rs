@@ -12,7 +12,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use pinhole_proto::ip;
 use pinhole_proto::key::Key;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -214,8 +214,7 @@ impl Engine {
             Ok(p) => p,
             Err(TunnResult::WriteToNetwork(reply)) => {
                 // Under load: answer with a cookie instead of doing the handshake's work.
-                let reply = reply.to_vec();
-                self.push_raw(from, reply);
+                push_transmit(&mut self.transmits, &mut self.stats, Some(from), reply);
                 return;
             }
             Err(_) => {
@@ -249,54 +248,41 @@ impl Engine {
             return;
         };
 
-        let mut authentic = false;
-        match peer
-            .tunn
-            .decapsulate(Some(from.ip()), datagram, &mut self.buf)
-        {
-            TunnResult::Done => authentic = true,
-            TunnResult::Err(WireGuardError::UnderLoad) => {}
-            TunnResult::Err(e) => {
-                tracing::trace!(?e, %from, "dropped datagram");
-                self.stats.rx_invalid += 1;
-            }
-            TunnResult::WriteToNetwork(out) => {
-                authentic = true;
-                push_transmit(&mut self.transmits, &mut self.stats, Some(from), out);
-                // Packets queued while the handshake was in flight go out now.
-                while let TunnResult::WriteToNetwork(out) =
-                    peer.tunn.decapsulate(None, &[], &mut self.buf)
-                {
+        let (out, src): (&[u8], IpAddr) =
+            match peer
+                .tunn
+                .decapsulate(Some(from.ip()), datagram, &mut self.buf)
+            {
+                TunnResult::WriteToTunnelV4(out, src) => (out, src.into()),
+                TunnResult::WriteToTunnelV6(out, src) => (out, src.into()),
+                TunnResult::Done => (&[], from.ip()),
+                TunnResult::WriteToNetwork(out) => {
                     push_transmit(&mut self.transmits, &mut self.stats, Some(from), out);
+                    // Packets queued while the handshake was in flight go out now.
+                    while let TunnResult::WriteToNetwork(out) =
+                        peer.tunn.decapsulate(None, &[], &mut self.buf)
+                    {
+                        push_transmit(&mut self.transmits, &mut self.stats, Some(from), out);
+                    }
+                    (&[], from.ip())
                 }
-            }
-            TunnResult::WriteToTunnelV4(out, src) => {
-                authentic = true;
-                deliver(
-                    &self.routes,
-                    idx,
-                    peer,
-                    src.into(),
-                    out,
-                    &mut self.tun_out,
-                    &mut self.stats,
-                );
-            }
-            TunnResult::WriteToTunnelV6(out, src) => {
-                authentic = true;
-                deliver(
-                    &self.routes,
-                    idx,
-                    peer,
-                    src.into(),
-                    out,
-                    &mut self.tun_out,
-                    &mut self.stats,
-                );
-            }
-        }
-        if !authentic {
-            return;
+                TunnResult::Err(WireGuardError::UnderLoad) => return,
+                TunnResult::Err(e) => {
+                    tracing::trace!(?e, %from, "dropped datagram");
+                    self.stats.rx_invalid += 1;
+                    return;
+                }
+            };
+        if !out.is_empty() {
+            deliver(
+                &self.routes,
+                idx,
+                peer,
+                src,
+                out,
+                &mut self.tun_out,
+                &mut self.stats,
+            );
         }
         // WireGuard's roaming: the last authentic source is where the peer is.
         if peer.endpoint != Some(from) {
@@ -378,14 +364,6 @@ impl Engine {
         let idx = self.by_key.get(key)?;
         self.peers.get(idx).map(Peer::status)
     }
-
-    fn push_raw(&mut self, dst: SocketAddr, payload: Vec<u8>) {
-        if self.transmits.len() >= MAX_QUEUE {
-            self.stats.queue_full += 1;
-            return;
-        }
-        self.transmits.push_back(Transmit { dst, payload });
-    }
 }
 
 fn push_transmit(
@@ -413,7 +391,7 @@ fn deliver(
     routes: &AllowedIps<u32>,
     idx: u32,
     peer: &mut Peer,
-    src: std::net::IpAddr,
+    src: IpAddr,
     packet: &[u8],
     tun_out: &mut VecDeque<Vec<u8>>,
     stats: &mut EngineStats,

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub const TUN: &str = "ph0";
+/// The UDP port every WireGuard node in the lab listens on.
+pub const PORT: u16 = 51820;
 
 /// A workspace binary: `$env_var` if set, else the release or debug build in the workspace's
 /// target directory. Panics with what to do when it is not built.
@@ -35,17 +37,8 @@ pub fn tool() -> PathBuf {
 
 /// A fresh private key and its public key.
 pub fn keypair() -> (Key, Key) {
-    let mut bytes = [0u8; 32];
-    getrandom(&mut bytes);
-    let private = pinhole_engine::private_key_from_bytes(bytes);
+    let private = pinhole_engine::private_key_from_bytes(rand::random());
     (private, pinhole_engine::public_key(&private))
-}
-
-fn getrandom(buf: &mut [u8]) {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .expect("reading /dev/urandom");
 }
 
 /// Two hosts on one link: a = 192.0.2.1 / 2001:db8::1, b = 192.0.2.2 / 2001:db8::2.
@@ -65,6 +58,13 @@ pub struct Node {
     pub v4: &'static str,
     pub v6: &'static str,
     pub underlay: &'static str,
+}
+
+impl Node {
+    /// The node's WireGuard endpoint on the underlay (`IP:PORT`).
+    pub fn endpoint(&self) -> String {
+        format!("{}:{PORT}", self.underlay)
+    }
 }
 
 pub fn node_a() -> Node {
@@ -89,19 +89,30 @@ pub fn node_b() -> Node {
     }
 }
 
-/// A WireGuard-format config for `me` with `peer`; `endpoint` gives the peer's Endpoint line.
-pub fn config(me: &Node, peer: &Node, port: u16, endpoint: Option<String>) -> String {
-    let mut s = format!(
-        "[Interface]\nPrivateKey = {}\nAddress = {}/32, {}/128\nListenPort = {port}\n\n[Peer]\nPublicKey = {}\nAllowedIPs = {}/32, {}/128\n",
-        me.private.to_base64(),
-        me.v4,
-        me.v6,
+/// pinholed's config for `me` with one peer; with `knows_peer` it has the peer's Endpoint,
+/// without it pinholed learns the endpoint from the peer's first handshake.
+pub fn config(me: &Node, peer: &Node, knows_peer: bool) -> String {
+    wg_text(me, peer, knows_peer, true)
+}
+
+/// The same for stock WireGuard's `wg setconf`, which takes no Address line.
+pub fn setconf(me: &Node, peer: &Node, knows_peer: bool) -> String {
+    wg_text(me, peer, knows_peer, false)
+}
+
+fn wg_text(me: &Node, peer: &Node, knows_peer: bool, with_address: bool) -> String {
+    let mut s = format!("[Interface]\nPrivateKey = {}\n", me.private.to_base64());
+    if with_address {
+        s.push_str(&format!("Address = {}/32, {}/128\n", me.v4, me.v6));
+    }
+    s.push_str(&format!(
+        "ListenPort = {PORT}\n\n[Peer]\nPublicKey = {}\nAllowedIPs = {}/32, {}/128\n",
         peer.public.to_base64(),
         peer.v4,
         peer.v6
-    );
-    if let Some(ep) = endpoint {
-        s.push_str(&format!("Endpoint = {ep}\n"));
+    ));
+    if knows_peer {
+        s.push_str(&format!("Endpoint = {}\n", peer.endpoint()));
     }
     s
 }

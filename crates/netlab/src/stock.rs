@@ -1,6 +1,6 @@
 //! Stock WireGuard peers in a lab: wireguard-go or boringtun-cli, configured with `wg setconf`.
 
-use crate::pinhole::Node;
+use crate::pinhole::{setconf, Node};
 use crate::{Lab, LabError};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -16,15 +16,16 @@ pub enum Implementation {
     BoringtunCli(String),
 }
 
-/// Starts `imp` in `host` as `me` with one peer, adds addresses and routes, and returns the
-/// interface name (unique per process: wg's control sockets live in a shared /var/run).
+/// Starts `imp` in `host` as `me` with one peer (with its endpoint if `knows_peer`), adds
+/// addresses and routes, and returns the interface name (unique per process: wg's control
+/// sockets live in a shared /var/run).
 pub fn start(
     lab: &mut Lab,
     host: &str,
     imp: &Implementation,
     me: &Node,
     peer: &Node,
-    endpoint: Option<String>,
+    knows_peer: bool,
 ) -> Result<String, LabError> {
     let ifname = format!(
         "wg{}{}",
@@ -52,16 +53,7 @@ pub fn start(
             secs: 10,
         });
     }
-    let mut conf = format!(
-        "[Interface]\nPrivateKey = {}\nListenPort = 51820\n\n[Peer]\nPublicKey = {}\nAllowedIPs = {}/32, {}/128\n",
-        me.private.to_base64(),
-        peer.public.to_base64(),
-        peer.v4,
-        peer.v6
-    );
-    if let Some(ep) = endpoint {
-        conf.push_str(&format!("Endpoint = {ep}\n"));
-    }
+    let conf = setconf(me, peer, knows_peer);
     let path = lab.dir().join(format!("{ifname}.conf"));
     std::fs::write(&path, conf)?;
     let p = path.to_string_lossy().into_owned();

@@ -4,7 +4,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 /// The line both ends of a transfer print: `bytes=N sha256=HEX`.
@@ -84,9 +84,9 @@ pub fn send(dst: SocketAddr, bytes: u64, seed: u64, timeout: Duration) -> std::i
 /// message headers (types 1–4) truncated or filled with garbage. Returns how many were sent.
 pub fn junk(dst: SocketAddr, count: u32, seed: u64) -> std::io::Result<u32> {
     let bind: SocketAddr = if dst.is_ipv6() {
-        "[::]:0".parse().map_err(std::io::Error::other)?
+        (Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
-        "0.0.0.0:0".parse().map_err(std::io::Error::other)?
+        (Ipv4Addr::UNSPECIFIED, 0).into()
     };
     let socket = UdpSocket::bind(bind)?;
     let mut rng = SmallRng::seed_from_u64(seed);

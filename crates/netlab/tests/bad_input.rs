@@ -15,24 +15,14 @@ fn junk_datagrams_are_counted_and_the_tunnel_keeps_working() {
     }
     let mut lab = two_hosts();
     let (a, b) = (node_a(), node_b());
-    let pa = start_pinholed(&mut lab, "a", &config(&a, &b, 51820, None));
-    let _pb = start_pinholed(
-        &mut lab,
-        "b",
-        &config(&b, &a, 51820, Some(format!("{}:51820", a.underlay))),
-    );
+    let pa = start_pinholed(&mut lab, "a", &config(&a, &b, false));
+    let _pb = start_pinholed(&mut lab, "b", &config(&b, &a, true));
     assert!(ping(&lab, "b", a.v4));
     let count = 3000u32;
     let out = lab
         .run_ok(
             "b",
-            &[
-                tool(),
-                "junk",
-                &format!("{}:51820", a.underlay),
-                &count.to_string(),
-                "11",
-            ],
+            &[tool(), "junk", &a.endpoint(), &count.to_string(), "11"],
             Duration::from_secs(30),
         )
         .expect("sending junk");
@@ -40,7 +30,13 @@ fn junk_datagrams_are_counted_and_the_tunnel_keeps_working() {
     // IPv6 junk too, on the same socket.
     lab.run_ok(
         "b",
-        &[tool(), "junk", "[2001:db8::1]:51820", "300", "12"],
+        &[
+            tool(),
+            "junk",
+            &format!("[2001:db8::1]:{PORT}"),
+            "300",
+            "12",
+        ],
         Duration::from_secs(30),
     )
     .expect("sending IPv6 junk");

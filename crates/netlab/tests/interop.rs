@@ -14,13 +14,9 @@ fn pinholed_initiates_to_wireguard_go() {
     }
     let mut lab = two_hosts();
     let (a, b) = (node_a(), node_b());
-    let ifname = stock::start(&mut lab, "b", &Implementation::WireguardGo, &b, &a, None)
+    let ifname = stock::start(&mut lab, "b", &Implementation::WireguardGo, &b, &a, false)
         .expect("starting wireguard-go");
-    let pa = start_pinholed(
-        &mut lab,
-        "a",
-        &config(&a, &b, 51820, Some(format!("{}:51820", b.underlay))),
-    );
+    let pa = start_pinholed(&mut lab, "a", &config(&a, &b, true));
     assert!(
         ping(&lab, "a", b.v4),
         "pinholed → wireguard-go over IPv4\n{}",
@@ -45,16 +41,9 @@ fn wireguard_go_initiates_to_pinholed() {
     let mut lab = two_hosts();
     let (a, b) = (node_a(), node_b());
     // pinholed does not know where the peer is: it must answer the handshake and learn it.
-    let pa = start_pinholed(&mut lab, "a", &config(&a, &b, 51820, None));
-    let ifname = stock::start(
-        &mut lab,
-        "b",
-        &Implementation::WireguardGo,
-        &b,
-        &a,
-        Some(format!("{}:51820", a.underlay)),
-    )
-    .expect("starting wireguard-go");
+    let pa = start_pinholed(&mut lab, "a", &config(&a, &b, false));
+    let ifname = stock::start(&mut lab, "b", &Implementation::WireguardGo, &b, &a, true)
+        .expect("starting wireguard-go");
     assert!(
         ping(&lab, "b", a.v4),
         "wireguard-go → pinholed over IPv4\n{}",

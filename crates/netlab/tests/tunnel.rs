@@ -10,12 +10,8 @@ fn two_nodes() -> (Lab, Node, Node, pinhole_netlab::Proc, pinhole_netlab::Proc) 
     let mut lab = two_hosts();
     let (a, b) = (node_a(), node_b());
     // a knows where b is; b learns a's endpoint from a's handshake.
-    let pa = start_pinholed(
-        &mut lab,
-        "a",
-        &config(&a, &b, 51820, Some(format!("{}:51820", b.underlay))),
-    );
-    let pb = start_pinholed(&mut lab, "b", &config(&b, &a, 51820, None));
+    let pa = start_pinholed(&mut lab, "a", &config(&a, &b, true));
+    let pb = start_pinholed(&mut lab, "b", &config(&b, &a, false));
     (lab, a, b, pa, pb)
 }
 
