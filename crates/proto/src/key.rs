@@ -47,6 +47,22 @@ impl fmt::Debug for Key {
     }
 }
 
+/// Keys travel in JSON as their base64 text, as WireGuard writes them.
+#[cfg(feature = "serde")]
+impl serde::Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_base64())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Key::from_base64(&s).map_err(|e| serde::de::Error::custom(format!("key {e}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,368 @@
+//! The live network map in memory: per account, every node's current record (serialised once per
+//! change) and the map streams open on this instance. A change is turned into one line of JSON and
+//! handed to every stream of the account; a stream that cannot keep up is closed, and its node
+//! reconnects and starts again from a full map.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use pinhole_proto::control::{MapMessage, Node, RelayMap};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::sync::mpsc;
+
+/// Lines queued for one stream before it counts as too slow and is closed.
+pub const STREAM_QUEUE: usize = 512;
+
+/// The map of every account with a stream open here.
+pub struct Hub {
+    inner: Mutex<Inner>,
+    relay_map_json: Bytes,
+}
+
+#[derive(Default)]
+struct Inner {
+    accounts: HashMap<String, Account>,
+    next_stream: u64,
+}
+
+#[derive(Default)]
+struct Account {
+    nodes: HashMap<String, Entry>,
+    streams: HashMap<String, Vec<Stream>>,
+}
+
+struct Entry {
+    node: Node,
+    json: Bytes,
+}
+
+struct Stream {
+    id: u64,
+    tx: mpsc::Sender<Bytes>,
+}
+
+/// A stream just opened: its id, the full map to send first, and the queue of later lines.
+pub struct Subscription {
+    pub id: u64,
+    pub full_map: Bytes,
+    pub rx: mpsc::Receiver<Bytes>,
+}
+
+impl Hub {
+    pub fn new(relay_map: &RelayMap) -> Hub {
+        Hub {
+            inner: Mutex::new(Inner::default()),
+            relay_map_json: Bytes::from(serde_json::to_vec(relay_map).unwrap_or_default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_loaded(&self, account: &str) -> bool {
+        self.lock().accounts.contains_key(account)
+    }
+
+    /// Fills an account's nodes from the database (no-op if another stream loaded it first).
+    pub fn load(&self, account: &str, nodes: Vec<Node>) {
+        let mut inner = self.lock();
+        if inner.accounts.contains_key(account) {
+            return;
+        }
+        let mut a = Account::default();
+        for node in nodes {
+            a.nodes.insert(node.id.clone(), entry(node));
+        }
+        inner.accounts.insert(account.to_string(), a);
+    }
+
+    /// Opens a stream for `node_id`; none if the node is not in the account.
+    pub fn subscribe(&self, account: &str, node_id: &str) -> Option<Subscription> {
+        let mut inner = self.lock();
+        inner.next_stream += 1;
+        let id = inner.next_stream;
+        let a = inner.accounts.get_mut(account)?;
+        let me = a.nodes.get(node_id)?;
+        let mut full = BytesMut::with_capacity(
+            64 + me.json.len() + a.nodes.values().map(|e| e.json.len() + 1).sum::<usize>()
+                + self.relay_map_json.len(),
+        );
+        full.put_slice(br#"{"type":"full","self":"#);
+        full.put_slice(&me.json);
+        full.put_slice(br#","peers":["#);
+        let mut first = true;
+        for (id, e) in &a.nodes {
+            if id == node_id {
+                continue;
+            }
+            if !first {
+                full.put_u8(b',');
+            }
+            first = false;
+            full.put_slice(&e.json);
+        }
+        full.put_slice(br#"],"relay_map":"#);
+        full.put_slice(&self.relay_map_json);
+        full.put_slice(b"}\n");
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        a.streams
+            .entry(node_id.to_string())
+            .or_default()
+            .push(Stream { id, tx });
+        Some(Subscription {
+            id,
+            full_map: full.freeze(),
+            rx,
+        })
+    }
+
+    /// Closes stream `id` of `node_id`; true if the node has no stream left here.
+    pub fn unsubscribe(&self, account: &str, node_id: &str, id: u64) -> bool {
+        let mut inner = self.lock();
+        let Some(a) = inner.accounts.get_mut(account) else {
+            return true;
+        };
+        let Some(list) = a.streams.get_mut(node_id) else {
+            return true;
+        };
+        list.retain(|s| s.id != id);
+        if list.is_empty() {
+            a.streams.remove(node_id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A node's record changed (or it is new): peers get `peer_changed`, the node `self_changed`.
+    pub fn upsert(&self, account: &str, node: Node) {
+        let mut inner = self.lock();
+        let Some(a) = inner.accounts.get_mut(account) else {
+            return;
+        };
+        if a.nodes.get(&node.id).is_some_and(|e| e.node == node) {
+            return;
+        }
+        let e = entry(node);
+        let peer_line = line_with(br#"{"type":"peer_changed","peer":"#, &e.json);
+        let self_line = line_with(br#"{"type":"self_changed","node":"#, &e.json);
+        let id = e.node.id.clone();
+        a.nodes.insert(id.clone(), e);
+        broadcast(a, |to| {
+            if to == id {
+                self_line.clone()
+            } else {
+                peer_line.clone()
+            }
+        });
+    }
+
+    /// A node is gone: peers get `peer_removed`, its own streams a goodbye and then the end.
+    pub fn remove(&self, account: &str, node_id: &str, reason: &str) {
+        let mut inner = self.lock();
+        let Some(a) = inner.accounts.get_mut(account) else {
+            return;
+        };
+        let Some(e) = a.nodes.remove(node_id) else {
+            return;
+        };
+        let removed = to_line(&MapMessage::PeerRemoved {
+            id: e.node.id.clone(),
+            node_key: e.node.node_key,
+        });
+        let goodbye = to_line(&MapMessage::Goodbye {
+            reason: reason.to_string(),
+        });
+        if let Some(own) = a.streams.remove(node_id) {
+            for s in own {
+                let _ = s.tx.try_send(goodbye.clone());
+            }
+        }
+        broadcast(a, |_| removed.clone());
+    }
+
+    /// The cached record of a node.
+    pub fn node(&self, account: &str, node_id: &str) -> Option<Node> {
+        let inner = self.lock();
+        Some(inner.accounts.get(account)?.nodes.get(node_id)?.node.clone())
+    }
+
+    /// Whether the node has a stream open here.
+    pub fn has_stream(&self, account: &str, node_id: &str) -> bool {
+        let inner = self.lock();
+        inner
+            .accounts
+            .get(account)
+            .is_some_and(|a| a.streams.contains_key(node_id))
+    }
+
+    /// Streams open on this instance.
+    pub fn stream_count(&self) -> usize {
+        let inner = self.lock();
+        inner
+            .accounts
+            .values()
+            .map(|a| a.streams.values().map(Vec::len).sum::<usize>())
+            .sum()
+    }
+
+    /// (account, node id) of every node with a stream open here.
+    pub fn streaming_nodes(&self) -> Vec<(String, String)> {
+        let inner = self.lock();
+        inner
+            .accounts
+            .iter()
+            .flat_map(|(acc, a)| a.streams.keys().map(move |n| (acc.clone(), n.clone())))
+            .collect()
+    }
+
+    /// Whether the account holds `node_id` in memory.
+    pub fn contains(&self, account: &str, node_id: &str) -> bool {
+        let inner = self.lock();
+        inner
+            .accounts
+            .get(account)
+            .is_some_and(|a| a.nodes.contains_key(node_id))
+    }
+}
+
+fn entry(node: Node) -> Entry {
+    let json = Bytes::from(serde_json::to_vec(&node).unwrap_or_default());
+    Entry { node, json }
+}
+
+fn line_with(head: &[u8], json: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(head.len() + json.len() + 2);
+    b.put_slice(head);
+    b.put_slice(json);
+    b.put_slice(b"}\n");
+    b.freeze()
+}
+
+/// One message as one line.
+pub fn to_line(m: &MapMessage) -> Bytes {
+    let mut v = serde_json::to_vec(m).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+/// Queues a line on every stream of the account; streams that are full or gone are dropped.
+fn broadcast(a: &mut Account, line_for: impl Fn(&str) -> Bytes) {
+    let mut dead: Vec<(String, u64)> = Vec::new();
+    for (node_id, list) in &a.streams {
+        let line = line_for(node_id);
+        for s in list {
+            if s.tx.try_send(line.clone()).is_err() {
+                dead.push((node_id.clone(), s.id));
+            }
+        }
+    }
+    for (node_id, id) in dead {
+        if let Some(list) = a.streams.get_mut(&node_id) {
+            tracing::debug!(node = %node_id, "map stream too slow or gone: closed");
+            list.retain(|s| s.id != id);
+            if list.is_empty() {
+                a.streams.remove(&node_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pinhole_proto::control::parse_map_line;
+    use pinhole_proto::key::Key;
+
+    fn node(id: &str, k: u8) -> Node {
+        Node {
+            id: id.into(),
+            name: id.into(),
+            node_key: Key([k; 32]),
+            disco_key: Key([k; 32]),
+            addresses: vec![],
+            endpoints: vec![],
+            home_relay: None,
+            online: false,
+            last_seen: None,
+            os: "linux".into(),
+            user: None,
+            expires_at: None,
+        }
+    }
+
+    fn recv(rx: &mut mpsc::Receiver<Bytes>) -> MapMessage {
+        let b = rx.try_recv().expect("a line queued");
+        assert!(b.ends_with(b"\n"));
+        parse_map_line(&b[..b.len() - 1]).unwrap()
+    }
+
+    #[test]
+    fn full_map_then_deltas() {
+        let hub = Hub::new(&RelayMap::default());
+        hub.load("acc", vec![node("a", 1), node("b", 2)]);
+        let mut sa = hub.subscribe("acc", "a").unwrap();
+        let full = parse_map_line(sa.full_map.strip_suffix(b"\n").unwrap()).unwrap();
+        match full {
+            MapMessage::Full {
+                self_node, peers, ..
+            } => {
+                assert_eq!(self_node.id, "a");
+                assert_eq!(peers, vec![node("b", 2)]);
+            }
+            m => panic!("{m:?}"),
+        }
+        let mut sb = hub.subscribe("acc", "b").unwrap();
+        let mut b2 = node("b", 2);
+        b2.endpoints = vec!["192.0.2.2:1".parse().unwrap()];
+        hub.upsert("acc", b2.clone());
+        assert_eq!(recv(&mut sa.rx), MapMessage::PeerChanged { peer: b2.clone() });
+        assert_eq!(recv(&mut sb.rx), MapMessage::SelfChanged { node: b2.clone() });
+        // An unchanged record sends nothing.
+        hub.upsert("acc", b2);
+        assert!(sa.rx.try_recv().is_err());
+        hub.remove("acc", "b", "removed");
+        assert_eq!(
+            recv(&mut sa.rx),
+            MapMessage::PeerRemoved {
+                id: "b".into(),
+                node_key: Key([2; 32])
+            }
+        );
+        assert_eq!(
+            recv(&mut sb.rx),
+            MapMessage::Goodbye {
+                reason: "removed".into()
+            }
+        );
+        assert!(!hub.has_stream("acc", "b"));
+        assert!(hub.subscribe("acc", "b").is_none());
+        assert!(hub.subscribe("other", "a").is_none());
+    }
+
+    #[test]
+    fn accounts_do_not_see_each_other() {
+        let hub = Hub::new(&RelayMap::default());
+        hub.load("one", vec![node("a", 1)]);
+        hub.load("two", vec![node("x", 9)]);
+        let mut sx = hub.subscribe("two", "x").unwrap();
+        hub.upsert("one", node("c", 3));
+        assert!(sx.rx.try_recv().is_err());
+        let full = String::from_utf8(sx.full_map.to_vec()).unwrap();
+        assert!(!full.contains(&Key([1; 32]).to_base64()));
+    }
+
+    #[test]
+    fn a_slow_stream_is_closed_not_waited_for() {
+        let hub = Hub::new(&RelayMap::default());
+        hub.load("acc", vec![node("a", 1), node("b", 2)]);
+        let sa = hub.subscribe("acc", "a").unwrap();
+        for i in 0..=STREAM_QUEUE {
+            let mut b = node("b", 2);
+            b.last_seen = Some(i as i64);
+            hub.upsert("acc", b);
+        }
+        assert!(!hub.has_stream("acc", "a"));
+        assert!(!hub.unsubscribe("acc", "a", sa.id) || !hub.has_stream("acc", "a"));
+    }
+}

@@ -1,0 +1,312 @@
+//! pinhole-control's command line: `serve`, and the operator's commands on the same database.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use pinhole_control::admin::{self, DEFAULT_ACCOUNT};
+use pinhole_control::{duration, Server, Settings, Store, TlsFiles};
+use pinhole_proto::control::RelayMap;
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+/// The Pinhole coordination server.
+#[derive(Debug, Parser)]
+#[command(name = "pinhole-control", version, about)]
+struct Cli {
+    /// Database: sqlite://PATH (embedded, the default) or postgres://USER@HOST/DB.
+    #[arg(long, env = "PINHOLE_DB", global = true, default_value_t = default_db())]
+    db: String,
+    /// Log filter (tracing's syntax), overridden by PINHOLE_LOG.
+    #[arg(long, default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the server.
+    Serve(ServeArgs),
+    /// Manages the people who sign in.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manages auth keys for machines that join without a person.
+    #[command(subcommand)]
+    Authkey(AuthkeyCmd),
+    /// Lists and removes nodes.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Signs people out.
+    #[command(subcommand)]
+    Session(SessionCmd),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (e.g. 0.0.0.0:443).
+    #[arg(long)]
+    listen: SocketAddr,
+    /// PEM certificate chain for HTTPS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP: only for labs and tests, where nothing else is on the network.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    insecure_http: bool,
+    /// Relay map served to nodes (JSON: {"regions":[{"code","name","relays":[{"url","stun"}]}]}).
+    #[arg(long, value_name = "FILE")]
+    relay_map: Option<PathBuf>,
+    /// The URL people's browsers reach this server at (for the sign-in link).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// How long a node stays signed in (e.g. 180d, or never).
+    #[arg(long, default_value = "180d", value_parser = duration::parse)]
+    node_expiry: Option<Duration>,
+    /// How long a person's sign-in session lasts.
+    #[arg(long, default_value = "30d", value_parser = duration::parse)]
+    session_expiry: Option<Duration>,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCmd {
+    /// Adds a user; the password is read from stdin (one line).
+    Add {
+        name: String,
+        #[arg(long, default_value = DEFAULT_ACCOUNT)]
+        account: String,
+    },
+    /// Lists users.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuthkeyCmd {
+    /// Creates an auth key and prints it (only the key, once).
+    Create {
+        /// Usable by any number of machines (default: one).
+        #[arg(long)]
+        reusable: bool,
+        /// Lifetime (e.g. 1h, 90d, never).
+        #[arg(long, default_value = "90d", value_parser = duration::parse)]
+        expiry: Option<Duration>,
+        #[arg(long, default_value = DEFAULT_ACCOUNT)]
+        account: String,
+    },
+    /// Lists auth keys (never the keys themselves: only their ids).
+    List,
+    /// Revokes an auth key by id.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCmd {
+    /// Lists nodes.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes a node by id or name; it has to sign in again.
+    Remove { node: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionCmd {
+    /// Revokes every session of a user.
+    Revoke {
+        #[arg(long)]
+        user: String,
+    },
+}
+
+fn default_db() -> String {
+    let dir = if cfg!(target_os = "linux") && is_root() {
+        PathBuf::from("/var/lib/pinhole-control")
+    } else {
+        directories::ProjectDirs::from("", "", "pinhole-control")
+            .map(|d| d.data_dir().to_path_buf())
+            .unwrap_or_else(|| PathBuf::from("."))
+    };
+    format!("sqlite://{}", dir.join("control.db").display())
+}
+
+fn is_root() -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("pinhole-control: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("PINHOLE_LOG").unwrap_or_else(|_| EnvFilter::new(&cli.log)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(command(cli))
+}
+
+async fn open(db: &str) -> Result<Store> {
+    if let Some(path) = db.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(parent) = PathBuf::from(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+    }
+    Store::open(db)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact(db)))
+}
+
+/// The URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:…{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn command(cli: Cli) -> Result<()> {
+    let store = open(&cli.db).await?;
+    match cli.command {
+        Command::Serve(a) => serve(store, a).await,
+        Command::User(UserCmd::Add { name, account }) => {
+            let mut password = String::new();
+            std::io::stdin()
+                .take(4096)
+                .read_to_string(&mut password)
+                .context("reading the password from stdin")?;
+            let password = password.lines().next().unwrap_or("");
+            admin::add_user(&store, &account, &name, password).await?;
+            eprintln!("user {name} added to account {account}");
+            Ok(())
+        }
+        Command::User(UserCmd::List) => {
+            print!("{}", admin::list_users(&store).await?);
+            Ok(())
+        }
+        Command::Authkey(AuthkeyCmd::Create {
+            reusable,
+            expiry,
+            account,
+        }) => {
+            println!("{}", admin::create_auth_key(&store, &account, reusable, expiry).await?);
+            Ok(())
+        }
+        Command::Authkey(AuthkeyCmd::List) => {
+            print!("{}", admin::list_auth_keys(&store).await?);
+            Ok(())
+        }
+        Command::Authkey(AuthkeyCmd::Revoke { id }) => {
+            store.revoke_auth_key(&id, pinhole_control::state::now_ms()).await?;
+            eprintln!("auth key {id} revoked");
+            Ok(())
+        }
+        Command::Node(NodeCmd::List { json }) => {
+            print!("{}", admin::list_nodes(&store, json).await?);
+            Ok(())
+        }
+        Command::Node(NodeCmd::Remove { node }) => {
+            let name = admin::remove_node(&store, &node).await?;
+            eprintln!("node {name} removed");
+            Ok(())
+        }
+        Command::Session(SessionCmd::Revoke { user }) => {
+            let n = admin::revoke_sessions(&store, &user).await?;
+            eprintln!("{n} session(s) of {user} revoked");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(store: Store, a: ServeArgs) -> Result<()> {
+    let tls = match (a.tls_cert, a.tls_key, a.insecure_http) {
+        (Some(cert), Some(key), false) => Some(TlsFiles { cert, key }),
+        (None, None, true) => None,
+        _ => bail!("give --tls-cert and --tls-key, or --insecure-http for a lab"),
+    };
+    let relay_map = match &a.relay_map {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the relay map {}", p.display()))?;
+            serde_json::from_str::<RelayMap>(&text)
+                .with_context(|| format!("invalid relay map {}", p.display()))?
+        }
+        None => RelayMap::default(),
+    };
+    let settings = Settings {
+        public_url: a.public_url,
+        node_expiry: a.node_expiry,
+        session_expiry: a.session_expiry.unwrap_or(Duration::from_secs(30 * 86_400)),
+        relay_map,
+        ..Settings::default()
+    };
+    if tls.is_none() {
+        tracing::warn!("serving plain HTTP (--insecure-http): tokens cross the network in clear text");
+    }
+    let server = Server::start(store, a.listen, tls, settings).await?;
+    let signal = shutdown_signal().await;
+    tracing::info!("{signal}: shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_not_printed_with_the_url() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:…@h/db");
+        assert_eq!(redact("sqlite:///x.db"), "sqlite:///x.db");
+    }
+}

@@ -1,0 +1,339 @@
+//! The HTTP(S) server: routes, the accept loop (TLS with rustls or plain HTTP by explicit
+//! choice), per-connection limits, and the background work (expiry sweeps, instance heartbeat,
+//! change notices from other instances).
+
+use crate::hub::Hub;
+use crate::ratelimit::Limiter;
+use crate::state::{now_ms, AppState, ClientAddr, Settings};
+use crate::store::{DbKind, Store, StoreError};
+use crate::{api, device, secret};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, patch, post};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use pinhole_proto::control::{API_PREFIX, MAX_REQUEST_BODY};
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+/// Time a client has to send a request's headers (and to finish a TLS handshake).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often removed and expired nodes are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// How long a removed node's row is kept (so other instances see the removal).
+const PURGE_AFTER_MS: i64 = 10 * 60 * 1000;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("cannot read {0}: {1}")]
+    TlsFile(PathBuf, std::io::Error),
+    #[error("no certificate in {0}")]
+    NoCert(PathBuf),
+    #[error("no private key in {0}")]
+    NoKey(PathBuf),
+    #[error("the TLS certificate and key do not work together: {0}")]
+    Tls(#[from] tokio_rustls::rustls::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the stored IPv6 prefix {0:?} is not an IPv6 /48")]
+    BadPrefix(String),
+}
+
+/// PEM files for HTTPS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Server {
+    /// Binds `listen` and starts serving; returns once the socket is listening.
+    pub async fn start(
+        store: Store,
+        listen: SocketAddr,
+        tls: Option<TlsFiles>,
+        mut settings: Settings,
+    ) -> Result<Server, ServeError> {
+        let acceptor = tls.as_ref().map(tls_acceptor).transpose()?;
+        settings.tls = acceptor.is_some();
+        let prefix = store
+            .setting_or_init("ula_prefix", crate::addresses::new_ula_prefix)
+            .await?;
+        let ula: Ipv6Addr = prefix
+            .parse::<ipnet::Ipv6Net>()
+            .ok()
+            .filter(|n| n.prefix_len() == 48)
+            .map(|n| n.addr())
+            .ok_or_else(|| ServeError::BadPrefix(prefix.clone()))?;
+        let instance = secret::new_id();
+        if store.kind() == DbKind::Sqlite {
+            // One instance per SQLite file: streams left from an earlier run are gone.
+            for stale in store.stale_instances(i64::MAX).await? {
+                store.clear_instance(&stale).await?;
+            }
+        }
+        store.instance_beat(&instance, now_ms()).await?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| ServeError::Listen(listen, e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ServeError::Listen(listen, e))?;
+        let state = Arc::new(AppState {
+            hub: Hub::new(&settings.relay_map),
+            store,
+            settings,
+            instance,
+            ula,
+            signin_limiter: Limiter::new(5, Duration::from_secs(60)),
+            token_limiter: Limiter::new(30, Duration::from_secs(60)),
+            code_limiter: Limiter::new(30, Duration::from_secs(60)),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(accept_loop(listener, acceptor, router(state.clone()), stop_rx.clone()));
+        tasks.spawn(sweeper(state.clone(), stop_rx.clone()));
+        if state.store.kind() == DbKind::Postgres {
+            tasks.spawn(listen_for_changes(state.clone(), stop_rx));
+        }
+        tracing::info!(%addr, tls = state.settings.tls, "pinhole-control is listening");
+        Ok(Server {
+            addr,
+            state,
+            stop,
+            tasks,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Stops accepting, closes every connection, and marks this instance's nodes offline.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        match self.state.store.clear_instance(&self.state.instance).await {
+            Ok(nodes) => {
+                for (account, node) in self.state.hub.streaming_nodes() {
+                    if nodes.contains(&node) {
+                        let _ = self.state.publish(&account, &node).await;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("clearing this instance's presence: {e}"),
+        }
+    }
+}
+
+/// Every route the server answers.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/device/code", post(device::code))
+        .route("/device/token", post(device::token))
+        .route("/register", post(api::register))
+        .route("/map", get(api::map))
+        .route("/node", patch(api::update_node).delete(api::delete_self))
+        .route("/nodes", get(api::list_nodes))
+        .route("/nodes/{id}", delete(api::delete_node))
+        .route("/logout", post(api::logout));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/device", get(device::page).post(device::approve))
+        .nest(API_PREFIX, api)
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
+        .with_state(state)
+}
+
+fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ServeError> {
+    use tokio_rustls::rustls;
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| ServeError::TlsFile(p.clone(), e));
+    let cert_pem = read(&files.cert)?;
+    let key_pem = read(&files.key)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| ServeError::TlsFile(files.cert.clone(), e))?;
+    if certs.is_empty() {
+        return Err(ServeError::NoCert(files.cert.clone()));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| ServeError::TlsFile(files.key.clone(), e))?
+        .ok_or_else(|| ServeError::NoKey(files.key.clone()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    conns.spawn(serve_connection(stream, peer, tls.clone(), router.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    conns.shutdown().await;
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: Router,
+) {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ClientAddr(peer));
+        router.clone().oneshot(req)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(64 * 1024);
+    let result = match tls {
+        Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => builder.serve_connection(TokioIo::new(s), service).await,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, "TLS handshake: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        None => builder.serve_connection(TokioIo::new(stream), service).await,
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, "connection: {e}");
+    }
+}
+
+/// Removes expired and removed nodes from memory, keeps this instance's heartbeat, and takes
+/// over presence of instances that stopped beating.
+async fn sweeper(st: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        n += 1;
+        if let Err(e) = sweep(&st, n).await {
+            tracing::warn!("sweep: {e}");
+        }
+    }
+}
+
+async fn sweep(st: &AppState, n: u64) -> Result<(), StoreError> {
+    let now = now_ms();
+    for (id, account) in st.store.gone_nodes(now).await? {
+        if st.hub.contains(&account, &id) {
+            st.publish(&account, &id).await?;
+        }
+    }
+    if n % 5 == 0 {
+        st.store.instance_beat(&st.instance, now).await?;
+        for stale in st.store.stale_instances(now).await? {
+            if stale == st.instance {
+                continue;
+            }
+            tracing::info!(instance = %stale, "a control instance stopped: its nodes are offline");
+            for node in st.store.clear_instance(&stale).await? {
+                if let Some(row) = st.store.node_by_id(&node, now).await? {
+                    st.publish(&row.account_id, &node).await?;
+                }
+            }
+        }
+        st.store.purge_removed(now, PURGE_AFTER_MS).await?;
+    }
+    Ok(())
+}
+
+/// PostgreSQL: hears other instances' node changes and applies them to this one's streams.
+async fn listen_for_changes(st: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let r = async {
+            let mut l = sqlx::postgres::PgListener::connect(st.store.url()).await?;
+            l.listen("pinhole_nodes").await?;
+            loop {
+                let n = l.recv().await?;
+                apply_notice(&st, n.payload()).await;
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            _ = stop.changed() => return,
+            r = r => if let Err(e) = r {
+                tracing::warn!("listening for other instances' changes: {e}");
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn apply_notice(st: &AppState, payload: &str) {
+    let mut parts = payload.split(' ');
+    let (Some(instance), Some(account), Some(node)) = (parts.next(), parts.next(), parts.next()) else {
+        return;
+    };
+    if instance == st.instance || !st.hub.is_loaded(account) {
+        return;
+    }
+    let now = now_ms();
+    match st.store.node_by_id(node, now).await {
+        Ok(Some(row)) => match st.to_node(&row, now) {
+            Some(n) => st.hub.upsert(account, n),
+            None => st.hub.remove(account, node, "node key expired"),
+        },
+        Ok(None) => st.hub.remove(account, node, "node removed"),
+        Err(e) => tracing::warn!("reading a changed node: {e}"),
+    }
+}

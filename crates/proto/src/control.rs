@@ -1,0 +1,258 @@
+//! The coordination server's HTTP API: request and response bodies, the network-map stream's
+//! messages and the relay map, as JSON. Shared by `pinhole-control` and its clients.
+//!
+//! Endpoints (all under [`API_PREFIX`] unless noted):
+//! - `POST /device/code`, `POST /device/token`: device authorisation (RFC 8628) for people;
+//!   the code is approved on the server's page `GET/POST /device`.
+//! - `POST /register` with `Authorization: Bearer <auth key or session token>`: registers a node
+//!   and returns its addresses and node token.
+//! - `GET /map` with the node token: newline-delimited JSON [`MapMessage`]s, the full map first.
+//! - `PATCH /node` with the node token: the node's endpoints, home relay, disco key.
+//! - `DELETE /node` with the node token: the node leaves (logout).
+//! - `GET /nodes`, `DELETE /nodes/{id}` with a session token: the account's nodes.
+//! - `POST /logout` with a session token: revokes it.
+
+use crate::key::Key;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+
+/// Where the API lives on the server.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// Largest request body the server accepts.
+pub const MAX_REQUEST_BODY: usize = 64 * 1024;
+
+/// Longest line a map-stream client must accept (a full map of a very large network).
+pub const MAX_MAP_LINE: usize = 256 * 1024 * 1024;
+
+/// Seconds between keepalive messages on an idle map stream; a client that hears nothing for
+/// three times this long treats the stream as dead.
+pub const MAP_KEEPALIVE_SECS: u64 = 20;
+
+/// A node asks to join: its keys and how it calls itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub node_key: Key,
+    pub disco_key: Key,
+    pub hostname: String,
+    pub os: String,
+}
+
+/// What a node gets on registration. `node_token` authenticates its map stream and updates.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub node_id: String,
+    pub name: String,
+    pub addresses: Vec<IpAddr>,
+    pub node_token: String,
+    /// Milliseconds since the Unix epoch after which the node must sign in again; none = never.
+    pub expires_at: Option<i64>,
+    pub account: String,
+    pub user: Option<String>,
+}
+
+impl std::fmt::Debug for RegisterResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterResponse")
+            .field("node_id", &self.node_id)
+            .field("name", &self.name)
+            .field("addresses", &self.addresses)
+            .field("node_token", &"…")
+            .field("expires_at", &self.expires_at)
+            .field("account", &self.account)
+            .field("user", &self.user)
+            .finish()
+    }
+}
+
+/// A node changes its own record; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Vec<SocketAddr>>,
+    /// The relay region the node is reachable through; an empty string clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_relay: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disco_key: Option<Key>,
+}
+
+/// One node as the others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub name: String,
+    pub node_key: Key,
+    pub disco_key: Key,
+    pub addresses: Vec<IpAddr>,
+    pub endpoints: Vec<SocketAddr>,
+    pub home_relay: Option<String>,
+    pub online: bool,
+    /// Milliseconds since the Unix epoch; none if it never connected.
+    pub last_seen: Option<i64>,
+    pub os: String,
+    pub user: Option<String>,
+    pub expires_at: Option<i64>,
+}
+
+/// Relays by region, as served to nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayMap {
+    pub regions: Vec<RelayRegion>,
+}
+
+/// A region: one or more relays that are interchangeable for a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRegion {
+    /// Short code nodes publish as their home relay (`"fra"`, `"local"`).
+    pub code: String,
+    pub name: String,
+    pub relays: Vec<Relay>,
+}
+
+/// One relay server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relay {
+    /// `https://host[:port]/relay` (or `http://` for a lab).
+    pub url: String,
+    /// `host:port` of its STUN service; none if it has none.
+    #[serde(default)]
+    pub stun: Option<String>,
+}
+
+/// One line of the map stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MapMessage {
+    /// Sent first on every stream: this node, every peer it may see, the relays.
+    Full {
+        #[serde(rename = "self")]
+        self_node: Node,
+        peers: Vec<Node>,
+        relay_map: RelayMap,
+    },
+    /// A peer appeared or changed.
+    PeerChanged { peer: Node },
+    /// A peer is gone (removed, expired).
+    PeerRemoved { id: String, node_key: Key },
+    /// This node's own record changed.
+    SelfChanged { node: Node },
+    /// The relay map changed.
+    RelayMap { relay_map: RelayMap },
+    /// Nothing happened; the stream is alive.
+    Keepalive,
+    /// The server ends the stream for good: the node was removed or has expired.
+    Goodbye { reason: String },
+}
+
+/// RFC 8628 §3.2: the device authorisation response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCode {
+    pub device_code: String,
+    pub user_code: String,
+    pub verification_uri: String,
+    pub verification_uri_complete: String,
+    pub expires_in: u64,
+    pub interval: u64,
+}
+
+/// RFC 8628 §3.5 / RFC 6749 §5.1: the token a device gets once its code was approved.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessToken {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// RFC 6749 §5.2 error body, used by the token endpoint: `authorization_pending`, `slow_down`,
+/// `access_denied`, `expired_token`, `invalid_grant`, `invalid_request`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthError {
+    pub error: String,
+    #[serde(default)]
+    pub error_description: Option<String>,
+}
+
+/// Every other error: a stable code and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+    pub message: String,
+}
+
+/// Parses one map-stream line.
+pub fn parse_map_line(line: &[u8]) -> Result<MapMessage, serde_json::Error> {
+    serde_json::from_slice(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> Node {
+        Node {
+            id: "n1".into(),
+            name: "laptop".into(),
+            node_key: Key([1; 32]),
+            disco_key: Key([2; 32]),
+            addresses: vec!["100.64.0.1".parse().unwrap()],
+            endpoints: vec!["192.0.2.1:41641".parse().unwrap()],
+            home_relay: Some("local".into()),
+            online: true,
+            last_seen: Some(1),
+            os: "linux".into(),
+            user: None,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn map_messages_round_trip_with_a_type_tag() {
+        let m = MapMessage::Full {
+            self_node: node(),
+            peers: vec![node()],
+            relay_map: RelayMap::default(),
+        };
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(text.starts_with(r#"{"type":"full","self":{"#), "{text}");
+        assert_eq!(parse_map_line(text.as_bytes()).unwrap(), m);
+        let k = serde_json::to_string(&MapMessage::Keepalive).unwrap();
+        assert_eq!(k, r#"{"type":"keepalive"}"#);
+    }
+
+    #[test]
+    fn bad_lines_are_errors() {
+        assert!(parse_map_line(b"{").is_err());
+        assert!(parse_map_line(br#"{"type":"nope"}"#).is_err());
+        assert!(parse_map_line(br#"{"type":"peer_removed","id":"x","node_key":"AAAA"}"#).is_err());
+    }
+
+    #[test]
+    fn tokens_stay_out_of_debug_output() {
+        let r = RegisterResponse {
+            node_id: "n".into(),
+            name: "a".into(),
+            addresses: vec![],
+            node_token: "secret-token".into(),
+            expires_at: None,
+            account: "default".into(),
+            user: None,
+        };
+        assert!(!format!("{r:?}").contains("secret-token"));
+        let t = AccessToken {
+            access_token: "secret-token".into(),
+            token_type: "Bearer".into(),
+            expires_in: 1,
+        };
+        assert!(!format!("{t:?}").contains("secret-token"));
+    }
+}
