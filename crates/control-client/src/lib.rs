@@ -1,1 +1,318 @@
+//! The client side of pinhole-control's API: device sign-in, registration, a node's own
+//! updates, and the map stream read line by line. Used by pinholed, the CLI and the benchmark.
 
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use pinhole_proto::control::{
+    parse_map_line, AccessToken, ApiError, DeviceCode, MapMessage, Node, NodeUpdate, OAuthError,
+    RegisterRequest, RegisterResponse, API_PREFIX, MAX_MAP_LINE,
+};
+use std::pin::Pin;
+use std::time::Duration;
+
+/// Why a call to the coordination server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid coordination server URL {0:?}: use https://HOST[:PORT]")]
+    Url(String),
+    #[error("invalid CA certificate: {0}")]
+    Ca(reqwest::Error),
+    #[error("cannot reach the coordination server at {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the coordination server refused: {message} (HTTP {status})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("unexpected answer from the coordination server: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// True if the server answered that the credential is bad (sign in again); false for network
+    /// trouble and server errors, which are worth retrying.
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Api {
+                status: 401 | 403,
+                ..
+            }
+        )
+    }
+
+    /// True for errors worth retrying later (unreachable, overloaded, restarting).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } | ClientError::Protocol(_) => true,
+            ClientError::Api { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// One coordination server.
+#[derive(Clone)]
+pub struct ControlClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// The answer to one device-token poll.
+#[derive(Debug)]
+pub enum DevicePoll {
+    /// Not approved yet: poll again after the interval.
+    Pending,
+    /// Polling too often: add 5 s to the interval (RFC 8628 §3.5).
+    SlowDown,
+    Approved(AccessToken),
+}
+
+impl ControlClient {
+    /// A client for `base_url` (`https://host[:port]`); `extra_ca_pem` adds a trusted CA.
+    pub fn new(base_url: &str, extra_ca_pem: Option<&[u8]>) -> Result<Self, ClientError> {
+        let base = base_url.trim_end_matches('/').to_string();
+        let url = reqwest::Url::parse(&base).map_err(|_| ClientError::Url(base_url.into()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(ClientError::Url(base_url.into()));
+        }
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_keepalive(Duration::from_secs(30))
+            .http1_only()
+            .user_agent(concat!("pinhole/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = extra_ca_pem {
+            b = b.add_root_certificate(
+                reqwest::Certificate::from_pem(pem).map_err(ClientError::Ca)?,
+            );
+        }
+        let http = b.build().map_err(ClientError::Ca)?;
+        Ok(ControlClient { http, base })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{API_PREFIX}{path}", self.base)
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> ClientError {
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            source: e,
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let resp = req
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        check(resp).await
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let resp = self.send(req).await?;
+        let bytes = resp.bytes().await.map_err(|e| self.unreachable(e))?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Registers a node with an auth key or a session token.
+    pub async fn register(
+        &self,
+        token: &str,
+        req: &RegisterRequest,
+    ) -> Result<RegisterResponse, ClientError> {
+        self.json(
+            self.http
+                .post(self.url("/register"))
+                .bearer_auth(token)
+                .json(req),
+        )
+        .await
+    }
+
+    /// Changes the node's own record.
+    pub async fn update(&self, node_token: &str, upd: &NodeUpdate) -> Result<Node, ClientError> {
+        self.json(
+            self.http
+                .patch(self.url("/node"))
+                .bearer_auth(node_token)
+                .json(upd),
+        )
+        .await
+    }
+
+    /// The node leaves the network.
+    pub async fn delete_self(&self, node_token: &str) -> Result<(), ClientError> {
+        self.send(self.http.delete(self.url("/node")).bearer_auth(node_token))
+            .await
+            .map(drop)
+    }
+
+    /// The signed-in person's nodes.
+    pub async fn nodes(&self, session: &str) -> Result<Vec<Node>, ClientError> {
+        self.json(self.http.get(self.url("/nodes")).bearer_auth(session))
+            .await
+    }
+
+    /// Starts device sign-in: the code to show and where to enter it.
+    pub async fn device_code(&self) -> Result<DeviceCode, ClientError> {
+        self.json(self.http.post(self.url("/device/code"))).await
+    }
+
+    /// Asks once whether the device code was approved.
+    pub async fn device_token(&self, device_code: &str) -> Result<DevicePoll, ClientError> {
+        let resp = self
+            .http
+            .post(self.url("/device/token"))
+            .form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", device_code),
+            ])
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| self.unreachable(e))?;
+        if status == 200 {
+            return serde_json::from_slice(&bytes)
+                .map(DevicePoll::Approved)
+                .map_err(|e| ClientError::Protocol(e.to_string()));
+        }
+        let err: OAuthError = serde_json::from_slice(&bytes).map_err(|_| ClientError::Api {
+            status,
+            code: "http".into(),
+            message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+        })?;
+        match err.error.as_str() {
+            "authorization_pending" => Ok(DevicePoll::Pending),
+            "slow_down" => Ok(DevicePoll::SlowDown),
+            _ => Err(ClientError::Api {
+                status,
+                message: err.error_description.unwrap_or_else(|| err.error.clone()),
+                code: err.error,
+            }),
+        }
+    }
+
+    /// Opens the node's map stream; the first message is the full map.
+    pub async fn map(&self, node_token: &str) -> Result<MapStream, ClientError> {
+        let resp = self
+            .http
+            .get(self.url("/map"))
+            .bearer_auth(node_token)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let resp = check(resp).await?;
+        Ok(MapStream {
+            body: Box::pin(resp.bytes_stream()),
+            buf: BytesMut::new(),
+            scanned: 0,
+            url: self.base.clone(),
+        })
+    }
+}
+
+/// Turns a non-2xx answer into `ClientError::Api` with the server's own words.
+async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let bytes = resp.bytes().await.unwrap_or_default();
+    Err(match serde_json::from_slice::<ApiError>(&bytes) {
+        Ok(e) => ClientError::Api {
+            status: status.as_u16(),
+            code: e.error,
+            message: e.message,
+        },
+        Err(_) => ClientError::Api {
+            status: status.as_u16(),
+            code: "http".into(),
+            message: status.canonical_reason().unwrap_or("error").to_string(),
+        },
+    })
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// The map stream: newline-delimited JSON messages.
+pub struct MapStream {
+    body: ByteStream,
+    buf: BytesMut,
+    scanned: usize,
+    url: String,
+}
+
+impl MapStream {
+    /// The next message; none when the server ended the stream.
+    pub async fn next(&mut self) -> Result<Option<MapMessage>, ClientError> {
+        loop {
+            if let Some(line) = self.next_line() {
+                return parse_map_line(&line)
+                    .map(Some)
+                    .map_err(|e| ClientError::Protocol(format!("bad map line: {e}")));
+            }
+            if self.buf.len() > MAX_MAP_LINE {
+                return Err(ClientError::Protocol(format!(
+                    "map line longer than {MAX_MAP_LINE} bytes"
+                )));
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    return Err(ClientError::Unreachable {
+                        url: self.url.clone(),
+                        source: e,
+                    })
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next raw line without parsing it (for clients that only count or skip lines).
+    pub async fn next_raw(&mut self) -> Result<Option<Bytes>, ClientError> {
+        loop {
+            if let Some(line) = self.next_line() {
+                return Ok(Some(line));
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    return Err(ClientError::Unreachable {
+                        url: self.url.clone(),
+                        source: e,
+                    })
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+
+    fn next_line(&mut self) -> Option<Bytes> {
+        // Bytes already searched are not searched again: a full map can be megabytes long.
+        let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
+            self.scanned = self.buf.len();
+            return None;
+        };
+        let line = self.buf.split_to(self.scanned + pos).freeze();
+        self.buf.advance(1);
+        self.scanned = 0;
+        Some(line)
+    }
+}

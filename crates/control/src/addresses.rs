@@ -102,10 +102,18 @@ mod tests {
         assert_eq!(next_v4(None, Vec::new), Some(V4_FIRST));
         assert_eq!(next_v4(Some(V4_FIRST), Vec::new), Some(V4_FIRST + 1));
         assert_eq!(
-            next_v4(Some(V4_LAST), || vec![V4_FIRST, V4_FIRST + 1, V4_FIRST + 3, V4_LAST]),
+            next_v4(Some(V4_LAST), || vec![
+                V4_FIRST,
+                V4_FIRST + 1,
+                V4_FIRST + 3,
+                V4_LAST
+            ]),
             Some(V4_FIRST + 2)
         );
-        assert_eq!(next_v4(Some(V4_LAST), || (V4_FIRST..=V4_LAST).collect()), None);
+        assert_eq!(
+            next_v4(Some(V4_LAST), || (V4_FIRST..=V4_LAST).collect()),
+            None
+        );
         assert_eq!(
             Ipv4Addr::from(V4_LAST),
             "100.127.255.254".parse::<Ipv4Addr>().unwrap()

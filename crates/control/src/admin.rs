@@ -22,8 +22,16 @@ pub enum AdminError {
 }
 
 /// Adds a user to `account` (created if new).
-pub async fn add_user(store: &Store, account: &str, name: &str, password: &str) -> Result<(), AdminError> {
-    if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+pub async fn add_user(
+    store: &Store,
+    account: &str,
+    name: &str,
+    password: &str,
+) -> Result<(), AdminError> {
+    if name.is_empty()
+        || name.len() > 64
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(AdminError::Invalid(
             "a user name is 1 to 64 characters without spaces".into(),
         ));
@@ -90,7 +98,10 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 pub async fn list_auth_keys(store: &Store) -> Result<String, AdminError> {
     let now = now_ms();
-    let mut out = format!("{:<24} {:<12} {:<9} {:<18} {:<18} STATE\n", "ID", "ACCOUNT", "REUSABLE", "CREATED", "EXPIRES");
+    let mut out = format!(
+        "{:<24} {:<12} {:<9} {:<18} {:<18} STATE\n",
+        "ID", "ACCOUNT", "REUSABLE", "CREATED", "EXPIRES"
+    );
     for k in store.auth_keys().await? {
         let state = if k.revoked_at.is_some() {
             "revoked"
@@ -181,7 +192,11 @@ pub async fn remove_node(store: &Store, which: &str) -> Result<String, AdminErro
         .collect();
     let row = match matches.as_slice() {
         [one] => *one,
-        [] => return Err(AdminError::Invalid(format!("no node with id or name {which:?} (see `node list`)"))),
+        [] => {
+            return Err(AdminError::Invalid(format!(
+                "no node with id or name {which:?} (see `node list`)"
+            )))
+        }
         _ => {
             return Err(AdminError::Invalid(format!(
                 "{which:?} names nodes in several accounts: give the id"
@@ -189,7 +204,9 @@ pub async fn remove_node(store: &Store, which: &str) -> Result<String, AdminErro
         }
     };
     store.remove_node(&row.id, now).await?;
-    store.notify(&format!("cli {} {}", row.account_id, row.id)).await?;
+    store
+        .notify(&format!("cli {} {}", row.account_id, row.id))
+        .await?;
     Ok(row.name.clone())
 }
 

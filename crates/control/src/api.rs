@@ -59,33 +59,53 @@ impl AppState {
     }
 
     /// The session behind a presented session token.
-    pub async fn session(&self, headers: &HeaderMap, client: &ClientAddr) -> Result<SessionRow, ApiErr> {
+    pub async fn session(
+        &self,
+        headers: &HeaderMap,
+        client: &ClientAddr,
+    ) -> Result<SessionRow, ApiErr> {
         let token = bearer(headers)?;
         self.check_token_limit(client)?;
         if TokenKind::of(token) != Some(TokenKind::Session) {
             return Err(self.token_failed(client, "this needs a session token from signing in"));
         }
-        let Some(s) = self.store.session_by_hash(&secret::hash_token(token)).await? else {
+        let Some(s) = self
+            .store
+            .session_by_hash(&secret::hash_token(token))
+            .await?
+        else {
             return Err(self.token_failed(client, "unknown session token: sign in again"));
         };
         if s.revoked_at.is_some() {
-            return Err(ApiErr::unauthorized("this session was signed out: sign in again"));
+            return Err(ApiErr::unauthorized(
+                "this session was signed out: sign in again",
+            ));
         }
         if s.expires_at <= now_ms() {
-            return Err(ApiErr::unauthorized("this session has expired: sign in again"));
+            return Err(ApiErr::unauthorized(
+                "this session has expired: sign in again",
+            ));
         }
         Ok(s)
     }
 
     /// The node behind a presented node token.
-    async fn node_by_token(&self, headers: &HeaderMap, client: &ClientAddr) -> Result<NodeRow, ApiErr> {
+    async fn node_by_token(
+        &self,
+        headers: &HeaderMap,
+        client: &ClientAddr,
+    ) -> Result<NodeRow, ApiErr> {
         let token = bearer(headers)?;
         self.check_token_limit(client)?;
         if TokenKind::of(token) != Some(TokenKind::Node) {
             return Err(self.token_failed(client, "this needs the node token from registration"));
         }
         let now = now_ms();
-        let Some(row) = self.store.node_by_token(&secret::hash_token(token), now).await? else {
+        let Some(row) = self
+            .store
+            .node_by_token(&secret::hash_token(token), now)
+            .await?
+        else {
             return Err(self.token_failed(
                 client,
                 "unknown node token (the node may have been removed): register again",
@@ -113,19 +133,29 @@ struct Registrar {
     one_off_key: Option<String>,
 }
 
-async fn registrar(st: &AppState, headers: &HeaderMap, client: &ClientAddr) -> Result<Registrar, ApiErr> {
+async fn registrar(
+    st: &AppState,
+    headers: &HeaderMap,
+    client: &ClientAddr,
+) -> Result<Registrar, ApiErr> {
     let token = bearer(headers)?;
     st.check_token_limit(client)?;
     match TokenKind::of(token) {
         Some(TokenKind::AuthKey) => {
-            let Some(k) = st.store.auth_key_by_hash(&secret::hash_token(token)).await? else {
+            let Some(k) = st
+                .store
+                .auth_key_by_hash(&secret::hash_token(token))
+                .await?
+            else {
                 return Err(st.token_failed(client, "unknown auth key"));
             };
             if k.revoked_at.is_some() {
                 return Err(ApiErr::unauthorized("this auth key was revoked"));
             }
             if k.expires_at.is_some_and(|e| e <= now_ms()) {
-                return Err(ApiErr::unauthorized("this auth key has expired: create a new one"));
+                return Err(ApiErr::unauthorized(
+                    "this auth key has expired: create a new one",
+                ));
             }
             if k.reusable == 0 && k.used_at.is_some() {
                 return Err(ApiErr::unauthorized(
@@ -164,10 +194,14 @@ pub async fn register(
     let who = registrar(&st, &headers, &client).await?;
     let req = json_body(body)?;
     if req.hostname.len() > MAX_LABEL || req.os.len() > MAX_LABEL {
-        return Err(ApiErr::bad_request("hostname and os must be at most 255 bytes"));
+        return Err(ApiErr::bad_request(
+            "hostname and os must be at most 255 bytes",
+        ));
     }
     if req.node_key == req.disco_key {
-        return Err(ApiErr::bad_request("the disco key must differ from the node key"));
+        return Err(ApiErr::bad_request(
+            "the disco key must differ from the node key",
+        ));
     }
     let now = now_ms();
     let node_key = req.node_key.to_base64();
@@ -208,8 +242,18 @@ pub async fn register(
         }
         None => {
             st.store.purge_removed_node_key(&node_key).await?;
-            insert_new_node(&st, &who, &req.hostname, &os, &node_key, &disco_key, &token_hash, now, expires_at)
-                .await?
+            insert_new_node(
+                &st,
+                &who,
+                &req.hostname,
+                &os,
+                &node_key,
+                &disco_key,
+                &token_hash,
+                now,
+                expires_at,
+            )
+            .await?
         }
     };
     st.load_account(&who.account_id).await?;
@@ -248,7 +292,11 @@ async fn insert_new_node(
 ) -> Result<String, ApiErr> {
     let base = addresses::node_name(hostname);
     for _attempt in 0..16 {
-        let max = st.store.max_ipv4().await?.and_then(|v| u32::try_from(v).ok());
+        let max = st
+            .store
+            .max_ipv4()
+            .await?
+            .and_then(|v| u32::try_from(v).ok());
         let used = if max.is_some_and(|m| m >= addresses::V4_LAST) {
             st.store
                 .used_ipv4()
@@ -424,7 +472,11 @@ pub async fn update_node(
 ) -> Result<Json<Node>, ApiErr> {
     let row = st.node_by_token(&headers, &client).await?;
     let upd = json_body(body)?;
-    if upd.endpoints.as_ref().is_some_and(|e| e.len() > MAX_ENDPOINTS) {
+    if upd
+        .endpoints
+        .as_ref()
+        .is_some_and(|e| e.len() > MAX_ENDPOINTS)
+    {
         return Err(ApiErr::bad_request(format!(
             "at most {MAX_ENDPOINTS} endpoints"
         )));
@@ -432,8 +484,13 @@ pub async fn update_node(
     if upd.home_relay.as_ref().is_some_and(|h| h.len() > MAX_LABEL) {
         return Err(ApiErr::bad_request("home_relay is too long"));
     }
-    if upd.disco_key.is_some_and(|d| Some(d) == pinhole_proto::key::Key::from_base64(&row.node_key).ok()) {
-        return Err(ApiErr::bad_request("the disco key must differ from the node key"));
+    if upd
+        .disco_key
+        .is_some_and(|d| Some(d) == pinhole_proto::key::Key::from_base64(&row.node_key).ok())
+    {
+        return Err(ApiErr::bad_request(
+            "the disco key must differ from the node key",
+        ));
     }
     let endpoints = upd.endpoints.as_deref().map(format_endpoints);
     let disco = upd.disco_key.map(|k| k.to_base64());
@@ -441,7 +498,9 @@ pub async fn update_node(
         .update_node(
             &row.id,
             endpoints.as_deref(),
-            upd.home_relay.as_deref().map(|h| (!h.is_empty()).then_some(h)),
+            upd.home_relay
+                .as_deref()
+                .map(|h| (!h.is_empty()).then_some(h)),
             disco.as_deref(),
             now_ms(),
         )
@@ -479,7 +538,9 @@ pub async fn list_nodes(
     let s = st.session(&headers, &client).await?;
     let now = now_ms();
     let rows = st.store.nodes_in_account(&s.account_id, now).await?;
-    Ok(Json(rows.iter().filter_map(|r| st.to_node(r, now)).collect()))
+    Ok(Json(
+        rows.iter().filter_map(|r| st.to_node(r, now)).collect(),
+    ))
 }
 
 /// `DELETE /api/v1/nodes/{id}`: a signed-in person removes a node of their account.

@@ -43,7 +43,9 @@ pub async fn code(
 ) -> Result<Json<DeviceCode>, ApiErr> {
     let ip = client.0.ip().to_string();
     let now_i = Instant::now();
-    st.code_limiter.check(&ip, now_i).map_err(ApiErr::too_many)?;
+    st.code_limiter
+        .check(&ip, now_i)
+        .map_err(ApiErr::too_many)?;
     st.code_limiter.fail(&ip, now_i);
     let now = now_ms();
     let (device_code, hash) = secret::new_token(TokenKind::DeviceCode);
@@ -121,20 +123,31 @@ pub async fn token(
         ));
     }
     if row.consumed != 0 {
-        return Ok(oauth_error("invalid_grant", "this device code was used already"));
+        return Ok(oauth_error(
+            "invalid_grant",
+            "this device code was used already",
+        ));
     }
-    let min_gap = ms(std::time::Duration::from_secs(st.settings.device_poll_interval)) / 2;
+    let min_gap = ms(std::time::Duration::from_secs(
+        st.settings.device_poll_interval,
+    )) / 2;
     let too_fast = row.last_poll.is_some_and(|t| now - t < min_gap);
     st.store.device_polled(&hash, now).await?;
     let Some(user_id) = row.approved_user_id else {
         return Ok(if too_fast {
             oauth_error("slow_down", "polling too often: wait longer between polls")
         } else {
-            oauth_error("authorization_pending", "waiting for approval in the browser")
+            oauth_error(
+                "authorization_pending",
+                "waiting for approval in the browser",
+            )
         });
     };
     if !st.store.consume_device(&hash).await? {
-        return Ok(oauth_error("invalid_grant", "this device code was used already"));
+        return Ok(oauth_error(
+            "invalid_grant",
+            "this device code was used already",
+        ));
     }
     let (session, session_hash) = secret::new_token(TokenKind::Session);
     let expiry = st.settings.session_expiry;
@@ -181,7 +194,11 @@ pub async fn approve(
     form: Result<Form<ApproveForm>, FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
-        return page_response(StatusCode::BAD_REQUEST, "", "Fill in the code, your user name and your password.");
+        return page_response(
+            StatusCode::BAD_REQUEST,
+            "",
+            "Fill in the code, your user name and your password.",
+        );
     };
     let Some(code) = secret::normalise_user_code(&form.user_code) else {
         return page_response(
@@ -233,18 +250,18 @@ pub async fn approve(
         st.signin_limiter.fail(&user_key, now_i);
         st.signin_limiter.fail(&ip_key, now_i);
         tracing::info!(client = %client.0.ip(), "failed sign-in");
-        return page_response(StatusCode::UNAUTHORIZED, &code, "Wrong user name or password.");
+        return page_response(
+            StatusCode::UNAUTHORIZED,
+            &code,
+            "Wrong user name or password.",
+        );
     };
     st.signin_limiter.clear(&user_key);
     if let Err(e) = st.store.approve_device(&row.code_hash, &user.id).await {
         return ApiErr::from(e).into_response();
     }
     tracing::info!(user = %user.name, "device approved");
-    (
-        StatusCode::OK,
-        Html(done_html(&user.name)),
-    )
-        .into_response()
+    (StatusCode::OK, Html(done_html(&user.name))).into_response()
 }
 
 /// An argon2id hash of a random password nobody knows, made once.

@@ -84,7 +84,8 @@ impl Hub {
         let a = inner.accounts.get_mut(account)?;
         let me = a.nodes.get(node_id)?;
         let mut full = BytesMut::with_capacity(
-            64 + me.json.len() + a.nodes.values().map(|e| e.json.len() + 1).sum::<usize>()
+            64 + me.json.len()
+                + a.nodes.values().map(|e| e.json.len() + 1).sum::<usize>()
                 + self.relay_map_json.len(),
         );
         full.put_slice(br#"{"type":"full","self":"#);
@@ -184,7 +185,15 @@ impl Hub {
     /// The cached record of a node.
     pub fn node(&self, account: &str, node_id: &str) -> Option<Node> {
         let inner = self.lock();
-        Some(inner.accounts.get(account)?.nodes.get(node_id)?.node.clone())
+        Some(
+            inner
+                .accounts
+                .get(account)?
+                .nodes
+                .get(node_id)?
+                .node
+                .clone(),
+        )
     }
 
     /// Whether the node has a stream open here.
@@ -316,8 +325,14 @@ mod tests {
         let mut b2 = node("b", 2);
         b2.endpoints = vec!["192.0.2.2:1".parse().unwrap()];
         hub.upsert("acc", b2.clone());
-        assert_eq!(recv(&mut sa.rx), MapMessage::PeerChanged { peer: b2.clone() });
-        assert_eq!(recv(&mut sb.rx), MapMessage::SelfChanged { node: b2.clone() });
+        assert_eq!(
+            recv(&mut sa.rx),
+            MapMessage::PeerChanged { peer: b2.clone() }
+        );
+        assert_eq!(
+            recv(&mut sb.rx),
+            MapMessage::SelfChanged { node: b2.clone() }
+        );
         // An unchanged record sends nothing.
         hub.upsert("acc", b2);
         assert!(sa.rx.try_recv().is_err());

@@ -169,7 +169,10 @@ fn run() -> Result<()> {
 async fn open(db: &str) -> Result<Store> {
     if let Some(path) = db.strip_prefix("sqlite://") {
         let path = path.split('?').next().unwrap_or(path);
-        if let Some(parent) = PathBuf::from(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Some(parent) = PathBuf::from(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
@@ -217,7 +220,10 @@ async fn command(cli: Cli) -> Result<()> {
             expiry,
             account,
         }) => {
-            println!("{}", admin::create_auth_key(&store, &account, reusable, expiry).await?);
+            println!(
+                "{}",
+                admin::create_auth_key(&store, &account, reusable, expiry).await?
+            );
             Ok(())
         }
         Command::Authkey(AuthkeyCmd::List) => {
@@ -225,7 +231,9 @@ async fn command(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Authkey(AuthkeyCmd::Revoke { id }) => {
-            store.revoke_auth_key(&id, pinhole_control::state::now_ms()).await?;
+            store
+                .revoke_auth_key(&id, pinhole_control::state::now_ms())
+                .await?;
             eprintln!("auth key {id} revoked");
             Ok(())
         }
@@ -269,7 +277,9 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
         ..Settings::default()
     };
     if tls.is_none() {
-        tracing::warn!("serving plain HTTP (--insecure-http): tokens cross the network in clear text");
+        tracing::warn!(
+            "serving plain HTTP (--insecure-http): tokens cross the network in clear text"
+        );
     }
     let server = Server::start(store, a.listen, tls, settings).await?;
     let signal = shutdown_signal().await;

@@ -143,8 +143,15 @@ mod tests {
     fn user_codes_normalise() {
         let c = new_user_code();
         assert_eq!(c.len(), 9);
-        assert_eq!(normalise_user_code(&c.to_lowercase().replace('-', " ")), Some(c));
-        assert_eq!(normalise_user_code("ABCD-EFGH"), None, "vowels are not in the alphabet");
+        assert_eq!(
+            normalise_user_code(&c.to_lowercase().replace('-', " ")),
+            Some(c)
+        );
+        assert_eq!(
+            normalise_user_code("ABCD-EFGH"),
+            None,
+            "vowels are not in the alphabet"
+        );
         assert_eq!(normalise_user_code("BCD"), None);
     }
 }

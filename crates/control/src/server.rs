@@ -108,7 +108,12 @@ impl Server {
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        tasks.spawn(accept_loop(listener, acceptor, router(state.clone()), stop_rx.clone()));
+        tasks.spawn(accept_loop(
+            listener,
+            acceptor,
+            router(state.clone()),
+            stop_rx.clone(),
+        ));
         tasks.spawn(sweeper(state.clone(), stop_rx.clone()));
         if state.store.kind() == DbKind::Postgres {
             tasks.spawn(listen_for_changes(state.clone(), stop_rx));
@@ -231,9 +236,10 @@ async fn serve_connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(64 * 1024);
+        .max_buf_size(16 * 1024);
     let result = match tls {
-        Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+        Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await
+        {
             Ok(Ok(s)) => builder.serve_connection(TokioIo::new(s), service).await,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, "TLS handshake: {e}");
@@ -244,7 +250,11 @@ async fn serve_connection(
                 return;
             }
         },
-        None => builder.serve_connection(TokioIo::new(stream), service).await,
+        None => {
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+        }
     };
     if let Err(e) = result {
         tracing::debug!(%peer, "connection: {e}");
@@ -275,7 +285,7 @@ async fn sweep(st: &AppState, n: u64) -> Result<(), StoreError> {
             st.publish(&account, &id).await?;
         }
     }
-    if n % 5 == 0 {
+    if n.is_multiple_of(5) {
         st.store.instance_beat(&st.instance, now).await?;
         for stale in st.store.stale_instances(now).await? {
             if stale == st.instance {
@@ -321,7 +331,8 @@ async fn listen_for_changes(st: Arc<AppState>, mut stop: watch::Receiver<bool>) 
 
 async fn apply_notice(st: &AppState, payload: &str) {
     let mut parts = payload.split(' ');
-    let (Some(instance), Some(account), Some(node)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(instance), Some(account), Some(node)) = (parts.next(), parts.next(), parts.next())
+    else {
         return;
     };
     if instance == st.instance || !st.hub.is_loaded(account) {

@@ -125,7 +125,8 @@ pub struct NewNode<'a> {
 /// An instance whose heartbeat is older than this no longer counts for presence.
 pub const INSTANCE_STALE_MS: i64 = 45_000;
 
-const NODE_COLUMNS: &str = "n.id, n.account_id, a.name AS account_name, n.user_id, u.name AS user_name, \
+const NODE_COLUMNS: &str =
+    "n.id, n.account_id, a.name AS account_name, n.user_id, u.name AS user_name, \
      n.node_key, n.disco_key, n.hostname, n.name, n.os, n.ipv4, n.endpoints, n.home_relay, \
      n.last_seen, n.created_at, n.expires_at, \
      (SELECT COUNT(*) FROM presence p JOIN instances i ON i.id = p.instance_id \
@@ -185,11 +186,13 @@ impl Store {
         make: impl FnOnce() -> String,
     ) -> Result<String, StoreError> {
         let value = make();
-        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(&value)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(&value)
+        .execute(&self.pool)
+        .await?;
         let (v,): (String,) = sqlx::query_as("SELECT value FROM settings WHERE name = $1")
             .bind(name)
             .fetch_one(&self.pool)
@@ -284,7 +287,10 @@ impl Store {
         Ok(())
     }
 
-    pub async fn session_by_hash(&self, token_hash: &str) -> Result<Option<SessionRow>, StoreError> {
+    pub async fn session_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<SessionRow>, StoreError> {
         Ok(sqlx::query_as::<_, SessionRow>(
             "SELECT s.id, s.user_id, u.name AS user_name, u.account_id, a.name AS account_name, \
              s.expires_at, s.revoked_at FROM sessions s JOIN users u ON u.id = s.user_id \
@@ -347,20 +353,22 @@ impl Store {
          k.expires_at, k.used_at, k.revoked_at FROM auth_keys k JOIN accounts a ON a.id = k.account_id";
 
     pub async fn auth_key_by_hash(&self, key_hash: &str) -> Result<Option<AuthKeyRow>, StoreError> {
-        Ok(
-            sqlx::query_as::<_, AuthKeyRow>(&format!("{} WHERE k.key_hash = $1", Self::AUTH_KEY_SELECT))
-                .bind(key_hash)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as::<_, AuthKeyRow>(&format!(
+            "{} WHERE k.key_hash = $1",
+            Self::AUTH_KEY_SELECT
+        ))
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     pub async fn auth_keys(&self) -> Result<Vec<AuthKeyRow>, StoreError> {
-        Ok(
-            sqlx::query_as::<_, AuthKeyRow>(&format!("{} ORDER BY k.created_at", Self::AUTH_KEY_SELECT))
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as::<_, AuthKeyRow>(&format!(
+            "{} ORDER BY k.created_at",
+            Self::AUTH_KEY_SELECT
+        ))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Marks a one-off key used; false if it was used already (by a racing registration too).
@@ -374,11 +382,13 @@ impl Store {
     }
 
     pub async fn revoke_auth_key(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        let r = sqlx::query("UPDATE auth_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "UPDATE auth_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "no live auth key with id {id:?} (see `authkey list`)"
@@ -411,22 +421,30 @@ impl Store {
     const DEVICE_SELECT: &'static str =
         "SELECT code_hash, user_code, expires_at, approved_user_id, last_poll, consumed FROM device_codes";
 
-    pub async fn device_by_hash(&self, code_hash: &str) -> Result<Option<DeviceCodeRow>, StoreError> {
-        Ok(
-            sqlx::query_as::<_, DeviceCodeRow>(&format!("{} WHERE code_hash = $1", Self::DEVICE_SELECT))
-                .bind(code_hash)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+    pub async fn device_by_hash(
+        &self,
+        code_hash: &str,
+    ) -> Result<Option<DeviceCodeRow>, StoreError> {
+        Ok(sqlx::query_as::<_, DeviceCodeRow>(&format!(
+            "{} WHERE code_hash = $1",
+            Self::DEVICE_SELECT
+        ))
+        .bind(code_hash)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
-    pub async fn device_by_user_code(&self, user_code: &str) -> Result<Option<DeviceCodeRow>, StoreError> {
-        Ok(
-            sqlx::query_as::<_, DeviceCodeRow>(&format!("{} WHERE user_code = $1", Self::DEVICE_SELECT))
-                .bind(user_code)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+    pub async fn device_by_user_code(
+        &self,
+        user_code: &str,
+    ) -> Result<Option<DeviceCodeRow>, StoreError> {
+        Ok(sqlx::query_as::<_, DeviceCodeRow>(&format!(
+            "{} WHERE user_code = $1",
+            Self::DEVICE_SELECT
+        ))
+        .bind(user_code)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     pub async fn approve_device(&self, code_hash: &str, user_id: &str) -> Result<(), StoreError> {
@@ -449,17 +467,26 @@ impl Store {
 
     /// Marks an approved code as exchanged for a token; false if it already was.
     pub async fn consume_device(&self, code_hash: &str) -> Result<bool, StoreError> {
-        let r = sqlx::query("UPDATE device_codes SET consumed = 1 WHERE code_hash = $1 AND consumed = 0")
-            .bind(code_hash)
-            .execute(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "UPDATE device_codes SET consumed = 1 WHERE code_hash = $1 AND consumed = 0",
+        )
+        .bind(code_hash)
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 
     // ---- nodes ----
 
-    async fn nodes_where(&self, cond: &str, bind: Option<&str>, now: i64) -> Result<Vec<NodeRow>, StoreError> {
-        let sql = format!("SELECT {NODE_COLUMNS} {NODE_FROM} WHERE n.removed_at IS NULL {cond} ORDER BY n.ipv4");
+    async fn nodes_where(
+        &self,
+        cond: &str,
+        bind: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<NodeRow>, StoreError> {
+        let sql = format!(
+            "SELECT {NODE_COLUMNS} {NODE_FROM} WHERE n.removed_at IS NULL {cond} ORDER BY n.ipv4"
+        );
         let q = sqlx::query_as::<_, NodeRow>(&sql).bind(now - INSTANCE_STALE_MS);
         let q = match bind {
             Some(b) => q.bind(b.to_string()),
@@ -468,20 +495,42 @@ impl Store {
         Ok(q.fetch_all(&self.pool).await?)
     }
 
-    pub async fn node_by_key(&self, node_key: &str, now: i64) -> Result<Option<NodeRow>, StoreError> {
-        Ok(self.nodes_where("AND n.node_key = $2", Some(node_key), now).await?.pop())
+    pub async fn node_by_key(
+        &self,
+        node_key: &str,
+        now: i64,
+    ) -> Result<Option<NodeRow>, StoreError> {
+        Ok(self
+            .nodes_where("AND n.node_key = $2", Some(node_key), now)
+            .await?
+            .pop())
     }
 
-    pub async fn node_by_token(&self, token_hash: &str, now: i64) -> Result<Option<NodeRow>, StoreError> {
-        Ok(self.nodes_where("AND n.token_hash = $2", Some(token_hash), now).await?.pop())
+    pub async fn node_by_token(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<NodeRow>, StoreError> {
+        Ok(self
+            .nodes_where("AND n.token_hash = $2", Some(token_hash), now)
+            .await?
+            .pop())
     }
 
     pub async fn node_by_id(&self, id: &str, now: i64) -> Result<Option<NodeRow>, StoreError> {
-        Ok(self.nodes_where("AND n.id = $2", Some(id), now).await?.pop())
+        Ok(self
+            .nodes_where("AND n.id = $2", Some(id), now)
+            .await?
+            .pop())
     }
 
-    pub async fn nodes_in_account(&self, account_id: &str, now: i64) -> Result<Vec<NodeRow>, StoreError> {
-        self.nodes_where("AND n.account_id = $2", Some(account_id), now).await
+    pub async fn nodes_in_account(
+        &self,
+        account_id: &str,
+        now: i64,
+    ) -> Result<Vec<NodeRow>, StoreError> {
+        self.nodes_where("AND n.account_id = $2", Some(account_id), now)
+            .await
     }
 
     pub async fn all_nodes(&self, now: i64) -> Result<Vec<NodeRow>, StoreError> {

@@ -1,0 +1,726 @@
+//! Every API endpoint, end to end over HTTP, against SQLite and against a real PostgreSQL server
+//! started by the test. Each scenario runs on both databases.
+
+mod common;
+
+use common::pg::Postgres;
+use pinhole_control::admin;
+use pinhole_control::{Server, Settings, Store, TlsFiles};
+use pinhole_control_client::{ClientError, ControlClient, DevicePoll, MapStream};
+use pinhole_proto::control::{MapMessage, NodeUpdate, RegisterRequest, RegisterResponse};
+use pinhole_proto::key::Key;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Harness {
+    db: String,
+    server: Option<Server>,
+    client: ControlClient,
+    settings: Settings,
+}
+
+impl Harness {
+    async fn new(db: &str) -> Harness {
+        Self::with(db, Settings::default()).await
+    }
+
+    async fn with(db: &str, settings: Settings) -> Harness {
+        let store = Store::open(db).await.expect("open store");
+        let server = Server::start(
+            store,
+            "127.0.0.1:0".parse().unwrap(),
+            None,
+            settings.clone(),
+        )
+        .await
+        .expect("start server");
+        let client = ControlClient::new(&format!("http://{}", server.local_addr()), None).unwrap();
+        Harness {
+            db: db.to_string(),
+            server: Some(server),
+            client,
+            settings,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.server.as_ref().unwrap().local_addr()
+    }
+
+    async fn store(&self) -> Store {
+        Store::open(&self.db).await.unwrap()
+    }
+
+    async fn authkey(&self, account: &str, reusable: bool, expiry: Option<Duration>) -> String {
+        admin::create_auth_key(&self.store().await, account, reusable, expiry)
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server and starts a new one on the same database and port.
+    async fn restart(&mut self) {
+        let addr = self.addr();
+        self.server.take().unwrap().shutdown().await;
+        let store = Store::open(&self.db).await.unwrap();
+        let mut tries = 0;
+        let server = loop {
+            match Server::start(store.clone(), addr, None, self.settings.clone()).await {
+                Ok(s) => break s,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("restart: {e}"),
+            }
+        };
+        self.server = Some(server);
+    }
+}
+
+fn keys(n: u8) -> (Key, Key) {
+    (Key([n; 32]), Key([n.wrapping_add(100); 32]))
+}
+
+fn req(n: u8, host: &str) -> RegisterRequest {
+    let (node_key, disco_key) = keys(n);
+    RegisterRequest {
+        node_key,
+        disco_key,
+        hostname: host.into(),
+        os: "linux".into(),
+    }
+}
+
+async fn next(stream: &mut MapStream) -> MapMessage {
+    tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("a map message in time")
+        .expect("stream readable")
+        .expect("stream open")
+}
+
+/// Reads until a message matches; panics after WAIT.
+async fn until(stream: &mut MapStream, mut want: impl FnMut(&MapMessage) -> bool) -> MapMessage {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let m = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("the expected map message in time")
+            .expect("stream readable")
+            .expect("stream open");
+        if want(&m) {
+            return m;
+        }
+    }
+}
+
+fn api_status(e: &ClientError) -> u16 {
+    match e {
+        ClientError::Api { status, .. } => *status,
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+async fn register(h: &Harness, key: &str, n: u8, host: &str) -> RegisterResponse {
+    h.client
+        .register(key, &req(n, host))
+        .await
+        .expect("register")
+}
+
+// ---------------------------------------------------------------- scenarios
+
+async fn registration_gives_stable_unique_addresses(db: &str) {
+    let mut h = Harness::new(db).await;
+    let key = h.authkey("default", true, None).await;
+    let a = register(&h, &key, 1, "Alpha").await;
+    let b = register(&h, &key, 2, "alpha").await;
+    assert_eq!(a.name, "alpha");
+    assert_eq!(b.name, "alpha-2", "names are unique per account");
+    assert_eq!(a.addresses[0].to_string(), "100.64.0.1");
+    assert_eq!(b.addresses[0].to_string(), "100.64.0.2");
+    assert!(a.addresses[1].is_ipv6());
+    let v6 = a.addresses[1].to_string();
+    assert!(v6.starts_with("fd") && v6.ends_with(":6440:1"), "{v6}");
+    assert!(a.node_token.starts_with("phn_"));
+    // Signing in again keeps the addresses; across a restart too.
+    let again = register(&h, &key, 1, "alpha").await;
+    assert_eq!(again.addresses, a.addresses);
+    assert_eq!(again.node_id, a.node_id);
+    h.restart().await;
+    let after = register(&h, &key, 1, "alpha").await;
+    assert_eq!(after.addresses, a.addresses);
+    let c = register(&h, &key, 3, "c").await;
+    assert_eq!(c.addresses[0].to_string(), "100.64.0.3");
+}
+
+async fn auth_keys_are_checked(db: &str) {
+    let h = Harness::new(db).await;
+    let one_off = h.authkey("default", false, None).await;
+    register(&h, &one_off, 1, "a").await;
+    let e = h.client.register(&one_off, &req(2, "b")).await.unwrap_err();
+    assert_eq!(api_status(&e), 401);
+    assert!(e.to_string().contains("used already"), "{e}");
+
+    let short = h
+        .authkey("default", true, Some(Duration::from_secs(1)))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let e = h.client.register(&short, &req(3, "c")).await.unwrap_err();
+    assert_eq!(api_status(&e), 401);
+    assert!(e.to_string().contains("expired"), "{e}");
+
+    let revoked = h.authkey("default", true, None).await;
+    let store = h.store().await;
+    let id = store.auth_keys().await.unwrap().last().unwrap().id.clone();
+    store.revoke_auth_key(&id, 1).await.unwrap();
+    let e = h.client.register(&revoked, &req(4, "d")).await.unwrap_err();
+    assert!(e.to_string().contains("revoked"), "{e}");
+
+    for bad in ["phk_nope", "garbage", "phn_abc"] {
+        let e = h.client.register(bad, &req(5, "e")).await.unwrap_err();
+        assert_eq!(api_status(&e), 401, "{bad}: {e}");
+    }
+    // A node key registered in one account cannot be taken over from another.
+    let other = h.authkey("other", true, None).await;
+    let e = h.client.register(&other, &req(1, "a")).await.unwrap_err();
+    assert_eq!(api_status(&e), 409, "{e}");
+}
+
+async fn map_stream_sends_full_map_then_deltas(db: &str) {
+    let h = Harness::new(db).await;
+    let key = h.authkey("default", true, None).await;
+    let a = register(&h, &key, 1, "a").await;
+    let b = register(&h, &key, 2, "b").await;
+    let mut sa = h.client.map(&a.node_token).await.unwrap();
+    match next(&mut sa).await {
+        MapMessage::Full {
+            self_node, peers, ..
+        } => {
+            assert_eq!(self_node.id, a.node_id);
+            assert!(self_node.online);
+            assert_eq!(peers.len(), 1);
+            assert_eq!(peers[0].id, b.node_id);
+            assert!(!peers[0].online);
+        }
+        m => panic!("first message {m:?}"),
+    }
+    // b connects: a sees it online.
+    let mut sb = h.client.map(&b.node_token).await.unwrap();
+    next(&mut sb).await;
+    until(
+        &mut sa,
+        |m| matches!(m, MapMessage::PeerChanged { peer } if peer.id == b.node_id && peer.online),
+    )
+    .await;
+    // b publishes endpoints and a home relay: a has them at once, b sees its own record.
+    let eps: Vec<SocketAddr> = vec![
+        "192.0.2.2:41641".parse().unwrap(),
+        "[2001:db8::2]:41641".parse().unwrap(),
+    ];
+    let upd = NodeUpdate {
+        endpoints: Some(eps.clone()),
+        home_relay: Some("local".into()),
+        disco_key: None,
+    };
+    let started = std::time::Instant::now();
+    let me = h.client.update(&b.node_token, &upd).await.unwrap();
+    assert_eq!(me.endpoints, eps);
+    let m = until(
+        &mut sa,
+        |m| matches!(m, MapMessage::PeerChanged { peer } if peer.endpoints == eps),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    if let MapMessage::PeerChanged { peer } = m {
+        assert_eq!(peer.home_relay.as_deref(), Some("local"));
+    }
+    until(
+        &mut sb,
+        |m| matches!(m, MapMessage::SelfChanged { node } if node.endpoints == eps),
+    )
+    .await;
+    // A new node appears in both maps.
+    let c = register(&h, &key, 3, "c").await;
+    until(
+        &mut sa,
+        |m| matches!(m, MapMessage::PeerChanged { peer } if peer.id == c.node_id),
+    )
+    .await;
+    until(
+        &mut sb,
+        |m| matches!(m, MapMessage::PeerChanged { peer } if peer.id == c.node_id),
+    )
+    .await;
+    // b goes away: a sees it offline.
+    drop(sb);
+    until(
+        &mut sa,
+        |m| matches!(m, MapMessage::PeerChanged { peer } if peer.id == b.node_id && !peer.online),
+    )
+    .await;
+    // c logs out: a sees it removed; c's token is dead.
+    h.client.delete_self(&c.node_token).await.unwrap();
+    until(
+        &mut sa,
+        |m| matches!(m, MapMessage::PeerRemoved { id, .. } if *id == c.node_id),
+    )
+    .await;
+    let e = h.client.map(&c.node_token).await.err().expect("dead token");
+    assert_eq!(api_status(&e), 401);
+}
+
+async fn accounts_are_isolated(db: &str) {
+    let h = Harness::new(db).await;
+    let mine = h.authkey("mine", true, None).await;
+    let theirs = h.authkey("theirs", true, None).await;
+    let a = register(&h, &mine, 1, "a").await;
+    let x = register(&h, &theirs, 9, "x").await;
+    let mut sx = h.client.map(&x.node_token).await.unwrap();
+    match next(&mut sx).await {
+        MapMessage::Full { peers, .. } => assert!(peers.is_empty(), "{peers:?}"),
+        m => panic!("{m:?}"),
+    }
+    // A change in the other account never reaches x.
+    h.client
+        .update(
+            &a.node_token,
+            &NodeUpdate {
+                endpoints: Some(vec!["192.0.2.1:1".parse().unwrap()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    register(&h, &mine, 2, "b").await;
+    let r = tokio::time::timeout(Duration::from_millis(500), sx.next()).await;
+    assert!(r.is_err(), "x received {r:?}");
+    // Session endpoints refuse node tokens; a person of another account cannot remove a's node.
+    let e = h.client.nodes(&x.node_token).await.unwrap_err();
+    assert_eq!(api_status(&e), 401);
+    admin::add_user(&h.store().await, "theirs", "eve", "password-eve")
+        .await
+        .unwrap();
+    let session = sign_in(&h, "eve", "password-eve").await;
+    let resp = reqwest::Client::new()
+        .delete(format!("http://{}/api/v1/nodes/{}", h.addr(), a.node_id))
+        .bearer_auth(&session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let listed = h.client.nodes(&session).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, x.node_id);
+    // a is still there and still works.
+    h.client.map(&a.node_token).await.expect("a unaffected");
+}
+
+/// Runs the device flow with a password; returns the session token.
+async fn sign_in(h: &Harness, user: &str, password: &str) -> String {
+    let code = h.client.device_code().await.unwrap();
+    assert!(matches!(
+        h.client.device_token(&code.device_code).await.unwrap(),
+        DevicePoll::Pending
+    ));
+    let resp = approve(h, &code.user_code, user, password).await;
+    assert_eq!(resp.0, 200, "{}", resp.1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    match h.client.device_token(&code.device_code).await.unwrap() {
+        DevicePoll::Approved(t) => t.access_token,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn approve(h: &Harness, user_code: &str, user: &str, password: &str) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/device", h.addr()))
+        .form(&[
+            ("user_code", user_code),
+            ("username", user),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+async fn device_sign_in_and_sessions(db: &str) {
+    let h = Harness::new(db).await;
+    admin::add_user(&h.store().await, "default", "alice", "correct horse")
+        .await
+        .unwrap();
+    let page = reqwest::get(format!("http://{}/device?code=bcdf-ghjk", h.addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("value=\"BCDF-GHJK\""), "code prefilled");
+
+    let code = h.client.device_code().await.unwrap();
+    assert!(code.verification_uri_complete.ends_with(&code.user_code));
+    assert_eq!(code.verification_uri, format!("http://{}/device", h.addr()));
+    let (status, body) = approve(&h, &code.user_code, "alice", "wrong horse").await;
+    assert_eq!(status, 401);
+    assert!(body.contains("Wrong user name or password"));
+    let (status, _) = approve(&h, "BBBB-BBBB", "alice", "correct horse").await;
+    assert_eq!(status, 400, "unknown code");
+    let (status, body) =
+        approve(&h, &code.user_code.to_lowercase(), "alice", "correct horse").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Device approved"));
+    // Polling again at once is too fast; then the token comes, once.
+    let token = loop {
+        match h.client.device_token(&code.device_code).await.unwrap() {
+            DevicePoll::Approved(t) => break t,
+            DevicePoll::SlowDown | DevicePoll::Pending => {
+                tokio::time::sleep(Duration::from_millis(1100)).await
+            }
+        }
+    };
+    assert!(token.access_token.starts_with("phs_"));
+    let e = h.client.device_token(&code.device_code).await.unwrap_err();
+    assert!(e.to_string().contains("used already"), "{e}");
+
+    // The session registers a node that belongs to alice.
+    let n = h
+        .client
+        .register(&token.access_token, &req(7, "laptop"))
+        .await
+        .unwrap();
+    assert_eq!(n.user.as_deref(), Some("alice"));
+    assert_eq!(h.client.nodes(&token.access_token).await.unwrap().len(), 1);
+    // Logout revokes it.
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/logout", h.addr()))
+        .bearer_auth(&token.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let e = h.client.nodes(&token.access_token).await.unwrap_err();
+    assert_eq!(api_status(&e), 401);
+    assert!(e.to_string().contains("signed out"), "{e}");
+    // Revoking from the command line works the same way.
+    let t2 = sign_in(&h, "alice", "correct horse").await;
+    assert_eq!(
+        admin::revoke_sessions(&h.store().await, "alice")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(api_status(&h.client.nodes(&t2).await.unwrap_err()), 401);
+}
+
+async fn failed_sign_ins_are_rate_limited(db: &str) {
+    let h = Harness::new(db).await;
+    admin::add_user(&h.store().await, "default", "bob", "bob-password")
+        .await
+        .unwrap();
+    let code = h.client.device_code().await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(approve(&h, &code.user_code, "bob", "guess").await.0, 401);
+    }
+    let (status, body) = approve(&h, &code.user_code, "bob", "bob-password").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("Too many failed sign-ins"));
+}
+
+async fn bad_requests_get_4xx_and_harm_nobody(db: &str) {
+    let h = Harness::new(db).await;
+    let key = h.authkey("default", true, None).await;
+    let a = register(&h, &key, 1, "a").await;
+    let mut sa = h.client.map(&a.node_token).await.unwrap();
+    next(&mut sa).await;
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}{p}", h.addr());
+    let cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        (
+            "garbage json",
+            http.post(url("/api/v1/register"))
+                .bearer_auth(&key)
+                .header("content-type", "application/json")
+                .body("{{{{"),
+        ),
+        (
+            "truncated json",
+            http.post(url("/api/v1/register"))
+                .bearer_auth(&key)
+                .header("content-type", "application/json")
+                .body(r#"{"node_key":"AQEB"#),
+        ),
+        (
+            "wrong types",
+            http.post(url("/api/v1/register"))
+                .bearer_auth(&key)
+                .json(&serde_json::json!({"node_key": 5})),
+        ),
+        (
+            "bad key",
+            http.post(url("/api/v1/register")).bearer_auth(&key).json(
+                &serde_json::json!({"node_key":"AAAA","disco_key":"AAAA","hostname":"x","os":"y"}),
+            ),
+        ),
+        (
+            "oversized",
+            http.patch(url("/api/v1/node"))
+                .bearer_auth(&a.node_token)
+                .header("content-type", "application/json")
+                .body(vec![b' '; 200 * 1024]),
+        ),
+        (
+            "too many endpoints",
+            http.patch(url("/api/v1/node"))
+                .bearer_auth(&a.node_token)
+                .json(&NodeUpdate {
+                    endpoints: Some(vec!["192.0.2.1:1".parse().unwrap(); 100]),
+                    ..Default::default()
+                }),
+        ),
+        ("no auth", http.get(url("/api/v1/map"))),
+        (
+            "bad auth scheme",
+            http.get(url("/api/v1/map"))
+                .header("authorization", "Basic abc"),
+        ),
+        ("unknown path", http.get(url("/api/v1/nope"))),
+        (
+            "token form garbage",
+            http.post(url("/api/v1/device/token")).body("%%%"),
+        ),
+    ];
+    for (what, rb) in cases {
+        let resp = rb.send().await.unwrap();
+        let s = resp.status().as_u16();
+        assert!((400..500).contains(&s), "{what}: status {s}");
+        let text = resp.text().await.unwrap();
+        assert!(!text.is_empty(), "{what}: the error says what is wrong");
+    }
+    // Raw garbage, an oversized header and a truncated request on plain TCP.
+    let mut raw = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    raw.write_all(b"\x16\x03\x01garbage\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(WAIT, raw.read_to_end(&mut buf)).await;
+    assert!(
+        buf.is_empty() || buf.starts_with(b"HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    let mut raw = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let _ = raw.write_all(big.as_bytes()).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(WAIT, raw.read_to_end(&mut buf)).await;
+    assert!(
+        buf.is_empty() || buf.starts_with(b"HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..buf.len().min(100)])
+    );
+    let mut raw = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    raw.write_all(b"POST /api/v1/register HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"no")
+        .await
+        .unwrap();
+    drop(raw);
+    // Everyone else is served as before.
+    let b = register(&h, &key, 2, "b").await;
+    until(
+        &mut sa,
+        |m| matches!(m, MapMessage::PeerChanged { peer } if peer.id == b.node_id),
+    )
+    .await;
+    assert_eq!(reqwest::get(url("/healthz")).await.unwrap().status(), 200);
+}
+
+async fn bad_tokens_are_rate_limited(db: &str) {
+    let h = Harness::new(db).await;
+    for _ in 0..30 {
+        let e = h
+            .client
+            .register("phk_wrong", &req(1, "a"))
+            .await
+            .unwrap_err();
+        assert_eq!(api_status(&e), 401);
+    }
+    let e = h
+        .client
+        .register("phk_wrong", &req(1, "a"))
+        .await
+        .unwrap_err();
+    assert_eq!(api_status(&e), 429, "{e}");
+}
+
+async fn expired_and_removed_nodes_leave_the_map(db: &str) {
+    let settings = Settings {
+        node_expiry: Some(Duration::from_secs(3)),
+        ..Settings::default()
+    };
+    let h = Harness::with(db, settings).await;
+    let key = h.authkey("default", true, None).await;
+    let short = register(&h, &key, 1, "short").await;
+    let store = h.store().await;
+    // b lives longer: registered through a second server without expiry on the same database.
+    let long_server = Server::start(
+        store.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        Settings {
+            node_expiry: None,
+            ..Settings::default()
+        },
+    )
+    .await
+    .unwrap();
+    let long_client =
+        ControlClient::new(&format!("http://{}", long_server.local_addr()), None).unwrap();
+    let b = long_client.register(&key, &req(2, "b")).await.unwrap();
+    let c = long_client.register(&key, &req(3, "c")).await.unwrap();
+    let mut sb = h.client.map(&b.node_token).await.unwrap();
+    next(&mut sb).await;
+    let m = until(
+        &mut sb,
+        |m| matches!(m, MapMessage::PeerRemoved { id, .. } if *id == short.node_id),
+    )
+    .await;
+    assert!(matches!(m, MapMessage::PeerRemoved { .. }));
+    let e = h.client.map(&short.node_token).await.err().unwrap();
+    assert_eq!(api_status(&e), 401);
+    assert!(e.to_string().contains("expired"), "{e}");
+    // The operator removes c: b sees it go within a sweep, c's stream ends with a goodbye.
+    let mut sc = h.client.map(&c.node_token).await.unwrap();
+    next(&mut sc).await;
+    let name = admin::remove_node(&store, &c.node_id).await.unwrap();
+    assert_eq!(name, "c");
+    until(
+        &mut sb,
+        |m| matches!(m, MapMessage::PeerRemoved { id, .. } if *id == c.node_id),
+    )
+    .await;
+    until(&mut sc, |m| matches!(m, MapMessage::Goodbye { .. })).await;
+    let listing = admin::list_nodes(&store, false).await.unwrap();
+    assert!(
+        listing.contains(" b ") || listing.contains("b  "),
+        "{listing}"
+    );
+    assert!(!listing.contains(&c.node_id));
+    long_server.shutdown().await;
+}
+
+async fn map_resumes_after_restart(db: &str) {
+    let mut h = Harness::new(db).await;
+    let key = h.authkey("default", true, None).await;
+    let a = register(&h, &key, 1, "a").await;
+    let b = register(&h, &key, 2, "b").await;
+    let mut sa = h.client.map(&a.node_token).await.unwrap();
+    next(&mut sa).await;
+    h.restart().await;
+    // The old stream ends; a new one with the same token gets the full map again.
+    let end = tokio::time::timeout(WAIT, async {
+        loop {
+            match sa.next().await {
+                Ok(Some(_)) => continue,
+                _ => break,
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the stream ends when the server stops");
+    let mut sa = h.client.map(&a.node_token).await.unwrap();
+    match next(&mut sa).await {
+        MapMessage::Full { peers, .. } => assert_eq!(peers[0].id, b.node_id),
+        m => panic!("{m:?}"),
+    }
+}
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = std::env::temp_dir().join(format!("pinhole-api-{}-{}", std::process::id(), stringify!($name)));
+                    let _ = std::fs::remove_dir_all(&dir);
+                    std::fs::create_dir_all(&dir).unwrap();
+                    let url = format!("sqlite://{}", dir.join("control.db").display());
+                    super::$name(&url).await;
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            )*
+        }
+
+        /// The same scenarios on one PostgreSQL server, each on its own database.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn postgres_suite() {
+            let Some(pg) = Postgres::start() else { return };
+            $(
+                let url = pg.database(stringify!($name));
+                eprintln!("postgres: {}", stringify!($name));
+                $name(&url).await;
+            )*
+            drop(pg);
+        }
+    };
+}
+
+scenarios!(
+    registration_gives_stable_unique_addresses,
+    auth_keys_are_checked,
+    map_stream_sends_full_map_then_deltas,
+    accounts_are_isolated,
+    device_sign_in_and_sessions,
+    failed_sign_ins_are_rate_limited,
+    bad_requests_get_4xx_and_harm_nobody,
+    bad_tokens_are_rate_limited,
+    expired_and_removed_nodes_leave_the_map,
+    map_resumes_after_restart,
+);
+
+/// HTTPS with a certificate the client trusts through an extra CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_https() {
+    let dir = std::env::temp_dir().join(format!("pinhole-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.join("c.db").display()))
+        .await
+        .unwrap();
+    let tls = TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    let server = Server::start(
+        store.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        Some(tls),
+        Settings::default(),
+    )
+    .await
+    .unwrap();
+    let port = server.local_addr().port();
+    let key = admin::create_auth_key(&store, "default", false, None)
+        .await
+        .unwrap();
+    let client = ControlClient::new(
+        &format!("https://localhost:{port}"),
+        Some(cert.cert.pem().as_bytes()),
+    )
+    .unwrap();
+    let r = client.register(&key, &req(1, "a")).await.unwrap();
+    assert_eq!(r.addresses[0].to_string(), "100.64.0.1");
+    // Without the CA, the certificate is refused.
+    let untrusting = ControlClient::new(&format!("https://localhost:{port}"), None).unwrap();
+    let e = untrusting.device_code().await.unwrap_err();
+    assert!(matches!(e, ClientError::Unreachable { .. }), "{e}");
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
