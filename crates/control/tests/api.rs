@@ -624,12 +624,7 @@ async fn map_resumes_after_restart(db: &str) {
     h.restart().await;
     // The old stream ends; a new one with the same token gets the full map again.
     let end = tokio::time::timeout(WAIT, async {
-        loop {
-            match sa.next().await {
-                Ok(Some(_)) => continue,
-                _ => break,
-            }
-        }
+        while let Ok(Some(_)) = sa.next().await {}
     })
     .await;
     assert!(end.is_ok(), "the stream ends when the server stops");
