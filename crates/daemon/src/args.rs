@@ -20,6 +20,23 @@ pub struct Args {
     /// of a coordination server.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The coordination server to join through (e.g. https://control.example.com). Remembered
+    /// in the state directory after the first registration.
+    #[arg(long, value_name = "URL", conflicts_with = "config")]
+    pub control_url: Option<String>,
+    /// A file holding an auth key for joining without a person (also PINHOLE_AUTHKEY). Without
+    /// one, pinholed logs a sign-in link and code to approve in a browser.
+    #[arg(long, value_name = "FILE")]
+    pub authkey_file: Option<PathBuf>,
+    /// A PEM CA certificate to trust for the coordination server (a self-hosted private CA).
+    #[arg(long, value_name = "FILE")]
+    pub control_ca: Option<PathBuf>,
+    /// The name this node registers under (default: the OS hostname).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// UDP port for WireGuard and discovery; 0 picks any (taken ports fall back to any).
+    #[arg(long, default_value_t = 41641)]
+    pub port: u16,
     /// Log filter (tracing's syntax), overridden by PINHOLE_LOG.
     #[arg(long, default_value = "info")]
     pub log: String,
@@ -58,4 +75,28 @@ fn default_tun_name() -> &'static str {
     } else {
         "pinhole0"
     }
+}
+
+/// The OS's name for this machine.
+pub fn os_hostname() -> String {
+    #[cfg(unix)]
+    {
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        if rc == 0 {
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+            if !name.is_empty() {
+                return name;
+            }
+        }
+    }
+    #[cfg(windows)]
+    {
+        if let Ok(n) = std::env::var("COMPUTERNAME") {
+            return n;
+        }
+    }
+    "node".to_string()
 }

@@ -2,6 +2,10 @@
 
 mod args;
 mod config;
+mod control_link;
+mod endpoints;
+mod identity;
+mod netmap;
 mod routes;
 mod run;
 mod state_dir;

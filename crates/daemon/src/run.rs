@@ -1,42 +1,150 @@
 //! The daemon's one loop: reads the TUN device and the UDP socket, feeds the engine, writes what
-//! it returns, and wakes the engine's timers; stops cleanly on SIGINT/SIGTERM.
+//! it returns, wakes the engine's timers, and applies the coordination server's map; stops
+//! cleanly on SIGINT/SIGTERM. Peers come from a static file or from control.
 
+use crate::control_link::{self, ControlMsg};
+use crate::netmap::{self, NetMap, PeerChange};
 use crate::tun_io::TunIo;
-use crate::{args::Args, config, routes, state_dir, tun_device, udp};
+use crate::{args::Args, config, identity, routes, state_dir, tun_device, udp};
 use anyhow::{bail, Context, Result};
-use pinhole_engine::{Engine, Event};
+use ipnet::IpNet;
+use pinhole_control_client::ControlClient;
+use pinhole_engine::{Engine, Event, Key, PeerSettings};
+use pinhole_proto::control::MapMessage;
 use std::io::ErrorKind;
+use std::net::IpAddr;
 use std::time::Instant;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 
 /// Packets read from one source before the loop writes out and looks at the others again.
 const BATCH: usize = 256;
 
 pub async fn run(args: Args) -> Result<()> {
     state_dir::prepare(&args.state_dir)?;
-    let Some(config_path) = args.config.as_deref() else {
-        bail!("no --config FILE given: pinholed needs a WireGuard-format configuration file until it can join through a coordination server");
-    };
+    match args.config.clone() {
+        Some(path) => run_static(&args, &path).await,
+        None => run_with_control(&args).await,
+    }
+}
+
+/// What the data plane starts with.
+struct Plan {
+    private: Key,
+    addresses: Vec<IpNet>,
+    mtu: u16,
+    peers: Vec<PeerSettings>,
+}
+
+/// Static mode: keys, addresses and peers from a WireGuard-format file.
+async fn run_static(args: &Args, config_path: &std::path::Path) -> Result<()> {
     let config = config::load(config_path)?;
+    let socket = udp::bind(config.interface.listen_port.unwrap_or(0))?;
+    let plan = Plan {
+        private: config.interface.private_key,
+        addresses: config.interface.addresses.clone(),
+        mtu: config.interface.mtu.unwrap_or(tun_device::DEFAULT_MTU),
+        peers: config::peers(&config),
+    };
+    run_dataplane(args, plan, socket, None).await
+}
+
+/// Control mode: join through the coordination server and follow its map.
+async fn run_with_control(args: &Args) -> Result<()> {
+    let saved = identity::registration(&args.state_dir)?;
+    let url = match (&args.control_url, &saved) {
+        (Some(u), _) => u.trim_end_matches('/').to_string(),
+        (None, Some(r)) => r.control_url.clone(),
+        (None, None) => bail!(
+            "no coordination server: give --control-url URL (or --config FILE for a static WireGuard configuration)"
+        ),
+    };
+    let ca = match &args.control_ca {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+        None => None,
+    };
+    let client = ControlClient::new(&url, ca.as_deref())?;
+    let private = identity::node_key(&args.state_dir)?;
+    let node_key = pinhole_engine::public_key(&private);
+    // The disco key is new on every start and only announced through control.
+    let disco_key = pinhole_engine::public_key(&identity::random_private_key()?);
+    let registration = match saved {
+        Some(r) if r.control_url == url && r.node_key == node_key => r,
+        _ => {
+            let auth_key = match (&args.authkey_file, std::env::var("PINHOLE_AUTHKEY")) {
+                (Some(f), _) => Some(identity::read_auth_key(f)?),
+                (None, Ok(k)) if !k.trim().is_empty() => Some(k.trim().to_string()),
+                _ => None,
+            };
+            let how = control_link::SignIn {
+                auth_key,
+                hostname: args.hostname.clone().unwrap_or_else(crate::args::os_hostname),
+            };
+            tokio::select! {
+                r = control_link::register(&client, &args.state_dir, node_key, disco_key, &how) => r?,
+                signal = shutdown_signal() => bail!("{signal} while signing in"),
+            }
+        }
+    };
+    tracing::info!(name = %registration.name, control = %url, "node identity loaded");
+    let socket = match udp::bind(args.port) {
+        Ok(s) => s,
+        Err(e) if args.port != 0 => {
+            tracing::warn!("UDP port {} unavailable ({e:#}); using any port", args.port);
+            udp::bind(0)?
+        }
+        Err(e) => return Err(e),
+    };
+    let port = socket.local_addr()?.port();
+    let addresses = registration
+        .addresses
+        .iter()
+        .map(|a| match a {
+            // The whole overlay is on-link through the device: one route per family.
+            IpAddr::V4(v4) => IpNet::new(IpAddr::V4(*v4), 10),
+            IpAddr::V6(v6) => IpNet::new(IpAddr::V6(*v6), 48),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (tx, rx) = mpsc::channel(256);
+    let follower = tokio::spawn(control_link::follow(
+        client,
+        registration.clone(),
+        disco_key,
+        port,
+        tx,
+    ));
+    let plan = Plan {
+        private,
+        addresses,
+        mtu: tun_device::DEFAULT_MTU,
+        peers: Vec::new(),
+    };
+    let result = run_dataplane(args, plan, socket, Some(rx)).await;
+    follower.abort();
+    result
+}
+
+async fn run_dataplane(
+    args: &Args,
+    plan: Plan,
+    socket: UdpSocket,
+    control: Option<mpsc::Receiver<ControlMsg>>,
+) -> Result<()> {
     let now = Instant::now();
-    let mut engine = Engine::new(config.interface.private_key, now);
+    let mut engine = Engine::new(plan.private, now);
     tracing::info!(public_key = %engine.public_key().to_base64(), "node key loaded");
-    let peers = config::peers(&config);
-    for p in &peers {
+    for p in &plan.peers {
         engine
             .upsert_peer(now, p.clone())
             .with_context(|| format!("peer {}", p.public_key.to_base64()))?;
     }
-
-    let socket = udp::bind(config.interface.listen_port.unwrap_or(0))?;
     let local = socket.local_addr()?;
-    let mtu = config.interface.mtu.unwrap_or(tun_device::DEFAULT_MTU);
-    let device = tun_device::create(&args.tun_name, &config.interface.addresses, mtu)?;
+    let device = tun_device::create(&args.tun_name, &plan.addresses, plan.mtu)?;
     let dev_name = device.name().unwrap_or_else(|_| args.tun_name.clone());
-    let mut tun = TunIo::new(device, mtu);
+    let mut tun = TunIo::new(device, plan.mtu);
     let routes = routes::needed(
-        &config.interface.addresses,
-        peers.iter().flat_map(|p| p.allowed_ips.iter().copied()),
+        &plan.addresses,
+        plan.peers.iter().flat_map(|p| p.allowed_ips.iter().copied()),
     );
     let mut added = Vec::new();
     let mut result = Ok(());
@@ -53,10 +161,15 @@ pub async fn run(args: Args) -> Result<()> {
         tracing::info!(
             device = %dev_name,
             port = local.port(),
-            peers = peers.len(),
+            peers = plan.peers.len(),
             "pinholed is up"
         );
-        result = event_loop(&mut engine, &socket, &mut tun).await;
+        let mut ctl = Control {
+            rx: control,
+            map: NetMap::default(),
+            state_dir: args.state_dir.clone(),
+        };
+        result = event_loop(&mut engine, &socket, &mut tun, &mut ctl).await;
     }
     for net in added.iter().rev() {
         routes::remove(&dev_name, net);
@@ -75,7 +188,74 @@ pub async fn run(args: Args) -> Result<()> {
     result
 }
 
-async fn event_loop(engine: &mut Engine, socket: &UdpSocket, tun: &mut TunIo) -> Result<()> {
+/// The map from control and the channel it arrives on (none in static mode).
+struct Control {
+    rx: Option<mpsc::Receiver<ControlMsg>>,
+    map: NetMap,
+    /// Where the registration lives, to forget it when control signs the node out.
+    state_dir: std::path::PathBuf,
+}
+
+impl Control {
+    async fn recv(&mut self) -> Option<ControlMsg> {
+        match &mut self.rx {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Applies one message from control to the map and the engine.
+    fn apply(&mut self, engine: &mut Engine, msg: ControlMsg) {
+        let now = Instant::now();
+        let applied = match msg {
+            ControlMsg::Map(m) => {
+                let full = matches!(m, MapMessage::Full { .. });
+                let a = self.map.apply(m);
+                if full {
+                    tracing::info!(peers = self.map.peers().count(), "network map received");
+                }
+                a
+            }
+            ControlMsg::SignedOut(reason) => {
+                self.rx = None;
+                netmap::Applied {
+                    changes: self.map.clear(),
+                    goodbye: Some(reason),
+                }
+            }
+        };
+        for change in applied.changes {
+            match change {
+                PeerChange::Upsert { name, settings } => {
+                    let key = settings.public_key;
+                    let endpoint = settings.endpoint;
+                    let addrs: Vec<String> = settings.allowed_ips.iter().map(|n| n.addr().to_string()).collect();
+                    let new = engine.peer(&key).is_none();
+                    match engine.upsert_peer(now, settings) {
+                        Ok(()) if new => tracing::info!(peer = %name, key = %key.short(), addresses = ?addrs, endpoint = ?endpoint, "peer added"),
+                        Ok(()) => tracing::info!(peer = %name, endpoint = ?endpoint, "peer updated"),
+                        Err(e) => tracing::warn!(peer = %name, "cannot configure peer: {e}"),
+                    }
+                }
+                PeerChange::Remove { name, key } => {
+                    engine.remove_peer(&key);
+                    tracing::info!(peer = %name, "peer removed");
+                }
+            }
+        }
+        if let Some(reason) = applied.goodbye {
+            identity::forget_registration(&self.state_dir);
+            tracing::error!("signed out by the coordination server ({reason}): every peer removed; sign in again");
+        }
+    }
+}
+
+async fn event_loop(
+    engine: &mut Engine,
+    socket: &UdpSocket,
+    tun: &mut TunIo,
+    control: &mut Control,
+) -> Result<()> {
     let local = socket.local_addr()?;
     let mut shutdown = std::pin::pin!(shutdown_signal());
     let mut udp_buf = vec![0u8; 65536];
@@ -125,6 +305,7 @@ async fn event_loop(engine: &mut Engine, socket: &UdpSocket, tun: &mut TunIo) ->
                     }
                 }
             }
+            Some(msg) = control.recv() => control.apply(engine, msg),
             _ = tokio::time::sleep_until(deadline) => {}
         }
         engine.handle_timeout(Instant::now());

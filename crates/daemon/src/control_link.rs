@@ -1,0 +1,262 @@
+//! pinholed's side of the coordination server: signing in (auth key or device code), then
+//! following the map stream for as long as the daemon runs, reconnecting with backoff, and
+//! publishing this node's endpoints. Messages go to the daemon's loop over a channel; when control
+//! is unreachable, nothing is sent and the loop keeps the last map.
+
+use crate::endpoints;
+use crate::identity::{self, Registration};
+use anyhow::{bail, Context, Result};
+use pinhole_control_client::{ClientError, ControlClient, DevicePoll};
+use pinhole_proto::control::{MapMessage, NodeUpdate, RegisterRequest, MAP_KEEPALIVE_SECS};
+use pinhole_proto::key::Key;
+use rand::Rng;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What the daemon's loop hears from control.
+#[derive(Debug)]
+pub enum ControlMsg {
+    Map(MapMessage),
+    /// Control no longer accepts this node; peers should go.
+    SignedOut(String),
+}
+
+/// Exponential backoff with jitter: 1 s doubling to 30 s, ±20 %.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(30);
+
+    pub fn new() -> Self {
+        Backoff { next: Self::FIRST }
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    /// The wait before the next try.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        base.mul_f64(rand::thread_rng().gen_range(0.8..1.2))
+    }
+}
+
+/// How this node signs in when it has no registration yet.
+pub struct SignIn {
+    pub auth_key: Option<String>,
+    pub hostname: String,
+}
+
+/// Registers the node (retrying while control is unreachable) and saves the result.
+pub async fn register(
+    client: &ControlClient,
+    state_dir: &PathBuf,
+    node_key: Key,
+    disco_key: Key,
+    how: &SignIn,
+) -> Result<Registration> {
+    let req = RegisterRequest {
+        node_key,
+        disco_key,
+        hostname: how.hostname.clone(),
+        os: std::env::consts::OS.to_string(),
+    };
+    let mut backoff = Backoff::new();
+    let token = match &how.auth_key {
+        Some(k) => k.clone(),
+        None => device_sign_in(client).await?,
+    };
+    let resp = loop {
+        match client.register(&token, &req).await {
+            Ok(r) => break r,
+            Err(e) if e.is_transient() => {
+                let d = backoff.next_delay();
+                tracing::warn!("registration: {e}; retrying in {:.1} s", d.as_secs_f64());
+                tokio::time::sleep(d).await;
+            }
+            Err(e) => return Err(e).context("registration refused"),
+        }
+    };
+    let r = Registration {
+        control_url: client.base_url().to_string(),
+        node_key,
+        node_id: resp.node_id,
+        name: resp.name,
+        addresses: resp.addresses,
+        node_token: resp.node_token,
+    };
+    identity::save_registration(state_dir, &r)?;
+    tracing::info!(name = %r.name, addresses = ?r.addresses, account = %resp.account, "registered");
+    Ok(r)
+}
+
+/// Device sign-in: shows where to approve the code, then waits for the approval.
+async fn device_sign_in(client: &ControlClient) -> Result<String> {
+    let mut backoff = Backoff::new();
+    loop {
+        let code = match client.device_code().await {
+            Ok(c) => c,
+            Err(e) if e.is_transient() => {
+                let d = backoff.next_delay();
+                tracing::warn!("sign-in: {e}; retrying in {:.1} s", d.as_secs_f64());
+                tokio::time::sleep(d).await;
+                continue;
+            }
+            Err(e) => return Err(e).context("sign-in refused"),
+        };
+        tracing::info!(
+            "to sign in, open {} and enter the code {} (or open {})",
+            code.verification_uri,
+            code.user_code,
+            code.verification_uri_complete
+        );
+        let mut interval = Duration::from_secs(code.interval.max(1));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(code.expires_in);
+        loop {
+            tokio::time::sleep(interval).await;
+            if tokio::time::Instant::now() >= deadline {
+                tracing::info!("the sign-in code expired; here is a new one");
+                break;
+            }
+            match client.device_token(&code.device_code).await {
+                Ok(DevicePoll::Approved(t)) => return Ok(t.access_token),
+                Ok(DevicePoll::Pending) => {}
+                Ok(DevicePoll::SlowDown) => interval += Duration::from_secs(5),
+                Err(ClientError::Api { code, .. }) if code == "expired_token" => break,
+                Err(e) if e.is_transient() => tracing::debug!("sign-in poll: {e}"),
+                Err(e) => bail!("sign-in failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Follows the map stream until control says goodbye or the daemon stops.
+pub async fn follow(
+    client: ControlClient,
+    reg: Registration,
+    disco_key: Key,
+    port: u16,
+    tx: mpsc::Sender<ControlMsg>,
+) {
+    let mut backoff = Backoff::new();
+    let silence = Duration::from_secs(3 * MAP_KEEPALIVE_SECS);
+    loop {
+        match client.map(&reg.node_token).await {
+            Ok(mut stream) => {
+                tracing::info!("map stream connected");
+                // Published afresh on every connection: the server may have lost it.
+                let mut published: Option<Vec<SocketAddr>> = None;
+                let mut refresh = tokio::time::interval(Duration::from_secs(30));
+                loop {
+                    tokio::select! {
+                        r = tokio::time::timeout(silence, stream.next()) => match r {
+                            Ok(Ok(Some(msg))) => {
+                                backoff.reset();
+                                let goodbye = matches!(msg, MapMessage::Goodbye { .. });
+                                if tx.send(ControlMsg::Map(msg)).await.is_err() || goodbye {
+                                    return;
+                                }
+                            }
+                            Ok(Ok(None)) => {
+                                tracing::warn!("map stream ended; keeping the last map");
+                                break;
+                            }
+                            Ok(Err(e)) => {
+                                tracing::warn!("map stream: {e}; keeping the last map");
+                                break;
+                            }
+                            Err(_) => {
+                                tracing::warn!("map stream silent for {} s; reconnecting", silence.as_secs());
+                                break;
+                            }
+                        },
+                        _ = refresh.tick() => {
+                            publish(&client, &reg, disco_key, port, &mut published).await;
+                        }
+                    }
+                }
+            }
+            Err(e) if e.is_auth() => {
+                tracing::error!("control no longer accepts this node: {e}");
+                let _ = tx.send(ControlMsg::SignedOut(e.to_string())).await;
+                return;
+            }
+            Err(e) => tracing::warn!("{e}; keeping the last map"),
+        }
+        let d = backoff.next_delay();
+        tracing::info!("reconnecting to control in {:.1} s", d.as_secs_f64());
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// Sends this node's endpoints (and disco key) when they differ from what was last published.
+async fn publish(
+    client: &ControlClient,
+    reg: &Registration,
+    disco_key: Key,
+    port: u16,
+    published: &mut Option<Vec<SocketAddr>>,
+) {
+    let toward = control_ip(client.base_url()).await;
+    let eps = tokio::task::spawn_blocking({
+        let skip: Vec<IpAddr> = reg.addresses.clone();
+        move || endpoints::local(port, toward, &skip)
+    })
+    .await
+    .unwrap_or_default();
+    if published.as_ref() == Some(&eps) {
+        return;
+    }
+    let upd = NodeUpdate {
+        endpoints: Some(eps.clone()),
+        home_relay: None,
+        disco_key: Some(disco_key),
+    };
+    match client.update(&reg.node_token, &upd).await {
+        Ok(_) => {
+            tracing::info!(endpoints = ?eps, "endpoints published");
+            *published = Some(eps);
+        }
+        Err(e) => tracing::warn!("publishing endpoints: {e}"),
+    }
+}
+
+/// The coordination server's address, to find the local address facing it.
+async fn control_ip(url: &str) -> Option<IpAddr> {
+    let u = reqwest::Url::parse(url).ok()?;
+    let host = u.host_str()?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = u.port_or_known_default()?;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    let mut addrs = tokio::net::lookup_host((host.as_str(), port)).await.ok()?;
+    let first = addrs.next().map(|a| a.ip());
+    first
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_a_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new();
+        let first = b.next_delay();
+        assert!(first >= Duration::from_millis(800) && first <= Duration::from_millis(1200));
+        for _ in 0..10 {
+            b.next_delay();
+        }
+        let capped = b.next_delay();
+        assert!(capped <= Duration::from_secs(36) && capped >= Duration::from_secs(24));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(1200));
+    }
+}

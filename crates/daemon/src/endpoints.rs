@@ -1,0 +1,82 @@
+//! The addresses peers can try to reach this node at: the local address used toward the
+//! coordination server first, then every other usable interface address, all with the UDP port.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+
+/// Most endpoints published.
+const MAX: usize = 16;
+
+/// Local endpoints on `port`: the source address toward `toward` first; loopback, link-local,
+/// multicast and `skip` (the node's own overlay addresses) left out.
+pub fn local(port: u16, toward: Option<IpAddr>, skip: &[IpAddr]) -> Vec<SocketAddr> {
+    let mut ips: Vec<IpAddr> = Vec::new();
+    if let Some(dst) = toward {
+        if let Some(src) = source_toward(dst) {
+            ips.push(src);
+        }
+    }
+    match if_addrs::get_if_addrs() {
+        Ok(list) => {
+            let mut rest: Vec<IpAddr> = list.into_iter().map(|i| i.ip()).collect();
+            rest.sort_by_key(|ip| ip.is_ipv6());
+            ips.extend(rest);
+        }
+        Err(e) => tracing::debug!("listing interface addresses: {e}"),
+    }
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for ip in ips {
+        if usable(&ip) && !skip.contains(&ip) && !out.iter().any(|e| e.ip() == ip) {
+            out.push(SocketAddr::new(ip, port));
+        }
+        if out.len() == MAX {
+            break;
+        }
+    }
+    out
+}
+
+/// The address the OS would send from toward `dst` (a connected UDP socket sends nothing).
+fn source_toward(dst: IpAddr) -> Option<IpAddr> {
+    let bind: SocketAddr = match dst {
+        IpAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
+        IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let s = UdpSocket::bind(bind).ok()?;
+    s.connect(SocketAddr::new(dst, 9)).ok()?;
+    Some(s.local_addr().ok()?.ip())
+}
+
+fn usable(ip: &IpAddr) -> bool {
+    if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() {
+        return false;
+    }
+    match ip {
+        IpAddr::V4(v4) => !v4.is_link_local() && !v4.is_broadcast(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaves_out_what_peers_cannot_reach() {
+        for bad in ["127.0.0.1", "::1", "169.254.1.1", "fe80::1", "0.0.0.0", "224.0.0.1"] {
+            assert!(!usable(&bad.parse().unwrap()), "{bad}");
+        }
+        for good in ["192.0.2.1", "2001:db8::1", "10.0.0.1"] {
+            assert!(usable(&good.parse().unwrap()), "{good}");
+        }
+    }
+
+    #[test]
+    fn lists_no_loopback_and_skips_own_addresses() {
+        let all = local(41641, None, &[]);
+        assert!(all.iter().all(|e| !e.ip().is_loopback() && e.port() == 41641));
+        if let Some(first) = all.first() {
+            let fewer = local(41641, None, &[first.ip()]);
+            assert!(!fewer.contains(first));
+        }
+    }
+}
