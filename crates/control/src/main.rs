@@ -64,11 +64,11 @@ struct ServeArgs {
     #[arg(long)]
     public_url: Option<String>,
     /// How long a node stays signed in (e.g. 180d, or never).
-    #[arg(long, default_value = "180d", value_parser = duration::parse)]
-    node_expiry: Option<Duration>,
+    #[arg(long, default_value = "180d", value_parser = lifetime)]
+    node_expiry: Lifetime,
     /// How long a person's sign-in session lasts.
-    #[arg(long, default_value = "30d", value_parser = duration::parse)]
-    session_expiry: Option<Duration>,
+    #[arg(long, default_value = "30d", value_parser = lifetime)]
+    session_expiry: Lifetime,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,8 +91,8 @@ enum AuthkeyCmd {
         #[arg(long)]
         reusable: bool,
         /// Lifetime (e.g. 1h, 90d, never).
-        #[arg(long, default_value = "90d", value_parser = duration::parse)]
-        expiry: Option<Duration>,
+        #[arg(long, default_value = "90d", value_parser = lifetime)]
+        expiry: Lifetime,
         #[arg(long, default_value = DEFAULT_ACCOUNT)]
         account: String,
     },
@@ -120,6 +120,14 @@ enum SessionCmd {
         #[arg(long)]
         user: String,
     },
+}
+
+/// A duration, or none for "never".
+#[derive(Debug, Clone, Copy)]
+struct Lifetime(Option<Duration>);
+
+fn lifetime(text: &str) -> Result<Lifetime, String> {
+    duration::parse(text).map(Lifetime)
 }
 
 fn default_db() -> String {
@@ -222,7 +230,7 @@ async fn command(cli: Cli) -> Result<()> {
         }) => {
             println!(
                 "{}",
-                admin::create_auth_key(&store, &account, reusable, expiry).await?
+                admin::create_auth_key(&store, &account, reusable, expiry.0).await?
             );
             Ok(())
         }
@@ -271,8 +279,11 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
     };
     let settings = Settings {
         public_url: a.public_url,
-        node_expiry: a.node_expiry,
-        session_expiry: a.session_expiry.unwrap_or(Duration::from_secs(30 * 86_400)),
+        node_expiry: a.node_expiry.0,
+        session_expiry: a
+            .session_expiry
+            .0
+            .unwrap_or(Duration::from_secs(30 * 86_400)),
         relay_map,
         ..Settings::default()
     };
@@ -313,6 +324,56 @@ async fn shutdown_signal() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_lines_parse() {
+        let cli = Cli::try_parse_from([
+            "pinhole-control",
+            "--db",
+            "sqlite:///x.db",
+            "serve",
+            "--listen",
+            "127.0.0.1:1",
+            "--insecure-http",
+            "--node-expiry",
+            "never",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Serve(a) => {
+                assert!(a.node_expiry.0.is_none());
+                assert_eq!(a.session_expiry.0, Some(Duration::from_secs(30 * 86_400)));
+            }
+            c => panic!("{c:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "pinhole-control",
+            "authkey",
+            "create",
+            "--reusable",
+            "--expiry",
+            "1h",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Command::Authkey(AuthkeyCmd::Create { reusable: true, expiry: Lifetime(Some(d)), .. }) if d.as_secs() == 3600)
+        );
+        assert!(Cli::try_parse_from([
+            "pinhole-control",
+            "serve",
+            "--listen",
+            "127.0.0.1:1",
+            "--insecure-http",
+            "--tls-cert",
+            "x",
+            "--tls-key",
+            "y"
+        ])
+        .is_err());
+        assert!(
+            Cli::try_parse_from(["pinhole-control", "authkey", "create", "--expiry", "5"]).is_err()
+        );
+    }
 
     #[test]
     fn passwords_are_not_printed_with_the_url() {

@@ -623,10 +623,8 @@ async fn map_resumes_after_restart(db: &str) {
     next(&mut sa).await;
     h.restart().await;
     // The old stream ends; a new one with the same token gets the full map again.
-    let end = tokio::time::timeout(WAIT, async {
-        while let Ok(Some(_)) = sa.next().await {}
-    })
-    .await;
+    let end =
+        tokio::time::timeout(WAIT, async { while let Ok(Some(_)) = sa.next().await {} }).await;
     assert!(end.is_ok(), "the stream ends when the server stops");
     let mut sa = h.client.map(&a.node_token).await.unwrap();
     match next(&mut sa).await {

@@ -232,7 +232,11 @@ async fn publish(
 /// The coordination server's address, to find the local address facing it.
 async fn control_ip(url: &str) -> Option<IpAddr> {
     let u = reqwest::Url::parse(url).ok()?;
-    let host = u.host_str()?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = u
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = u.port_or_known_default()?;
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Some(ip);

@@ -62,7 +62,14 @@ mod tests {
 
     #[test]
     fn leaves_out_what_peers_cannot_reach() {
-        for bad in ["127.0.0.1", "::1", "169.254.1.1", "fe80::1", "0.0.0.0", "224.0.0.1"] {
+        for bad in [
+            "127.0.0.1",
+            "::1",
+            "169.254.1.1",
+            "fe80::1",
+            "0.0.0.0",
+            "224.0.0.1",
+        ] {
             assert!(!usable(&bad.parse().unwrap()), "{bad}");
         }
         for good in ["192.0.2.1", "2001:db8::1", "10.0.0.1"] {
@@ -73,7 +80,9 @@ mod tests {
     #[test]
     fn lists_no_loopback_and_skips_own_addresses() {
         let all = local(41641, None, &[]);
-        assert!(all.iter().all(|e| !e.ip().is_loopback() && e.port() == 41641));
+        assert!(all
+            .iter()
+            .all(|e| !e.ip().is_loopback() && e.port() == 41641));
         if let Some(first) = all.first() {
             let fewer = local(41641, None, &[first.ip()]);
             assert!(!fewer.contains(first));

@@ -168,11 +168,21 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(d.join(NODE_KEY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(d.join(NODE_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
-            std::fs::set_permissions(d.join(NODE_KEY_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::set_permissions(
+                d.join(NODE_KEY_FILE),
+                std::fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
             node_key(&d).unwrap();
-            let mode = std::fs::metadata(d.join(NODE_KEY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(d.join(NODE_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "loosened permissions are tightened");
         }
         std::fs::write(d.join(NODE_KEY_FILE), "garbage").unwrap();

@@ -10,8 +10,14 @@ use std::collections::HashMap;
 /// One change for the engine.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PeerChange {
-    Upsert { name: String, settings: PeerSettings },
-    Remove { name: String, key: Key },
+    Upsert {
+        name: String,
+        settings: PeerSettings,
+    },
+    Remove {
+        name: String,
+        key: Key,
+    },
 }
 
 /// The last map; kept while control is unreachable so that tunnels go on working.
@@ -61,7 +67,11 @@ impl NetMap {
                 }
             }
             MapMessage::PeerChanged { peer } => {
-                if self.self_node.as_ref().is_some_and(|s| s.node_key == peer.node_key) {
+                if self
+                    .self_node
+                    .as_ref()
+                    .is_some_and(|s| s.node_key == peer.node_key)
+                {
                     return out;
                 }
                 self.upsert(peer, &mut out.changes);
@@ -175,12 +185,18 @@ mod tests {
     fn full_maps_diff_against_the_last() {
         let mut m = NetMap::default();
         let me = node("me", 1, "192.0.2.1:1");
-        let a = m.apply(full(me.clone(), vec![node("b", 2, "192.0.2.2:1"), me.clone()]));
+        let a = m.apply(full(
+            me.clone(),
+            vec![node("b", 2, "192.0.2.2:1"), me.clone()],
+        ));
         assert_eq!(kinds(&a), vec!["+b"], "self is never a peer");
         match &a.changes[0] {
             PeerChange::Upsert { settings, .. } => {
                 assert_eq!(settings.endpoint, Some("192.0.2.2:1".parse().unwrap()));
-                assert_eq!(settings.allowed_ips, vec!["100.64.0.2/32".parse::<IpNet>().unwrap()]);
+                assert_eq!(
+                    settings.allowed_ips,
+                    vec!["100.64.0.2/32".parse::<IpNet>().unwrap()]
+                );
             }
             c => panic!("{c:?}"),
         }
@@ -197,14 +213,26 @@ mod tests {
     #[test]
     fn deltas_update_only_what_changed() {
         let mut m = NetMap::default();
-        m.apply(full(node("me", 1, "192.0.2.1:1"), vec![node("b", 2, "192.0.2.2:1")]));
+        m.apply(full(
+            node("me", 1, "192.0.2.1:1"),
+            vec![node("b", 2, "192.0.2.2:1")],
+        ));
         let mut b = node("b", 2, "192.0.2.2:1");
         b.online = false;
-        assert!(m.apply(MapMessage::PeerChanged { peer: b.clone() }).changes.is_empty());
+        assert!(m
+            .apply(MapMessage::PeerChanged { peer: b.clone() })
+            .changes
+            .is_empty());
         b.endpoints = vec!["198.51.100.2:9".parse().unwrap()];
-        assert_eq!(kinds(&m.apply(MapMessage::PeerChanged { peer: b.clone() })), vec!["+b"]);
+        assert_eq!(
+            kinds(&m.apply(MapMessage::PeerChanged { peer: b.clone() })),
+            vec!["+b"]
+        );
         b.node_key = Key([9; 32]);
-        assert_eq!(kinds(&m.apply(MapMessage::PeerChanged { peer: b })), vec!["-b", "+b"]);
+        assert_eq!(
+            kinds(&m.apply(MapMessage::PeerChanged { peer: b })),
+            vec!["-b", "+b"]
+        );
         let a = m.apply(MapMessage::PeerRemoved {
             id: "b".into(),
             node_key: Key([9; 32]),
@@ -216,7 +244,10 @@ mod tests {
     #[test]
     fn goodbye_removes_every_peer() {
         let mut m = NetMap::default();
-        m.apply(full(node("me", 1, "192.0.2.1:1"), vec![node("b", 2, "192.0.2.2:1")]));
+        m.apply(full(
+            node("me", 1, "192.0.2.1:1"),
+            vec![node("b", 2, "192.0.2.2:1")],
+        ));
         let a = m.apply(MapMessage::Goodbye {
             reason: "node removed".into(),
         });

@@ -78,7 +78,10 @@ async fn run_with_control(args: &Args) -> Result<()> {
             };
             let how = control_link::SignIn {
                 auth_key,
-                hostname: args.hostname.clone().unwrap_or_else(crate::args::os_hostname),
+                hostname: args
+                    .hostname
+                    .clone()
+                    .unwrap_or_else(crate::args::os_hostname),
             };
             tokio::select! {
                 r = control_link::register(&client, &args.state_dir, node_key, disco_key, &how) => r?,
@@ -144,7 +147,9 @@ async fn run_dataplane(
     let mut tun = TunIo::new(device, plan.mtu);
     let routes = routes::needed(
         &plan.addresses,
-        plan.peers.iter().flat_map(|p| p.allowed_ips.iter().copied()),
+        plan.peers
+            .iter()
+            .flat_map(|p| p.allowed_ips.iter().copied()),
     );
     let mut added = Vec::new();
     let mut result = Ok(());
@@ -229,11 +234,19 @@ impl Control {
                 PeerChange::Upsert { name, settings } => {
                     let key = settings.public_key;
                     let endpoint = settings.endpoint;
-                    let addrs: Vec<String> = settings.allowed_ips.iter().map(|n| n.addr().to_string()).collect();
+                    let addrs: Vec<String> = settings
+                        .allowed_ips
+                        .iter()
+                        .map(|n| n.addr().to_string())
+                        .collect();
                     let new = engine.peer(&key).is_none();
                     match engine.upsert_peer(now, settings) {
-                        Ok(()) if new => tracing::info!(peer = %name, key = %key.short(), addresses = ?addrs, endpoint = ?endpoint, "peer added"),
-                        Ok(()) => tracing::info!(peer = %name, endpoint = ?endpoint, "peer updated"),
+                        Ok(()) if new => {
+                            tracing::info!(peer = %name, key = %key.short(), addresses = ?addrs, endpoint = ?endpoint, "peer added")
+                        }
+                        Ok(()) => {
+                            tracing::info!(peer = %name, endpoint = ?endpoint, "peer updated")
+                        }
                         Err(e) => tracing::warn!(peer = %name, "cannot configure peer: {e}"),
                     }
                 }

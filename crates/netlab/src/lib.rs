@@ -6,6 +6,7 @@
 //! when a test panics. Needs root (or CAP_NET_ADMIN + CAP_SYS_ADMIN) and iproute2.
 
 mod lab;
+pub mod mesh;
 pub mod pinhole;
 pub mod stock;
 pub mod tools;

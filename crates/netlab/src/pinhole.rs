@@ -11,7 +11,7 @@ pub const PORT: u16 = 51820;
 
 /// A workspace binary: `$env_var` if set, else the release or debug build in the workspace's
 /// target directory. Panics with what to do when it is not built.
-fn workspace_binary(env_var: &str, name: &str, package: &str) -> PathBuf {
+pub(crate) fn workspace_binary(env_var: &str, name: &str, package: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env_var) {
         return PathBuf::from(p);
     }

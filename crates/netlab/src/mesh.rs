@@ -1,0 +1,202 @@
+//! A mesh joined through pinhole-control: the coordination server in a "public" router namespace,
+//! nodes in their own namespaces each linked to it, and helpers to start, watch and query them.
+
+use crate::pinhole::{pinholed, TUN};
+use crate::{Lab, Proc, Topology};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The namespace the coordination server runs in.
+pub const PUBLIC: &str = "public";
+/// Where the server listens, on the public router.
+pub const CONTROL_PORT: u16 = 8080;
+/// UDP port of every node.
+pub const NODE_PORT: u16 = 41641;
+
+/// The pinhole-control binary ($PINHOLE_CONTROL_BIN, else the workspace's build).
+pub fn pinhole_control() -> PathBuf {
+    crate::pinhole::workspace_binary("PINHOLE_CONTROL_BIN", "pinhole-control", "pinhole-control")
+}
+
+/// The router and `nodes`, node i on 198.18.i.2/24 behind the router's 198.18.i.1.
+pub fn star(nodes: &[&str]) -> Lab {
+    let mut t = Topology::new().router(PUBLIC);
+    for (i, n) in nodes.iter().enumerate() {
+        let i = i + 1;
+        let host_addr = format!("198.18.{i}.2/24");
+        let router_addr = format!("198.18.{i}.1/24");
+        t = t
+            .host(n)
+            .link(n, &[host_addr.as_str()], PUBLIC, &[router_addr.as_str()])
+            .route(n, "198.18.0.0/16", &format!("198.18.{i}.1"));
+    }
+    Lab::build(&t).expect("building the lab")
+}
+
+/// The server's URL as the nodes use it.
+pub fn control_url() -> String {
+    format!("http://198.18.1.1:{CONTROL_PORT}")
+}
+
+/// The coordination server of a lab, on its SQLite file.
+pub struct Control {
+    pub db: String,
+}
+
+impl Control {
+    pub fn new(lab: &Lab) -> Control {
+        Control {
+            db: format!("sqlite://{}", lab.dir().join("control.db").display()),
+        }
+    }
+
+    /// Starts `pinhole-control serve` in the public namespace and waits until it listens.
+    pub fn start(&self, lab: &mut Lab) -> Proc {
+        let bin = pinhole_control();
+        let listen = format!("0.0.0.0:{CONTROL_PORT}");
+        let p = lab
+            .spawn(
+                PUBLIC,
+                &[
+                    bin.to_str().unwrap(),
+                    "--db",
+                    &self.db,
+                    "serve",
+                    "--listen",
+                    &listen,
+                    "--insecure-http",
+                ],
+            )
+            .expect("starting pinhole-control");
+        let up = Lab::wait_for(Duration::from_secs(10), || {
+            p.log_text().contains("pinhole-control is listening")
+        });
+        assert!(up, "pinhole-control did not start:\n{}", p.log_text());
+        p
+    }
+
+    /// Runs an operator command (`authkey create`, `node list --json`, …); its stdout.
+    pub fn cli(&self, lab: &Lab, args: &[&str]) -> String {
+        let bin = pinhole_control();
+        let mut argv = vec![bin.to_str().unwrap(), "--db", &self.db];
+        argv.extend_from_slice(args);
+        lab.run_ok(PUBLIC, &argv, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("pinhole-control {args:?}: {e}"))
+    }
+
+    /// A new reusable auth key, written to a 0600 file; the file's path.
+    pub fn authkey_file(&self, lab: &Lab) -> PathBuf {
+        let key = self.cli(lab, &["authkey", "create", "--reusable", "--expiry", "1d"]);
+        let path = lab.dir().join("authkey");
+        std::fs::write(&path, key.trim()).expect("writing the auth key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
+        path
+    }
+
+    /// The overlay IPv4 address of the node called `name`.
+    pub fn address_of(&self, lab: &Lab, name: &str) -> String {
+        let json = self.cli(lab, &["node", "list", "--json"]);
+        let nodes: Vec<serde_json::Value> = serde_json::from_str(&json).expect("node list --json");
+        nodes
+            .iter()
+            .find(|n| n["name"] == name)
+            .and_then(|n| n["ipv4"].as_str())
+            .unwrap_or_else(|| panic!("no node {name} in {json}"))
+            .to_string()
+    }
+}
+
+/// Starts pinholed in `host`, joining through control with the auth key in `authkey`, and waits
+/// until it is up.
+pub fn start_node(lab: &mut Lab, host: &str, authkey: &std::path::Path) -> Proc {
+    let dir = lab.dir().to_path_buf();
+    let state = dir.join(format!("{host}-state"));
+    let sock = dir.join(format!("{host}.sock"));
+    let bin = pinholed();
+    let url = control_url();
+    let port = NODE_PORT.to_string();
+    let p = lab
+        .spawn(
+            host,
+            &[
+                bin.to_str().unwrap(),
+                "--control-url",
+                &url,
+                "--authkey-file",
+                authkey.to_str().unwrap(),
+                "--hostname",
+                host,
+                "--port",
+                &port,
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--socket",
+                sock.to_str().unwrap(),
+                "--tun-name",
+                TUN,
+            ],
+        )
+        .expect("starting pinholed");
+    let up = Lab::wait_for(Duration::from_secs(15), || {
+        p.log_text().contains("pinholed is up")
+    });
+    assert!(up, "pinholed in {host} did not come up:\n{}", p.log_text());
+    p
+}
+
+/// How many log lines contain every one of `parts`.
+pub fn count_lines(p: &Proc, parts: &[&str]) -> usize {
+    p.log_text()
+        .lines()
+        .filter(|l| parts.iter().all(|x| l.contains(x)))
+        .count()
+}
+
+/// Waits until `p`'s log has a line with every one of `parts`; when it was first seen.
+pub fn wait_line(p: &Proc, parts: &[&str], timeout: Duration) -> Option<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if count_lines(p, parts) > 0 {
+            return Some(Instant::now());
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Seconds since midnight UTC of a tracing log line's timestamp (`2026-11-23T15:40:01.123456Z`).
+pub fn line_time(line: &str) -> Option<f64> {
+    let t = line.split_whitespace().next()?;
+    let time = t.split('T').nth(1)?.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// The time of the first log line of `p` containing every one of `parts`.
+pub fn first_line_time(p: &Proc, parts: &[&str]) -> Option<f64> {
+    p.log_text()
+        .lines()
+        .find(|l| parts.iter().all(|x| l.contains(x)))
+        .and_then(line_time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_tracing_timestamps() {
+        let t = line_time("2026-11-23T15:40:01.250000Z  INFO pinholed: peer added").unwrap();
+        assert!((t - (15.0 * 3600.0 + 40.0 * 60.0 + 1.25)).abs() < 1e-6);
+        assert_eq!(line_time("garbage"), None);
+    }
+}
