@@ -169,7 +169,31 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest(API_PREFIX, api)
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
+        .layer(axum::middleware::from_fn(refuse_oversized))
         .with_state(state)
+}
+
+/// Refuses a body declared larger than the limit at once, without reading it (chunked bodies
+/// are cut off by the body limit as they are read).
+async fn refuse_oversized(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_REQUEST_BODY as u64) {
+        return crate::state::ApiErr::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body larger than {} KiB", MAX_REQUEST_BODY / 1024),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ServeError> {

@@ -11,14 +11,14 @@ use pinhole_proto::control::{MapMessage, NodeUpdate, RegisterRequest, MAP_KEEPAL
 use pinhole_proto::key::Key;
 use rand::Rng;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// What the daemon's loop hears from control.
 #[derive(Debug)]
 pub enum ControlMsg {
-    Map(MapMessage),
+    Map(Box<MapMessage>),
     /// Control no longer accepts this node; peers should go.
     SignedOut(String),
 }
@@ -58,7 +58,7 @@ pub struct SignIn {
 /// Registers the node (retrying while control is unreachable) and saves the result.
 pub async fn register(
     client: &ControlClient,
-    state_dir: &PathBuf,
+    state_dir: &Path,
     node_key: Key,
     disco_key: Key,
     how: &SignIn,
@@ -161,7 +161,7 @@ pub async fn follow(
                             Ok(Ok(Some(msg))) => {
                                 backoff.reset();
                                 let goodbye = matches!(msg, MapMessage::Goodbye { .. });
-                                if tx.send(ControlMsg::Map(msg)).await.is_err() || goodbye {
+                                if tx.send(ControlMsg::Map(Box::new(msg))).await.is_err() || goodbye {
                                     return;
                                 }
                             }
@@ -242,6 +242,7 @@ async fn control_ip(url: &str) -> Option<IpAddr> {
         return Some(ip);
     }
     let mut addrs = tokio::net::lookup_host((host.as_str(), port)).await.ok()?;
+    #[allow(clippy::let_and_return)] // the iterator borrows `host`, which must outlive it
     let first = addrs.next().map(|a| a.ip());
     first
 }

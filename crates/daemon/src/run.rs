@@ -214,8 +214,8 @@ impl Control {
         let now = Instant::now();
         let applied = match msg {
             ControlMsg::Map(m) => {
-                let full = matches!(m, MapMessage::Full { .. });
-                let a = self.map.apply(m);
+                let full = matches!(*m, MapMessage::Full { .. });
+                let a = self.map.apply(*m);
                 if full {
                     tracing::info!(peers = self.map.peers().count(), "network map received");
                 }
