@@ -141,10 +141,28 @@ impl Hub {
         let Some(a) = inner.accounts.get_mut(account) else {
             return;
         };
-        if a.nodes.get(&node.id).is_some_and(|e| e.node == node) {
+        let presence_only = match a.nodes.get(&node.id) {
+            Some(old) if old.node == node => return,
+            Some(old) => {
+                let mut with_new_presence = old.node.clone();
+                with_new_presence.online = node.online;
+                with_new_presence.last_seen = node.last_seen;
+                with_new_presence == node
+            }
+            None => false,
+        };
+        let e = entry(node);
+        if presence_only {
+            let line = to_line(&MapMessage::PeerOnline {
+                id: e.node.id.clone(),
+                online: e.node.online,
+                last_seen: e.node.last_seen,
+            });
+            let id = e.node.id.clone();
+            a.nodes.insert(id.clone(), e);
+            broadcast_except(a, &id, &line);
             return;
         }
-        let e = entry(node);
         let peer_line = line_with(br#"{"type":"peer_changed","peer":"#, &e.json);
         let self_line = line_with(br#"{"type":"self_changed","node":"#, &e.json);
         let id = e.node.id.clone();
@@ -255,6 +273,15 @@ pub fn to_line(m: &MapMessage) -> Bytes {
     Bytes::from(v)
 }
 
+/// Queues `line` on every stream of the account but `except`'s own.
+fn broadcast_except(a: &mut Account, except: &str, line: &Bytes) {
+    let own = a.streams.remove(except);
+    broadcast(a, |_| line.clone());
+    if let Some(own) = own {
+        a.streams.insert(except.to_string(), own);
+    }
+}
+
 /// Queues a line on every stream of the account; streams that are full or gone are dropped.
 fn broadcast(a: &mut Account, line_for: impl Fn(&str) -> Bytes) {
     let mut dead: Vec<(String, u64)> = Vec::new();
@@ -322,7 +349,23 @@ mod tests {
             m => panic!("{m:?}"),
         }
         let mut sb = hub.subscribe("acc", "b").unwrap();
+        // Presence alone goes out in its short form, to peers only.
+        let mut online = node("b", 2);
+        online.online = true;
+        online.last_seen = Some(5);
+        hub.upsert("acc", online);
+        assert_eq!(
+            recv(&mut sa.rx),
+            MapMessage::PeerOnline {
+                id: "b".into(),
+                online: true,
+                last_seen: Some(5)
+            }
+        );
+        assert!(sb.rx.try_recv().is_err());
         let mut b2 = node("b", 2);
+        b2.online = true;
+        b2.last_seen = Some(5);
         b2.endpoints = vec!["192.0.2.2:1".parse().unwrap()];
         hub.upsert("acc", b2.clone());
         assert_eq!(

@@ -214,7 +214,7 @@ async fn map_stream_sends_full_map_then_deltas(db: &str) {
     next(&mut sb).await;
     until(
         &mut sa,
-        |m| matches!(m, MapMessage::PeerChanged { peer } if peer.id == b.node_id && peer.online),
+        |m| matches!(m, MapMessage::PeerOnline { id, online: true, .. } if *id == b.node_id),
     )
     .await;
     // b publishes endpoints and a home relay: a has them at once, b sees its own record.
@@ -260,7 +260,7 @@ async fn map_stream_sends_full_map_then_deltas(db: &str) {
     drop(sb);
     until(
         &mut sa,
-        |m| matches!(m, MapMessage::PeerChanged { peer } if peer.id == b.node_id && !peer.online),
+        |m| matches!(m, MapMessage::PeerOnline { id, online: false, .. } if *id == b.node_id),
     )
     .await;
     // c logs out: a sees it removed; c's token is dead.

@@ -76,6 +76,16 @@ impl NetMap {
                 }
                 self.upsert(peer, &mut out.changes);
             }
+            MapMessage::PeerOnline {
+                id,
+                online,
+                last_seen,
+            } => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.online = online;
+                    p.last_seen = last_seen;
+                }
+            }
             MapMessage::PeerRemoved { id, .. } => self.remove(&id, &mut out.changes),
             MapMessage::SelfChanged { node } => self.self_node = Some(node),
             MapMessage::RelayMap { .. } | MapMessage::Keepalive => {}
@@ -239,6 +249,17 @@ mod tests {
         });
         assert_eq!(kinds(&a), vec!["-b"]);
         assert!(m.apply(MapMessage::Keepalive).changes.is_empty());
+        m.apply(full(
+            node("me", 1, "192.0.2.1:1"),
+            vec![node("b", 2, "192.0.2.2:1")],
+        ));
+        let a = m.apply(MapMessage::PeerOnline {
+            id: "b".into(),
+            online: false,
+            last_seen: Some(9),
+        });
+        assert!(a.changes.is_empty());
+        assert!(m.peers().all(|p| !p.online && p.last_seen == Some(9)));
     }
 
     #[test]

@@ -133,6 +133,13 @@ pub enum MapMessage {
     },
     /// A peer appeared or changed.
     PeerChanged { peer: Node },
+    /// Only a peer's presence changed (it connected or went away): the short form of
+    /// `peer_changed`, since every node's connect reaches every peer.
+    PeerOnline {
+        id: String,
+        online: bool,
+        last_seen: Option<i64>,
+    },
     /// A peer is gone (removed, expired).
     PeerRemoved { id: String, node_key: Key },
     /// This node's own record changed.
