@@ -2,7 +2,7 @@
 //! removal, and an account's node list for signed-in people.
 
 use crate::addresses;
-use crate::hub::{to_line, Subscription};
+use crate::hub::{to_line, FullMap, Subscription};
 use crate::secret::{self, TokenKind};
 use crate::state::{format_endpoints, ms, now_ms, ApiErr, AppState, ClientAddr};
 use crate::store::{NewNode, NodeRow, SessionRow, StoreError};
@@ -28,6 +28,8 @@ type St = State<Arc<AppState>>;
 const MAX_ENDPOINTS: usize = 32;
 /// Longest hostname, OS name or relay code accepted.
 const MAX_LABEL: usize = 255;
+/// Bytes of the full map copied out per chunk.
+const FULL_MAP_CHUNK: usize = 32 * 1024;
 /// Most bytes one chunk of the map stream carries when several lines are waiting.
 const MAX_CHUNK: usize = 256 * 1024;
 
@@ -373,7 +375,7 @@ pub async fn map(
     guard.sub = id;
     let period = Duration::from_secs(MAP_KEEPALIVE_SECS);
     let body = MapBody {
-        first: Some(full_map),
+        first: full_map,
         rx,
         keepalive: tokio::time::interval_at(tokio::time::Instant::now() + period, period),
         keepalive_line: to_line(&MapMessage::Keepalive),
@@ -421,7 +423,7 @@ impl Drop for StreamGuard {
 }
 
 struct MapBody {
-    first: Option<Bytes>,
+    first: FullMap,
     rx: tokio::sync::mpsc::Receiver<Bytes>,
     keepalive: tokio::time::Interval,
     keepalive_line: Bytes,
@@ -433,7 +435,7 @@ impl Stream for MapBody {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if let Some(b) = this.first.take() {
+        if let Some(b) = this.first.next_chunk(FULL_MAP_CHUNK) {
             return Poll::Ready(Some(Ok(b)));
         }
         match this.rx.poll_recv(cx) {

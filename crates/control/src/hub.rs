@@ -32,7 +32,45 @@ struct Account {
 
 struct Entry {
     node: Node,
+    /// The record as JSON, and the same bytes after a comma (for joining into lists).
     json: Bytes,
+    comma_json: Bytes,
+}
+
+/// A full map being sent: parts still to go out.
+pub struct FullMap {
+    parts: std::vec::IntoIter<Bytes>,
+}
+
+impl FullMap {
+    /// The next chunk of at most about `max` bytes; none when the whole map has gone out.
+    pub fn next_chunk(&mut self, max: usize) -> Option<Bytes> {
+        let first = self.parts.next()?;
+        if first.len() >= max {
+            return Some(first);
+        }
+        let mut chunk = BytesMut::with_capacity(max.min(first.len() * 8).max(first.len()));
+        chunk.put_slice(&first);
+        while chunk.len() < max {
+            match self.parts.as_slice().first() {
+                Some(p) if chunk.len() + p.len() <= max => {
+                    chunk.put_slice(p);
+                    self.parts.next();
+                }
+                _ => break,
+            }
+        }
+        Some(chunk.freeze())
+    }
+
+    /// The whole map as one line (tests).
+    pub fn concat(mut self) -> Vec<u8> {
+        let mut v = Vec::new();
+        while let Some(c) = self.next_chunk(usize::MAX) {
+            v.extend_from_slice(&c);
+        }
+        v
+    }
 }
 
 struct Stream {
@@ -43,7 +81,7 @@ struct Stream {
 /// A stream just opened: its id, the full map to send first, and the queue of later lines.
 pub struct Subscription {
     pub id: u64,
-    pub full_map: Bytes,
+    pub full_map: FullMap,
     pub rx: mpsc::Receiver<Bytes>,
 }
 
@@ -83,28 +121,31 @@ impl Hub {
         let id = inner.next_stream;
         let a = inner.accounts.get_mut(account)?;
         let me = a.nodes.get(node_id)?;
-        let mut full = BytesMut::with_capacity(
-            64 + me.json.len()
-                + a.nodes.values().map(|e| e.json.len() + 1).sum::<usize>()
-                + self.relay_map_json.len(),
-        );
-        full.put_slice(br#"{"type":"full","self":"#);
-        full.put_slice(&me.json);
-        full.put_slice(br#","peers":["#);
+        // The full map as parts that share the cached records: no copy of the whole map is
+        // made per stream (it is copied out in bounded chunks as the socket takes it).
+        let mut parts = Vec::with_capacity(a.nodes.len() + 2);
+        let mut head = BytesMut::with_capacity(48 + me.json.len());
+        head.put_slice(br#"{"type":"full","self":"#);
+        head.put_slice(&me.json);
+        head.put_slice(br#","peers":["#);
+        parts.push(head.freeze());
         let mut first = true;
         for (id, e) in &a.nodes {
             if id == node_id {
                 continue;
             }
-            if !first {
-                full.put_u8(b',');
-            }
+            parts.push(if first {
+                e.json.clone()
+            } else {
+                e.comma_json.clone()
+            });
             first = false;
-            full.put_slice(&e.json);
         }
-        full.put_slice(br#"],"relay_map":"#);
-        full.put_slice(&self.relay_map_json);
-        full.put_slice(b"}\n");
+        let mut tail = BytesMut::with_capacity(32 + self.relay_map_json.len());
+        tail.put_slice(br#"],"relay_map":"#);
+        tail.put_slice(&self.relay_map_json);
+        tail.put_slice(b"}\n");
+        parts.push(tail.freeze());
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         a.streams
             .entry(node_id.to_string())
@@ -112,7 +153,9 @@ impl Hub {
             .push(Stream { id, tx });
         Some(Subscription {
             id,
-            full_map: full.freeze(),
+            full_map: FullMap {
+                parts: parts.into_iter(),
+            },
             rx,
         })
     }
@@ -254,8 +297,18 @@ impl Hub {
 }
 
 fn entry(node: Node) -> Entry {
-    let json = Bytes::from(serde_json::to_vec(&node).unwrap_or_default());
-    Entry { node, json }
+    let mut v = Vec::with_capacity(512);
+    v.push(b',');
+    if serde_json::to_writer(&mut v, &node).is_err() {
+        v.truncate(1);
+    }
+    let comma_json = Bytes::from(v);
+    let json = comma_json.slice(1..);
+    Entry {
+        node,
+        json,
+        comma_json,
+    }
 }
 
 fn line_with(head: &[u8], json: &[u8]) -> Bytes {
@@ -338,7 +391,8 @@ mod tests {
         let hub = Hub::new(&RelayMap::default());
         hub.load("acc", vec![node("a", 1), node("b", 2)]);
         let mut sa = hub.subscribe("acc", "a").unwrap();
-        let full = parse_map_line(sa.full_map.strip_suffix(b"\n").unwrap()).unwrap();
+        let full = sa.full_map.concat();
+        let full = parse_map_line(full.strip_suffix(b"\n").unwrap()).unwrap();
         match full {
             MapMessage::Full {
                 self_node, peers, ..
@@ -399,6 +453,26 @@ mod tests {
     }
 
     #[test]
+    fn full_maps_come_out_in_bounded_chunks() {
+        let hub = Hub::new(&RelayMap::default());
+        let nodes: Vec<Node> = (0..50).map(|i| node(&format!("n{i}"), i)).collect();
+        hub.load("acc", nodes);
+        let mut s = hub.subscribe("acc", "n0").unwrap();
+        let mut whole = Vec::new();
+        let mut chunks = 0;
+        while let Some(c) = s.full_map.next_chunk(1024) {
+            assert!(c.len() <= 1024, "{}", c.len());
+            whole.extend_from_slice(&c);
+            chunks += 1;
+        }
+        assert!(chunks > 5);
+        match parse_map_line(whole.strip_suffix(b"\n").unwrap()).unwrap() {
+            MapMessage::Full { peers, .. } => assert_eq!(peers.len(), 49),
+            m => panic!("{m:?}"),
+        }
+    }
+
+    #[test]
     fn accounts_do_not_see_each_other() {
         let hub = Hub::new(&RelayMap::default());
         hub.load("one", vec![node("a", 1)]);
@@ -406,7 +480,7 @@ mod tests {
         let mut sx = hub.subscribe("two", "x").unwrap();
         hub.upsert("one", node("c", 3));
         assert!(sx.rx.try_recv().is_err());
-        let full = String::from_utf8(sx.full_map.to_vec()).unwrap();
+        let full = String::from_utf8(sx.full_map.concat()).unwrap();
         assert!(!full.contains(&Key([1; 32]).to_base64()));
     }
 
