@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's entry points — `demo`, `test`, `bench throughput`.
 
 mod bench;
+mod bench_control;
 mod demo;
 mod packages;
 mod test;
@@ -23,8 +24,9 @@ fn dispatch() -> Result<()> {
         ["demo"] => demo::run(),
         ["test"] => test::run(),
         ["bench", "throughput", rest @ ..] => bench::throughput(rest),
+        ["bench", "control", rest @ ..] => bench_control::control(rest),
         _ => bail!(
-            "usage: cargo xtask <command>\n\n  demo                 two pinholed nodes in a namespace lab, pinging across the tunnel\n  test                 everything: fmt, clippy, unit, netsim, netlab, interop\n  bench throughput [--seconds N]\n                       iperf3 through raw veth, pinholed, wireguard-go and boringtun-cli"
+            "usage: cargo xtask <command>\n\n  demo                 two pinholed nodes in a namespace lab, pinging across the tunnel\n  test                 everything: fmt, clippy, unit, netsim, netlab, interop\n  bench throughput [--seconds N]\n                       iperf3 through raw veth, pinholed, wireguard-go and boringtun-cli\n  bench control [--nodes 1000,10000] [--probes 20]\n                       simulated nodes on one pinhole-control: fan-out latency, memory per node"
         ),
     }
 }

@@ -248,6 +248,9 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ClientError
     })
 }
 
+/// A read buffer larger than this is shrunk once the long line in it is consumed.
+const SHRINK_ABOVE: usize = 64 * 1024;
+
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
 /// The map stream: newline-delimited JSON messages.
@@ -304,6 +307,11 @@ impl MapStream {
         }
     }
 
+    /// Bytes held for lines not read yet (and spare capacity).
+    pub fn buffered_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     fn next_line(&mut self) -> Option<Bytes> {
         // Bytes already searched are not searched again: a full map can be megabytes long.
         let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
@@ -313,6 +321,64 @@ impl MapStream {
         let line = self.buf.split_to(self.scanned + pos).freeze();
         self.buf.advance(1);
         self.scanned = 0;
+        // After a full map the buffer still holds its megabytes: keep only what is left in it.
+        if self.buf.capacity() > SHRINK_ABOVE && self.buf.capacity() > 4 * self.buf.len() {
+            self.buf = BytesMut::from(&self.buf[..]);
+        }
         Some(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream_of(chunks: Vec<&'static [u8]>) -> MapStream {
+        let items: Vec<reqwest::Result<Bytes>> = chunks
+            .into_iter()
+            .map(|c| Ok(Bytes::from_static(c)))
+            .collect();
+        MapStream {
+            body: Box::pin(futures_util::stream::iter(items)),
+            buf: BytesMut::new(),
+            scanned: 0,
+            url: "test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_split_across_chunks_and_big_buffers_shrink() {
+        let big: &'static [u8] = Box::leak(vec![b'x'; 1 << 20].into_boxed_slice());
+        let mut s = stream_of(vec![
+            b"{\"type\":\"keep",
+            b"alive\"}\nab",
+            big,
+            b"\n{\"type\":\"keepalive\"}",
+            b"\n",
+        ]);
+        assert_eq!(s.next().await.unwrap(), Some(MapMessage::Keepalive));
+        let line = s.next_raw().await.unwrap().unwrap();
+        assert_eq!(line.len(), 2 + (1 << 20));
+        drop(line);
+        assert!(
+            s.buffered_capacity() <= SHRINK_ABOVE,
+            "{}",
+            s.buffered_capacity()
+        );
+        assert_eq!(s.next().await.unwrap(), Some(MapMessage::Keepalive));
+        assert_eq!(s.next().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_bad_line_is_an_error_not_a_panic() {
+        let mut s = stream_of(vec![b"{nope}\n"]);
+        assert!(matches!(s.next().await, Err(ClientError::Protocol(_))));
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(ControlClient::new("ftp://x", None).is_err());
+        assert!(ControlClient::new("not a url", None).is_err());
+        assert!(ControlClient::new("http://192.0.2.1:8080/", None).is_ok());
     }
 }

@@ -293,7 +293,10 @@ async fn insert_new_node(
     expires_at: Option<i64>,
 ) -> Result<String, ApiErr> {
     let base = addresses::node_name(hostname);
-    for _attempt in 0..16 {
+    // One allocation at a time in this instance; other instances (PostgreSQL) are told apart by
+    // the unique constraints, and a retry after a clash skips ahead by a random stride.
+    let _one_at_a_time = st.alloc_lock.lock().await;
+    for attempt in 0..16u32 {
         let max = st
             .store
             .max_ipv4()
@@ -308,6 +311,11 @@ async fn insert_new_node(
                 .collect()
         } else {
             Vec::new()
+        };
+        let max = match (attempt, max) {
+            (0, m) => m,
+            (a, Some(m)) => Some(m.saturating_add(rand::random::<u32>() % (a * 8))),
+            (_, None) => None,
         };
         let ip = addresses::next_v4(max, || used).ok_or(StoreError::AddressesExhausted)?;
         let mut name = base.clone();

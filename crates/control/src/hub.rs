@@ -45,7 +45,13 @@ pub struct FullMap {
 impl FullMap {
     /// The next chunk of at most about `max` bytes; none when the whole map has gone out.
     pub fn next_chunk(&mut self, max: usize) -> Option<Bytes> {
-        let first = self.parts.next()?;
+        let Some(first) = self.parts.next() else {
+            // Let go of the list itself (a pointer per node) once the map has gone out.
+            if self.parts.as_slice().is_empty() && self.parts.size_hint().0 == 0 {
+                self.parts = Vec::new().into_iter();
+            }
+            return None;
+        };
         if first.len() >= max {
             return Some(first);
         }

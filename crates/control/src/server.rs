@@ -105,6 +105,7 @@ impl Server {
             signin_limiter: Limiter::new(5, Duration::from_secs(60)),
             token_limiter: Limiter::new(30, Duration::from_secs(60)),
             code_limiter: Limiter::new(30, Duration::from_secs(60)),
+            alloc_lock: tokio::sync::Mutex::new(()),
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();

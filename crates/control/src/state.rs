@@ -58,6 +58,8 @@ pub struct AppState {
     pub token_limiter: Limiter,
     /// Device codes requested, per client address.
     pub code_limiter: Limiter,
+    /// Serialises address allocation within this instance.
+    pub alloc_lock: tokio::sync::Mutex<()>,
 }
 
 /// The client's address, attached to each request by the connection loop.
