@@ -142,7 +142,19 @@ fn start_server(dir: &Path, db: &str) -> Result<(ServerProc, SocketAddr)> {
     let port = free_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let log = std::fs::File::create(dir.join("server.log"))?;
-    let child = Command::new(control_bin())
+    let mut command = Command::new(control_bin());
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; it only sets a flag on the child. The server dies
+        // with this process even if this process is killed (no orphan skews the next run).
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    let child = command
         .args(["--db", db, "--log", "warn", "serve", "--listen"])
         .arg(addr.to_string())
         .args(["--insecure-http", "--node-expiry", "never"])

@@ -1,66 +1,106 @@
-//! `cargo xtask demo`: two pinholed nodes in a namespace lab ping each other across the tunnel.
+//! `cargo xtask demo`: a coordination server and three pinholed nodes in a namespace lab. The
+//! nodes join with an auth key, learn each other from the server's map, and ping each other's
+//! overlay addresses; the demo prints what each node knows about its peers.
 
 use crate::{build_release_binaries, packages, require_root};
 use anyhow::{bail, Result};
-use pinhole_netlab::pinhole::{config, node_a, node_b, start_pinholed, two_hosts};
+use pinhole_netlab::mesh::{self, start_node, wait_line, Control};
 use std::time::Duration;
+
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
 
 pub fn run() -> Result<()> {
     require_root("cargo xtask demo")?;
     packages::ensure(packages::LAB)?;
     build_release_binaries()?;
 
-    println!("\n== Pinhole demo: two nodes in network namespaces, WireGuard between them ==\n");
-    let mut lab = two_hosts();
-    let (a, b) = (node_a(), node_b());
-    println!("node a: underlay {}  overlay {} {}", a.underlay, a.v4, a.v6);
-    println!("node b: underlay {}  overlay {} {}", b.underlay, b.v4, b.v6);
-    println!("a knows b's endpoint; b learns a's from a's first handshake\n");
-    let pa = start_pinholed(&mut lab, "a", &config(&a, &b, true));
-    let pb = start_pinholed(&mut lab, "b", &config(&b, &a, false));
+    println!("\n== Pinhole demo: pinhole-control and three nodes in network namespaces ==\n");
+    let mut lab = mesh::star(&NODES);
+    let control = Control::new(&lab);
+    let server = control.start(&mut lab);
+    println!(
+        "control: pinhole-control in namespace \"{}\" at {} (SQLite, plain HTTP for the lab)",
+        mesh::PUBLIC,
+        mesh::control_url()
+    );
+    let key = control.authkey_file(&lab);
+    println!(
+        "auth key: created with `pinhole-control authkey create --reusable` (shown only once)\n"
+    );
 
+    let mut procs = Vec::new();
+    for n in NODES {
+        let p = start_node(&mut lab, n, &key);
+        procs.push(p);
+    }
+    for (i, p) in procs.iter().enumerate() {
+        for other in NODES.iter().filter(|o| **o != NODES[i]) {
+            let peer = format!("peer={other}");
+            if wait_line(p, &["peer updated", &peer], Duration::from_secs(10)).is_none() {
+                bail!(
+                    "{} never learned {other}'s endpoint:\n{}",
+                    NODES[i],
+                    p.log_text()
+                );
+            }
+        }
+    }
+    print!("{}", control.cli(&lab, &["node", "list"]));
+    println!();
+
+    let addrs: Vec<String> = NODES.iter().map(|n| control.address_of(&lab, n)).collect();
     let mut failures = 0;
-    for (from, to, label) in [
-        ("a", b.v4, "a → b  IPv4"),
-        ("a", b.v6, "a → b  IPv6"),
-        ("b", a.v4, "b → a  IPv4"),
-        ("b", a.v6, "b → a  IPv6"),
-    ] {
-        let out = lab.run(
-            from,
-            &["ping", "-c", "3", "-i", "0.2", "-W", "2", to],
-            Duration::from_secs(15),
-        )?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let summary: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("packets transmitted") || l.starts_with("rtt"))
-            .collect();
-        let verdict = if out.status.success() { "ok  " } else { "FAIL" };
-        if !out.status.success() {
-            failures += 1;
+    for (i, from) in NODES.iter().enumerate() {
+        for (j, to) in addrs.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let out = lab.run(
+                from,
+                &["ping", "-c", "3", "-i", "0.2", "-W", "2", to],
+                Duration::from_secs(15),
+            )?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let summary: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("packets transmitted") || l.starts_with("rtt"))
+                .collect();
+            let verdict = if out.status.success() { "ok  " } else { "FAIL" };
+            if !out.status.success() {
+                failures += 1;
+            }
+            println!(
+                "[{verdict}] ping {from} → {} ({to}): {}",
+                NODES[j],
+                summary.join("; ")
+            );
         }
-        println!("[{verdict}] ping {label} ({to}): {}", summary.join("; "));
     }
 
-    println!("\nwhat the daemons said:");
-    for (name, p) in [("a", &pa), ("b", &pb)] {
-        for line in p.log_text().lines().filter(|l| {
-            l.contains("handshake completed")
-                || l.contains("endpoint changed")
-                || l.contains("is up")
-        }) {
-            let msg = line.split_once("pinholed::run: ").map_or(line, |(_, m)| m);
-            println!("  {name}: {msg}");
+    println!("\neach node's peers (from the map; the path is direct: this lab has no NAT yet):");
+    for (i, p) in procs.iter().enumerate() {
+        let log = p.log_text();
+        for other in NODES.iter().filter(|o| **o != NODES[i]) {
+            let peer = format!("peer={other} ");
+            let endpoint = log
+                .lines()
+                .filter(|l| l.contains("peer updated") && l.contains(&peer))
+                .last()
+                .and_then(|l| l.split("endpoint=Some(").nth(1))
+                .and_then(|rest| rest.split(')').next())
+                .unwrap_or("-");
+            let handshake = log.contains("handshake completed");
+            println!(
+                "  {} → {other}: direct {endpoint}{}",
+                NODES[i],
+                if handshake { ", handshake done" } else { "" }
+            );
         }
     }
-    for (name, p) in [("a", &pa), ("b", &pb)] {
+    for p in &procs {
         lab.stop(p, Duration::from_secs(5));
-        if let Some(line) = p.log_text().lines().find(|l| l.contains("stopped")) {
-            let msg = line.split_once("pinholed::run: ").map_or(line, |(_, m)| m);
-            println!("  {name}: {msg}");
-        }
     }
+    lab.stop(&server, Duration::from_secs(5));
     drop(lab);
     println!("\nlab removed (namespaces, TUN devices, processes)");
     if failures > 0 {

@@ -26,7 +26,7 @@ fn dispatch() -> Result<()> {
         ["bench", "throughput", rest @ ..] => bench::throughput(rest),
         ["bench", "control", rest @ ..] => bench_control::control(rest),
         _ => bail!(
-            "usage: cargo xtask <command>\n\n  demo                 two pinholed nodes in a namespace lab, pinging across the tunnel\n  test                 everything: fmt, clippy, unit, netsim, netlab, interop\n  bench throughput [--seconds N]\n                       iperf3 through raw veth, pinholed, wireguard-go and boringtun-cli\n  bench control [--nodes 1000,10000] [--probes 20]\n                       simulated nodes on one pinhole-control: fan-out latency, memory per node"
+            "usage: cargo xtask <command>\n\n  demo                 pinhole-control and three pinholed nodes in a namespace lab, pinging each other\n  test                 everything: fmt, clippy, unit, netsim, netlab, interop\n  bench throughput [--seconds N]\n                       iperf3 through raw veth, pinholed, wireguard-go and boringtun-cli\n  bench control [--nodes 1000,10000] [--probes 20]\n                       simulated nodes on one pinhole-control: fan-out latency, memory per node"
         ),
     }
 }
@@ -53,7 +53,7 @@ pub fn cmd(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Builds pinholed and netlab-tool in release mode and points the lab helpers at them.
+/// Builds pinholed, pinhole-control and netlab-tool in release mode and points the lab helpers at them.
 pub fn build_release_binaries() -> Result<()> {
     cmd(
         "cargo",
@@ -64,12 +64,15 @@ pub fn build_release_binaries() -> Result<()> {
             "pinhole-daemon",
             "-p",
             "pinhole-netlab",
+            "-p",
+            "pinhole-control",
             "--bins",
         ],
     )?;
     let target = root().join("target/release");
     std::env::set_var("PINHOLED_BIN", target.join("pinholed"));
     std::env::set_var("NETLAB_TOOL_BIN", target.join("netlab-tool"));
+    std::env::set_var("PINHOLE_CONTROL_BIN", target.join("pinhole-control"));
     Ok(())
 }
 

@@ -13,6 +13,9 @@ pub const LAB: &[(&str, &str)] = &[
     ("wg", "wireguard-tools"),
 ];
 
+/// What the test suite needs on top of the lab: a PostgreSQL server for the control API tests.
+pub const TEST: &[(&str, &str)] = &[("/usr/lib/postgresql/*/bin/initdb", "postgresql")];
+
 /// What the throughput benchmark needs on top of the lab.
 pub const BENCH: &[(&str, &str)] = &[("iperf3", "iperf3")];
 

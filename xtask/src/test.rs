@@ -7,6 +7,7 @@ use std::process::Command;
 pub fn run() -> Result<()> {
     require_root("cargo xtask test")?;
     packages::ensure(packages::LAB)?;
+    packages::ensure(packages::TEST)?;
     remove_stale_namespaces();
     cmd("cargo", &["fmt", "--all", "--", "--check"])?;
     cmd(
@@ -51,7 +52,7 @@ fn remove_stale_namespaces() {
     }
 }
 
-/// Checks that the daemon builds for Windows. Skips, loudly, when the Rust target or the MinGW
+/// Checks that the daemon and the coordination server build for Windows. Skips, loudly, when the Rust target or the MinGW
 /// compiler (ring builds C) cannot be installed here; a build error fails the run.
 fn cross_check_windows() -> Result<()> {
     const TARGET: &str = "x86_64-pc-windows-gnu";
@@ -79,6 +80,10 @@ fn cross_check_windows() -> Result<()> {
             "pinhole-engine",
             "-p",
             "pinhole-proto",
+            "-p",
+            "pinhole-control",
+            "-p",
+            "pinhole-control-client",
         ],
     )
 }

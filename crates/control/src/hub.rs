@@ -4,7 +4,7 @@
 //! reconnects and starts again from a full map.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use pinhole_proto::control::{MapMessage, Node, RelayMap};
+use pinhole_proto::control::{MapMessage, Node, Presence, RelayMap};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::mpsc;
@@ -28,6 +28,8 @@ struct Inner {
 struct Account {
     nodes: HashMap<String, Entry>,
     streams: HashMap<String, Vec<Stream>>,
+    /// Nodes whose presence changed since the last flush.
+    presence_changed: std::collections::HashSet<String>,
 }
 
 struct Entry {
@@ -202,14 +204,10 @@ impl Hub {
         };
         let e = entry(node);
         if presence_only {
-            let line = to_line(&MapMessage::PeerOnline {
-                id: e.node.id.clone(),
-                online: e.node.online,
-                last_seen: e.node.last_seen,
-            });
+            // Gathered and sent by `flush_presence`: a connect storm costs one line per flush.
             let id = e.node.id.clone();
             a.nodes.insert(id.clone(), e);
-            broadcast_except(a, &id, &line);
+            a.presence_changed.insert(id);
             return;
         }
         let peer_line = line_with(br#"{"type":"peer_changed","peer":"#, &e.json);
@@ -223,6 +221,33 @@ impl Hub {
                 peer_line.clone()
             }
         });
+    }
+
+    /// Sends the presence changes gathered since the last call, one line per account.
+    pub fn flush_presence(&self) {
+        let mut inner = self.lock();
+        for a in inner.accounts.values_mut() {
+            if a.presence_changed.is_empty() {
+                continue;
+            }
+            let peers: Vec<Presence> = a
+                .presence_changed
+                .drain()
+                .filter_map(|id| {
+                    let n = &a.nodes.get(&id)?.node;
+                    Some(Presence {
+                        id,
+                        online: n.online,
+                        last_seen: n.last_seen,
+                    })
+                })
+                .collect();
+            if peers.is_empty() {
+                continue;
+            }
+            let line = to_line(&MapMessage::PeersOnline { peers });
+            broadcast(a, |_| line.clone());
+        }
     }
 
     /// A node is gone: peers get `peer_removed`, its own streams a goodbye and then the end.
@@ -332,15 +357,6 @@ pub fn to_line(m: &MapMessage) -> Bytes {
     Bytes::from(v)
 }
 
-/// Queues `line` on every stream of the account but `except`'s own.
-fn broadcast_except(a: &mut Account, except: &str, line: &Bytes) {
-    let own = a.streams.remove(except);
-    broadcast(a, |_| line.clone());
-    if let Some(own) = own {
-        a.streams.insert(except.to_string(), own);
-    }
-}
-
 /// Queues a line on every stream of the account; streams that are full or gone are dropped.
 fn broadcast(a: &mut Account, line_for: impl Fn(&str) -> Bytes) {
     let mut dead: Vec<(String, u64)> = Vec::new();
@@ -409,20 +425,24 @@ mod tests {
             m => panic!("{m:?}"),
         }
         let mut sb = hub.subscribe("acc", "b").unwrap();
-        // Presence alone goes out in its short form, to peers only.
+        // Presence alone goes out in its short form, gathered until the next flush.
         let mut online = node("b", 2);
         online.online = true;
         online.last_seen = Some(5);
         hub.upsert("acc", online);
-        assert_eq!(
-            recv(&mut sa.rx),
-            MapMessage::PeerOnline {
+        assert!(sa.rx.try_recv().is_err(), "presence waits for the flush");
+        hub.flush_presence();
+        let presence = MapMessage::PeersOnline {
+            peers: vec![Presence {
                 id: "b".into(),
                 online: true,
-                last_seen: Some(5)
-            }
-        );
-        assert!(sb.rx.try_recv().is_err());
+                last_seen: Some(5),
+            }],
+        };
+        assert_eq!(recv(&mut sa.rx), presence);
+        assert_eq!(recv(&mut sb.rx), presence);
+        hub.flush_presence();
+        assert!(sa.rx.try_recv().is_err(), "nothing new, nothing sent");
         let mut b2 = node("b", 2);
         b2.online = true;
         b2.last_seen = Some(5);
@@ -497,7 +517,7 @@ mod tests {
         let sa = hub.subscribe("acc", "a").unwrap();
         for i in 0..=STREAM_QUEUE {
             let mut b = node("b", 2);
-            b.last_seen = Some(i as i64);
+            b.endpoints = vec![std::net::SocketAddr::from(([192, 0, 2, 1], i as u16))];
             hub.upsert("acc", b);
         }
         assert!(!hub.has_stream("acc", "a"));

@@ -116,6 +116,7 @@ impl Server {
             stop_rx.clone(),
         ));
         tasks.spawn(sweeper(state.clone(), stop_rx.clone()));
+        tasks.spawn(presence_flusher(state.clone(), stop_rx.clone()));
         if state.store.kind() == DbKind::Postgres {
             tasks.spawn(listen_for_changes(state.clone(), stop_rx));
         }
@@ -283,6 +284,19 @@ async fn serve_connection(
     };
     if let Err(e) = result {
         tracing::debug!(%peer, "connection: {e}");
+    }
+}
+
+/// How often gathered presence changes go out.
+const PRESENCE_EVERY: Duration = Duration::from_millis(250);
+
+async fn presence_flusher(st: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(PRESENCE_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => st.hub.flush_presence(),
+        }
     }
 }
 

@@ -76,14 +76,12 @@ impl NetMap {
                 }
                 self.upsert(peer, &mut out.changes);
             }
-            MapMessage::PeerOnline {
-                id,
-                online,
-                last_seen,
-            } => {
-                if let Some(p) = self.peers.get_mut(&id) {
-                    p.online = online;
-                    p.last_seen = last_seen;
+            MapMessage::PeersOnline { peers } => {
+                for u in peers {
+                    if let Some(p) = self.peers.get_mut(&u.id) {
+                        p.online = u.online;
+                        p.last_seen = u.last_seen;
+                    }
                 }
             }
             MapMessage::PeerRemoved { id, .. } => self.remove(&id, &mut out.changes),
@@ -253,10 +251,12 @@ mod tests {
             node("me", 1, "192.0.2.1:1"),
             vec![node("b", 2, "192.0.2.2:1")],
         ));
-        let a = m.apply(MapMessage::PeerOnline {
-            id: "b".into(),
-            online: false,
-            last_seen: Some(9),
+        let a = m.apply(MapMessage::PeersOnline {
+            peers: vec![pinhole_proto::control::Presence {
+                id: "b".into(),
+                online: false,
+                last_seen: Some(9),
+            }],
         });
         assert!(a.changes.is_empty());
         assert!(m.peers().all(|p| !p.online && p.last_seen == Some(9)));

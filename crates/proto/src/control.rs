@@ -95,6 +95,14 @@ pub struct Node {
     pub expires_at: Option<i64>,
 }
 
+/// Whether a node is connected to control, and when it last was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub id: String,
+    pub online: bool,
+    pub last_seen: Option<i64>,
+}
+
 /// Relays by region, as served to nodes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayMap {
@@ -133,13 +141,10 @@ pub enum MapMessage {
     },
     /// A peer appeared or changed.
     PeerChanged { peer: Node },
-    /// Only a peer's presence changed (it connected or went away): the short form of
-    /// `peer_changed`, since every node's connect reaches every peer.
-    PeerOnline {
-        id: String,
-        online: bool,
-        last_seen: Option<i64>,
-    },
+    /// Only peers' presence changed (they connected or went away): the short form of
+    /// `peer_changed`, gathered over a fraction of a second, since every node's connect reaches
+    /// every peer.
+    PeersOnline { peers: Vec<Presence> },
     /// A peer is gone (removed, expired).
     PeerRemoved { id: String, node_key: Key },
     /// This node's own record changed.
