@@ -239,7 +239,7 @@ async fn run(n: usize, probes: usize) -> Result<Outcome> {
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<(u32, Instant)>();
     let sem = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let mut readers = Vec::with_capacity(n);
-    for token in tokens.iter().cloned() {
+    for token in tokens.clone() {
         let (client, sem, connected, lines, reconnects, seen_tx) = (
             client.clone(),
             sem.clone(),

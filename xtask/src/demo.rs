@@ -84,8 +84,7 @@ pub fn run() -> Result<()> {
             let peer = format!("peer={other} ");
             let endpoint = log
                 .lines()
-                .filter(|l| l.contains("peer updated") && l.contains(&peer))
-                .last()
+                .rfind(|l| l.contains("peer updated") && l.contains(&peer))
                 .and_then(|l| l.split("endpoint=Some(").nth(1))
                 .and_then(|rest| rest.split(')').next())
                 .unwrap_or("-");
