@@ -314,7 +314,7 @@ impl MapStream {
 
     fn next_line(&mut self) -> Option<Bytes> {
         // Bytes already searched are not searched again: a full map can be megabytes long.
-        let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
+        let Some(pos) = memchr::memchr(b'\n', &self.buf[self.scanned..]) else {
             self.scanned = self.buf.len();
             return None;
         };

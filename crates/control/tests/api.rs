@@ -322,6 +322,13 @@ async fn accounts_are_isolated(db: &str) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
+    let resp = reqwest::Client::new()
+        .delete(format!("http://{}/api/v1/nodes/{}", h.addr(), a.node_id))
+        .bearer_auth(&x.node_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "a node token cannot remove other nodes");
     let listed = h.client.nodes(&session).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, x.node_id);
@@ -655,8 +662,58 @@ async fn map_resumes_after_restart(db: &str) {
     }
 }
 
+/// PostgreSQL only: two control instances on one database, as behind a load balancer. A node
+/// streaming from one sees what a node does through the other, and its presence.
+async fn two_instances_share_changes(db: &str) {
+    let h1 = Harness::new(db).await;
+    let h2 = Harness::new(db).await;
+    let key = h1.authkey("default", true, None).await;
+    let a = register(&h1, &key, 1, "a").await;
+    let mut sa = h1.client.map(&a.node_token).await.unwrap();
+    next(&mut sa).await;
+    let b = register(&h2, &key, 2, "b").await;
+    until(
+        &mut sa,
+        |m| matches!(m, MapMessage::PeerChanged { peer } if peer.id == b.node_id),
+    )
+    .await;
+    let mut sb = h2.client.map(&b.node_token).await.unwrap();
+    match next(&mut sb).await {
+        MapMessage::Full { peers, .. } => {
+            assert!(
+                peers.iter().any(|p| p.id == a.node_id && p.online),
+                "{peers:?}"
+            )
+        }
+        m => panic!("{m:?}"),
+    }
+    until(&mut sa, |m| online(m, &b.node_id) == Some(true)).await;
+    let eps: Vec<SocketAddr> = vec!["192.0.2.2:41641".parse().unwrap()];
+    h2.client
+        .update(
+            &b.node_token,
+            &NodeUpdate {
+                endpoints: Some(eps.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    until(
+        &mut sa,
+        |m| matches!(m, MapMessage::PeerChanged { peer } if peer.endpoints == eps),
+    )
+    .await;
+    h2.client.delete_self(&b.node_token).await.unwrap();
+    until(
+        &mut sa,
+        |m| matches!(m, MapMessage::PeerRemoved { id, .. } if *id == b.node_id),
+    )
+    .await;
+}
+
 macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
+    ($($name:ident),* $(,)?; postgres only: $($pg:ident),*) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -680,6 +737,11 @@ macro_rules! scenarios {
                 eprintln!("postgres: {}", stringify!($name));
                 $name(&url).await;
             )*
+            $(
+                let url = pg.database(stringify!($pg));
+                eprintln!("postgres: {}", stringify!($pg));
+                $pg(&url).await;
+            )*
             drop(pg);
         }
     };
@@ -695,7 +757,8 @@ scenarios!(
     bad_requests_get_4xx_and_harm_nobody,
     bad_tokens_are_rate_limited,
     expired_and_removed_nodes_leave_the_map,
-    map_resumes_after_restart,
+    map_resumes_after_restart;
+    postgres only: two_instances_share_changes
 );
 
 /// HTTPS with a certificate the client trusts through an extra CA.
