@@ -35,8 +35,8 @@ pub fn run() -> Result<()> {
     }
     for (i, p) in procs.iter().enumerate() {
         for other in NODES.iter().filter(|o| **o != NODES[i]) {
-            let peer = format!("peer={other}");
-            if wait_line(p, &["peer updated", &peer], Duration::from_secs(10)).is_none() {
+            let peer = format!("peer={other} ");
+            if wait_line(p, &[&peer, "endpoint=Some("], Duration::from_secs(10)).is_none() {
                 bail!(
                     "{} never learned {other}'s endpoint:\n{}",
                     NODES[i],
@@ -84,11 +84,21 @@ pub fn run() -> Result<()> {
             let peer = format!("peer={other} ");
             let endpoint = log
                 .lines()
-                .rfind(|l| l.contains("peer updated") && l.contains(&peer))
+                .rfind(|l| l.contains(&peer) && l.contains("endpoint=Some("))
                 .and_then(|l| l.split("endpoint=Some(").nth(1))
                 .and_then(|rest| rest.split(')').next())
                 .unwrap_or("-");
-            let handshake = log.contains("handshake completed");
+            // The engine logs peers by the start of their key, which "peer added" gives.
+            let key = log
+                .lines()
+                .find(|l| l.contains("peer added") && l.contains(&peer))
+                .and_then(|l| l.split("key=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(|k| format!("peer={k}"));
+            let handshake = key.is_some_and(|k| {
+                log.lines()
+                    .any(|l| l.contains("handshake completed") && l.contains(&k))
+            });
             println!(
                 "  {} → {other}: direct {endpoint}{}",
                 NODES[i],

@@ -264,27 +264,11 @@ pub struct MapStream {
 impl MapStream {
     /// The next message; none when the server ended the stream.
     pub async fn next(&mut self) -> Result<Option<MapMessage>, ClientError> {
-        loop {
-            if let Some(line) = self.next_line() {
-                return parse_map_line(&line)
-                    .map(Some)
-                    .map_err(|e| ClientError::Protocol(format!("bad map line: {e}")));
-            }
-            if self.buf.len() > MAX_MAP_LINE {
-                return Err(ClientError::Protocol(format!(
-                    "map line longer than {MAX_MAP_LINE} bytes"
-                )));
-            }
-            match self.body.next().await {
-                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
-                Some(Err(e)) => {
-                    return Err(ClientError::Unreachable {
-                        url: self.url.clone(),
-                        source: e,
-                    })
-                }
-                None => return Ok(None),
-            }
+        match self.next_raw().await? {
+            Some(line) => parse_map_line(&line)
+                .map(Some)
+                .map_err(|e| ClientError::Protocol(format!("bad map line: {e}"))),
+            None => Ok(None),
         }
     }
 
@@ -293,6 +277,11 @@ impl MapStream {
         loop {
             if let Some(line) = self.next_line() {
                 return Ok(Some(line));
+            }
+            if self.buf.len() > MAX_MAP_LINE {
+                return Err(ClientError::Protocol(format!(
+                    "map line longer than {MAX_MAP_LINE} bytes"
+                )));
             }
             match self.body.next().await {
                 Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),

@@ -1,7 +1,7 @@
 //! A mesh joined through pinhole-control: the coordination server in a "public" router namespace,
 //! nodes in their own namespaces each linked to it, and helpers to start, watch and query them.
 
-use crate::pinhole::{pinholed, TUN};
+use crate::pinhole::start_pinholed_with;
 use crate::{Lab, Proc, Topology};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -113,39 +113,22 @@ impl Control {
 /// Starts pinholed in `host`, joining through control with the auth key in `authkey`, and waits
 /// until it is up.
 pub fn start_node(lab: &mut Lab, host: &str, authkey: &std::path::Path) -> Proc {
-    let dir = lab.dir().to_path_buf();
-    let state = dir.join(format!("{host}-state"));
-    let sock = dir.join(format!("{host}.sock"));
-    let bin = pinholed();
     let url = control_url();
     let port = NODE_PORT.to_string();
-    let p = lab
-        .spawn(
+    start_pinholed_with(
+        lab,
+        host,
+        &[
+            "--control-url",
+            &url,
+            "--authkey-file",
+            authkey.to_str().unwrap(),
+            "--hostname",
             host,
-            &[
-                bin.to_str().unwrap(),
-                "--control-url",
-                &url,
-                "--authkey-file",
-                authkey.to_str().unwrap(),
-                "--hostname",
-                host,
-                "--port",
-                &port,
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--socket",
-                sock.to_str().unwrap(),
-                "--tun-name",
-                TUN,
-            ],
-        )
-        .expect("starting pinholed");
-    let up = Lab::wait_for(Duration::from_secs(15), || {
-        p.log_text().contains("pinholed is up")
-    });
-    assert!(up, "pinholed in {host} did not come up:\n{}", p.log_text());
-    p
+            "--port",
+            &port,
+        ],
+    )
 }
 
 /// How many log lines contain every one of `parts`.

@@ -119,32 +119,33 @@ fn wg_text(me: &Node, peer: &Node, knows_peer: bool, with_address: bool) -> Stri
 
 /// Starts pinholed in `host` with `config`, and waits until it says it is up.
 pub fn start_pinholed(lab: &mut Lab, host: &str, config: &str) -> Proc {
-    let dir = lab.dir().to_path_buf();
-    let conf = dir.join(format!("{host}.conf"));
+    let conf = lab.dir().join(format!("{host}.conf"));
     std::fs::write(&conf, config).expect("writing config");
+    start_pinholed_with(lab, host, &["--config", conf.to_str().unwrap()])
+}
+
+/// Starts pinholed in `host` with `args` plus a state directory, socket and TUN name of the lab's,
+/// and waits until it says it is up.
+pub fn start_pinholed_with(lab: &mut Lab, host: &str, args: &[&str]) -> Proc {
+    let dir = lab.dir().to_path_buf();
     let state = dir.join(format!("{host}-state"));
     let sock = dir.join(format!("{host}.sock"));
     let bin = pinholed();
-    let p = lab
-        .spawn(
-            host,
-            &[
-                bin.to_str().unwrap(),
-                "--config",
-                conf.to_str().unwrap(),
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--socket",
-                sock.to_str().unwrap(),
-                "--tun-name",
-                TUN,
-            ],
-        )
-        .expect("starting pinholed");
-    let up = Lab::wait_for(Duration::from_secs(10), || {
+    let mut argv = vec![bin.to_str().unwrap()];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&[
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--socket",
+        sock.to_str().unwrap(),
+        "--tun-name",
+        TUN,
+    ]);
+    let p = lab.spawn(host, &argv).expect("starting pinholed");
+    let up = Lab::wait_for(Duration::from_secs(15), || {
         p.log_text().contains("pinholed is up")
     });
-    assert!(up, "pinholed did not come up:\n{}", p.log_text());
+    assert!(up, "pinholed in {host} did not come up:\n{}", p.log_text());
     p
 }
 
