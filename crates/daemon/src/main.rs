@@ -5,6 +5,7 @@ mod config;
 mod control_link;
 mod endpoints;
 mod identity;
+mod mapped_peers;
 mod netmap;
 mod routes;
 mod run;

@@ -3,14 +3,13 @@
 //! cleanly on SIGINT/SIGTERM. Peers come from a static file or from control.
 
 use crate::control_link::{self, ControlMsg};
-use crate::netmap::{self, NetMap, PeerChange};
+use crate::mapped_peers::MappedPeers;
 use crate::tun_io::TunIo;
 use crate::{args::Args, config, identity, routes, state_dir, tun_device, udp};
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use pinhole_control_client::ControlClient;
 use pinhole_engine::{Engine, Event, Key, PeerSettings};
-use pinhole_proto::control::MapMessage;
 use std::io::ErrorKind;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -169,11 +168,7 @@ async fn run_dataplane(
             peers = plan.peers.len(),
             "pinholed is up"
         );
-        let mut ctl = Control {
-            rx: control,
-            map: NetMap::default(),
-            state_dir: args.state_dir.clone(),
-        };
+        let mut ctl = MappedPeers::new(control, args.state_dir.clone());
         result = event_loop(&mut engine, &socket, &mut tun, &mut ctl).await;
     }
     for net in added.iter().rev() {
@@ -193,81 +188,11 @@ async fn run_dataplane(
     result
 }
 
-/// The map from control and the channel it arrives on (none in static mode).
-struct Control {
-    rx: Option<mpsc::Receiver<ControlMsg>>,
-    map: NetMap,
-    /// Where the registration lives, to forget it when control signs the node out.
-    state_dir: std::path::PathBuf,
-}
-
-impl Control {
-    async fn recv(&mut self) -> Option<ControlMsg> {
-        match &mut self.rx {
-            Some(rx) => rx.recv().await,
-            None => std::future::pending().await,
-        }
-    }
-
-    /// Applies one message from control to the map and the engine.
-    fn apply(&mut self, engine: &mut Engine, msg: ControlMsg) {
-        let now = Instant::now();
-        let applied = match msg {
-            ControlMsg::Map(m) => {
-                let full = matches!(*m, MapMessage::Full { .. });
-                let a = self.map.apply(*m);
-                if full {
-                    tracing::info!(peers = self.map.peers().count(), "network map received");
-                }
-                a
-            }
-            ControlMsg::SignedOut(reason) => {
-                self.rx = None;
-                netmap::Applied {
-                    changes: self.map.clear(),
-                    goodbye: Some(reason),
-                }
-            }
-        };
-        for change in applied.changes {
-            match change {
-                PeerChange::Upsert { name, settings } => {
-                    let key = settings.public_key;
-                    let endpoint = settings.endpoint;
-                    let addrs: Vec<String> = settings
-                        .allowed_ips
-                        .iter()
-                        .map(|n| n.addr().to_string())
-                        .collect();
-                    let new = engine.peer(&key).is_none();
-                    match engine.upsert_peer(now, settings) {
-                        Ok(()) if new => {
-                            tracing::info!(peer = %name, key = %key.short(), addresses = ?addrs, endpoint = ?endpoint, "peer added")
-                        }
-                        Ok(()) => {
-                            tracing::info!(peer = %name, endpoint = ?endpoint, "peer updated")
-                        }
-                        Err(e) => tracing::warn!(peer = %name, "cannot configure peer: {e}"),
-                    }
-                }
-                PeerChange::Remove { name, key } => {
-                    engine.remove_peer(&key);
-                    tracing::info!(peer = %name, "peer removed");
-                }
-            }
-        }
-        if let Some(reason) = applied.goodbye {
-            identity::forget_registration(&self.state_dir);
-            tracing::error!("signed out by the coordination server ({reason}): every peer removed; sign in again");
-        }
-    }
-}
-
 async fn event_loop(
     engine: &mut Engine,
     socket: &UdpSocket,
     tun: &mut TunIo,
-    control: &mut Control,
+    control: &mut MappedPeers,
 ) -> Result<()> {
     let local = socket.local_addr()?;
     let mut shutdown = std::pin::pin!(shutdown_signal());

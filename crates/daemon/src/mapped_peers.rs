@@ -1,0 +1,148 @@
+//! Applies the coordination server's map to the engine: peers added, updated and removed as
+//! the map changes, all of them dropped when control signs the node out.
+
+use crate::control_link::ControlMsg;
+use crate::identity;
+use crate::netmap::{self, NetMap, PeerChange};
+use pinhole_engine::Engine;
+use pinhole_proto::control::MapMessage;
+use std::path::PathBuf;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// The map from control and the channel it arrives on (none in static mode).
+pub struct MappedPeers {
+    rx: Option<mpsc::Receiver<ControlMsg>>,
+    map: NetMap,
+    /// Where the registration lives, to forget it when control signs the node out.
+    state_dir: PathBuf,
+}
+
+impl MappedPeers {
+    pub fn new(rx: Option<mpsc::Receiver<ControlMsg>>, state_dir: PathBuf) -> Self {
+        MappedPeers {
+            rx,
+            map: NetMap::default(),
+            state_dir,
+        }
+    }
+
+    /// The next message from control; never resolves in static mode or after a sign-out.
+    pub async fn recv(&mut self) -> Option<ControlMsg> {
+        match &mut self.rx {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Applies one message from control to the map and the engine.
+    pub fn apply(&mut self, engine: &mut Engine, msg: ControlMsg) {
+        let now = Instant::now();
+        let applied = match msg {
+            ControlMsg::Map(m) => {
+                let full = matches!(*m, MapMessage::Full { .. });
+                let a = self.map.apply(*m);
+                if full {
+                    tracing::info!(peers = self.map.peers().count(), "network map received");
+                }
+                a
+            }
+            ControlMsg::SignedOut(reason) => {
+                self.rx = None;
+                netmap::Applied {
+                    changes: self.map.clear(),
+                    goodbye: Some(reason),
+                }
+            }
+        };
+        for change in applied.changes {
+            match change {
+                PeerChange::Upsert { name, settings } => {
+                    let key = settings.public_key;
+                    let endpoint = settings.endpoint;
+                    let addrs: Vec<String> = settings
+                        .allowed_ips
+                        .iter()
+                        .map(|n| n.addr().to_string())
+                        .collect();
+                    let new = engine.peer(&key).is_none();
+                    match engine.upsert_peer(now, settings) {
+                        Ok(()) if new => {
+                            tracing::info!(peer = %name, key = %key.short(), addresses = ?addrs, endpoint = ?endpoint, "peer added")
+                        }
+                        Ok(()) => {
+                            tracing::info!(peer = %name, endpoint = ?endpoint, "peer updated")
+                        }
+                        Err(e) => tracing::warn!(peer = %name, "cannot configure peer: {e}"),
+                    }
+                }
+                PeerChange::Remove { name, key } => {
+                    engine.remove_peer(&key);
+                    tracing::info!(peer = %name, "peer removed");
+                }
+            }
+        }
+        if let Some(reason) = applied.goodbye {
+            identity::forget_registration(&self.state_dir);
+            tracing::error!("signed out by the coordination server ({reason}): every peer removed; sign in again");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pinhole_proto::control::{Node, RelayMap};
+    use pinhole_proto::key::Key;
+
+    fn node(id: &str, private: &Key) -> Node {
+        Node {
+            id: id.into(),
+            name: id.into(),
+            node_key: pinhole_engine::public_key(private),
+            disco_key: Key([9; 32]),
+            addresses: vec!["100.64.0.2".parse().unwrap()],
+            endpoints: vec!["192.0.2.2:41641".parse().unwrap()],
+            home_relay: None,
+            online: true,
+            last_seen: None,
+            os: "linux".into(),
+            user: None,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn map_configures_the_engine_and_goodbye_clears_it() {
+        let dir = std::env::temp_dir().join(format!("pinholed-mapped-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("control.json"), "{}").unwrap();
+        let me = pinhole_engine::private_key_from_bytes([1; 32]);
+        let peer = pinhole_engine::private_key_from_bytes([2; 32]);
+        let mut engine = Engine::new(me, Instant::now());
+        let mut mp = MappedPeers::new(None, dir.clone());
+        let mut me_node = node("me", &me);
+        me_node.addresses = vec!["100.64.0.1".parse().unwrap()];
+        mp.apply(
+            &mut engine,
+            ControlMsg::Map(Box::new(MapMessage::Full {
+                self_node: me_node,
+                peers: vec![node("b", &peer)],
+                relay_map: RelayMap::default(),
+            })),
+        );
+        let status = engine
+            .peer(&pinhole_engine::public_key(&peer))
+            .expect("peer configured");
+        assert_eq!(status.endpoint, Some("192.0.2.2:41641".parse().unwrap()));
+        mp.apply(
+            &mut engine,
+            ControlMsg::Map(Box::new(MapMessage::Goodbye {
+                reason: "node removed".into(),
+            })),
+        );
+        assert!(engine.peers().is_empty());
+        assert!(!dir.join("control.json").exists(), "registration forgotten");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
