@@ -412,6 +412,31 @@ async fn device_sign_in_and_sessions(db: &str) {
         .unwrap();
     assert_eq!(n.user.as_deref(), Some("alice"));
     assert_eq!(h.client.nodes(&token.access_token).await.unwrap().len(), 1);
+    // alice removes a second node of hers from her session; its token stops working.
+    let spare = h
+        .client
+        .register(&token.access_token, &req(8, "spare"))
+        .await
+        .unwrap();
+    let resp = reqwest::Client::new()
+        .delete(format!(
+            "http://{}/api/v1/nodes/{}",
+            h.addr(),
+            spare.node_id
+        ))
+        .bearer_auth(&token.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let e = h
+        .client
+        .map(&spare.node_token)
+        .await
+        .err()
+        .expect("removed");
+    assert_eq!(api_status(&e), 401);
+    assert_eq!(h.client.nodes(&token.access_token).await.unwrap().len(), 1);
     // Logout revokes it.
     let resp = reqwest::Client::new()
         .post(format!("http://{}/api/v1/logout", h.addr()))
