@@ -1,10 +1,11 @@
 //! `cargo xtask demo`: a coordination server and three pinholed nodes in a namespace lab. The
 //! nodes join with an auth key, learn each other from the server's map, and ping each other's
-//! overlay addresses; the demo prints what each node knows about its peers.
+//! overlay addresses; `pinhole status` on each shows its peers and the path to each.
 
 use crate::{build_release_binaries, packages, require_root};
 use anyhow::{bail, Result};
 use pinhole_netlab::mesh::{self, start_node, wait_line, Control};
+
 use std::time::Duration;
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
@@ -77,34 +78,14 @@ pub fn run() -> Result<()> {
         }
     }
 
-    println!("\neach node's peers (from the map; the path is direct: this lab has no NAT yet):");
-    for (i, p) in procs.iter().enumerate() {
-        let log = p.log_text();
-        for other in NODES.iter().filter(|o| **o != NODES[i]) {
-            let peer = format!("peer={other} ");
-            let endpoint = log
-                .lines()
-                .rfind(|l| l.contains(&peer) && l.contains("endpoint=Some("))
-                .and_then(|l| l.split("endpoint=Some(").nth(1))
-                .and_then(|rest| rest.split(')').next())
-                .unwrap_or("-");
-            // The engine logs peers by the start of their key, which "peer added" gives.
-            let key = log
-                .lines()
-                .find(|l| l.contains("peer added") && l.contains(&peer))
-                .and_then(|l| l.split("key=").nth(1))
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(|k| format!("peer={k}"));
-            let handshake = key.is_some_and(|k| {
-                log.lines()
-                    .any(|l| l.contains("handshake completed") && l.contains(&k))
-            });
-            println!(
-                "  {} → {other}: direct {endpoint}{}",
-                NODES[i],
-                if handshake { ", handshake done" } else { "" }
-            );
+    for n in NODES {
+        println!("\n$ pinhole status    (on {n})");
+        let (ok, table, err) = mesh::pinhole(&lab, n, &["status"]);
+        if !ok {
+            failures += 1;
+            println!("FAIL: {err}");
         }
+        print!("{table}");
     }
     for p in &procs {
         lab.stop(p, Duration::from_secs(5));

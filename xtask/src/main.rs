@@ -66,6 +66,8 @@ pub fn build_release_binaries() -> Result<()> {
             "pinhole-netlab",
             "-p",
             "pinhole-control",
+            "-p",
+            "pinhole-cli",
             "--bins",
         ],
     )?;
@@ -73,6 +75,7 @@ pub fn build_release_binaries() -> Result<()> {
     std::env::set_var("PINHOLED_BIN", target.join("pinholed"));
     std::env::set_var("NETLAB_TOOL_BIN", target.join("netlab-tool"));
     std::env::set_var("PINHOLE_CONTROL_BIN", target.join("pinhole-control"));
+    std::env::set_var("PINHOLE_BIN", target.join("pinhole"));
     Ok(())
 }
 

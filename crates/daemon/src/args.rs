@@ -10,7 +10,7 @@ pub struct Args {
     /// Where the node key and the daemon's state live (created with mode 0700).
     #[arg(long, default_value_os_t = default_state_dir())]
     pub state_dir: PathBuf,
-    /// The local IPC socket the app and the CLI will talk to (accepted now, served once the IPC lands).
+    /// The local API socket the app and the CLI talk to (root:pinhole, mode 0660).
     #[arg(long, default_value_os_t = default_socket())]
     pub socket: PathBuf,
     /// Name of the TUN device.
@@ -58,13 +58,7 @@ fn default_state_dir() -> PathBuf {
 }
 
 fn default_socket() -> PathBuf {
-    if cfg!(windows) {
-        PathBuf::from(r"\\.\pipe\pinholed")
-    } else if cfg!(target_os = "macos") {
-        PathBuf::from("/var/run/pinholed.sock")
-    } else {
-        PathBuf::from("/run/pinhole/pinholed.sock")
-    }
+    PathBuf::from(pinhole_proto::ipc::default_socket_path())
 }
 
 fn default_tun_name() -> &'static str {

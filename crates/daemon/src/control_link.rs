@@ -21,6 +21,10 @@ pub enum ControlMsg {
     Map(Box<MapMessage>),
     /// Control no longer accepts this node; peers should go.
     SignedOut(String),
+    /// The map stream is down (the last map stays in use); why, in words.
+    Unreachable(String),
+    /// The endpoints this node published.
+    Endpoints(Vec<SocketAddr>),
 }
 
 /// Exponential backoff with jitter: 1 s doubling to 30 s, ±20 %.
@@ -167,19 +171,24 @@ pub async fn follow(
                             }
                             Ok(Ok(None)) => {
                                 tracing::warn!("map stream ended; keeping the last map");
+                                let _ = tx.send(ControlMsg::Unreachable("the coordination server closed the map stream".into())).await;
                                 break;
                             }
                             Ok(Err(e)) => {
                                 tracing::warn!("map stream: {e}; keeping the last map");
+                                let _ = tx.send(ControlMsg::Unreachable(e.to_string())).await;
                                 break;
                             }
                             Err(_) => {
                                 tracing::warn!("map stream silent for {} s; reconnecting", silence.as_secs());
+                                let _ = tx.send(ControlMsg::Unreachable("the coordination server went silent".into())).await;
                                 break;
                             }
                         },
                         _ = refresh.tick() => {
-                            publish(&client, &reg, disco_key, port, &mut published).await;
+                            if let Some(eps) = publish(&client, &reg, disco_key, port, &mut published).await {
+                                let _ = tx.send(ControlMsg::Endpoints(eps)).await;
+                            }
                         }
                     }
                 }
@@ -189,7 +198,10 @@ pub async fn follow(
                 let _ = tx.send(ControlMsg::SignedOut(e.to_string())).await;
                 return;
             }
-            Err(e) => tracing::warn!("{e}; keeping the last map"),
+            Err(e) => {
+                tracing::warn!("{e}; keeping the last map");
+                let _ = tx.send(ControlMsg::Unreachable(e.to_string())).await;
+            }
         }
         let d = backoff.next_delay();
         tracing::info!("reconnecting to control in {:.1} s", d.as_secs_f64());
@@ -197,14 +209,15 @@ pub async fn follow(
     }
 }
 
-/// Sends this node's endpoints (and disco key) when they differ from what was last published.
+/// Sends this node's endpoints (and disco key) when they differ from what was last published;
+/// the endpoints if they were sent.
 async fn publish(
     client: &ControlClient,
     reg: &Registration,
     disco_key: Key,
     port: u16,
     published: &mut Option<Vec<SocketAddr>>,
-) {
+) -> Option<Vec<SocketAddr>> {
     let toward = control_ip(client.base_url()).await;
     let eps = tokio::task::spawn_blocking({
         let skip: Vec<IpAddr> = reg.addresses.clone();
@@ -213,7 +226,7 @@ async fn publish(
     .await
     .unwrap_or_default();
     if published.as_ref() == Some(&eps) {
-        return;
+        return None;
     }
     let upd = NodeUpdate {
         endpoints: Some(eps.clone()),
@@ -223,9 +236,13 @@ async fn publish(
     match client.update(&reg.node_token, &upd).await {
         Ok(_) => {
             tracing::info!(endpoints = ?eps, "endpoints published");
-            *published = Some(eps);
+            *published = Some(eps.clone());
+            Some(eps)
         }
-        Err(e) => tracing::warn!("publishing endpoints: {e}"),
+        Err(e) => {
+            tracing::warn!("publishing endpoints: {e}");
+            None
+        }
     }
 }
 

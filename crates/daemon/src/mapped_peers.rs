@@ -14,6 +14,14 @@ use tokio::sync::mpsc;
 pub struct MappedPeers {
     rx: Option<mpsc::Receiver<ControlMsg>>,
     map: NetMap,
+    /// Why control cannot be reached right now, if it cannot.
+    pub unreachable: Option<String>,
+    /// Whether a full map has arrived.
+    pub has_map: bool,
+    /// Why control signed this node out, if it did.
+    pub signed_out: Option<String>,
+    /// The endpoints last published.
+    pub endpoints: Vec<std::net::SocketAddr>,
     /// Where the registration lives, to forget it when control signs the node out.
     state_dir: PathBuf,
 }
@@ -23,8 +31,22 @@ impl MappedPeers {
         MappedPeers {
             rx,
             map: NetMap::default(),
+            unreachable: None,
+            has_map: false,
+            signed_out: None,
+            endpoints: Vec::new(),
             state_dir,
         }
+    }
+
+    /// Peers as the map has them.
+    pub fn map_peers(&self) -> Vec<&pinhole_proto::control::Node> {
+        self.map.peers().collect()
+    }
+
+    /// Whether peers come from control (false in static mode).
+    pub fn follows_control(&self) -> bool {
+        self.rx.is_some() || self.has_map || self.signed_out.is_some()
     }
 
     /// The next message from control; never resolves in static mode or after a sign-out.
@@ -39,8 +61,18 @@ impl MappedPeers {
     pub fn apply(&mut self, engine: &mut Engine, msg: ControlMsg) {
         let now = Instant::now();
         let applied = match msg {
+            ControlMsg::Unreachable(why) => {
+                self.unreachable = Some(why);
+                return;
+            }
+            ControlMsg::Endpoints(eps) => {
+                self.endpoints = eps;
+                return;
+            }
             ControlMsg::Map(m) => {
+                self.unreachable = None;
                 let full = matches!(*m, MapMessage::Full { .. });
+                self.has_map |= full;
                 let a = self.map.apply(*m);
                 if full {
                     tracing::info!(peers = self.map.peers().count(), "network map received");
@@ -84,6 +116,7 @@ impl MappedPeers {
         }
         if let Some(reason) = applied.goodbye {
             identity::forget_registration(&self.state_dir);
+            self.signed_out = Some(reason.clone());
             tracing::error!("signed out by the coordination server ({reason}): every peer removed; sign in again");
         }
     }

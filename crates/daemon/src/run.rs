@@ -3,28 +3,58 @@
 //! cleanly on SIGINT/SIGTERM. Peers come from a static file or from control.
 
 use crate::control_link::{self, ControlMsg};
+#[cfg(unix)]
+use crate::ipc_server;
 use crate::mapped_peers::MappedPeers;
+use crate::status::{self, Reporter};
 use crate::tun_io::TunIo;
 use crate::{args::Args, config, identity, routes, state_dir, tun_device, udp};
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use pinhole_control_client::ControlClient;
 use pinhole_engine::{Engine, Event, Key, PeerSettings};
+use pinhole_proto::ipc::{State, Status};
 use std::io::ErrorKind;
 use std::net::IpAddr;
 use std::time::Instant;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Packets read from one source before the loop writes out and looks at the others again.
 const BATCH: usize = 256;
 
 pub async fn run(args: Args) -> Result<()> {
     state_dir::prepare(&args.state_dir)?;
-    match args.config.clone() {
-        Some(path) => run_static(&args, &path).await,
-        None => run_with_control(&args).await,
+    let (status_tx, status_rx) = watch::channel(Status {
+        state: State::Connecting,
+        reason: None,
+        login: None,
+        self_node: None,
+        peers: Vec::new(),
+    });
+    #[cfg(unix)]
+    let api = {
+        let access = ipc_server::Access::system();
+        let listener = ipc_server::listen(&args.socket, access).await?;
+        tracing::info!(socket = %args.socket.display(), "local API listening");
+        tokio::spawn(ipc_server::accept_loop(listener, access, status_rx))
+    };
+    #[cfg(not(unix))]
+    {
+        drop(status_rx);
+        tracing::warn!("the local API is not served on this OS yet");
     }
+    let mut reporter = Reporter::new(status_tx);
+    let result = match args.config.clone() {
+        Some(path) => run_static(&args, &path, &mut reporter).await,
+        None => run_with_control(&args, &mut reporter).await,
+    };
+    #[cfg(unix)]
+    {
+        api.abort();
+        let _ = std::fs::remove_file(&args.socket);
+    }
+    result
 }
 
 /// What the data plane starts with.
@@ -36,7 +66,11 @@ struct Plan {
 }
 
 /// Static mode: keys, addresses and peers from a WireGuard-format file.
-async fn run_static(args: &Args, config_path: &std::path::Path) -> Result<()> {
+async fn run_static(
+    args: &Args,
+    config_path: &std::path::Path,
+    reporter: &mut Reporter,
+) -> Result<()> {
     let config = config::load(config_path)?;
     let socket = udp::bind(config.interface.listen_port.unwrap_or(0))?;
     let plan = Plan {
@@ -45,11 +79,20 @@ async fn run_static(args: &Args, config_path: &std::path::Path) -> Result<()> {
         mtu: config.interface.mtu.unwrap_or(tun_device::DEFAULT_MTU),
         peers: config::peers(&config),
     };
-    run_dataplane(args, plan, socket, None).await
+    reporter.set_self(status::self_status(
+        "this node".into(),
+        pinhole_engine::public_key(&plan.private).to_base64(),
+        plan.addresses
+            .iter()
+            .map(|a| a.addr().to_string())
+            .collect(),
+        Vec::new(),
+    ));
+    run_dataplane(args, plan, socket, None, reporter).await
 }
 
 /// Control mode: join through the coordination server and follow its map.
-async fn run_with_control(args: &Args) -> Result<()> {
+async fn run_with_control(args: &Args, reporter: &mut Reporter) -> Result<()> {
     let saved = identity::registration(&args.state_dir)?;
     let url = match (&args.control_url, &saved) {
         (Some(u), _) => u.trim_end_matches('/').to_string(),
@@ -75,6 +118,14 @@ async fn run_with_control(args: &Args) -> Result<()> {
                 (None, Ok(k)) if !k.trim().is_empty() => Some(k.trim().to_string()),
                 _ => None,
             };
+            reporter.set(
+                if auth_key.is_some() {
+                    State::Connecting
+                } else {
+                    State::NeedsLogin
+                },
+                Some("signing in to the coordination server".into()),
+            );
             let how = control_link::SignIn {
                 auth_key,
                 hostname: args
@@ -89,6 +140,16 @@ async fn run_with_control(args: &Args) -> Result<()> {
         }
     };
     tracing::info!(name = %registration.name, control = %url, "node identity loaded");
+    reporter.set_self(status::self_status(
+        registration.name.clone(),
+        node_key.to_base64(),
+        registration
+            .addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect(),
+        Vec::new(),
+    ));
     let socket = match udp::bind(args.port) {
         Ok(s) => s,
         Err(e) if args.port != 0 => {
@@ -121,7 +182,7 @@ async fn run_with_control(args: &Args) -> Result<()> {
         mtu: tun_device::DEFAULT_MTU,
         peers: Vec::new(),
     };
-    let result = run_dataplane(args, plan, socket, Some(rx)).await;
+    let result = run_dataplane(args, plan, socket, Some(rx), reporter).await;
     follower.abort();
     result
 }
@@ -131,6 +192,7 @@ async fn run_dataplane(
     plan: Plan,
     socket: UdpSocket,
     control: Option<mpsc::Receiver<ControlMsg>>,
+    reporter: &mut Reporter,
 ) -> Result<()> {
     let now = Instant::now();
     let mut engine = Engine::new(plan.private, now);
@@ -169,7 +231,8 @@ async fn run_dataplane(
             "pinholed is up"
         );
         let mut ctl = MappedPeers::new(control, args.state_dir.clone());
-        result = event_loop(&mut engine, &socket, &mut tun, &mut ctl).await;
+        result = event_loop(&mut engine, &socket, &mut tun, &mut ctl, reporter).await;
+        reporter.set(State::Stopped, None);
     }
     for net in added.iter().rev() {
         routes::remove(&dev_name, net);
@@ -193,7 +256,9 @@ async fn event_loop(
     socket: &UdpSocket,
     tun: &mut TunIo,
     control: &mut MappedPeers,
+    reporter: &mut Reporter,
 ) -> Result<()> {
+    let mut report = tokio::time::interval(std::time::Duration::from_secs(1));
     let local = socket.local_addr()?;
     let mut shutdown = std::pin::pin!(shutdown_signal());
     let mut udp_buf = vec![0u8; 65536];
@@ -243,7 +308,11 @@ async fn event_loop(
                     }
                 }
             }
-            Some(msg) = control.recv() => control.apply(engine, msg),
+            Some(msg) = control.recv() => {
+                control.apply(engine, msg);
+                reporter.publish(engine, control);
+            }
+            _ = report.tick() => reporter.publish(engine, control),
             _ = tokio::time::sleep_until(deadline) => {}
         }
         engine.handle_timeout(Instant::now());

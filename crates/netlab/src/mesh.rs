@@ -18,6 +18,34 @@ pub fn pinhole_control() -> PathBuf {
     crate::pinhole::workspace_binary("PINHOLE_CONTROL_BIN", "pinhole-control", "pinhole-control")
 }
 
+/// The pinhole CLI ($PINHOLE_BIN, else the workspace's build).
+pub fn pinhole_cli() -> PathBuf {
+    crate::pinhole::workspace_binary("PINHOLE_BIN", "pinhole", "pinhole-cli")
+}
+
+/// Runs `pinhole --socket <host's socket> ARGS` in `host`: (success, stdout, stderr).
+pub fn pinhole(lab: &Lab, host: &str, args: &[&str]) -> (bool, String, String) {
+    let bin = pinhole_cli();
+    let sock = lab.dir().join(format!("{host}.sock"));
+    let mut argv = vec![bin.to_str().unwrap(), "--socket", sock.to_str().unwrap()];
+    argv.extend_from_slice(args);
+    let out = lab
+        .run(host, &argv, Duration::from_secs(30))
+        .expect("running pinhole");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `pinhole status --json` in `host`, parsed.
+pub fn status_json(lab: &Lab, host: &str) -> serde_json::Value {
+    let (ok, out, err) = pinhole(lab, host, &["status", "--json"]);
+    assert!(ok, "pinhole status --json in {host} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {out}"))
+}
+
 /// The router and `nodes`, node i on 198.18.i.2/24 behind the router's 198.18.i.1.
 pub fn star(nodes: &[&str]) -> Lab {
     let mut t = Topology::new().router(PUBLIC);

@@ -58,6 +58,47 @@ fn mesh_through_control_survives_a_control_restart() {
         }
     }
 
+    // The local API: n1's status lists both peers online, with their addresses, on a direct path.
+    let st = mesh::status_json(&lab, "n1");
+    assert_eq!(st["state"], "connected", "{st:#}");
+    assert_eq!(st["self"]["name"], "n1");
+    for (name, a) in [("n2", &addr[1]), ("n3", &addr[2])] {
+        let p = st["peers"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .unwrap_or_else(|| panic!("{name} missing from {st:#}"));
+        assert_eq!(p["online"], true, "{p:#}");
+        assert_eq!(p["addresses"][0], a.as_str());
+        assert_eq!(p["connection"], "direct", "{p:#}");
+    }
+    let (ok, table, _) = mesh::pinhole(&lab, "n2", &["status"]);
+    assert!(ok && table.contains("direct 198.18.1.2:41641"), "{table}");
+    // A user outside group pinhole is refused, and told why.
+    let cli = mesh::pinhole_cli();
+    let sock = lab.dir().join("n1.sock");
+    let out = lab
+        .run(
+            "n1",
+            &[
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                cli.to_str().unwrap(),
+                "--socket",
+                sock.to_str().unwrap(),
+                "status",
+            ],
+            Duration::from_secs(10),
+        )
+        .expect("running pinhole as nobody");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not allowed") && err.contains("pinhole"),
+        "{err}"
+    );
+
     // A fourth node: the others have it in their maps within a second of its registration.
     let p4 = start_node(&mut lab, "n4", &key);
     let registered = first_line_time(&p4, &["registered"]).expect("n4 logged its registration");

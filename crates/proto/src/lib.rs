@@ -3,5 +3,7 @@
 #[cfg(feature = "serde")]
 pub mod control;
 pub mod ip;
+#[cfg(feature = "serde")]
+pub mod ipc;
 pub mod key;
 pub mod wgconf;

@@ -1,0 +1,64 @@
+//! `pinhole`: the command line over pinholed's local API. Exit codes: 0 ok, 1 the operation
+//! failed, 2 usage.
+
+mod client;
+mod table;
+
+use clap::{Parser, Subcommand};
+use pinhole_proto::ipc::{Op, Status};
+use std::path::PathBuf;
+
+/// Pinhole: the mesh VPN's command line.
+#[derive(Debug, Parser)]
+#[command(name = "pinhole", version, about)]
+struct Cli {
+    /// pinholed's local API socket.
+    #[arg(long, default_value = pinhole_proto::ipc::default_socket_path())]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Shows this node and every peer: address, online, path (direct or relayed), traffic.
+    Status {
+        /// The status as JSON (the format in DESIGN.md).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pinhole: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("pinhole: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Status { json } => {
+            let mut c = client::Client::connect(&cli.socket).await?;
+            let value = c.request(Op::Status).await?;
+            let status: Status = serde_json::from_value(value)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", table::render(&status));
+            }
+            Ok(())
+        }
+    }
+}

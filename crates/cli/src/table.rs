@@ -1,0 +1,194 @@
+//! `pinhole status` as a table, like `tailscale status`: this node, then one line per peer with
+//! its address, whether it is online, its path (`direct 198.51.100.7:41641` / `relayed via
+//! REGION`), RTT, traffic and last handshake.
+
+use pinhole_proto::ipc::{Connection, PeerStatus, State, Status};
+use std::fmt::Write as _;
+
+fn state_word(s: State) -> &'static str {
+    match s {
+        State::NeedsLogin => "needs login",
+        State::Stopped => "stopped",
+        State::Connecting => "connecting",
+        State::Connected => "connected",
+        State::SessionExpired => "session expired",
+    }
+}
+
+/// `1.2 KiB`, `3.4 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn path(p: &PeerStatus) -> String {
+    match p.connection {
+        Connection::Direct => format!("direct {}", p.endpoint.as_deref().unwrap_or("?")),
+        Connection::Relayed => format!("relayed via {}", p.relay.as_deref().unwrap_or("?")),
+        Connection::Connecting => "connecting".to_string(),
+        Connection::Offline => "offline".to_string(),
+    }
+}
+
+pub fn render(s: &Status) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "state: {}", state_word(s.state));
+    if let Some(r) = &s.reason {
+        let _ = write!(out, " ({r})");
+    }
+    out.push('\n');
+    if let Some(l) = &s.login {
+        let _ = writeln!(
+            out,
+            "to sign in, open {} and enter the code {}",
+            l.url, l.code
+        );
+    }
+    if let Some(me) = &s.self_node {
+        let _ = writeln!(
+            out,
+            "this node: {} {}{}",
+            me.name,
+            me.addresses.join(" "),
+            if me.endpoints.is_empty() {
+                String::new()
+            } else {
+                format!("  endpoints {}", me.endpoints.join(" "))
+            }
+        );
+    }
+    if s.peers.is_empty() {
+        out.push_str("no peers\n");
+        return out;
+    }
+    let rows: Vec<[String; 8]> = s
+        .peers
+        .iter()
+        .map(|p| {
+            [
+                p.name.clone(),
+                p.addresses.first().cloned().unwrap_or_default(),
+                if p.online { "yes" } else { "no" }.to_string(),
+                path(p),
+                p.rtt_ms.map_or("-".into(), |r| format!("{r:.1} ms")),
+                bytes(p.rx_bytes),
+                bytes(p.tx_bytes),
+                p.last_handshake.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let head = [
+        "NAME",
+        "ADDRESS",
+        "ONLINE",
+        "PATH",
+        "RTT",
+        "RX",
+        "TX",
+        "LAST HANDSHAKE",
+    ];
+    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}  ");
+            }
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    out.push_str(&line(head.to_vec()));
+    for r in &rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    for p in s.peers.iter().filter(|p| p.path_reason.is_some()) {
+        let _ = writeln!(
+            out,
+            "{}: {}",
+            p.name,
+            p.path_reason.as_deref().unwrap_or("")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(name: &str, c: Connection) -> PeerStatus {
+        PeerStatus {
+            name: name.into(),
+            node_key: "k".into(),
+            addresses: vec!["100.64.0.2".into()],
+            online: c != Connection::Offline,
+            connection: c,
+            endpoint: Some("198.51.100.7:41641".into()),
+            relay: Some("fra".into()),
+            rtt_ms: Some(1.25),
+            path_reason: (c == Connection::Offline).then(|| "not connected".to_string()),
+            last_handshake: Some("2026-11-22T17:00:00Z".into()),
+            rx_bytes: 1536,
+            tx_bytes: 12,
+        }
+    }
+
+    #[test]
+    fn table_shows_path_and_traffic() {
+        let s = Status {
+            state: State::Connected,
+            reason: None,
+            login: None,
+            self_node: None,
+            peers: vec![
+                peer("server", Connection::Direct),
+                peer("phone", Connection::Relayed),
+                peer("old", Connection::Offline),
+            ],
+        };
+        let t = render(&s);
+        assert!(t.starts_with("state: connected\n"), "{t}");
+        assert!(t.contains("direct 198.51.100.7:41641"));
+        assert!(t.contains("relayed via fra"));
+        assert!(t.contains("1.5 KiB"));
+        assert!(t.contains("12 B"));
+        assert!(t.contains("old: not connected"));
+        let header = t.lines().nth(1).unwrap();
+        assert!(
+            header.starts_with("NAME") && header.ends_with("LAST HANDSHAKE"),
+            "{header}"
+        );
+    }
+
+    #[test]
+    fn empty_and_not_connected_say_so() {
+        let s = Status {
+            state: State::SessionExpired,
+            reason: Some("signed out".into()),
+            login: None,
+            self_node: None,
+            peers: vec![],
+        };
+        assert_eq!(
+            render(&s),
+            "state: session expired (signed out)\nno peers\n"
+        );
+    }
+}

@@ -1,0 +1,523 @@
+//! The local API: a Unix socket (root:pinhole 0660, the peer's credentials checked) on which
+//! the CLI and the app ask for the status and subscribe to it. One task per client; a client
+//! that sends garbage, too much, the wrong version or nothing gets an error or is dropped, and
+//! the others are served as before.
+
+use pinhole_proto::ipc::{
+    encode, ClientFrame, DaemonFrame, Decoder, Event, FrameError, Hello, IpcError, Op, Reply,
+    Status, MAX_REQUEST_FRAME, VERSION,
+};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// Time a client has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn software() -> String {
+    concat!("pinholed ", env!("CARGO_PKG_VERSION")).to_string()
+}
+
+fn error(id: u64, code: &str, message: impl Into<String>) -> DaemonFrame {
+    DaemonFrame::Reply(Reply {
+        id,
+        ok: None,
+        error: Some(IpcError {
+            code: code.to_string(),
+            message: message.into(),
+        }),
+    })
+}
+
+/// What one frame from a client leads to.
+struct Outcome {
+    replies: Vec<DaemonFrame>,
+    close: bool,
+}
+
+/// The state of one client connection.
+struct Session {
+    greeted: bool,
+    subscribed: bool,
+}
+
+impl Session {
+    fn frame(&mut self, frame: &[u8], status: &watch::Receiver<Status>) -> Outcome {
+        let reply = |f| Outcome {
+            replies: vec![f],
+            close: false,
+        };
+        let value: serde_json::Value = match serde_json::from_slice(frame) {
+            Ok(v) => v,
+            Err(e) => return reply(error(0, "bad-frame", format!("not JSON: {e}"))),
+        };
+        let id = value.get("id").and_then(|v| v.as_u64()).unwrap_or(0);
+        let parsed: ClientFrame =
+            match serde_json::from_value(value.clone()) {
+                Ok(f) => f,
+                Err(_) => return reply(match value.get("op").and_then(|v| v.as_str()) {
+                    Some(op) if value.get("id").is_some() => error(
+                        id,
+                        "unknown-operation",
+                        format!(
+                            "unknown operation {op:?}: this pinholed knows status and subscribe"
+                        ),
+                    ),
+                    _ => error(
+                        id,
+                        "bad-request",
+                        "expected {\"hello\":{…}} or {\"id\":N,\"op\":…}",
+                    ),
+                }),
+            };
+        match parsed {
+            ClientFrame::Hello { hello } if hello.version != VERSION => Outcome {
+                replies: vec![error(
+                    0,
+                    "version-mismatch",
+                    format!(
+                        "protocol version mismatch: {} speaks version {}, this pinholed speaks version {VERSION}; update the older one",
+                        hello.software, hello.version
+                    ),
+                )],
+                close: true,
+            },
+            ClientFrame::Hello { .. } => {
+                self.greeted = true;
+                reply(DaemonFrame::Hello {
+                    hello: Hello {
+                        version: VERSION,
+                        software: software(),
+                    },
+                })
+            }
+            ClientFrame::Request(_) if !self.greeted => reply(error(
+                id,
+                "hello-first",
+                "send a hello with the protocol version first",
+            )),
+            ClientFrame::Request(r) => match r.op {
+                Op::Status => reply(ok(r.id, &*status.borrow())),
+                Op::Subscribe => {
+                    self.subscribed = true;
+                    Outcome {
+                        replies: vec![ok(r.id, &serde_json::Value::Null), snapshot(status)],
+                        close: false,
+                    }
+                }
+            },
+        }
+    }
+}
+
+fn ok<T: serde::Serialize>(id: u64, value: &T) -> DaemonFrame {
+    DaemonFrame::Reply(Reply {
+        id,
+        ok: Some(serde_json::to_value(value).unwrap_or(serde_json::Value::Null)),
+        error: None,
+    })
+}
+
+fn snapshot(status: &watch::Receiver<Status>) -> DaemonFrame {
+    DaemonFrame::Event {
+        event: Event::State {
+            status: Box::new(status.borrow().clone()),
+        },
+    }
+}
+
+/// Serves one client until it leaves, breaks the protocol beyond repair, or the daemon stops.
+pub async fn serve_client<S>(stream: S, mut status: watch::Receiver<Status>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut dec = Decoder::new(MAX_REQUEST_FRAME);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut session = Session {
+        greeted: false,
+        subscribed: false,
+    };
+    let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
+    tokio::pin!(hello_deadline);
+    loop {
+        loop {
+            match dec.next_frame() {
+                Ok(Some(frame)) => {
+                    let out = session.frame(&frame, &status);
+                    for f in &out.replies {
+                        if wr.write_all(&encode(f)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if out.close {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(FrameError::TooLarge(n, max)) => {
+                    let e = error(
+                        0,
+                        "frame-too-large",
+                        format!("a frame of {n} bytes is over the limit of {max}"),
+                    );
+                    let _ = wr.write_all(&encode(&e)).await;
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            r = rd.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => dec.push(&buf[..n]),
+            },
+            changed = status.changed(), if session.subscribed => {
+                if changed.is_err() || wr.write_all(&encode(&snapshot(&status))).await.is_err() {
+                    return;
+                }
+            }
+            _ = &mut hello_deadline, if !session.greeted => {
+                let e = error(0, "hello-timeout", "no hello within 10 s");
+                let _ = wr.write_all(&encode(&e)).await;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+pub use unix::{listen, Access};
+
+#[cfg(unix)]
+mod unix {
+    use super::serve_client;
+    use anyhow::{bail, Context, Result};
+    use pinhole_proto::ipc::Status;
+    use std::ffi::CString;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    use tokio::net::{UnixListener, UnixStream};
+    use tokio::sync::watch;
+
+    /// The group whose members may use the local API besides root.
+    pub const GROUP: &str = "pinhole";
+
+    /// Who may connect: root, and members of the `pinhole` group if it exists.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Access {
+        pub group: Option<u32>,
+    }
+
+    impl Access {
+        pub fn system() -> Access {
+            Access {
+                group: group_id(GROUP),
+            }
+        }
+
+        /// Whether the process with these credentials may use the API.
+        pub fn allows(&self, uid: u32, gid: u32) -> bool {
+            if uid == 0 {
+                return true;
+            }
+            let Some(group) = self.group else {
+                return false;
+            };
+            gid == group || user_groups(uid, gid).contains(&group)
+        }
+    }
+
+    fn group_id(name: &str) -> Option<u32> {
+        let cname = CString::new(name).ok()?;
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        let mut out: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: all pointers are valid for the call; `out` is null or points into `grp`.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                cname.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut out,
+            )
+        };
+        (rc == 0 && !out.is_null()).then_some(grp.gr_gid)
+    }
+
+    /// Every group the user `uid` is in (primary `gid` included).
+    fn user_groups(uid: u32, gid: u32) -> Vec<u32> {
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: all pointers are valid for the call; `out` is null or points into `pw`.
+        let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+        if rc != 0 || out.is_null() {
+            return vec![gid];
+        }
+        let mut groups = vec![0 as libc::gid_t; 256];
+        let mut n = groups.len() as libc::c_int;
+        // SAFETY: pw_name is a valid C string inside `buf`; `groups` has room for `n` entries.
+        let rc = unsafe { libc::getgrouplist(pw.pw_name, gid, groups.as_mut_ptr(), &mut n) };
+        if rc < 0 {
+            return vec![gid];
+        }
+        groups.truncate(n.max(0) as usize);
+        groups
+    }
+
+    /// Binds the socket at `path`: parent directory created, a stale socket replaced (a live
+    /// pinholed on it is an error), mode 0660, group `pinhole` when it exists.
+    pub async fn listen(path: &Path, access: Access) -> Result<UnixListener> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        if path.exists() {
+            if UnixStream::connect(path).await.is_ok() {
+                bail!("another pinholed is already serving {}", path.display());
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+        }
+        let listener = UnixListener::bind(path)
+            .with_context(|| format!("cannot listen on {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+        if let Some(g) = access.group {
+            std::os::unix::fs::chown(path, Some(0), Some(g))
+                .with_context(|| format!("cannot give {} to group {GROUP}", path.display()))?;
+        }
+        Ok(listener)
+    }
+
+    /// Accepts clients until the task is dropped.
+    pub async fn accept_loop(
+        listener: UnixListener,
+        access: Access,
+        status: watch::Receiver<Status>,
+    ) {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("local API accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let allowed = stream
+                .peer_cred()
+                .map(|c| access.allows(c.uid(), c.gid()))
+                .unwrap_or(false);
+            if !allowed {
+                let cred = stream.peer_cred().ok();
+                tracing::info!(uid = ?cred.map(|c| c.uid()), "local API client refused: not root and not in group {GROUP}");
+                let e = super::error(
+                    0,
+                    "permission-denied",
+                    format!("only root and members of group {GROUP} may use pinholed"),
+                );
+                let mut stream = stream;
+                let _ = tokio::io::AsyncWriteExt::write_all(
+                    &mut stream,
+                    &pinhole_proto::ipc::encode(&e),
+                )
+                .await;
+                continue;
+            }
+            tokio::spawn(serve_client(stream, status.clone()));
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn root_always_and_others_only_through_the_group() {
+            let a = Access { group: Some(4242) };
+            assert!(a.allows(0, 0));
+            assert!(a.allows(1000, 4242));
+            assert!(!a.allows(65534, 65534));
+            let none = Access { group: None };
+            assert!(none.allows(0, 0));
+            assert!(!none.allows(1000, 1000));
+        }
+    }
+}
+
+#[cfg(unix)]
+pub use unix::accept_loop;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pinhole_proto::ipc::{Request, State};
+
+    fn status() -> Status {
+        Status {
+            state: State::Connected,
+            reason: None,
+            login: None,
+            self_node: None,
+            peers: vec![],
+        }
+    }
+
+    fn hello(version: u32) -> Vec<u8> {
+        encode(&ClientFrame::Hello {
+            hello: Hello {
+                version,
+                software: "pinhole test".into(),
+            },
+        })
+    }
+
+    fn raw(json: &str) -> Vec<u8> {
+        let mut v = (json.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(json.as_bytes());
+        v
+    }
+
+    /// Sends `input` to a served client and returns every frame the daemon wrote back.
+    async fn exchange(input: Vec<u8>, tx: Option<&watch::Sender<Status>>) -> Vec<DaemonFrame> {
+        let (rx_status_tx, rx_status) = watch::channel(status());
+        let status_rx = tx.map(|t| t.subscribe()).unwrap_or(rx_status);
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let task = tokio::spawn(serve_client(server, status_rx));
+        let (mut crd, mut cwr) = tokio::io::split(client);
+        cwr.write_all(&input).await.unwrap();
+        if let Some(t) = tx {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            t.send_modify(|s| s.state = State::Stopped);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(cwr);
+        drop(rx_status_tx);
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_millis(500), crd.read_to_end(&mut out)).await;
+        task.abort();
+        let mut d = Decoder::new(usize::MAX);
+        d.push(&out);
+        let mut frames = Vec::new();
+        while let Ok(Some(f)) = d.next_frame() {
+            frames.push(serde_json::from_slice(&f).unwrap());
+        }
+        frames
+    }
+
+    fn error_code(f: &DaemonFrame) -> Option<&str> {
+        match f {
+            DaemonFrame::Reply(Reply { error: Some(e), .. }) => Some(&e.code),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn hello_then_status() {
+        let mut input = hello(VERSION);
+        input.extend(encode(&ClientFrame::Request(Request {
+            id: 5,
+            op: Op::Status,
+        })));
+        let frames = exchange(input, None).await;
+        assert!(matches!(&frames[0], DaemonFrame::Hello { hello } if hello.version == VERSION));
+        match &frames[1] {
+            DaemonFrame::Reply(Reply {
+                id: 5, ok: Some(v), ..
+            }) => assert_eq!(v["state"], "connected"),
+            f => panic!("{f:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn wrong_version_names_both_and_closes() {
+        let mut input = hello(VERSION + 1);
+        input.extend(encode(&ClientFrame::Request(Request {
+            id: 5,
+            op: Op::Status,
+        })));
+        let frames = exchange(input, None).await;
+        assert_eq!(frames.len(), 1, "nothing after the mismatch");
+        let DaemonFrame::Reply(Reply { error: Some(e), .. }) = &frames[0] else {
+            panic!()
+        };
+        assert_eq!(e.code, "version-mismatch");
+        assert!(
+            e.message.contains(&format!("version {}", VERSION + 1))
+                && e.message.contains(&format!("version {VERSION}")),
+            "{}",
+            e.message
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_and_unknown_frames_get_errors_and_the_session_goes_on() {
+        let mut input = raw(r#"{"id":1,"op":"status"}"#);
+        input.extend(hello(VERSION));
+        input.extend(raw("not json"));
+        input.extend(raw(r#"{"id":2,"op":"explode"}"#));
+        input.extend(raw(r#"[1,2,3]"#));
+        input.extend(raw(r#"{"id":3,"op":"status"}"#));
+        let frames = exchange(input, None).await;
+        let codes: Vec<Option<&str>> = frames.iter().map(error_code).collect();
+        assert_eq!(
+            codes,
+            [
+                Some("hello-first"),
+                None,
+                Some("bad-frame"),
+                Some("unknown-operation"),
+                Some("bad-request"),
+                None
+            ]
+        );
+        assert!(matches!(
+            &frames[5],
+            DaemonFrame::Reply(Reply {
+                id: 3,
+                ok: Some(_),
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn oversized_frames_close_the_connection() {
+        let mut input = hello(VERSION);
+        input.extend(((MAX_REQUEST_FRAME + 1) as u32).to_be_bytes());
+        input.extend(vec![b' '; 1000]);
+        let frames = exchange(input, None).await;
+        assert_eq!(error_code(frames.last().unwrap()), Some("frame-too-large"));
+    }
+
+    #[tokio::test]
+    async fn subscribers_get_a_snapshot_now_and_on_every_change() {
+        let (tx, _keep) = watch::channel(status());
+        let mut input = hello(VERSION);
+        input.extend(encode(&ClientFrame::Request(Request {
+            id: 1,
+            op: Op::Subscribe,
+        })));
+        let frames = exchange(input, Some(&tx)).await;
+        let states: Vec<State> = frames
+            .iter()
+            .filter_map(|f| match f {
+                DaemonFrame::Event {
+                    event: Event::State { status },
+                } => Some(status.state),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(states, [State::Connected, State::Stopped]);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_mid_frame_is_dropped() {
+        let mut input = hello(VERSION);
+        input.extend(100u32.to_be_bytes());
+        input.extend(b"{\"id\":");
+        let frames = exchange(input, None).await;
+        assert_eq!(frames.len(), 1, "only the hello came back");
+    }
+}

@@ -1,0 +1,279 @@
+//! The status the local API reports: the daemon's state, this node, and every peer with its path,
+//! built from the coordination server's map and the engine's view of each peer.
+
+use crate::mapped_peers::MappedPeers;
+use pinhole_engine::{Engine, PeerStatus as EnginePeer};
+use pinhole_proto::control::Node;
+use pinhole_proto::ipc::{Connection, Nat, PeerStatus, SelfStatus, State, Status};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
+
+/// A handshake older than this no longer shows the path as up (WireGuard rekeys every 2 min).
+const HANDSHAKE_FRESH: Duration = Duration::from_secs(180);
+
+/// Everything a status is made of, at one moment.
+pub struct Inputs<'a> {
+    pub state: State,
+    pub reason: Option<String>,
+    pub self_node: Option<SelfStatus>,
+    /// Peers from the map (none in static mode).
+    pub map_peers: Vec<&'a Node>,
+    /// Peers in the engine.
+    pub engine_peers: Vec<EnginePeer>,
+    pub now: Instant,
+    pub wall_now: SystemTime,
+}
+
+pub fn build(i: Inputs<'_>) -> Status {
+    let mut peers = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for n in &i.map_peers {
+        let e = i.engine_peers.iter().find(|e| e.public_key == n.node_key);
+        seen.insert(n.node_key);
+        peers.push(peer(
+            n.name.clone(),
+            n.node_key.to_base64(),
+            n.addresses.iter().map(|a| a.to_string()).collect(),
+            n.online,
+            e,
+            &i,
+        ));
+    }
+    // Static mode: peers known only to the engine.
+    for e in i
+        .engine_peers
+        .iter()
+        .filter(|e| !seen.contains(&e.public_key))
+    {
+        peers.push(peer(
+            e.public_key.short(),
+            e.public_key.to_base64(),
+            e.allowed_ips.iter().map(|n| n.to_string()).collect(),
+            true,
+            Some(e),
+            &i,
+        ));
+    }
+    peers.sort_by(|a, b| a.name.cmp(&b.name));
+    Status {
+        state: i.state,
+        reason: i.reason.clone(),
+        login: None,
+        self_node: i.self_node.clone(),
+        peers,
+    }
+}
+
+fn peer(
+    name: String,
+    node_key: String,
+    addresses: Vec<String>,
+    online: bool,
+    e: Option<&EnginePeer>,
+    i: &Inputs<'_>,
+) -> PeerStatus {
+    let fresh = e
+        .and_then(|e| e.last_handshake)
+        .is_some_and(|t| i.now.saturating_duration_since(t) < HANDSHAKE_FRESH);
+    let endpoint = e.and_then(|e| e.endpoint);
+    let (connection, path_reason) = if fresh && endpoint.is_some() {
+        (Connection::Direct, None)
+    } else if !online {
+        (
+            Connection::Offline,
+            Some("the peer is not connected to the coordination server".to_string()),
+        )
+    } else if endpoint.is_none() {
+        (
+            Connection::Connecting,
+            Some("no endpoint known for the peer yet".to_string()),
+        )
+    } else {
+        (
+            Connection::Connecting,
+            Some("waiting for a handshake".to_string()),
+        )
+    };
+    let last_handshake = e.and_then(|e| e.last_handshake).map(|t| {
+        let age = i.now.saturating_duration_since(t);
+        humantime::format_rfc3339_seconds(i.wall_now - age).to_string()
+    });
+    PeerStatus {
+        name,
+        node_key,
+        addresses,
+        online,
+        connection,
+        endpoint: endpoint.map(|e| e.to_string()),
+        relay: None,
+        rtt_ms: None,
+        path_reason,
+        last_handshake,
+        rx_bytes: e.map_or(0, |e| e.rx_bytes),
+        tx_bytes: e.map_or(0, |e| e.tx_bytes),
+    }
+}
+
+/// Publishes the status to the local API whenever it changes.
+pub struct Reporter {
+    tx: watch::Sender<Status>,
+    self_node: Option<SelfStatus>,
+}
+
+impl Reporter {
+    pub fn new(tx: watch::Sender<Status>) -> Self {
+        Reporter {
+            tx,
+            self_node: None,
+        }
+    }
+
+    /// Sets the state before the data plane runs (signing in, starting).
+    pub fn set(&self, state: State, reason: Option<String>) {
+        self.tx.send_modify(|s| {
+            s.state = state;
+            s.reason = reason;
+        });
+    }
+
+    /// Who this node is, once known.
+    pub fn set_self(&mut self, node: SelfStatus) {
+        self.self_node = Some(node);
+    }
+
+    /// Rebuilds the status from the engine and the map; subscribers hear of real changes only.
+    pub fn publish(&mut self, engine: &Engine, mapped: &MappedPeers) {
+        let (state, reason) = if let Some(why) = &mapped.signed_out {
+            (
+                State::SessionExpired,
+                Some(format!("signed out by the coordination server: {why}")),
+            )
+        } else if mapped.follows_control() && !mapped.has_map {
+            (
+                State::Connecting,
+                mapped
+                    .unreachable
+                    .clone()
+                    .map(|r| format!("coordination server unreachable: {r}")),
+            )
+        } else {
+            (
+                State::Connected,
+                mapped.unreachable.clone().map(|r| {
+                    format!("coordination server unreachable ({r}); using the last network map")
+                }),
+            )
+        };
+        if let Some(me) = &mut self.self_node {
+            if !mapped.endpoints.is_empty() {
+                me.endpoints = mapped.endpoints.iter().map(|e| e.to_string()).collect();
+            }
+        }
+        let status = build(Inputs {
+            state,
+            reason,
+            self_node: self.self_node.clone(),
+            map_peers: mapped.map_peers(),
+            engine_peers: engine.peers(),
+            now: Instant::now(),
+            wall_now: SystemTime::now(),
+        });
+        self.tx.send_if_modified(|s| {
+            if *s == status {
+                false
+            } else {
+                *s = status;
+                true
+            }
+        });
+    }
+}
+
+/// This node as the status shows it.
+pub fn self_status(
+    name: String,
+    node_key: String,
+    addresses: Vec<String>,
+    endpoints: Vec<String>,
+) -> SelfStatus {
+    SelfStatus {
+        name,
+        node_key,
+        addresses,
+        endpoints,
+        nat: Nat::default(),
+        home_relay: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pinhole_proto::key::Key;
+
+    fn node(name: &str, k: u8, online: bool) -> Node {
+        Node {
+            id: name.into(),
+            name: name.into(),
+            node_key: Key([k; 32]),
+            disco_key: Key([k + 1; 32]),
+            addresses: vec![format!("100.64.0.{k}").parse().unwrap()],
+            endpoints: vec![],
+            home_relay: None,
+            online,
+            last_seen: None,
+            os: "linux".into(),
+            user: None,
+            expires_at: None,
+        }
+    }
+
+    fn engine_peer(k: u8, handshake: Option<Instant>) -> EnginePeer {
+        EnginePeer {
+            public_key: Key([k; 32]),
+            endpoint: Some("192.0.2.2:41641".parse().unwrap()),
+            allowed_ips: vec!["100.64.0.2/32".parse().unwrap()],
+            last_handshake: handshake,
+            handshakes: u64::from(handshake.is_some()),
+            rx_bytes: 10,
+            tx_bytes: 20,
+            rx_packets: 1,
+            tx_packets: 1,
+        }
+    }
+
+    #[test]
+    fn paths_follow_handshakes_and_presence() {
+        let now = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let (a, b, c) = (node("a", 2, true), node("b", 3, true), node("c", 4, false));
+        let s = build(Inputs {
+            state: State::Connected,
+            reason: None,
+            self_node: None,
+            map_peers: vec![&b, &a, &c],
+            engine_peers: vec![
+                engine_peer(2, Some(now - Duration::from_secs(5))),
+                engine_peer(3, None),
+            ],
+            now,
+            wall_now: wall,
+        });
+        let names: Vec<&str> = s.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(s.peers[0].connection, Connection::Direct);
+        assert_eq!(s.peers[0].endpoint.as_deref(), Some("192.0.2.2:41641"));
+        assert_eq!(
+            s.peers[0].last_handshake.as_deref(),
+            Some("2026-11-18T11:06:35Z")
+        );
+        assert_eq!((s.peers[0].rx_bytes, s.peers[0].tx_bytes), (10, 20));
+        assert_eq!(s.peers[1].connection, Connection::Connecting);
+        assert_eq!(s.peers[2].connection, Connection::Offline);
+        assert!(s.peers[2]
+            .path_reason
+            .as_deref()
+            .unwrap()
+            .contains("not connected"));
+    }
+}

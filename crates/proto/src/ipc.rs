@@ -1,0 +1,330 @@
+//! The local API between pinholed and its clients (the CLI, the app): length-delimited JSON
+//! frames (4-byte big-endian length, then one JSON object), a hello with the protocol version
+//! first, requests with ids that get one reply each, and state snapshots pushed to subscribers.
+//! The status object is the one `pinhole status --json` prints (DESIGN.md).
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks; a client and a daemon must agree on it.
+pub const VERSION: u32 = 1;
+
+/// Largest frame a client may send (requests are small).
+pub const MAX_REQUEST_FRAME: usize = 64 * 1024;
+
+/// Largest frame a daemon may send (a status of a very large network).
+pub const MAX_REPLY_FRAME: usize = 64 * 1024 * 1024;
+
+/// Where pinholed serves the local API unless told otherwise.
+pub fn default_socket_path() -> &'static str {
+    if cfg!(windows) {
+        r"\\.\pipe\pinholed"
+    } else if cfg!(target_os = "macos") {
+        "/var/run/pinholed.sock"
+    } else {
+        "/run/pinhole/pinholed.sock"
+    }
+}
+
+/// The first frame each side sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    /// `pinhole 0.1.0`, `pinholed 0.1.0`: for messages, not for decisions.
+    pub software: String,
+}
+
+/// A frame from a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ClientFrame {
+    Hello { hello: Hello },
+    Request(Request),
+}
+
+/// One request; the reply carries the same id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// What a client asks for. (Sign-in, up/down, ping and netcheck join as the daemon learns them;
+/// a daemon answers an operation it does not know with `unknown-operation`.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Op {
+    /// The current status.
+    Status,
+    /// Receive a status snapshot now and after every change.
+    Subscribe,
+}
+
+/// A frame from the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DaemonFrame {
+    Hello { hello: Hello },
+    Reply(Reply),
+    Event { event: Event },
+}
+
+/// The answer to request `id`: a value, or an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The request's id; 0 when the request was too broken to have one.
+    pub id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<IpcError>,
+}
+
+/// Something pushed to a subscriber.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Event {
+    State { status: Box<Status> },
+}
+
+/// A failed request: a stable code and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcError {
+    pub code: String,
+    pub message: String,
+}
+
+/// The daemon's state, as `pinhole status` shows it first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    NeedsLogin,
+    Stopped,
+    Connecting,
+    Connected,
+    SessionExpired,
+}
+
+/// `pinhole status --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub state: State,
+    /// Why the state is not what the user asked for, in words (control unreachable, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// An interactive sign-in waiting for approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<LoginPrompt>,
+    #[serde(rename = "self")]
+    pub self_node: Option<SelfStatus>,
+    pub peers: Vec<PeerStatus>,
+}
+
+/// Where to approve an interactive sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginPrompt {
+    pub url: String,
+    pub code: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelfStatus {
+    pub name: String,
+    pub node_key: String,
+    pub addresses: Vec<String>,
+    pub endpoints: Vec<String>,
+    pub nat: Nat,
+    pub home_relay: Option<String>,
+}
+
+/// What netcheck learned about the local network; none while unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nat {
+    pub mapping_varies_by_dest: Option<bool>,
+    pub udp: Option<bool>,
+}
+
+/// How traffic reaches a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Connection {
+    Direct,
+    Relayed,
+    Connecting,
+    Offline,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub node_key: String,
+    pub addresses: Vec<String>,
+    pub online: bool,
+    pub connection: Connection,
+    pub endpoint: Option<String>,
+    pub relay: Option<String>,
+    pub rtt_ms: Option<f64>,
+    pub path_reason: Option<String>,
+    /// RFC 3339, UTC.
+    pub last_handshake: Option<String>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// Why a byte stream could not be cut into frames.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is larger than the limit of {1}")]
+    TooLarge(usize, usize),
+}
+
+/// One frame: the length, then the JSON.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Cuts a byte stream into frames.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl Decoder {
+    /// A decoder that refuses frames over `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Decoder {
+            buf: Vec::new(),
+            max,
+        }
+    }
+
+    /// Adds bytes read from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole frame's JSON, if one is complete. A frame over the limit is an error
+    /// (the stream cannot be trusted after it: close it).
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > self.max {
+            return Err(FrameError::TooLarge(len, self.max));
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let frame = self.buf[4..4 + len].to_vec();
+        self.buf.drain(..4 + len);
+        Ok(Some(frame))
+    }
+
+    /// Bytes of an unfinished frame (a client that stops mid-frame).
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_through_any_split() {
+        let req = ClientFrame::Request(Request {
+            id: 7,
+            op: Op::Subscribe,
+        });
+        let mut bytes = encode(&ClientFrame::Hello {
+            hello: Hello {
+                version: VERSION,
+                software: "pinhole test".into(),
+            },
+        });
+        bytes.extend(encode(&req));
+        for split in 0..bytes.len() {
+            let mut d = Decoder::new(MAX_REQUEST_FRAME);
+            d.push(&bytes[..split]);
+            let mut frames = Vec::new();
+            while let Some(f) = d.next_frame().unwrap() {
+                frames.push(f);
+            }
+            d.push(&bytes[split..]);
+            while let Some(f) = d.next_frame().unwrap() {
+                frames.push(f);
+            }
+            assert_eq!(frames.len(), 2);
+            let parsed: ClientFrame = serde_json::from_slice(&frames[1]).unwrap();
+            assert_eq!(parsed, req);
+            assert_eq!(d.pending(), 0);
+        }
+    }
+
+    #[test]
+    fn requests_read_as_documented() {
+        let f: ClientFrame = serde_json::from_str(r#"{"id":1,"op":"status"}"#).unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Request(Request {
+                id: 1,
+                op: Op::Status
+            })
+        );
+        let f: ClientFrame =
+            serde_json::from_str(r#"{"hello":{"version":1,"software":"x"}}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Hello { .. }));
+        assert!(serde_json::from_str::<ClientFrame>(r#"{"id":1,"op":"explode"}"#).is_err());
+        assert!(serde_json::from_str::<ClientFrame>(r#"[1,2]"#).is_err());
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_they_arrive() {
+        let mut d = Decoder::new(16);
+        d.push(&1000u32.to_be_bytes());
+        assert_eq!(d.next_frame(), Err(FrameError::TooLarge(1000, 16)));
+    }
+
+    #[test]
+    fn status_matches_the_contract() {
+        let s = Status {
+            state: State::Connected,
+            reason: None,
+            login: None,
+            self_node: Some(SelfStatus {
+                name: "laptop".into(),
+                node_key: "k".into(),
+                addresses: vec!["100.64.0.1".into()],
+                endpoints: vec!["192.0.2.1:41641".into()],
+                nat: Nat::default(),
+                home_relay: None,
+            }),
+            peers: vec![PeerStatus {
+                name: "server".into(),
+                node_key: "k2".into(),
+                addresses: vec!["100.64.0.2".into()],
+                online: true,
+                connection: Connection::Direct,
+                endpoint: Some("198.51.100.7:41641".into()),
+                relay: None,
+                rtt_ms: Some(1.3),
+                path_reason: None,
+                last_handshake: Some("2026-11-22T17:00:00Z".into()),
+                rx_bytes: 0,
+                tx_bytes: 0,
+            }],
+        };
+        let v: serde_json::Value = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["state"], "connected");
+        assert_eq!(v["self"]["name"], "laptop");
+        assert_eq!(v["peers"][0]["connection"], "direct");
+        assert_eq!(v["peers"][0]["relay"], serde_json::Value::Null);
+        assert_eq!(serde_json::from_value::<Status>(v).unwrap(), s);
+    }
+}
