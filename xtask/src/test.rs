@@ -84,6 +84,8 @@ fn cross_check_windows() -> Result<()> {
             "pinhole-control",
             "-p",
             "pinhole-control-client",
+            "-p",
+            "pinhole-cli",
         ],
     )
 }
