@@ -52,10 +52,10 @@ impl Session {
             Err(e) => return reply(error(0, "bad-frame", format!("not JSON: {e}"))),
         };
         let id = value.get("id").and_then(|v| v.as_u64()).unwrap_or(0);
-        let parsed: ClientFrame =
-            match serde_json::from_value(value.clone()) {
-                Ok(f) => f,
-                Err(_) => return reply(match value.get("op").and_then(|v| v.as_str()) {
+        let parsed: ClientFrame = match serde_json::from_value(value.clone()) {
+            Ok(f) => f,
+            Err(_) => {
+                return reply(match value.get("op").and_then(|v| v.as_str()) {
                     Some(op) if value.get("id").is_some() => error(
                         id,
                         "unknown-operation",
@@ -68,8 +68,9 @@ impl Session {
                         "bad-request",
                         "expected {\"hello\":{…}} or {\"id\":N,\"op\":…}",
                     ),
-                }),
-            };
+                })
+            }
+        };
         match parsed {
             ClientFrame::Hello { hello } if hello.version != VERSION => Outcome {
                 replies: vec![error(
