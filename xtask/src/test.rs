@@ -68,24 +68,32 @@ fn cross_check_windows() -> Result<()> {
         eprintln!("\n!!! SKIPPED: Windows cross-check: no MinGW compiler ({e:#}) !!!\n");
         return Ok(());
     }
-    cmd(
-        "cargo",
-        &[
-            "check",
-            "--target",
-            TARGET,
-            "-p",
-            "pinhole-daemon",
-            "-p",
-            "pinhole-engine",
-            "-p",
-            "pinhole-proto",
-            "-p",
-            "pinhole-control",
-            "-p",
-            "pinhole-control-client",
-            "-p",
-            "pinhole-cli",
-        ],
-    )
+    // Warnings fail the check too: code behind cfg(unix) leaves things unused elsewhere.
+    let args = [
+        "check",
+        "--target",
+        TARGET,
+        "-p",
+        "pinhole-daemon",
+        "-p",
+        "pinhole-engine",
+        "-p",
+        "pinhole-proto",
+        "-p",
+        "pinhole-control",
+        "-p",
+        "pinhole-control-client",
+        "-p",
+        "pinhole-cli",
+    ];
+    eprintln!("$ RUSTFLAGS=-Dwarnings cargo {}", args.join(" "));
+    let status = Command::new("cargo")
+        .args(args)
+        .env("RUSTFLAGS", "-Dwarnings")
+        .current_dir(crate::root())
+        .status()?;
+    if !status.success() {
+        anyhow::bail!("the Windows cross-check failed ({status})");
+    }
+    Ok(())
 }

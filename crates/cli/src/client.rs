@@ -1,5 +1,5 @@
-//! A connection to pinholed's local API: hello, then requests with ids, each waiting for its
-//! reply. Errors say what to do.
+//! A connection to pinholed's local API (a Unix socket): hello, then requests with ids, each
+//! waiting for its reply. Errors say what to do.
 
 use anyhow::{anyhow, bail, Context, Result};
 use pinhole_proto::ipc::{
@@ -8,11 +8,9 @@ use pinhole_proto::ipc::{
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-#[cfg(unix)]
 type Stream = tokio::net::UnixStream;
 
 pub struct Client {
-    #[cfg(unix)]
     stream: Stream,
     decoder: Decoder,
     next_id: u64,
@@ -21,50 +19,39 @@ pub struct Client {
 impl Client {
     /// Connects and says hello.
     pub async fn connect(path: &Path) -> Result<Client> {
-        #[cfg(unix)]
-        {
-            let stream = match Stream::connect(path).await {
-                Ok(s) => s,
-                Err(e) => match e.kind() {
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => bail!(
-                        "pinholed is not running (nothing at {}): start it with `sudo pinholed --control-url URL` or its service",
-                        path.display()
-                    ),
-                    std::io::ErrorKind::PermissionDenied => bail!(
-                        "not allowed to talk to pinholed at {}: run as root or join the group pinhole",
-                        path.display()
-                    ),
-                    _ => return Err(e).with_context(|| format!("cannot connect to {}", path.display())),
-                },
-            };
-            let mut c = Client {
-                stream,
-                decoder: Decoder::new(MAX_REPLY_FRAME),
-                next_id: 1,
-            };
-            c.send(&ClientFrame::Hello {
-                hello: Hello {
-                    version: VERSION,
-                    software: concat!("pinhole ", env!("CARGO_PKG_VERSION")).to_string(),
-                },
-            })
-            .await?;
-            match c.frame().await? {
-                DaemonFrame::Hello { .. } => Ok(c),
-                DaemonFrame::Reply(r) => Err(daemon_error(r.error)),
-                other => bail!("unexpected answer from pinholed: {other:?}"),
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            bail!(
-                "the local API is not available on this OS yet (would be {})",
-                path.display()
-            )
+        let stream = match Stream::connect(path).await {
+            Ok(s) => s,
+            Err(e) => match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => bail!(
+                    "pinholed is not running (nothing at {}): start it with `sudo pinholed --control-url URL` or its service",
+                    path.display()
+                ),
+                std::io::ErrorKind::PermissionDenied => bail!(
+                    "not allowed to talk to pinholed at {}: run as root or join the group pinhole",
+                    path.display()
+                ),
+                _ => return Err(e).with_context(|| format!("cannot connect to {}", path.display())),
+            },
+        };
+        let mut c = Client {
+            stream,
+            decoder: Decoder::new(MAX_REPLY_FRAME),
+            next_id: 1,
+        };
+        c.send(&ClientFrame::Hello {
+            hello: Hello {
+                version: VERSION,
+                software: concat!("pinhole ", env!("CARGO_PKG_VERSION")).to_string(),
+            },
+        })
+        .await?;
+        match c.frame().await? {
+            DaemonFrame::Hello { .. } => Ok(c),
+            DaemonFrame::Reply(r) => Err(daemon_error(r.error)),
+            other => bail!("unexpected answer from pinholed: {other:?}"),
         }
     }
 
-    #[cfg(unix)]
     async fn send(&mut self, frame: &ClientFrame) -> Result<()> {
         self.stream
             .write_all(&encode(frame))
@@ -72,7 +59,6 @@ impl Client {
             .context("pinholed closed the connection")
     }
 
-    #[cfg(unix)]
     async fn frame(&mut self) -> Result<DaemonFrame> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -89,27 +75,19 @@ impl Client {
 
     /// Sends one request and returns its result.
     pub async fn request(&mut self, op: Op) -> Result<serde_json::Value> {
-        #[cfg(unix)]
-        {
-            let id = self.next_id;
-            self.next_id += 1;
-            self.send(&ClientFrame::Request(Request { id, op })).await?;
-            loop {
-                match self.frame().await? {
-                    DaemonFrame::Reply(r) if r.id == id || r.id == 0 => {
-                        return match r.error {
-                            Some(e) => Err(daemon_error(Some(e))),
-                            None => Ok(r.ok.unwrap_or(serde_json::Value::Null)),
-                        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&ClientFrame::Request(Request { id, op })).await?;
+        loop {
+            match self.frame().await? {
+                DaemonFrame::Reply(r) if r.id == id || r.id == 0 => {
+                    return match r.error {
+                        Some(e) => Err(daemon_error(Some(e))),
+                        None => Ok(r.ok.unwrap_or(serde_json::Value::Null)),
                     }
-                    _ => continue,
                 }
+                _ => continue,
             }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = op;
-            bail!("the local API is not available on this OS yet")
         }
     }
 }

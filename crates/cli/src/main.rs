@@ -1,6 +1,7 @@
 //! `pinhole`: the command line over pinholed's local API. Exit codes: 0 ok, 1 the operation
 //! failed, 2 usage.
 
+#[cfg(unix)]
 mod client;
 mod table;
 
@@ -47,11 +48,26 @@ fn main() {
     }
 }
 
+/// One request to pinholed; its result.
+async fn request(socket: &std::path::Path, op: Op) -> anyhow::Result<serde_json::Value> {
+    #[cfg(unix)]
+    {
+        client::Client::connect(socket).await?.request(op).await
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = op;
+        anyhow::bail!(
+            "pinhole cannot reach pinholed at {} on this OS yet: its local API is served on Unix only so far",
+            socket.display()
+        )
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Status { json } => {
-            let mut c = client::Client::connect(&cli.socket).await?;
-            let value = c.request(Op::Status).await?;
+            let value = request(&cli.socket, Op::Status).await?;
             let status: Status = serde_json::from_value(value)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);

@@ -5,6 +5,7 @@ mod config;
 mod control_link;
 mod endpoints;
 mod identity;
+#[cfg(unix)]
 mod ipc_server;
 mod mapped_peers;
 mod netmap;
