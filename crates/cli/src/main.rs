@@ -28,6 +28,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Connects: brings the tunnel up (and keeps it up across restarts).
+    Up,
+    /// Disconnects: takes the tunnel down and keeps it down; stays signed in.
+    Down,
 }
 
 fn main() {
@@ -74,6 +78,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", table::render(&status));
             }
+            Ok(())
+        }
+        Command::Up => {
+            request(&cli.socket, Op::Up).await?;
+            println!("pinhole is up");
+            Ok(())
+        }
+        Command::Down => {
+            request(&cli.socket, Op::Down).await?;
+            println!("pinhole is down");
             Ok(())
         }
     }

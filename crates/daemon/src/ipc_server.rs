@@ -3,13 +3,17 @@
 //! that sends garbage, too much, the wrong version or nothing gets an error or is dropped, and
 //! the others are served as before.
 
+pub use crate::command::Command;
 use pinhole_proto::ipc::{
     encode, ClientFrame, DaemonFrame, Decoder, Event, FrameError, Hello, IpcError, Op, Reply,
     Status, MAX_REQUEST_FRAME, VERSION,
 };
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Longest an operation may take before the client is told it timed out.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Time a client has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,6 +37,8 @@ fn error(id: u64, code: &str, message: impl Into<String>) -> DaemonFrame {
 struct Outcome {
     replies: Vec<DaemonFrame>,
     close: bool,
+    /// An operation for the daemon's loop; its reply goes out when it is done.
+    command: Option<(u64, Op)>,
 }
 
 /// The state of one client connection.
@@ -46,6 +52,7 @@ impl Session {
         let reply = |f| Outcome {
             replies: vec![f],
             close: false,
+            command: None,
         };
         let value: serde_json::Value = match serde_json::from_slice(frame) {
             Ok(v) => v,
@@ -82,6 +89,7 @@ impl Session {
                     ),
                 )],
                 close: true,
+                command: None,
             },
             ClientFrame::Hello { .. } => {
                 self.greeted = true;
@@ -104,10 +112,37 @@ impl Session {
                     Outcome {
                         replies: vec![ok(r.id, &serde_json::Value::Null), snapshot(status)],
                         close: false,
+                        command: None,
                     }
                 }
+                op @ (Op::Up | Op::Down) => Outcome {
+                    replies: Vec::new(),
+                    close: false,
+                    command: Some((r.id, op)),
+                },
             },
         }
+    }
+}
+
+/// Hands an operation to the daemon's loop and waits for it to be done.
+async fn run_command(commands: &mpsc::Sender<Command>, op: Op) -> Result<(), IpcError> {
+    let (tx, rx) = oneshot::channel();
+    let gone = || IpcError {
+        code: "shutting-down".into(),
+        message: "pinholed is shutting down".into(),
+    };
+    commands
+        .send(Command { op, reply: tx })
+        .await
+        .map_err(|_| gone())?;
+    match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(gone()),
+        Err(_) => Err(IpcError {
+            code: "timeout".into(),
+            message: format!("no answer within {} s", COMMAND_TIMEOUT.as_secs()),
+        }),
     }
 }
 
@@ -128,8 +163,11 @@ fn snapshot(status: &watch::Receiver<Status>) -> DaemonFrame {
 }
 
 /// Serves one client until it leaves, breaks the protocol beyond repair, or the daemon stops.
-pub async fn serve_client<S>(stream: S, mut status: watch::Receiver<Status>)
-where
+pub async fn serve_client<S>(
+    stream: S,
+    mut status: watch::Receiver<Status>,
+    commands: mpsc::Sender<Command>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -148,6 +186,16 @@ where
                     let out = session.frame(&frame, &status);
                     for f in &out.replies {
                         if wr.write_all(&encode(f)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if let Some((id, op)) = out.command {
+                        let answer = run_command(&commands, op).await;
+                        let f = match answer {
+                            Ok(()) => ok(id, &serde_json::Value::Null),
+                            Err(e) => error(id, &e.code, e.message),
+                        };
+                        if wr.write_all(&encode(&f)).await.is_err() {
                             return;
                         }
                     }
@@ -296,6 +344,7 @@ mod unix {
         listener: UnixListener,
         access: Access,
         status: watch::Receiver<Status>,
+        commands: tokio::sync::mpsc::Sender<super::Command>,
     ) {
         loop {
             let (stream, _) = match listener.accept().await {
@@ -326,7 +375,7 @@ mod unix {
                 .await;
                 continue;
             }
-            tokio::spawn(serve_client(stream, status.clone()));
+            tokio::spawn(serve_client(stream, status.clone(), commands.clone()));
         }
     }
 
@@ -385,7 +434,21 @@ mod tests {
         let (rx_status_tx, rx_status) = watch::channel(status());
         let status_rx = tx.map(|t| t.subscribe()).unwrap_or(rx_status);
         let (client, server) = tokio::io::duplex(1 << 20);
-        let task = tokio::spawn(serve_client(server, status_rx));
+        let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(4);
+        // The daemon's side: up succeeds, down fails, as a loop would answer.
+        let daemon = tokio::spawn(async move {
+            while let Some(c) = cmd_rx.recv().await {
+                let r = match c.op {
+                    Op::Up => Ok(()),
+                    _ => Err(IpcError {
+                        code: "test".into(),
+                        message: "down refused".into(),
+                    }),
+                };
+                let _ = c.reply.send(r);
+            }
+        });
+        let task = tokio::spawn(serve_client(server, status_rx, cmd_tx));
         let (mut crd, mut cwr) = tokio::io::split(client);
         cwr.write_all(&input).await.unwrap();
         if let Some(t) = tx {
@@ -398,6 +461,7 @@ mod tests {
         let mut out = Vec::new();
         let _ = tokio::time::timeout(Duration::from_millis(500), crd.read_to_end(&mut out)).await;
         task.abort();
+        daemon.abort();
         let mut d = Decoder::new(usize::MAX);
         d.push(&out);
         let mut frames = Vec::new();
@@ -511,6 +575,36 @@ mod tests {
             })
             .collect();
         assert_eq!(states, [State::Connected, State::Stopped]);
+    }
+
+    #[tokio::test]
+    async fn up_and_down_go_to_the_daemon_loop_and_come_back_answered() {
+        let mut input = hello(VERSION);
+        input.extend(encode(&ClientFrame::Request(Request { id: 1, op: Op::Up })));
+        input.extend(encode(&ClientFrame::Request(Request {
+            id: 2,
+            op: Op::Down,
+        })));
+        let frames = exchange(input, None).await;
+        assert!(
+            matches!(
+                &frames[1],
+                DaemonFrame::Reply(Reply {
+                    id: 1,
+                    error: None,
+                    ..
+                })
+            ),
+            "{frames:?}"
+        );
+        match &frames[2] {
+            DaemonFrame::Reply(Reply {
+                id: 2,
+                error: Some(e),
+                ..
+            }) => assert_eq!(e.message, "down refused"),
+            f => panic!("{f:?}"),
+        }
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! pinholed: creates the TUN device, owns the UDP socket and runs the engine in one loop.
 
 mod args;
+mod command;
 mod config;
 mod control_link;
 mod endpoints;
@@ -9,6 +10,7 @@ mod identity;
 mod ipc_server;
 mod mapped_peers;
 mod netmap;
+mod prefs;
 mod routes;
 mod run;
 mod state_dir;

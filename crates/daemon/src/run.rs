@@ -2,10 +2,12 @@
 //! it returns, wakes the engine's timers, and applies the coordination server's map; stops
 //! cleanly on SIGINT/SIGTERM. Peers come from a static file or from control.
 
-use crate::control_link::{self, ControlMsg};
+use crate::command::Command;
+use crate::control_link;
 #[cfg(unix)]
 use crate::ipc_server;
 use crate::mapped_peers::MappedPeers;
+use crate::prefs::Prefs;
 use crate::status::{self, Reporter};
 use crate::tun_io::TunIo;
 use crate::{args::Args, config, identity, routes, state_dir, tun_device, udp};
@@ -13,12 +15,12 @@ use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use pinhole_control_client::ControlClient;
 use pinhole_engine::{Engine, Event, Key, PeerSettings};
-use pinhole_proto::ipc::{State, Status};
+use pinhole_proto::ipc::{IpcError, Op, State, Status};
 use std::io::ErrorKind;
 use std::net::IpAddr;
 use std::time::Instant;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Packets read from one source before the loop writes out and looks at the others again.
 const BATCH: usize = 256;
@@ -32,22 +34,23 @@ pub async fn run(args: Args) -> Result<()> {
         self_node: None,
         peers: Vec::new(),
     });
+    let (cmd_tx, mut cmds) = mpsc::channel::<Command>(16);
     #[cfg(unix)]
     let api = {
         let access = ipc_server::Access::system();
         let listener = ipc_server::listen(&args.socket, access).await?;
         tracing::info!(socket = %args.socket.display(), "local API listening");
-        tokio::spawn(ipc_server::accept_loop(listener, access, status_rx))
+        tokio::spawn(ipc_server::accept_loop(listener, access, status_rx, cmd_tx))
     };
     #[cfg(not(unix))]
     {
-        drop(status_rx);
+        drop((status_rx, cmd_tx));
         tracing::warn!("the local API is not served on this OS yet");
     }
     let mut reporter = Reporter::new(status_tx);
     let result = match args.config.clone() {
-        Some(path) => run_static(&args, &path, &mut reporter).await,
-        None => run_with_control(&args, &mut reporter).await,
+        Some(path) => run_static(&args, &path, &mut reporter, &mut cmds).await,
+        None => run_with_control(&args, &mut reporter, &mut cmds).await,
     };
     #[cfg(unix)]
     {
@@ -70,6 +73,7 @@ async fn run_static(
     args: &Args,
     config_path: &std::path::Path,
     reporter: &mut Reporter,
+    cmds: &mut mpsc::Receiver<Command>,
 ) -> Result<()> {
     let config = config::load(config_path)?;
     let socket = udp::bind(config.interface.listen_port.unwrap_or(0))?;
@@ -88,11 +92,16 @@ async fn run_static(
             .collect(),
         Vec::new(),
     ));
-    run_dataplane(args, plan, socket, None, reporter).await
+    let mut mapped = MappedPeers::new(None, args.state_dir.clone());
+    supervise(args, &plan, &socket, &mut mapped, reporter, cmds).await
 }
 
 /// Control mode: join through the coordination server and follow its map.
-async fn run_with_control(args: &Args, reporter: &mut Reporter) -> Result<()> {
+async fn run_with_control(
+    args: &Args,
+    reporter: &mut Reporter,
+    cmds: &mut mpsc::Receiver<Command>,
+) -> Result<()> {
     let saved = identity::registration(&args.state_dir)?;
     let url = match (&args.control_url, &saved) {
         (Some(u), _) => u.trim_end_matches('/').to_string(),
@@ -182,18 +191,40 @@ async fn run_with_control(args: &Args, reporter: &mut Reporter) -> Result<()> {
         mtu: tun_device::DEFAULT_MTU,
         peers: Vec::new(),
     };
-    let result = run_dataplane(args, plan, socket, Some(rx), reporter).await;
+    let mut mapped = MappedPeers::new(Some(rx), args.state_dir.clone());
+    let result = supervise(args, &plan, &socket, &mut mapped, reporter, cmds).await;
     follower.abort();
     result
 }
 
-async fn run_dataplane(
+/// Why the data plane stopped.
+enum Exit {
+    Signal,
+    /// `pinhole down`: answered once the device is gone.
+    Down(oneshot::Sender<Result<(), IpcError>>),
+}
+
+fn not_a_command(op: &Op) -> IpcError {
+    IpcError {
+        code: "bad-request".into(),
+        message: format!("{op:?} is not an operation on the tunnel"),
+    }
+}
+
+/// Runs the data plane while the user wants it up, and waits while they want it down; both
+/// keep following control. Returns on SIGINT/SIGTERM.
+async fn supervise(
     args: &Args,
-    plan: Plan,
-    socket: UdpSocket,
-    control: Option<mpsc::Receiver<ControlMsg>>,
+    plan: &Plan,
+    socket: &UdpSocket,
+    mapped: &mut MappedPeers,
     reporter: &mut Reporter,
+    cmds: &mut mpsc::Receiver<Command>,
 ) -> Result<()> {
+    let mut prefs = Prefs::load(&args.state_dir);
+    let mut on_up = None;
+    // One engine for the daemon's life: sessions survive `down` and `up`, so peers need no new
+    // handshake when the tunnel comes back.
     let now = Instant::now();
     let mut engine = Engine::new(plan.private, now);
     tracing::info!(public_key = %engine.public_key().to_base64(), "node key loaded");
@@ -202,8 +233,82 @@ async fn run_dataplane(
             .upsert_peer(now, p.clone())
             .with_context(|| format!("peer {}", p.public_key.to_base64()))?;
     }
+    loop {
+        if prefs.want_up {
+            let exit = run_dataplane(
+                args,
+                plan,
+                socket,
+                &mut engine,
+                mapped,
+                reporter,
+                cmds,
+                on_up.take(),
+            );
+            match exit.await? {
+                Exit::Signal => return Ok(()),
+                Exit::Down(reply) => {
+                    prefs.set_want_up(false);
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            continue;
+        }
+        reporter.publish(None, mapped);
+        tracing::info!("the tunnel is down; `pinhole up` brings it back");
+        let mut shutdown = std::pin::pin!(shutdown_signal());
+        loop {
+            tokio::select! {
+                signal = &mut shutdown => {
+                    tracing::info!("{signal}: shutting down");
+                    return Ok(());
+                }
+                Some(c) = cmds.recv() => match c.op {
+                    Op::Up => {
+                        prefs.set_want_up(true);
+                        on_up = Some(c.reply);
+                        break;
+                    }
+                    Op::Down => {
+                        let _ = c.reply.send(Ok(()));
+                    }
+                    other => {
+                        let _ = c.reply.send(Err(not_a_command(&other)));
+                    }
+                },
+                Some(msg) = mapped.recv() => {
+                    mapped.apply(&mut engine, msg);
+                    reporter.publish(None, mapped);
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_dataplane(
+    args: &Args,
+    plan: &Plan,
+    socket: &UdpSocket,
+    engine: &mut Engine,
+    mapped: &mut MappedPeers,
+    reporter: &mut Reporter,
+    cmds: &mut mpsc::Receiver<Command>,
+    on_up: Option<oneshot::Sender<Result<(), IpcError>>>,
+) -> Result<Exit> {
     let local = socket.local_addr()?;
-    let device = tun_device::create(&args.tun_name, &plan.addresses, plan.mtu)?;
+    let device = match tun_device::create(&args.tun_name, &plan.addresses, plan.mtu) {
+        Ok(d) => d,
+        Err(e) => {
+            if let Some(r) = on_up {
+                let _ = r.send(Err(IpcError {
+                    code: "tun-failed".into(),
+                    message: format!("{e:#}"),
+                }));
+            }
+            return Err(e);
+        }
+    };
     let dev_name = device.name().unwrap_or_else(|_| args.tun_name.clone());
     let mut tun = TunIo::new(device, plan.mtu);
     let routes = routes::needed(
@@ -213,7 +318,7 @@ async fn run_dataplane(
             .flat_map(|p| p.allowed_ips.iter().copied()),
     );
     let mut added = Vec::new();
-    let mut result = Ok(());
+    let mut result = Ok(Exit::Signal);
     for net in &routes {
         match routes::add(&dev_name, net) {
             Ok(()) => added.push(*net),
@@ -223,6 +328,15 @@ async fn run_dataplane(
             }
         }
     }
+    if let Some(r) = on_up {
+        let _ = r.send(match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(IpcError {
+                code: "routes-failed".into(),
+                message: format!("{e:#}"),
+            }),
+        });
+    }
     if result.is_ok() {
         tracing::info!(
             device = %dev_name,
@@ -230,8 +344,7 @@ async fn run_dataplane(
             peers = plan.peers.len(),
             "pinholed is up"
         );
-        let mut ctl = MappedPeers::new(control, args.state_dir.clone());
-        result = event_loop(&mut engine, &socket, &mut tun, &mut ctl, reporter).await;
+        result = event_loop(engine, socket, &mut tun, mapped, reporter, cmds).await;
         reporter.set(State::Stopped, None);
     }
     for net in added.iter().rev() {
@@ -257,7 +370,8 @@ async fn event_loop(
     tun: &mut TunIo,
     control: &mut MappedPeers,
     reporter: &mut Reporter,
-) -> Result<()> {
+    cmds: &mut mpsc::Receiver<Command>,
+) -> Result<Exit> {
     let mut report = tokio::time::interval(std::time::Duration::from_secs(1));
     let local = socket.local_addr()?;
     let mut shutdown = std::pin::pin!(shutdown_signal());
@@ -269,8 +383,20 @@ async fn event_loop(
             biased;
             signal = &mut shutdown => {
                 tracing::info!("{signal}: shutting down");
-                return Ok(());
+                return Ok(Exit::Signal);
             }
+            Some(c) = cmds.recv() => match c.op {
+                Op::Down => {
+                    tracing::info!("taking the tunnel down");
+                    return Ok(Exit::Down(c.reply));
+                }
+                Op::Up => {
+                    let _ = c.reply.send(Ok(()));
+                }
+                other => {
+                    let _ = c.reply.send(Err(not_a_command(&other)));
+                }
+            },
             r = tun.recv_batch() => {
                 let n = r.context("reading the TUN device")?;
                 let now = Instant::now();
@@ -310,9 +436,9 @@ async fn event_loop(
             }
             Some(msg) = control.recv() => {
                 control.apply(engine, msg);
-                reporter.publish(engine, control);
+                reporter.publish(Some(engine), control);
             }
-            _ = report.tick() => reporter.publish(engine, control),
+            _ = report.tick() => reporter.publish(Some(engine), control),
             _ = tokio::time::sleep_until(deadline) => {}
         }
         engine.handle_timeout(Instant::now());

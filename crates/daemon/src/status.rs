@@ -142,12 +142,14 @@ impl Reporter {
     }
 
     /// Rebuilds the status from the engine and the map; subscribers hear of real changes only.
-    pub fn publish(&mut self, engine: &Engine, mapped: &MappedPeers) {
+    pub fn publish(&mut self, engine: Option<&Engine>, mapped: &MappedPeers) {
         let (state, reason) = if let Some(why) = &mapped.signed_out {
             (
                 State::SessionExpired,
                 Some(format!("signed out by the coordination server: {why}")),
             )
+        } else if engine.is_none() {
+            (State::Stopped, None)
         } else if mapped.follows_control() && !mapped.has_map {
             (
                 State::Connecting,
@@ -174,7 +176,7 @@ impl Reporter {
             reason,
             self_node: self.self_node.clone(),
             map_peers: mapped.map_peers(),
-            engine_peers: engine.peers(),
+            engine_peers: engine.map(Engine::peers).unwrap_or_default(),
             now: Instant::now(),
             wall_now: SystemTime::now(),
         });

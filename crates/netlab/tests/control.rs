@@ -99,6 +99,25 @@ fn mesh_through_control_survives_a_control_restart() {
         "{err}"
     );
 
+    // `pinhole down` on n3: its device is gone and its status says stopped; `up` brings it back.
+    let (ok, out, err) = mesh::pinhole(&lab, "n3", &["down"]);
+    assert!(ok && out.contains("down"), "{out}{err}");
+    assert!(
+        lab.run("n3", &["ip", "link", "show", "ph0"], Duration::from_secs(5))
+            .map(|o| !o.status.success())
+            .unwrap_or(false),
+        "the TUN device is gone"
+    );
+    assert_eq!(mesh::status_json(&lab, "n3")["state"], "stopped");
+    let (ok, out, err) = mesh::pinhole(&lab, "n3", &["up"]);
+    assert!(ok && out.contains("up"), "{out}{err}");
+    assert_eq!(mesh::status_json(&lab, "n3")["state"], "connected");
+    assert!(
+        ping(&lab, "n1", &addr[2]),
+        "n1 → n3 after down and up\n{}",
+        procs[2].log_text()
+    );
+
     // A fourth node: the others have it in their maps within a second of its registration.
     let p4 = start_node(&mut lab, "n4", &key);
     let registered = first_line_time(&p4, &["registered"]).expect("n4 logged its registration");

@@ -49,13 +49,17 @@ pub struct Request {
     pub op: Op,
 }
 
-/// What a client asks for. (Sign-in, up/down, ping and netcheck join as the daemon learns them;
+/// What a client asks for. (Sign-in, ping and netcheck join as the daemon learns them;
 /// a daemon answers an operation it does not know with `unknown-operation`.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Op {
     /// The current status.
     Status,
+    /// Connect: bring the tunnel up (remembered across restarts).
+    Up,
+    /// Disconnect: take the tunnel down and keep it down; stay signed in.
+    Down,
     /// Receive a status snapshot now and after every change.
     Subscribe,
 }

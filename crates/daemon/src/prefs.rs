@@ -1,0 +1,53 @@
+//! What the user asked for that outlives a restart: whether the tunnel should be up.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+const FILE: &str = "prefs.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prefs {
+    pub want_up: bool,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+impl Prefs {
+    /// The saved preferences, or the defaults (up) if there are none or they are unreadable.
+    pub fn load(state_dir: &Path) -> Prefs {
+        let path = state_dir.join(FILE);
+        let want_up = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Prefs>(&b).ok())
+            .is_none_or(|p| p.want_up);
+        Prefs { want_up, path }
+    }
+
+    /// Saves them; a failure is logged (the daemon still does what was asked).
+    pub fn set_want_up(&mut self, up: bool) {
+        self.want_up = up;
+        let r = serde_json::to_vec(self)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&self.path, b));
+        if let Err(e) = r {
+            tracing::warn!(file = %self.path.display(), "cannot save preferences: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn down_is_remembered_and_garbage_means_up() {
+        let d = std::env::temp_dir().join(format!("pinholed-prefs-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        assert!(Prefs::load(&d).want_up);
+        Prefs::load(&d).set_want_up(false);
+        assert!(!Prefs::load(&d).want_up);
+        std::fs::write(d.join(FILE), "garbage").unwrap();
+        assert!(Prefs::load(&d).want_up);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
