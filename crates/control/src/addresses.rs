@@ -9,9 +9,6 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 pub const V4_FIRST: u32 = u32::from_be_bytes([100, 64, 0, 1]);
 pub const V4_LAST: u32 = u32::from_be_bytes([100, 127, 255, 254]);
 
-/// The overlay's IPv4 prefix.
-pub const V4_PREFIX: &str = "100.64.0.0/10";
-
 /// A fresh RFC 4193 prefix: `fd` + 40 random bits, as text `fdxx:xxxx:xxxx::/48`.
 pub fn new_ula_prefix() -> String {
     let mut id = [0u8; 5];

@@ -259,15 +259,10 @@ pub async fn register(
         }
     };
     st.load_account(&who.account_id).await?;
-    st.publish(&who.account_id, &node_id).await?;
-    let row = st
-        .store
-        .node_by_id(&node_id, now_ms())
+    let node = st
+        .publish(&who.account_id, &node_id)
         .await?
         .ok_or_else(|| ApiErr::not_found("the node was removed while registering"))?;
-    let node = st
-        .to_node(&row, now_ms())
-        .ok_or_else(|| ApiErr::bad_request("the node expired while registering"))?;
     tracing::info!(node = %node.name, account = %who.account_name, "node registered");
     Ok(Json(RegisterResponse {
         node_id,
@@ -420,7 +415,7 @@ impl Drop for StreamGuard {
                 let r = async {
                     st.store.presence(&node, &st.instance, -1).await?;
                     st.store.touch_node(&node, now_ms()).await?;
-                    st.publish(&account, &node).await
+                    st.publish(&account, &node).await.map(drop)
                 };
                 if let Err(e) = r.await {
                     tracing::warn!("marking a node offline: {e}");
@@ -515,13 +510,9 @@ pub async fn update_node(
             now_ms(),
         )
         .await?;
-    st.publish(&row.account_id, &row.id).await?;
-    let now = now_ms();
     let fresh = st
-        .store
-        .node_by_id(&row.id, now)
+        .publish(&row.account_id, &row.id)
         .await?
-        .and_then(|r| st.to_node(&r, now))
         .ok_or_else(|| ApiErr::not_found("the node was removed"))?;
     Ok(Json(fresh))
 }

@@ -197,6 +197,7 @@ pub async fn approve(
         return page_response(
             StatusCode::BAD_REQUEST,
             "",
+            "",
             "Fill in the code, your user name and your password.",
         );
     };
@@ -204,6 +205,7 @@ pub async fn approve(
         return page_response(
             StatusCode::BAD_REQUEST,
             "",
+            &form.username,
             "That is not a valid code: it has eight letters, as shown on your device.",
         );
     };
@@ -215,6 +217,7 @@ pub async fn approve(
             return page_response(
                 StatusCode::TOO_MANY_REQUESTS,
                 &code,
+                &form.username,
                 &format!(
                     "Too many failed sign-ins. Try again in {} seconds.",
                     wait.as_secs().max(1)
@@ -230,6 +233,7 @@ pub async fn approve(
         return page_response(
             StatusCode::BAD_REQUEST,
             "",
+            &form.username,
             "That code is unknown or has expired: start signing in again on your device.",
         );
     };
@@ -253,6 +257,7 @@ pub async fn approve(
         return page_response(
             StatusCode::UNAUTHORIZED,
             &code,
+            &form.username,
             "Wrong user name or password.",
         );
     };
@@ -272,8 +277,9 @@ fn dummy_hash() -> String {
         .clone()
 }
 
-fn page_response(status: StatusCode, code: &str, error: &str) -> Response {
-    (status, Html(page_html(code, Some(error), ""))).into_response()
+/// The sign-in page again with an error; the code and user name stay filled in.
+fn page_response(status: StatusCode, code: &str, username: &str, error: &str) -> Response {
+    (status, Html(page_html(code, Some(error), username))).into_response()
 }
 
 fn escape(s: &str) -> String {

@@ -274,20 +274,6 @@ impl Hub {
         broadcast(a, |_| removed.clone());
     }
 
-    /// The cached record of a node.
-    pub fn node(&self, account: &str, node_id: &str) -> Option<Node> {
-        let inner = self.lock();
-        Some(
-            inner
-                .accounts
-                .get(account)?
-                .nodes
-                .get(node_id)?
-                .node
-                .clone(),
-        )
-    }
-
     /// Whether the node has a stream open here.
     pub fn has_stream(&self, account: &str, node_id: &str) -> bool {
         let inner = self.lock();
@@ -295,16 +281,6 @@ impl Hub {
             .accounts
             .get(account)
             .is_some_and(|a| a.streams.contains_key(node_id))
-    }
-
-    /// Streams open on this instance.
-    pub fn stream_count(&self) -> usize {
-        let inner = self.lock();
-        inner
-            .accounts
-            .values()
-            .map(|a| a.streams.values().map(Vec::len).sum::<usize>())
-            .sum()
     }
 
     /// (account, node id) of every node with a stream open here.

@@ -189,19 +189,34 @@ impl AppState {
         })
     }
 
-    /// Reads a node afresh and hands it to local streams and the other instances.
-    pub async fn publish(&self, account_id: &str, node_id: &str) -> Result<(), StoreError> {
+    /// Reads a node afresh and hands it to local streams and the other instances; the node as
+    /// published, none if it is gone (removed or expired).
+    pub async fn publish(
+        &self,
+        account_id: &str,
+        node_id: &str,
+    ) -> Result<Option<Node>, StoreError> {
         let now = now_ms();
-        match self.store.node_by_id(node_id, now).await? {
+        let node = match self.store.node_by_id(node_id, now).await? {
             Some(row) => match self.to_node(&row, now) {
-                Some(node) => self.hub.upsert(account_id, node),
-                None => self.hub.remove(account_id, node_id, "node key expired"),
+                Some(node) => {
+                    self.hub.upsert(account_id, node.clone());
+                    Some(node)
+                }
+                None => {
+                    self.hub.remove(account_id, node_id, "node key expired");
+                    None
+                }
             },
-            None => self.hub.remove(account_id, node_id, "node removed"),
-        }
+            None => {
+                self.hub.remove(account_id, node_id, "node removed");
+                None
+            }
+        };
         self.store
             .notify(&format!("{} {account_id} {node_id}", self.instance))
-            .await
+            .await?;
+        Ok(node)
     }
 
     /// Makes sure the account's nodes are in memory.

@@ -173,10 +173,6 @@ impl Store {
         &self.url
     }
 
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
     // ---- settings ----
 
     /// The value of `name`, set to `make()` the first time (first writer wins across instances).

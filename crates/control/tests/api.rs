@@ -385,6 +385,10 @@ async fn device_sign_in_and_sessions(db: &str) {
     let (status, body) = approve(&h, &code.user_code, "alice", "wrong horse").await;
     assert_eq!(status, 401);
     assert!(body.contains("Wrong user name or password"));
+    assert!(
+        body.contains("value=\"alice\""),
+        "the user name stays filled in"
+    );
     let (status, _) = approve(&h, "BBBB-BBBB", "alice", "correct horse").await;
     assert_eq!(status, 400, "unknown code");
     let (status, body) =

@@ -137,7 +137,7 @@ pub fn forget_registration(dir: &Path) {
     let _ = std::fs::remove_file(dir.join(CONTROL_FILE));
 }
 
-/// Reads an auth key from a file (first line), refusing files others can read.
+/// Reads an auth key from a file (its first line).
 pub fn read_auth_key(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the auth key file {}", path.display()))?;
