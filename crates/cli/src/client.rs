@@ -1,14 +1,40 @@
-//! A connection to pinholed's local API (a Unix socket): hello, then requests with ids, each
-//! waiting for its reply. Errors say what to do.
+//! A connection to pinholed's local API (a Unix socket, or a named pipe on Windows): hello,
+//! then requests with ids, each waiting for its reply, while state events of a subscription
+//! are shown to a watcher. Errors say what to do.
 
 use anyhow::{anyhow, bail, Context, Result};
 use pinhole_proto::ipc::{
-    encode, ClientFrame, DaemonFrame, Decoder, Hello, Op, Request, MAX_REPLY_FRAME, VERSION,
+    encode, ClientFrame, DaemonFrame, Decoder, Event, Hello, Op, Request, Status, MAX_REPLY_FRAME,
+    VERSION,
 };
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[cfg(unix)]
 type Stream = tokio::net::UnixStream;
+#[cfg(windows)]
+type Stream = tokio::net::windows::named_pipe::NamedPipeClient;
+
+#[cfg(unix)]
+async fn open(path: &Path) -> std::io::Result<Stream> {
+    Stream::connect(path).await
+}
+
+#[cfg(windows)]
+async fn open(path: &Path) -> std::io::Result<Stream> {
+    use tokio::net::windows::named_pipe::ClientOptions;
+    // ERROR_PIPE_BUSY: every instance is taken for a moment; try again shortly.
+    const PIPE_BUSY: i32 = 231;
+    for _ in 0..50 {
+        match ClientOptions::new().open(path) {
+            Err(e) if e.raw_os_error() == Some(PIPE_BUSY) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            r => return r,
+        }
+    }
+    ClientOptions::new().open(path)
+}
 
 pub struct Client {
     stream: Stream,
@@ -19,7 +45,7 @@ pub struct Client {
 impl Client {
     /// Connects and says hello.
     pub async fn connect(path: &Path) -> Result<Client> {
-        let stream = match Stream::connect(path).await {
+        let stream = match open(path).await {
             Ok(s) => s,
             Err(e) => match e.kind() {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => bail!(
@@ -75,11 +101,24 @@ impl Client {
 
     /// Sends one request and returns its result.
     pub async fn request(&mut self, op: Op) -> Result<serde_json::Value> {
+        self.request_watching(op, |_| {}).await
+    }
+
+    /// Sends one request and returns its result; status snapshots of a subscription made
+    /// earlier on this connection go to `watch` meanwhile.
+    pub async fn request_watching(
+        &mut self,
+        op: Op,
+        mut watch: impl FnMut(&Status),
+    ) -> Result<serde_json::Value> {
         let id = self.next_id;
         self.next_id += 1;
         self.send(&ClientFrame::Request(Request { id, op })).await?;
         loop {
             match self.frame().await? {
+                DaemonFrame::Event {
+                    event: Event::State { status },
+                } => watch(&status),
                 DaemonFrame::Reply(r) if r.id == id || r.id == 0 => {
                     return match r.error {
                         Some(e) => Err(daemon_error(Some(e))),

@@ -1,19 +1,25 @@
 //! `pinhole`: the command line over pinholed's local API. Exit codes: 0 ok, 1 the operation
 //! failed, 2 usage.
 
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 mod client;
+mod credentials;
+mod report;
 mod table;
 
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use pinhole_proto::ipc::{Op, Status};
-use std::path::PathBuf;
+use pinhole_proto::ipc::{
+    Credential, LoginResult, LogoutResult, NetcheckReport, Op, PingReply, Status,
+};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Pinhole: the mesh VPN's command line.
 #[derive(Debug, Parser)]
 #[command(name = "pinhole", version, about)]
 struct Cli {
-    /// pinholed's local API socket.
+    /// pinholed's local API socket (a pipe name on Windows).
     #[arg(long, default_value = pinhole_proto::ipc::default_socket_path())]
     socket: PathBuf,
     #[command(subcommand)]
@@ -22,16 +28,47 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Signs this device in: with an auth key, or interactively (prints a URL and a code to
+    /// approve in a browser, and waits). The session is kept in the OS credential store.
+    Login {
+        /// The coordination server (e.g. https://control.example.com); the last one if omitted.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// An auth key made with `pinhole-control authkey create` (for machines without a person).
+        #[arg(long, value_name = "KEY")]
+        authkey: Option<String>,
+        /// The name to register under (default: the host name).
+        #[arg(long)]
+        hostname: Option<String>,
+    },
+    /// Connects: brings the tunnel up (and keeps it up across restarts).
+    Up,
+    /// Disconnects: takes the tunnel down and keeps it down; stays signed in.
+    Down,
+    /// Signs out: this device leaves the network and the stored session is revoked and removed.
+    Logout,
     /// Shows this node and every peer: address, online, path (direct or relayed), traffic.
     Status {
         /// The status as JSON (the format in DESIGN.md).
         #[arg(long)]
         json: bool,
     },
-    /// Connects: brings the tunnel up (and keeps it up across restarts).
-    Up,
-    /// Disconnects: takes the tunnel down and keeps it down; stays signed in.
-    Down,
+    /// Pings a peer through the tunnel (by name, address or node key): round-trip time and path.
+    Ping {
+        peer: String,
+        /// How many pings (one per second).
+        #[arg(long, short = 'c', default_value_t = 4)]
+        count: u32,
+        /// How long to wait for each reply, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+    /// Examines the local network: UDP, public address, NAT behaviour, relay and server latency.
+    Netcheck {
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() {
@@ -52,24 +89,68 @@ fn main() {
     }
 }
 
+#[cfg(any(unix, windows))]
+async fn connect(socket: &Path) -> Result<client::Client> {
+    client::Client::connect(socket).await
+}
+
+#[cfg(not(any(unix, windows)))]
+async fn connect(socket: &Path) -> Result<std::convert::Infallible> {
+    bail!(
+        "pinhole cannot reach pinholed at {} on this OS",
+        socket.display()
+    )
+}
+
 /// One request to pinholed; its result.
-async fn request(socket: &std::path::Path, op: Op) -> anyhow::Result<serde_json::Value> {
-    #[cfg(unix)]
-    {
-        client::Client::connect(socket).await?.request(op).await
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = op;
-        anyhow::bail!(
-            "pinhole cannot reach pinholed at {} on this OS yet: its local API is served on Unix only so far",
-            socket.display()
-        )
+async fn request(socket: &Path, op: Op) -> Result<serde_json::Value> {
+    connect(socket).await?.request(op).await
+}
+
+/// The credential store, off the async thread (its backends may block).
+async fn stored_credential() -> Option<Credential> {
+    match tokio::task::spawn_blocking(credentials::load).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            eprintln!("pinhole: note: {e:#}");
+            None
+        }
+        Err(_) => None,
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Login {
+            server,
+            authkey,
+            hostname,
+        } => login(&cli.socket, server, authkey, hostname).await,
+        Command::Up => {
+            let credential = stored_credential().await;
+            request(&cli.socket, Op::Up { credential }).await?;
+            println!("pinhole is up");
+            Ok(())
+        }
+        Command::Down => {
+            request(&cli.socket, Op::Down).await?;
+            println!("pinhole is down");
+            Ok(())
+        }
+        Command::Logout => {
+            let credential = stored_credential().await;
+            let value = request(&cli.socket, Op::Logout { credential }).await?;
+            let result: LogoutResult = serde_json::from_value(value)?;
+            let forgotten = tokio::task::spawn_blocking(credentials::forget).await?;
+            if let Some(w) = result.warning {
+                eprintln!("pinhole: warning: {w}");
+            }
+            if let Err(e) = forgotten {
+                eprintln!("pinhole: warning: {e:#}");
+            }
+            println!("logged out");
+            Ok(())
+        }
         Command::Status { json } => {
             let value = request(&cli.socket, Op::Status).await?;
             let status: Status = serde_json::from_value(value)?;
@@ -80,15 +161,116 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Up => {
-            request(&cli.socket, Op::Up).await?;
-            println!("pinhole is up");
-            Ok(())
-        }
-        Command::Down => {
-            request(&cli.socket, Op::Down).await?;
-            println!("pinhole is down");
+        Command::Ping {
+            peer,
+            count,
+            timeout_ms,
+        } => ping(&cli.socket, &peer, count, timeout_ms).await,
+        Command::Netcheck { json } => {
+            let value = request(&cli.socket, Op::Netcheck).await?;
+            let report: NetcheckReport = serde_json::from_value(value)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report::netcheck(&report));
+            }
             Ok(())
         }
     }
+}
+
+async fn login(
+    socket: &Path,
+    server: Option<String>,
+    auth_key: Option<String>,
+    hostname: Option<String>,
+) -> Result<()> {
+    let stored = if auth_key.is_none() {
+        stored_credential().await
+    } else {
+        None
+    };
+    let mut c = connect(socket).await?;
+    c.request(Op::Subscribe).await?;
+    let mut shown = None;
+    let op = Op::Login {
+        server,
+        auth_key,
+        credential: stored,
+        hostname,
+    };
+    let value = c
+        .request_watching(op, |status| {
+            if let Some(p) = &status.login {
+                if shown.as_ref() != Some(p) {
+                    println!(
+                        "To sign in, open {} and enter the code {}\nWaiting for approval…",
+                        p.url, p.code
+                    );
+                    shown = Some(p.clone());
+                }
+            }
+        })
+        .await?;
+    let result: LoginResult =
+        serde_json::from_value(value).context("pinholed answered the login strangely")?;
+    if let Some(cred) = &result.credential {
+        let cred = cred.clone();
+        match tokio::task::spawn_blocking(move || credentials::save(&cred)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!(
+                "pinhole: warning: signed in, but the session was not stored ({e:#}); `pinhole up` may ask you to log in again"
+            ),
+            Err(e) => eprintln!("pinhole: warning: the session was not stored: {e}"),
+        }
+    }
+    println!(
+        "signed in to {} as {} ({})",
+        result.server,
+        result.name,
+        result.addresses.join(", ")
+    );
+    Ok(())
+}
+
+async fn ping(socket: &Path, peer: &str, count: u32, timeout_ms: u64) -> Result<()> {
+    if count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let mut c = connect(socket).await?;
+    let mut answered = 0u32;
+    let mut rtts = Vec::new();
+    for i in 0..count {
+        let started = Instant::now();
+        let op = Op::Ping {
+            peer: peer.to_string(),
+            timeout_ms: Some(timeout_ms),
+        };
+        match c.request(op).await {
+            Ok(v) => {
+                let r: PingReply = serde_json::from_value(v)?;
+                println!("{}", report::pong(&r));
+                answered += 1;
+                rtts.push(r.rtt_ms);
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                // Errors other than a lost reply will not go away by trying again.
+                if !msg.contains("(ping-timeout)") {
+                    return Err(e);
+                }
+                println!("{msg}");
+            }
+        }
+        if i + 1 < count {
+            let wait = Duration::from_secs(1).saturating_sub(started.elapsed());
+            tokio::time::sleep(wait).await;
+        }
+    }
+    let summary = report::ping_summary(count, &rtts);
+    println!("{summary}");
+    if answered == 0 {
+        bail!("{peer} did not answer");
+    }
+    Ok(())
 }

@@ -161,6 +161,21 @@ impl ControlClient {
             .map(drop)
     }
 
+    /// Whether the server answers its health check; the round trip it took.
+    pub async fn health(&self) -> Result<Duration, ClientError> {
+        let t0 = std::time::Instant::now();
+        let req = self.http.get(format!("{}/healthz", self.base));
+        self.send(req).await?;
+        Ok(t0.elapsed())
+    }
+
+    /// Revokes a person's session (sign-out).
+    pub async fn logout(&self, session: &str) -> Result<(), ClientError> {
+        self.send(self.http.post(self.url("/logout")).bearer_auth(session))
+            .await
+            .map(drop)
+    }
+
     /// The signed-in person's nodes.
     pub async fn nodes(&self, session: &str) -> Result<Vec<Node>, ClientError> {
         self.json(self.http.get(self.url("/nodes")).bearer_auth(session))

@@ -8,6 +8,7 @@ use crate::identity::{self, Registration};
 use anyhow::{bail, Context, Result};
 use pinhole_control_client::{ClientError, ControlClient, DevicePoll};
 use pinhole_proto::control::{MapMessage, NodeUpdate, RegisterRequest, MAP_KEEPALIVE_SECS};
+use pinhole_proto::ipc::LoginPrompt;
 use pinhole_proto::key::Key;
 use rand::Rng;
 use std::net::{IpAddr, SocketAddr};
@@ -53,40 +54,73 @@ impl Backoff {
     }
 }
 
-/// How this node signs in when it has no registration yet.
-pub struct SignIn {
-    pub auth_key: Option<String>,
-    pub hostname: String,
+/// What a node signs in with.
+pub enum How {
+    /// An auth key (headless machines).
+    AuthKey(String),
+    /// A person's session from an earlier interactive sign-in.
+    Session(String),
+    /// Device sign-in: a URL and a code for a person to approve in a browser.
+    Interactive,
 }
 
-/// Registers the node (retrying while control is unreachable) and saves the result.
-pub async fn register(
+/// How this node signs in when it has no registration yet.
+pub struct SignIn {
+    pub how: How,
+    pub hostname: String,
+    /// Keep retrying while control is unreachable (a service starting before the network);
+    /// otherwise fail at once with a clear error (a person is waiting).
+    pub patient: bool,
+    /// Ask a person (device sign-in) when a stored session is refused.
+    pub interactive_fallback: bool,
+}
+
+/// A finished sign-in: the registration, and the person's session when one was made here.
+pub struct SignedIn {
+    pub registration: Registration,
+    pub session_token: Option<String>,
+}
+
+/// Signs in and registers the node, then saves the registration. Prompts for an interactive
+/// sign-in go to `prompts`.
+pub async fn sign_in(
     client: &ControlClient,
     state_dir: &Path,
     node_key: Key,
     disco_key: Key,
-    how: &SignIn,
-) -> Result<Registration> {
+    how: SignIn,
+    prompts: mpsc::Sender<LoginPrompt>,
+) -> Result<SignedIn> {
     let req = RegisterRequest {
         node_key,
         disco_key,
         hostname: how.hostname.clone(),
         os: std::env::consts::OS.to_string(),
     };
-    let mut backoff = Backoff::new();
-    let token = match &how.auth_key {
-        Some(k) => k.clone(),
-        None => device_sign_in(client).await?,
+    let stored_session = matches!(how.how, How::Session(_));
+    let (mut token, mut made_here) = match how.how {
+        How::AuthKey(k) => (k, false),
+        How::Session(s) => (s, false),
+        How::Interactive => (device_sign_in(client, how.patient, &prompts).await?, true),
     };
+    let mut backoff = Backoff::new();
     let resp = loop {
         match client.register(&token, &req).await {
             Ok(r) => break r,
-            Err(e) if e.is_transient() => {
+            Err(e) if e.is_transient() && how.patient => {
                 let d = backoff.next_delay();
                 tracing::warn!("registration: {e}; retrying in {:.1} s", d.as_secs_f64());
                 tokio::time::sleep(d).await;
             }
-            Err(e) => return Err(e).context("registration refused"),
+            Err(e) if e.is_transient() => {
+                bail!("cannot reach the coordination server: {e}")
+            }
+            Err(e) if e.is_auth() && stored_session && !made_here && how.interactive_fallback => {
+                tracing::info!("the stored session was refused ({e}); signing in interactively");
+                token = device_sign_in(client, how.patient, &prompts).await?;
+                made_here = true;
+            }
+            Err(e) => return Err(e).context("the coordination server refused the sign-in"),
         }
     };
     let r = Registration {
@@ -99,22 +133,30 @@ pub async fn register(
     };
     identity::save_registration(state_dir, &r)?;
     tracing::info!(name = %r.name, addresses = ?r.addresses, account = %resp.account, "registered");
-    Ok(r)
+    Ok(SignedIn {
+        registration: r,
+        session_token: made_here.then_some(token),
+    })
 }
 
 /// Device sign-in: shows where to approve the code, then waits for the approval.
-async fn device_sign_in(client: &ControlClient) -> Result<String> {
+async fn device_sign_in(
+    client: &ControlClient,
+    patient: bool,
+    prompts: &mpsc::Sender<LoginPrompt>,
+) -> Result<String> {
     let mut backoff = Backoff::new();
     loop {
         let code = match client.device_code().await {
             Ok(c) => c,
-            Err(e) if e.is_transient() => {
+            Err(e) if e.is_transient() && patient => {
                 let d = backoff.next_delay();
                 tracing::warn!("sign-in: {e}; retrying in {:.1} s", d.as_secs_f64());
                 tokio::time::sleep(d).await;
                 continue;
             }
-            Err(e) => return Err(e).context("sign-in refused"),
+            Err(e) if e.is_transient() => bail!("cannot reach the coordination server: {e}"),
+            Err(e) => return Err(e).context("the coordination server refused the sign-in"),
         };
         tracing::info!(
             "to sign in, open {} and enter the code {} (or open {})",
@@ -122,6 +164,12 @@ async fn device_sign_in(client: &ControlClient) -> Result<String> {
             code.user_code,
             code.verification_uri_complete
         );
+        let _ = prompts
+            .send(LoginPrompt {
+                url: code.verification_uri.clone(),
+                code: code.user_code.clone(),
+            })
+            .await;
         let mut interval = Duration::from_secs(code.interval.max(1));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(code.expires_in);
         loop {

@@ -98,6 +98,14 @@ pub fn node_key(dir: &Path) -> Result<Key> {
     }
 }
 
+/// Replaces the node key with a new one (after a logout, the next sign-in is a new node).
+pub fn new_node_key(dir: &Path) -> Result<Key> {
+    let key = random_private_key()?;
+    write_private(&key_path(dir), key.to_base64().as_bytes())?;
+    tracing::info!("node key replaced");
+    Ok(key)
+}
+
 /// A fresh X25519 private key from the OS's random source.
 pub fn random_private_key() -> Result<Key> {
     use rand::RngCore;

@@ -1,9 +1,10 @@
-//! The local API: a Unix socket (root:pinhole 0660, the peer's credentials checked) on which
-//! the CLI and the app ask for the status and subscribe to it. One task per client; a client
-//! that sends garbage, too much, the wrong version or nothing gets an error or is dropped, and
-//! the others are served as before.
+//! The local API: a Unix socket (root:pinhole 0660, the peer's credentials checked) or a
+//! Windows named pipe (local interactive users only) on which the CLI and the app ask for the
+//! status, subscribe to it, and hand operations to the daemon's loop. One task per client;
+//! operations run concurrently with the subscription; a client that sends garbage, too much,
+//! the wrong version or nothing gets an error or is dropped, and the others are served as before.
 
-pub use crate::command::Command;
+pub use crate::command::{Answer, Command};
 use pinhole_proto::ipc::{
     encode, ClientFrame, DaemonFrame, Decoder, Event, FrameError, Hello, IpcError, Op, Reply,
     Status, MAX_REQUEST_FRAME, VERSION,
@@ -13,7 +14,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Longest an operation may take before the client is told it timed out.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+fn command_timeout(op: &Op) -> Duration {
+    match op {
+        // A person approves the sign-in in a browser: as long as a device code lives.
+        Op::Login { .. } | Op::Up { .. } => Duration::from_secs(20 * 60),
+        _ => Duration::from_secs(60),
+    }
+}
 
 /// Time a client has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,7 +74,7 @@ impl Session {
                         id,
                         "unknown-operation",
                         format!(
-                            "unknown operation {op:?}: this pinholed knows status and subscribe"
+                            "unknown operation {op:?}: this pinholed knows status, subscribe, up, down, login, logout, ping and netcheck"
                         ),
                     ),
                     _ => error(
@@ -115,7 +122,7 @@ impl Session {
                         command: None,
                     }
                 }
-                op @ (Op::Up | Op::Down) => Outcome {
+                op => Outcome {
                     replies: Vec::new(),
                     close: false,
                     command: Some((r.id, op)),
@@ -126,8 +133,9 @@ impl Session {
 }
 
 /// Hands an operation to the daemon's loop and waits for it to be done.
-async fn run_command(commands: &mpsc::Sender<Command>, op: Op) -> Result<(), IpcError> {
+async fn run_command(commands: mpsc::Sender<Command>, op: Op) -> Answer {
     let (tx, rx) = oneshot::channel();
+    let timeout = command_timeout(&op);
     let gone = || IpcError {
         code: "shutting-down".into(),
         message: "pinholed is shutting down".into(),
@@ -136,12 +144,12 @@ async fn run_command(commands: &mpsc::Sender<Command>, op: Op) -> Result<(), Ipc
         .send(Command { op, reply: tx })
         .await
         .map_err(|_| gone())?;
-    match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
+    match tokio::time::timeout(timeout, rx).await {
         Ok(Ok(r)) => r,
         Ok(Err(_)) => Err(gone()),
         Err(_) => Err(IpcError {
             code: "timeout".into(),
-            message: format!("no answer within {} s", COMMAND_TIMEOUT.as_secs()),
+            message: format!("no answer within {} s", timeout.as_secs()),
         }),
     }
 }
@@ -179,6 +187,9 @@ pub async fn serve_client<S>(
     };
     let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
     tokio::pin!(hello_deadline);
+    // Answers of operations in flight; their tasks end with the connection.
+    let (done_tx, mut done) = mpsc::channel::<(u64, Answer)>(16);
+    let mut running = tokio::task::JoinSet::new();
     loop {
         loop {
             match dec.next_frame() {
@@ -190,14 +201,11 @@ pub async fn serve_client<S>(
                         }
                     }
                     if let Some((id, op)) = out.command {
-                        let answer = run_command(&commands, op).await;
-                        let f = match answer {
-                            Ok(()) => ok(id, &serde_json::Value::Null),
-                            Err(e) => error(id, &e.code, e.message),
-                        };
-                        if wr.write_all(&encode(&f)).await.is_err() {
-                            return;
-                        }
+                        let (commands, done_tx) = (commands.clone(), done_tx.clone());
+                        running.spawn(async move {
+                            let answer = run_command(commands, op).await;
+                            let _ = done_tx.send((id, answer)).await;
+                        });
                     }
                     if out.close {
                         return;
@@ -220,6 +228,15 @@ pub async fn serve_client<S>(
                 Ok(0) | Err(_) => return,
                 Ok(n) => dec.push(&buf[..n]),
             },
+            Some((id, answer)) = done.recv() => {
+                let f = match answer {
+                    Ok(v) => ok(id, &v),
+                    Err(e) => error(id, &e.code, e.message),
+                };
+                if wr.write_all(&encode(&f)).await.is_err() {
+                    return;
+                }
+            }
             changed = status.changed(), if session.subscribed => {
                 if changed.is_err() || wr.write_all(&encode(&snapshot(&status))).await.is_err() {
                     return;
@@ -234,8 +251,141 @@ pub async fn serve_client<S>(
     }
 }
 
-#[cfg(unix)]
-pub use unix::{listen, Access};
+/// The local API being served; it stops (and its socket goes) when this is dropped.
+pub struct Served {
+    task: tokio::task::JoinHandle<()>,
+    #[cfg(unix)]
+    path: std::path::PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.task.abort();
+        #[cfg(unix)]
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Starts serving the local API at `path` (a socket path, or a pipe name on Windows).
+pub async fn serve(
+    path: &std::path::Path,
+    status: watch::Receiver<Status>,
+    commands: mpsc::Sender<Command>,
+) -> anyhow::Result<Served> {
+    #[cfg(unix)]
+    {
+        let access = unix::Access::system();
+        let listener = unix::listen(path, access).await?;
+        tracing::info!(socket = %path.display(), "local API listening");
+        let task = tokio::spawn(unix::accept_loop(listener, access, status, commands));
+        Ok(Served {
+            task,
+            path: path.to_path_buf(),
+        })
+    }
+    #[cfg(windows)]
+    {
+        let server = pipe::first_instance(path)?;
+        tracing::info!(pipe = %path.display(), "local API listening");
+        let task = tokio::spawn(pipe::accept_loop(
+            server,
+            path.as_os_str().to_owned(),
+            status,
+            commands,
+        ));
+        Ok(Served { task })
+    }
+}
+
+#[cfg(windows)]
+mod pipe {
+    //! The named pipe: remote clients rejected by the pipe itself; its security descriptor
+    //! admits SYSTEM, administrators and interactive (logged-on, local) users only.
+    use super::{serve_client, Command, Status};
+    use anyhow::{Context, Result};
+    use std::ffi::{c_void, OsString};
+    use std::os::windows::ffi::OsStrExt;
+    use std::path::Path;
+    use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
+    use tokio::sync::{mpsc, watch};
+    use windows_sys::Win32::Foundation::LocalFree;
+    use windows_sys::Win32::Security::Authorization::{
+        ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+    };
+    use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
+
+    /// SYSTEM and administrators: all; interactive users: read and write; nobody else.
+    const SDDL: &str = "D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GRGW;;;IU)";
+
+    fn create(path: &std::ffi::OsStr, first: bool) -> Result<NamedPipeServer> {
+        let sddl: Vec<u16> = SDDL.encode_utf16().chain(std::iter::once(0)).collect();
+        let mut descriptor: *mut c_void = std::ptr::null_mut();
+        // SAFETY: `sddl` is NUL-terminated; the descriptor is freed below with LocalFree.
+        let ok = unsafe {
+            ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                sddl.as_ptr(),
+                SDDL_REVISION_1,
+                &mut descriptor,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("cannot build the pipe's security descriptor");
+        }
+        let mut attrs = SECURITY_ATTRIBUTES {
+            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+            lpSecurityDescriptor: descriptor,
+            bInheritHandle: 0,
+        };
+        let mut opts = ServerOptions::new();
+        opts.first_pipe_instance(first).reject_remote_clients(true);
+        // SAFETY: `attrs` and the descriptor it points to live until after the call.
+        let server = unsafe {
+            opts.create_with_security_attributes_raw(
+                path,
+                (&mut attrs as *mut SECURITY_ATTRIBUTES).cast(),
+            )
+        };
+        // SAFETY: allocated by ConvertStringSecurityDescriptorToSecurityDescriptorW.
+        unsafe { LocalFree(descriptor) };
+        let name: Vec<u16> = path.encode_wide().collect();
+        server.with_context(|| {
+            format!(
+                "cannot create the pipe {} (is another pinholed running?)",
+                String::from_utf16_lossy(&name)
+            )
+        })
+    }
+
+    pub fn first_instance(path: &Path) -> Result<NamedPipeServer> {
+        create(path.as_os_str(), true)
+    }
+
+    pub async fn accept_loop(
+        mut server: NamedPipeServer,
+        path: OsString,
+        status: watch::Receiver<Status>,
+        commands: mpsc::Sender<Command>,
+    ) {
+        loop {
+            if let Err(e) = server.connect().await {
+                tracing::warn!("local API connect: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+            let next = match create(&path, false) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!("local API: {e:#}");
+                    return;
+                }
+            };
+            let client = std::mem::replace(&mut server, next);
+            tokio::spawn(serve_client(client, status.clone(), commands.clone()));
+        }
+    }
+}
 
 #[cfg(unix)]
 mod unix {
@@ -396,9 +546,6 @@ mod unix {
     }
 }
 
-#[cfg(unix)]
-pub use unix::accept_loop;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,7 +586,7 @@ mod tests {
         let daemon = tokio::spawn(async move {
             while let Some(c) = cmd_rx.recv().await {
                 let r = match c.op {
-                    Op::Up => Ok(()),
+                    Op::Up { .. } => Ok(serde_json::Value::Null),
                     _ => Err(IpcError {
                         code: "test".into(),
                         message: "down refused".into(),
@@ -580,7 +727,10 @@ mod tests {
     #[tokio::test]
     async fn up_and_down_go_to_the_daemon_loop_and_come_back_answered() {
         let mut input = hello(VERSION);
-        input.extend(encode(&ClientFrame::Request(Request { id: 1, op: Op::Up })));
+        input.extend(encode(&ClientFrame::Request(Request {
+            id: 1,
+            op: Op::Up { credential: None },
+        })));
         input.extend(encode(&ClientFrame::Request(Request {
             id: 2,
             op: Op::Down,

@@ -6,10 +6,11 @@ mod config;
 mod control_link;
 mod endpoints;
 mod identity;
-#[cfg(unix)]
 mod ipc_server;
 mod mapped_peers;
+mod netcheck;
 mod netmap;
+mod pinger;
 mod prefs;
 mod routes;
 mod run;

@@ -44,9 +44,41 @@ impl MappedPeers {
         self.map.peers().collect()
     }
 
-    /// Whether peers come from control (false in static mode).
-    pub fn follows_control(&self) -> bool {
-        self.rx.is_some() || self.has_map || self.signed_out.is_some()
+    /// The relays of the last map.
+    pub fn relay_map(&self) -> Option<&pinhole_proto::control::RelayMap> {
+        self.map.relay_map()
+    }
+
+    /// Starts over with a new map stream (or none): every mapped peer leaves the engine.
+    pub fn reset(&mut self, engine: &mut Engine, rx: Option<mpsc::Receiver<ControlMsg>>) {
+        for change in self.map.clear() {
+            if let PeerChange::Remove { key, .. } = change {
+                engine.remove_peer(&key);
+            }
+        }
+        self.rx = rx;
+        self.unreachable = None;
+        self.has_map = false;
+        self.signed_out = None;
+        self.endpoints.clear();
+    }
+
+    /// A peer of the map by name, overlay address, or node key (base64, or its start).
+    pub fn find(&self, what: &str) -> Option<&pinhole_proto::control::Node> {
+        let peers: Vec<_> = self.map.peers().collect();
+        peers
+            .iter()
+            .find(|n| n.name == what || n.addresses.iter().any(|a| a.to_string() == what))
+            .or_else(|| {
+                let mut by_key = peers
+                    .iter()
+                    .filter(|n| what.len() >= 4 && n.node_key.to_base64().starts_with(what));
+                match (by_key.next(), by_key.next()) {
+                    (Some(n), None) => Some(n),
+                    _ => None,
+                }
+            })
+            .copied()
     }
 
     /// The next message from control; never resolves in static mode or after a sign-out.

@@ -3,7 +3,7 @@
 
 use ipnet::IpNet;
 use pinhole_engine::PeerSettings;
-use pinhole_proto::control::{MapMessage, Node};
+use pinhole_proto::control::{MapMessage, Node, RelayMap};
 use pinhole_proto::key::Key;
 use std::collections::HashMap;
 
@@ -25,6 +25,7 @@ pub enum PeerChange {
 pub struct NetMap {
     self_node: Option<Node>,
     peers: HashMap<String, Node>,
+    relay_map: Option<RelayMap>,
 }
 
 /// What applying a message did.
@@ -40,12 +41,20 @@ impl NetMap {
         self.peers.values()
     }
 
+    /// The relays as the server last described them.
+    pub fn relay_map(&self) -> Option<&RelayMap> {
+        self.relay_map.as_ref()
+    }
+
     pub fn apply(&mut self, msg: MapMessage) -> Applied {
         let mut out = Applied::default();
         match msg {
             MapMessage::Full {
-                self_node, peers, ..
+                self_node,
+                peers,
+                relay_map,
             } => {
+                self.relay_map = Some(relay_map);
                 let own_key = self_node.node_key;
                 self.self_node = Some(self_node);
                 let incoming: HashMap<String, Node> = peers
@@ -86,7 +95,8 @@ impl NetMap {
             }
             MapMessage::PeerRemoved { id, .. } => self.remove(&id, &mut out.changes),
             MapMessage::SelfChanged { node } => self.self_node = Some(node),
-            MapMessage::RelayMap { .. } | MapMessage::Keepalive => {}
+            MapMessage::RelayMap { relay_map } => self.relay_map = Some(relay_map),
+            MapMessage::Keepalive => {}
             MapMessage::Goodbye { reason } => {
                 out.changes = self.clear();
                 out.goodbye = Some(reason);
@@ -103,6 +113,7 @@ impl NetMap {
             self.remove(&id, &mut changes);
         }
         self.self_node = None;
+        self.relay_map = None;
         changes
     }
 

@@ -1,478 +1,1148 @@
-//! The daemon's one loop: reads the TUN device and the UDP socket, feeds the engine, writes what
-//! it returns, wakes the engine's timers, and applies the coordination server's map; stops
-//! cleanly on SIGINT/SIGTERM. Peers come from a static file or from control.
+//! The daemon's one loop: reads the TUN device (while the tunnel is up) and the UDP socket,
+//! feeds the engine, writes what it returns, wakes the engine's timers, follows the coordination
+//! server's map, and carries out what local API clients ask (up, down, login, logout, ping,
+//! netcheck); stops cleanly on SIGINT/SIGTERM. Peers come from a static file or from control.
 
-use crate::command::Command;
-use crate::control_link;
-#[cfg(unix)]
-use crate::ipc_server;
+use crate::command::{failure, Answer, Command};
+use crate::control_link::{self, ControlMsg, How, SignIn, SignedIn};
+use crate::identity::{self, Registration};
 use crate::mapped_peers::MappedPeers;
+use crate::netcheck;
+use crate::pinger::{Pinger, Target};
 use crate::prefs::Prefs;
-use crate::status::{self, Reporter};
+use crate::status::{self, Headline, Reporter};
 use crate::tun_io::TunIo;
-use crate::{args::Args, config, identity, routes, state_dir, tun_device, udp};
-use anyhow::{bail, Context, Result};
+use crate::{args::Args, config, routes, state_dir, tun_device, udp};
+use anyhow::{Context, Result};
 use ipnet::IpNet;
 use pinhole_control_client::ControlClient;
-use pinhole_engine::{Engine, Event, Key, PeerSettings};
-use pinhole_proto::ipc::{IpcError, Op, State, Status};
+use pinhole_engine::{Engine, Event, Key, Netcheck, PeerSettings};
+use pinhole_proto::ipc::{
+    Connection, Credential, IpcError, LoginPrompt, LoginResult, LogoutResult, Nat, Op, PingReply,
+    State, Status,
+};
+use pinhole_proto::stun;
 use std::io::ErrorKind;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 
 /// Packets read from one source before the loop writes out and looks at the others again.
 const BATCH: usize = 256;
 
+/// How long `ping` waits for a reply unless told.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub async fn run(args: Args) -> Result<()> {
     state_dir::prepare(&args.state_dir)?;
     let (status_tx, status_rx) = watch::channel(Status {
-        state: State::Connecting,
-        reason: None,
+        state: State::Stopped,
+        reason: Some("starting".into()),
         login: None,
         self_node: None,
         peers: Vec::new(),
     });
-    let (cmd_tx, mut cmds) = mpsc::channel::<Command>(16);
-    #[cfg(unix)]
-    let api = {
-        let access = ipc_server::Access::system();
-        let listener = ipc_server::listen(&args.socket, access).await?;
-        tracing::info!(socket = %args.socket.display(), "local API listening");
-        tokio::spawn(ipc_server::accept_loop(listener, access, status_rx, cmd_tx))
-    };
-    #[cfg(not(unix))]
-    {
-        drop((status_rx, cmd_tx));
-        tracing::warn!("the local API is not served on this OS yet");
-    }
-    let mut reporter = Reporter::new(status_tx);
-    let result = match args.config.clone() {
-        Some(path) => run_static(&args, &path, &mut reporter, &mut cmds).await,
-        None => run_with_control(&args, &mut reporter, &mut cmds).await,
-    };
-    #[cfg(unix)]
-    {
-        api.abort();
-        let _ = std::fs::remove_file(&args.socket);
-    }
+    let (cmd_tx, cmds) = mpsc::channel::<Command>(16);
+    let api = crate::ipc_server::serve(&args.socket, status_rx, cmd_tx).await?;
+    let mut daemon = Daemon::new(&args, Reporter::new(status_tx)).await?;
+    let result = daemon.run(cmds).await;
+    daemon.stop_dataplane();
+    drop(api);
     result
 }
 
-/// What the data plane starts with.
-struct Plan {
-    private: Key,
-    addresses: Vec<IpNet>,
-    mtu: u16,
-    peers: Vec<PeerSettings>,
+/// Where the daemon's peers come from.
+enum Mode {
+    /// A WireGuard-format file: fixed addresses and peers, no sign-in.
+    Static {
+        addresses: Vec<IpNet>,
+        peers: Vec<PeerSettings>,
+        mtu: u16,
+    },
+    /// A coordination server, once signed in.
+    Control,
 }
 
-/// Static mode: keys, addresses and peers from a WireGuard-format file.
-async fn run_static(
-    args: &Args,
-    config_path: &std::path::Path,
-    reporter: &mut Reporter,
-    cmds: &mut mpsc::Receiver<Command>,
-) -> Result<()> {
-    let config = config::load(config_path)?;
-    let socket = udp::bind(config.interface.listen_port.unwrap_or(0))?;
-    let plan = Plan {
-        private: config.interface.private_key,
-        addresses: config.interface.addresses.clone(),
-        mtu: config.interface.mtu.unwrap_or(tun_device::DEFAULT_MTU),
-        peers: config::peers(&config),
-    };
-    reporter.set_self(status::self_status(
-        "this node".into(),
-        pinhole_engine::public_key(&plan.private).to_base64(),
-        plan.addresses
-            .iter()
-            .map(|a| a.addr().to_string())
-            .collect(),
-        Vec::new(),
-    ));
-    let mut mapped = MappedPeers::new(None, args.state_dir.clone());
-    supervise(args, &plan, &socket, &mut mapped, reporter, cmds).await
+/// A registration in use: the map stream followed in the background.
+struct Link {
+    client: ControlClient,
+    registration: Registration,
+    follower: JoinHandle<()>,
+    /// The person's session handed over by a client, to sign in again or revoke on logout.
+    session: Option<Credential>,
 }
 
-/// Control mode: join through the coordination server and follow its map.
-async fn run_with_control(
-    args: &Args,
-    reporter: &mut Reporter,
-    cmds: &mut mpsc::Receiver<Command>,
-) -> Result<()> {
-    let saved = identity::registration(&args.state_dir)?;
-    let url = match (&args.control_url, &saved) {
-        (Some(u), _) => u.trim_end_matches('/').to_string(),
-        (None, Some(r)) => r.control_url.clone(),
-        (None, None) => bail!(
-            "no coordination server: give --control-url URL (or --config FILE for a static WireGuard configuration)"
-        ),
-    };
-    let ca = match &args.control_ca {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
-        None => None,
-    };
-    let client = ControlClient::new(&url, ca.as_deref())?;
-    let private = identity::node_key(&args.state_dir)?;
-    let node_key = pinhole_engine::public_key(&private);
-    // The disco key is new on every start and only announced through control.
-    let disco_key = pinhole_engine::public_key(&identity::random_private_key()?);
-    let registration = match saved {
-        Some(r) if r.control_url == url && r.node_key == node_key => r,
-        _ => {
-            let auth_key = match (&args.authkey_file, std::env::var("PINHOLE_AUTHKEY")) {
-                (Some(f), _) => Some(identity::read_auth_key(f)?),
-                (None, Ok(k)) if !k.trim().is_empty() => Some(k.trim().to_string()),
-                _ => None,
-            };
-            reporter.set(
-                if auth_key.is_some() {
-                    State::Connecting
-                } else {
-                    State::NeedsLogin
-                },
-                Some("signing in to the coordination server".into()),
-            );
-            let how = control_link::SignIn {
-                auth_key,
-                hostname: args
-                    .hostname
-                    .clone()
-                    .unwrap_or_else(crate::args::os_hostname),
-            };
-            tokio::select! {
-                r = control_link::register(&client, &args.state_dir, node_key, disco_key, &how) => r?,
-                signal = shutdown_signal() => bail!("{signal} while signing in"),
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+/// Who waits for a sign-in to finish.
+enum SignInWaiter {
+    Login(oneshot::Sender<Answer>),
+    Up(oneshot::Sender<Answer>),
+    Nobody,
+}
+
+/// A sign-in in progress.
+struct SigningIn {
+    server: String,
+    task: JoinHandle<Result<SignedIn>>,
+    client: ControlClient,
+    prompts: mpsc::Receiver<LoginPrompt>,
+    prompt: Option<LoginPrompt>,
+    waiter: SignInWaiter,
+    /// A session the client handed over (kept for logout).
+    session: Option<Credential>,
+}
+
+impl SigningIn {
+    fn take_waiter(&mut self) -> SignInWaiter {
+        std::mem::replace(&mut self.waiter, SignInWaiter::Nobody)
+    }
+}
+
+impl Drop for SigningIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The tunnel while it is up: the device and the routes added for it.
+struct DataPlane {
+    tun: TunIo,
+    name: String,
+    routes: Vec<IpNet>,
+}
+
+struct Daemon<'a> {
+    args: &'a Args,
+    mode: Mode,
+    engine: Engine,
+    socket: UdpSocket,
+    prefs: Prefs,
+    reporter: Reporter,
+    mapped: MappedPeers,
+    link: Option<Link>,
+    signing_in: Option<SigningIn>,
+    /// Why the last sign-in failed.
+    login_error: Option<String>,
+    dataplane: Option<DataPlane>,
+    /// Why the tunnel could not be brought up.
+    tun_error: Option<String>,
+    pinger: Pinger<oneshot::Sender<Answer>>,
+    disco_key: Key,
+    /// The coordination server to sign in to when a client names none.
+    control_url: Option<String>,
+    /// Netchecks whose preparation (DNS, control check) is done, for the loop to probe.
+    netcheck_tx: mpsc::Sender<(netcheck::Prepared, oneshot::Sender<Answer>)>,
+    netcheck_rx: mpsc::Receiver<(netcheck::Prepared, oneshot::Sender<Answer>)>,
+    /// The STUN probes in flight and who waits for them.
+    probing: Option<Probing>,
+    /// What the last netcheck learned.
+    nat: Nat,
+}
+
+/// A netcheck's STUN probes in flight.
+struct Probing {
+    netcheck: Netcheck,
+    waiters: Vec<(netcheck::Prepared, oneshot::Sender<Answer>)>,
+}
+
+impl<'a> Daemon<'a> {
+    async fn new(args: &'a Args, reporter: Reporter) -> Result<Daemon<'a>> {
+        let now = Instant::now();
+        let (mode, private, port) = match &args.config {
+            Some(path) => {
+                let config = config::load(path)?;
+                let mode = Mode::Static {
+                    addresses: config.interface.addresses.clone(),
+                    peers: config::peers(&config),
+                    mtu: config.interface.mtu.unwrap_or(tun_device::DEFAULT_MTU),
+                };
+                let port = config.interface.listen_port.unwrap_or(0);
+                (mode, config.interface.private_key, port)
+            }
+            None => (
+                Mode::Control,
+                identity::node_key(&args.state_dir)?,
+                args.port,
+            ),
+        };
+        let socket = match udp::bind(port) {
+            Ok(s) => s,
+            Err(e) if port != 0 && args.config.is_none() => {
+                tracing::warn!("UDP port {port} unavailable ({e:#}); using any port");
+                udp::bind(0)?
+            }
+            Err(e) => return Err(e),
+        };
+        let mut engine = Engine::new(private, now);
+        tracing::info!(public_key = %engine.public_key().to_base64(), "node key loaded");
+        if let Mode::Static { peers, .. } = &mode {
+            for p in peers {
+                engine
+                    .upsert_peer(now, p.clone())
+                    .with_context(|| format!("peer {}", p.public_key.to_base64()))?;
             }
         }
-    };
-    tracing::info!(name = %registration.name, control = %url, "node identity loaded");
-    reporter.set_self(status::self_status(
-        registration.name.clone(),
-        node_key.to_base64(),
-        registration
-            .addresses
-            .iter()
-            .map(|a| a.to_string())
-            .collect(),
-        Vec::new(),
-    ));
-    let socket = match udp::bind(args.port) {
-        Ok(s) => s,
-        Err(e) if args.port != 0 => {
-            tracing::warn!("UDP port {} unavailable ({e:#}); using any port", args.port);
-            udp::bind(0)?
-        }
-        Err(e) => return Err(e),
-    };
-    let port = socket.local_addr()?.port();
-    let addresses = registration
-        .addresses
-        .iter()
-        .map(|a| match a {
-            // The whole overlay is on-link through the device: one route per family.
-            IpAddr::V4(v4) => IpNet::new(IpAddr::V4(*v4), 10),
-            IpAddr::V6(v6) => IpNet::new(IpAddr::V6(*v6), 48),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let (tx, rx) = mpsc::channel(256);
-    let follower = tokio::spawn(control_link::follow(
-        client,
-        registration.clone(),
-        disco_key,
-        port,
-        tx,
-    ));
-    let plan = Plan {
-        private,
-        addresses,
-        mtu: tun_device::DEFAULT_MTU,
-        peers: Vec::new(),
-    };
-    let mut mapped = MappedPeers::new(Some(rx), args.state_dir.clone());
-    let result = supervise(args, &plan, &socket, &mut mapped, reporter, cmds).await;
-    follower.abort();
-    result
-}
-
-/// Why the data plane stopped.
-enum Exit {
-    Signal,
-    /// `pinhole down`: answered once the device is gone.
-    Down(oneshot::Sender<Result<(), IpcError>>),
-}
-
-fn not_a_command(op: &Op) -> IpcError {
-    IpcError {
-        code: "bad-request".into(),
-        message: format!("{op:?} is not an operation on the tunnel"),
+        let ident = rand::random::<u16>();
+        let (netcheck_tx, netcheck_rx) = mpsc::channel(4);
+        let mut d = Daemon {
+            netcheck_tx,
+            netcheck_rx,
+            probing: None,
+            nat: Nat::default(),
+            args,
+            mode,
+            engine,
+            socket,
+            prefs: Prefs::load(&args.state_dir),
+            reporter,
+            mapped: MappedPeers::new(None, args.state_dir.clone()),
+            link: None,
+            signing_in: None,
+            login_error: None,
+            dataplane: None,
+            tun_error: None,
+            pinger: Pinger::new(ident),
+            // The disco key is new on every start and only announced through control.
+            disco_key: pinhole_engine::public_key(&identity::random_private_key()?),
+            control_url: args
+                .control_url
+                .as_ref()
+                .map(|u| u.trim_end_matches('/').to_string()),
+        };
+        d.start_control()?;
+        Ok(d)
     }
-}
 
-/// Runs the data plane while the user wants it up, and waits while they want it down; both
-/// keep following control. Returns on SIGINT/SIGTERM.
-async fn supervise(
-    args: &Args,
-    plan: &Plan,
-    socket: &UdpSocket,
-    mapped: &mut MappedPeers,
-    reporter: &mut Reporter,
-    cmds: &mut mpsc::Receiver<Command>,
-) -> Result<()> {
-    let mut prefs = Prefs::load(&args.state_dir);
-    let mut on_up = None;
-    // One engine for the daemon's life: sessions survive `down` and `up`, so peers need no new
-    // handshake when the tunnel comes back.
-    let now = Instant::now();
-    let mut engine = Engine::new(plan.private, now);
-    tracing::info!(public_key = %engine.public_key().to_base64(), "node key loaded");
-    for p in &plan.peers {
-        engine
-            .upsert_peer(now, p.clone())
-            .with_context(|| format!("peer {}", p.public_key.to_base64()))?;
-    }
-    loop {
-        if prefs.want_up {
-            let exit = run_dataplane(
-                args,
-                plan,
-                socket,
-                &mut engine,
-                mapped,
-                reporter,
-                cmds,
-                on_up.take(),
+    /// Control mode at start: follow the saved registration, or sign in with an auth key, or
+    /// wait for `pinhole login`.
+    fn start_control(&mut self) -> Result<()> {
+        if let Mode::Static { addresses, .. } = &self.mode {
+            let me = status::self_status(
+                "this node".into(),
+                self.engine.public_key().to_base64(),
+                addresses.iter().map(|a| a.addr().to_string()).collect(),
+                Vec::new(),
             );
-            match exit.await? {
-                Exit::Signal => return Ok(()),
-                Exit::Down(reply) => {
-                    prefs.set_want_up(false);
-                    let _ = reply.send(Ok(()));
+            self.reporter.set_self(Some(me));
+            return Ok(());
+        }
+        let saved = identity::registration(&self.args.state_dir)?;
+        let node_key = self.engine.public_key();
+        if let Some(r) = saved {
+            let same_server = self
+                .control_url
+                .as_ref()
+                .is_none_or(|u| *u == r.control_url);
+            if same_server && r.node_key == node_key {
+                self.control_url = Some(r.control_url.clone());
+                let client = self.client(&r.control_url)?;
+                tracing::info!(name = %r.name, control = %r.control_url, "node identity loaded");
+                self.follow(client, r, None)?;
+                return Ok(());
+            }
+            tracing::info!("the saved registration is for another server or key: signing in again");
+            identity::forget_registration(&self.args.state_dir);
+        }
+        let auth_key = match (&self.args.authkey_file, std::env::var("PINHOLE_AUTHKEY")) {
+            (Some(f), _) => Some(identity::read_auth_key(f)?),
+            (None, Ok(k)) if !k.trim().is_empty() => Some(k.trim().to_string()),
+            _ => None,
+        };
+        match (auth_key, self.control_url.clone()) {
+            (Some(key), Some(url)) => {
+                let how = SignIn {
+                    how: How::AuthKey(key),
+                    hostname: self.hostname(None),
+                    patient: true,
+                    interactive_fallback: false,
+                };
+                self.start_sign_in(url, how, SignInWaiter::Nobody, None);
+            }
+            (Some(_), None) => anyhow::bail!(
+                "an auth key needs a coordination server: give --control-url URL as well"
+            ),
+            (None, url) => tracing::info!(
+                "not signed in: run `pinhole login{}`",
+                if url.is_some() { "" } else { " --server URL" }
+            ),
+        }
+        Ok(())
+    }
+
+    fn client(&self, url: &str) -> Result<ControlClient> {
+        let ca = match &self.args.control_ca {
+            Some(p) => {
+                Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?)
+            }
+            None => None,
+        };
+        Ok(ControlClient::new(url, ca.as_deref())?)
+    }
+
+    fn hostname(&self, asked: Option<String>) -> String {
+        asked
+            .or_else(|| self.args.hostname.clone())
+            .unwrap_or_else(crate::args::os_hostname)
+    }
+
+    /// Starts signing in; a server that cannot be used is answered at once.
+    fn start_sign_in(
+        &mut self,
+        server: String,
+        how: SignIn,
+        waiter: SignInWaiter,
+        session: Option<Credential>,
+    ) {
+        if let Some(mut old) = self.signing_in.take() {
+            answer(
+                old.take_waiter(),
+                Err(failure(
+                    "login-replaced",
+                    "a newer sign-in replaced this one",
+                )),
+            );
+        }
+        let client = match self.client(&server) {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                tracing::error!("sign-in: {msg}");
+                self.login_error = Some(msg.clone());
+                answer(waiter, Err(failure("bad-server", msg)));
+                return;
+            }
+        };
+        let (prompt_tx, prompts) = mpsc::channel(4);
+        let task = tokio::spawn({
+            let client = client.clone();
+            let dir = self.args.state_dir.clone();
+            let (node_key, disco_key) = (self.engine.public_key(), self.disco_key);
+            async move {
+                control_link::sign_in(&client, &dir, node_key, disco_key, how, prompt_tx).await
+            }
+        });
+        tracing::info!(control = %server, "signing in");
+        self.login_error = None;
+        self.signing_in = Some(SigningIn {
+            server,
+            task,
+            client,
+            prompts,
+            prompt: None,
+            waiter,
+            session,
+        });
+    }
+
+    /// Starts following the map stream of a registration.
+    fn follow(
+        &mut self,
+        client: ControlClient,
+        registration: Registration,
+        session: Option<Credential>,
+    ) -> Result<()> {
+        let port = self.socket.local_addr()?.port();
+        let (tx, rx) = mpsc::channel(256);
+        let follower = tokio::spawn(control_link::follow(
+            client.clone(),
+            registration.clone(),
+            self.disco_key,
+            port,
+            tx,
+        ));
+        self.mapped.reset(&mut self.engine, Some(rx));
+        self.reporter.set_self(Some(status::self_status(
+            registration.name.clone(),
+            self.engine.public_key().to_base64(),
+            registration
+                .addresses
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            Vec::new(),
+        )));
+        self.link = Some(Link {
+            client,
+            registration,
+            follower,
+            session,
+        });
+        Ok(())
+    }
+
+    /// The tunnel's addresses, once known.
+    fn addresses(&self) -> Vec<IpNet> {
+        match &self.mode {
+            Mode::Static { addresses, .. } => addresses.clone(),
+            Mode::Control => self
+                .link
+                .as_ref()
+                .map(|l| {
+                    l.registration
+                        .addresses
+                        .iter()
+                        .filter_map(|a| match a {
+                            // The whole overlay is on-link through the device: one route per family.
+                            IpAddr::V4(v4) => IpNet::new(IpAddr::V4(*v4), 10).ok(),
+                            IpAddr::V6(v6) => IpNet::new(IpAddr::V6(*v6), 48).ok(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Creates the device and its routes; the error says what went wrong.
+    fn start_dataplane(&mut self) -> Result<()> {
+        if self.dataplane.is_some() {
+            return Ok(());
+        }
+        let addresses = self.addresses();
+        let (mtu, peer_nets) = match &self.mode {
+            Mode::Static { mtu, peers, .. } => (
+                *mtu,
+                peers
+                    .iter()
+                    .flat_map(|p| p.allowed_ips.iter().copied())
+                    .collect(),
+            ),
+            Mode::Control => (tun_device::DEFAULT_MTU, Vec::new()),
+        };
+        let device = tun_device::create(&self.args.tun_name, &addresses, mtu)
+            .context("the TUN device could not be created")?;
+        let name = device.name().unwrap_or_else(|_| self.args.tun_name.clone());
+        let mut dp = DataPlane {
+            tun: TunIo::new(device, mtu),
+            name,
+            routes: Vec::new(),
+        };
+        for net in routes::needed(&addresses, peer_nets) {
+            if let Err(e) = routes::add(&dp.name, &net) {
+                for added in dp.routes.iter().rev() {
+                    routes::remove(&dp.name, added);
                 }
+                return Err(e).context("the routes could not be added");
             }
-            continue;
+            dp.routes.push(net);
         }
-        reporter.publish(None, mapped);
-        tracing::info!("the tunnel is down; `pinhole up` brings it back");
+        tracing::info!(
+            device = %dp.name,
+            port = self.socket.local_addr().map(|a| a.port()).unwrap_or(0),
+            peers = self.engine.peers().len(),
+            "pinholed is up"
+        );
+        self.dataplane = Some(dp);
+        self.tun_error = None;
+        Ok(())
+    }
+
+    fn stop_dataplane(&mut self) {
+        let Some(dp) = self.dataplane.take() else {
+            return;
+        };
+        for net in dp.routes.iter().rev() {
+            routes::remove(&dp.name, net);
+        }
+        let stats = self.engine.stats();
+        tracing::info!(
+            device = %dp.name,
+            rx_invalid = stats.rx_invalid,
+            rx_unknown_peer = stats.rx_unknown_peer,
+            rx_disallowed_source = stats.rx_disallowed_source,
+            tun_no_route = stats.tun_no_route,
+            tx_no_endpoint = stats.tx_no_endpoint,
+            queue_full = stats.queue_full,
+            "the tunnel is down; dropped packets so far"
+        );
+    }
+
+    /// Brings the tunnel to what the user wants and what is possible.
+    fn reconcile(&mut self) -> Result<(), IpcError> {
+        let can_run = matches!(self.mode, Mode::Static { .. }) || self.link.is_some();
+        if self.prefs.want_up && can_run {
+            if let Err(e) = self.start_dataplane() {
+                let msg = format!("{e:#}");
+                tracing::error!("{msg}");
+                self.tun_error = Some(msg.clone());
+                return Err(failure("tun-failed", msg));
+            }
+        } else if self.dataplane.is_some() {
+            self.stop_dataplane();
+        }
+        Ok(())
+    }
+
+    fn headline(&self) -> Headline {
+        let head = |state, reason: Option<String>| Headline {
+            state,
+            reason,
+            login: None,
+        };
+        if let Some(s) = &self.signing_in {
+            return match &s.prompt {
+                Some(p) => Headline {
+                    state: State::NeedsLogin,
+                    reason: Some("waiting for the sign-in to be approved in a browser".into()),
+                    login: Some(p.clone()),
+                },
+                None => head(
+                    State::Connecting,
+                    Some(format!("signing in to {}", s.server)),
+                ),
+            };
+        }
+        if matches!(self.mode, Mode::Control) && self.link.is_none() {
+            return match (&self.mapped.signed_out, &self.login_error) {
+                (Some(why), _) => head(
+                    State::SessionExpired,
+                    Some(format!(
+                        "signed out by the coordination server ({why}): run `pinhole login`"
+                    )),
+                ),
+                (None, Some(e)) => head(State::NeedsLogin, Some(format!("sign-in failed: {e}"))),
+                (None, None) => head(
+                    State::NeedsLogin,
+                    Some("not signed in: run `pinhole login`".into()),
+                ),
+            };
+        }
+        if self.dataplane.is_none() {
+            let reason = self
+                .tun_error
+                .clone()
+                .or_else(|| Some("the tunnel is down: `pinhole up` connects".into()));
+            return head(State::Stopped, reason);
+        }
+        let unreachable = self.mapped.unreachable.as_deref();
+        if matches!(self.mode, Mode::Control) && !self.mapped.has_map {
+            return head(
+                State::Connecting,
+                Some(match unreachable {
+                    Some(r) => format!("coordination server unreachable: {r}"),
+                    None => "waiting for the network map".into(),
+                }),
+            );
+        }
+        head(
+            State::Connected,
+            unreachable.map(|r| {
+                format!("coordination server unreachable ({r}); using the last network map")
+            }),
+        )
+    }
+
+    fn publish(&mut self) {
+        let head = self.headline();
+        self.reporter.publish(head, &self.engine, &self.mapped);
+    }
+
+    async fn run(&mut self, mut cmds: mpsc::Receiver<Command>) -> Result<()> {
+        if let Err(e) = self.reconcile() {
+            tracing::warn!("the tunnel stays down: {}", e.message);
+        }
+        self.publish();
+        let mut report = tokio::time::interval(Duration::from_secs(1));
         let mut shutdown = std::pin::pin!(shutdown_signal());
+        let mut udp_buf = vec![0u8; 65536];
         loop {
+            self.flush().await;
+            let mut deadline = self.engine.poll_timeout();
+            if let Some(d) = self.pinger.next_deadline() {
+                deadline = deadline.min(d);
+            }
+            if let Some(d) = self
+                .probing
+                .as_ref()
+                .and_then(|p| p.netcheck.poll_timeout())
+            {
+                deadline = deadline.min(d);
+            }
+            let deadline = tokio::time::Instant::from_std(deadline);
             tokio::select! {
+                biased;
                 signal = &mut shutdown => {
                     tracing::info!("{signal}: shutting down");
                     return Ok(());
                 }
-                Some(c) = cmds.recv() => match c.op {
-                    Op::Up => {
-                        prefs.set_want_up(true);
-                        on_up = Some(c.reply);
-                        break;
+                Some(c) = cmds.recv() => {
+                    self.command(c).await;
+                    self.publish();
+                }
+                r = recv_tun(&mut self.dataplane) => {
+                    match r {
+                        Ok(n) => self.tun_packets(n),
+                        Err(e) => {
+                            let msg = format!("reading the TUN device failed: {e}");
+                            tracing::error!("{msg}");
+                            self.stop_dataplane();
+                            self.tun_error = Some(msg);
+                            self.publish();
+                        }
                     }
-                    Op::Down => {
-                        let _ = c.reply.send(Ok(()));
+                }
+                r = self.socket.recv_from(&mut udp_buf) => {
+                    let now = Instant::now();
+                    match r {
+                        Ok((n, from)) => self.datagram(now, udp::canonical(from), &udp_buf[..n]),
+                        Err(e) => tracing::debug!("UDP receive: {e}"),
                     }
-                    other => {
-                        let _ = c.reply.send(Err(not_a_command(&other)));
+                    for _ in 1..BATCH {
+                        match self.socket.try_recv_from(&mut udp_buf) {
+                            Ok((n, from)) => self.datagram(now, udp::canonical(from), &udp_buf[..n]),
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                tracing::debug!("UDP receive: {e}");
+                                break;
+                            }
+                        }
                     }
-                },
-                Some(msg) = mapped.recv() => {
-                    mapped.apply(&mut engine, msg);
-                    reporter.publish(None, mapped);
+                }
+                Some(msg) = self.mapped.recv() => {
+                    let signed_out = matches!(msg, ControlMsg::SignedOut(_)) || matches!(&msg, ControlMsg::Map(m) if matches!(**m, pinhole_proto::control::MapMessage::Goodbye { .. }));
+                    self.mapped.apply(&mut self.engine, msg);
+                    if signed_out && self.mapped.signed_out.is_some() {
+                        self.link = None;
+                        self.reporter.set_self(None);
+                        self.stop_dataplane();
+                    }
+                    self.publish();
+                }
+                e = sign_in_event(&mut self.signing_in) => {
+                    match e {
+                        SignInEvent::Prompt(p) => {
+                            if let Some(s) = &mut self.signing_in {
+                                s.prompt = Some(p);
+                            }
+                        }
+                        SignInEvent::Done(r) => self.signed_in(r),
+                    }
+                    self.publish();
+                }
+                Some((prepared, reply)) = self.netcheck_rx.recv() => {
+                    let now = Instant::now();
+                    match &mut self.probing {
+                        Some(p) => p.waiters.push((prepared, reply)),
+                        None => {
+                            let netcheck = Netcheck::new(now, prepared.servers.clone(), rand::random());
+                            self.probing = Some(Probing { netcheck, waiters: vec![(prepared, reply)] });
+                        }
+                    }
+                }
+                _ = report.tick() => self.publish(),
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            let now = Instant::now();
+            self.engine.handle_timeout(now);
+            self.netcheck_timeout(now);
+            for p in self.pinger.expire(now) {
+                let why = self
+                    .engine
+                    .peer(&p.peer)
+                    .map(|e| match e.endpoint {
+                        None => "no endpoint known for the peer yet".to_string(),
+                        Some(ep) if e.last_handshake.is_none() => {
+                            format!("no handshake with {ep} yet")
+                        }
+                        Some(ep) => format!("path direct {ep}"),
+                    })
+                    .unwrap_or_else(|| "the peer left".into());
+                let _ = p.waiter.send(Err(failure(
+                    "ping-timeout",
+                    format!("no reply from {} ({}) ({why})", p.name, p.address),
+                )));
+            }
+        }
+    }
+
+    /// A datagram from the network: STUN answers to netcheck, the rest to the engine.
+    fn datagram(&mut self, now: Instant, from: std::net::SocketAddr, data: &[u8]) {
+        if stun::is_stun(data) {
+            if let Some(p) = &mut self.probing {
+                p.netcheck.handle_stun(now, from, data);
+            }
+            return;
+        }
+        self.engine.handle_network(now, from, data);
+    }
+
+    /// Sends due STUN retries; answers everyone waiting once the probes are done.
+    fn netcheck_timeout(&mut self, now: Instant) {
+        let Some(p) = &mut self.probing else {
+            return;
+        };
+        p.netcheck.handle_timeout(now);
+        if !p.netcheck.is_done(now) {
+            return;
+        }
+        let Some(p) = self.probing.take() else {
+            return;
+        };
+        let found = p.netcheck.report();
+        self.nat = Nat {
+            mapping_varies_by_dest: found.mapping_varies_by_dest,
+            udp: found.udp,
+        };
+        self.reporter.set_nat(self.nat.clone());
+        for (prepared, reply) in p.waiters {
+            let report = netcheck::report(&prepared, &found);
+            let _ = reply.send(Ok(serde_json::to_value(&report).unwrap_or_default()));
+        }
+    }
+
+    fn tun_packets(&mut self, n: usize) {
+        let Some(dp) = &mut self.dataplane else {
+            return;
+        };
+        let now = Instant::now();
+        for i in 0..n {
+            self.engine.handle_tun(now, dp.tun.packet(i));
+        }
+        let mut total = n;
+        while total < BATCH {
+            match dp.tun.try_recv_batch() {
+                Ok(n) => {
+                    for i in 0..n {
+                        self.engine.handle_tun(now, dp.tun.packet(i));
+                    }
+                    total += n;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!("TUN read: {e}");
+                    break;
                 }
             }
         }
     }
-}
 
-#[allow(clippy::too_many_arguments)]
-async fn run_dataplane(
-    args: &Args,
-    plan: &Plan,
-    socket: &UdpSocket,
-    engine: &mut Engine,
-    mapped: &mut MappedPeers,
-    reporter: &mut Reporter,
-    cmds: &mut mpsc::Receiver<Command>,
-    on_up: Option<oneshot::Sender<Result<(), IpcError>>>,
-) -> Result<Exit> {
-    let local = socket.local_addr()?;
-    let device = match tun_device::create(&args.tun_name, &plan.addresses, plan.mtu) {
-        Ok(d) => d,
-        Err(e) => {
-            if let Some(r) = on_up {
-                let _ = r.send(Err(IpcError {
-                    code: "tun-failed".into(),
-                    message: format!("{e:#}"),
-                }));
+    /// A sign-in finished (or failed).
+    fn signed_in(&mut self, r: Result<SignedIn>) {
+        let Some(s) = self.signing_in.take() else {
+            return;
+        };
+        let (server, client, session) = (s.server.clone(), s.client.clone(), s.session.clone());
+        let mut s = s;
+        let waiter = s.take_waiter();
+        match r {
+            Ok(done) => {
+                let reg = done.registration;
+                let credential = done
+                    .session_token
+                    .map(|t| Credential {
+                        server: server.clone(),
+                        session_token: t,
+                    })
+                    .or(session);
+                let result = LoginResult {
+                    server: server.clone(),
+                    name: reg.name.clone(),
+                    addresses: reg.addresses.iter().map(|a| a.to_string()).collect(),
+                    credential: credential.clone(),
+                };
+                self.control_url = Some(server);
+                if let Err(e) = self.follow(client, reg, credential) {
+                    answer(waiter, Err(failure("login-failed", format!("{e:#}"))));
+                    return;
+                }
+                let up = self.reconcile();
+                let value = match waiter {
+                    SignInWaiter::Up(_) => up.map(|_| serde_json::Value::Null),
+                    _ => Ok(serde_json::to_value(&result).unwrap_or_default()),
+                };
+                answer(waiter, value);
             }
-            return Err(e);
-        }
-    };
-    let dev_name = device.name().unwrap_or_else(|_| args.tun_name.clone());
-    let mut tun = TunIo::new(device, plan.mtu);
-    let routes = routes::needed(
-        &plan.addresses,
-        plan.peers
-            .iter()
-            .flat_map(|p| p.allowed_ips.iter().copied()),
-    );
-    let mut added = Vec::new();
-    let mut result = Ok(Exit::Signal);
-    for net in &routes {
-        match routes::add(&dev_name, net) {
-            Ok(()) => added.push(*net),
             Err(e) => {
-                result = Err(e);
-                break;
+                let msg = format!("{e:#}");
+                tracing::error!("sign-in failed: {msg}");
+                self.login_error = Some(msg.clone());
+                answer(waiter, Err(failure("login-failed", msg)));
             }
         }
     }
-    if let Some(r) = on_up {
-        let _ = r.send(match &result {
-            Ok(_) => Ok(()),
-            Err(e) => Err(IpcError {
-                code: "routes-failed".into(),
-                message: format!("{e:#}"),
-            }),
-        });
-    }
-    if result.is_ok() {
-        tracing::info!(
-            device = %dev_name,
-            port = local.port(),
-            peers = plan.peers.len(),
-            "pinholed is up"
-        );
-        result = event_loop(engine, socket, &mut tun, mapped, reporter, cmds).await;
-        reporter.set(State::Stopped, None);
-    }
-    for net in added.iter().rev() {
-        routes::remove(&dev_name, net);
-    }
-    let stats = engine.stats();
-    tracing::info!(
-        rx_invalid = stats.rx_invalid,
-        rx_unknown_peer = stats.rx_unknown_peer,
-        rx_disallowed_source = stats.rx_disallowed_source,
-        tun_no_route = stats.tun_no_route,
-        tx_no_endpoint = stats.tx_no_endpoint,
-        queue_full = stats.queue_full,
-        "pinholed stopped; dropped packets"
-    );
-    drop(tun);
-    result
-}
 
-async fn event_loop(
-    engine: &mut Engine,
-    socket: &UdpSocket,
-    tun: &mut TunIo,
-    control: &mut MappedPeers,
-    reporter: &mut Reporter,
-    cmds: &mut mpsc::Receiver<Command>,
-) -> Result<Exit> {
-    let mut report = tokio::time::interval(std::time::Duration::from_secs(1));
-    let local = socket.local_addr()?;
-    let mut shutdown = std::pin::pin!(shutdown_signal());
-    let mut udp_buf = vec![0u8; 65536];
-    loop {
-        flush(engine, socket, &local, tun).await;
-        let deadline = tokio::time::Instant::from_std(engine.poll_timeout());
-        tokio::select! {
-            biased;
-            signal = &mut shutdown => {
-                tracing::info!("{signal}: shutting down");
-                return Ok(Exit::Signal);
+    async fn command(&mut self, c: Command) {
+        let Command { op, reply } = c;
+        match op {
+            Op::Up { credential } => self.up(credential, reply),
+            Op::Down => {
+                self.prefs.set_want_up(false);
+                self.stop_dataplane();
+                tracing::info!("the tunnel is down; `pinhole up` brings it back");
+                let _ = reply.send(Ok(serde_json::Value::Null));
             }
-            Some(c) = cmds.recv() => match c.op {
-                Op::Down => {
-                    tracing::info!("taking the tunnel down");
-                    return Ok(Exit::Down(c.reply));
+            Op::Login {
+                server,
+                auth_key,
+                credential,
+                hostname,
+            } => self.login(server, auth_key, credential, hostname, reply),
+            Op::Logout { credential } => {
+                let r = self.logout(credential).await;
+                let _ = reply.send(r);
+            }
+            Op::Ping { peer, timeout_ms } => self.ping(&peer, timeout_ms, reply),
+            Op::Netcheck => {
+                let input = netcheck::Input {
+                    port: self.socket.local_addr().map(|a| a.port()).unwrap_or(0),
+                    skip: self
+                        .link
+                        .as_ref()
+                        .map(|l| l.registration.addresses.clone())
+                        .unwrap_or_default(),
+                    client: self.link.as_ref().map(|l| l.client.clone()).or_else(|| {
+                        self.control_url
+                            .as_deref()
+                            .and_then(|u| self.client(u).ok())
+                    }),
+                    relay_map: self.mapped.relay_map().cloned(),
+                };
+                let back = self.netcheck_tx.clone();
+                tokio::spawn(async move {
+                    let prepared = netcheck::prepare(input).await;
+                    let _ = back.send((prepared, reply)).await;
+                });
+            }
+            Op::Status | Op::Subscribe => {
+                let _ = reply.send(Err(failure(
+                    "bad-request",
+                    "status and subscribe are answered by the local API itself",
+                )));
+            }
+        }
+    }
+
+    fn up(&mut self, credential: Option<Credential>, reply: oneshot::Sender<Answer>) {
+        self.prefs.set_want_up(true);
+        if matches!(self.mode, Mode::Control) && self.link.is_none() {
+            if self.signing_in.is_some() {
+                let _ = reply.send(Ok(serde_json::Value::Null));
+                return;
+            }
+            let server = credential
+                .as_ref()
+                .map(|c| c.server.clone())
+                .or_else(|| self.control_url.clone());
+            let expired = self.mapped.signed_out.clone();
+            match (credential, server) {
+                (Some(c), Some(server)) if c.server == server => {
+                    let how = SignIn {
+                        how: How::Session(c.session_token.clone()),
+                        hostname: self.hostname(None),
+                        patient: false,
+                        interactive_fallback: false,
+                    };
+                    self.start_sign_in(server, how, SignInWaiter::Up(reply), Some(c));
                 }
-                Op::Up => {
-                    let _ = c.reply.send(Ok(()));
+                _ => {
+                    let msg = match expired {
+                        Some(why) => format!(
+                            "the coordination server signed this node out ({why}): run `pinhole login`"
+                        ),
+                        None => "not signed in: run `pinhole login --server URL` first".into(),
+                    };
+                    let _ = reply.send(Err(failure("needs-login", msg)));
                 }
-                other => {
-                    let _ = c.reply.send(Err(not_a_command(&other)));
+            }
+            return;
+        }
+        let r = self.reconcile().map(|_| serde_json::Value::Null);
+        if r.is_err() {
+            self.prefs.set_want_up(false);
+        }
+        let _ = reply.send(r);
+    }
+
+    fn login(
+        &mut self,
+        server: Option<String>,
+        auth_key: Option<String>,
+        credential: Option<Credential>,
+        hostname: Option<String>,
+        reply: oneshot::Sender<Answer>,
+    ) {
+        if matches!(self.mode, Mode::Static { .. }) {
+            let _ = reply.send(Err(failure(
+                "static-config",
+                "pinholed runs from a static WireGuard configuration (--config) and does not sign in",
+            )));
+            return;
+        }
+        let server = server
+            .map(|s| s.trim_end_matches('/').to_string())
+            .or_else(|| self.control_url.clone())
+            .or_else(|| credential.as_ref().map(|c| c.server.clone()));
+        let Some(server) = server else {
+            let _ = reply.send(Err(failure(
+                "no-server",
+                "which coordination server? run `pinhole login --server URL`",
+            )));
+            return;
+        };
+        if let Some(l) = &self.link {
+            if l.registration.control_url != server {
+                let _ = reply.send(Err(failure(
+                    "already-signed-in",
+                    format!(
+                        "signed in to {} already: run `pinhole logout` first",
+                        l.registration.control_url
+                    ),
+                )));
+                return;
+            }
+            if auth_key.is_none() {
+                let result = LoginResult {
+                    server,
+                    name: l.registration.name.clone(),
+                    addresses: l
+                        .registration
+                        .addresses
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect(),
+                    credential: None,
+                };
+                let _ = reply.send(Ok(serde_json::to_value(&result).unwrap_or_default()));
+                return;
+            }
+            // A new auth key: sign in again as the same node.
+            self.link = None;
+        }
+        let session = credential.filter(|c| c.server == server);
+        let how = match (auth_key, &session) {
+            (Some(k), _) => How::AuthKey(k),
+            (None, Some(c)) => How::Session(c.session_token.clone()),
+            (None, None) => How::Interactive,
+        };
+        let sign_in = SignIn {
+            how,
+            hostname: self.hostname(hostname),
+            patient: false,
+            interactive_fallback: true,
+        };
+        self.start_sign_in(server, sign_in, SignInWaiter::Login(reply), session);
+    }
+
+    async fn logout(&mut self, credential: Option<Credential>) -> Answer {
+        if matches!(self.mode, Mode::Static { .. }) {
+            return Err(failure(
+                "static-config",
+                "pinholed runs from a static WireGuard configuration (--config): nothing to log out of",
+            ));
+        }
+        if let Some(s) = self.signing_in.take() {
+            let mut s = s;
+            answer(
+                s.take_waiter(),
+                Err(failure("login-cancelled", "logged out")),
+            );
+        }
+        let link = self.link.take();
+        self.stop_dataplane();
+        self.mapped.reset(&mut self.engine, None);
+        self.reporter.set_self(None);
+        identity::forget_registration(&self.args.state_dir);
+        // The next sign-in is a new node: a new key, no sessions left from this one.
+        match identity::new_node_key(&self.args.state_dir) {
+            Ok(k) => self.engine = Engine::new(k, Instant::now()),
+            Err(e) => tracing::warn!("keeping the node key: {e:#}"),
+        }
+        let mut warnings = Vec::new();
+        if let Some(l) = &link {
+            let bounded = Duration::from_secs(10);
+            match tokio::time::timeout(bounded, l.client.delete_self(&l.registration.node_token))
+                .await
+            {
+                Ok(Ok(())) => tracing::info!("logged out: the node left the network"),
+                Ok(Err(e)) if e.is_auth() => {}
+                Ok(Err(e)) => warnings.push(format!("the coordination server was not told: {e}")),
+                Err(_) => warnings.push("the coordination server did not answer in 10 s".into()),
+            }
+            let session = credential.or_else(|| l.session.clone());
+            if let Some(c) = session.filter(|c| c.server == l.registration.control_url) {
+                match tokio::time::timeout(bounded, l.client.logout(&c.session_token)).await {
+                    Ok(Ok(())) | Ok(Err(_)) => {}
+                    Err(_) => warnings.push("the session could not be revoked in time".into()),
+                }
+            }
+        }
+        self.login_error = None;
+        let result = LogoutResult {
+            warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
+        };
+        Ok(serde_json::to_value(&result).unwrap_or_default())
+    }
+
+    fn ping(&mut self, what: &str, timeout_ms: Option<u64>, reply: oneshot::Sender<Answer>) {
+        if self.dataplane.is_none() {
+            let _ = reply.send(Err(failure(
+                "not-up",
+                "the tunnel is down: run `pinhole up` first",
+            )));
+            return;
+        }
+        let (key, name, addresses) = match self.mapped.find(what) {
+            Some(n) => (n.node_key, n.name.clone(), n.addresses.clone()),
+            None => match self.static_peer(what) {
+                Some(found) => found,
+                None => {
+                    let _ = reply.send(Err(failure(
+                        "no-such-peer",
+                        format!("no peer called {what:?}: `pinhole status` lists them"),
+                    )));
+                    return;
                 }
             },
-            r = tun.recv_batch() => {
-                let n = r.context("reading the TUN device")?;
-                let now = Instant::now();
-                for i in 0..n {
-                    engine.handle_tun(now, tun.packet(i));
-                }
-                let mut total = n;
-                while total < BATCH {
-                    match tun.try_recv_batch() {
-                        Ok(n) => {
-                            for i in 0..n {
-                                engine.handle_tun(now, tun.packet(i));
-                            }
-                            total += n;
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e).context("reading the TUN device"),
-                    }
-                }
+        };
+        let src = self.addresses().iter().find_map(|n| match n.addr() {
+            IpAddr::V4(a) => Some(a),
+            _ => None,
+        });
+        let dst = addresses.iter().find_map(|a| match a {
+            IpAddr::V4(a) => Some(*a),
+            _ => None,
+        });
+        let (Some(src), Some(dst)) = (src, dst) else {
+            let _ = reply.send(Err(failure(
+                "no-ipv4",
+                format!("{name} or this node has no IPv4 overlay address to ping"),
+            )));
+            return;
+        };
+        let timeout = timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(PING_TIMEOUT)
+            .clamp(Duration::from_millis(10), Duration::from_secs(30));
+        let now = Instant::now();
+        let target = Target {
+            peer: key,
+            name,
+            src,
+            dst,
+        };
+        let packet = self.pinger.request(now, target, timeout, reply);
+        self.engine.handle_tun(now, &packet);
+    }
+
+    /// A static-mode peer by node key or address.
+    fn static_peer(&self, what: &str) -> Option<(Key, String, Vec<IpAddr>)> {
+        let Mode::Static { peers, .. } = &self.mode else {
+            return None;
+        };
+        peers
+            .iter()
+            .find(|p| {
+                p.public_key.to_base64().starts_with(what)
+                    || p.allowed_ips.iter().any(|n| n.addr().to_string() == what)
+            })
+            .map(|p| {
+                (
+                    p.public_key,
+                    p.public_key.short(),
+                    p.allowed_ips.iter().map(|n| n.addr()).collect(),
+                )
+            })
+    }
+
+    /// Writes everything the engine produced: datagrams to the socket, packets to the TUN
+    /// device (ping replies to whoever asked).
+    async fn flush(&mut self) {
+        let local = match self.socket.local_addr() {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        while let Some(t) = self.engine.poll_transmit() {
+            let dst = udp::to_socket_family(&local, t.dst);
+            if let Err(e) = self.socket.send_to(&t.payload, dst).await {
+                tracing::debug!("UDP send to {}: {e}", t.dst);
             }
-            r = socket.recv_from(&mut udp_buf) => {
-                let now = Instant::now();
-                match r {
-                    Ok((n, from)) => engine.handle_network(now, udp::canonical(from), &udp_buf[..n]),
-                    Err(e) => tracing::debug!("UDP receive: {e}"),
-                }
-                for _ in 1..BATCH {
-                    match socket.try_recv_from(&mut udp_buf) {
-                        Ok((n, from)) => engine.handle_network(now, udp::canonical(from), &udp_buf[..n]),
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            tracing::debug!("UDP receive: {e}");
-                            break;
-                        }
-                    }
-                }
-            }
-            Some(msg) = control.recv() => {
-                control.apply(engine, msg);
-                reporter.publish(Some(engine), control);
-            }
-            _ = report.tick() => reporter.publish(Some(engine), control),
-            _ = tokio::time::sleep_until(deadline) => {}
         }
-        engine.handle_timeout(Instant::now());
+        if let Some(p) = &mut self.probing {
+            while let Some(t) = p.netcheck.poll_transmit() {
+                let dst = udp::to_socket_family(&local, t.dst);
+                if let Err(e) = self.socket.send_to(&t.payload, dst).await {
+                    tracing::debug!("STUN send to {}: {e}", t.dst);
+                }
+            }
+        }
+        let now = Instant::now();
+        while let Some(p) = self.engine.poll_tun() {
+            if let Some((pending, rtt)) = self.pinger.take_reply(now, &p) {
+                let endpoint = self.engine.peer(&pending.peer).and_then(|e| e.endpoint);
+                let r = PingReply {
+                    peer: pending.name.clone(),
+                    address: pending.address.to_string(),
+                    rtt_ms: rtt.as_secs_f64() * 1000.0,
+                    connection: Connection::Direct,
+                    endpoint: endpoint.map(|e| e.to_string()),
+                    relay: None,
+                };
+                let _ = pending
+                    .waiter
+                    .send(Ok(serde_json::to_value(&r).unwrap_or_default()));
+                continue;
+            }
+            if let Some(dp) = &mut self.dataplane {
+                dp.tun.queue(&p);
+            }
+        }
+        if let Some(dp) = &mut self.dataplane {
+            if let Err(e) = dp.tun.flush().await {
+                tracing::debug!("TUN write: {e}");
+            }
+        }
+        while let Some(e) = self.engine.poll_event() {
+            match e {
+                Event::HandshakeCompleted { peer } => {
+                    tracing::info!(peer = %peer.short(), "handshake completed")
+                }
+                Event::EndpointChanged { peer, endpoint } => {
+                    tracing::info!(peer = %peer.short(), %endpoint, "peer endpoint changed")
+                }
+            }
+        }
     }
 }
 
-/// Writes everything the engine produced: datagrams to the socket, packets to the TUN device.
-async fn flush(
-    engine: &mut Engine,
-    socket: &UdpSocket,
-    local: &std::net::SocketAddr,
-    tun: &mut TunIo,
-) {
-    while let Some(t) = engine.poll_transmit() {
-        let dst = udp::to_socket_family(local, t.dst);
-        if let Err(e) = socket.send_to(&t.payload, dst).await {
-            tracing::debug!("UDP send to {}: {e}", t.dst);
+fn answer(waiter: SignInWaiter, value: Answer) {
+    match waiter {
+        SignInWaiter::Login(r) | SignInWaiter::Up(r) => {
+            let _ = r.send(value);
         }
+        SignInWaiter::Nobody => {}
     }
-    while let Some(p) = engine.poll_tun() {
-        tun.queue(&p);
+}
+
+/// The next batch from the TUN device; never resolves while the tunnel is down.
+async fn recv_tun(dp: &mut Option<DataPlane>) -> std::io::Result<usize> {
+    match dp {
+        Some(dp) => dp.tun.recv_batch().await,
+        None => std::future::pending().await,
     }
-    if let Err(e) = tun.flush().await {
-        tracing::debug!("TUN write: {e}");
-    }
-    while let Some(e) = engine.poll_event() {
-        match e {
-            Event::HandshakeCompleted { peer } => {
-                tracing::info!(peer = %peer.short(), "handshake completed")
-            }
-            Event::EndpointChanged { peer, endpoint } => {
-                tracing::info!(peer = %peer.short(), %endpoint, "peer endpoint changed")
-            }
-        }
+}
+
+enum SignInEvent {
+    Prompt(LoginPrompt),
+    Done(Result<SignedIn>),
+}
+
+/// A prompt to show or the end of the sign-in in progress; never resolves without one.
+async fn sign_in_event(s: &mut Option<SigningIn>) -> SignInEvent {
+    let Some(s) = s else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        Some(p) = s.prompts.recv() => SignInEvent::Prompt(p),
+        r = &mut s.task => SignInEvent::Done(match r {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("the sign-in stopped: {e}")),
+        }),
     }
 }
 

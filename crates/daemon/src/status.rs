@@ -4,7 +4,7 @@
 use crate::mapped_peers::MappedPeers;
 use pinhole_engine::{Engine, PeerStatus as EnginePeer};
 use pinhole_proto::control::Node;
-use pinhole_proto::ipc::{Connection, Nat, PeerStatus, SelfStatus, State, Status};
+use pinhole_proto::ipc::{Connection, LoginPrompt, Nat, PeerStatus, SelfStatus, State, Status};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
@@ -114,10 +114,18 @@ fn peer(
     }
 }
 
+/// The first lines of the status: the state, why, and a sign-in waiting for approval.
+pub struct Headline {
+    pub state: State,
+    pub reason: Option<String>,
+    pub login: Option<LoginPrompt>,
+}
+
 /// Publishes the status to the local API whenever it changes.
 pub struct Reporter {
     tx: watch::Sender<Status>,
     self_node: Option<SelfStatus>,
+    nat: Nat,
 }
 
 impl Reporter {
@@ -125,61 +133,38 @@ impl Reporter {
         Reporter {
             tx,
             self_node: None,
+            nat: Nat::default(),
         }
     }
 
-    /// Sets the state before the data plane runs (signing in, starting).
-    pub fn set(&self, state: State, reason: Option<String>) {
-        self.tx.send_modify(|s| {
-            s.state = state;
-            s.reason = reason;
-        });
+    /// What the last netcheck learned about the NAT.
+    pub fn set_nat(&mut self, nat: Nat) {
+        self.nat = nat;
     }
 
-    /// Who this node is, once known.
-    pub fn set_self(&mut self, node: SelfStatus) {
-        self.self_node = Some(node);
+    /// Who this node is, once known (none when signed out).
+    pub fn set_self(&mut self, node: Option<SelfStatus>) {
+        self.self_node = node;
     }
 
     /// Rebuilds the status from the engine and the map; subscribers hear of real changes only.
-    pub fn publish(&mut self, engine: Option<&Engine>, mapped: &MappedPeers) {
-        let (state, reason) = if let Some(why) = &mapped.signed_out {
-            (
-                State::SessionExpired,
-                Some(format!("signed out by the coordination server: {why}")),
-            )
-        } else if engine.is_none() {
-            (State::Stopped, None)
-        } else if mapped.follows_control() && !mapped.has_map {
-            (
-                State::Connecting,
-                mapped
-                    .unreachable
-                    .clone()
-                    .map(|r| format!("coordination server unreachable: {r}")),
-            )
-        } else {
-            (
-                State::Connected,
-                mapped.unreachable.clone().map(|r| {
-                    format!("coordination server unreachable ({r}); using the last network map")
-                }),
-            )
-        };
+    pub fn publish(&mut self, head: Headline, engine: &Engine, mapped: &MappedPeers) {
         if let Some(me) = &mut self.self_node {
+            me.nat = self.nat.clone();
             if !mapped.endpoints.is_empty() {
                 me.endpoints = mapped.endpoints.iter().map(|e| e.to_string()).collect();
             }
         }
-        let status = build(Inputs {
-            state,
-            reason,
+        let mut status = build(Inputs {
+            state: head.state,
+            reason: head.reason,
             self_node: self.self_node.clone(),
             map_peers: mapped.map_peers(),
-            engine_peers: engine.map(Engine::peers).unwrap_or_default(),
+            engine_peers: engine.peers(),
             now: Instant::now(),
             wall_now: SystemTime::now(),
         });
+        status.login = head.login;
         self.tx.send_if_modified(|s| {
             if *s == status {
                 false

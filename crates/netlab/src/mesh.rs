@@ -39,6 +39,30 @@ pub fn pinhole(lab: &Lab, host: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Like [`pinhole`], with environment variables set for the CLI.
+pub fn pinhole_env(
+    lab: &Lab,
+    host: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (bool, String, String) {
+    let bin = pinhole_cli();
+    let sock = lab.dir().join(format!("{host}.sock"));
+    let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut argv = vec!["env"];
+    argv.extend(vars.iter().map(String::as_str));
+    argv.extend_from_slice(&[bin.to_str().unwrap(), "--socket", sock.to_str().unwrap()]);
+    argv.extend_from_slice(args);
+    let out = lab
+        .run(host, &argv, Duration::from_secs(60))
+        .expect("running pinhole");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `pinhole status --json` in `host`, parsed.
 pub fn status_json(lab: &Lab, host: &str) -> serde_json::Value {
     let (ok, out, err) = pinhole(lab, host, &["status", "--json"]);
@@ -157,6 +181,19 @@ pub fn start_node(lab: &mut Lab, host: &str, authkey: &std::path::Path) -> Proc 
             &port,
         ],
     )
+}
+
+/// Starts pinholed in `host` with no sign-in (it waits for `pinhole login`), and waits until
+/// its local API listens.
+pub fn start_signed_out(lab: &mut Lab, host: &str) -> Proc {
+    let port = NODE_PORT.to_string();
+    let p = crate::pinhole::spawn_pinholed(lab, host, &["--hostname", host, "--port", &port]);
+    let up = Lab::wait_for(Duration::from_secs(10), || {
+        p.log_text().contains("local API listening")
+    });
+    assert!(up, "pinholed in {host} did not start:
+{}", p.log_text());
+    p
 }
 
 /// How many log lines contain every one of `parts`.

@@ -127,6 +127,16 @@ pub fn start_pinholed(lab: &mut Lab, host: &str, config: &str) -> Proc {
 /// Starts pinholed in `host` with `args` plus a state directory, socket and TUN name of the lab's,
 /// and waits until it says it is up.
 pub fn start_pinholed_with(lab: &mut Lab, host: &str, args: &[&str]) -> Proc {
+    let p = spawn_pinholed(lab, host, args);
+    let up = Lab::wait_for(Duration::from_secs(15), || {
+        p.log_text().contains("pinholed is up")
+    });
+    assert!(up, "pinholed in {host} did not come up:\n{}", p.log_text());
+    p
+}
+
+/// Starts pinholed in `host` with `args` plus a state directory, socket and TUN name of the lab's.
+pub fn spawn_pinholed(lab: &mut Lab, host: &str, args: &[&str]) -> Proc {
     let dir = lab.dir().to_path_buf();
     let state = dir.join(format!("{host}-state"));
     let sock = dir.join(format!("{host}.sock"));
@@ -141,12 +151,7 @@ pub fn start_pinholed_with(lab: &mut Lab, host: &str, args: &[&str]) -> Proc {
         "--tun-name",
         TUN,
     ]);
-    let p = lab.spawn(host, &argv).expect("starting pinholed");
-    let up = Lab::wait_for(Duration::from_secs(15), || {
-        p.log_text().contains("pinholed is up")
-    });
-    assert!(up, "pinholed in {host} did not come up:\n{}", p.log_text());
-    p
+    lab.spawn(host, &argv).expect("starting pinholed")
 }
 
 /// Pings `dst` from `host`; true if replies came back.

@@ -49,19 +49,139 @@ pub struct Request {
     pub op: Op,
 }
 
-/// What a client asks for. (Sign-in, ping and netcheck join as the daemon learns them;
-/// a daemon answers an operation it does not know with `unknown-operation`.)
+/// What a client asks for. A daemon answers an operation it does not know with
+/// `unknown-operation`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Op {
     /// The current status.
     Status,
-    /// Connect: bring the tunnel up (remembered across restarts).
-    Up,
+    /// Connect: bring the tunnel up (remembered across restarts). The user's stored sign-in,
+    /// if the client has one, lets the daemon sign in again after its session expired.
+    Up {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential: Option<Credential>,
+    },
     /// Disconnect: take the tunnel down and keep it down; stay signed in.
     Down,
     /// Receive a status snapshot now and after every change.
     Subscribe,
+    /// Sign in to a coordination server: with an auth key, with a stored session, or
+    /// interactively (the status then carries the URL and code to show until it is approved).
+    /// Answered with a [`LoginResult`] once signed in.
+    Login {
+        /// The coordination server; the one signed in to before when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth_key: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential: Option<Credential>,
+        /// The name to register under (default: the OS hostname).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hostname: Option<String>,
+    },
+    /// Sign out: the node leaves the network, its key is replaced, the session (if given) is
+    /// revoked on the server.
+    Logout {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential: Option<Credential>,
+    },
+    /// One ICMP echo through the tunnel to a peer (by name, overlay address or node key);
+    /// answered with a [`PingReply`].
+    Ping {
+        peer: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
+    /// Examine the local network: UDP, public address and NAT mapping (STUN), latency to each
+    /// relay region and to the coordination server; answered with a [`NetcheckReport`].
+    Netcheck,
+}
+
+/// A user's sign-in, kept by the client in the OS credential store and handed to the daemon.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    pub server: String,
+    pub session_token: String,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("server", &self.server)
+            .field("session_token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A finished sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginResult {
+    pub server: String,
+    pub name: String,
+    pub addresses: Vec<String>,
+    /// The user's session from an interactive sign-in, for the client's credential store
+    /// (sent only to the client that asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<Credential>,
+}
+
+/// What `logout` did on the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogoutResult {
+    /// Why the server could not be told (the node is forgotten locally anyway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// One echo reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PingReply {
+    pub peer: String,
+    pub address: String,
+    pub rtt_ms: f64,
+    pub connection: Connection,
+    pub endpoint: Option<String>,
+    pub relay: Option<String>,
+}
+
+/// `pinhole netcheck --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetcheckReport {
+    /// Whether UDP gets out (a STUN answer came back); unknown without STUN servers.
+    pub udp: Option<bool>,
+    /// The local UDP port WireGuard and discovery use.
+    pub port: u16,
+    /// Addresses of this host's interfaces that peers may try.
+    pub local_endpoints: Vec<String>,
+    /// This node's address:port as STUN servers saw it.
+    pub public_endpoints: Vec<String>,
+    /// Whether the NAT maps to a different port per destination (a hard NAT); unknown with
+    /// fewer than two STUN answers.
+    pub mapping_varies_by_dest: Option<bool>,
+    pub regions: Vec<RegionLatency>,
+    /// The region with the lowest latency.
+    pub preferred_relay: Option<String>,
+    pub control: ControlCheck,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionLatency {
+    pub code: String,
+    pub name: String,
+    /// STUN round trip; none when no answer came.
+    pub latency_ms: Option<f64>,
+    pub public_endpoint: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlCheck {
+    pub url: Option<String>,
+    pub reachable: bool,
+    pub latency_ms: Option<f64>,
+    pub error: Option<String>,
 }
 
 /// A frame from the daemon.
@@ -244,7 +364,15 @@ mod tests {
     fn frames_round_trip_through_any_split() {
         let req = ClientFrame::Request(Request {
             id: 7,
-            op: Op::Subscribe,
+            op: Op::Login {
+                server: Some("https://control.example".into()),
+                auth_key: None,
+                credential: Some(Credential {
+                    server: "https://control.example".into(),
+                    session_token: "phs_secret".into(),
+                }),
+                hostname: None,
+            },
         });
         let mut bytes = encode(&ClientFrame::Hello {
             hello: Hello {
@@ -284,8 +412,41 @@ mod tests {
         let f: ClientFrame =
             serde_json::from_str(r#"{"hello":{"version":1,"software":"x"}}"#).unwrap();
         assert!(matches!(f, ClientFrame::Hello { .. }));
+        let f: ClientFrame = serde_json::from_str(r#"{"id":2,"op":"up"}"#).unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Request(Request {
+                id: 2,
+                op: Op::Up { credential: None }
+            })
+        );
+        let f: ClientFrame =
+            serde_json::from_str(r#"{"id":3,"op":"ping","peer":"server"}"#).unwrap();
+        assert!(matches!(
+            f,
+            ClientFrame::Request(Request {
+                op: Op::Ping { .. },
+                ..
+            })
+        ));
         assert!(serde_json::from_str::<ClientFrame>(r#"{"id":1,"op":"explode"}"#).is_err());
         assert!(serde_json::from_str::<ClientFrame>(r#"[1,2]"#).is_err());
+    }
+
+    #[test]
+    fn credentials_never_show_in_debug_output() {
+        let c = Credential {
+            server: "https://control.example".into(),
+            session_token: "phs_topsecret".into(),
+        };
+        let shown = format!(
+            "{:?}",
+            Op::Logout {
+                credential: Some(c)
+            }
+        );
+        assert!(!shown.contains("topsecret"), "{shown}");
+        assert!(shown.contains("control.example"));
     }
 
     #[test]

@@ -6,4 +6,5 @@ pub mod ip;
 #[cfg(feature = "serde")]
 pub mod ipc;
 pub mod key;
+pub mod stun;
 pub mod wgconf;

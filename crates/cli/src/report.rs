@@ -1,0 +1,173 @@
+//! How `pinhole ping` and `pinhole netcheck` read on a terminal.
+
+use pinhole_proto::ipc::{Connection, NetcheckReport, PingReply};
+use std::fmt::Write as _;
+
+/// `pong from server (100.64.0.2) via direct 198.51.100.7:41641 in 1.23 ms`.
+pub fn pong(r: &PingReply) -> String {
+    let path = match r.connection {
+        Connection::Direct => format!("direct {}", r.endpoint.as_deref().unwrap_or("?")),
+        Connection::Relayed => format!("relay {}", r.relay.as_deref().unwrap_or("?")),
+        Connection::Connecting | Connection::Offline => "an unknown path".to_string(),
+    };
+    format!(
+        "pong from {} ({}) via {path} in {:.2} ms",
+        r.peer, r.address, r.rtt_ms
+    )
+}
+
+/// `4 sent, 4 answered, rtt min/avg/max 0.41/0.52/0.70 ms`.
+pub fn ping_summary(sent: u32, rtts: &[f64]) -> String {
+    let mut s = format!("{sent} sent, {} answered", rtts.len());
+    if !rtts.is_empty() {
+        let min = rtts.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = rtts.iter().copied().fold(0.0, f64::max);
+        let avg = rtts.iter().sum::<f64>() / rtts.len() as f64;
+        let _ = write!(s, ", rtt min/avg/max {min:.2}/{avg:.2}/{max:.2} ms");
+    }
+    s
+}
+
+fn yes_no(v: Option<bool>, yes: &str, no: &str) -> String {
+    match v {
+        Some(true) => yes.to_string(),
+        Some(false) => no.to_string(),
+        None => "unknown".to_string(),
+    }
+}
+
+pub fn netcheck(r: &NetcheckReport) -> String {
+    let mut out = String::new();
+    let udp = match r.udp {
+        None => "unknown (no STUN server in the relay map)".to_string(),
+        v => yes_no(
+            v,
+            "yes",
+            "no (UDP seems blocked: peers will be reached through relays)",
+        ),
+    };
+    let _ = writeln!(out, "UDP: {udp}");
+    let _ = writeln!(out, "local port: {}", r.port);
+    let _ = writeln!(
+        out,
+        "public address: {}",
+        if r.public_endpoints.is_empty() {
+            "unknown".to_string()
+        } else {
+            r.public_endpoints.join(", ")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "NAT mapping varies by destination: {}",
+        yes_no(
+            r.mapping_varies_by_dest,
+            "yes (a hard NAT: direct paths are harder)",
+            "no"
+        )
+    );
+    let _ = writeln!(
+        out,
+        "local endpoints: {}",
+        if r.local_endpoints.is_empty() {
+            "none".to_string()
+        } else {
+            r.local_endpoints.join(", ")
+        }
+    );
+    let control = match (&r.control.url, r.control.reachable, r.control.latency_ms) {
+        (None, _, _) => "none configured".to_string(),
+        (Some(u), true, Some(ms)) => format!("{u} reachable, {ms:.1} ms"),
+        (Some(u), _, _) => format!(
+            "{u} unreachable ({})",
+            r.control.error.as_deref().unwrap_or("no answer")
+        ),
+    };
+    let _ = writeln!(out, "coordination server: {control}");
+    if r.regions.is_empty() {
+        let _ = writeln!(out, "relay regions: none known yet");
+    } else {
+        let _ = writeln!(
+            out,
+            "relay regions (preferred: {}):",
+            r.preferred_relay.as_deref().unwrap_or("none")
+        );
+        for g in &r.regions {
+            let detail = match (g.latency_ms, &g.error) {
+                (Some(ms), _) => format!("{ms:.1} ms"),
+                (None, Some(e)) => e.clone(),
+                (None, None) => "no answer".to_string(),
+            };
+            let _ = writeln!(out, "  {} ({}): {detail}", g.code, g.name);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pinhole_proto::ipc::{ControlCheck, RegionLatency};
+
+    #[test]
+    fn pong_names_the_path() {
+        let r = PingReply {
+            peer: "server".into(),
+            address: "100.64.0.2".into(),
+            rtt_ms: 1.234,
+            connection: Connection::Direct,
+            endpoint: Some("198.51.100.7:41641".into()),
+            relay: None,
+        };
+        assert_eq!(
+            pong(&r),
+            "pong from server (100.64.0.2) via direct 198.51.100.7:41641 in 1.23 ms"
+        );
+        assert_eq!(
+            ping_summary(3, &[1.0, 2.0]),
+            "3 sent, 2 answered, rtt min/avg/max 1.00/1.50/2.00 ms"
+        );
+        assert_eq!(ping_summary(2, &[]), "2 sent, 0 answered");
+    }
+
+    #[test]
+    fn netcheck_says_what_is_unknown_and_why_a_region_failed() {
+        let r = NetcheckReport {
+            udp: Some(true),
+            port: 41641,
+            local_endpoints: vec!["192.0.2.1:41641".into()],
+            public_endpoints: vec!["203.0.113.5:40000".into()],
+            mapping_varies_by_dest: None,
+            regions: vec![
+                RegionLatency {
+                    code: "fra".into(),
+                    name: "Frankfurt".into(),
+                    latency_ms: Some(12.5),
+                    public_endpoint: Some("203.0.113.5:40000".into()),
+                    error: None,
+                },
+                RegionLatency {
+                    code: "nyc".into(),
+                    name: "New York".into(),
+                    latency_ms: None,
+                    public_endpoint: None,
+                    error: Some("no STUN answer from 198.51.100.2:3478".into()),
+                },
+            ],
+            preferred_relay: Some("fra".into()),
+            control: ControlCheck {
+                url: Some("https://control.example".into()),
+                reachable: true,
+                latency_ms: Some(3.0),
+                error: None,
+            },
+        };
+        let text = netcheck(&r);
+        assert!(text.contains("UDP: yes"));
+        assert!(text.contains("public address: 203.0.113.5:40000"));
+        assert!(text.contains("NAT mapping varies by destination: unknown"));
+        assert!(text.contains("fra (Frankfurt): 12.5 ms"));
+        assert!(text.contains("nyc (New York): no STUN answer from 198.51.100.2:3478"));
+        assert!(text.contains("https://control.example reachable, 3.0 ms"));
+    }
+}

@@ -1,0 +1,325 @@
+//! Netcheck: what the local network allows, learned by sending STUN Binding requests from the
+//! node's own UDP socket to the relay regions' STUN servers. Whether UDP gets out at all, the
+//! public address:port the NAT gives this socket, whether that mapping changes per destination
+//! (a hard NAT), and the round-trip time to each region. Sans-IO: the caller sends what
+//! `poll_transmit` returns, feeds STUN datagrams to `handle_stun`, and wakes it at `poll_timeout`.
+
+use crate::Transmit;
+use pinhole_proto::stun::{self, Message, TxId};
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// When each attempt at a server goes out, counted from the start (UDP loses packets).
+const ATTEMPTS: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_millis(300),
+    Duration::from_millis(900),
+];
+
+/// How long a netcheck waits for answers.
+pub const NETCHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A STUN server of a relay region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StunServer {
+    pub region: String,
+    pub addr: SocketAddr,
+}
+
+/// What one server said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub server: StunServer,
+    pub latency: Option<Duration>,
+    /// This socket's address as the server saw it.
+    pub mapped: Option<SocketAddr>,
+}
+
+/// What a netcheck learned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Whether UDP gets out; unknown without servers.
+    pub udp: Option<bool>,
+    /// Distinct public addresses seen.
+    pub public: Vec<SocketAddr>,
+    /// Whether servers at different addresses saw different mappings (a hard NAT); unknown
+    /// with fewer than two answering addresses.
+    pub mapping_varies_by_dest: Option<bool>,
+    pub probes: Vec<Probe>,
+    /// The region with the lowest latency.
+    pub preferred_region: Option<String>,
+}
+
+struct ServerState {
+    server: StunServer,
+    /// Transaction id and send time of each attempt made.
+    sent: Vec<(TxId, Instant)>,
+    answer: Option<(Duration, Option<SocketAddr>)>,
+}
+
+/// One run of STUN probes.
+pub struct Netcheck {
+    start: Instant,
+    seed: TxId,
+    servers: Vec<ServerState>,
+    queue: VecDeque<Transmit>,
+}
+
+impl Netcheck {
+    /// Starts probing `servers`; `seed` (random) makes the transaction ids unguessable.
+    pub fn new(now: Instant, servers: Vec<StunServer>, seed: TxId) -> Self {
+        let mut n = Netcheck {
+            start: now,
+            seed,
+            servers: servers
+                .into_iter()
+                .map(|server| ServerState {
+                    server,
+                    sent: Vec::new(),
+                    answer: None,
+                })
+                .collect(),
+            queue: VecDeque::new(),
+        };
+        n.handle_timeout(now);
+        n
+    }
+
+    fn tx_id(&self, server: usize, attempt: usize) -> TxId {
+        let mut tx = self.seed;
+        let n = (server * ATTEMPTS.len() + attempt) as u32;
+        for (b, x) in tx[8..].iter_mut().zip(n.to_be_bytes()) {
+            *b ^= x;
+        }
+        tx
+    }
+
+    /// Sends the attempts that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.is_done(now) {
+            return;
+        }
+        let elapsed = now.saturating_duration_since(self.start);
+        for i in 0..self.servers.len() {
+            let s = &self.servers[i];
+            let next = s.sent.len();
+            if s.answer.is_some() || next >= ATTEMPTS.len() || ATTEMPTS[next] > elapsed {
+                continue;
+            }
+            let tx = self.tx_id(i, next);
+            let dst = s.server.addr;
+            self.servers[i].sent.push((tx, now));
+            self.queue.push_back(Transmit {
+                dst,
+                payload: stun::binding_request(tx),
+            });
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.queue.pop_front()
+    }
+
+    /// Takes a STUN answer to one of our requests; false if it is not one.
+    pub fn handle_stun(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
+        let Ok(Message::BindingSuccess { tx, mapped, .. }) = stun::parse(datagram) else {
+            return false;
+        };
+        for s in &mut self.servers {
+            if let Some((_, sent)) = s.sent.iter().find(|(t, _)| *t == tx) {
+                if !same_host(s.server.addr, from) {
+                    return false;
+                }
+                if s.answer.is_none() {
+                    s.answer = Some((now.saturating_duration_since(*sent), mapped));
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Done when every server answered or the time is up.
+    pub fn is_done(&self, now: Instant) -> bool {
+        self.servers.iter().all(|s| s.answer.is_some()) || now >= self.start + NETCHECK_TIMEOUT
+    }
+
+    /// When to call `handle_timeout` next; none once done.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.servers.iter().all(|s| s.answer.is_some()) {
+            return None;
+        }
+        let next_attempt = self
+            .servers
+            .iter()
+            .filter(|s| s.answer.is_none())
+            .filter_map(|s| ATTEMPTS.get(s.sent.len()))
+            .min()
+            .map(|d| self.start + *d);
+        let end = self.start + NETCHECK_TIMEOUT;
+        Some(next_attempt.map_or(end, |t| t.min(end)))
+    }
+
+    pub fn report(&self) -> Report {
+        let probes: Vec<Probe> = self
+            .servers
+            .iter()
+            .map(|s| Probe {
+                server: s.server.clone(),
+                latency: s.answer.map(|(rtt, _)| rtt),
+                mapped: s.answer.and_then(|(_, m)| m),
+            })
+            .collect();
+        let answered: Vec<&Probe> = probes.iter().filter(|p| p.latency.is_some()).collect();
+        let mut public: Vec<SocketAddr> = answered.iter().filter_map(|p| p.mapped).collect();
+        public.sort();
+        public.dedup();
+        // Compare mappings seen by servers at different IPs, per address family.
+        let mut varies = None;
+        for p in &answered {
+            for q in &answered {
+                let (Some(a), Some(b)) = (p.mapped, q.mapped) else {
+                    continue;
+                };
+                if p.server.addr.ip() != q.server.addr.ip() && a.is_ipv4() == b.is_ipv4() {
+                    varies = Some(varies.unwrap_or(false) || a != b);
+                }
+            }
+        }
+        let preferred_region = answered
+            .iter()
+            .min_by_key(|p| p.latency)
+            .map(|p| p.server.region.clone());
+        Report {
+            udp: (!self.servers.is_empty()).then_some(!answered.is_empty()),
+            public,
+            mapping_varies_by_dest: varies,
+            probes,
+            preferred_region,
+        }
+    }
+}
+
+/// Whether an answer came from the server asked (v4-mapped v6 forms compared as v4).
+fn same_host(asked: SocketAddr, from: SocketAddr) -> bool {
+    let canon = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    canon(asked.ip()) == canon(from.ip()) && asked.port() == from.port()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME_PUBLIC: &str = "203.0.113.5:40000";
+
+    fn server(region: &str, addr: &str) -> StunServer {
+        StunServer {
+            region: region.into(),
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    /// A STUN server's answer to a request, as a NAT with the given mapping would let it out.
+    fn answer(req: &Transmit, mapped: &str) -> Vec<u8> {
+        let Ok(Message::BindingRequest { tx, .. }) = stun::parse(&req.payload) else {
+            panic!("not a binding request")
+        };
+        stun::binding_success(tx, mapped.parse().unwrap(), None, None, true)
+    }
+
+    #[test]
+    fn an_easy_nat_maps_the_same_way_to_every_server() {
+        let t0 = Instant::now();
+        let servers = vec![
+            server("fra", "198.51.100.1:3478"),
+            server("nyc", "198.51.100.2:3478"),
+        ];
+        let mut n = Netcheck::new(t0, servers, [7; 12]);
+        let a = n.poll_transmit().unwrap();
+        let b = n.poll_transmit().unwrap();
+        assert!(n.poll_transmit().is_none());
+        assert!(n.handle_stun(
+            t0 + Duration::from_millis(30),
+            b.dst,
+            &answer(&b, ME_PUBLIC)
+        ));
+        assert!(!n.is_done(t0 + Duration::from_millis(30)));
+        assert!(n.handle_stun(
+            t0 + Duration::from_millis(12),
+            a.dst,
+            &answer(&a, ME_PUBLIC)
+        ));
+        assert!(n.is_done(t0 + Duration::from_millis(30)));
+        let r = n.report();
+        assert_eq!(r.udp, Some(true));
+        assert_eq!(r.public, vec![ME_PUBLIC.parse().unwrap()]);
+        assert_eq!(r.mapping_varies_by_dest, Some(false));
+        assert_eq!(r.preferred_region.as_deref(), Some("fra"));
+        assert_eq!(r.probes[1].latency, Some(Duration::from_millis(30)));
+    }
+
+    #[test]
+    fn a_hard_nat_shows_a_new_port_per_destination() {
+        let t0 = Instant::now();
+        let servers = vec![
+            server("fra", "198.51.100.1:3478"),
+            server("nyc", "198.51.100.2:3478"),
+        ];
+        let mut n = Netcheck::new(t0, servers, [7; 12]);
+        let a = n.poll_transmit().unwrap();
+        let b = n.poll_transmit().unwrap();
+        n.handle_stun(t0, a.dst, &answer(&a, "203.0.113.5:40000"));
+        n.handle_stun(t0, b.dst, &answer(&b, "203.0.113.5:40001"));
+        let r = n.report();
+        assert_eq!(r.mapping_varies_by_dest, Some(true));
+        assert_eq!(r.public.len(), 2);
+    }
+
+    #[test]
+    fn lost_requests_are_retried_and_silence_means_no_udp() {
+        let t0 = Instant::now();
+        let mut n = Netcheck::new(t0, vec![server("fra", "198.51.100.1:3478")], [1; 12]);
+        let first = n.poll_transmit().unwrap();
+        assert_eq!(n.poll_timeout(), Some(t0 + ATTEMPTS[1]));
+        n.handle_timeout(t0 + ATTEMPTS[1]);
+        let second = n.poll_transmit().expect("a retry");
+        assert_ne!(
+            first.payload, second.payload,
+            "a new transaction id per attempt"
+        );
+        n.handle_timeout(t0 + ATTEMPTS[2]);
+        assert!(n.poll_transmit().is_some());
+        n.handle_timeout(t0 + Duration::from_secs(2));
+        assert!(n.poll_transmit().is_none(), "three attempts at most");
+        assert_eq!(n.poll_timeout(), Some(t0 + NETCHECK_TIMEOUT));
+        assert!(n.is_done(t0 + NETCHECK_TIMEOUT));
+        let r = n.report();
+        assert_eq!(r.udp, Some(false));
+        assert_eq!(r.mapping_varies_by_dest, None);
+        assert_eq!(r.preferred_region, None);
+    }
+
+    #[test]
+    fn answers_from_strangers_or_to_other_transactions_are_ignored() {
+        let t0 = Instant::now();
+        let mut n = Netcheck::new(t0, vec![server("fra", "198.51.100.1:3478")], [1; 12]);
+        let req = n.poll_transmit().unwrap();
+        let stranger: SocketAddr = "192.0.2.66:3478".parse().unwrap();
+        assert!(!n.handle_stun(t0, stranger, &answer(&req, ME_PUBLIC)));
+        let forged = stun::binding_success([9; 12], ME_PUBLIC.parse().unwrap(), None, None, true);
+        assert!(!n.handle_stun(t0, req.dst, &forged));
+        assert!(!n.handle_stun(t0, req.dst, b"\x01\x00\x00\x00garbage"));
+        assert_eq!(n.report().udp, Some(false));
+    }
+
+    #[test]
+    fn no_servers_means_unknown() {
+        let n = Netcheck::new(Instant::now(), Vec::new(), [0; 12]);
+        assert_eq!(n.report().udp, None);
+        assert!(n.poll_timeout().is_none());
+    }
+}
