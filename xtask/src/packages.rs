@@ -13,8 +13,13 @@ pub const LAB: &[(&str, &str)] = &[
     ("wg", "wireguard-tools"),
 ];
 
-/// What the test suite needs on top of the lab: a PostgreSQL server for the control API tests.
-pub const TEST: &[(&str, &str)] = &[("/usr/lib/postgresql/*/bin/initdb", "postgresql")];
+/// What the test suite needs on top of the lab: a PostgreSQL server for the control API tests,
+/// a third-party STUN server (coturn) for netcheck, curl to approve a sign-in like a browser.
+pub const TEST: &[(&str, &str)] = &[
+    ("/usr/lib/postgresql/*/bin/initdb", "postgresql"),
+    ("turnserver", "coturn"),
+    ("curl", "curl"),
+];
 
 /// What the throughput benchmark needs on top of the lab.
 pub const BENCH: &[(&str, &str)] = &[("iperf3", "iperf3")];

@@ -19,47 +19,47 @@ fn user() -> String {
         .unwrap_or_else(|| "session".to_string())
 }
 
-fn entry() -> Result<Entry> {
+fn entry(name: &str) -> Result<Entry> {
     #[cfg(target_os = "linux")]
     {
-        linux::entry()
+        linux::entry(name)
     }
     #[cfg(not(target_os = "linux"))]
     {
-        Entry::new(SERVICE, &user()).context("the credential store is not available")
+        Entry::new(SERVICE, name).context("the credential store is not available")
     }
 }
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::{user, SERVICE};
+    use super::SERVICE;
     use anyhow::{bail, Context, Result};
     use keyring::keyutils::KeyutilsCredential;
     use keyring::secret_service::SsCredential;
     use keyring::Entry;
     use linux_keyutils::{KeyRing, KeyRingIdentifier};
 
-    pub fn entry() -> Result<Entry> {
+    pub fn entry(name: &str) -> Result<Entry> {
         let choice = std::env::var("PINHOLE_KEYRING").unwrap_or_default();
         match choice.as_str() {
-            "kernel" => kernel(),
-            "secret-service" => secret_service(),
+            "kernel" => kernel(name),
+            "secret-service" => secret_service(name),
             "" => {
                 if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some() {
-                    match secret_service() {
+                    match secret_service(name) {
                         Ok(e) => return Ok(e),
-                        Err(e) => tracing_free_note(&format!("{e:#}")),
+                        Err(e) => debug_note(&format!("{e:#}")),
                     }
                 }
-                kernel()
+                kernel(name)
             }
             other => bail!("PINHOLE_KEYRING={other:?}: use kernel or secret-service"),
         }
     }
 
     /// A desktop's Secret Service, if it answers.
-    fn secret_service() -> Result<Entry> {
-        let cred = SsCredential::new_with_target(None, SERVICE, &user())
+    fn secret_service(name: &str) -> Result<Entry> {
+        let cred = SsCredential::new_with_target(None, SERVICE, name)
             .context("the Secret Service is not available")?;
         let entry = Entry::new_with_credential(Box::new(cred));
         match entry.get_password() {
@@ -70,19 +70,19 @@ mod linux {
 
     /// The kernel keyring: the user keyring (kept while the user has processes), linked into
     /// the persistent keyring (kept across logins for days) when the kernel has one.
-    fn kernel() -> Result<Entry> {
+    fn kernel(name: &str) -> Result<Entry> {
         let ring = KeyRing::from_special_id(KeyRingIdentifier::User, true)
             .map_err(|e| anyhow::anyhow!("the kernel keyring is not available: {e:?}"))?;
         let persistent = KeyRing::get_persistent(KeyRingIdentifier::User).ok();
         let cred = KeyutilsCredential {
             session: ring,
             persistent,
-            description: format!("{SERVICE}:{}", user()),
+            description: format!("{SERVICE}:{name}"),
         };
         Ok(Entry::new_with_credential(Box::new(cred)))
     }
 
-    fn tracing_free_note(why: &str) {
+    fn debug_note(why: &str) {
         if std::env::var_os("PINHOLE_DEBUG").is_some() {
             eprintln!("pinhole: using the kernel keyring ({why})");
         }
@@ -91,8 +91,21 @@ mod linux {
 
 /// The stored sign-in, if any.
 pub fn load() -> Result<Option<Credential>> {
-    let entry = entry()?;
-    match entry.get_password() {
+    load_named(&user())
+}
+
+/// Stores the sign-in, replacing any earlier one.
+pub fn save(c: &Credential) -> Result<()> {
+    save_named(&user(), c)
+}
+
+/// Removes the stored sign-in (nothing stored is fine).
+pub fn forget() -> Result<()> {
+    forget_named(&user())
+}
+
+fn load_named(name: &str) -> Result<Option<Credential>> {
+    match entry(name)?.get_password() {
         Ok(text) => match serde_json::from_str(&text) {
             Ok(c) => Ok(Some(c)),
             // Not ours or damaged: as if there were none; the next login replaces it.
@@ -103,18 +116,42 @@ pub fn load() -> Result<Option<Credential>> {
     }
 }
 
-/// Stores the sign-in, replacing any earlier one.
-pub fn save(c: &Credential) -> Result<()> {
+fn save_named(name: &str, c: &Credential) -> Result<()> {
     let text = serde_json::to_string(c)?;
-    entry()?
+    entry(name)?
         .set_password(&text)
         .context("cannot write to the credential store")
 }
 
-/// Removes the stored sign-in (nothing stored is fine).
-pub fn forget() -> Result<()> {
-    match entry()?.delete_credential() {
+fn forget_named(name: &str) -> Result<()> {
+    match entry(name)?.delete_credential() {
         Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
         Err(e) => Err(e).context("cannot remove the sign-in from the credential store"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sign_in_is_stored_read_back_replaced_and_forgotten() {
+        let name = format!("unit-test-{}", std::process::id());
+        let first = Credential {
+            server: "https://control.example".into(),
+            session_token: "phs_first".into(),
+        };
+        let second = Credential {
+            server: "https://control.example".into(),
+            session_token: "phs_second".into(),
+        };
+        assert_eq!(load_named(&name).unwrap(), None);
+        save_named(&name, &first).unwrap();
+        assert_eq!(load_named(&name).unwrap(), Some(first));
+        save_named(&name, &second).unwrap();
+        assert_eq!(load_named(&name).unwrap(), Some(second));
+        forget_named(&name).unwrap();
+        assert_eq!(load_named(&name).unwrap(), None);
+        forget_named(&name).expect("forgetting twice is fine");
     }
 }

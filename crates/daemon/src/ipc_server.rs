@@ -546,6 +546,65 @@ mod unix {
     }
 }
 
+#[cfg(all(test, windows))]
+mod pipe_tests {
+    use super::*;
+    use pinhole_proto::ipc::{Request, State};
+    use tokio::net::windows::named_pipe::ClientOptions;
+
+    #[tokio::test]
+    async fn a_local_client_is_served_over_the_named_pipe() {
+        let name = format!(r"\\.\pipe\pinholed-test-{}", std::process::id());
+        let path = std::path::Path::new(&name);
+        let (_status_tx, status_rx) = watch::channel(Status {
+            state: State::Stopped,
+            reason: None,
+            login: None,
+            self_node: None,
+            peers: vec![],
+        });
+        let (cmd_tx, _cmd_rx) = mpsc::channel::<Command>(4);
+        // (A second pinholed on the same name is refused by FILE_FLAG_FIRST_PIPE_INSTANCE on
+        // Windows; Wine does not enforce that flag, so it is not asserted here.)
+        let _served = serve(path, status_rx, cmd_tx)
+            .await
+            .expect("serving the pipe");
+        let mut client = ClientOptions::new().open(path).expect("opening the pipe");
+        let mut input = encode(&ClientFrame::Hello {
+            hello: Hello {
+                version: VERSION,
+                software: "pinhole test".into(),
+            },
+        });
+        input.extend(encode(&ClientFrame::Request(Request {
+            id: 9,
+            op: Op::Status,
+        })));
+        client.write_all(&input).await.unwrap();
+        let mut d = Decoder::new(usize::MAX);
+        let mut frames = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        while frames.len() < 2 {
+            let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+                .await
+                .expect("an answer in time")
+                .unwrap();
+            assert!(n > 0, "the pipe closed early");
+            d.push(&buf[..n]);
+            while let Ok(Some(f)) = d.next_frame() {
+                frames.push(serde_json::from_slice::<DaemonFrame>(&f).unwrap());
+            }
+        }
+        assert!(matches!(&frames[0], DaemonFrame::Hello { .. }));
+        match &frames[1] {
+            DaemonFrame::Reply(Reply {
+                id: 9, ok: Some(v), ..
+            }) => assert_eq!(v["state"], "stopped"),
+            f => panic!("{f:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -755,6 +814,68 @@ mod tests {
             }) => assert_eq!(e.message, "down refused"),
             f => panic!("{f:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn events_keep_flowing_while_an_operation_waits() {
+        // A login waits for a person; meanwhile the subscriber sees the prompt appear.
+        let (status_tx, status_rx) = watch::channel(status());
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(4);
+        let task = tokio::spawn(serve_client(server, status_rx, cmd_tx));
+        let (mut crd, mut cwr) = tokio::io::split(client);
+        let mut input = hello(VERSION);
+        input.extend(encode(&ClientFrame::Request(Request {
+            id: 1,
+            op: Op::Subscribe,
+        })));
+        input.extend(encode(&ClientFrame::Request(Request {
+            id: 2,
+            op: Op::Login {
+                server: None,
+                auth_key: None,
+                credential: None,
+                hostname: None,
+            },
+        })));
+        cwr.write_all(&input).await.unwrap();
+        let login = cmd_rx.recv().await.expect("the login reached the loop");
+        status_tx.send_modify(|s| {
+            s.state = State::NeedsLogin;
+            s.login = Some(pinhole_proto::ipc::LoginPrompt {
+                url: "http://control/device".into(),
+                code: "ABCD-EFGH".into(),
+            });
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = login.reply.send(Ok(serde_json::json!({"name": "n1"})));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(cwr);
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_millis(500), crd.read_to_end(&mut out)).await;
+        task.abort();
+        let mut d = Decoder::new(usize::MAX);
+        d.push(&out);
+        let mut order = Vec::new();
+        while let Ok(Some(f)) = d.next_frame() {
+            match serde_json::from_slice::<DaemonFrame>(&f).unwrap() {
+                DaemonFrame::Event {
+                    event: Event::State { status },
+                } => order.push(format!("state {:?}", status.login.map(|l| l.code))),
+                DaemonFrame::Reply(r) => order.push(format!("reply {}", r.id)),
+                DaemonFrame::Hello { .. } => order.push("hello".into()),
+            }
+        }
+        assert_eq!(
+            order,
+            [
+                "hello",
+                "reply 1",
+                "state None",
+                "state Some(\"ABCD-EFGH\")",
+                "reply 2"
+            ]
+        );
     }
 
     #[tokio::test]

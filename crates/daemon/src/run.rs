@@ -142,8 +142,6 @@ struct Daemon<'a> {
     netcheck_rx: mpsc::Receiver<(netcheck::Prepared, oneshot::Sender<Answer>)>,
     /// The STUN probes in flight and who waits for them.
     probing: Option<Probing>,
-    /// What the last netcheck learned.
-    nat: Nat,
 }
 
 /// A netcheck's STUN probes in flight.
@@ -195,7 +193,6 @@ impl<'a> Daemon<'a> {
             netcheck_tx,
             netcheck_rx,
             probing: None,
-            nat: Nat::default(),
             args,
             mode,
             engine,
@@ -685,11 +682,11 @@ impl<'a> Daemon<'a> {
             return;
         };
         let found = p.netcheck.report();
-        self.nat = Nat {
+        self.reporter.set_nat(Nat {
             mapping_varies_by_dest: found.mapping_varies_by_dest,
             udp: found.udp,
-        };
-        self.reporter.set_nat(self.nat.clone());
+        });
+        self.publish();
         for (prepared, reply) in p.waiters {
             let report = netcheck::report(&prepared, &found);
             let _ = reply.send(Ok(serde_json::to_value(&report).unwrap_or_default()));

@@ -104,22 +104,24 @@ impl Control {
 
     /// Starts `pinhole-control serve` in the public namespace and waits until it listens.
     pub fn start(&self, lab: &mut Lab) -> Proc {
+        self.start_with(lab, &[])
+    }
+
+    /// Like [`Control::start`], with more `serve` options.
+    pub fn start_with(&self, lab: &mut Lab, extra: &[&str]) -> Proc {
         let bin = pinhole_control();
         let listen = format!("0.0.0.0:{CONTROL_PORT}");
-        let p = lab
-            .spawn(
-                PUBLIC,
-                &[
-                    bin.to_str().unwrap(),
-                    "--db",
-                    &self.db,
-                    "serve",
-                    "--listen",
-                    &listen,
-                    "--insecure-http",
-                ],
-            )
-            .expect("starting pinhole-control");
+        let mut argv = vec![
+            bin.to_str().unwrap(),
+            "--db",
+            &self.db,
+            "serve",
+            "--listen",
+            &listen,
+            "--insecure-http",
+        ];
+        argv.extend_from_slice(extra);
+        let p = lab.spawn(PUBLIC, &argv).expect("starting pinhole-control");
         let up = Lab::wait_for(Duration::from_secs(10), || {
             p.log_text().contains("pinhole-control is listening")
         });
@@ -191,8 +193,43 @@ pub fn start_signed_out(lab: &mut Lab, host: &str) -> Proc {
     let up = Lab::wait_for(Duration::from_secs(10), || {
         p.log_text().contains("local API listening")
     });
-    assert!(up, "pinholed in {host} did not start:
-{}", p.log_text());
+    assert!(
+        up,
+        "pinholed in {host} did not start:
+{}",
+        p.log_text()
+    );
+    p
+}
+
+/// Starts coturn (a third-party STUN server) in STUN-only mode on `ip`:3478 in `host`.
+pub fn start_stun_server(lab: &mut Lab, host: &str, ip: &str) -> Proc {
+    let p = lab
+        .spawn(
+            host,
+            &[
+                "turnserver",
+                "--stun-only",
+                "--listening-ip",
+                ip,
+                "--listening-port",
+                "3478",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                "--log-file",
+                "stdout",
+                "--simple-log",
+                "-c",
+                "/dev/null",
+            ],
+        )
+        .expect("starting turnserver (coturn; `cargo xtask test` installs it)");
+    let up = Lab::wait_for(Duration::from_secs(10), || {
+        p.log_text().contains("Total General servers")
+            || p.log_text().contains("IPv4. UDP listener opened on")
+    });
+    assert!(up, "coturn did not start:\n{}", p.log_text());
     p
 }
 

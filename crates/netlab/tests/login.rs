@@ -58,7 +58,13 @@ fn login_up_status_ping_down_up_logout() {
     // Signed out: the status says so and what to do; no device yet.
     let st = status_json(&lab, "n1");
     assert_eq!(st["state"], "needs-login", "{st:#}");
-    assert!(st["reason"].as_str().unwrap_or("").contains("pinhole login"), "{st:#}");
+    assert!(
+        st["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("pinhole login"),
+        "{st:#}"
+    );
     assert!(!device_exists(&lab, "n1"));
 
     // A dead server, a wrong key, an unknown command: clear errors, nothing changes.
@@ -67,14 +73,25 @@ fn login_up_status_ping_down_up_logout() {
         "n1",
         &["login", "--server", "http://198.18.1.1:9", "--authkey", key],
     );
-    assert!(!ok && err.contains("cannot reach the coordination server"), "{err}");
-    let (ok, _, err) = pinhole(&lab, "n1", &["login", "--server", &url, "--authkey", "phk_wrong"]);
+    assert!(
+        !ok && err.contains("cannot reach the coordination server"),
+        "{err}"
+    );
+    let (ok, _, err) = pinhole(
+        &lab,
+        "n1",
+        &["login", "--server", &url, "--authkey", "phk_wrong"],
+    );
     assert!(!ok && err.contains("refused"), "{err}");
     let (ok, _, err) = pinhole(&lab, "n1", &["up"]);
     assert!(!ok && err.contains("pinhole login"), "{err}");
     assert_eq!(status_json(&lab, "n1")["state"], "needs-login");
     let usage = lab
-        .run("n1", &[mesh::pinhole_cli().to_str().unwrap(), "frobnicate"], Duration::from_secs(5))
+        .run(
+            "n1",
+            &[mesh::pinhole_cli().to_str().unwrap(), "frobnicate"],
+            Duration::from_secs(5),
+        )
         .expect("running pinhole");
     assert_eq!(usage.status.code(), Some(2), "usage errors exit with 2");
 
@@ -91,7 +108,11 @@ fn login_up_status_ping_down_up_logout() {
                 .iter()
                 .all(|n| peer(st, n).is_some_and(|p| p["online"] == true))
     });
-    assert!(ok, "n1 never saw both peers online: {st:#}\n{}", procs[0].log_text());
+    assert!(
+        ok,
+        "n1 never saw both peers online: {st:#}\n{}",
+        procs[0].log_text()
+    );
     assert_eq!(st["self"]["addresses"][0], "100.64.0.1", "{st:#}");
     assert_eq!(peer(&st, "n2").unwrap()["addresses"][0], "100.64.0.2");
     assert_eq!(peer(&st, "n3").unwrap()["addresses"][0], "100.64.0.3");
@@ -123,12 +144,18 @@ fn login_up_status_ping_down_up_logout() {
         "{nc:#}"
     );
     let (ok, out, _) = pinhole(&lab, "n1", &["netcheck"]);
-    assert!(ok && out.contains("coordination server: http://198.18.1.1:8080 reachable"), "{out}");
+    assert!(
+        ok && out.contains("coordination server: http://198.18.1.1:8080 reachable"),
+        "{out}"
+    );
 
     // down: the device goes, the status says stopped, ping says what to do.
     let (ok, out, err) = pinhole(&lab, "n2", &["down"]);
     assert!(ok, "{out}{err}");
-    assert!(!device_exists(&lab, "n2"), "the TUN device is gone after down");
+    assert!(
+        !device_exists(&lab, "n2"),
+        "the TUN device is gone after down"
+    );
     assert_eq!(status_json(&lab, "n2")["state"], "stopped");
     let (ok, _, err) = pinhole(&lab, "n2", &["ping", "n1", "-c", "1"]);
     assert!(!ok && err.contains("pinhole up"), "{err}");
@@ -138,7 +165,10 @@ fn login_up_status_ping_down_up_logout() {
     assert_eq!(status_json(&lab, "n2")["state"], "connected");
     let (ok, out, err) = pinhole(&lab, "n2", &["ping", "n1", "-c", "2"]);
     assert!(ok && out.contains("pong from n1"), "{out}{err}");
-    assert!(ping(&lab, "n1", "100.64.0.2"), "kernel ping n1 → n2 after up");
+    assert!(
+        ping(&lab, "n1", "100.64.0.2"),
+        "kernel ping n1 → n2 after up"
+    );
 
     // logout on n3: it leaves the others' maps, its device goes, and it needs a login again.
     let (ok, out, err) = pinhole(&lab, "n3", &["logout"]);
@@ -151,7 +181,11 @@ fn login_up_status_ping_down_up_logout() {
     assert!(ok, "n3 still in n1's map after its logout: {st:#}");
     // The daemons kept running through all of it.
     for (n, p) in names.iter().zip(&procs) {
-        assert!(lab.is_running(p), "pinholed in {n} stopped:\n{}", p.log_text());
+        assert!(
+            lab.is_running(p),
+            "pinholed in {n} stopped:\n{}",
+            p.log_text()
+        );
     }
 }
 
@@ -243,7 +277,12 @@ fn interactive_login_keeps_the_session_in_the_kernel_keyring() {
     let shown = Lab::wait_for(Duration::from_secs(10), || {
         login.log_text().contains("enter the code")
     });
-    assert!(shown, "no code shown:\n{}\n{}", login.log_text(), daemon.log_text());
+    assert!(
+        shown,
+        "no code shown:\n{}\n{}",
+        login.log_text(),
+        daemon.log_text()
+    );
     let text = login.log_text();
     let code = text
         .split("enter the code ")
@@ -284,7 +323,11 @@ fn interactive_login_keeps_the_session_in_the_kernel_keyring() {
         login.log_text(),
         daemon.log_text()
     );
-    assert!(login.log_text().contains("signed in to"), "{}", login.log_text());
+    assert!(
+        login.log_text().contains("signed in to"),
+        "{}",
+        login.log_text()
+    );
     let (ok, st) = wait_status(&lab, "n1", Duration::from_secs(10), |st| {
         st["state"] == "connected"
     });
@@ -294,10 +337,16 @@ fn interactive_login_keeps_the_session_in_the_kernel_keyring() {
     let stored = keyring_entry(&entry).expect("the session is in the kernel keyring");
     let cred: serde_json::Value = serde_json::from_str(&stored).expect("stored as JSON");
     let token = cred["session_token"].as_str().expect("a session token");
-    assert!(token.starts_with("phs_"), "a session token, not some other secret");
+    assert!(
+        token.starts_with("phs_"),
+        "a session token, not some other secret"
+    );
     assert_eq!(cred["server"], url.as_str());
     let leaks = files_containing(lab.dir(), token);
-    assert!(leaks.is_empty(), "the session token is in plain files: {leaks:?}");
+    assert!(
+        leaks.is_empty(),
+        "the session token is in plain files: {leaks:?}"
+    );
 
     // The node is removed by an admin: the session expired; `pinhole up` signs in again with
     // the stored session, with no code to approve.
