@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: a coordination server and three pinholed nodes in a namespace lab. The
 //! nodes join with an auth key, learn each other from the server's map, and ping each other's
-//! overlay addresses; `pinhole status` on each shows its peers and the path to each.
+//! overlay addresses; `pinhole status` on each shows its peers and the path to each, `pinhole
+//! ping` the path and round trip through the tunnel, `pinhole netcheck` what n1's network allows.
 
 use crate::{build_release_binaries, packages, require_root};
 use anyhow::{bail, Result};
@@ -87,6 +88,18 @@ pub fn run() -> Result<()> {
         }
         print!("{table}");
     }
+    for (host, args) in [
+        ("n1", &["ping", "n2", "--count", "3"][..]),
+        ("n1", &["netcheck"][..]),
+    ] {
+        println!("\n$ pinhole {}    (on {host})", args.join(" "));
+        let (ok, out, err) = mesh::pinhole(&lab, host, args);
+        if !ok {
+            failures += 1;
+            println!("FAIL: {err}");
+        }
+        print!("{out}");
+    }
     for p in &procs {
         lab.stop(p, Duration::from_secs(5));
     }
@@ -94,7 +107,7 @@ pub fn run() -> Result<()> {
     drop(lab);
     println!("\nlab removed (namespaces, TUN devices, processes)");
     if failures > 0 {
-        bail!("{failures} ping(s) failed");
+        bail!("{failures} check(s) failed");
     }
     Ok(())
 }

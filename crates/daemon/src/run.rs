@@ -951,8 +951,8 @@ impl<'a> Daemon<'a> {
             Err(e) => tracing::warn!("keeping the node key: {e:#}"),
         }
         let mut warnings = Vec::new();
+        let bounded = Duration::from_secs(10);
         if let Some(l) = &link {
-            let bounded = Duration::from_secs(10);
             match tokio::time::timeout(bounded, l.client.delete_self(&l.registration.node_token))
                 .await
             {
@@ -961,12 +961,26 @@ impl<'a> Daemon<'a> {
                 Ok(Err(e)) => warnings.push(format!("the coordination server was not told: {e}")),
                 Err(_) => warnings.push("the coordination server did not answer in 10 s".into()),
             }
-            let session = credential.or_else(|| l.session.clone());
-            if let Some(c) = session.filter(|c| c.server == l.registration.control_url) {
-                match tokio::time::timeout(bounded, l.client.logout(&c.session_token)).await {
-                    Ok(Ok(())) | Ok(Err(_)) => {}
-                    Err(_) => warnings.push("the session could not be revoked in time".into()),
+        }
+        // The person's session is revoked too, also when the node had already been signed out.
+        let session = credential.or_else(|| link.as_ref().and_then(|l| l.session.clone()));
+        if let Some(c) = session {
+            let client = match &link {
+                Some(l) if l.registration.control_url == c.server => Ok(l.client.clone()),
+                _ => self.client(&c.server),
+            };
+            match client {
+                Ok(client) => {
+                    match tokio::time::timeout(bounded, client.logout(&c.session_token)).await {
+                        Ok(Ok(())) => tracing::info!("the session was revoked"),
+                        Ok(Err(e)) if e.is_auth() => {}
+                        Ok(Err(e)) => {
+                            warnings.push(format!("the session could not be revoked: {e}"))
+                        }
+                        Err(_) => warnings.push("the session could not be revoked in time".into()),
+                    }
                 }
+                Err(e) => warnings.push(format!("the session could not be revoked: {e:#}")),
             }
         }
         self.login_error = None;
@@ -1072,6 +1086,8 @@ impl<'a> Daemon<'a> {
         while let Some(p) = self.engine.poll_tun() {
             if let Some((pending, rtt)) = self.pinger.take_reply(now, &p) {
                 let endpoint = self.engine.peer(&pending.peer).and_then(|e| e.endpoint);
+                self.reporter
+                    .set_rtt(pending.peer, rtt.as_secs_f64() * 1000.0);
                 let r = PingReply {
                     peer: pending.name.clone(),
                     address: pending.address.to_string(),

@@ -5,6 +5,8 @@ use crate::mapped_peers::MappedPeers;
 use pinhole_engine::{Engine, PeerStatus as EnginePeer};
 use pinhole_proto::control::Node;
 use pinhole_proto::ipc::{Connection, LoginPrompt, Nat, PeerStatus, SelfStatus, State, Status};
+use pinhole_engine::Key;
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
@@ -20,6 +22,8 @@ pub struct Inputs<'a> {
     pub map_peers: Vec<&'a Node>,
     /// Peers in the engine.
     pub engine_peers: Vec<EnginePeer>,
+    /// The last measured round trip to each peer, in milliseconds.
+    pub rtts: &'a HashMap<Key, f64>,
     pub now: Instant,
     pub wall_now: SystemTime,
 }
@@ -106,7 +110,7 @@ fn peer(
         connection,
         endpoint: endpoint.map(|e| e.to_string()),
         relay: None,
-        rtt_ms: None,
+        rtt_ms: e.and_then(|e| i.rtts.get(&e.public_key).copied()),
         path_reason,
         last_handshake,
         rx_bytes: e.map_or(0, |e| e.rx_bytes),
@@ -126,6 +130,7 @@ pub struct Reporter {
     tx: watch::Sender<Status>,
     self_node: Option<SelfStatus>,
     nat: Nat,
+    rtts: HashMap<Key, f64>,
 }
 
 impl Reporter {
@@ -134,7 +139,13 @@ impl Reporter {
             tx,
             self_node: None,
             nat: Nat::default(),
+            rtts: HashMap::new(),
         }
+    }
+
+    /// A round trip just measured to `peer` (a ping through the tunnel).
+    pub fn set_rtt(&mut self, peer: Key, rtt_ms: f64) {
+        self.rtts.insert(peer, rtt_ms);
     }
 
     /// What the last netcheck learned about the NAT.
@@ -161,6 +172,7 @@ impl Reporter {
             self_node: self.self_node.clone(),
             map_peers: mapped.map_peers(),
             engine_peers: engine.peers(),
+            rtts: &self.rtts,
             now: Instant::now(),
             wall_now: SystemTime::now(),
         });
@@ -234,6 +246,7 @@ mod tests {
         let now = Instant::now();
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
         let (a, b, c) = (node("a", 2, true), node("b", 3, true), node("c", 4, false));
+        let rtts = HashMap::from([(Key([2; 32]), 1.5)]);
         let s = build(Inputs {
             state: State::Connected,
             reason: None,
@@ -243,6 +256,7 @@ mod tests {
                 engine_peer(2, Some(now - Duration::from_secs(5))),
                 engine_peer(3, None),
             ],
+            rtts: &rtts,
             now,
             wall_now: wall,
         });
@@ -255,6 +269,8 @@ mod tests {
             Some("2026-11-18T11:06:35Z")
         );
         assert_eq!((s.peers[0].rx_bytes, s.peers[0].tx_bytes), (10, 20));
+        assert_eq!(s.peers[0].rtt_ms, Some(1.5), "the last ping's round trip");
+        assert_eq!(s.peers[1].rtt_ms, None);
         assert_eq!(s.peers[1].connection, Connection::Connecting);
         assert_eq!(s.peers[2].connection, Connection::Offline);
         assert!(s.peers[2]

@@ -126,6 +126,11 @@ fn login_up_status_ping_down_up_logout() {
         "{out}"
     );
     assert!(out.contains("3 sent, 3 answered"), "{out}");
+    let st = status_json(&lab, "n1");
+    assert!(
+        peer(&st, "n2").unwrap()["rtt_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "the status carries the round trip just measured: {st:#}"
+    );
     let (ok, out, _) = pinhole(&lab, "n3", &["ping", "100.64.0.1", "-c", "1"]);
     assert!(ok && out.contains("pong from n1"), "by address: {out}");
     let (ok, _, err) = pinhole(&lab, "n1", &["ping", "nosuch", "-c", "1"]);

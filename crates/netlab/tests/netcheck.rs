@@ -74,6 +74,7 @@ fn netcheck_finds_udp_the_public_address_and_the_nearest_region() {
     assert_eq!(st["self"]["nat"]["udp"], true, "{st:#}");
     assert_eq!(st["self"]["nat"]["mapping_varies_by_dest"], false, "{st:#}");
     let (ok, text, _) = pinhole(&lab, "n1", &["netcheck"]);
+    eprintln!("$ pinhole netcheck (n1)\n{text}");
     assert!(
         ok && text.contains("UDP: yes") && text.contains("one (Region one): "),
         "{text}"
@@ -91,5 +92,6 @@ fn netcheck_finds_udp_the_public_address_and_the_nearest_region() {
         "{nc:#}"
     );
     let (ok, text, _) = pinhole(&lab, "n2", &["netcheck"]);
+    eprintln!("$ pinhole netcheck (n2, STUN dropped)\n{text}");
     assert!(ok && text.contains("UDP: no"), "{text}");
 }
