@@ -10,7 +10,7 @@ mod table;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use pinhole_proto::ipc::{
-    Credential, LoginResult, LogoutResult, NetcheckReport, Op, PingReply, Status,
+    Credential, LoginResult, LogoutResult, NetcheckReport, Op, PingReply, Secret, Status,
 };
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -195,7 +195,7 @@ async fn login(
     let mut shown = None;
     let op = Op::Login {
         server,
-        auth_key,
+        auth_key: auth_key.map(Secret),
         credential: stored,
         hostname,
     };

@@ -19,7 +19,7 @@ use pinhole_control_client::ControlClient;
 use pinhole_engine::{Engine, Event, Key, Netcheck, PeerSettings};
 use pinhole_proto::ipc::{
     Connection, Credential, IpcError, LoginPrompt, LoginResult, LogoutResult, Nat, Op, PingReply,
-    State, Status,
+    Secret, State, Status,
 };
 use pinhole_proto::stun;
 use std::io::ErrorKind;
@@ -859,7 +859,7 @@ impl<'a> Daemon<'a> {
     fn login(
         &mut self,
         server: Option<String>,
-        auth_key: Option<String>,
+        auth_key: Option<Secret>,
         credential: Option<Credential>,
         hostname: Option<String>,
         reply: oneshot::Sender<Answer>,
@@ -913,7 +913,7 @@ impl<'a> Daemon<'a> {
         }
         let session = credential.filter(|c| c.server == server);
         let how = match (auth_key, &session) {
-            (Some(k), _) => How::AuthKey(k),
+            (Some(k), _) => How::AuthKey(k.0),
             (None, Some(c)) => How::Session(c.session_token.clone()),
             (None, None) => How::Interactive,
         };

@@ -2,10 +2,10 @@
 //! built from the coordination server's map and the engine's view of each peer.
 
 use crate::mapped_peers::MappedPeers;
+use pinhole_engine::Key;
 use pinhole_engine::{Engine, PeerStatus as EnginePeer};
 use pinhole_proto::control::Node;
 use pinhole_proto::ipc::{Connection, LoginPrompt, Nat, PeerStatus, SelfStatus, State, Status};
-use pinhole_engine::Key;
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;

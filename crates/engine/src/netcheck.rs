@@ -231,9 +231,8 @@ mod tests {
         stun::binding_success(tx, mapped.parse().unwrap(), None, None, true)
     }
 
-    #[test]
-    fn an_easy_nat_maps_the_same_way_to_every_server() {
-        let t0 = Instant::now();
+    /// A netcheck of two regions at different addresses, with the first request to each.
+    fn two_regions(t0: Instant) -> (Netcheck, Transmit, Transmit) {
         let servers = vec![
             server("fra", "198.51.100.1:3478"),
             server("nyc", "198.51.100.2:3478"),
@@ -241,6 +240,13 @@ mod tests {
         let mut n = Netcheck::new(t0, servers, [7; 12]);
         let a = n.poll_transmit().unwrap();
         let b = n.poll_transmit().unwrap();
+        (n, a, b)
+    }
+
+    #[test]
+    fn an_easy_nat_maps_the_same_way_to_every_server() {
+        let t0 = Instant::now();
+        let (mut n, a, b) = two_regions(t0);
         assert!(n.poll_transmit().is_none());
         assert!(n.handle_stun(
             t0 + Duration::from_millis(30),
@@ -265,13 +271,7 @@ mod tests {
     #[test]
     fn a_hard_nat_shows_a_new_port_per_destination() {
         let t0 = Instant::now();
-        let servers = vec![
-            server("fra", "198.51.100.1:3478"),
-            server("nyc", "198.51.100.2:3478"),
-        ];
-        let mut n = Netcheck::new(t0, servers, [7; 12]);
-        let a = n.poll_transmit().unwrap();
-        let b = n.poll_transmit().unwrap();
+        let (mut n, a, b) = two_regions(t0);
         n.handle_stun(t0, a.dst, &answer(&a, "203.0.113.5:40000"));
         n.handle_stun(t0, b.dst, &answer(&b, "203.0.113.5:40001"));
         let r = n.report();

@@ -25,18 +25,7 @@ pub fn pinhole_cli() -> PathBuf {
 
 /// Runs `pinhole --socket <host's socket> ARGS` in `host`: (success, stdout, stderr).
 pub fn pinhole(lab: &Lab, host: &str, args: &[&str]) -> (bool, String, String) {
-    let bin = pinhole_cli();
-    let sock = lab.dir().join(format!("{host}.sock"));
-    let mut argv = vec![bin.to_str().unwrap(), "--socket", sock.to_str().unwrap()];
-    argv.extend_from_slice(args);
-    let out = lab
-        .run(host, &argv, Duration::from_secs(30))
-        .expect("running pinhole");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    pinhole_env(lab, host, &[], args)
 }
 
 /// Like [`pinhole`], with environment variables set for the CLI.

@@ -128,7 +128,9 @@ fn login_up_status_ping_down_up_logout() {
     assert!(out.contains("3 sent, 3 answered"), "{out}");
     let st = status_json(&lab, "n1");
     assert!(
-        peer(&st, "n2").unwrap()["rtt_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        peer(&st, "n2").unwrap()["rtt_ms"]
+            .as_f64()
+            .is_some_and(|ms| ms > 0.0),
         "the status carries the round trip just measured: {st:#}"
     );
     let (ok, out, _) = pinhole(&lab, "n3", &["ping", "100.64.0.1", "-c", "1"]);

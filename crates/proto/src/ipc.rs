@@ -74,7 +74,7 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         server: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        auth_key: Option<String>,
+        auth_key: Option<Secret>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         credential: Option<Credential>,
         /// The name to register under (default: the OS hostname).
@@ -97,6 +97,17 @@ pub enum Op {
     /// Examine the local network: UDP, public address and NAT mapping (STUN), latency to each
     /// relay region and to the coordination server; answered with a [`NetcheckReport`].
     Netcheck,
+}
+
+/// A secret string (an auth key) that debug output never shows.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// A user's sign-in, kept by the client in the OS credential store and handed to the daemon.
