@@ -157,7 +157,7 @@ fn start_server(dir: &Path, db: &str) -> Result<(ServerProc, SocketAddr)> {
     let child = command
         .args(["--db", db, "--log", "warn", "serve", "--listen"])
         .arg(addr.to_string())
-        .args(["--insecure-http", "--node-expiry", "never"])
+        .args(["--insecure-http", "--node-expiry", "never", "--no-stun"])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -4,7 +4,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use pinhole_control::admin::{self, DEFAULT_ACCOUNT};
 use pinhole_control::{duration, Server, Settings, Store, TlsFiles};
-use pinhole_proto::control::RelayMap;
+use pinhole_proto::control::{Relay, RelayMap, RelayRegion};
+use pinhole_relay::{StunConfig, StunServer};
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,8 +59,15 @@ struct ServeArgs {
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     insecure_http: bool,
     /// Relay map served to nodes (JSON: {"regions":[{"code","name","relays":[{"url","stun"}]}]}).
+    /// Without one, nodes are given the embedded service as region "local".
     #[arg(long, value_name = "FILE")]
     relay_map: Option<PathBuf>,
+    /// UDP address of the embedded STUN service.
+    #[arg(long, default_value = "0.0.0.0:3478")]
+    stun_listen: SocketAddr,
+    /// Do not run the embedded STUN service.
+    #[arg(long)]
+    no_stun: bool,
     /// The URL people's browsers reach this server at (for the sign-in link).
     #[arg(long)]
     public_url: Option<String>,
@@ -275,7 +283,21 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
             serde_json::from_str::<RelayMap>(&text)
                 .with_context(|| format!("invalid relay map {}", p.display()))?
         }
-        None => RelayMap::default(),
+        None if a.no_stun => RelayMap::default(),
+        None => embedded_relay_map(a.stun_listen.port()),
+    };
+    let stun = if a.no_stun {
+        None
+    } else {
+        let server = StunServer::bind(StunConfig {
+            primary: a.stun_listen,
+            alternate_ip: None,
+            alternate_port: None,
+        })
+        .await
+        .context("starting the embedded STUN service (--no-stun turns it off)")?;
+        tracing::info!(stun = %server.local_addr()?, "embedded STUN service listening");
+        Some(tokio::spawn(server.run()))
     };
     let settings = Settings {
         public_url: a.public_url,
@@ -296,7 +318,25 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
     let signal = shutdown_signal().await;
     tracing::info!("{signal}: shutting down");
     server.shutdown().await;
+    if let Some(stun) = stun {
+        stun.abort();
+    }
     Ok(())
+}
+
+/// The relay map when none is given: the embedded service as region "local", addressed
+/// relative to the coordination server (nodes put in the host they reach it at).
+fn embedded_relay_map(stun_port: u16) -> RelayMap {
+    RelayMap {
+        regions: vec![RelayRegion {
+            code: "local".into(),
+            name: "embedded".into(),
+            relays: vec![Relay {
+                url: "/relay".into(),
+                stun: Some(format!(":{stun_port}")),
+            }],
+        }],
+    }
 }
 
 async fn shutdown_signal() -> &'static str {

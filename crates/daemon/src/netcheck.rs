@@ -29,13 +29,40 @@ pub struct Prepared {
     port: u16,
 }
 
+/// A relay map's `host:port`, or `:port` meaning the coordination server's host.
+fn stun_target(stun: &str, control_host: Option<&str>) -> Option<String> {
+    match stun.strip_prefix(':') {
+        Some(port) => {
+            let host = control_host?;
+            Some(if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            })
+        }
+        None => Some(stun.to_string()),
+    }
+}
+
 pub async fn prepare(input: Input) -> Prepared {
+    let control_host = input.client.as_ref().and_then(|c| {
+        reqwest::Url::parse(c.base_url())
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+    });
     let mut servers = Vec::new();
     let mut regions = Vec::new();
     for region in input.relay_map.iter().flat_map(|m| m.regions.iter()) {
         let mut problem = Some("no STUN server in this region".to_string());
         for stun in region.relays.iter().filter_map(|r| r.stun.as_deref()) {
-            match tokio::net::lookup_host(stun).await {
+            let Some(target) = stun_target(stun, control_host.as_deref()) else {
+                problem = Some(format!(
+                    "{stun} is relative to an unknown coordination server"
+                ));
+                continue;
+            };
+            let resolved = tokio::net::lookup_host(target.as_str()).await;
+            match resolved {
                 Ok(addrs) => {
                     // One address per family is enough.
                     let mut seen_v4 = false;
@@ -56,7 +83,7 @@ pub async fn prepare(input: Input) -> Prepared {
                         }
                     }
                 }
-                Err(e) => problem = Some(format!("cannot resolve {stun}: {e}")),
+                Err(e) => problem = Some(format!("cannot resolve {target}: {e}")),
             }
         }
         regions.push((region.code.clone(), region.name.clone(), problem));
@@ -83,11 +110,8 @@ pub async fn prepare(input: Input) -> Prepared {
             },
         },
     };
-    let toward = input.client.as_ref().and_then(|c| {
-        reqwest::Url::parse(c.base_url())
-            .ok()?
-            .host_str()?
-            .trim_matches(|ch| ch == '[' || ch == ']')
+    let toward = control_host.as_deref().and_then(|h| {
+        h.trim_matches(|ch| ch == '[' || ch == ']')
             .parse::<IpAddr>()
             .ok()
     });
@@ -156,5 +180,31 @@ pub fn report(p: &Prepared, found: &Found) -> NetcheckReport {
         regions,
         preferred_relay: found.preferred_region.clone(),
         control: p.control.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_stun_servers_take_the_coordination_servers_host() {
+        assert_eq!(
+            stun_target(":3478", Some("198.18.1.1")).as_deref(),
+            Some("198.18.1.1:3478")
+        );
+        assert_eq!(
+            stun_target(":3478", Some("[2001:db8::1]")).as_deref(),
+            Some("[2001:db8::1]:3478")
+        );
+        assert_eq!(
+            stun_target(":3478", Some("2001:db8::1")).as_deref(),
+            Some("[2001:db8::1]:3478")
+        );
+        assert_eq!(
+            stun_target("stun.example.com:3478", None).as_deref(),
+            Some("stun.example.com:3478")
+        );
+        assert_eq!(stun_target(":3478", None), None);
     }
 }

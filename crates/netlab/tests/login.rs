@@ -143,6 +143,10 @@ fn login_up_status_ping_down_up_logout() {
     assert!(ok, "{err}");
     let nc: serde_json::Value = serde_json::from_str(&out).expect("netcheck --json");
     assert_eq!(nc["control"]["reachable"], true, "{nc:#}");
+    // The embedded STUN service of pinhole-control answers (region "local").
+    assert_eq!(nc["udp"], true, "{nc:#}");
+    assert_eq!(nc["preferred_relay"], "local", "{nc:#}");
+    assert_eq!(nc["public_endpoints"][0], "198.18.1.2:41641", "{nc:#}");
     assert_eq!(nc["port"], 41641);
     assert!(
         nc["local_endpoints"]

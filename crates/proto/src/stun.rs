@@ -10,7 +10,10 @@ const BINDING_REQUEST: u16 = 0x0001;
 const BINDING_SUCCESS: u16 = 0x0101;
 const BINDING_ERROR: u16 = 0x0111;
 const ATTR_MAPPED_ADDRESS: u16 = 0x0001;
+const ATTR_CHANGE_REQUEST: u16 = 0x0003;
+const ATTR_RESPONSE_ORIGIN: u16 = 0x802B;
 const ATTR_ERROR_CODE: u16 = 0x0009;
+const ATTR_UNKNOWN_ATTRIBUTES: u16 = 0x000A;
 const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
 const ATTR_SOFTWARE: u16 = 0x8022;
 const ATTR_FINGERPRINT: u16 = 0x8028;
@@ -40,6 +43,9 @@ pub enum Message {
         tx: TxId,
         /// Whether the request carried a FINGERPRINT (the answer should too).
         fingerprint: bool,
+        /// CHANGE-REQUEST (RFC 5780): answer from the other address and/or port.
+        change_ip: bool,
+        change_port: bool,
     },
     BindingSuccess {
         tx: TxId,
@@ -78,6 +84,29 @@ pub fn binding_request(tx: TxId) -> Vec<u8> {
     m
 }
 
+/// A Binding request asking the server to answer from its other address and/or port
+/// (RFC 5780 CHANGE-REQUEST), for NAT behaviour discovery.
+pub fn binding_request_with_change(tx: TxId, change_ip: bool, change_port: bool) -> Vec<u8> {
+    let mut m = header(BINDING_REQUEST, tx);
+    let flags: u32 = (u32::from(change_ip) << 2) | (u32::from(change_port) << 1);
+    attribute(&mut m, ATTR_CHANGE_REQUEST, &flags.to_be_bytes());
+    finish(&mut m, true);
+    m
+}
+
+/// What a server puts in a Binding success answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    /// Where the request came from, as the server saw it.
+    pub mapped: SocketAddr,
+    /// The server's other address:port (RFC 5780), if it has one.
+    pub other: Option<SocketAddr>,
+    /// The address:port the answer is sent from (RFC 5780 RESPONSE-ORIGIN).
+    pub origin: Option<SocketAddr>,
+    pub software: Option<&'a str>,
+    pub fingerprint: bool,
+}
+
 /// A Binding success answer telling the client where it came from.
 pub fn binding_success(
     tx: TxId,
@@ -86,9 +115,27 @@ pub fn binding_success(
     software: Option<&str>,
     fingerprint: bool,
 ) -> Vec<u8> {
+    answer(
+        tx,
+        &Answer {
+            mapped,
+            other,
+            origin: None,
+            software,
+            fingerprint,
+        },
+    )
+}
+
+/// A Binding success answer with every attribute of `a`.
+pub fn answer(tx: TxId, a: &Answer<'_>) -> Vec<u8> {
+    let (mapped, other, software, fingerprint) = (a.mapped, a.other, a.software, a.fingerprint);
     let mut m = header(BINDING_SUCCESS, tx);
     let xored = xor_address(mapped, &tx);
     attribute(&mut m, ATTR_XOR_MAPPED_ADDRESS, &address_value(xored));
+    if let Some(o) = a.origin {
+        attribute(&mut m, ATTR_RESPONSE_ORIGIN, &address_value(o));
+    }
     if let Some(o) = other {
         attribute(&mut m, ATTR_OTHER_ADDRESS, &address_value(o));
     }
@@ -98,6 +145,29 @@ pub fn binding_success(
     finish(&mut m, fingerprint);
     m
 }
+
+/// A Binding error answer (e.g. 420 with the attributes the server cannot honour).
+pub fn binding_error(
+    tx: TxId,
+    code: u16,
+    reason: &str,
+    unknown: &[u16],
+    fingerprint: bool,
+) -> Vec<u8> {
+    let mut m = header(BINDING_ERROR, tx);
+    let mut v = vec![0, 0, (code / 100) as u8 & 0x07, (code % 100) as u8];
+    v.extend_from_slice(reason.as_bytes());
+    attribute(&mut m, ATTR_ERROR_CODE, &v);
+    if !unknown.is_empty() {
+        let list: Vec<u8> = unknown.iter().flat_map(|a| a.to_be_bytes()).collect();
+        attribute(&mut m, ATTR_UNKNOWN_ATTRIBUTES, &list);
+    }
+    finish(&mut m, fingerprint);
+    m
+}
+
+/// The CHANGE-REQUEST attribute's type, for 420 answers.
+pub const CHANGE_REQUEST: u16 = ATTR_CHANGE_REQUEST;
 
 /// Reads a Binding message; anything malformed is an error, never a panic.
 pub fn parse(b: &[u8]) -> Result<Message, StunError> {
@@ -112,6 +182,7 @@ pub fn parse(b: &[u8]) -> Result<Message, StunError> {
     let mut other = None;
     let mut fingerprint = false;
     let mut error = None;
+    let mut change = 0u32;
     let mut at = HEADER;
     while at < b.len() {
         if at + 4 > b.len() {
@@ -124,6 +195,9 @@ pub fn parse(b: &[u8]) -> Result<Message, StunError> {
             ATTR_MAPPED_ADDRESS => mapped = Some(read_address(value)?),
             ATTR_XOR_MAPPED_ADDRESS => xor_mapped = Some(xor_address(read_address(value)?, &tx)),
             ATTR_OTHER_ADDRESS => other = Some(read_address(value)?),
+            ATTR_CHANGE_REQUEST if len == 4 => {
+                change = u32::from_be_bytes([value[0], value[1], value[2], value[3]])
+            }
             ATTR_ERROR_CODE if len >= 4 => {
                 let code = u16::from(value[2] & 0x07) * 100 + u16::from(value[3]);
                 error = Some((code, String::from_utf8_lossy(&value[4..]).into_owned()));
@@ -143,7 +217,12 @@ pub fn parse(b: &[u8]) -> Result<Message, StunError> {
         at += 4 + len.div_ceil(4) * 4;
     }
     Ok(match kind {
-        BINDING_REQUEST => Message::BindingRequest { tx, fingerprint },
+        BINDING_REQUEST => Message::BindingRequest {
+            tx,
+            fingerprint,
+            change_ip: change & 0x4 != 0,
+            change_port: change & 0x2 != 0,
+        },
         BINDING_SUCCESS => Message::BindingSuccess {
             tx,
             mapped: xor_mapped.or(mapped),
@@ -290,7 +369,18 @@ mod tests {
             parse(&req),
             Ok(Message::BindingRequest {
                 tx: TX,
-                fingerprint: true
+                fingerprint: true,
+                change_ip: false,
+                change_port: false,
+            })
+        );
+        assert_eq!(
+            parse(&binding_request_with_change(TX, false, true)),
+            Ok(Message::BindingRequest {
+                tx: TX,
+                fingerprint: true,
+                change_ip: false,
+                change_port: true,
             })
         );
         for mapped in ["192.0.2.1:41641", "[2001:db8::7]:3478"] {
@@ -325,6 +415,19 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn error_answers_carry_their_code() {
+        let e = binding_error(TX, 420, "Unknown Attribute", &[CHANGE_REQUEST], true);
+        assert_eq!(
+            parse(&e),
+            Ok(Message::BindingError {
+                tx: TX,
+                code: 420,
+                reason: "Unknown Attribute".into()
+            })
+        );
     }
 
     #[test]
