@@ -88,6 +88,8 @@ fn cross_check_windows() -> Result<bool> {
         "-p",
         "pinhole-control-client",
         "-p",
+        "pinhole-relay",
+        "-p",
         "pinhole-cli",
     ];
     eprintln!("$ RUSTFLAGS=-Dwarnings cargo {}", args.join(" "));

@@ -155,6 +155,7 @@ pub async fn list_nodes(store: &Store, json: bool) -> Result<String, AdminError>
                     "ipv4": Ipv4Addr::from(r.ipv4 as u32).to_string(), "node_key": r.node_key,
                     "os": r.os, "online": r.online > 0, "last_seen": r.last_seen,
                     "expires_at": r.expires_at, "endpoints": r.endpoints,
+                    "home_relay": r.home_relay,
                 })
             })
             .collect();

@@ -32,6 +32,9 @@ use tokio::task::JoinHandle;
 /// Packets read from one source before the loop writes out and looks at the others again.
 const BATCH: usize = 256;
 
+/// How often the daemon measures the relay regions on its own (and re-chooses its home).
+const AUTO_NETCHECK_EVERY: Duration = Duration::from_secs(300);
+
 /// How long `ping` waits for a reply unless told.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -138,8 +141,12 @@ struct Daemon<'a> {
     /// The coordination server to sign in to when a client names none.
     control_url: Option<String>,
     /// Netchecks whose preparation (DNS, control check) is done, for the loop to probe.
-    netcheck_tx: mpsc::Sender<(netcheck::Prepared, oneshot::Sender<Answer>)>,
-    netcheck_rx: mpsc::Receiver<(netcheck::Prepared, oneshot::Sender<Answer>)>,
+    netcheck_tx: mpsc::Sender<(netcheck::Prepared, Option<oneshot::Sender<Answer>>)>,
+    netcheck_rx: mpsc::Receiver<(netcheck::Prepared, Option<oneshot::Sender<Answer>>)>,
+    /// When the daemon measures the relay regions again on its own.
+    auto_netcheck_at: Instant,
+    /// The relay region peers reach this node through.
+    home_relay: Option<String>,
     /// The STUN probes in flight and who waits for them.
     probing: Option<Probing>,
 }
@@ -147,7 +154,7 @@ struct Daemon<'a> {
 /// A netcheck's STUN probes in flight.
 struct Probing {
     netcheck: Netcheck,
-    waiters: Vec<(netcheck::Prepared, oneshot::Sender<Answer>)>,
+    waiters: Vec<(netcheck::Prepared, Option<oneshot::Sender<Answer>>)>,
 }
 
 impl<'a> Daemon<'a> {
@@ -192,6 +199,8 @@ impl<'a> Daemon<'a> {
         let mut d = Daemon {
             netcheck_tx,
             netcheck_rx,
+            auto_netcheck_at: now,
+            home_relay: None,
             probing: None,
             args,
             mode,
@@ -355,6 +364,9 @@ impl<'a> Daemon<'a> {
             tx,
         ));
         self.mapped.reset(&mut self.engine, Some(rx));
+        self.home_relay = None;
+        self.reporter.set_home_relay(None);
+        self.auto_netcheck_at = Instant::now();
         self.reporter.set_self(Some(status::self_status(
             registration.name.clone(),
             self.engine.public_key().to_base64(),
@@ -638,6 +650,10 @@ impl<'a> Daemon<'a> {
             let now = Instant::now();
             self.engine.handle_timeout(now);
             self.netcheck_timeout(now);
+            if self.auto_netcheck_due(now) {
+                self.auto_netcheck_at = now + AUTO_NETCHECK_EVERY;
+                self.start_netcheck(None);
+            }
             for p in self.pinger.expire(now) {
                 let why = self
                     .engine
@@ -686,10 +702,13 @@ impl<'a> Daemon<'a> {
             mapping_varies_by_dest: found.mapping_varies_by_dest,
             udp: found.udp,
         });
+        self.update_home_relay(&found);
         self.publish();
         for (prepared, reply) in p.waiters {
-            let report = netcheck::report(&prepared, &found);
-            let _ = reply.send(Ok(serde_json::to_value(&report).unwrap_or_default()));
+            if let Some(reply) = reply {
+                let report = netcheck::report(&prepared, &found);
+                let _ = reply.send(Ok(serde_json::to_value(&report).unwrap_or_default()));
+            }
         }
     }
 
@@ -785,33 +804,88 @@ impl<'a> Daemon<'a> {
                 let _ = reply.send(r);
             }
             Op::Ping { peer, timeout_ms } => self.ping(&peer, timeout_ms, reply),
-            Op::Netcheck => {
-                let input = netcheck::Input {
-                    port: self.socket.local_addr().map(|a| a.port()).unwrap_or(0),
-                    skip: self
-                        .link
-                        .as_ref()
-                        .map(|l| l.registration.addresses.clone())
-                        .unwrap_or_default(),
-                    client: self.link.as_ref().map(|l| l.client.clone()).or_else(|| {
-                        self.control_url
-                            .as_deref()
-                            .and_then(|u| self.client(u).ok())
-                    }),
-                    relay_map: self.mapped.relay_map().cloned(),
-                };
-                let back = self.netcheck_tx.clone();
-                tokio::spawn(async move {
-                    let prepared = netcheck::prepare(input).await;
-                    let _ = back.send((prepared, reply)).await;
-                });
-            }
+            Op::Netcheck => self.start_netcheck(Some(reply)),
             Op::Status | Op::Subscribe => {
                 let _ = reply.send(Err(failure(
                     "bad-request",
                     "status and subscribe are answered by the local API itself",
                 )));
             }
+        }
+    }
+
+    /// Gathers what a netcheck needs off the loop, then probes from the loop; `reply` is the
+    /// client waiting for the report (none for the daemon's own periodic check).
+    fn start_netcheck(&mut self, reply: Option<oneshot::Sender<Answer>>) {
+        let input = netcheck::Input {
+            port: self.socket.local_addr().map(|a| a.port()).unwrap_or(0),
+            skip: self
+                .link
+                .as_ref()
+                .map(|l| l.registration.addresses.clone())
+                .unwrap_or_default(),
+            client: self.link.as_ref().map(|l| l.client.clone()).or_else(|| {
+                self.control_url
+                    .as_deref()
+                    .and_then(|u| self.client(u).ok())
+            }),
+            relay_map: self.mapped.relay_map().cloned(),
+        };
+        let back = self.netcheck_tx.clone();
+        tokio::spawn(async move {
+            let prepared = netcheck::prepare(input).await;
+            let _ = back.send((prepared, reply)).await;
+        });
+    }
+
+    /// Whether the periodic netcheck is due: signed in, with relay regions to measure.
+    fn auto_netcheck_due(&self, now: Instant) -> bool {
+        self.link.is_some()
+            && now >= self.auto_netcheck_at
+            && self
+                .mapped
+                .relay_map()
+                .is_some_and(|m| !m.regions.is_empty())
+    }
+
+    /// Moves home when netcheck says so, and tells control (peers reach this node there).
+    fn update_home_relay(&mut self, found: &pinhole_engine::NetcheckReport) {
+        let Some(map) = self.mapped.relay_map() else {
+            return;
+        };
+        let regions: Vec<String> = map.regions.iter().map(|r| r.code.clone()).collect();
+        let mut latencies: Vec<(String, Duration)> = Vec::new();
+        for p in &found.probes {
+            let Some(l) = p.latency else { continue };
+            match latencies.iter_mut().find(|(r, _)| *r == p.server.region) {
+                Some((_, best)) => *best = (*best).min(l),
+                None => latencies.push((p.server.region.clone(), l)),
+            }
+        }
+        let home = pinhole_engine::choose_home(self.home_relay.as_deref(), &latencies, &regions);
+        if home == self.home_relay {
+            return;
+        }
+        let latency = latencies
+            .iter()
+            .find(|(r, _)| Some(r) == home.as_ref())
+            .map(|(_, l)| format!("{:.1} ms", l.as_secs_f64() * 1000.0))
+            .unwrap_or_else(|| "no answer".into());
+        tracing::info!(region = ?home, %latency, "home relay chosen");
+        self.home_relay = home.clone();
+        self.reporter.set_home_relay(home.clone());
+        if let (Some(l), Some(code)) = (&self.link, home) {
+            let (client, token) = (l.client.clone(), l.registration.node_token.clone());
+            tokio::spawn(async move {
+                let upd = pinhole_proto::control::NodeUpdate {
+                    endpoints: None,
+                    home_relay: Some(code),
+                    disco_key: None,
+                };
+                if let Err(e) = client.update(&token, &upd).await {
+                    tracing::warn!("publishing the home relay: {e}");
+                }
+            });
         }
     }
 

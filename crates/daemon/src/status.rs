@@ -130,6 +130,7 @@ pub struct Reporter {
     tx: watch::Sender<Status>,
     self_node: Option<SelfStatus>,
     nat: Nat,
+    home_relay: Option<String>,
     rtts: HashMap<Key, f64>,
 }
 
@@ -139,8 +140,14 @@ impl Reporter {
             tx,
             self_node: None,
             nat: Nat::default(),
+            home_relay: None,
             rtts: HashMap::new(),
         }
+    }
+
+    /// The relay region peers reach this node through.
+    pub fn set_home_relay(&mut self, region: Option<String>) {
+        self.home_relay = region;
     }
 
     /// A round trip just measured to `peer` (a ping through the tunnel).
@@ -162,6 +169,7 @@ impl Reporter {
     pub fn publish(&mut self, head: Headline, engine: &Engine, mapped: &MappedPeers) {
         if let Some(me) = &mut self.self_node {
             me.nat = self.nat.clone();
+            me.home_relay = self.home_relay.clone();
             if !mapped.endpoints.is_empty() {
                 me.endpoints = mapped.endpoints.iter().map(|e| e.to_string()).collect();
             }

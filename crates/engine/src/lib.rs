@@ -4,11 +4,13 @@
 mod allowed_ips;
 mod clock;
 mod engine;
+mod home_relay;
 mod netcheck;
 mod peer;
 
 pub use allowed_ips::AllowedIps;
 pub use engine::{Engine, EngineError, EngineStats, Event, Transmit, TIMER_TICK};
+pub use home_relay::choose_home;
 pub use netcheck::{Netcheck, Probe, Report as NetcheckReport, StunServer, NETCHECK_TIMEOUT};
 pub use peer::{PeerSettings, PeerStatus};
 pub use pinhole_proto::key::Key;

@@ -113,6 +113,18 @@ fn login_up_status_ping_down_up_logout() {
         "n1 never saw both peers online: {st:#}\n{}",
         procs[0].log_text()
     );
+    // On its own, pinholed measured the embedded STUN service and made region "local" its home,
+    // and told control, which lists it.
+    let (ok, home) = wait_status(&lab, "n1", Duration::from_secs(10), |st| {
+        st["self"]["home_relay"] == "local" && st["self"]["nat"]["udp"] == true
+    });
+    assert!(ok, "no home relay: {home:#}\n{}", procs[0].log_text());
+    let listed = Lab::wait_for(Duration::from_secs(5), || {
+        control
+            .cli(&lab, &["node", "list", "--json"])
+            .contains("\"home_relay\": \"local\"")
+    });
+    assert!(listed, "control does not list n1's home relay");
     assert_eq!(st["self"]["addresses"][0], "100.64.0.1", "{st:#}");
     assert_eq!(peer(&st, "n2").unwrap()["addresses"][0], "100.64.0.2");
     assert_eq!(peer(&st, "n3").unwrap()["addresses"][0], "100.64.0.3");
