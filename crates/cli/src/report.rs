@@ -28,6 +28,15 @@ pub fn ping_summary(sent: u32, rtts: &[f64]) -> String {
     s
 }
 
+/// The items joined with commas, or `empty` when there are none.
+fn list_or(items: &[String], empty: &str) -> String {
+    if items.is_empty() {
+        empty.to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
 fn yes_no(v: Option<bool>, yes: &str, no: &str) -> String {
     match v {
         Some(true) => yes.to_string(),
@@ -51,11 +60,7 @@ pub fn netcheck(r: &NetcheckReport) -> String {
     let _ = writeln!(
         out,
         "public address: {}",
-        if r.public_endpoints.is_empty() {
-            "unknown".to_string()
-        } else {
-            r.public_endpoints.join(", ")
-        }
+        list_or(&r.public_endpoints, "unknown")
     );
     let _ = writeln!(
         out,
@@ -69,11 +74,7 @@ pub fn netcheck(r: &NetcheckReport) -> String {
     let _ = writeln!(
         out,
         "local endpoints: {}",
-        if r.local_endpoints.is_empty() {
-            "none".to_string()
-        } else {
-            r.local_endpoints.join(", ")
-        }
+        list_or(&r.local_endpoints, "none")
     );
     let control = match (&r.control.url, r.control.reachable, r.control.latency_ms) {
         (None, _, _) => "none configured".to_string(),

@@ -3,7 +3,7 @@
 //! the device, so the ping measures the whole path (encryption, UDP, the peer's kernel).
 
 use pinhole_engine::Key;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 const IPV4_HEADER: usize = 20;
@@ -117,8 +117,11 @@ fn parse_echo(p: &[u8]) -> Option<Echo> {
     if ihl < IPV4_HEADER || icmp.len() < 8 || checksum(icmp) != 0 {
         return None;
     }
+    let IpAddr::V4(src) = pinhole_proto::ip::source(p)? else {
+        return None;
+    };
     Some(Echo {
-        src: Ipv4Addr::new(p[12], p[13], p[14], p[15]),
+        src,
         kind: icmp[0],
         ident: u16::from_be_bytes([icmp[4], icmp[5]]),
         seq: u16::from_be_bytes([icmp[6], icmp[7]]),

@@ -23,7 +23,7 @@ use pinhole_proto::ipc::{
 };
 use pinhole_proto::stun;
 use std::io::ErrorKind;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -126,6 +126,8 @@ struct Daemon<'a> {
     mode: Mode,
     engine: Engine,
     socket: UdpSocket,
+    /// The socket's own address (read once: the loop sends to every peer's family with it).
+    local: SocketAddr,
     prefs: Prefs,
     reporter: Reporter,
     mapped: MappedPeers,
@@ -145,8 +147,6 @@ struct Daemon<'a> {
     netcheck_rx: mpsc::Receiver<(netcheck::Prepared, Option<oneshot::Sender<Answer>>)>,
     /// When the daemon measures the relay regions again on its own.
     auto_netcheck_at: Instant,
-    /// The relay region peers reach this node through.
-    home_relay: Option<String>,
     /// The STUN probes in flight and who waits for them.
     probing: Option<Probing>,
 }
@@ -185,6 +185,7 @@ impl<'a> Daemon<'a> {
             }
             Err(e) => return Err(e),
         };
+        let local = socket.local_addr()?;
         let mut engine = Engine::new(private, now);
         tracing::info!(public_key = %engine.public_key().to_base64(), "node key loaded");
         if let Mode::Static { peers, .. } = &mode {
@@ -200,12 +201,12 @@ impl<'a> Daemon<'a> {
             netcheck_tx,
             netcheck_rx,
             auto_netcheck_at: now,
-            home_relay: None,
             probing: None,
             args,
             mode,
             engine,
             socket,
+            local,
             prefs: Prefs::load(&args.state_dir),
             reporter,
             mapped: MappedPeers::new(None, args.state_dir.clone()),
@@ -354,7 +355,7 @@ impl<'a> Daemon<'a> {
         registration: Registration,
         session: Option<Credential>,
     ) -> Result<()> {
-        let port = self.socket.local_addr()?.port();
+        let port = self.local.port();
         let (tx, rx) = mpsc::channel(256);
         let follower = tokio::spawn(control_link::follow(
             client.clone(),
@@ -364,7 +365,6 @@ impl<'a> Daemon<'a> {
             tx,
         ));
         self.mapped.reset(&mut self.engine, Some(rx));
-        self.home_relay = None;
         self.reporter.set_home_relay(None);
         self.auto_netcheck_at = Instant::now();
         self.reporter.set_self(Some(status::self_status(
@@ -443,7 +443,7 @@ impl<'a> Daemon<'a> {
         }
         tracing::info!(
             device = %dp.name,
-            port = self.socket.local_addr().map(|a| a.port()).unwrap_or(0),
+            port = self.local.port(),
             peers = self.engine.peers().len(),
             "pinholed is up"
         );
@@ -818,7 +818,7 @@ impl<'a> Daemon<'a> {
     /// client waiting for the report (none for the daemon's own periodic check).
     fn start_netcheck(&mut self, reply: Option<oneshot::Sender<Answer>>) {
         let input = netcheck::Input {
-            port: self.socket.local_addr().map(|a| a.port()).unwrap_or(0),
+            port: self.local.port(),
             skip: self
                 .link
                 .as_ref()
@@ -862,8 +862,9 @@ impl<'a> Daemon<'a> {
                 None => latencies.push((p.server.region.clone(), l)),
             }
         }
-        let home = pinhole_engine::choose_home(self.home_relay.as_deref(), &latencies, &regions);
-        if home == self.home_relay {
+        let current = self.reporter.home_relay();
+        let home = pinhole_engine::choose_home(current, &latencies, &regions);
+        if home.as_deref() == current {
             return;
         }
         let latency = latencies
@@ -872,7 +873,6 @@ impl<'a> Daemon<'a> {
             .map(|(_, l)| format!("{:.1} ms", l.as_secs_f64() * 1000.0))
             .unwrap_or_else(|| "no answer".into());
         tracing::info!(region = ?home, %latency, "home relay chosen");
-        self.home_relay = home.clone();
         self.reporter.set_home_relay(home.clone());
         if let (Some(l), Some(code)) = (&self.link, home) {
             let (client, token) = (l.client.clone(), l.registration.node_token.clone());
@@ -1138,22 +1138,12 @@ impl<'a> Daemon<'a> {
     /// Writes everything the engine produced: datagrams to the socket, packets to the TUN
     /// device (ping replies to whoever asked).
     async fn flush(&mut self) {
-        let local = match self.socket.local_addr() {
-            Ok(a) => a,
-            Err(_) => return,
-        };
         while let Some(t) = self.engine.poll_transmit() {
-            let dst = udp::to_socket_family(&local, t.dst);
-            if let Err(e) = self.socket.send_to(&t.payload, dst).await {
-                tracing::debug!("UDP send to {}: {e}", t.dst);
-            }
+            send(&self.socket, &self.local, t).await;
         }
         if let Some(p) = &mut self.probing {
             while let Some(t) = p.netcheck.poll_transmit() {
-                let dst = udp::to_socket_family(&local, t.dst);
-                if let Err(e) = self.socket.send_to(&t.payload, dst).await {
-                    tracing::debug!("STUN send to {}: {e}", t.dst);
-                }
+                send(&self.socket, &self.local, t).await;
             }
         }
         let now = Instant::now();
@@ -1194,6 +1184,14 @@ impl<'a> Daemon<'a> {
                 }
             }
         }
+    }
+}
+
+/// Sends one datagram from the node's socket (a failure is only logged: UDP may lose it anyway).
+async fn send(socket: &UdpSocket, local: &SocketAddr, t: pinhole_engine::Transmit) {
+    let dst = udp::to_socket_family(local, t.dst);
+    if let Err(e) = socket.send_to(&t.payload, dst).await {
+        tracing::debug!("UDP send to {}: {e}", t.dst);
     }
 }
 
