@@ -131,7 +131,8 @@ impl NetMap {
         if let Some(old) = &old {
             let same = old.node_key == peer.node_key
                 && old.addresses == peer.addresses
-                && old.endpoints == peer.endpoints;
+                && old.endpoints == peer.endpoints
+                && old.home_relay == peer.home_relay;
             if same {
                 return;
             }
@@ -149,7 +150,8 @@ impl NetMap {
     }
 }
 
-/// Engine settings for a peer: its overlay addresses, reached at its first endpoint.
+/// Engine settings for a peer: its overlay addresses, reached at its first endpoint or through
+/// its home relay.
 fn settings(peer: &Node) -> PeerSettings {
     PeerSettings {
         public_key: peer.node_key,
@@ -157,6 +159,7 @@ fn settings(peer: &Node) -> PeerSettings {
         allowed_ips: peer.addresses.iter().map(|a| IpNet::from(*a)).collect(),
         endpoint: peer.endpoints.first().copied(),
         persistent_keepalive: None,
+        relay: peer.home_relay.clone(),
     }
 }
 

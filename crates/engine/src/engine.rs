@@ -1,9 +1,15 @@
 //! The engine: a set of WireGuard peers behind one private key, routing TUN packets to them by
-//! allowed IPs and network datagrams to them by session index.
+//! allowed IPs and network datagrams to them by session index, over UDP when the peer's endpoint
+//! answers and through the peer's home relay when it does not.
+//!
+//! The direct path is trusted while authentic packets arrive over UDP; while it is not, packets
+//! go to the relay, handshake initiations go both ways, and a WireGuard keepalive over UDP every
+//! few seconds probes the direct path. A keepalive that arrives over UDP after a quiet spell is
+//! answered over UDP, so both sides learn at once that the direct path works.
 
 use crate::allowed_ips::AllowedIps;
 use crate::clock::Clock;
-use crate::peer::{Peer, PeerSettings, PeerStatus};
+use crate::peer::{Path, Peer, PeerSettings, PeerStatus};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -25,11 +31,42 @@ const MAX_PACKET: usize = 65535 + 32;
 /// Packets queued for the network or the TUN device before new ones are dropped.
 const MAX_QUEUE: usize = 4096;
 
+/// How often the direct path is probed while packets go through a relay.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// A trusted direct path with nothing heard for this long is probed (before its trust runs out).
+const HEARTBEAT_AFTER: Duration = Duration::from_secs(8);
+/// Peers with no traffic for this long are not probed (WireGuard's session ends at 180 s).
+const PROBE_WHILE_ACTIVE: Duration = Duration::from_secs(120);
+/// A packet over UDP is answered with a keepalive over UDP unless one went out this recently.
+const ANSWER_GAP: Duration = Duration::from_secs(1);
+
 /// A UDP datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
     pub dst: SocketAddr,
     pub payload: Vec<u8>,
+}
+
+/// A packet to send through a relay: to the node with key `peer`, via the relay of `region`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayTransmit {
+    pub region: Arc<str>,
+    pub peer: Key,
+    pub payload: Vec<u8>,
+}
+
+/// Where an incoming packet came from.
+#[derive(Debug, Clone, Copy)]
+enum Via<'a> {
+    Udp(SocketAddr),
+    Relay { region: &'a Arc<str>, from: Key },
+}
+
+/// What the engine wants sent, and what it dropped for want of a path or of queue space.
+#[derive(Default)]
+struct Outbox {
+    udp: VecDeque<Transmit>,
+    relay: VecDeque<RelayTransmit>,
 }
 
 /// Something the engine wants its owner (and the user) to know.
@@ -54,8 +91,14 @@ pub struct EngineStats {
     pub tun_no_route: u64,
     /// Packets from the TUN device that were not IPv4/IPv6.
     pub tun_invalid: u64,
-    /// Datagrams for a peer whose endpoint is not known yet.
+    /// Datagrams for a peer with neither an endpoint nor a relay known yet.
     pub tx_no_endpoint: u64,
+    /// Packets received through a relay.
+    pub rx_relayed: u64,
+    /// Packets sent through a relay.
+    pub tx_relayed: u64,
+    /// Keepalives sent over UDP to probe or confirm a direct path.
+    pub tx_probes: u64,
     /// Packets dropped because the owner did not drain a queue.
     pub queue_full: u64,
 }
@@ -82,7 +125,9 @@ pub struct Engine {
     next_index: u32,
     next_tick: Instant,
     next_rate_reset: Instant,
-    transmits: VecDeque<Transmit>,
+    out: Outbox,
+    /// The last `now` the engine was given (for status snapshots).
+    last_now: Instant,
     tun_out: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     stats: EngineStats,
@@ -107,7 +152,8 @@ impl Engine {
             next_index: 1,
             next_tick: now,
             next_rate_reset: now + Duration::from_secs(1),
-            transmits: VecDeque::new(),
+            out: Outbox::default(),
+            last_now: now,
             tun_out: VecDeque::new(),
             events: VecDeque::new(),
             stats: EngineStats::default(),
@@ -132,9 +178,11 @@ impl Engine {
                 self.routes.insert(*net, idx);
             }
             if let Some(peer) = self.peers.get_mut(&idx) {
-                if settings.endpoint.is_some() {
+                if settings.endpoint.is_some() && peer.endpoint != settings.endpoint {
                     peer.endpoint = settings.endpoint;
+                    peer.udp_rx_at = None;
                 }
+                peer.relay = settings.relay.as_deref().map(Arc::from);
                 peer.settings = settings;
             }
             return Ok(());
@@ -189,14 +237,16 @@ impl Engine {
             return;
         };
         self.clock.sync(now);
+        self.last_now = now;
         let Some(peer) = self.peers.get_mut(&idx) else {
             return;
         };
+        peer.active_at = Some(now);
         match peer.tunn.encapsulate(packet, &mut self.buf) {
             TunnResult::WriteToNetwork(out) => {
                 peer.tx_bytes += packet.len() as u64;
                 peer.tx_packets += 1;
-                push_transmit(&mut self.transmits, &mut self.stats, peer.endpoint, out);
+                send_to_peer(&mut self.out, &mut self.stats, peer, now, out);
             }
             TunnResult::Err(e) => tracing::debug!(?e, "encapsulate failed"),
             _ => {}
@@ -205,16 +255,33 @@ impl Engine {
 
     /// A UDP datagram received from `from`.
     pub fn handle_network(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.handle_wire(now, Via::Udp(from), datagram);
+    }
+
+    /// A packet the node with key `from` sent through the relay of `region`.
+    pub fn handle_relay(&mut self, now: Instant, region: &Arc<str>, from: Key, packet: &[u8]) {
+        self.stats.rx_relayed += 1;
+        self.handle_wire(now, Via::Relay { region, from }, packet);
+    }
+
+    fn handle_wire(&mut self, now: Instant, via: Via<'_>, datagram: &[u8]) {
         self.clock.sync(now);
+        self.last_now = now;
+        let src_ip = match via {
+            Via::Udp(from) => Some(from.ip()),
+            Via::Relay { .. } => None,
+        };
         let mut cookie = [0u8; 64];
         let packet = match self
             .rate_limiter
-            .verify_packet(Some(from.ip()), datagram, &mut cookie)
+            .verify_packet(src_ip, datagram, &mut cookie)
         {
             Ok(p) => p,
             Err(TunnResult::WriteToNetwork(reply)) => {
                 // Under load: answer with a cookie instead of doing the handshake's work.
-                push_transmit(&mut self.transmits, &mut self.stats, Some(from), reply);
+                if let Via::Udp(from) = via {
+                    push_udp(&mut self.out, &mut self.stats, from, reply);
+                }
                 return;
             }
             Err(_) => {
@@ -247,33 +314,59 @@ impl Engine {
             self.stats.rx_unknown_peer += 1;
             return;
         };
-
-        let (out, src): (&[u8], IpAddr) =
-            match peer
-                .tunn
-                .decapsulate(Some(from.ip()), datagram, &mut self.buf)
-            {
-                TunnResult::WriteToTunnelV4(out, src) => (out, src.into()),
-                TunnResult::WriteToTunnelV6(out, src) => (out, src.into()),
-                TunnResult::Done => (&[], from.ip()),
+        if let Via::Relay { from, .. } = via {
+            if from != peer.settings.public_key {
+                // The relay vouches for the sender's key: a packet for another peer's session is not
+                // the sender's to send.
+                self.stats.rx_invalid += 1;
+                return;
+            }
+        }
+        // Replies go back the way the packet came.
+        let reply_via =
+            |out: &mut Outbox, stats: &mut EngineStats, peer: &Peer, bytes: &[u8]| match via {
+                Via::Udp(from) => push_udp(out, stats, from, bytes),
+                Via::Relay { region, from } => {
+                    let region = peer.relay.as_ref().unwrap_or(region).clone();
+                    push_relay(out, stats, region, from, bytes);
+                }
+            };
+        let (out, src): (&[u8], Option<IpAddr>) =
+            match peer.tunn.decapsulate(src_ip, datagram, &mut self.buf) {
+                TunnResult::WriteToTunnelV4(out, src) => (out, Some(src.into())),
+                TunnResult::WriteToTunnelV6(out, src) => (out, Some(src.into())),
+                TunnResult::Done => (&[], None),
                 TunnResult::WriteToNetwork(out) => {
-                    push_transmit(&mut self.transmits, &mut self.stats, Some(from), out);
+                    reply_via(&mut self.out, &mut self.stats, peer, out);
                     // Packets queued while the handshake was in flight go out now.
                     while let TunnResult::WriteToNetwork(out) =
                         peer.tunn.decapsulate(None, &[], &mut self.buf)
                     {
-                        push_transmit(&mut self.transmits, &mut self.stats, Some(from), out);
+                        reply_via(&mut self.out, &mut self.stats, peer, out);
                     }
-                    (&[], from.ip())
+                    if let Via::Udp(_) = via {
+                        peer.udp_tx_at = Some(now);
+                    }
+                    (&[], None)
                 }
                 TunnResult::Err(WireGuardError::UnderLoad) => return,
+                TunnResult::Err(
+                    WireGuardError::DuplicateCounter
+                    | WireGuardError::WrongTai64nTimestamp
+                    | WireGuardError::UnexpectedPacket,
+                ) if peer.relay.is_some() => {
+                    // The second copy of a handshake sent both ways (over UDP and the relay), or
+                    // the answer to it: expected, not an attack.
+                    return;
+                }
                 TunnResult::Err(e) => {
-                    tracing::trace!(?e, %from, "dropped datagram");
+                    tracing::trace!(?e, ?via, "dropped datagram");
                     self.stats.rx_invalid += 1;
                     return;
                 }
             };
-        if !out.is_empty() {
+        if let Some(src) = src.filter(|_| !out.is_empty()) {
+            peer.active_at = Some(now);
             deliver(
                 &self.routes,
                 idx,
@@ -284,13 +377,24 @@ impl Engine {
                 &mut self.stats,
             );
         }
-        // WireGuard's roaming: the last authentic source is where the peer is.
-        if peer.endpoint != Some(from) {
-            peer.endpoint = Some(from);
-            self.events.push_back(Event::EndpointChanged {
-                peer: peer.settings.public_key,
-                endpoint: from,
-            });
+        if let Via::Udp(from) = via {
+            // WireGuard's roaming: the last authentic source is where the peer is.
+            if peer.endpoint != Some(from) {
+                peer.endpoint = Some(from);
+                self.events.push_back(Event::EndpointChanged {
+                    peer: peer.settings.public_key,
+                    endpoint: from,
+                });
+            }
+            peer.udp_rx_at = Some(now);
+            // The peer may not know yet that UDP works back to it (it may be sending through
+            // the relay): say so over UDP.
+            let quiet = peer
+                .udp_tx_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= ANSWER_GAP);
+            if quiet && peer.relay.is_some() {
+                probe(&mut self.out, &mut self.stats, peer, now, &mut self.buf);
+            }
         }
         if (!is_data || peer.handshakes == 0) && peer.check_new_handshake(now) {
             self.events.push_back(Event::HandshakeCompleted {
@@ -305,6 +409,7 @@ impl Engine {
             return;
         }
         self.clock.sync(now);
+        self.last_now = now;
         self.next_tick = now + TIMER_TICK;
         if now >= self.next_rate_reset {
             self.rate_limiter.reset_count();
@@ -313,7 +418,7 @@ impl Engine {
         for peer in self.peers.values_mut() {
             match peer.tunn.update_timers(&mut self.buf) {
                 TunnResult::WriteToNetwork(out) => {
-                    push_transmit(&mut self.transmits, &mut self.stats, peer.endpoint, out)
+                    send_to_peer(&mut self.out, &mut self.stats, peer, now, out)
                 }
                 TunnResult::Err(WireGuardError::ConnectionExpired) => {}
                 TunnResult::Err(e) => tracing::debug!(?e, "timer error"),
@@ -324,12 +429,20 @@ impl Engine {
                     peer: peer.settings.public_key,
                 });
             }
+            if probe_due(peer, now) {
+                probe(&mut self.out, &mut self.stats, peer, now, &mut self.buf);
+            }
         }
     }
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.out.udp.pop_front()
+    }
+
+    /// The next packet to send through a relay.
+    pub fn poll_relay_transmit(&mut self) -> Option<RelayTransmit> {
+        self.out.relay.pop_front()
     }
 
     /// The next decrypted IP packet to write to the TUN device.
@@ -354,7 +467,8 @@ impl Engine {
 
     /// The state of every peer.
     pub fn peers(&self) -> Vec<PeerStatus> {
-        let mut v: Vec<PeerStatus> = self.peers.values().map(Peer::status).collect();
+        let now = self.last_now;
+        let mut v: Vec<PeerStatus> = self.peers.values().map(|p| p.status(now)).collect();
         v.sort_by_key(|p| p.public_key);
         v
     }
@@ -362,26 +476,104 @@ impl Engine {
     /// The state of one peer.
     pub fn peer(&self, key: &Key) -> Option<PeerStatus> {
         let idx = self.by_key.get(key)?;
-        self.peers.get(idx).map(Peer::status)
+        self.peers.get(idx).map(|p| p.status(self.last_now))
     }
 }
 
-fn push_transmit(
-    q: &mut VecDeque<Transmit>,
+/// Sends a WireGuard message to `peer` on its current path; handshake initiations go over both
+/// the relay and UDP while the direct path is not confirmed (whichever arrives first wins; the
+/// other copy is a replay the responder ignores).
+fn send_to_peer(
+    out: &mut Outbox,
     stats: &mut EngineStats,
-    dst: Option<SocketAddr>,
-    payload: &[u8],
+    peer: &mut Peer,
+    now: Instant,
+    bytes: &[u8],
 ) {
-    let Some(dst) = dst else {
-        stats.tx_no_endpoint += 1;
+    match peer.path(now) {
+        Path::Direct(ep) => {
+            peer.udp_tx_at = Some(now);
+            push_udp(out, stats, ep, bytes);
+        }
+        Path::Relayed(region) => {
+            let initiation = bytes.first() == Some(&1);
+            if let (true, Some(ep)) = (initiation, peer.endpoint) {
+                peer.udp_tx_at = Some(now);
+                push_udp(out, stats, ep, bytes);
+            }
+            push_relay(out, stats, region, peer.settings.public_key, bytes);
+        }
+        Path::None => stats.tx_no_endpoint += 1,
+    }
+}
+
+/// Whether the direct path of `peer` needs a probe now: while relayed (every [`PROBE_EVERY`]),
+/// or when a trusted direct path has been quiet (a heartbeat); only for peers in use.
+fn probe_due(peer: &Peer, now: Instant) -> bool {
+    if peer.endpoint.is_none() || peer.relay.is_none() {
+        return false;
+    }
+    let active = peer
+        .active_at
+        .is_some_and(|t| now.saturating_duration_since(t) < PROBE_WHILE_ACTIVE);
+    let session = peer
+        .tunn
+        .time_since_last_handshake()
+        .is_some_and(|d| d < Duration::from_secs(170));
+    if !active || !session {
+        return false;
+    }
+    let since = |t: Option<Instant>| t.map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+    if since(peer.probe_at) < PROBE_EVERY {
+        return false;
+    }
+    match peer.direct(now) {
+        None => true,
+        Some(_) => since(peer.udp_rx_at) >= HEARTBEAT_AFTER,
+    }
+}
+
+/// A WireGuard keepalive over UDP to the peer's endpoint (only with a session: without one,
+/// boringtun would start a handshake instead).
+fn probe(out: &mut Outbox, stats: &mut EngineStats, peer: &mut Peer, now: Instant, buf: &mut [u8]) {
+    let Some(ep) = peer.endpoint else { return };
+    if peer.tunn.time_since_last_handshake().is_none() {
         return;
-    };
-    if q.len() >= MAX_QUEUE {
+    }
+    if let TunnResult::WriteToNetwork(bytes) = peer.tunn.encapsulate(&[], buf) {
+        stats.tx_probes += 1;
+        peer.probe_at = Some(now);
+        peer.udp_tx_at = Some(now);
+        push_udp(out, stats, ep, bytes);
+    }
+}
+
+fn push_udp(out: &mut Outbox, stats: &mut EngineStats, dst: SocketAddr, payload: &[u8]) {
+    if out.udp.len() >= MAX_QUEUE {
         stats.queue_full += 1;
         return;
     }
-    q.push_back(Transmit {
+    out.udp.push_back(Transmit {
         dst,
+        payload: payload.to_vec(),
+    });
+}
+
+fn push_relay(
+    out: &mut Outbox,
+    stats: &mut EngineStats,
+    region: Arc<str>,
+    peer: Key,
+    payload: &[u8],
+) {
+    if out.relay.len() >= MAX_QUEUE {
+        stats.queue_full += 1;
+        return;
+    }
+    stats.tx_relayed += 1;
+    out.relay.push_back(RelayTransmit {
+        region,
+        peer,
         payload: payload.to_vec(),
     });
 }

@@ -7,13 +7,15 @@ mod engine;
 mod home_relay;
 mod netcheck;
 mod peer;
+mod relay_client;
 
 pub use allowed_ips::AllowedIps;
-pub use engine::{Engine, EngineError, EngineStats, Event, Transmit, TIMER_TICK};
+pub use engine::{Engine, EngineError, EngineStats, Event, RelayTransmit, Transmit, TIMER_TICK};
 pub use home_relay::choose_home;
 pub use netcheck::{Netcheck, Probe, Report as NetcheckReport, StunServer, NETCHECK_TIMEOUT};
-pub use peer::{PeerSettings, PeerStatus};
+pub use peer::{Path, PeerSettings, PeerStatus, DIRECT_TRUST};
 pub use pinhole_proto::key::Key;
+pub use relay_client::{RelayClient, RelayClientStats, RelayEvent};
 
 /// Derives the public key of a private key (X25519).
 pub fn public_key(private: &Key) -> Key {

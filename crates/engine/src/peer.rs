@@ -4,6 +4,7 @@ use boringtun::noise::Tunn;
 use ipnet::IpNet;
 use pinhole_proto::key::Key;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the engine is told about a peer (from a config file or, later, the network map).
@@ -14,6 +15,19 @@ pub struct PeerSettings {
     pub allowed_ips: Vec<IpNet>,
     pub endpoint: Option<SocketAddr>,
     pub persistent_keepalive: Option<u16>,
+    /// The relay region the peer is connected to (its home relay), if it has one.
+    pub relay: Option<String>,
+}
+
+/// How packets to a peer travel right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Path {
+    /// Over UDP to this endpoint, which answered recently.
+    Direct(SocketAddr),
+    /// Through the relay of this region (the peer's home relay).
+    Relayed(Arc<str>),
+    /// Neither a working endpoint nor a relay is known.
+    None,
 }
 
 /// What the engine can say about a peer.
@@ -21,6 +35,10 @@ pub struct PeerSettings {
 pub struct PeerStatus {
     pub public_key: Key,
     pub endpoint: Option<SocketAddr>,
+    /// The path packets take now.
+    pub path: Path,
+    /// The peer's home relay region.
+    pub relay: Option<Arc<str>>,
     pub allowed_ips: Vec<IpNet>,
     /// When the last handshake completed (in the caller's clock).
     pub last_handshake: Option<Instant>,
@@ -33,10 +51,23 @@ pub struct PeerStatus {
     pub tx_packets: u64,
 }
 
+/// How long a direct path is trusted after the last packet that came over it. Longer than
+/// WireGuard's passive keepalive (10 s), so one-way traffic keeps a working path.
+pub const DIRECT_TRUST: Duration = Duration::from_secs(15);
+
 pub(crate) struct Peer {
     pub(crate) tunn: Tunn,
     pub(crate) settings: PeerSettings,
     pub(crate) endpoint: Option<SocketAddr>,
+    pub(crate) relay: Option<Arc<str>>,
+    /// When an authentic packet last arrived over UDP (the direct path works while recent).
+    pub(crate) udp_rx_at: Option<Instant>,
+    /// When a packet was last sent over UDP.
+    pub(crate) udp_tx_at: Option<Instant>,
+    /// When the direct path was last probed while relayed.
+    pub(crate) probe_at: Option<Instant>,
+    /// When anything was last sent to the peer (probing stops for idle peers).
+    pub(crate) active_at: Option<Instant>,
     pub(crate) last_handshake: Option<Instant>,
     pub(crate) handshakes: u64,
     pub(crate) rx_bytes: u64,
@@ -50,6 +81,11 @@ impl Peer {
         Peer {
             tunn,
             endpoint: settings.endpoint,
+            relay: settings.relay.as_deref().map(Arc::from),
+            udp_rx_at: None,
+            udp_tx_at: None,
+            probe_at: None,
+            active_at: None,
             settings,
             last_handshake: None,
             handshakes: 0,
@@ -82,10 +118,38 @@ impl Peer {
         new
     }
 
-    pub(crate) fn status(&self) -> PeerStatus {
+    /// Whether the direct path answered recently enough to be used.
+    pub(crate) fn direct(&self, now: Instant) -> Option<SocketAddr> {
+        let fresh = self
+            .udp_rx_at
+            .is_some_and(|t| now.saturating_duration_since(t) < DIRECT_TRUST);
+        self.endpoint.filter(|_| fresh)
+    }
+
+    /// The path to send on now.
+    pub(crate) fn path(&self, now: Instant) -> Path {
+        match (self.direct(now), &self.relay, self.endpoint) {
+            (Some(ep), _, _) => Path::Direct(ep),
+            (None, Some(r), _) => Path::Relayed(r.clone()),
+            // No relay: UDP to the endpoint is the only hope.
+            (None, None, Some(ep)) => Path::Direct(ep),
+            (None, None, None) => Path::None,
+        }
+    }
+
+    pub(crate) fn status(&self, now: Instant) -> PeerStatus {
+        let path = match (self.direct(now), &self.relay, self.endpoint) {
+            (Some(ep), _, _) => Path::Direct(ep),
+            (None, Some(r), _) => Path::Relayed(r.clone()),
+            // No relay (a static configuration): the endpoint, once it has answered.
+            (None, None, Some(ep)) if self.udp_rx_at.is_some() => Path::Direct(ep),
+            _ => Path::None,
+        };
         PeerStatus {
             public_key: self.settings.public_key,
             endpoint: self.endpoint,
+            path,
+            relay: self.relay.clone(),
             allowed_ips: self.settings.allowed_ips.clone(),
             last_handshake: self.last_handshake,
             handshakes: self.handshakes,

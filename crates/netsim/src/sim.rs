@@ -4,8 +4,9 @@ use pinhole_engine::{Engine, Event, Key};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A host in the simulation.
@@ -35,11 +36,23 @@ struct Host {
     events: Vec<(Instant, Event)>,
 }
 
+/// Where a packet in flight goes.
+enum Hop {
+    Udp {
+        from: SocketAddr,
+        to: SocketAddr,
+    },
+    Relay {
+        region: Arc<str>,
+        from: Key,
+        to: Key,
+    },
+}
+
 struct InFlight {
     at: Instant,
     seq: u64,
-    from: SocketAddr,
-    to: SocketAddr,
+    hop: Hop,
     payload: Vec<u8>,
 }
 
@@ -67,7 +80,14 @@ pub struct Sim {
     rng: SmallRng,
     hosts: Vec<Host>,
     by_addr: HashMap<SocketAddr, usize>,
+    by_key: HashMap<Key, usize>,
     link: Link,
+    /// One-way latency through a relay (client → relay → client).
+    relay_latency: Duration,
+    /// Hosts whose UDP is dropped both ways (a firewall that blocks UDP).
+    udp_blocked: HashSet<usize>,
+    /// Packets carried by relays.
+    pub relayed: u64,
     in_flight: BinaryHeap<Reverse<InFlight>>,
     seq: u64,
     /// Datagrams sent to an address no host has.
@@ -88,7 +108,11 @@ impl Sim {
             rng: SmallRng::seed_from_u64(seed),
             hosts: Vec::new(),
             by_addr: HashMap::new(),
+            by_key: HashMap::new(),
             link: Link::default(),
+            relay_latency: Duration::from_millis(30),
+            udp_blocked: HashSet::new(),
+            relayed: 0,
             in_flight: BinaryHeap::new(),
             seq: 0,
             undeliverable: 0,
@@ -117,9 +141,24 @@ impl Sim {
         self.link = link;
     }
 
+    /// Sets the one-way latency of every relay (all relays are one perfect service here).
+    pub fn set_relay_latency(&mut self, d: Duration) {
+        self.relay_latency = d;
+    }
+
+    /// Drops (or stops dropping) every UDP datagram to and from the host.
+    pub fn block_udp(&mut self, h: HostId, blocked: bool) {
+        if blocked {
+            self.udp_blocked.insert(h.0);
+        } else {
+            self.udp_blocked.remove(&h.0);
+        }
+    }
+
     /// Adds a host reachable at `addr`, running an engine with `private_key`.
     pub fn add_host(&mut self, addr: SocketAddr, private_key: Key) -> HostId {
         let engine = Engine::new(private_key, self.now);
+        self.by_key.insert(engine.public_key(), self.hosts.len());
         self.by_addr.insert(addr, self.hosts.len());
         self.hosts.push(Host {
             addr,
@@ -190,14 +229,27 @@ impl Sim {
                 let Some(Reverse(p)) = self.in_flight.pop() else {
                     break;
                 };
-                match self.by_addr.get(&p.to) {
-                    Some(&i) => {
-                        self.delivered += 1;
-                        let now = self.now;
-                        self.hosts[i].engine.handle_network(now, p.from, &p.payload);
-                        self.drain(i);
-                    }
-                    None => self.undeliverable += 1,
+                let now = self.now;
+                match p.hop {
+                    Hop::Udp { from, to } => match self.by_addr.get(&to) {
+                        Some(&i) if !self.udp_blocked.contains(&i) => {
+                            self.delivered += 1;
+                            self.hosts[i].engine.handle_network(now, from, &p.payload);
+                            self.drain(i);
+                        }
+                        Some(_) => self.lost += 1,
+                        None => self.undeliverable += 1,
+                    },
+                    Hop::Relay { region, from, to } => match self.by_key.get(&to) {
+                        Some(&i) => {
+                            self.relayed += 1;
+                            self.hosts[i]
+                                .engine
+                                .handle_relay(now, &region, from, &p.payload);
+                            self.drain(i);
+                        }
+                        None => self.undeliverable += 1,
+                    },
                 }
             } else if timer_host != usize::MAX {
                 let now = self.now;
@@ -212,8 +264,10 @@ impl Sim {
     fn drain(&mut self, i: usize) {
         let now = self.now;
         let from = self.hosts[i].addr;
+        let me = self.hosts[i].engine.public_key();
+        let blocked = self.udp_blocked.contains(&i);
         while let Some(t) = self.hosts[i].engine.poll_transmit() {
-            if self.link.loss > 0.0 && self.rng.gen_bool(self.link.loss) {
+            if blocked || (self.link.loss > 0.0 && self.rng.gen_bool(self.link.loss)) {
                 self.lost += 1;
                 continue;
             }
@@ -221,8 +275,20 @@ impl Sim {
             self.in_flight.push(Reverse(InFlight {
                 at: now + self.link.latency,
                 seq: self.seq,
-                from,
-                to: t.dst,
+                hop: Hop::Udp { from, to: t.dst },
+                payload: t.payload,
+            }));
+        }
+        while let Some(t) = self.hosts[i].engine.poll_relay_transmit() {
+            self.seq += 1;
+            self.in_flight.push(Reverse(InFlight {
+                at: now + self.relay_latency,
+                seq: self.seq,
+                hop: Hop::Relay {
+                    region: t.region,
+                    from: me,
+                    to: t.peer,
+                },
                 payload: t.payload,
             }));
         }

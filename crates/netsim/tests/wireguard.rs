@@ -41,6 +41,7 @@ fn pair(seed: u64, link: Link) -> Pair {
                 ],
                 endpoint: Some(b_addr),
                 persistent_keepalive: None,
+                relay: None,
             },
         )
         .unwrap();
@@ -56,6 +57,7 @@ fn pair(seed: u64, link: Link) -> Pair {
                 ],
                 endpoint: None,
                 persistent_keepalive: None,
+                relay: None,
             },
         )
         .unwrap();

@@ -6,5 +6,6 @@ pub mod ip;
 #[cfg(feature = "serde")]
 pub mod ipc;
 pub mod key;
+pub mod relay;
 pub mod stun;
 pub mod wgconf;

@@ -1,0 +1,263 @@
+//! One client's connection, after the HTTP upgrade: the key proof, control's authorisation,
+//! then frames both ways until either side stops, a frame is bad, or the client goes silent.
+
+use crate::metrics;
+use crate::relay::{Forwarded, Relay, Shared};
+use pinhole_proto::key::Key;
+use pinhole_proto::relay::{self as wire, Decoder, Frame, FrameError};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionEnd {
+    #[error("connection closed by the client")]
+    Closed,
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("unexpected frame before authentication")]
+    Unexpected,
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("client silent for {0:?}")]
+    Silent(Duration),
+    #[error("no key proof within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("closed by the relay (revoked, replaced by a newer connection, or shutting down)")]
+    ClosedByRelay,
+}
+
+/// Bytes read at a time: little while a client is quiet (10,000 idle clients must stay small),
+/// more once reads come back full.
+const READ_SMALL: usize = 2 * 1024;
+const READ_BIG: usize = 64 * 1024;
+/// Bytes written at most per batch.
+const WRITE_BATCH: usize = 64 * 1024;
+
+impl Relay {
+    /// Serves one client on an upgraded connection until it ends.
+    pub async fn serve_connection<S>(&self, io: S) -> ConnectionEnd
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let mut conn = Conn {
+            shared: self.shared.clone(),
+            io,
+            decoder: Decoder::default(),
+        };
+        conn.run().await
+    }
+}
+
+struct Conn<S> {
+    shared: Arc<Shared>,
+    io: S,
+    decoder: Decoder,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
+    async fn run(&mut self) -> ConnectionEnd {
+        let (key, network) = match self.handshake().await {
+            Ok(k) => k,
+            Err(e) => {
+                if let ConnectionEnd::Refused(reason) = &e {
+                    let _ = self
+                        .io
+                        .write_all(
+                            &Frame::Refused {
+                                reason: reason.clone(),
+                            }
+                            .to_bytes(),
+                        )
+                        .await;
+                    let _ = self.io.shutdown().await;
+                }
+                return e;
+            }
+        };
+        let (id, mut rx, close) = self.shared.register(key, network.clone());
+        metrics::add(&self.shared.metrics.accepted, 1);
+        tracing::debug!(key = %key.short(), "relay client connected");
+        let end = self.serve(key, &network, &mut rx, &close).await;
+        self.shared.unregister(&key, id);
+        tracing::debug!(key = %key.short(), "relay client gone: {end}");
+        if matches!(end, ConnectionEnd::Frame(_) | ConnectionEnd::Silent(_)) {
+            metrics::add(&self.shared.metrics.protocol_errors, 1);
+        }
+        end
+    }
+
+    /// Reads until a whole frame has arrived.
+    async fn read_frame(&mut self) -> Result<Frame, ConnectionEnd> {
+        loop {
+            if let Some(f) = self.decoder.next_frame()? {
+                return Ok(f);
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), ConnectionEnd> {
+        let mut chunk = vec![0u8; READ_SMALL];
+        let n = self.io.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(ConnectionEnd::Closed);
+        }
+        self.decoder.push(&chunk[..n]);
+        Ok(())
+    }
+
+    async fn handshake(&mut self) -> Result<(Key, Arc<str>), ConnectionEnd> {
+        let challenge: [u8; 32] = rand::random();
+        let hello = Frame::ServerKey {
+            version: wire::VERSION,
+            key: self.shared.public,
+            challenge,
+        };
+        self.io.write_all(&hello.to_bytes()).await?;
+        self.io.flush().await?;
+        let limit = self.shared.config.handshake_timeout;
+        let frame = tokio::time::timeout(limit, self.read_frame())
+            .await
+            .map_err(|_| ConnectionEnd::HandshakeTimeout(limit))??;
+        let Frame::ClientInfo { key, proof } = frame else {
+            return Err(ConnectionEnd::Unexpected);
+        };
+        let m = &self.shared.metrics;
+        if !wire::verify_key_proof(&self.shared.private, &challenge, &key, &proof) {
+            metrics::add(&m.refused_bad_proof, 1);
+            tracing::info!(key = %key.short(), "relay client refused: key proof failed");
+            return Err(ConnectionEnd::Refused(
+                "the proof of the node key is wrong".into(),
+            ));
+        }
+        match self.shared.auth.check(&key).await {
+            Ok(Some(grant)) => {
+                let info = Frame::ServerInfo {
+                    keepalive_secs: self.shared.config.keepalive.as_secs().clamp(1, 3600) as u16,
+                };
+                self.io.write_all(&info.to_bytes()).await?;
+                self.io.flush().await?;
+                Ok((key, grant.network))
+            }
+            Ok(None) => {
+                metrics::add(&m.refused_unknown_key, 1);
+                tracing::info!(key = %key.short(), "relay client refused: not a node of the coordination server");
+                Err(ConnectionEnd::Refused(
+                    "the node key is not authorised by the coordination server".into(),
+                ))
+            }
+            Err(e) => {
+                metrics::add(&m.refused_control_unreachable, 1);
+                tracing::warn!(key = %key.short(), "relay client refused: {e}");
+                Err(ConnectionEnd::Refused(e.to_string()))
+            }
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        key: Key,
+        network: &Arc<str>,
+        rx: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+        close: &tokio::sync::Notify,
+    ) -> ConnectionEnd {
+        let keepalive = self.shared.config.keepalive;
+        let silence = keepalive * 5 / 2;
+        let mut stop = self.shared.stop.subscribe();
+        if *stop.borrow() {
+            return ConnectionEnd::ClosedByRelay;
+        }
+        let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+        let mut heard = Instant::now();
+        let mut sent_to: HashSet<Key> = HashSet::new();
+        let mut out: Vec<u8> = Vec::new();
+        let mut chunk: Vec<u8> = Vec::new();
+        let mut want = READ_SMALL;
+        loop {
+            // Replies made while reading (peer gone) go out before waiting again.
+            if !out.is_empty() {
+                if let Err(e) = self.io.write_all(&out).await {
+                    return e.into();
+                }
+                out.clear();
+            }
+            if chunk.capacity() < want {
+                chunk.reserve(want);
+            }
+            tokio::select! {
+                r = self.io.read_buf(&mut chunk) => {
+                    let n = match r {
+                        Ok(0) => return ConnectionEnd::Closed,
+                        Ok(n) => n,
+                        Err(e) => return e.into(),
+                    };
+                    self.decoder.push(&chunk);
+                    if n == chunk.capacity() {
+                        want = READ_BIG;
+                        chunk.clear();
+                    } else if n < READ_SMALL && chunk.capacity() > READ_SMALL {
+                        want = READ_SMALL;
+                        chunk = Vec::new();
+                    } else {
+                        chunk.clear();
+                    }
+                    heard = Instant::now();
+                    if let Err(e) = self.handle_frames(&key, network, &mut sent_to, &mut out) {
+                        return e;
+                    }
+                }
+                q = rx.recv() => {
+                    let Some(first) = q else { return ConnectionEnd::ClosedByRelay };
+                    out.extend_from_slice(&first);
+                    while out.len() < WRITE_BATCH {
+                        match rx.try_recv() {
+                            Ok(more) => out.extend_from_slice(&more),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = ping.tick() => {
+                    if heard.elapsed() > silence {
+                        return ConnectionEnd::Silent(silence);
+                    }
+                    Frame::KeepAlive.encode(&mut out);
+                }
+                _ = close.notified() => return ConnectionEnd::ClosedByRelay,
+                _ = stop.changed() => return ConnectionEnd::ClosedByRelay,
+            }
+        }
+    }
+
+    fn handle_frames(
+        &mut self,
+        key: &Key,
+        network: &str,
+        sent_to: &mut HashSet<Key>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ConnectionEnd> {
+        let m = &self.shared.metrics;
+        while let Some((kind, payload)) = self.decoder.next_raw()? {
+            match Frame::decode(kind, payload)? {
+                Frame::SendPacket { dst, packet } => {
+                    metrics::add(&m.packets_in, 1);
+                    metrics::add(&m.bytes_in, packet.len() as u64);
+                    if sent_to.len() < 4096 && sent_to.insert(dst) {
+                        self.shared.note_sender(dst, *key);
+                    }
+                    if self.shared.forward(key, network, &dst, &packet) == Forwarded::NoPeer {
+                        Frame::PeerGone { key: dst }.encode(out);
+                    }
+                }
+                Frame::KeepAlive => metrics::add(&m.keepalives_in, 1),
+                _ => return Err(ConnectionEnd::Unexpected),
+            }
+        }
+        Ok(())
+    }
+}

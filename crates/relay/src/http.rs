@@ -1,0 +1,64 @@
+//! The relay's HTTP face: `GET /relay` with `Upgrade: pinhole-relay` switches the connection to
+//! relay frames (an HTTP/1.1 upgrade passes proxies and 443-only firewalls); `GET /metrics`
+//! serves the counters in Prometheus' text format.
+
+use crate::relay::Relay;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use pinhole_proto::relay::UPGRADE_PROTOCOL;
+
+/// The path nodes upgrade on.
+pub const RELAY_PATH: &str = "/relay";
+
+/// `/relay` and `/metrics`, to serve alone or to merge into another router.
+pub fn router(relay: Relay) -> Router {
+    Router::new()
+        .route(RELAY_PATH, get(upgrade))
+        .route("/metrics", get(metrics))
+        .with_state(relay)
+}
+
+fn wants(req: &Request, proto: &str) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(proto)))
+}
+
+async fn upgrade(State(relay): State<Relay>, mut req: Request) -> Response {
+    if !wants(&req, UPGRADE_PROTOCOL) {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            [(header::UPGRADE, UPGRADE_PROTOCOL)],
+            format!("this is a Pinhole relay: connect with Upgrade: {UPGRADE_PROTOCOL}\n"),
+        )
+            .into_response();
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let end = relay.serve_connection(TokioIo::new(upgraded)).await;
+                tracing::trace!("relay connection ended: {end}");
+            }
+            Err(e) => tracing::debug!("relay upgrade failed: {e}"),
+        }
+    });
+    let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    res
+}
+
+async fn metrics(State(relay): State<Relay>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        relay.metrics_text(),
+    )
+        .into_response()
+}

@@ -1,0 +1,261 @@
+//! The packet relay: the table of connected clients by node key, and forwarding between them.
+//!
+//! Each client has a bounded queue of frames waiting to be written to it; forwarding never
+//! waits on a destination: when its queue is full the packet is dropped and counted, so a slow
+//! client never stalls the others.
+
+use crate::authorize::{AuthCache, Authorizer};
+use crate::metrics::{self, Metrics};
+use pinhole_proto::key::Key;
+use pinhole_proto::relay::Frame;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Notify};
+
+/// How the relay behaves.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// How often each side sends a keepalive; a client silent for 2.5 times this is dropped.
+    pub keepalive: Duration,
+    /// Frames waiting to be written to one client before more are dropped.
+    pub queue_frames: usize,
+    /// How long control's answer about a key is trusted.
+    pub auth_ttl: Duration,
+    /// How often the keys of connected clients are checked with control again.
+    pub recheck: Duration,
+    /// How long a client has to prove its key after connecting.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            keepalive: Duration::from_secs(30),
+            queue_frames: 256,
+            auth_ttl: Duration::from_secs(30),
+            recheck: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A connected client as the others see it.
+pub(crate) struct Client {
+    pub(crate) id: u64,
+    pub(crate) network: Arc<str>,
+    pub(crate) tx: mpsc::Sender<Vec<u8>>,
+    /// Wakes the client's connection to close it (revoked, or replaced by a newer connection).
+    pub(crate) close: Arc<Notify>,
+}
+
+/// What happened to a packet handed to [`Relay::forward`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Forwarded {
+    Queued,
+    QueueFull,
+    NoPeer,
+}
+
+pub(crate) struct Shared {
+    pub(crate) private: Key,
+    pub(crate) public: Key,
+    pub(crate) auth: AuthCache,
+    pub(crate) config: RelayConfig,
+    pub(crate) metrics: Metrics,
+    clients: RwLock<HashMap<Key, Client>>,
+    /// Who sent to whom, so that senders hear when their destination leaves.
+    senders: RwLock<HashMap<Key, Vec<Key>>>,
+    next_id: AtomicU64,
+    pub(crate) stop: watch::Sender<bool>,
+}
+
+/// The relay; cheap to clone, every clone is the same relay.
+#[derive(Clone)]
+pub struct Relay {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Senders remembered per destination (for peer-gone notices); more are not noted.
+const MAX_SENDERS: usize = 1024;
+
+impl Relay {
+    /// A relay that asks `auth` which node keys may use it.
+    pub fn new(auth: Arc<dyn Authorizer>, config: RelayConfig) -> Relay {
+        let private = Key(rand::random());
+        let public = pinhole_proto::relay::public_key(&private);
+        let (stop, _) = watch::channel(false);
+        Relay {
+            shared: Arc::new(Shared {
+                private,
+                public,
+                auth: AuthCache::new(auth, config.auth_ttl),
+                config,
+                metrics: Metrics::default(),
+                clients: RwLock::new(HashMap::new()),
+                senders: RwLock::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                stop,
+            }),
+        }
+    }
+
+    /// The relay's X25519 key (fresh per process).
+    pub fn public_key(&self) -> Key {
+        self.shared.public
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.render()
+    }
+
+    /// Clients connected right now.
+    pub fn client_count(&self) -> usize {
+        self.shared.read_clients().len()
+    }
+
+    /// Control revoked `key`: forget its grant and close its connection.
+    pub fn revoke(&self, key: &Key) {
+        self.shared.auth.forget(key);
+        if let Some(c) = self.shared.read_clients().get(key) {
+            c.close.notify_one();
+        }
+    }
+
+    /// Closes every connection; new ones are refused.
+    pub fn shutdown(&self) {
+        let _ = self.shared.stop.send(true);
+    }
+
+    /// Checks every connected client with control again and closes those no longer authorised.
+    pub async fn recheck_clients(&self) {
+        let keys: Vec<(Key, Arc<str>)> = self
+            .shared
+            .read_clients()
+            .iter()
+            .map(|(k, c)| (*k, c.network.clone()))
+            .collect();
+        for (key, network) in keys {
+            match self.shared.auth.recheck(&key).await {
+                Ok(Some(g)) if g.network == network => {}
+                Ok(_) => {
+                    tracing::info!(key = %key.short(), "relay client no longer authorised: closing");
+                    self.revoke(&key);
+                }
+                // Control unreachable: keep serving whom it authorised.
+                Err(e) => tracing::debug!("recheck: {e}"),
+            }
+        }
+    }
+
+    /// Runs [`Relay::recheck_clients`] every `recheck` until shutdown.
+    pub async fn run_rechecks(self) {
+        let mut stop = self.shared.stop.subscribe();
+        let mut tick = tokio::time::interval(self.shared.config.recheck);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => self.recheck_clients().await,
+            }
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn read_clients(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Client>> {
+        self.clients.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_clients(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Client>> {
+        self.clients.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a client; a connection already there for the same key is closed (the newest wins).
+    pub(crate) fn register(
+        &self,
+        key: Key,
+        network: Arc<str>,
+    ) -> (u64, mpsc::Receiver<Vec<u8>>, Arc<Notify>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.config.queue_frames.max(1));
+        let close = Arc::new(Notify::new());
+        let old = self.write_clients().insert(
+            key,
+            Client {
+                id,
+                network,
+                tx,
+                close: close.clone(),
+            },
+        );
+        match old {
+            Some(old) => old.close.notify_one(),
+            None => {
+                self.metrics.clients.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        (id, rx, close)
+    }
+
+    /// Removes a client (if this connection is still the one registered) and tells those who
+    /// sent to it that it is gone.
+    pub(crate) fn unregister(&self, key: &Key, id: u64) {
+        {
+            let mut clients = self.write_clients();
+            if clients.get(key).is_none_or(|c| c.id != id) {
+                return;
+            }
+            clients.remove(key);
+        }
+        self.metrics.clients.fetch_sub(1, Ordering::Relaxed);
+        let senders = self
+            .senders
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
+            .unwrap_or_default();
+        let gone = Frame::PeerGone { key: *key }.to_bytes();
+        let clients = self.read_clients();
+        for s in senders {
+            if let Some(c) = clients.get(&s) {
+                let _ = c.tx.try_send(gone.clone());
+            }
+        }
+    }
+
+    /// Notes that `src` sends to `dst` (called once per destination by each connection).
+    pub(crate) fn note_sender(&self, dst: Key, src: Key) {
+        let mut senders = self.senders.write().unwrap_or_else(|p| p.into_inner());
+        let list = senders.entry(dst).or_default();
+        if list.len() < MAX_SENDERS && !list.contains(&src) {
+            list.push(src);
+        }
+    }
+
+    /// Queues `packet` from `src` to `dst` if `dst` is connected in the same network.
+    pub(crate) fn forward(&self, src: &Key, network: &str, dst: &Key, packet: &[u8]) -> Forwarded {
+        let clients = self.read_clients();
+        let Some(c) = clients.get(dst).filter(|c| &*c.network == network) else {
+            metrics::add(&self.metrics.drops_no_peer, 1);
+            return Forwarded::NoPeer;
+        };
+        match c.tx.try_send(Frame::packet_bytes(false, src, packet)) {
+            Ok(()) => {
+                metrics::add(&self.metrics.packets_forwarded, 1);
+                metrics::add(&self.metrics.bytes_forwarded, packet.len() as u64);
+                Forwarded::Queued
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::add(&self.metrics.drops_queue_full, 1);
+                Forwarded::QueueFull
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                metrics::add(&self.metrics.drops_no_peer, 1);
+                Forwarded::NoPeer
+            }
+        }
+    }
+}
