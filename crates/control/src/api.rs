@@ -525,6 +525,7 @@ pub async fn delete_self(
 ) -> Result<StatusCode, ApiErr> {
     let row = st.node_by_token(&headers, &client).await?;
     st.store.remove_node(&row.id, now_ms()).await?;
+    st.revoke_relay(pinhole_proto::key::Key::from_base64(&row.node_key).ok());
     st.publish(&row.account_id, &row.id).await?;
     tracing::info!(node = %row.name, "node logged out");
     Ok(StatusCode::NO_CONTENT)
@@ -558,6 +559,7 @@ pub async fn delete_node(
         return Err(ApiErr::not_found("no such node in your account"));
     };
     st.store.remove_node(&row.id, now_ms()).await?;
+    st.revoke_relay(pinhole_proto::key::Key::from_base64(&row.node_key).ok());
     st.publish(&row.account_id, &row.id).await?;
     tracing::info!(node = %row.name, by = %s.user_name, "node removed");
     Ok(StatusCode::NO_CONTENT)

@@ -5,6 +5,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use pinhole_proto::control::{MapMessage, Node, Presence, RelayMap};
+use pinhole_proto::key::Key;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::mpsc;
@@ -251,14 +252,11 @@ impl Hub {
     }
 
     /// A node is gone: peers get `peer_removed`, its own streams a goodbye and then the end.
-    pub fn remove(&self, account: &str, node_id: &str, reason: &str) {
+    /// Returns the node's key if the node was known here.
+    pub fn remove(&self, account: &str, node_id: &str, reason: &str) -> Option<Key> {
         let mut inner = self.lock();
-        let Some(a) = inner.accounts.get_mut(account) else {
-            return;
-        };
-        let Some(e) = a.nodes.remove(node_id) else {
-            return;
-        };
+        let a = inner.accounts.get_mut(account)?;
+        let e = a.nodes.remove(node_id)?;
         let removed = to_line(&MapMessage::PeerRemoved {
             id: e.node.id.clone(),
             node_key: e.node.node_key,
@@ -272,6 +270,7 @@ impl Hub {
             }
         }
         broadcast(a, |_| removed.clone());
+        Some(e.node.node_key)
     }
 
     /// Whether the node has a stream open here.
@@ -359,7 +358,6 @@ fn broadcast(a: &mut Account, line_for: impl Fn(&str) -> Bytes) {
 mod tests {
     use super::*;
     use pinhole_proto::control::parse_map_line;
-    use pinhole_proto::key::Key;
 
     fn node(id: &str, k: u8) -> Node {
         Node {

@@ -68,6 +68,9 @@ struct ServeArgs {
     /// Do not run the embedded STUN service.
     #[arg(long)]
     no_stun: bool,
+    /// Do not run the embedded packet relay (`/relay` on the listen address).
+    #[arg(long)]
+    no_relay: bool,
     /// The URL people's browsers reach this server at (for the sign-in link).
     #[arg(long)]
     public_url: Option<String>,
@@ -283,8 +286,8 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
             serde_json::from_str::<RelayMap>(&text)
                 .with_context(|| format!("invalid relay map {}", p.display()))?
         }
-        None if a.no_stun => RelayMap::default(),
-        None => embedded_relay_map(a.stun_listen.port()),
+        None if a.no_stun && a.no_relay => RelayMap::default(),
+        None => embedded_relay_map((!a.no_stun).then_some(a.stun_listen.port())),
     };
     let stun = if a.no_stun {
         None
@@ -307,6 +310,7 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
             .0
             .unwrap_or(Duration::from_secs(30 * 86_400)),
         relay_map,
+        embedded_relay: !a.no_relay,
         ..Settings::default()
     };
     if tls.is_none() {
@@ -326,14 +330,14 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
 
 /// The relay map when none is given: the embedded service as region "local", addressed
 /// relative to the coordination server (nodes put in the host they reach it at).
-fn embedded_relay_map(stun_port: u16) -> RelayMap {
+fn embedded_relay_map(stun_port: Option<u16>) -> RelayMap {
     RelayMap {
         regions: vec![RelayRegion {
             code: "local".into(),
             name: "embedded".into(),
             relays: vec![Relay {
                 url: "/relay".into(),
-                stun: Some(format!(":{stun_port}")),
+                stun: stun_port.map(|p| format!(":{p}")),
             }],
         }],
     }

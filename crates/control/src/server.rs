@@ -96,8 +96,15 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| ServeError::Listen(listen, e))?;
+        let relay = settings.embedded_relay.then(|| {
+            let auth = crate::relay_auth::StoreAuthorizer {
+                store: store.clone(),
+            };
+            pinhole_relay::Relay::new(Arc::new(auth), pinhole_relay::RelayConfig::default())
+        });
         let state = Arc::new(AppState {
             hub: Hub::new(&settings.relay_map),
+            relay,
             store,
             settings,
             instance,
@@ -116,6 +123,9 @@ impl Server {
             stop_rx.clone(),
         ));
         tasks.spawn(sweeper(state.clone(), stop_rx.clone()));
+        if let Some(relay) = &state.relay {
+            tasks.spawn(relay.clone().run_rechecks());
+        }
         tasks.spawn(presence_flusher(state.clone(), stop_rx.clone()));
         if state.store.kind() == DbKind::Postgres {
             tasks.spawn(listen_for_changes(state.clone(), stop_rx));
@@ -140,6 +150,9 @@ impl Server {
     /// Stops accepting, closes every connection, and marks this instance's nodes offline.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        if let Some(relay) = &self.state.relay {
+            relay.shutdown();
+        }
         while self.tasks.join_next().await.is_some() {}
         match self.state.store.clear_instance(&self.state.instance).await {
             Ok(nodes) => {
@@ -154,8 +167,17 @@ impl Server {
     }
 }
 
-/// Every route the server answers.
+/// Every route the server answers: the API, and the embedded relay's `/relay` and `/metrics`.
 pub fn router(state: Arc<AppState>) -> Router {
+    let relay = state.relay.clone();
+    let control = control_router(state);
+    match relay {
+        Some(relay) => control.merge(pinhole_relay::http::router(relay)),
+        None => control,
+    }
+}
+
+fn control_router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/device/code", post(device::code))
         .route("/device/token", post(device::token))
@@ -266,7 +288,12 @@ async fn serve_connection(
     let result = match tls {
         Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await
         {
-            Ok(Ok(s)) => builder.serve_connection(TokioIo::new(s), service).await,
+            Ok(Ok(s)) => {
+                builder
+                    .serve_connection(TokioIo::new(s), service)
+                    .with_upgrades()
+                    .await
+            }
             Ok(Err(e)) => {
                 tracing::debug!(%peer, "TLS handshake: {e}");
                 return;
@@ -279,6 +306,7 @@ async fn serve_connection(
         None => {
             builder
                 .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
                 .await
         }
     };
@@ -381,9 +409,9 @@ async fn apply_notice(st: &AppState, payload: &str) {
     match st.store.node_by_id(node, now).await {
         Ok(Some(row)) => match st.to_node(&row, now) {
             Some(n) => st.hub.upsert(account, n),
-            None => st.hub.remove(account, node, "node key expired"),
+            None => st.revoke_relay(st.hub.remove(account, node, "node key expired")),
         },
-        Ok(None) => st.hub.remove(account, node, "node removed"),
+        Ok(None) => st.revoke_relay(st.hub.remove(account, node, "node removed")),
         Err(e) => tracing::warn!("reading a changed node: {e}"),
     }
 }

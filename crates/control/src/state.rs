@@ -28,6 +28,8 @@ pub struct Settings {
     /// Seconds a device waits between token polls.
     pub device_poll_interval: u64,
     pub relay_map: RelayMap,
+    /// Run the packet relay in-process on `/relay` (with `/metrics`).
+    pub embedded_relay: bool,
 }
 
 impl Default for Settings {
@@ -40,6 +42,17 @@ impl Default for Settings {
             device_code_ttl: Duration::from_secs(600),
             device_poll_interval: 2,
             relay_map: RelayMap::default(),
+            embedded_relay: false,
+        }
+    }
+}
+
+impl AppState {
+    /// A removed or expired node loses the embedded relay at once (other relays notice at
+    /// their next check with control).
+    pub fn revoke_relay(&self, key: Option<pinhole_proto::key::Key>) {
+        if let (Some(relay), Some(key)) = (&self.relay, key) {
+            relay.revoke(&key);
         }
     }
 }
@@ -60,6 +73,8 @@ pub struct AppState {
     pub code_limiter: Limiter,
     /// Serialises address allocation within this instance.
     pub alloc_lock: tokio::sync::Mutex<()>,
+    /// The embedded packet relay, if it runs.
+    pub relay: Option<pinhole_relay::Relay>,
 }
 
 /// The client's address, attached to each request by the connection loop.
@@ -204,12 +219,14 @@ impl AppState {
                     Some(node)
                 }
                 None => {
-                    self.hub.remove(account_id, node_id, "node key expired");
+                    let key = self.hub.remove(account_id, node_id, "node key expired");
+                    self.revoke_relay(key);
                     None
                 }
             },
             None => {
-                self.hub.remove(account_id, node_id, "node removed");
+                let key = self.hub.remove(account_id, node_id, "node removed");
+                self.revoke_relay(key);
                 None
             }
         };

@@ -31,6 +31,10 @@ pub struct Args {
     /// A PEM CA certificate to trust for the coordination server (a self-hosted private CA).
     #[arg(long, value_name = "FILE")]
     pub control_ca: Option<PathBuf>,
+    /// An HTTP proxy for relay connections (http://host:port, used with CONNECT; also
+    /// PINHOLE_PROXY), for networks where only a proxy reaches the outside.
+    #[arg(long, value_name = "URL", env = "PINHOLE_PROXY")]
+    pub proxy: Option<String>,
     /// The name this node registers under (default: the OS hostname).
     #[arg(long)]
     pub hostname: Option<String>,

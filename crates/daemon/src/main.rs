@@ -12,6 +12,7 @@ mod netcheck;
 mod netmap;
 mod pinger;
 mod prefs;
+mod relay_link;
 mod routes;
 mod run;
 mod state_dir;

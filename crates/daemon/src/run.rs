@@ -10,13 +10,14 @@ use crate::mapped_peers::MappedPeers;
 use crate::netcheck;
 use crate::pinger::{Pinger, Target};
 use crate::prefs::Prefs;
+use crate::relay_link::{self, Relays};
 use crate::status::{self, Headline, Reporter};
 use crate::tun_io::TunIo;
 use crate::{args::Args, config, routes, state_dir, tun_device, udp};
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 use pinhole_control_client::ControlClient;
-use pinhole_engine::{Engine, Event, Key, Netcheck, PeerSettings};
+use pinhole_engine::{Engine, Event, Key, Netcheck, PeerSettings, RelayEvent};
 use pinhole_proto::ipc::{
     Connection, Credential, IpcError, LoginPrompt, LoginResult, LogoutResult, Nat, Op, PingReply,
     Secret, State, Status,
@@ -149,6 +150,8 @@ struct Daemon<'a> {
     auto_netcheck_at: Instant,
     /// The STUN probes in flight and who waits for them.
     probing: Option<Probing>,
+    /// Connections to relays: the home region, and the regions of peers reached through one.
+    relays: Relays,
 }
 
 /// A netcheck's STUN probes in flight.
@@ -197,7 +200,15 @@ impl<'a> Daemon<'a> {
         }
         let ident = rand::random::<u16>();
         let (netcheck_tx, netcheck_rx) = mpsc::channel(4);
+        let ca = match &args.control_ca {
+            Some(p) => {
+                Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?)
+            }
+            None => None,
+        };
+        let dialer = relay_link::Dialer::new(ca.as_deref(), args.proxy.as_deref())?;
         let mut d = Daemon {
+            relays: Relays::new(private, dialer),
             netcheck_tx,
             netcheck_rx,
             auto_netcheck_at: now,
@@ -548,8 +559,11 @@ impl<'a> Daemon<'a> {
     }
 
     fn publish(&mut self) {
+        self.sync_relays();
         let head = self.headline();
-        self.reporter.publish(head, &self.engine, &self.mapped);
+        let relay_errors = self.relays.errors();
+        self.reporter
+            .publish(head, &self.engine, &self.mapped, &relay_errors);
     }
 
     async fn run(&mut self, mut cmds: mpsc::Receiver<Command>) -> Result<()> {
@@ -634,6 +648,16 @@ impl<'a> Daemon<'a> {
                     }
                     self.publish();
                 }
+                Some(inc) = self.relays.recv() => {
+                    self.relay_event(inc);
+                    // Drain what else arrived without another turn of the loop.
+                    for _ in 1..BATCH {
+                        match self.relays.try_recv() {
+                            Some(inc) => self.relay_event(inc),
+                            None => break,
+                        }
+                    }
+                }
                 Some((prepared, reply)) = self.netcheck_rx.recv() => {
                     let now = Instant::now();
                     match &mut self.probing {
@@ -658,12 +682,20 @@ impl<'a> Daemon<'a> {
                 let why = self
                     .engine
                     .peer(&p.peer)
-                    .map(|e| match e.endpoint {
-                        None => "no endpoint known for the peer yet".to_string(),
-                        Some(ep) if e.last_handshake.is_none() => {
+                    .map(|e| match (&e.path, e.last_handshake) {
+                        (pinhole_engine::Path::None, _) => {
+                            "no endpoint or relay known for the peer yet".to_string()
+                        }
+                        (pinhole_engine::Path::Direct(ep), None) => {
                             format!("no handshake with {ep} yet")
                         }
-                        Some(ep) => format!("path direct {ep}"),
+                        (pinhole_engine::Path::Relayed(r), None) => {
+                            format!("no handshake through relay {r} yet")
+                        }
+                        (pinhole_engine::Path::Direct(ep), Some(_)) => format!("path direct {ep}"),
+                        (pinhole_engine::Path::Relayed(r), Some(_)) => {
+                            format!("path relayed via {r}")
+                        }
                     })
                     .unwrap_or_else(|| "the peer left".into());
                 let _ = p.waiter.send(Err(failure(
@@ -671,6 +703,36 @@ impl<'a> Daemon<'a> {
                     format!("no reply from {} ({}) ({why})", p.name, p.address),
                 )));
             }
+        }
+    }
+
+    /// Something from a relay connection: a packet for the engine, or a change to show.
+    fn relay_event(&mut self, inc: relay_link::Incoming) {
+        match inc.event {
+            RelayEvent::Packet { from, packet } => {
+                self.engine
+                    .handle_relay(Instant::now(), &inc.region, from, &packet)
+            }
+            RelayEvent::PeerGone { key } => {
+                tracing::debug!(region = %inc.region, peer = %key.short(), "peer not at the relay")
+            }
+            RelayEvent::Connected | RelayEvent::Disconnected { .. } => self.publish(),
+        }
+    }
+
+    /// Relay connections follow the map, the home region and the tunnel: the home relay is
+    /// connected while the tunnel is up (peers reach this node there), none while it is down.
+    fn sync_relays(&mut self) {
+        let base = self.link.as_ref().map(|l| l.client.base_url().to_string());
+        self.relays
+            .set_map(self.mapped.relay_map(), base.as_deref());
+        match (&self.dataplane, self.reporter.home_relay()) {
+            (Some(_), Some(home)) => {
+                let home = home.to_string();
+                self.relays.ensure(&home);
+            }
+            (Some(_), None) => {}
+            (None, _) => self.relays.close_all(),
         }
     }
 
@@ -1021,7 +1083,10 @@ impl<'a> Daemon<'a> {
         identity::forget_registration(&self.args.state_dir);
         // The next sign-in is a new node: a new key, no sessions left from this one.
         match identity::new_node_key(&self.args.state_dir) {
-            Ok(k) => self.engine = Engine::new(k, Instant::now()),
+            Ok(k) => {
+                self.engine = Engine::new(k, Instant::now());
+                self.relays.set_key(k);
+            }
             Err(e) => tracing::warn!("keeping the node key: {e:#}"),
         }
         let mut warnings = Vec::new();
@@ -1141,6 +1206,11 @@ impl<'a> Daemon<'a> {
         while let Some(t) = self.engine.poll_transmit() {
             send(&self.socket, &self.local, t).await;
         }
+        while let Some(t) = self.engine.poll_relay_transmit() {
+            if self.dataplane.is_some() {
+                self.relays.send(t);
+            }
+        }
         if let Some(p) = &mut self.probing {
             while let Some(t) = p.netcheck.poll_transmit() {
                 send(&self.socket, &self.local, t).await;
@@ -1149,16 +1219,28 @@ impl<'a> Daemon<'a> {
         let now = Instant::now();
         while let Some(p) = self.engine.poll_tun() {
             if let Some((pending, rtt)) = self.pinger.take_reply(now, &p) {
-                let endpoint = self.engine.peer(&pending.peer).and_then(|e| e.endpoint);
+                let path = self
+                    .engine
+                    .peer(&pending.peer)
+                    .map_or(pinhole_engine::Path::None, |e| e.path);
                 self.reporter
                     .set_rtt(pending.peer, rtt.as_secs_f64() * 1000.0);
+                let (connection, endpoint, relay) = match path {
+                    pinhole_engine::Path::Relayed(r) => {
+                        (Connection::Relayed, None, Some(r.to_string()))
+                    }
+                    pinhole_engine::Path::Direct(ep) => {
+                        (Connection::Direct, Some(ep.to_string()), None)
+                    }
+                    pinhole_engine::Path::None => (Connection::Connecting, None, None),
+                };
                 let r = PingReply {
                     peer: pending.name.clone(),
                     address: pending.address.to_string(),
                     rtt_ms: rtt.as_secs_f64() * 1000.0,
-                    connection: Connection::Direct,
-                    endpoint: endpoint.map(|e| e.to_string()),
-                    relay: None,
+                    connection,
+                    endpoint,
+                    relay,
                 };
                 let _ = pending
                     .waiter

@@ -3,7 +3,7 @@
 
 use crate::mapped_peers::MappedPeers;
 use pinhole_engine::Key;
-use pinhole_engine::{Engine, PeerStatus as EnginePeer};
+use pinhole_engine::{Engine, Path, PeerStatus as EnginePeer};
 use pinhole_proto::control::Node;
 use pinhole_proto::ipc::{Connection, LoginPrompt, Nat, PeerStatus, SelfStatus, State, Status};
 use std::collections::HashMap;
@@ -24,6 +24,8 @@ pub struct Inputs<'a> {
     pub engine_peers: Vec<EnginePeer>,
     /// The last measured round trip to each peer, in milliseconds.
     pub rtts: &'a HashMap<Key, f64>,
+    /// Why a relay region cannot be reached, for regions whose connection is down.
+    pub relay_errors: &'a HashMap<String, String>,
     pub now: Instant,
     pub wall_now: SystemTime,
 }
@@ -80,23 +82,42 @@ fn peer(
         .and_then(|e| e.last_handshake)
         .is_some_and(|t| i.now.saturating_duration_since(t) < HANDSHAKE_FRESH);
     let endpoint = e.and_then(|e| e.endpoint);
-    let (connection, path_reason) = if fresh && endpoint.is_some() {
-        (Connection::Direct, None)
-    } else if !online {
-        (
+    let path = e.map_or(Path::None, |e| e.path.clone());
+    let relay_down = |r: &str| {
+        i.relay_errors
+            .get(r)
+            .map(|why| format!("relay {r} unreachable: {why}"))
+    };
+    let mut relay = None;
+    let (connection, path_reason) = match (&path, fresh) {
+        (Path::Direct(_), true) => (Connection::Direct, None),
+        (Path::Relayed(r), true) => {
+            relay = Some(r.to_string());
+            let why = match endpoint {
+                Some(ep) => format!("no direct path: {ep} does not answer over UDP"),
+                None => "no direct path: no endpoint known for the peer".to_string(),
+            };
+            (Connection::Relayed, Some(why))
+        }
+        _ if !online => (
             Connection::Offline,
             Some("the peer is not connected to the coordination server".to_string()),
-        )
-    } else if endpoint.is_none() {
-        (
+        ),
+        (Path::Relayed(r), false) => (
             Connection::Connecting,
-            Some("no endpoint known for the peer yet".to_string()),
-        )
-    } else {
-        (
+            Some(
+                relay_down(r)
+                    .unwrap_or_else(|| format!("waiting for a handshake through relay {r}")),
+            ),
+        ),
+        _ if endpoint.is_none() => (
+            Connection::Connecting,
+            Some("no endpoint or relay known for the peer yet".to_string()),
+        ),
+        _ => (
             Connection::Connecting,
             Some("waiting for a handshake".to_string()),
-        )
+        ),
     };
     let last_handshake = e.and_then(|e| e.last_handshake).map(|t| {
         let age = i.now.saturating_duration_since(t);
@@ -109,7 +130,7 @@ fn peer(
         online,
         connection,
         endpoint: endpoint.map(|e| e.to_string()),
-        relay: None,
+        relay,
         rtt_ms: e.and_then(|e| i.rtts.get(&e.public_key).copied()),
         path_reason,
         last_handshake,
@@ -170,7 +191,13 @@ impl Reporter {
     }
 
     /// Rebuilds the status from the engine and the map; subscribers hear of real changes only.
-    pub fn publish(&mut self, head: Headline, engine: &Engine, mapped: &MappedPeers) {
+    pub fn publish(
+        &mut self,
+        head: Headline,
+        engine: &Engine,
+        mapped: &MappedPeers,
+        relay_errors: &HashMap<String, String>,
+    ) {
         if let Some(me) = &mut self.self_node {
             me.nat = self.nat.clone();
             me.home_relay = self.home_relay.clone();
@@ -185,6 +212,7 @@ impl Reporter {
             map_peers: mapped.map_peers(),
             engine_peers: engine.peers(),
             rtts: &self.rtts,
+            relay_errors,
             now: Instant::now(),
             wall_now: SystemTime::now(),
         });
@@ -243,6 +271,8 @@ mod tests {
         EnginePeer {
             public_key: Key([k; 32]),
             endpoint: Some("192.0.2.2:41641".parse().unwrap()),
+            path: Path::Direct("192.0.2.2:41641".parse().unwrap()),
+            relay: None,
             allowed_ips: vec!["100.64.0.2/32".parse().unwrap()],
             last_handshake: handshake,
             handshakes: u64::from(handshake.is_some()),
@@ -269,6 +299,7 @@ mod tests {
                 engine_peer(3, None),
             ],
             rtts: &rtts,
+            relay_errors: &HashMap::new(),
             now,
             wall_now: wall,
         });
@@ -290,5 +321,38 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("not connected"));
+    }
+
+    #[test]
+    fn relayed_peers_show_their_region_and_why() {
+        let now = Instant::now();
+        let (a, b) = (node("a", 2, true), node("b", 3, true));
+        let mut relayed = engine_peer(2, Some(now - Duration::from_secs(5)));
+        relayed.path = Path::Relayed("local".into());
+        let mut waiting = engine_peer(3, None);
+        waiting.path = Path::Relayed("fra".into());
+        let errors = HashMap::from([("fra".to_string(), "connection refused".to_string())]);
+        let s = build(Inputs {
+            state: State::Connected,
+            reason: None,
+            self_node: None,
+            map_peers: vec![&a, &b],
+            engine_peers: vec![relayed, waiting],
+            rtts: &HashMap::new(),
+            relay_errors: &errors,
+            now,
+            wall_now: SystemTime::now(),
+        });
+        assert_eq!(s.peers[0].connection, Connection::Relayed);
+        assert_eq!(s.peers[0].relay.as_deref(), Some("local"));
+        assert_eq!(
+            s.peers[0].path_reason.as_deref(),
+            Some("no direct path: 192.0.2.2:41641 does not answer over UDP")
+        );
+        assert_eq!(s.peers[1].connection, Connection::Connecting);
+        assert_eq!(
+            s.peers[1].path_reason.as_deref(),
+            Some("relay fra unreachable: connection refused")
+        );
     }
 }

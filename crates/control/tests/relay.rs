@@ -1,0 +1,184 @@
+//! The relay embedded in pinhole-control: registered nodes of one account reach each other
+//! through `/relay`; unknown keys are refused; a node removed by itself or by an operator is cut
+//! off and refused from then on. `/metrics` counts it all.
+
+use pinhole_control::{admin, Server, Settings, Store};
+use pinhole_control_client::ControlClient;
+use pinhole_proto::control::RegisterRequest;
+use pinhole_proto::key::Key;
+use pinhole_proto::relay::{self as wire, Decoder, Frame};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Conn {
+    io: TcpStream,
+    decoder: Decoder,
+}
+
+impl Conn {
+    /// Upgrades, proves `private`, and returns the connection with the relay's answer.
+    async fn open(addr: SocketAddr, private: &Key) -> (Conn, Frame) {
+        let mut io = TcpStream::connect(addr).await.unwrap();
+        io.write_all(
+            format!("GET /relay HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: pinhole-relay\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(io.read(&mut b).await.unwrap(), 1);
+            head.push(b[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        let mut c = Conn {
+            io,
+            decoder: Decoder::default(),
+        };
+        let Some(Frame::ServerKey { key, challenge, .. }) = c.recv().await else {
+            panic!("no greeting")
+        };
+        let proof = wire::key_proof(private, &key, &challenge);
+        let hello = Frame::ClientInfo {
+            key: wire::public_key(private),
+            proof,
+        };
+        c.io.write_all(&hello.to_bytes()).await.unwrap();
+        let answer = c.recv().await.expect("an answer");
+        (c, answer)
+    }
+
+    /// The next frame (keepalives skipped); None when the relay closes the connection.
+    async fn recv(&mut self) -> Option<Frame> {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match self.decoder.next_frame().unwrap() {
+                    Some(Frame::KeepAlive) => continue,
+                    Some(f) => return Some(f),
+                    None => {}
+                }
+                let mut buf = vec![0u8; 8192];
+                match self.io.read(&mut buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.decoder.push(&buf[..n]),
+                }
+            }
+        })
+        .await
+        .expect("a frame or the end within 10 s")
+    }
+}
+
+fn request(private: &Key, host: &str) -> RegisterRequest {
+    RegisterRequest {
+        node_key: wire::public_key(private),
+        disco_key: Key([0x55; 32]),
+        hostname: host.into(),
+        os: "linux".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_relay_serves_only_the_nodes_control_knows() {
+    let dir = std::env::temp_dir().join(format!("pinhole-control-relay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}/c.db", dir.display());
+    let store = Store::open(&db).await.unwrap();
+    let settings = Settings {
+        embedded_relay: true,
+        ..Settings::default()
+    };
+    let server = Server::start(
+        store.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        settings,
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let client = ControlClient::new(&format!("http://{addr}"), None).unwrap();
+    let authkey = admin::create_auth_key(&store, "default", true, None)
+        .await
+        .unwrap();
+    let other_key = admin::create_auth_key(&store, "other", true, None)
+        .await
+        .unwrap();
+    let (a, b, c, x) = (Key([1; 32]), Key([2; 32]), Key([3; 32]), Key([4; 32]));
+    let ra = client.register(&authkey, &request(&a, "a")).await.unwrap();
+    let rb = client.register(&authkey, &request(&b, "b")).await.unwrap();
+    let rc = client.register(&authkey, &request(&c, "c")).await.unwrap();
+    client
+        .register(&other_key, &request(&x, "x"))
+        .await
+        .unwrap();
+
+    let (mut ca, answer) = Conn::open(addr, &a).await;
+    assert!(matches!(answer, Frame::ServerInfo { .. }), "{answer:?}");
+    let (mut cb, answer) = Conn::open(addr, &b).await;
+    assert!(matches!(answer, Frame::ServerInfo { .. }), "{answer:?}");
+    let send = |dst: &Key, body: &[u8]| Frame::packet_bytes(true, &wire::public_key(dst), body);
+    ca.io
+        .write_all(&send(&b, b"through control"))
+        .await
+        .unwrap();
+    assert_eq!(
+        cb.recv().await,
+        Some(Frame::RecvPacket {
+            src: wire::public_key(&a),
+            packet: b"through control".to_vec()
+        })
+    );
+    // A node of another account is not reachable (and cannot tell whether b exists).
+    let (mut cx, answer) = Conn::open(addr, &x).await;
+    assert!(matches!(answer, Frame::ServerInfo { .. }));
+    cx.io.write_all(&send(&b, b"hi")).await.unwrap();
+    assert!(matches!(cx.recv().await, Some(Frame::PeerGone { .. })));
+
+    // A key control never registered.
+    let (_, answer) = Conn::open(addr, &Key([9; 32])).await;
+    assert!(
+        matches!(&answer, Frame::Refused { reason } if reason.contains("not authorised")),
+        "{answer:?}"
+    );
+
+    // b logs out: its relay connection ends at once and it is refused from then on.
+    client.delete_self(&rb.node_token).await.unwrap();
+    assert_eq!(cb.recv().await, None, "b's relay connection closed");
+    let (_, answer) = Conn::open(addr, &b).await;
+    assert!(matches!(answer, Frame::Refused { .. }), "{answer:?}");
+
+    // The operator removes c (from another process, through the database): cut off once the
+    // server notices (its sweep), refused after.
+    let (mut cc, answer) = Conn::open(addr, &c).await;
+    assert!(matches!(answer, Frame::ServerInfo { .. }));
+    let mut map_c = client.map(&rc.node_token).await.unwrap();
+    let _ = map_c.next().await;
+    admin::remove_node(&store, &rc.node_id).await.unwrap();
+    assert_eq!(cc.recv().await, None, "c's relay connection closed");
+    let (_, answer) = Conn::open(addr, &c).await;
+    assert!(matches!(answer, Frame::Refused { .. }), "{answer:?}");
+    let _ = ra;
+
+    let mut io = TcpStream::connect(addr).await.unwrap();
+    io.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut m = String::new();
+    io.read_to_string(&mut m).await.unwrap();
+    assert!(m.contains("pinhole_relay_clients 2"), "{m}");
+    assert!(
+        m.contains(r#"pinhole_relay_refused_total{reason="unknown_key"} 3"#),
+        "{m}"
+    );
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

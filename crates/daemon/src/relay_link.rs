@@ -1,0 +1,529 @@
+//! The relay connections' I/O: one task per relay region in use (the home region, and the
+//! regions of peers packets go to), each driving an [`RelayClient`] over TCP, TLS when the URL
+//! is `https`, an HTTP CONNECT proxy when one is configured, and the HTTP upgrade to the relay
+//! protocol. Packets to send come in over a bounded channel; packets received and connection
+//! changes go out to the daemon's loop.
+
+use pinhole_engine::{Key, RelayClient, RelayEvent, RelayTransmit};
+use pinhole_proto::control::RelayMap;
+use pinhole_proto::relay::UPGRADE_PROTOCOL;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Packets waiting for one region's connection before more are dropped.
+const SEND_QUEUE: usize = 1024;
+/// How long opening a connection (TCP, proxy, TLS, upgrade) may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest HTTP response head accepted from a relay or proxy.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Something a relay connection reports to the daemon.
+pub struct Incoming {
+    pub region: Arc<str>,
+    pub event: RelayEvent,
+}
+
+/// What the daemon can say about a region's connection.
+#[derive(Debug, Clone, Default)]
+pub struct RegionState {
+    pub connected: bool,
+    pub error: Option<String>,
+}
+
+/// How to reach relays: TLS trust and an optional HTTP proxy.
+#[derive(Clone)]
+pub struct Dialer {
+    tls: Arc<tokio_rustls::rustls::ClientConfig>,
+    proxy: Option<(String, u16)>,
+}
+
+/// Why a relay could not be dialled.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("invalid relay URL {0}")]
+    Url(String),
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("the proxy refused to connect to {0}: {1}")]
+    Proxy(String, String),
+    #[error("TLS with {0}: {1}")]
+    Tls(String, std::io::Error),
+    #[error("{0} did not switch to the relay protocol: {1}")]
+    Upgrade(String, String),
+    #[error("i/o with {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("timed out connecting to {0}")]
+    Timeout(String),
+}
+
+/// A connection to a relay, after the upgrade.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+impl Dialer {
+    /// Trusts the system's web roots plus `extra_ca_pem`; `proxy` is `http://host:port`.
+    pub fn new(extra_ca_pem: Option<&[u8]>, proxy: Option<&str>) -> anyhow::Result<Dialer> {
+        use tokio_rustls::rustls;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(pem) = extra_ca_pem {
+            for cert in rustls_pemfile::certs(&mut &pem[..]) {
+                roots.add(cert?)?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let proxy = match proxy {
+            None => None,
+            Some(p) => {
+                let u = reqwest::Url::parse(p)
+                    .map_err(|e| anyhow::anyhow!("invalid proxy URL {p}: {e}"))?;
+                if u.scheme() != "http" {
+                    anyhow::bail!(
+                        "proxy URL {p}: only http:// proxies (HTTP CONNECT) are supported"
+                    );
+                }
+                let host = u
+                    .host_str()
+                    .ok_or_else(|| anyhow::anyhow!("proxy URL {p} has no host"))?;
+                Some((
+                    host.trim_matches(['[', ']']).to_string(),
+                    u.port().unwrap_or(8080),
+                ))
+            }
+        };
+        Ok(Dialer {
+            tls: Arc::new(config),
+            proxy,
+        })
+    }
+
+    /// Opens `url` and upgrades it to the relay protocol; returns the stream and any bytes
+    /// that came after the response head.
+    async fn dial(&self, url: &str) -> Result<(Box<dyn Stream>, Vec<u8>), DialError> {
+        tokio::time::timeout(DIAL_TIMEOUT, self.dial_inner(url))
+            .await
+            .map_err(|_| DialError::Timeout(url.to_string()))?
+    }
+
+    async fn dial_inner(&self, url: &str) -> Result<(Box<dyn Stream>, Vec<u8>), DialError> {
+        let u = reqwest::Url::parse(url).map_err(|_| DialError::Url(url.to_string()))?;
+        let tls = match u.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => return Err(DialError::Url(url.to_string())),
+        };
+        let host = u
+            .host_str()
+            .ok_or_else(|| DialError::Url(url.to_string()))?
+            .to_string();
+        let bare = host.trim_matches(['[', ']']).to_string();
+        let port = u
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
+        let authority = if bare.contains(':') {
+            format!("[{bare}]:{port}")
+        } else {
+            format!("{bare}:{port}")
+        };
+        let mut tcp = match &self.proxy {
+            None => TcpStream::connect((bare.as_str(), port))
+                .await
+                .map_err(|e| DialError::Connect(authority.clone(), e))?,
+            Some((ph, pp)) => {
+                let mut s = TcpStream::connect((ph.as_str(), *pp))
+                    .await
+                    .map_err(|e| DialError::Connect(format!("proxy {ph}:{pp}"), e))?;
+                let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+                s.write_all(req.as_bytes())
+                    .await
+                    .map_err(|e| DialError::Io(authority.clone(), e))?;
+                let (head, rest) = read_head(&mut s)
+                    .await
+                    .map_err(|e| DialError::Io(format!("proxy {ph}:{pp}"), e))?;
+                let status = status_line(&head);
+                if !status.split(' ').nth(1).is_some_and(|c| c.starts_with('2')) {
+                    return Err(DialError::Proxy(authority, status));
+                }
+                if !rest.is_empty() {
+                    return Err(DialError::Proxy(
+                        authority,
+                        "sent bytes before the tunnel".into(),
+                    ));
+                }
+                s
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut stream: Box<dyn Stream> = if tls {
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(bare.clone())
+                .map_err(|_| DialError::Url(url.to_string()))?;
+            let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+            let s = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| DialError::Tls(authority.clone(), e))?;
+            Box::new(s)
+        } else {
+            let _ = &mut tcp;
+            Box::new(tcp)
+        };
+        let path = u.path();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: {UPGRADE_PROTOCOL}\r\nUser-Agent: pinhole/{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| DialError::Io(authority.clone(), e))?;
+        let (head, rest) = read_head(&mut stream)
+            .await
+            .map_err(|e| DialError::Io(authority.clone(), e))?;
+        let status = status_line(&head);
+        if !status.starts_with("HTTP/1.1 101") {
+            return Err(DialError::Upgrade(url.to_string(), status));
+        }
+        Ok((stream, rest))
+    }
+}
+
+/// Reads an HTTP response head; returns it and the bytes read past it.
+async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return Ok((buf, rest));
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(std::io::Error::other("response head too long"));
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn status_line(head: &[u8]) -> String {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    String::from_utf8_lossy(line).chars().take(200).collect()
+}
+
+/// A relay map URL made absolute: `/relay` is on the coordination server itself.
+pub fn resolve_url(url: &str, control_base: Option<&str>) -> Option<String> {
+    if url.starts_with('/') {
+        let base = reqwest::Url::parse(control_base?).ok()?;
+        return base.join(url).ok().map(|u| u.to_string());
+    }
+    reqwest::Url::parse(url).ok().map(|u| u.to_string())
+}
+
+struct RegionConn {
+    tx: mpsc::Sender<(Key, Vec<u8>)>,
+    task: JoinHandle<()>,
+    state: Arc<Mutex<RegionState>>,
+}
+
+impl Drop for RegionConn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The relay connections in use.
+pub struct Relays {
+    private: Key,
+    dialer: Dialer,
+    /// Each region's relay URLs (absolute).
+    urls: HashMap<Arc<str>, Vec<String>>,
+    conns: HashMap<Arc<str>, RegionConn>,
+    events_tx: mpsc::Sender<Incoming>,
+    events_rx: mpsc::Receiver<Incoming>,
+    /// Packets dropped because a region's queue was full or the region is unknown.
+    pub dropped: u64,
+}
+
+impl Relays {
+    pub fn new(private: Key, dialer: Dialer) -> Relays {
+        let (events_tx, events_rx) = mpsc::channel(SEND_QUEUE);
+        Relays {
+            private,
+            dialer,
+            urls: HashMap::new(),
+            conns: HashMap::new(),
+            events_tx,
+            events_rx,
+            dropped: 0,
+        }
+    }
+
+    /// A new node key (after a logout): every connection is closed.
+    pub fn set_key(&mut self, private: Key) {
+        self.private = private;
+        self.conns.clear();
+    }
+
+    /// The relays of a new map; connections to regions that left or changed are closed.
+    pub fn set_map(&mut self, map: Option<&RelayMap>, control_base: Option<&str>) {
+        let mut urls: HashMap<Arc<str>, Vec<String>> = HashMap::new();
+        for r in map.iter().flat_map(|m| m.regions.iter()) {
+            let list: Vec<String> = r
+                .relays
+                .iter()
+                .filter_map(|x| resolve_url(&x.url, control_base))
+                .collect();
+            if !list.is_empty() {
+                urls.insert(Arc::from(r.code.as_str()), list);
+            }
+        }
+        let old = std::mem::replace(&mut self.urls, urls);
+        self.conns.retain(|code, _| {
+            old.get(code)
+                .is_some_and(|u| self.urls.get(code) == Some(u))
+        });
+    }
+
+    /// Closes every connection (the tunnel is down or the node signed out).
+    pub fn close_all(&mut self) {
+        self.conns.clear();
+    }
+
+    /// Keeps a connection to `region` open (the home relay, where peers send to this node).
+    pub fn ensure(&mut self, region: &str) {
+        let Some((code, urls)) = self
+            .urls
+            .get_key_value(region)
+            .map(|(c, u)| (c.clone(), u.clone()))
+        else {
+            return;
+        };
+        if self.conns.get(&code).is_some_and(|c| !c.task.is_finished()) {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(SEND_QUEUE);
+        let state = Arc::new(Mutex::new(RegionState::default()));
+        let task = tokio::spawn(run_region(
+            code.clone(),
+            urls,
+            self.private,
+            self.dialer.clone(),
+            rx,
+            self.events_tx.clone(),
+            state.clone(),
+        ));
+        self.conns.insert(code, RegionConn { tx, task, state });
+    }
+
+    /// Hands a packet to its region's connection (opened if needed).
+    pub fn send(&mut self, t: RelayTransmit) {
+        self.ensure(&t.region);
+        match self.conns.get(&t.region) {
+            Some(c) if c.tx.try_send((t.peer, t.payload)).is_ok() => {}
+            _ => self.dropped += 1,
+        }
+    }
+
+    /// The next thing a connection reports.
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        self.events_rx.recv().await
+    }
+
+    /// Something a connection already reported, without waiting.
+    pub fn try_recv(&mut self) -> Option<Incoming> {
+        self.events_rx.try_recv().ok()
+    }
+
+    /// Why each region with a connection that is down cannot be reached.
+    pub fn errors(&self) -> HashMap<String, String> {
+        self.conns
+            .iter()
+            .filter_map(|(code, c)| {
+                let s = c.state.lock().unwrap_or_else(|p| p.into_inner());
+                match (&s.connected, &s.error) {
+                    (false, Some(e)) => Some((code.to_string(), e.clone())),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+}
+
+/// One region's connection for as long as it is wanted: dial, serve, redial after the backoff.
+async fn run_region(
+    region: Arc<str>,
+    urls: Vec<String>,
+    private: Key,
+    dialer: Dialer,
+    mut rx: mpsc::Receiver<(Key, Vec<u8>)>,
+    events: mpsc::Sender<Incoming>,
+    state: Arc<Mutex<RegionState>>,
+) {
+    let mut client = RelayClient::new(private, std::time::Instant::now());
+    let mut attempt = 0usize;
+    let set_state = |connected: bool, error: Option<String>| {
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        s.connected = connected;
+        s.error = error;
+    };
+    loop {
+        // Wait for the backoff, holding packets that arrive meanwhile.
+        loop {
+            let now = std::time::Instant::now();
+            if client.poll_dial(now) {
+                break;
+            }
+            let at = client.poll_timeout().map_or(now, |t| t);
+            tokio::select! {
+                _ = tokio::time::sleep_until(Instant::from_std(at)) => {}
+                m = rx.recv() => match m {
+                    Some((dst, p)) => { client.send(&dst, &p); }
+                    None => return,
+                },
+            }
+        }
+        let url = &urls[attempt % urls.len()];
+        attempt += 1;
+        let (mut stream, rest) = match dialer.dial(url).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%region, "relay: {e}");
+                client.handle_disconnected(std::time::Instant::now(), &e.to_string());
+                set_state(false, Some(e.to_string()));
+                forward_events(&region, &mut client, &events).await;
+                continue;
+            }
+        };
+        let now = std::time::Instant::now();
+        client.handle_connected(now);
+        if !rest.is_empty() {
+            client.handle_input(now, &rest);
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut out = Vec::new();
+        loop {
+            while let Some(w) = client.poll_write() {
+                out.extend_from_slice(&w);
+            }
+            if !out.is_empty() {
+                if let Err(e) = stream.write_all(&out).await {
+                    client.handle_disconnected(std::time::Instant::now(), &format!("write: {e}"));
+                    out.clear();
+                    break;
+                }
+                out.clear();
+            }
+            let connected = client.is_connected();
+            if connected {
+                set_state(true, None);
+            }
+            forward_events(&region, &mut client, &events).await;
+            if client.wants_close() {
+                break;
+            }
+            let deadline = client
+                .poll_timeout()
+                .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(60));
+            tokio::select! {
+                r = stream.read(&mut buf) => {
+                    let now = std::time::Instant::now();
+                    match r {
+                        Ok(0) => {
+                            client.handle_disconnected(now, "the relay closed the connection");
+                            break;
+                        }
+                        Ok(n) => client.handle_input(now, &buf[..n]),
+                        Err(e) => {
+                            client.handle_disconnected(now, &format!("read: {e}"));
+                            break;
+                        }
+                    }
+                }
+                m = rx.recv() => match m {
+                    Some((dst, p)) => {
+                        client.send(&dst, &p);
+                        while let Ok((dst, p)) = rx.try_recv() {
+                            client.send(&dst, &p);
+                            if out.len() > 256 * 1024 { break; }
+                        }
+                    }
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(Instant::from_std(deadline)) => {
+                    client.handle_timeout(std::time::Instant::now());
+                }
+            }
+        }
+        set_state(false, client.last_error().map(str::to_string));
+        forward_events(&region, &mut client, &events).await;
+    }
+}
+
+async fn forward_events(
+    region: &Arc<str>,
+    client: &mut RelayClient,
+    events: &mpsc::Sender<Incoming>,
+) {
+    while let Some(event) = client.poll_event() {
+        match &event {
+            RelayEvent::Connected => tracing::info!(%region, "relay connected"),
+            RelayEvent::Disconnected { reason } => {
+                tracing::info!(%region, "relay disconnected: {reason}")
+            }
+            _ => {}
+        }
+        let _ = events
+            .send(Incoming {
+                region: region.clone(),
+                event,
+            })
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_relay_urls_are_on_the_coordination_server() {
+        assert_eq!(
+            resolve_url("/relay", Some("http://198.18.0.1:8080")).as_deref(),
+            Some("http://198.18.0.1:8080/relay")
+        );
+        assert_eq!(
+            resolve_url("/relay", Some("https://ctl.example/")).as_deref(),
+            Some("https://ctl.example/relay")
+        );
+        assert_eq!(resolve_url("/relay", None), None);
+        assert_eq!(
+            resolve_url("https://r1.example/relay", None).as_deref(),
+            Some("https://r1.example/relay")
+        );
+        assert_eq!(resolve_url("not a url", None), None);
+    }
+
+    #[test]
+    fn proxies_must_be_http() {
+        assert!(Dialer::new(None, Some("http://[::1]:3128")).is_ok());
+        let e = Dialer::new(None, Some("socks5://127.0.0.1:1080"))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("only http://"), "{e}");
+    }
+}

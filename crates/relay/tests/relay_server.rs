@@ -1,0 +1,395 @@
+//! The packet relay over real TCP on loopback: key proof, control's authorisation, forwarding
+//! only within a network, peer-gone notices, bounded queues, keepalives, bad frames, metrics.
+
+use pinhole_proto::key::Key;
+use pinhole_proto::relay::{self as wire, Decoder, Frame};
+use pinhole_relay::{Relay, RelayConfig, StaticAuthorizer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Server {
+    addr: SocketAddr,
+    relay: Relay,
+    auth: Arc<StaticAuthorizer>,
+}
+
+async fn server(config: RelayConfig) -> Server {
+    let auth = Arc::new(StaticAuthorizer::default());
+    let relay = Relay::new(auth.clone(), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = pinhole_relay::http::router(relay.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Server { addr, relay, auth }
+}
+
+struct Client {
+    io: TcpStream,
+    decoder: Decoder,
+    key: Key,
+}
+
+/// Opens the HTTP upgrade and returns the stream positioned at the first relay frame.
+async fn upgrade(addr: SocketAddr) -> (TcpStream, Decoder) {
+    let mut io = TcpStream::connect(addr).await.unwrap();
+    io.write_all(
+        format!(
+            "GET /relay HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: {}\r\n\r\n",
+            wire::UPGRADE_PROTOCOL
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(io.read(&mut b).await.unwrap(), 1, "response cut short");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    (io, Decoder::default())
+}
+
+impl Client {
+    /// Connects and proves `private` (or a wrong proof when `forge`); returns the answer frame.
+    async fn connect(addr: SocketAddr, private: Key, forge: bool) -> (Client, Frame) {
+        let (io, decoder) = upgrade(addr).await;
+        let mut c = Client {
+            io,
+            decoder,
+            key: wire::public_key(&private),
+        };
+        let Frame::ServerKey { key, challenge, .. } = c.recv().await else {
+            panic!("no server key")
+        };
+        let mut proof = wire::key_proof(&private, &key, &challenge);
+        if forge {
+            proof[3] ^= 0x40;
+        }
+        c.send(&Frame::ClientInfo { key: c.key, proof }).await;
+        let answer = c.recv().await;
+        (c, answer)
+    }
+
+    async fn ok(addr: SocketAddr, private: Key) -> Client {
+        let (c, answer) = Client::connect(addr, private, false).await;
+        assert!(matches!(answer, Frame::ServerInfo { .. }), "{answer:?}");
+        c
+    }
+
+    async fn send(&mut self, f: &Frame) {
+        self.io.write_all(&f.to_bytes()).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> Frame {
+        self.try_recv(Duration::from_secs(5))
+            .await
+            .expect("a frame within 5 s")
+    }
+
+    /// The next frame other than a keepalive, or None on timeout or end of stream.
+    async fn try_recv(&mut self, within: Duration) -> Option<Frame> {
+        tokio::time::timeout(within, async {
+            loop {
+                match self.decoder.next_frame().unwrap() {
+                    Some(Frame::KeepAlive) => continue,
+                    Some(f) => return Some(f),
+                    None => {}
+                }
+                let mut buf = vec![0u8; 65536];
+                let n = self.io.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    return None;
+                }
+                self.decoder.push(&buf[..n]);
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Whether the relay closed the connection (within 5 s).
+    async fn closed(&mut self) -> bool {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match self.io.read(&mut buf).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+}
+
+fn keys(n: u8) -> (Key, Key) {
+    let private = Key([n; 32]);
+    (private, wire::public_key(&private))
+}
+
+fn packet(dst: Key, body: &[u8]) -> Frame {
+    Frame::SendPacket {
+        dst,
+        packet: body.to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorised_nodes_exchange_packets_and_strangers_are_refused() {
+    let s = server(RelayConfig::default()).await;
+    let (a, a_pub) = keys(1);
+    let (b, b_pub) = keys(2);
+    let (x, x_pub) = keys(3);
+    s.auth.allow(a_pub, "acme");
+    s.auth.allow(b_pub, "acme");
+    s.auth.allow(x_pub, "other");
+    let mut ca = Client::ok(s.addr, a).await;
+    let mut cb = Client::ok(s.addr, b).await;
+    ca.send(&packet(b_pub, b"hello b")).await;
+    assert_eq!(
+        cb.recv().await,
+        Frame::RecvPacket {
+            src: a_pub,
+            packet: b"hello b".to_vec()
+        }
+    );
+    // The largest packet passes.
+    cb.send(&packet(a_pub, &vec![7; wire::MAX_PACKET])).await;
+    match ca.recv().await {
+        Frame::RecvPacket { src, packet } => {
+            assert_eq!(src, b_pub);
+            assert_eq!(packet.len(), wire::MAX_PACKET);
+        }
+        f => panic!("{f:?}"),
+    }
+    // A node of another network cannot reach them: it hears "peer gone", they hear nothing.
+    let mut cx = Client::ok(s.addr, x).await;
+    cx.send(&packet(a_pub, b"from outside")).await;
+    assert_eq!(cx.recv().await, Frame::PeerGone { key: a_pub });
+    assert_eq!(ca.try_recv(Duration::from_millis(300)).await, None);
+
+    // Unknown key, forged proof: refused with the reason, counted.
+    let (_, answer) = Client::connect(s.addr, Key([9; 32]), false).await;
+    assert!(
+        matches!(&answer, Frame::Refused { reason } if reason.contains("not authorised")),
+        "{answer:?}"
+    );
+    let (_, answer) = Client::connect(s.addr, a, true).await;
+    assert!(
+        matches!(&answer, Frame::Refused { reason } if reason.contains("proof")),
+        "{answer:?}"
+    );
+    // A forged proof for a key that is connected leaves that connection alone.
+    ca.send(&packet(b_pub, b"still here")).await;
+    assert!(matches!(cb.recv().await, Frame::RecvPacket { .. }));
+
+    let m = get_metrics(s.addr).await;
+    assert!(m.contains("pinhole_relay_clients 3"), "{m}");
+    assert!(
+        m.contains(r#"pinhole_relay_refused_total{reason="unknown_key"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"pinhole_relay_refused_total{reason="bad_proof"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains("pinhole_relay_forwarded_packets_total 3"), "{m}");
+    assert!(
+        m.contains(r#"pinhole_relay_dropped_packets_total{reason="no_peer"} 1"#),
+        "{m}"
+    );
+}
+
+/// GET /metrics over a plain socket (no HTTP client crate needed).
+async fn get_metrics(addr: SocketAddr) -> String {
+    let mut io = TcpStream::connect(addr).await.unwrap();
+    io.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    io.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_is_disconnected_and_refused() {
+    let s = server(RelayConfig::default()).await;
+    let (a, a_pub) = keys(1);
+    s.auth.allow(a_pub, "acme");
+    let mut ca = Client::ok(s.addr, a).await;
+    s.auth.deny(&a_pub);
+    s.relay.revoke(&a_pub);
+    assert!(ca.closed().await, "the revoked node's connection is closed");
+    let (_, answer) = Client::connect(s.addr, a, false).await;
+    assert!(matches!(answer, Frame::Refused { .. }), "{answer:?}");
+
+    // Revoked at control without telling the relay: the periodic recheck finds it.
+    let (b, b_pub) = keys(2);
+    s.auth.allow(b_pub, "acme");
+    let mut cb = Client::ok(s.addr, b).await;
+    s.auth.deny(&b_pub);
+    s.relay.recheck_clients().await;
+    assert!(cb.closed().await);
+    assert_eq!(s.relay.client_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_close_only_their_own_connection() {
+    let s = server(RelayConfig::default()).await;
+    let (a, a_pub) = keys(1);
+    let (b, b_pub) = keys(2);
+    let (c, c_pub) = keys(3);
+    for k in [a_pub, b_pub, c_pub] {
+        s.auth.allow(k, "acme");
+    }
+    let mut ca = Client::ok(s.addr, a).await;
+    let mut cb = Client::ok(s.addr, b).await;
+    let mut cc = Client::ok(s.addr, c).await;
+    // Malformed: a peer-gone frame from a client, then an unknown type, then an oversized length.
+    cb.io.write_all(&[7, 0, 0, 0, 3, 1, 2, 3]).await.unwrap();
+    assert!(cb.closed().await);
+    cc.io.write_all(&[4, 0x7f, 0xff, 0xff, 0xff]).await.unwrap();
+    assert!(
+        cc.closed().await,
+        "an oversized frame closes the connection"
+    );
+    let mut cb = Client::ok(s.addr, b).await;
+    ca.send(&packet(b_pub, b"after")).await;
+    assert!(
+        matches!(cb.recv().await, Frame::RecvPacket { .. }),
+        "the relay serves on"
+    );
+    // Its sender heard that C left.
+    ca.send(&packet(c_pub, b"to c")).await;
+    assert_eq!(ca.recv().await, Frame::PeerGone { key: c_pub });
+    let m = get_metrics(s.addr).await;
+    assert!(m.contains("pinhole_relay_protocol_errors_total 2"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_hear_when_their_destination_disconnects() {
+    let s = server(RelayConfig::default()).await;
+    let (a, a_pub) = keys(1);
+    let (b, b_pub) = keys(2);
+    s.auth.allow(a_pub, "acme");
+    s.auth.allow(b_pub, "acme");
+    let mut ca = Client::ok(s.addr, a).await;
+    let mut cb = Client::ok(s.addr, b).await;
+    ca.send(&packet(b_pub, b"x")).await;
+    cb.recv().await;
+    drop(cb);
+    assert_eq!(ca.recv().await, Frame::PeerGone { key: b_pub });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_does_not_stall_the_others() {
+    let s = server(RelayConfig {
+        queue_frames: 64,
+        ..RelayConfig::default()
+    })
+    .await;
+    let (a, a_pub) = keys(1);
+    let (b, b_pub) = keys(2);
+    let (slow, slow_pub) = keys(3);
+    for k in [a_pub, b_pub, slow_pub] {
+        s.auth.allow(k, "acme");
+    }
+    let mut ca = Client::ok(s.addr, a).await;
+    let mut cb = Client::ok(s.addr, b).await;
+    let _never_reads = Client::ok(s.addr, slow).await;
+    // 40 MB at the client that never reads: its socket buffers and queue fill, then drops.
+    let big = vec![1u8; 60_000];
+    for i in 0..700 {
+        ca.send(&packet(slow_pub, &big)).await;
+        if i % 100 == 0 {
+            ca.send(&packet(b_pub, format!("{i}").as_bytes())).await;
+        }
+    }
+    ca.send(&packet(b_pub, b"last")).await;
+    let mut got = Vec::new();
+    while let Some(f) = cb.try_recv(Duration::from_secs(5)).await {
+        if let Frame::RecvPacket { packet, .. } = f {
+            let done = packet == b"last";
+            got.push(packet);
+            if done {
+                break;
+            }
+        }
+    }
+    assert_eq!(got.len(), 8, "every packet to B arrived");
+    let m = get_metrics(s.addr).await;
+    let drops: u64 = m
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"pinhole_relay_dropped_packets_total{reason="queue_full"} "#)
+        })
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(drops > 0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalives_flow_and_a_silent_client_is_dropped() {
+    let s = server(RelayConfig {
+        keepalive: Duration::from_secs(1),
+        ..RelayConfig::default()
+    })
+    .await;
+    let (a, a_pub) = keys(1);
+    s.auth.allow(a_pub, "acme");
+    let (mut ca, answer) = Client::connect(s.addr, a, false).await;
+    assert_eq!(answer, Frame::ServerInfo { keepalive_secs: 1 });
+    // Keepalives arrive from the relay; answering keeps the connection.
+    for _ in 0..3 {
+        let f = tokio::time::timeout(Duration::from_secs(3), async {
+            let mut buf = [0u8; 64];
+            let n = ca.io.read(&mut buf).await.unwrap();
+            buf[..n].to_vec()
+        })
+        .await
+        .unwrap();
+        assert_eq!(f, Frame::KeepAlive.to_bytes());
+        ca.send(&Frame::KeepAlive).await;
+    }
+    assert_eq!(s.relay.client_count(), 1);
+    // Silence: closed after 2.5 keepalive intervals.
+    let t = std::time::Instant::now();
+    assert!(ca.closed().await);
+    assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_proves_its_key_is_cut_off() {
+    let s = server(RelayConfig {
+        handshake_timeout: Duration::from_millis(500),
+        ..RelayConfig::default()
+    })
+    .await;
+    let (mut io, _) = upgrade(s.addr).await;
+    let mut buf = [0u8; 256];
+    let n = io.read(&mut buf).await.unwrap();
+    assert!(n > 0);
+    let closed = tokio::time::timeout(Duration::from_secs(3), io.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))));
+    // Plain GET without the upgrade: told what this is.
+    let mut io = TcpStream::connect(s.addr).await.unwrap();
+    io.write_all(b"GET /relay HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    io.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 426"), "{out}");
+    assert!(out.contains("Pinhole relay"), "{out}");
+}
