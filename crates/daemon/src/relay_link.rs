@@ -306,6 +306,7 @@ impl Relays {
 
     /// Keeps a connection to `region` open (the home relay, where peers send to this node).
     pub fn ensure(&mut self, region: &str) {
+        tracing::trace!(region, known = self.urls.len(), "relay wanted");
         let Some((code, urls)) = self
             .urls
             .get_key_value(region)
@@ -402,7 +403,18 @@ async fn run_region(
         let (mut stream, rest) = match dialer.dial(url).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!(%region, "relay: {e}");
+                let msg = e.to_string();
+                let repeated = state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .error
+                    .as_deref()
+                    == Some(msg.as_str());
+                if repeated {
+                    tracing::debug!(%region, "relay: {e}");
+                } else {
+                    tracing::warn!(%region, "relay: {e}");
+                }
                 client.handle_disconnected(std::time::Instant::now(), &e.to_string());
                 set_state(false, Some(e.to_string()));
                 forward_events(&region, &mut client, &events).await;

@@ -1256,7 +1256,9 @@ impl<'a> Daemon<'a> {
                 tracing::debug!("TUN write: {e}");
             }
         }
+        let mut changed = false;
         while let Some(e) = self.engine.poll_event() {
+            changed = true;
             match e {
                 Event::HandshakeCompleted { peer } => {
                     tracing::info!(peer = %peer.short(), "handshake completed")
@@ -1265,6 +1267,10 @@ impl<'a> Daemon<'a> {
                     tracing::info!(peer = %peer.short(), %endpoint, "peer endpoint changed")
                 }
             }
+        }
+        // A new handshake or endpoint shows in the status at once, not at the next tick.
+        if changed {
+            self.publish();
         }
     }
 }

@@ -249,6 +249,14 @@ impl Lab {
         stop_child(child, timeout)
     }
 
+    /// Kills the process at once (SIGKILL: no chance to close anything cleanly) and reaps it.
+    pub fn kill(&mut self, p: &Proc) {
+        if let Some(mut child) = self.procs.get_mut(p.id).and_then(Option::take) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Waits up to `timeout` for the process to exit by itself.
     pub fn wait(&mut self, p: &Proc, timeout: Duration) -> Option<ExitStatus> {
         let slot = self.procs.get_mut(p.id)?;
