@@ -167,7 +167,7 @@ fn measure(setup: Setup, boringtun: Option<&str>, seconds: u32) -> Result<Row> {
     })
 }
 
-fn iperf(lab: &Lab, args: &[&str], seconds: u32) -> Option<Value> {
+pub(crate) fn iperf(lab: &Lab, args: &[&str], seconds: u32) -> Option<Value> {
     let mut argv = vec!["iperf3", "-J"];
     argv.extend_from_slice(args);
     let out = lab

@@ -79,7 +79,7 @@ pub fn control(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn raise_fd_limit(want: u64) -> Result<()> {
+pub(crate) fn raise_fd_limit(want: u64) -> Result<()> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -105,8 +105,8 @@ fn raise_fd_limit(want: u64) -> Result<()> {
     Ok(())
 }
 
-struct ServerProc {
-    child: Child,
+pub(crate) struct ServerProc {
+    pub(crate) child: Child,
 }
 
 impl Drop for ServerProc {
@@ -116,17 +116,17 @@ impl Drop for ServerProc {
     }
 }
 
-fn control_bin() -> PathBuf {
+pub(crate) fn control_bin() -> PathBuf {
     root().join("target/release/pinhole-control")
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -138,7 +138,7 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn start_server(dir: &Path, db: &str) -> Result<(ServerProc, SocketAddr)> {
+pub(crate) fn start_server(dir: &Path, db: &str) -> Result<(ServerProc, SocketAddr)> {
     let port = free_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let log = std::fs::File::create(dir.join("server.log"))?;

@@ -1,7 +1,9 @@
-//! `cargo xtask demo`: a coordination server and three pinholed nodes in a namespace lab. The
-//! nodes join with an auth key, learn each other from the server's map, and ping each other's
-//! overlay addresses; `pinhole status` on each shows its peers and the path to each, `pinhole
-//! ping` the path and round trip through the tunnel, `pinhole netcheck` what n1's network allows.
+//! `cargo xtask demo`: a coordination server and three pinholed nodes in a namespace lab, n3
+//! behind a firewall that drops all UDP. The nodes join with an auth key, learn each other from
+//! the server's map, and ping each other's overlay addresses (n1 and n2 directly, n3 through the
+//! relay embedded in the server); `pinhole status` on each shows its peers and the path to each,
+//! `pinhole ping` the path and round trip through the tunnel, `pinhole netcheck` what n1's and
+//! n3's networks allow.
 
 use crate::{build_release_binaries, packages, require_root};
 use anyhow::{bail, Result};
@@ -30,6 +32,8 @@ pub fn run() -> Result<()> {
         "auth key: created with `pinhole-control authkey create --reusable` (shown only once)\n"
     );
 
+    mesh::block_udp(&lab, "n3");
+    println!("n3: its firewall drops all UDP (nftables): it can only be reached through a relay\n");
     let mut procs = Vec::new();
     for n in NODES {
         let p = start_node(&mut lab, n, &key);
@@ -46,6 +50,17 @@ pub fn run() -> Result<()> {
                 );
             }
         }
+    }
+    // n3's netcheck finds no UDP (3 s) and takes the embedded relay as home; its peers learn
+    // that from the map and reach it there.
+    if wait_line(&procs[2], &["relay connected"], Duration::from_secs(15)).is_none() {
+        bail!("n3 never connected to the relay:\n{}", procs[2].log_text());
+    }
+    let relayed = pinhole_netlab::Lab::wait_for(Duration::from_secs(15), || {
+        mesh::pinhole(&lab, "n1", &["ping", "n3", "--count", "1", "--timeout-ms", "1000"]).0
+    });
+    if !relayed {
+        bail!("n1 cannot reach n3 through the relay");
     }
     print!("{}", control.cli(&lab, &["node", "list"]));
     println!();
@@ -90,7 +105,9 @@ pub fn run() -> Result<()> {
     }
     for (host, args) in [
         ("n1", &["ping", "n2", "--count", "3"][..]),
+        ("n1", &["ping", "n3", "--count", "3"][..]),
         ("n1", &["netcheck"][..]),
+        ("n3", &["netcheck"][..]),
     ] {
         println!("\n$ pinhole {}    (on {host})", args.join(" "));
         let (ok, out, err) = mesh::pinhole(&lab, host, args);

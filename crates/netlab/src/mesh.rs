@@ -74,6 +74,24 @@ pub fn star(nodes: &[&str]) -> Lab {
     Lab::build(&t).expect("building the lab")
 }
 
+/// Drops every UDP datagram in and out of `host` (nftables), as a UDP-hostile firewall does:
+/// only TCP gets through, so the node can reach its peers through a relay only.
+pub fn block_udp(lab: &Lab, host: &str) {
+    lab.run_ok(
+        host,
+        &[
+            "nft",
+            "add table inet noudp; \
+             add chain inet noudp out { type filter hook output priority 0; }; \
+             add chain inet noudp in { type filter hook input priority 0; }; \
+             add rule inet noudp out meta l4proto udp drop; \
+             add rule inet noudp in meta l4proto udp drop",
+        ],
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|e| panic!("blocking UDP in {host}: {e}"));
+}
+
 /// The server's URL as the nodes use it.
 pub fn control_url() -> String {
     format!("http://198.18.1.1:{CONTROL_PORT}")

@@ -3,27 +3,10 @@
 //! kernel's ping over the tunnel; `status --json` says relayed, region local); when the relay
 //! (the coordination server that embeds it) is killed and restarted, pings resume within 5 s.
 
-use pinhole_netlab::mesh::{self, pinhole, start_node, status_json, Control};
+use pinhole_netlab::mesh::{self, block_udp, pinhole, start_node, status_json, Control};
 use pinhole_netlab::pinhole::ping;
 use pinhole_netlab::{skip_without_root, Lab};
 use std::time::{Duration, Instant};
-
-/// Drops every UDP datagram in and out of `host` (nftables), as a UDP-hostile firewall does.
-fn block_udp(lab: &Lab, host: &str) {
-    lab.run_ok(
-        host,
-        &[
-            "nft",
-            "add table inet noudp; \
-             add chain inet noudp out { type filter hook output priority 0; }; \
-             add chain inet noudp in { type filter hook input priority 0; }; \
-             add rule inet noudp out meta l4proto udp drop; \
-             add rule inet noudp in meta l4proto udp drop",
-        ],
-        Duration::from_secs(5),
-    )
-    .expect("blocking UDP");
-}
 
 fn peer<'a>(st: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
     st["peers"].as_array()?.iter().find(|p| p["name"] == name)
