@@ -88,14 +88,21 @@ fn through_pinholed(block_udp: bool, seconds: u32) -> Result<f64> {
     // The path: direct at once, or relayed once netcheck gave up on UDP and chose a home.
     let want = if block_udp { "relayed" } else { "direct" };
     let ready = Lab::wait_for(Duration::from_secs(30), || {
-        let _ = lab.run("n1", &["ping", "-c", "1", "-W", "1", &dst], Duration::from_secs(3));
+        let _ = lab.run(
+            "n1",
+            &["ping", "-c", "1", "-W", "1", &dst],
+            Duration::from_secs(3),
+        );
         status_json(&lab, "n1")["peers"]
             .as_array()
             .and_then(|p| p.first())
             .is_some_and(|p| p["connection"] == want)
     });
     if !ready {
-        bail!("the path never became {want}: {:#}", status_json(&lab, "n1"));
+        bail!(
+            "the path never became {want}: {:#}",
+            status_json(&lab, "n1")
+        );
     }
     let server = lab.spawn("n2", &["iperf3", "-s", "--forceflush", "-B", &dst])?;
     if !Lab::wait_for(Duration::from_secs(5), || {
@@ -125,8 +132,11 @@ async fn connect(addr: SocketAddr, private: &Key) -> Result<Client> {
     let mut io = TcpStream::connect(addr).await?;
     io.set_nodelay(true)?;
     io.write_all(
-        format!("GET /relay HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: {}\r\n\r\n", wire::UPGRADE_PROTOCOL)
-            .as_bytes(),
+        format!(
+            "GET /relay HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: {}\r\n\r\n",
+            wire::UPGRADE_PROTOCOL
+        )
+        .as_bytes(),
     )
     .await?;
     let mut d = Decoder::default();
@@ -181,7 +191,15 @@ async fn server_with_nodes(
     std::fs::create_dir_all(&dir)?;
     let db = format!("sqlite://{}", dir.join("control.db").display());
     let out = Command::new(control_bin())
-        .args(["--db", &db, "authkey", "create", "--reusable", "--expiry", "1d"])
+        .args([
+            "--db",
+            &db,
+            "authkey",
+            "create",
+            "--reusable",
+            "--expiry",
+            "1d",
+        ])
         .output()?;
     if !out.status.success() {
         bail!("authkey create: {}", String::from_utf8_lossy(&out.stderr));
@@ -238,10 +256,7 @@ struct Rate {
 }
 
 /// Senders write packet frames as fast as they can for `seconds`; receivers drain.
-async fn blast(
-    senders: Vec<(TcpStream, Option<Key>)>,
-    seconds: u32,
-) -> Result<u64> {
+async fn blast(senders: Vec<(TcpStream, Option<Key>)>, seconds: u32) -> Result<u64> {
     let stop = Instant::now() + Duration::from_secs(u64::from(seconds));
     let sent = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -270,8 +285,10 @@ async fn blast(
 
 async fn metric(addr: SocketAddr, name: &str) -> Result<u64> {
     let mut io = TcpStream::connect(addr).await?;
-    io.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
+    io.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut text = String::new();
     io.read_to_string(&mut text).await?;
     text.lines()
@@ -287,7 +304,9 @@ async fn relay_rate(seconds: u32) -> Result<Rate> {
     let r2 = received.clone();
     let sink_task = tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = sink.accept().await else { return };
+            let Ok((mut s, _)) = sink.accept().await else {
+                return;
+            };
             let r = r2.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 256 * 1024];
@@ -306,7 +325,8 @@ async fn relay_rate(seconds: u32) -> Result<Rate> {
     }
     let t = Instant::now();
     blast(senders, seconds).await?;
-    let baseline_gbps = received.load(Ordering::Relaxed) as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e9;
+    let baseline_gbps =
+        received.load(Ordering::Relaxed) as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e9;
     sink_task.abort();
     eprintln!("baseline TCP sink: {baseline_gbps:.2} Gbit/s");
 
@@ -335,7 +355,11 @@ async fn relay_rate(seconds: u32) -> Result<Rate> {
     let elapsed = t.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid) - cpu0;
     let fwd = metric(addr, "pinhole_relay_forwarded_packets_total ").await? - fwd0;
-    let drops = metric(addr, "pinhole_relay_dropped_packets_total{reason=\"queue_full\"} ").await?;
+    let drops = metric(
+        addr,
+        "pinhole_relay_dropped_packets_total{reason=\"queue_full\"} ",
+    )
+    .await?;
     for d in drains {
         d.abort();
     }
@@ -393,9 +417,7 @@ async fn idle_memory(n: usize) -> Result<Memory> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after_kib = rss_kib(pid);
     drop(held);
-    eprintln!(
-        "{n} idle clients: RSS {rss_before_kib} → {rss_after_kib} KiB in {connect_s:.1} s"
-    );
+    eprintln!("{n} idle clients: RSS {rss_before_kib} → {rss_after_kib} KiB in {connect_s:.1} s");
     Ok(Memory {
         clients: n,
         rss_before_kib,

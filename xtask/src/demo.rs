@@ -57,7 +57,12 @@ pub fn run() -> Result<()> {
         bail!("n3 never connected to the relay:\n{}", procs[2].log_text());
     }
     let relayed = pinhole_netlab::Lab::wait_for(Duration::from_secs(15), || {
-        mesh::pinhole(&lab, "n1", &["ping", "n3", "--count", "1", "--timeout-ms", "1000"]).0
+        mesh::pinhole(
+            &lab,
+            "n1",
+            &["ping", "n3", "--count", "1", "--timeout-ms", "1000"],
+        )
+        .0
     });
     if !relayed {
         bail!("n1 cannot reach n3 through the relay");

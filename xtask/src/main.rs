@@ -55,7 +55,7 @@ pub fn cmd(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Builds pinholed, pinhole-control and netlab-tool in release mode and points the lab helpers at them.
+/// Builds pinholed, pinhole-control, pinhole-relay, pinhole and netlab-tool in release mode and points the lab helpers at them.
 pub fn build_release_binaries() -> Result<()> {
     cmd(
         "cargo",
@@ -70,6 +70,8 @@ pub fn build_release_binaries() -> Result<()> {
             "pinhole-control",
             "-p",
             "pinhole-cli",
+            "-p",
+            "pinhole-relay",
             "--bins",
         ],
     )?;
@@ -78,6 +80,7 @@ pub fn build_release_binaries() -> Result<()> {
     std::env::set_var("NETLAB_TOOL_BIN", target.join("netlab-tool"));
     std::env::set_var("PINHOLE_CONTROL_BIN", target.join("pinhole-control"));
     std::env::set_var("PINHOLE_BIN", target.join("pinhole"));
+    std::env::set_var("PINHOLE_RELAY_BIN", target.join("pinhole-relay"));
     Ok(())
 }
 

@@ -154,6 +154,25 @@ impl ControlClient {
         .await
     }
 
+    /// A relay asks which network (account) the node with `key` belongs to; `None` when control
+    /// knows no registered, unexpired node with that key. `secret` is the relay secret.
+    pub async fn relay_authorize(
+        &self,
+        secret: &str,
+        key: &pinhole_proto::key::Key,
+    ) -> Result<Option<String>, ClientError> {
+        let req = self
+            .http
+            .get(self.url("/relay/authorize"))
+            .query(&[("key", key.to_base64())])
+            .bearer_auth(secret);
+        match self.json::<pinhole_proto::control::RelayGrant>(req).await {
+            Ok(g) => Ok(Some(g.network)),
+            Err(ClientError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The node leaves the network.
     pub async fn delete_self(&self, node_token: &str) -> Result<(), ClientError> {
         self.send(self.http.delete(self.url("/node")).bearer_auth(node_token))

@@ -580,3 +580,43 @@ pub async fn logout(
 pub async fn not_found() -> ApiErr {
     ApiErr::not_found("no such endpoint")
 }
+
+/// The query of `GET /api/v1/relay/authorize`.
+#[derive(Debug, serde::Deserialize)]
+pub struct RelayQuery {
+    key: String,
+}
+
+/// `GET /api/v1/relay/authorize?key=…`: a relay (bearer relay secret) asks which network the node
+/// with that key belongs to; 404 when no registered, unexpired node has it.
+pub async fn relay_authorize(
+    State(st): St,
+    Extension(client): Extension<ClientAddr>,
+    axum::extract::Query(q): axum::extract::Query<RelayQuery>,
+    headers: HeaderMap,
+) -> Result<Json<pinhole_proto::control::RelayGrant>, ApiErr> {
+    let secret = bearer(&headers)?;
+    st.check_token_limit(&client)?;
+    use sha2::Digest;
+    let presented: [u8; 32] = sha2::Sha256::digest(secret.as_bytes()).into();
+    // Digests of equal length compared in full: no early exit on the first differing byte.
+    let ok = st.settings.relay_secret_hash.is_some_and(|h| {
+        h.iter()
+            .zip(presented.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    });
+    if !ok {
+        return Err(st.token_failed(&client, "this needs the relay secret"));
+    }
+    let key = pinhole_proto::key::Key::from_base64(&q.key)
+        .map_err(|_| ApiErr::bad_request("key is not a base64 node key"))?;
+    let now = now_ms();
+    let row = st.store.node_by_key(&key.to_base64(), now).await?;
+    match row.filter(|r| r.expires_at.is_none_or(|e| e > now)) {
+        Some(r) => Ok(Json(pinhole_proto::control::RelayGrant {
+            network: r.account_id,
+        })),
+        None => Err(ApiErr::not_found("no node with this key")),
+    }
+}

@@ -71,6 +71,10 @@ struct ServeArgs {
     /// Do not run the embedded packet relay (`/relay` on the listen address).
     #[arg(long)]
     no_relay: bool,
+    /// A file holding the secret that separate relays (`pinhole-relay --control-url`) present to
+    /// ask which nodes may use them; without it, only the embedded relay serves.
+    #[arg(long, value_name = "FILE")]
+    relay_secret_file: Option<PathBuf>,
     /// The URL people's browsers reach this server at (for the sign-in link).
     #[arg(long)]
     public_url: Option<String>,
@@ -311,6 +315,10 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
             .unwrap_or(Duration::from_secs(30 * 86_400)),
         relay_map,
         embedded_relay: !a.no_relay,
+        relay_secret_hash: match &a.relay_secret_file {
+            Some(p) => Some(relay_secret_hash(p)?),
+            None => None,
+        },
         ..Settings::default()
     };
     if tls.is_none() {
@@ -326,6 +334,21 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
         stun.abort();
     }
     Ok(())
+}
+
+/// The SHA-256 of the relay secret in `path` (its first line; at least 16 characters).
+fn relay_secret_hash(path: &std::path::Path) -> Result<[u8; 32]> {
+    use sha2::Digest;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the relay secret {}", path.display()))?;
+    let secret = text.lines().next().unwrap_or("").trim();
+    if secret.len() < 16 {
+        bail!(
+            "the relay secret in {} is shorter than 16 characters",
+            path.display()
+        );
+    }
+    Ok(sha2::Sha256::digest(secret.as_bytes()).into())
 }
 
 /// The relay map when none is given: the embedded service as region "local", addressed

@@ -1,29 +1,25 @@
-//! The HTTP(S) server: routes, the accept loop (TLS with rustls or plain HTTP by explicit
-//! choice), per-connection limits, and the background work (expiry sweeps, instance heartbeat,
-//! change notices from other instances).
+//! The HTTP(S) server: routes (the API, and the embedded relay's), the accept loop (shared with
+//! pinhole-relay: TLS with rustls or plain HTTP by explicit choice, per-connection limits), and
+//! the background work (expiry sweeps, instance heartbeat, change notices from other instances).
 
 use crate::hub::Hub;
 use crate::ratelimit::Limiter;
-use crate::state::{now_ms, AppState, ClientAddr, Settings};
+use crate::state::{now_ms, AppState, Settings};
 use crate::store::{DbKind, Store, StoreError};
 use crate::{api, device, secret};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, patch, post};
 use axum::Router;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use pinhole_proto::control::{API_PREFIX, MAX_REQUEST_BODY};
+pub use pinhole_relay::http_server::TlsFiles;
+use pinhole_relay::http_server::{accept_loop, tls_acceptor, TlsError};
 use std::net::{Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tower::ServiceExt;
 
-/// Time a client has to send a request's headers (and to finish a TLS handshake).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often removed and expired nodes are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// How long a removed node's row is kept (so other instances see the removal).
@@ -34,25 +30,12 @@ const PURGE_AFTER_MS: i64 = 10 * 60 * 1000;
 pub enum ServeError {
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
-    #[error("cannot read {0}: {1}")]
-    TlsFile(PathBuf, std::io::Error),
-    #[error("no certificate in {0}")]
-    NoCert(PathBuf),
-    #[error("no private key in {0}")]
-    NoKey(PathBuf),
-    #[error("the TLS certificate and key do not work together: {0}")]
-    Tls(#[from] tokio_rustls::rustls::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the stored IPv6 prefix {0:?} is not an IPv6 /48")]
     BadPrefix(String),
-}
-
-/// PEM files for HTTPS.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
 }
 
 /// A running server.
@@ -186,7 +169,8 @@ fn control_router(state: Arc<AppState>) -> Router {
         .route("/node", patch(api::update_node).delete(api::delete_self))
         .route("/nodes", get(api::list_nodes))
         .route("/nodes/{id}", delete(api::delete_node))
-        .route("/logout", post(api::logout));
+        .route("/logout", post(api::logout))
+        .route("/relay/authorize", get(api::relay_authorize));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/device", get(device::page).post(device::approve))
@@ -218,101 +202,6 @@ async fn refuse_oversized(
         .into_response();
     }
     next.run(req).await
-}
-
-fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ServeError> {
-    use tokio_rustls::rustls;
-    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| ServeError::TlsFile(p.clone(), e));
-    let cert_pem = read(&files.cert)?;
-    let key_pem = read(&files.key)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| ServeError::TlsFile(files.cert.clone(), e))?;
-    if certs.is_empty() {
-        return Err(ServeError::NoCert(files.cert.clone()));
-    }
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| ServeError::TlsFile(files.key.clone(), e))?
-        .ok_or_else(|| ServeError::NoKey(files.key.clone()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    router: Router,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            r = listener.accept() => match r {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    conns.spawn(serve_connection(stream, peer, tls.clone(), router.clone()));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: wait rather than spin.
-                    tracing::warn!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-    conns.shutdown().await;
-}
-
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    router: Router,
-) {
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(ClientAddr(peer));
-        router.clone().oneshot(req)
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(16 * 1024);
-    let result = match tls {
-        Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await
-        {
-            Ok(Ok(s)) => {
-                builder
-                    .serve_connection(TokioIo::new(s), service)
-                    .with_upgrades()
-                    .await
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, "TLS handshake: {e}");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
-        },
-        None => {
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%peer, "connection: {e}");
-    }
 }
 
 /// How often gathered presence changes go out.

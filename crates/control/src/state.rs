@@ -30,6 +30,8 @@ pub struct Settings {
     pub relay_map: RelayMap,
     /// Run the packet relay in-process on `/relay` (with `/metrics`).
     pub embedded_relay: bool,
+    /// The secret relays present to ask who may use them (SHA-256 of it); none = no relays may ask.
+    pub relay_secret_hash: Option<[u8; 32]>,
 }
 
 impl Default for Settings {
@@ -43,6 +45,7 @@ impl Default for Settings {
             device_poll_interval: 2,
             relay_map: RelayMap::default(),
             embedded_relay: false,
+            relay_secret_hash: None,
         }
     }
 }
@@ -78,8 +81,7 @@ pub struct AppState {
 }
 
 /// The client's address, attached to each request by the connection loop.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
+pub use pinhole_relay::http_server::PeerAddr as ClientAddr;
 
 /// An error as the API returns it: a status, a stable code and a sentence.
 #[derive(Debug)]

@@ -182,3 +182,56 @@ async fn embedded_relay_serves_only_the_nodes_control_knows() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_relays_ask_with_the_relay_secret() {
+    use sha2::Digest;
+    let dir =
+        std::env::temp_dir().join(format!("pinhole-control-relay-auth-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}/c.db", dir.display());
+    let store = Store::open(&db).await.unwrap();
+    let secret = "relay-secret-for-tests-0123";
+    let settings = Settings {
+        relay_secret_hash: Some(sha2::Sha256::digest(secret.as_bytes()).into()),
+        ..Settings::default()
+    };
+    let server = Server::start(
+        store.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        settings,
+    )
+    .await
+    .unwrap();
+    let client = ControlClient::new(&format!("http://{}", server.local_addr()), None).unwrap();
+    let authkey = admin::create_auth_key(&store, "default", true, None)
+        .await
+        .unwrap();
+    let a = Key([1; 32]);
+    let ra = client.register(&authkey, &request(&a, "a")).await.unwrap();
+    let a_pub = wire::public_key(&a);
+    let network = client.relay_authorize(secret, &a_pub).await.unwrap();
+    assert!(network.is_some_and(|n| !n.is_empty()));
+    assert_eq!(
+        client.relay_authorize(secret, &Key([7; 32])).await.unwrap(),
+        None
+    );
+    let e = client
+        .relay_authorize("not-the-secret-at-all", &a_pub)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("relay secret"), "{e}");
+    // A node token is not the relay secret.
+    let e = client
+        .relay_authorize(&ra.node_token, &a_pub)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("relay secret"), "{e}");
+    // Once the node leaves, relays hear "no such node".
+    client.delete_self(&ra.node_token).await.unwrap();
+    assert_eq!(client.relay_authorize(secret, &a_pub).await.unwrap(), None);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

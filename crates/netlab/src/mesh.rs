@@ -18,6 +18,11 @@ pub fn pinhole_control() -> PathBuf {
     crate::pinhole::workspace_binary("PINHOLE_CONTROL_BIN", "pinhole-control", "pinhole-control")
 }
 
+/// The pinhole-relay binary ($PINHOLE_RELAY_BIN, else the workspace's build).
+pub fn pinhole_relay() -> PathBuf {
+    crate::pinhole::workspace_binary("PINHOLE_RELAY_BIN", "pinhole-relay", "pinhole-relay")
+}
+
 /// The pinhole CLI ($PINHOLE_BIN, else the workspace's build).
 pub fn pinhole_cli() -> PathBuf {
     crate::pinhole::workspace_binary("PINHOLE_BIN", "pinhole", "pinhole-cli")

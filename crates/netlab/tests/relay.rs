@@ -1,7 +1,8 @@
 //! Relayed paths with the real binaries: nodes whose firewalls drop all UDP sign in over TCP,
 //! pick the embedded relay as home, and reach each other through it (`pinhole ping` and the
-//! kernel's ping over the tunnel; `status --json` says relayed, region local); when the relay
-//! (the coordination server that embeds it) is killed and restarted, pings resume within 5 s.
+//! kernel's ping over the tunnel; `status --json` says relayed, region local). A separate
+//! `pinhole-relay` (asking control with the relay secret who may use it) carries two such nodes;
+//! killed and restarted, pings resume within 5 s.
 
 use pinhole_netlab::mesh::{self, block_udp, pinhole, start_node, status_json, Control};
 use pinhole_netlab::pinhole::ping;
@@ -37,12 +38,15 @@ struct Relayed {
 }
 
 /// Two nodes with all UDP blocked, signed in, home relay chosen, talking through the relay.
-fn relayed_pair() -> Relayed {
+/// `prepare` runs before control starts and returns control's extra `serve` options.
+fn relayed_pair(home: &str, prepare: impl FnOnce(&mut Lab) -> Vec<String>) -> Relayed {
     let mut lab = mesh::star(&["n1", "n2"]);
     block_udp(&lab, "n1");
     block_udp(&lab, "n2");
+    let extra = prepare(&mut lab);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let control = Control::new(&lab);
-    let server = control.start(&mut lab);
+    let server = control.start_with(&mut lab, &extra);
     let key = control.authkey_file(&lab);
     let nodes = vec![
         start_node(&mut lab, "n1", &key),
@@ -52,7 +56,7 @@ fn relayed_pair() -> Relayed {
     for n in ["n1", "n2"] {
         let home = Lab::wait_for(Duration::from_secs(15), || {
             let st = status_json(&lab, n);
-            st["self"]["home_relay"] == "local" && st["self"]["nat"]["udp"] == false
+            st["self"]["home_relay"] == home && st["self"]["nat"]["udp"] == false
         });
         assert!(home, "{n}: {:#}", status_json(&lab, n));
     }
@@ -74,7 +78,7 @@ fn nodes_without_udp_reach_each_other_through_the_relay() {
     if skip_without_root("nodes_without_udp_reach_each_other_through_the_relay") {
         return;
     }
-    let r = relayed_pair();
+    let r = relayed_pair("local", |_| Vec::new());
     let lab = &r.lab;
     let out = ping_until_answered(lab, "n1", "n2", Duration::from_secs(20)).unwrap_or_else(|| {
         panic!(
@@ -140,20 +144,76 @@ fn nodes_without_udp_reach_each_other_through_the_relay() {
     let _ = &r.control;
 }
 
+/// Starts `pinhole-relay` in the public namespace on 198.18.1.1:8443 (STUN on :3479).
+fn start_relay(lab: &mut Lab) -> pinhole_netlab::Proc {
+    let bin = mesh::pinhole_relay();
+    let secret = lab.dir().join("relay.secret");
+    let url = mesh::control_url();
+    let p = lab
+        .spawn(
+            mesh::PUBLIC,
+            &[
+                bin.to_str().unwrap(),
+                "--listen",
+                "0.0.0.0:8443",
+                "--insecure-http",
+                "--stun-listen",
+                "0.0.0.0:3479",
+                "--control-url",
+                &url,
+                "--relay-secret-file",
+                secret.to_str().unwrap(),
+            ],
+        )
+        .expect("starting pinhole-relay");
+    let up = Lab::wait_for(Duration::from_secs(10), || {
+        p.log_text().contains("pinhole-relay is running")
+    });
+    assert!(up, "pinhole-relay did not start:\n{}", p.log_text());
+    p
+}
+
 #[test]
 fn pings_resume_within_5_s_after_the_relay_restarts() {
     if skip_without_root("pings_resume_within_5_s_after_the_relay_restarts") {
         return;
     }
-    let mut r = relayed_pair();
-    ping_until_answered(&r.lab, "n1", "n2", Duration::from_secs(20)).expect("relayed at first");
+    let mut relay = None;
+    let mut r = relayed_pair("edge", |lab| {
+        let secret = lab.dir().join("relay.secret");
+        std::fs::write(&secret, "lab-relay-secret-0123456789\n").unwrap();
+        let map = lab.dir().join("relays.json");
+        std::fs::write(
+            &map,
+            r#"{"regions":[{"code":"edge","name":"separate relay","relays":[{"url":"http://198.18.1.1:8443/relay","stun":"198.18.1.1:3479"}]}]}"#,
+        )
+        .unwrap();
+        relay = Some(start_relay(lab));
+        vec![
+            "--no-relay".into(),
+            "--relay-map".into(),
+            map.display().to_string(),
+            "--relay-secret-file".into(),
+            secret.display().to_string(),
+        ]
+    });
+    let relay = relay.expect("relay started");
+    let out =
+        ping_until_answered(&r.lab, "n1", "n2", Duration::from_secs(20)).unwrap_or_else(|| {
+            panic!(
+                "no relayed path at first:\n{}\n{}",
+                relay.log_text(),
+                r._nodes[0].log_text()
+            )
+        });
+    assert!(out.contains("via relay edge"), "{out}");
     // Killed, not stopped: the nodes see their TCP connections reset.
-    r.lab.kill(&r.server);
+    r.lab.kill(&relay);
     assert!(
         !ping(&r.lab, "n1", &r.addr[1]),
         "no path while the relay is down"
     );
-    let _server = r.control.start(&mut r.lab);
+    let _relay = start_relay(&mut r.lab);
     let restarted = Instant::now();
     let mut answered = None;
     while restarted.elapsed() < Duration::from_secs(10) {
@@ -173,4 +233,5 @@ fn pings_resume_within_5_s_after_the_relay_restarts() {
         took.as_secs_f64()
     );
     assert!(took <= Duration::from_secs(5), "took {took:?}");
+    let _ = &r.server;
 }

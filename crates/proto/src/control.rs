@@ -128,6 +128,13 @@ pub struct Relay {
     pub stun: Option<String>,
 }
 
+/// `GET /api/v1/relay/authorize?key=…` (a relay asking with the relay secret): the network
+/// (account) of the node with that key; 404 when no registered, unexpired node has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayGrant {
+    pub network: String,
+}
+
 /// One line of the map stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

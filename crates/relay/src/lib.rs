@@ -5,6 +5,7 @@
 pub mod authorize;
 mod connection;
 pub mod http;
+pub mod http_server;
 pub mod metrics;
 mod relay;
 pub mod stun_server;
