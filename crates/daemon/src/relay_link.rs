@@ -530,6 +530,198 @@ mod tests {
         assert_eq!(resolve_url("not a url", None), None);
     }
 
+    use pinhole_proto::control::{Relay as MapRelay, RelayRegion};
+    use pinhole_relay::http_server::{accept_loop, tls_acceptor, TlsFiles};
+    use pinhole_relay::{Relay, RelayConfig, StaticAuthorizer};
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A relay on loopback (TLS with a fresh self-signed certificate when `tls`) that knows
+    /// `keys`; its address and, with TLS, the certificate to trust.
+    async fn relay_server(keys: &[Key], tls: bool) -> (SocketAddr, Option<String>) {
+        let auth = Arc::new(StaticAuthorizer::default());
+        for k in keys {
+            auth.allow(pinhole_engine::public_key(k), "lab");
+        }
+        let relay = Relay::new(auth, RelayConfig::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (acceptor, pem) = if tls {
+            let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+            let dir = std::env::temp_dir().join(format!(
+                "pinholed-relay-tls-{}-{}",
+                std::process::id(),
+                addr.port()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+            std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+            let files = TlsFiles {
+                cert: dir.join("cert.pem"),
+                key: dir.join("key.pem"),
+            };
+            let acceptor = tls_acceptor(&files).unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            (Some(acceptor), Some(cert.cert.pem()))
+        } else {
+            (None, None)
+        };
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        std::mem::forget(stop);
+        tokio::spawn(accept_loop(
+            listener,
+            acceptor,
+            pinhole_relay::http::router(relay),
+            rx,
+        ));
+        (addr, pem)
+    }
+
+    /// An HTTP CONNECT proxy on loopback that counts the tunnels it opened.
+    async fn connect_proxy() -> (SocketAddr, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tunnels = Arc::new(AtomicU64::new(0));
+        let count = tunnels.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let (head, _) = read_head(&mut client).await.unwrap();
+                    let head = String::from_utf8(head).unwrap();
+                    let target = head
+                        .strip_prefix("CONNECT ")
+                        .and_then(|r| r.split(' ').next())
+                        .unwrap()
+                        .to_string();
+                    let mut upstream = TcpStream::connect(target).await.unwrap();
+                    client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await
+                        .unwrap();
+                    count.fetch_add(1, Ordering::Relaxed);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+        });
+        (addr, tunnels)
+    }
+
+    fn map(url: &str) -> RelayMap {
+        RelayMap {
+            regions: vec![RelayRegion {
+                code: "lab".into(),
+                name: "lab".into(),
+                relays: vec![MapRelay {
+                    url: url.into(),
+                    stun: None,
+                }],
+            }],
+        }
+    }
+
+    async fn wait_connected(r: &mut Relays) {
+        loop {
+            let inc = tokio::time::timeout(Duration::from_secs(10), r.recv())
+                .await
+                .expect("an event within 10 s")
+                .expect("events");
+            match inc.event {
+                RelayEvent::Connected => return,
+                RelayEvent::Disconnected { reason } => panic!("{reason}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Two nodes' relay connections exchange a packet through the relay at `url`.
+    async fn exchange(url: &str, dialer: Dialer, a: Key, b: Key) {
+        let mut ra = Relays::new(a, dialer.clone());
+        let mut rb = Relays::new(b, dialer);
+        for r in [&mut ra, &mut rb] {
+            r.set_map(Some(&map(url)), None);
+            r.ensure("lab");
+        }
+        wait_connected(&mut ra).await;
+        wait_connected(&mut rb).await;
+        ra.send(RelayTransmit {
+            region: "lab".into(),
+            peer: pinhole_engine::public_key(&b),
+            payload: b"through the relay".to_vec(),
+        });
+        loop {
+            let inc = tokio::time::timeout(Duration::from_secs(10), rb.recv())
+                .await
+                .expect("the packet within 10 s")
+                .expect("events");
+            if let RelayEvent::Packet { from, packet } = inc.event {
+                assert_eq!(from, pinhole_engine::public_key(&a));
+                assert_eq!(packet, b"through the relay");
+                assert!(ra.errors().is_empty());
+                return;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn packets_cross_the_relay_over_tls_and_through_a_connect_proxy() {
+        let (a, b) = (Key([1; 32]), Key([2; 32]));
+        // HTTPS, trusting the relay's certificate as --control-ca would.
+        let (addr, pem) = relay_server(&[a, b], true).await;
+        let dialer = Dialer::new(pem.as_deref().map(str::as_bytes), None).unwrap();
+        exchange(
+            &format!("https://localhost:{}/relay", addr.port()),
+            dialer,
+            a,
+            b,
+        )
+        .await;
+        // Plain HTTP through an HTTP CONNECT proxy: both connections go through it.
+        let (addr, _) = relay_server(&[a, b], false).await;
+        let (proxy, tunnels) = connect_proxy().await;
+        let dialer = Dialer::new(None, Some(&format!("http://{proxy}"))).unwrap();
+        exchange(&format!("http://{addr}/relay"), dialer, a, b).await;
+        assert_eq!(tunnels.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_or_refusing_relay_is_reported() {
+        let (addr, _) = relay_server(&[Key([1; 32])], false).await;
+        let dialer = Dialer::new(None, None).unwrap();
+        // A stranger's key is refused; a dead port cannot be connected to.
+        for (url, key, want) in [
+            (
+                format!("http://{addr}/relay"),
+                Key([9; 32]),
+                "not authorised",
+            ),
+            (
+                "http://127.0.0.1:9/relay".to_string(),
+                Key([1; 32]),
+                "cannot connect",
+            ),
+            (
+                format!("http://{addr}/nothing"),
+                Key([1; 32]),
+                "did not switch",
+            ),
+        ] {
+            let mut r = Relays::new(key, dialer.clone());
+            r.set_map(Some(&map(&url)), None);
+            r.ensure("lab");
+            let ok = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    if r.errors().get("lab").is_some_and(|e| e.contains(want)) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            assert!(ok.is_ok(), "{url}: {:?}", r.errors());
+        }
+    }
+
     #[test]
     fn proxies_must_be_http() {
         assert!(Dialer::new(None, Some("http://[::1]:3128")).is_ok());
