@@ -182,7 +182,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         loop {
             // Replies made while reading (peer gone) go out before waiting again.
             if !out.is_empty() {
-                if let Err(e) = self.io.write_all(&out).await {
+                // Flushed: a WebSocket sends a message only then (a no-op on TCP).
+                if let Err(e) = async {
+                    self.io.write_all(&out).await?;
+                    self.io.flush().await
+                }
+                .await
+                {
                     return e.into();
                 }
                 out.clear();

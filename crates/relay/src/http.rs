@@ -1,5 +1,6 @@
 //! The relay's HTTP face: `GET /relay` with `Upgrade: pinhole-relay` switches the connection to
-//! relay frames (an HTTP/1.1 upgrade passes proxies and 443-only firewalls); `GET /metrics`
+//! relay frames (an HTTP/1.1 upgrade passes proxies and 443-only firewalls), and with
+//! `Upgrade: websocket` carries the same frames in binary WebSocket messages; `GET /metrics`
 //! serves the counters in Prometheus' text format.
 
 use crate::relay::Relay;
@@ -30,11 +31,28 @@ fn wants(req: &Request, proto: &str) -> bool {
 }
 
 async fn upgrade(State(relay): State<Relay>, mut req: Request) -> Response {
+    if wants(&req, "websocket") {
+        use axum::extract::FromRequest;
+        return match axum::extract::ws::WebSocketUpgrade::from_request(req, &()).await {
+            Ok(ws) => ws
+                .protocols([UPGRADE_PROTOCOL])
+                .max_message_size(pinhole_proto::relay::MAX_FRAME + 64)
+                .on_upgrade(move |socket| async move {
+                    let end = relay
+                        .serve_connection(crate::websocket::WsStream::new(socket))
+                        .await;
+                    tracing::trace!("relay WebSocket ended: {end}");
+                }),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
     if !wants(&req, UPGRADE_PROTOCOL) {
         return (
             StatusCode::UPGRADE_REQUIRED,
             [(header::UPGRADE, UPGRADE_PROTOCOL)],
-            format!("this is a Pinhole relay: connect with Upgrade: {UPGRADE_PROTOCOL}\n"),
+            format!(
+                "this is a Pinhole relay: connect with Upgrade: {UPGRADE_PROTOCOL} or a WebSocket\n"
+            ),
         )
             .into_response();
     }

@@ -393,3 +393,85 @@ async fn a_client_that_never_proves_its_key_is_cut_off() {
     assert!(out.starts_with("HTTP/1.1 426"), "{out}");
     assert!(out.contains("Pinhole relay"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_clients_talk_to_upgraded_ones() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = server(RelayConfig::default()).await;
+    let (a, a_pub) = keys(1);
+    let (b, b_pub) = keys(2);
+    s.auth.allow(a_pub, "acme");
+    s.auth.allow(b_pub, "acme");
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/relay", s.addr))
+        .await
+        .expect("WebSocket upgrade");
+    let mut d = Decoder::default();
+    // Frames arrive as a byte stream in binary messages.
+    let next = async |ws: &mut tokio_tungstenite::WebSocketStream<_>, d: &mut Decoder| loop {
+        if let Some(f) = d.next_frame().unwrap() {
+            if f != Frame::KeepAlive {
+                return f;
+            }
+            continue;
+        }
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => d.push(&b),
+            Some(Ok(_)) => {}
+            other => panic!("WebSocket ended: {other:?}"),
+        }
+    };
+    let Frame::ServerKey { key, challenge, .. } = next(&mut ws, &mut d).await else {
+        panic!("no server key")
+    };
+    let hello = Frame::ClientInfo {
+        key: a_pub,
+        proof: wire::key_proof(&a, &key, &challenge),
+    }
+    .to_bytes();
+    // Split over two messages: the relay reads a stream, not messages.
+    ws.send(Message::Binary(hello[..10].to_vec().into()))
+        .await
+        .unwrap();
+    ws.send(Message::Binary(hello[10..].to_vec().into()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next(&mut ws, &mut d).await,
+        Frame::ServerInfo { .. }
+    ));
+    let mut cb = Client::ok(s.addr, b).await;
+    ws.send(Message::Binary(
+        packet(b_pub, b"from a WebSocket").to_bytes().into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        cb.recv().await,
+        Frame::RecvPacket {
+            src: a_pub,
+            packet: b"from a WebSocket".to_vec()
+        }
+    );
+    cb.send(&packet(a_pub, b"to a WebSocket")).await;
+    assert_eq!(
+        next(&mut ws, &mut d).await,
+        Frame::RecvPacket {
+            src: b_pub,
+            packet: b"to a WebSocket".to_vec()
+        }
+    );
+    // A text message is not relay protocol: that connection ends, the relay goes on.
+    ws.send(Message::Text("hello".into())).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok());
+    assert_eq!(s.relay.client_count(), 1);
+}
