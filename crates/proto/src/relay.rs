@@ -26,7 +26,8 @@ const MAX_REASON: usize = 512;
 
 const PROOF_LABEL: &[u8] = b"pinhole relay key proof v1";
 
-mod kind {
+/// Frame type bytes.
+pub mod kind {
     pub const SERVER_KEY: u8 = 1;
     pub const CLIENT_INFO: u8 = 2;
     pub const SERVER_INFO: u8 = 3;
