@@ -116,7 +116,7 @@ impl Drop for ServerProc {
     }
 }
 
-pub(crate) fn control_bin() -> PathBuf {
+fn control_bin() -> PathBuf {
     root().join("target/release/pinhole-control")
 }
 
@@ -176,19 +176,12 @@ pub(crate) fn start_server(dir: &Path, db: &str) -> Result<(ServerProc, SocketAd
     Ok((server, addr))
 }
 
-fn random_key() -> Key {
-    Key(rand::thread_rng().gen())
-}
-
-async fn run(n: usize, probes: usize) -> Result<Outcome> {
-    let dir = root().join(format!("target/bench/control-{n}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let db = format!("sqlite://{}", dir.join("control.db").display());
+/// A reusable auth key for the database at `db`, made with the operator command.
+pub(crate) fn create_authkey(db: &str) -> Result<String> {
     let out = Command::new(control_bin())
         .args([
             "--db",
-            &db,
+            db,
             "authkey",
             "create",
             "--reusable",
@@ -199,7 +192,19 @@ async fn run(n: usize, probes: usize) -> Result<Outcome> {
     if !out.status.success() {
         bail!("authkey create: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let authkey = String::from_utf8(out.stdout)?.trim().to_string();
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+fn random_key() -> Key {
+    Key(rand::thread_rng().gen())
+}
+
+async fn run(n: usize, probes: usize) -> Result<Outcome> {
+    let dir = root().join(format!("target/bench/control-{n}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let db = format!("sqlite://{}", dir.join("control.db").display());
+    let authkey = create_authkey(&db)?;
     let (server, addr) = start_server(&dir, &db)?;
     let pid = server.child.id();
     let client = ControlClient::new(&format!("http://{addr}"), None)?;

@@ -8,7 +8,7 @@
 //!    Gbit/s forwarded. Baseline: the same senders writing into a plain TCP sink.
 //! 3. Memory: 10,000 authenticated idle clients; the server's RSS growth per client.
 
-use crate::bench_control::{control_bin, raise_fd_limit, rss_kib, start_server};
+use crate::bench_control::{create_authkey, raise_fd_limit, rss_kib, start_server};
 use crate::{build_release_binaries, packages, require_root, root};
 use anyhow::{bail, Context, Result};
 use pinhole_control_client::ControlClient;
@@ -16,10 +16,10 @@ use pinhole_netlab::mesh::{self, start_node, status_json, Control};
 use pinhole_netlab::Lab;
 use pinhole_proto::control::RegisterRequest;
 use pinhole_proto::key::Key;
-use pinhole_proto::relay::{self as wire, Decoder, Frame};
+use pinhole_proto::relay::{self as wire, Frame};
+use pinhole_relay::test_client::RawClient;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,63 +122,10 @@ fn through_pinholed(block_udp: bool, seconds: u32) -> Result<f64> {
     Ok(bps / 1e9)
 }
 
-/// A synthetic relay client: upgraded, authenticated.
-struct Client {
-    io: TcpStream,
-    public: Key,
-}
-
-async fn connect(addr: SocketAddr, private: &Key) -> Result<Client> {
-    let mut io = TcpStream::connect(addr).await?;
-    io.set_nodelay(true)?;
-    io.write_all(
-        format!(
-            "GET /relay HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: {}\r\n\r\n",
-            wire::UPGRADE_PROTOCOL
-        )
-        .as_bytes(),
-    )
-    .await?;
-    let mut d = Decoder::default();
-    let mut head = Vec::new();
-    let mut buf = [0u8; 512];
-    loop {
-        let n = io.read(&mut buf).await?;
-        if n == 0 {
-            bail!("relay closed during the upgrade");
-        }
-        head.extend_from_slice(&buf[..n]);
-        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            if !head.starts_with(b"HTTP/1.1 101") {
-                bail!("no upgrade: {}", String::from_utf8_lossy(&head));
-            }
-            d.push(&head[end + 4..]);
-            break;
-        }
-    }
-    let mut next = async |io: &mut TcpStream, d: &mut Decoder| -> Result<Frame> {
-        loop {
-            if let Some(f) = d.next_frame()? {
-                return Ok(f);
-            }
-            let n = io.read(&mut buf).await?;
-            if n == 0 {
-                bail!("relay closed during the handshake");
-            }
-            d.push(&buf[..n]);
-        }
-    };
-    let Frame::ServerKey { key, challenge, .. } = next(&mut io, &mut d).await? else {
-        bail!("no server key");
-    };
-    let public = wire::public_key(private);
-    let proof = wire::key_proof(private, &key, &challenge);
-    io.write_all(&Frame::ClientInfo { key: public, proof }.to_bytes())
-        .await?;
-    match next(&mut io, &mut d).await? {
-        Frame::ServerInfo { .. } => Ok(Client { io, public }),
-        other => bail!("refused: {other:?}"),
-    }
+/// A synthetic relay client: upgraded, authenticated; its socket and public key.
+async fn connect(addr: SocketAddr, private: &Key) -> Result<(TcpStream, Key)> {
+    let c = RawClient::connect(addr, private).await?;
+    Ok((c.io, wire::public_key(private)))
 }
 
 /// A fresh control server with `n` registered nodes; the server, its address and the keys.
@@ -190,21 +137,7 @@ async fn server_with_nodes(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let db = format!("sqlite://{}", dir.join("control.db").display());
-    let out = Command::new(control_bin())
-        .args([
-            "--db",
-            &db,
-            "authkey",
-            "create",
-            "--reusable",
-            "--expiry",
-            "1d",
-        ])
-        .output()?;
-    if !out.status.success() {
-        bail!("authkey create: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let authkey = String::from_utf8(out.stdout)?.trim().to_string();
+    let authkey = create_authkey(&db)?;
     let (server, addr) = start_server(&dir, &db)?;
     let client = ControlClient::new(&format!("http://{addr}"), None)?;
     let sem = Arc::new(Semaphore::new(16));
@@ -335,10 +268,9 @@ async fn relay_rate(seconds: u32) -> Result<Rate> {
     let mut senders = Vec::new();
     let mut drains = Vec::new();
     for pair in keys.chunks(2) {
-        let a = connect(addr, &pair[0]).await?;
-        let b = connect(addr, &pair[1]).await?;
-        senders.push((a.io, Some(b.public)));
-        let mut rx = b.io;
+        let (a, _) = connect(addr, &pair[0]).await?;
+        let (mut rx, b_public) = connect(addr, &pair[1]).await?;
+        senders.push((a, Some(b_public)));
         drains.push(tokio::spawn(async move {
             let mut buf = vec![0u8; 256 * 1024];
             while let Ok(n) = rx.read(&mut buf).await {

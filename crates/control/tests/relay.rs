@@ -6,74 +6,26 @@ use pinhole_control::{admin, Server, Settings, Store};
 use pinhole_control_client::ControlClient;
 use pinhole_proto::control::RegisterRequest;
 use pinhole_proto::key::Key;
-use pinhole_proto::relay::{self as wire, Decoder, Frame};
+use pinhole_proto::relay::{self as wire, Frame};
+use pinhole_relay::test_client::RawClient;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-struct Conn {
-    io: TcpStream,
-    decoder: Decoder,
+/// Upgrades, proves `private`, and returns the connection with the relay's answer.
+async fn open(addr: SocketAddr, private: &Key) -> (RawClient, Frame) {
+    let mut c = RawClient::upgrade(addr).await.expect("upgrade");
+    let answer = c.prove(private, false).await.expect("an answer");
+    (c, answer)
 }
 
-impl Conn {
-    /// Upgrades, proves `private`, and returns the connection with the relay's answer.
-    async fn open(addr: SocketAddr, private: &Key) -> (Conn, Frame) {
-        let mut io = TcpStream::connect(addr).await.unwrap();
-        io.write_all(
-            format!("GET /relay HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: pinhole-relay\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(io.read(&mut b).await.unwrap(), 1);
-            head.push(b[0]);
-        }
-        assert!(
-            head.starts_with(b"HTTP/1.1 101"),
-            "{}",
-            String::from_utf8_lossy(&head)
-        );
-        let mut c = Conn {
-            io,
-            decoder: Decoder::default(),
-        };
-        let Some(Frame::ServerKey { key, challenge, .. }) = c.recv().await else {
-            panic!("no greeting")
-        };
-        let proof = wire::key_proof(private, &key, &challenge);
-        let hello = Frame::ClientInfo {
-            key: wire::public_key(private),
-            proof,
-        };
-        c.io.write_all(&hello.to_bytes()).await.unwrap();
-        let answer = c.recv().await.expect("an answer");
-        (c, answer)
-    }
-
-    /// The next frame (keepalives skipped); None when the relay closes the connection.
-    async fn recv(&mut self) -> Option<Frame> {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match self.decoder.next_frame().unwrap() {
-                    Some(Frame::KeepAlive) => continue,
-                    Some(f) => return Some(f),
-                    None => {}
-                }
-                let mut buf = vec![0u8; 8192];
-                match self.io.read(&mut buf).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(n) => self.decoder.push(&buf[..n]),
-                }
-            }
-        })
+/// The next frame (keepalives skipped); None when the relay closes the connection.
+async fn recv(c: &mut RawClient) -> Option<Frame> {
+    tokio::time::timeout(Duration::from_secs(10), c.recv())
         .await
         .expect("a frame or the end within 10 s")
-    }
+        .expect("well-formed frames")
 }
 
 fn request(private: &Key, host: &str) -> RegisterRequest {
@@ -121,9 +73,9 @@ async fn embedded_relay_serves_only_the_nodes_control_knows() {
         .await
         .unwrap();
 
-    let (mut ca, answer) = Conn::open(addr, &a).await;
+    let (mut ca, answer) = open(addr, &a).await;
     assert!(matches!(answer, Frame::ServerInfo { .. }), "{answer:?}");
-    let (mut cb, answer) = Conn::open(addr, &b).await;
+    let (mut cb, answer) = open(addr, &b).await;
     assert!(matches!(answer, Frame::ServerInfo { .. }), "{answer:?}");
     let send = |dst: &Key, body: &[u8]| Frame::packet_bytes(true, &wire::public_key(dst), body);
     ca.io
@@ -131,20 +83,20 @@ async fn embedded_relay_serves_only_the_nodes_control_knows() {
         .await
         .unwrap();
     assert_eq!(
-        cb.recv().await,
+        recv(&mut cb).await,
         Some(Frame::RecvPacket {
             src: wire::public_key(&a),
             packet: b"through control".to_vec()
         })
     );
     // A node of another account is not reachable (and cannot tell whether b exists).
-    let (mut cx, answer) = Conn::open(addr, &x).await;
+    let (mut cx, answer) = open(addr, &x).await;
     assert!(matches!(answer, Frame::ServerInfo { .. }));
     cx.io.write_all(&send(&b, b"hi")).await.unwrap();
-    assert!(matches!(cx.recv().await, Some(Frame::PeerGone { .. })));
+    assert!(matches!(recv(&mut cx).await, Some(Frame::PeerGone { .. })));
 
     // A key control never registered.
-    let (_, answer) = Conn::open(addr, &Key([9; 32])).await;
+    let (_, answer) = open(addr, &Key([9; 32])).await;
     assert!(
         matches!(&answer, Frame::Refused { reason } if reason.contains("not authorised")),
         "{answer:?}"
@@ -152,19 +104,19 @@ async fn embedded_relay_serves_only_the_nodes_control_knows() {
 
     // b logs out: its relay connection ends at once and it is refused from then on.
     client.delete_self(&rb.node_token).await.unwrap();
-    assert_eq!(cb.recv().await, None, "b's relay connection closed");
-    let (_, answer) = Conn::open(addr, &b).await;
+    assert_eq!(recv(&mut cb).await, None, "b's relay connection closed");
+    let (_, answer) = open(addr, &b).await;
     assert!(matches!(answer, Frame::Refused { .. }), "{answer:?}");
 
     // The operator removes c (from another process, through the database): cut off once the
     // server notices (its sweep), refused after.
-    let (mut cc, answer) = Conn::open(addr, &c).await;
+    let (mut cc, answer) = open(addr, &c).await;
     assert!(matches!(answer, Frame::ServerInfo { .. }));
     let mut map_c = client.map(&rc.node_token).await.unwrap();
     let _ = map_c.next().await;
     admin::remove_node(&store, &rc.node_id).await.unwrap();
-    assert_eq!(cc.recv().await, None, "c's relay connection closed");
-    let (_, answer) = Conn::open(addr, &c).await;
+    assert_eq!(recv(&mut cc).await, None, "c's relay connection closed");
+    let (_, answer) = open(addr, &c).await;
     assert!(matches!(answer, Frame::Refused { .. }), "{answer:?}");
     let _ = ra;
 

@@ -9,6 +9,7 @@ pub mod http_server;
 pub mod metrics;
 mod relay;
 pub mod stun_server;
+pub mod test_client;
 pub mod websocket;
 
 pub use authorize::{AuthError, AuthFuture, Authorizer, Grant, StaticAuthorizer};

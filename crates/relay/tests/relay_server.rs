@@ -3,6 +3,7 @@
 
 use pinhole_proto::key::Key;
 use pinhole_proto::relay::{self as wire, Decoder, Frame};
+use pinhole_relay::test_client::RawClient;
 use pinhole_relay::{Relay, RelayConfig, StaticAuthorizer};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,54 +27,17 @@ async fn server(config: RelayConfig) -> Server {
     Server { addr, relay, auth }
 }
 
+/// The library's raw client with the timeouts and assertions these tests want.
 struct Client {
-    io: TcpStream,
-    decoder: Decoder,
-    key: Key,
-}
-
-/// Opens the HTTP upgrade and returns the stream positioned at the first relay frame.
-async fn upgrade(addr: SocketAddr) -> (TcpStream, Decoder) {
-    let mut io = TcpStream::connect(addr).await.unwrap();
-    io.write_all(
-        format!(
-            "GET /relay HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: {}\r\n\r\n",
-            wire::UPGRADE_PROTOCOL
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(io.read(&mut b).await.unwrap(), 1, "response cut short");
-        head.push(b[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    (io, Decoder::default())
+    raw: RawClient,
 }
 
 impl Client {
     /// Connects and proves `private` (or a wrong proof when `forge`); returns the answer frame.
     async fn connect(addr: SocketAddr, private: Key, forge: bool) -> (Client, Frame) {
-        let (io, decoder) = upgrade(addr).await;
-        let mut c = Client {
-            io,
-            decoder,
-            key: wire::public_key(&private),
-        };
-        let Frame::ServerKey { key, challenge, .. } = c.recv().await else {
-            panic!("no server key")
-        };
-        let mut proof = wire::key_proof(&private, &key, &challenge);
-        if forge {
-            proof[3] ^= 0x40;
-        }
-        c.send(&Frame::ClientInfo { key: c.key, proof }).await;
-        let answer = c.recv().await;
-        (c, answer)
+        let mut raw = RawClient::upgrade(addr).await.expect("upgrade");
+        let answer = raw.prove(&private, forge).await.expect("an answer");
+        (Client { raw }, answer)
     }
 
     async fn ok(addr: SocketAddr, private: Key) -> Client {
@@ -83,7 +47,7 @@ impl Client {
     }
 
     async fn send(&mut self, f: &Frame) {
-        self.io.write_all(&f.to_bytes()).await.unwrap();
+        self.raw.send(f).await.unwrap();
     }
 
     async fn recv(&mut self) -> Frame {
@@ -94,24 +58,11 @@ impl Client {
 
     /// The next frame other than a keepalive, or None on timeout or end of stream.
     async fn try_recv(&mut self, within: Duration) -> Option<Frame> {
-        tokio::time::timeout(within, async {
-            loop {
-                match self.decoder.next_frame().unwrap() {
-                    Some(Frame::KeepAlive) => continue,
-                    Some(f) => return Some(f),
-                    None => {}
-                }
-                let mut buf = vec![0u8; 65536];
-                let n = self.io.read(&mut buf).await.unwrap_or(0);
-                if n == 0 {
-                    return None;
-                }
-                self.decoder.push(&buf[..n]);
-            }
-        })
-        .await
-        .ok()
-        .flatten()
+        tokio::time::timeout(within, self.raw.recv())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
     }
 
     /// Whether the relay closed the connection (within 5 s).
@@ -119,7 +70,7 @@ impl Client {
         tokio::time::timeout(Duration::from_secs(5), async {
             let mut buf = [0u8; 4096];
             loop {
-                match self.io.read(&mut buf).await {
+                match self.raw.io.read(&mut buf).await {
                     Ok(0) | Err(_) => return true,
                     Ok(_) => {}
                 }
@@ -257,9 +208,17 @@ async fn bad_frames_close_only_their_own_connection() {
     let mut cb = Client::ok(s.addr, b).await;
     let mut cc = Client::ok(s.addr, c).await;
     // Malformed: a peer-gone frame from a client, then an unknown type, then an oversized length.
-    cb.io.write_all(&[7, 0, 0, 0, 3, 1, 2, 3]).await.unwrap();
+    cb.raw
+        .io
+        .write_all(&[7, 0, 0, 0, 3, 1, 2, 3])
+        .await
+        .unwrap();
     assert!(cb.closed().await);
-    cc.io.write_all(&[4, 0x7f, 0xff, 0xff, 0xff]).await.unwrap();
+    cc.raw
+        .io
+        .write_all(&[4, 0x7f, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
     assert!(
         cc.closed().await,
         "an oversized frame closes the connection"
@@ -355,7 +314,7 @@ async fn keepalives_flow_and_a_silent_client_is_dropped() {
     for _ in 0..3 {
         let f = tokio::time::timeout(Duration::from_secs(3), async {
             let mut buf = [0u8; 64];
-            let n = ca.io.read(&mut buf).await.unwrap();
+            let n = ca.raw.io.read(&mut buf).await.unwrap();
             buf[..n].to_vec()
         })
         .await
@@ -377,12 +336,10 @@ async fn a_client_that_never_proves_its_key_is_cut_off() {
         ..RelayConfig::default()
     })
     .await;
-    let (mut io, _) = upgrade(s.addr).await;
-    let mut buf = [0u8; 256];
-    let n = io.read(&mut buf).await.unwrap();
-    assert!(n > 0);
-    let closed = tokio::time::timeout(Duration::from_secs(3), io.read(&mut buf)).await;
-    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))));
+    let mut c = RawClient::upgrade(s.addr).await.unwrap();
+    assert!(matches!(c.recv().await, Ok(Some(Frame::ServerKey { .. }))));
+    let closed = tokio::time::timeout(Duration::from_secs(3), c.recv()).await;
+    assert!(matches!(closed, Ok(Ok(None))), "{closed:?}");
     // Plain GET without the upgrade: told what this is.
     let mut io = TcpStream::connect(s.addr).await.unwrap();
     io.write_all(b"GET /relay HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
