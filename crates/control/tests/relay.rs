@@ -28,6 +28,28 @@ async fn recv(c: &mut RawClient) -> Option<Frame> {
         .expect("well-formed frames")
 }
 
+/// A server on a fresh SQLite file in its own directory (removed by the caller).
+async fn start(name: &str, settings: Settings) -> (std::path::PathBuf, Store, Server) {
+    let dir = std::env::temp_dir().join(format!(
+        "pinhole-control-relay-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Store::open(&format!("sqlite://{}/c.db", dir.display()))
+        .await
+        .unwrap();
+    let server = Server::start(
+        store.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        settings,
+    )
+    .await
+    .unwrap();
+    (dir, store, server)
+}
+
 fn request(private: &Key, host: &str) -> RegisterRequest {
     RegisterRequest {
         node_key: wire::public_key(private),
@@ -39,23 +61,14 @@ fn request(private: &Key, host: &str) -> RegisterRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_relay_serves_only_the_nodes_control_knows() {
-    let dir = std::env::temp_dir().join(format!("pinhole-control-relay-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = format!("sqlite://{}/c.db", dir.display());
-    let store = Store::open(&db).await.unwrap();
-    let settings = Settings {
-        embedded_relay: true,
-        ..Settings::default()
-    };
-    let server = Server::start(
-        store.clone(),
-        "127.0.0.1:0".parse().unwrap(),
-        None,
-        settings,
+    let (dir, store, server) = start(
+        "embedded",
+        Settings {
+            embedded_relay: true,
+            ..Settings::default()
+        },
     )
-    .await
-    .unwrap();
+    .await;
     let addr = server.local_addr();
     let client = ControlClient::new(&format!("http://{addr}"), None).unwrap();
     let authkey = admin::create_auth_key(&store, "default", true, None)
@@ -138,25 +151,15 @@ async fn embedded_relay_serves_only_the_nodes_control_knows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_relays_ask_with_the_relay_secret() {
     use sha2::Digest;
-    let dir =
-        std::env::temp_dir().join(format!("pinhole-control-relay-auth-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = format!("sqlite://{}/c.db", dir.display());
-    let store = Store::open(&db).await.unwrap();
     let secret = "relay-secret-for-tests-0123";
-    let settings = Settings {
-        relay_secret_hash: Some(sha2::Sha256::digest(secret.as_bytes()).into()),
-        ..Settings::default()
-    };
-    let server = Server::start(
-        store.clone(),
-        "127.0.0.1:0".parse().unwrap(),
-        None,
-        settings,
+    let (dir, store, server) = start(
+        "secret",
+        Settings {
+            relay_secret_hash: Some(sha2::Sha256::digest(secret.as_bytes()).into()),
+            ..Settings::default()
+        },
     )
-    .await
-    .unwrap();
+    .await;
     let client = ControlClient::new(&format!("http://{}", server.local_addr()), None).unwrap();
     let authkey = admin::create_auth_key(&store, "default", true, None)
         .await
