@@ -306,7 +306,6 @@ impl Relays {
 
     /// Keeps a connection to `region` open (the home relay, where peers send to this node).
     pub fn ensure(&mut self, region: &str) {
-        tracing::trace!(region, known = self.urls.len(), "relay wanted");
         let Some((code, urls)) = self
             .urls
             .get_key_value(region)
