@@ -35,6 +35,11 @@ pub struct Args {
     /// PINHOLE_PROXY), for networks where only a proxy reaches the outside.
     #[arg(long, value_name = "URL", env = "PINHOLE_PROXY")]
     pub proxy: Option<String>,
+    /// Reach relays as WebSockets from the start (also PINHOLE_RELAY_WEBSOCKET=true), for
+    /// networks that pass nothing else; without it, a WebSocket is tried when the plain upgrade
+    /// is refused on the way.
+    #[arg(long, env = "PINHOLE_RELAY_WEBSOCKET")]
+    pub relay_websocket: bool,
     /// The name this node registers under (default: the OS hostname).
     #[arg(long)]
     pub hostname: Option<String>,

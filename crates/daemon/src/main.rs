@@ -20,6 +20,7 @@ mod status;
 mod tun_device;
 mod tun_io;
 mod udp;
+mod ws_stream;
 
 use anyhow::Result;
 use clap::Parser;

@@ -1,7 +1,7 @@
 //! The relay connections' I/O: one task per relay region in use (the home region, and the
 //! regions of peers packets go to), each driving an [`RelayClient`] over TCP, TLS when the URL
 //! is `https`, an HTTP CONNECT proxy when one is configured, and the HTTP upgrade to the relay
-//! protocol. Packets to send come in over a bounded channel; packets received and connection
+//! protocol (or a WebSocket carrying it when the plain upgrade is refused on the way). Packets to send come in over a bounded channel; packets received and connection
 //! changes go out to the daemon's loop.
 
 use pinhole_engine::{Key, RelayClient, RelayEvent, RelayTransmit};
@@ -36,11 +36,13 @@ pub struct RegionState {
     pub error: Option<String>,
 }
 
-/// How to reach relays: TLS trust and an optional HTTP proxy.
+/// How to reach relays: TLS trust, an optional HTTP proxy, and whether to go straight to
+/// WebSockets (for networks that pass nothing else).
 #[derive(Clone)]
 pub struct Dialer {
     tls: Arc<tokio_rustls::rustls::ClientConfig>,
     proxy: Option<(String, u16)>,
+    websocket_only: bool,
 }
 
 /// Why a relay could not be dialled.
@@ -68,7 +70,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 impl Dialer {
     /// Trusts the system's web roots plus `extra_ca_pem`; `proxy` is `http://host:port`.
-    pub fn new(extra_ca_pem: Option<&[u8]>, proxy: Option<&str>) -> anyhow::Result<Dialer> {
+    pub fn new(
+        extra_ca_pem: Option<&[u8]>,
+        proxy: Option<&str>,
+        websocket_only: bool,
+    ) -> anyhow::Result<Dialer> {
         use tokio_rustls::rustls;
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -104,11 +110,13 @@ impl Dialer {
         Ok(Dialer {
             tls: Arc::new(config),
             proxy,
+            websocket_only,
         })
     }
 
-    /// Opens `url` and upgrades it to the relay protocol; returns the stream and any bytes
-    /// that came after the response head.
+    /// Opens `url` and upgrades it to the relay protocol (or a WebSocket carrying it, when the
+    /// plain upgrade is refused on the way or WebSockets are asked for); returns the stream and
+    /// any bytes that came after the response head.
     async fn dial(&self, url: &str) -> Result<(Box<dyn Stream>, Vec<u8>), DialError> {
         tokio::time::timeout(DIAL_TIMEOUT, self.dial_inner(url))
             .await
@@ -116,27 +124,25 @@ impl Dialer {
     }
 
     async fn dial_inner(&self, url: &str) -> Result<(Box<dyn Stream>, Vec<u8>), DialError> {
-        let u = reqwest::Url::parse(url).map_err(|_| DialError::Url(url.to_string()))?;
-        let tls = match u.scheme() {
-            "https" => true,
-            "http" => false,
-            _ => return Err(DialError::Url(url.to_string())),
-        };
-        let host = u
-            .host_str()
-            .ok_or_else(|| DialError::Url(url.to_string()))?
-            .to_string();
-        let bare = host.trim_matches(['[', ']']).to_string();
-        let port = u
-            .port_or_known_default()
-            .unwrap_or(if tls { 443 } else { 80 });
-        let authority = if bare.contains(':') {
-            format!("[{bare}]:{port}")
-        } else {
-            format!("{bare}:{port}")
-        };
-        let mut tcp = match &self.proxy {
-            None => TcpStream::connect((bare.as_str(), port))
+        let t = Target::parse(url)?;
+        if !self.websocket_only {
+            let stream = self.open(&t).await?;
+            match upgrade_plain(stream, &t).await {
+                Err(DialError::Upgrade(_, status)) => {
+                    tracing::debug!(%url, %status, "plain upgrade refused: trying a WebSocket")
+                }
+                other => return other,
+            }
+        }
+        let stream = self.open(&t).await?;
+        upgrade_websocket(stream, &t).await
+    }
+
+    /// TCP to the relay (through the proxy when there is one), then TLS for `https`.
+    async fn open(&self, t: &Target) -> Result<Box<dyn Stream>, DialError> {
+        let authority = &t.authority;
+        let tcp = match &self.proxy {
+            None => TcpStream::connect((t.host.as_str(), t.port))
                 .await
                 .map_err(|e| DialError::Connect(authority.clone(), e))?,
             Some((ph, pp)) => {
@@ -152,11 +158,11 @@ impl Dialer {
                     .map_err(|e| DialError::Io(format!("proxy {ph}:{pp}"), e))?;
                 let status = status_line(&head);
                 if !status.split(' ').nth(1).is_some_and(|c| c.starts_with('2')) {
-                    return Err(DialError::Proxy(authority, status));
+                    return Err(DialError::Proxy(authority.clone(), status));
                 }
                 if !rest.is_empty() {
                     return Err(DialError::Proxy(
-                        authority,
+                        authority.clone(),
                         "sent bytes before the tunnel".into(),
                     ));
                 }
@@ -164,37 +170,112 @@ impl Dialer {
             }
         };
         let _ = tcp.set_nodelay(true);
-        let mut stream: Box<dyn Stream> = if tls {
-            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(bare.clone())
-                .map_err(|_| DialError::Url(url.to_string()))?;
-            let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
-            let s = connector
-                .connect(name, tcp)
-                .await
-                .map_err(|e| DialError::Tls(authority.clone(), e))?;
-            Box::new(s)
-        } else {
-            let _ = &mut tcp;
-            Box::new(tcp)
-        };
-        let path = u.path();
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: {UPGRADE_PROTOCOL}\r\nUser-Agent: pinhole/{}\r\n\r\n",
-            env!("CARGO_PKG_VERSION")
-        );
-        stream
-            .write_all(req.as_bytes())
-            .await
-            .map_err(|e| DialError::Io(authority.clone(), e))?;
-        let (head, rest) = read_head(&mut stream)
-            .await
-            .map_err(|e| DialError::Io(authority.clone(), e))?;
-        let status = status_line(&head);
-        if !status.starts_with("HTTP/1.1 101") {
-            return Err(DialError::Upgrade(url.to_string(), status));
+        if !t.tls {
+            return Ok(Box::new(tcp));
         }
-        Ok((stream, rest))
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(t.host.clone())
+            .map_err(|_| DialError::Url(t.url.clone()))?;
+        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+        let s = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| DialError::Tls(authority.clone(), e))?;
+        Ok(Box::new(s))
     }
+}
+
+/// A relay URL taken apart.
+struct Target {
+    url: String,
+    tls: bool,
+    /// Host name or address, without brackets.
+    host: String,
+    port: u16,
+    /// `host:port` as it goes into Host and CONNECT (IPv6 in brackets).
+    authority: String,
+    path: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, DialError> {
+        let bad = || DialError::Url(url.to_string());
+        let u = reqwest::Url::parse(url).map_err(|_| bad())?;
+        let tls = match u.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => return Err(bad()),
+        };
+        let host = u
+            .host_str()
+            .ok_or_else(bad)?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = u
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(Target {
+            url: url.to_string(),
+            tls,
+            host,
+            port,
+            authority,
+            path: u.path().to_string(),
+        })
+    }
+}
+
+/// `GET /relay` with `Upgrade: pinhole-relay`: after the 101, relay frames on the stream itself.
+async fn upgrade_plain(
+    mut stream: Box<dyn Stream>,
+    t: &Target,
+) -> Result<(Box<dyn Stream>, Vec<u8>), DialError> {
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: {UPGRADE_PROTOCOL}\r\nUser-Agent: pinhole/{}\r\n\r\n",
+        t.path,
+        t.authority,
+        env!("CARGO_PKG_VERSION")
+    );
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| DialError::Io(t.authority.clone(), e))?;
+    let (head, rest) = read_head(&mut stream)
+        .await
+        .map_err(|e| DialError::Io(t.authority.clone(), e))?;
+    let status = status_line(&head);
+    if !status.starts_with("HTTP/1.1 101") {
+        return Err(DialError::Upgrade(t.url.clone(), status));
+    }
+    Ok((stream, rest))
+}
+
+/// The same path as a WebSocket: relay frames in binary messages.
+async fn upgrade_websocket(
+    stream: Box<dyn Stream>,
+    t: &Target,
+) -> Result<(Box<dyn Stream>, Vec<u8>), DialError> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let scheme = if t.tls { "wss" } else { "ws" };
+    let ws_url = format!("{scheme}://{}{}", t.authority, t.path);
+    let mut req = ws_url
+        .into_client_request()
+        .map_err(|_| DialError::Url(t.url.clone()))?;
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        tokio_tungstenite::tungstenite::http::HeaderValue::from_static(UPGRADE_PROTOCOL),
+    );
+    let (ws, _) = tokio_tungstenite::client_async(req, stream)
+        .await
+        .map_err(|e| DialError::Upgrade(t.url.clone(), format!("WebSocket: {e}")))?;
+    Ok((
+        Box::new(crate::ws_stream::WsClientStream::new(ws)),
+        Vec::new(),
+    ))
 }
 
 /// Reads an HTTP response head; returns it and the bytes read past it.
@@ -432,7 +513,12 @@ async fn run_region(
                 out.extend_from_slice(&w);
             }
             if !out.is_empty() {
-                if let Err(e) = stream.write_all(&out).await {
+                // Flushed: TLS and WebSockets send only then.
+                let written = async {
+                    stream.write_all(&out).await?;
+                    stream.flush().await
+                };
+                if let Err(e) = written.await {
                     client.handle_disconnected(std::time::Instant::now(), &format!("write: {e}"));
                     out.clear();
                     break;
@@ -667,7 +753,7 @@ mod tests {
         let (a, b) = (Key([1; 32]), Key([2; 32]));
         // HTTPS, trusting the relay's certificate as --control-ca would.
         let (addr, pem) = relay_server(&[a, b], true).await;
-        let dialer = Dialer::new(pem.as_deref().map(str::as_bytes), None).unwrap();
+        let dialer = Dialer::new(pem.as_deref().map(str::as_bytes), None, false).unwrap();
         exchange(
             &format!("https://localhost:{}/relay", addr.port()),
             dialer,
@@ -678,15 +764,55 @@ mod tests {
         // Plain HTTP through an HTTP CONNECT proxy: both connections go through it.
         let (addr, _) = relay_server(&[a, b], false).await;
         let (proxy, tunnels) = connect_proxy().await;
-        let dialer = Dialer::new(None, Some(&format!("http://{proxy}"))).unwrap();
+        let dialer = Dialer::new(None, Some(&format!("http://{proxy}")), false).unwrap();
         exchange(&format!("http://{addr}/relay"), dialer, a, b).await;
         assert_eq!(tunnels.load(Ordering::Relaxed), 2);
+    }
+
+    /// Like `relay_server`, behind a middlebox that refuses the plain upgrade (as some proxies
+    /// and firewalls do) but lets WebSockets through.
+    async fn relay_behind_websocket_only_middlebox(keys: &[Key]) -> SocketAddr {
+        let auth = Arc::new(StaticAuthorizer::default());
+        for k in keys {
+            auth.allow(pinhole_engine::public_key(k), "lab");
+        }
+        let relay = Relay::new(auth, RelayConfig::default());
+        let router = pinhole_relay::http::router(relay).layer(axum::middleware::from_fn(
+            |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                let plain = req.headers().get("upgrade").is_some_and(|v| {
+                    v.as_bytes()
+                        .eq_ignore_ascii_case(UPGRADE_PROTOCOL.as_bytes())
+                });
+                if plain {
+                    use axum::response::IntoResponse;
+                    return axum::http::StatusCode::FORBIDDEN.into_response();
+                }
+                next.run(req).await
+            },
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        std::mem::forget(stop);
+        tokio::spawn(accept_loop(listener, None, router, rx));
+        addr
+    }
+
+    #[tokio::test]
+    async fn websockets_carry_the_relay_when_the_plain_upgrade_is_refused() {
+        let (a, b) = (Key([1; 32]), Key([2; 32]));
+        let addr = relay_behind_websocket_only_middlebox(&[a, b]).await;
+        let url = format!("http://{addr}/relay");
+        // Falls back on its own…
+        exchange(&url, Dialer::new(None, None, false).unwrap(), a, b).await;
+        // …or goes straight to WebSockets when told to.
+        exchange(&url, Dialer::new(None, None, true).unwrap(), a, b).await;
     }
 
     #[tokio::test]
     async fn an_unreachable_or_refusing_relay_is_reported() {
         let (addr, _) = relay_server(&[Key([1; 32])], false).await;
-        let dialer = Dialer::new(None, None).unwrap();
+        let dialer = Dialer::new(None, None, false).unwrap();
         // A stranger's key is refused; a dead port cannot be connected to.
         for (url, key, want) in [
             (
@@ -723,8 +849,8 @@ mod tests {
 
     #[test]
     fn proxies_must_be_http() {
-        assert!(Dialer::new(None, Some("http://[::1]:3128")).is_ok());
-        let e = Dialer::new(None, Some("socks5://127.0.0.1:1080"))
+        assert!(Dialer::new(None, Some("http://[::1]:3128"), false).is_ok());
+        let e = Dialer::new(None, Some("socks5://127.0.0.1:1080"), false)
             .err()
             .unwrap();
         assert!(e.to_string().contains("only http://"), "{e}");

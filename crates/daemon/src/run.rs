@@ -206,7 +206,8 @@ impl<'a> Daemon<'a> {
             }
             None => None,
         };
-        let dialer = relay_link::Dialer::new(ca.as_deref(), args.proxy.as_deref())?;
+        let dialer =
+            relay_link::Dialer::new(ca.as_deref(), args.proxy.as_deref(), args.relay_websocket)?;
         let mut d = Daemon {
             relays: Relays::new(private, dialer),
             netcheck_tx,
