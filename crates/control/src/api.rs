@@ -611,12 +611,8 @@ pub async fn relay_authorize(
     }
     let key = pinhole_proto::key::Key::from_base64(&q.key)
         .map_err(|_| ApiErr::bad_request("key is not a base64 node key"))?;
-    let now = now_ms();
-    let row = st.store.node_by_key(&key.to_base64(), now).await?;
-    match row.filter(|r| r.expires_at.is_none_or(|e| e > now)) {
-        Some(r) => Ok(Json(pinhole_proto::control::RelayGrant {
-            network: r.account_id,
-        })),
+    match crate::relay_auth::network_of(&st.store, &key).await? {
+        Some(network) => Ok(Json(pinhole_proto::control::RelayGrant { network })),
         None => Err(ApiErr::not_found("no node with this key")),
     }
 }

@@ -334,9 +334,13 @@ pub struct Relays {
     /// Each region's relay URLs (absolute).
     urls: HashMap<Arc<str>, Vec<String>>,
     conns: HashMap<Arc<str>, RegionConn>,
+    /// The map and control URL `urls` was made from (the status is published often; the map
+    /// changes rarely).
+    map_input: Option<(Option<RelayMap>, Option<String>)>,
     events_tx: mpsc::Sender<Incoming>,
     events_rx: mpsc::Receiver<Incoming>,
-    /// Packets dropped because a region's queue was full or the region is unknown.
+    /// Packets dropped because a region's queue was full or the region is unknown (logged when
+    /// the tunnel goes down).
     pub dropped: u64,
 }
 
@@ -348,6 +352,7 @@ impl Relays {
             dialer,
             urls: HashMap::new(),
             conns: HashMap::new(),
+            map_input: None,
             events_tx,
             events_rx,
             dropped: 0,
@@ -362,6 +367,11 @@ impl Relays {
 
     /// The relays of a new map; connections to regions that left or changed are closed.
     pub fn set_map(&mut self, map: Option<&RelayMap>, control_base: Option<&str>) {
+        let input = (map.cloned(), control_base.map(str::to_string));
+        if self.map_input.as_ref() == Some(&input) {
+            return;
+        }
+        self.map_input = Some(input);
         let mut urls: HashMap<Arc<str>, Vec<String>> = HashMap::new();
         for r in map.iter().flat_map(|m| m.regions.iter()) {
             let list: Vec<String> = r
@@ -387,6 +397,14 @@ impl Relays {
 
     /// Keeps a connection to `region` open (the home relay, where peers send to this node).
     pub fn ensure(&mut self, region: &str) {
+        // Called for every relayed packet: the common case returns before anything is copied.
+        if self
+            .conns
+            .get(region)
+            .is_some_and(|c| !c.task.is_finished())
+        {
+            return;
+        }
         let Some((code, urls)) = self
             .urls
             .get_key_value(region)
@@ -394,9 +412,6 @@ impl Relays {
         else {
             return;
         };
-        if self.conns.get(&code).is_some_and(|c| !c.task.is_finished()) {
-            return;
-        }
         let (tx, rx) = mpsc::channel(SEND_QUEUE);
         let state = Arc::new(Mutex::new(RegionState::default()));
         let task = tokio::spawn(run_region(

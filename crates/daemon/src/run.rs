@@ -480,6 +480,7 @@ impl<'a> Daemon<'a> {
             tun_no_route = stats.tun_no_route,
             tx_no_endpoint = stats.tx_no_endpoint,
             queue_full = stats.queue_full,
+            relay_queue_full = self.relays.dropped,
             "the tunnel is down; dropped packets so far"
         );
     }

@@ -62,7 +62,7 @@ enum Via<'a> {
     Relay { region: &'a Arc<str>, from: Key },
 }
 
-/// What the engine wants sent, and what it dropped for want of a path or of queue space.
+/// What the engine wants sent: datagrams over UDP and packets through relays.
 #[derive(Default)]
 struct Outbox {
     udp: VecDeque<Transmit>,

@@ -15,7 +15,7 @@ pub use home_relay::choose_home;
 pub use netcheck::{Netcheck, Probe, Report as NetcheckReport, StunServer, NETCHECK_TIMEOUT};
 pub use peer::{Path, PeerSettings, PeerStatus, DIRECT_TRUST};
 pub use pinhole_proto::key::Key;
-pub use relay_client::{RelayClient, RelayClientStats, RelayEvent};
+pub use relay_client::{RelayClient, RelayEvent};
 
 /// Derives the public key of a private key (X25519).
 pub fn public_key(private: &Key) -> Key {

@@ -48,17 +48,6 @@ enum State {
     Ready,
 }
 
-/// Counters of the relay client.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RelayClientStats {
-    pub connects: u64,
-    pub disconnects: u64,
-    pub packets_sent: u64,
-    pub packets_received: u64,
-    /// Packets dropped because the connection was not up and the pending list was full.
-    pub dropped: u64,
-}
-
 /// One connection to one relay, as a state machine.
 pub struct RelayClient {
     private: Key,
@@ -73,7 +62,6 @@ pub struct RelayClient {
     next_keepalive: Instant,
     close: bool,
     last_error: Option<String>,
-    stats: RelayClientStats,
 }
 
 impl RelayClient {
@@ -92,7 +80,6 @@ impl RelayClient {
             next_keepalive: now + DEFAULT_KEEPALIVE,
             close: false,
             last_error: None,
-            stats: RelayClientStats::default(),
         }
     }
 
@@ -120,7 +107,6 @@ impl RelayClient {
     pub fn handle_disconnected(&mut self, now: Instant, reason: &str) {
         let was_up = !matches!(self.state, State::Waiting { .. });
         if was_up {
-            self.stats.disconnects += 1;
             self.events.push_back(RelayEvent::Disconnected {
                 reason: reason.to_string(),
             });
@@ -184,7 +170,6 @@ impl RelayClient {
                 self.state = State::Ready;
                 self.backoff = BACKOFF_START;
                 self.last_error = None;
-                self.stats.connects += 1;
                 self.events.push_back(RelayEvent::Connected);
                 while let Some((dst, p)) = self.pending.pop_front() {
                     self.write_packet(&dst, &p);
@@ -197,7 +182,6 @@ impl RelayClient {
                 self.backoff = (self.backoff * 4).min(BACKOFF_REFUSED_MAX);
             }
             (State::Ready, Frame::RecvPacket { src, packet }) => {
-                self.stats.packets_received += 1;
                 self.events
                     .push_back(RelayEvent::Packet { from: src, packet });
             }
@@ -219,22 +203,19 @@ impl RelayClient {
         self.close = true;
     }
 
-    /// Sends `packet` to `dst`; held (a few) while not connected. False if dropped.
-    pub fn send(&mut self, dst: &Key, packet: &[u8]) -> bool {
+    /// Sends `packet` to `dst`; while not connected the last few are held (oldest dropped).
+    pub fn send(&mut self, dst: &Key, packet: &[u8]) {
         if self.state == State::Ready {
             self.write_packet(dst, packet);
-            return true;
+            return;
         }
         if self.pending.len() >= PENDING_MAX {
             self.pending.pop_front();
-            self.stats.dropped += 1;
         }
         self.pending.push_back((*dst, packet.to_vec()));
-        true
     }
 
     fn write_packet(&mut self, dst: &Key, packet: &[u8]) {
-        self.stats.packets_sent += 1;
         self.writes
             .push_back(Frame::packet_bytes(true, dst, packet));
     }
@@ -295,10 +276,6 @@ impl RelayClient {
     /// Why the last attempt or connection failed, while not connected.
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()
-    }
-
-    pub fn stats(&self) -> &RelayClientStats {
-        &self.stats
     }
 }
 
@@ -376,7 +353,7 @@ mod tests {
     fn proves_its_key_then_carries_packets_both_ways() {
         let now = Instant::now();
         let (mut c, _) = connected(now);
-        assert!(c.send(&Key([1; 32]), b"hello"));
+        c.send(&Key([1; 32]), b"hello");
         assert_eq!(
             frames(&mut c),
             vec![Frame::SendPacket {

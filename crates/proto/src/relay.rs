@@ -217,11 +217,10 @@ impl Decoder {
 
     /// The next whole frame, if one has arrived. An error means the stream is unusable.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        let Some((kind, payload)) = self.next_raw()? else {
-            return Ok(None);
-        };
-        let payload = payload.to_vec();
-        Frame::decode(kind, &payload).map(Some)
+        match self.next_raw()? {
+            Some((kind, payload)) => Frame::decode(kind, payload).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The next whole frame's type and payload, borrowed from the buffer.
