@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manages the people who sign in.
     #[command(subcommand)]
     User(UserCmd),
@@ -71,6 +71,10 @@ struct ServeArgs {
     /// Do not run the embedded packet relay (`/relay` on the listen address).
     #[arg(long)]
     no_relay: bool,
+    /// Serve the embedded relay on an address of its own (e.g. 0.0.0.0:8443, same TLS as the
+    /// API) instead of the listen address; the default relay map names this port.
+    #[arg(long, conflicts_with = "no_relay")]
+    relay_listen: Option<SocketAddr>,
     /// A file holding the secret that separate relays (`pinhole-relay --control-url`) present to
     /// ask which nodes may use them; without it, only the embedded relay serves.
     #[arg(long, value_name = "FILE")]
@@ -222,7 +226,7 @@ fn redact(url: &str) -> String {
 async fn command(cli: Cli) -> Result<()> {
     let store = open(&cli.db).await?;
     match cli.command {
-        Command::Serve(a) => serve(store, a).await,
+        Command::Serve(a) => serve(store, *a).await,
         Command::User(UserCmd::Add { name, account }) => {
             let mut password = String::new();
             std::io::stdin()
@@ -291,7 +295,17 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
                 .with_context(|| format!("invalid relay map {}", p.display()))?
         }
         None if a.no_stun && a.no_relay => RelayMap::default(),
-        None => embedded_relay_map((!a.no_stun).then_some(a.stun_listen.port())),
+        None => {
+            let relay_url = match (a.no_relay, a.relay_listen) {
+                (true, _) => String::new(),
+                (false, None) => "/relay".to_string(),
+                (false, Some(at)) if at.port() == 0 => {
+                    bail!("--relay-listen needs a port (nodes are told it in the relay map)")
+                }
+                (false, Some(at)) => format!(":{}/relay", at.port()),
+            };
+            embedded_relay_map(relay_url, (!a.no_stun).then_some(a.stun_listen.port()))
+        }
     };
     let stun = if a.no_stun {
         None
@@ -315,6 +329,7 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
             .unwrap_or(Duration::from_secs(30 * 86_400)),
         relay_map,
         embedded_relay: !a.no_relay,
+        relay_listen: a.relay_listen,
         relay_secret_hash: match &a.relay_secret_file {
             Some(p) => Some(relay_secret_hash(p)?),
             None => None,
@@ -352,14 +367,15 @@ fn relay_secret_hash(path: &std::path::Path) -> Result<[u8; 32]> {
 }
 
 /// The relay map when none is given: the embedded service as region "local", addressed
-/// relative to the coordination server (nodes put in the host they reach it at).
-fn embedded_relay_map(stun_port: Option<u16>) -> RelayMap {
+/// relative to the coordination server (nodes put in the host they reach it at). `relay_url`
+/// is `/relay`, `:PORT/relay` for a relay on its own port, or empty for STUN only.
+fn embedded_relay_map(relay_url: String, stun_port: Option<u16>) -> RelayMap {
     RelayMap {
         regions: vec![RelayRegion {
             code: "local".into(),
             name: "embedded".into(),
             relays: vec![Relay {
-                url: "/relay".into(),
+                url: relay_url,
                 stun: stun_port.map(|p| format!(":{p}")),
             }],
         }],
@@ -440,6 +456,33 @@ mod tests {
         assert!(
             Cli::try_parse_from(["pinhole-control", "authkey", "create", "--expiry", "5"]).is_err()
         );
+        let serve = |extra: &[&str]| {
+            let mut args = vec![
+                "pinhole-control",
+                "serve",
+                "--listen",
+                "127.0.0.1:1",
+                "--insecure-http",
+            ];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        match serve(&["--relay-listen", "0.0.0.0:8443"]).unwrap().command {
+            Command::Serve(a) => assert_eq!(a.relay_listen, Some("0.0.0.0:8443".parse().unwrap())),
+            c => panic!("{c:?}"),
+        }
+        assert!(serve(&["--relay-listen", "0.0.0.0:8443", "--no-relay"]).is_err());
+    }
+
+    #[test]
+    fn the_default_relay_map_names_where_the_embedded_relay_is() {
+        let map = embedded_relay_map(":8443/relay".into(), Some(3478));
+        assert_eq!(map.regions[0].code, "local");
+        assert_eq!(map.regions[0].relays[0].url, ":8443/relay");
+        assert_eq!(map.regions[0].relays[0].stun.as_deref(), Some(":3478"));
+        // STUN only (--no-relay): the region has no relay URL, and says so on the wire.
+        let json = serde_json::to_value(embedded_relay_map(String::new(), Some(3478))).unwrap();
+        assert_eq!(json["regions"][0]["relays"][0]["url"], "");
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub enum ServeError {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    relay_addr: Option<SocketAddr>,
     state: Arc<AppState>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -79,6 +80,19 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| ServeError::Listen(listen, e))?;
+        // The relay's own listener (--relay-listen), bound before anything is served.
+        let relay_listener = match settings.relay_listen.filter(|_| settings.embedded_relay) {
+            Some(at) => Some(
+                TcpListener::bind(at)
+                    .await
+                    .map_err(|e| ServeError::Listen(at, e))?,
+            ),
+            None => None,
+        };
+        let relay_addr = match &relay_listener {
+            Some(l) => Some(l.local_addr().map_err(|e| ServeError::Listen(listen, e))?),
+            None => None,
+        };
         let relay = settings.embedded_relay.then(|| {
             let auth = crate::relay_auth::StoreAuthorizer {
                 store: store.clone(),
@@ -99,6 +113,14 @@ impl Server {
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        if let (Some(l), Some(relay)) = (relay_listener, &state.relay) {
+            tasks.spawn(accept_loop(
+                l,
+                acceptor.clone(),
+                pinhole_relay::http::router(relay.clone()),
+                stop_rx.clone(),
+            ));
+        }
         tasks.spawn(accept_loop(
             listener,
             acceptor,
@@ -114,8 +136,12 @@ impl Server {
             tasks.spawn(listen_for_changes(state.clone(), stop_rx));
         }
         tracing::info!(%addr, tls = state.settings.tls, "pinhole-control is listening");
+        if let Some(relay_addr) = relay_addr {
+            tracing::info!(%relay_addr, "the embedded relay is listening on its own address");
+        }
         Ok(Server {
             addr,
+            relay_addr,
             state,
             stop,
             tasks,
@@ -124,6 +150,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the embedded relay listens when it has an address of its own (`relay_listen`).
+    pub fn relay_addr(&self) -> Option<SocketAddr> {
+        self.relay_addr
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -150,9 +181,13 @@ impl Server {
     }
 }
 
-/// Every route the server answers: the API, and the embedded relay's `/relay` and `/metrics`.
+/// Every route the server answers: the API, and the embedded relay's `/relay` and `/metrics`
+/// (unless the relay has an address of its own).
 pub fn router(state: Arc<AppState>) -> Router {
-    let relay = state.relay.clone();
+    let relay = state
+        .relay
+        .clone()
+        .filter(|_| state.settings.relay_listen.is_none());
     let control = control_router(state);
     match relay {
         Some(relay) => control.merge(pinhole_relay::http::router(relay)),

@@ -30,6 +30,8 @@ pub struct Settings {
     pub relay_map: RelayMap,
     /// Run the packet relay in-process on `/relay` (with `/metrics`).
     pub embedded_relay: bool,
+    /// Serve the embedded relay on this address of its own instead of the API's.
+    pub relay_listen: Option<std::net::SocketAddr>,
     /// The secret relays present to ask who may use them (SHA-256 of it); none = no relays may ask.
     pub relay_secret_hash: Option<[u8; 32]>,
 }
@@ -45,6 +47,7 @@ impl Default for Settings {
             device_poll_interval: 2,
             relay_map: RelayMap::default(),
             embedded_relay: false,
+            relay_listen: None,
             relay_secret_hash: None,
         }
     }

@@ -190,3 +190,57 @@ async fn separate_relays_ask_with_the_relay_secret() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_relay_can_have_an_address_of_its_own() {
+    let (dir, store, server) = start(
+        "own-address",
+        Settings {
+            embedded_relay: true,
+            relay_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Settings::default()
+        },
+    )
+    .await;
+    let api = server.local_addr();
+    let relay = server.relay_addr().expect("the relay's own address");
+    assert_ne!(relay.port(), api.port());
+    let client = ControlClient::new(&format!("http://{api}"), None).unwrap();
+    let authkey = admin::create_auth_key(&store, "default", true, None)
+        .await
+        .unwrap();
+    let (a, b) = (Key([1; 32]), Key([2; 32]));
+    client.register(&authkey, &request(&a, "a")).await.unwrap();
+    client.register(&authkey, &request(&b, "b")).await.unwrap();
+    let (mut ca, answer) = open(relay, &a).await;
+    assert!(matches!(answer, Frame::ServerInfo { .. }), "{answer:?}");
+    let (mut cb, answer) = open(relay, &b).await;
+    assert!(matches!(answer, Frame::ServerInfo { .. }), "{answer:?}");
+    ca.io
+        .write_all(&Frame::packet_bytes(
+            true,
+            &wire::public_key(&b),
+            b"on its own port",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        recv(&mut cb).await,
+        Some(Frame::RecvPacket {
+            src: wire::public_key(&a),
+            packet: b"on its own port".to_vec()
+        })
+    );
+    // The API's address no longer answers /relay; the API itself is not on the relay's.
+    let e = RawClient::upgrade(api).await.err().expect("no relay there");
+    assert!(e.to_string().contains("404"), "{e}");
+    let mut io = TcpStream::connect(relay).await.unwrap();
+    io.write_all(b"GET /api/v1/map HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut m = String::new();
+    io.read_to_string(&mut m).await.unwrap();
+    assert!(m.starts_with("HTTP/1.1 404"), "{m}");
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -306,11 +306,23 @@ fn status_line(head: &[u8]) -> String {
     String::from_utf8_lossy(line).chars().take(200).collect()
 }
 
-/// A relay map URL made absolute: `/relay` is on the coordination server itself.
+/// A relay map URL made absolute: `/relay` is on the coordination server itself, `:PORT/relay`
+/// on its host at another port (same scheme). None for an empty URL (a STUN-only server) or
+/// one that does not parse.
 pub fn resolve_url(url: &str, control_base: Option<&str>) -> Option<String> {
     if url.starts_with('/') {
         let base = reqwest::Url::parse(control_base?).ok()?;
         return base.join(url).ok().map(|u| u.to_string());
+    }
+    if let Some(rest) = url.strip_prefix(':') {
+        let (port, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let port: u16 = port.parse().ok()?;
+        let mut base = reqwest::Url::parse(control_base?).ok()?;
+        base.set_port(Some(port)).ok()?;
+        return base
+            .join(if path.is_empty() { "/" } else { path })
+            .ok()
+            .map(|u| u.to_string());
     }
     reqwest::Url::parse(url).ok().map(|u| u.to_string())
 }
@@ -319,6 +331,8 @@ struct RegionConn {
     tx: mpsc::Sender<(Key, Vec<u8>)>,
     task: JoinHandle<()>,
     state: Arc<Mutex<RegionState>>,
+    /// When a packet was last handed to it (or it was opened).
+    last_used: std::time::Instant,
 }
 
 impl Drop for RegionConn {
@@ -423,14 +437,45 @@ impl Relays {
             self.events_tx.clone(),
             state.clone(),
         ));
-        self.conns.insert(code, RegionConn { tx, task, state });
+        self.conns.insert(
+            code,
+            RegionConn {
+                tx,
+                task,
+                state,
+                last_used: std::time::Instant::now(),
+            },
+        );
+    }
+
+    /// Closes the connections to regions other than `keep` (the home region) that nothing was
+    /// sent through for `idle`: peers send to this node through its home relay, so another
+    /// region is only needed while packets go there, and it reopens with the next one.
+    /// Returns the regions closed.
+    pub fn close_idle(
+        &mut self,
+        keep: Option<&str>,
+        now: std::time::Instant,
+        idle: Duration,
+    ) -> Vec<Arc<str>> {
+        let mut closed = Vec::new();
+        self.conns.retain(|code, c| {
+            let wanted = keep == Some(&**code) || now.saturating_duration_since(c.last_used) < idle;
+            if !wanted {
+                closed.push(code.clone());
+            }
+            wanted
+        });
+        closed
     }
 
     /// Hands a packet to its region's connection (opened if needed).
     pub fn send(&mut self, t: RelayTransmit) {
         self.ensure(&t.region);
-        match self.conns.get(&t.region) {
-            Some(c) if c.tx.try_send((t.peer, t.payload)).is_ok() => {}
+        match self.conns.get_mut(&t.region) {
+            Some(c) if c.tx.try_send((t.peer, t.payload)).is_ok() => {
+                c.last_used = std::time::Instant::now();
+            }
             _ => self.dropped += 1,
         }
     }
@@ -628,6 +673,22 @@ mod tests {
             Some("https://r1.example/relay")
         );
         assert_eq!(resolve_url("not a url", None), None);
+        assert_eq!(resolve_url("", Some("http://198.18.0.1:8080")), None);
+    }
+
+    #[test]
+    fn relay_urls_with_only_a_port_are_on_the_coordination_servers_host() {
+        assert_eq!(
+            resolve_url(":8443/relay", Some("https://ctl.example/")).as_deref(),
+            Some("https://ctl.example:8443/relay")
+        );
+        assert_eq!(
+            resolve_url(":3340/relay", Some("http://198.18.0.1:8080/")).as_deref(),
+            Some("http://198.18.0.1:3340/relay")
+        );
+        assert_eq!(resolve_url(":99999/relay", Some("http://h:1/")), None);
+        assert_eq!(resolve_url(":x/relay", Some("http://h:1/")), None);
+        assert_eq!(resolve_url(":3340/relay", None), None);
     }
 
     use pinhole_proto::control::{Relay as MapRelay, RelayRegion};
@@ -637,8 +698,8 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     /// A relay on loopback (TLS with a fresh self-signed certificate when `tls`) that knows
-    /// `keys`; its address and, with TLS, the certificate to trust.
-    async fn relay_server(keys: &[Key], tls: bool) -> (SocketAddr, Option<String>) {
+    /// `keys`; its address, with TLS the certificate to trust, and the relay.
+    async fn relay_server(keys: &[Key], tls: bool) -> (SocketAddr, Option<String>, Relay) {
         let auth = Arc::new(StaticAuthorizer::default());
         for k in keys {
             auth.allow(pinhole_engine::public_key(k), "lab");
@@ -671,10 +732,10 @@ mod tests {
         tokio::spawn(accept_loop(
             listener,
             acceptor,
-            pinhole_relay::http::router(relay),
+            pinhole_relay::http::router(relay.clone()),
             rx,
         ));
-        (addr, pem)
+        (addr, pem, relay)
     }
 
     /// An HTTP CONNECT proxy on loopback that counts the tunnels it opened.
@@ -767,7 +828,7 @@ mod tests {
     async fn packets_cross_the_relay_over_tls_and_through_a_connect_proxy() {
         let (a, b) = (Key([1; 32]), Key([2; 32]));
         // HTTPS, trusting the relay's certificate as --control-ca would.
-        let (addr, pem) = relay_server(&[a, b], true).await;
+        let (addr, pem, _) = relay_server(&[a, b], true).await;
         let dialer = Dialer::new(pem.as_deref().map(str::as_bytes), None, false).unwrap();
         exchange(
             &format!("https://localhost:{}/relay", addr.port()),
@@ -777,7 +838,7 @@ mod tests {
         )
         .await;
         // Plain HTTP through an HTTP CONNECT proxy: both connections go through it.
-        let (addr, _) = relay_server(&[a, b], false).await;
+        let (addr, _, _) = relay_server(&[a, b], false).await;
         let (proxy, tunnels) = connect_proxy().await;
         let dialer = Dialer::new(None, Some(&format!("http://{proxy}")), false).unwrap();
         exchange(&format!("http://{addr}/relay"), dialer, a, b).await;
@@ -826,7 +887,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_or_refusing_relay_is_reported() {
-        let (addr, _) = relay_server(&[Key([1; 32])], false).await;
+        let (addr, _, _) = relay_server(&[Key([1; 32])], false).await;
         let dialer = Dialer::new(None, None, false).unwrap();
         // A stranger's key is refused; a dead port cannot be connected to.
         for (url, key, want) in [
@@ -861,6 +922,64 @@ mod tests {
             assert!(ok.is_ok(), "{url}: {:?}", r.errors());
         }
     }
+
+    #[tokio::test]
+    async fn idle_connections_to_other_regions_are_closed_but_the_home_stays() {
+        let (a, b) = (Key([1; 32]), Key([2; 32]));
+        let (home_addr, _, home) = relay_server(&[a], false).await;
+        let (other_addr, _, other) = relay_server(&[a], false).await;
+        let region = |code: &str, addr: SocketAddr| RelayRegion {
+            code: code.into(),
+            name: code.into(),
+            relays: vec![MapRelay {
+                url: format!("http://{addr}/relay"),
+                stun: None,
+            }],
+        };
+        let map = RelayMap {
+            regions: vec![region("home", home_addr), region("other", other_addr)],
+        };
+        let mut r = Relays::new(a, Dialer::new(None, None, false).unwrap());
+        r.set_map(Some(&map), None);
+        r.ensure("home");
+        wait_connected(&mut r).await;
+        // A packet for a peer whose home is "other" opens a connection there.
+        r.send(RelayTransmit {
+            region: "other".into(),
+            peer: pinhole_engine::public_key(&b),
+            payload: b"to a peer homed elsewhere".to_vec(),
+        });
+        wait_connected(&mut r).await;
+        let clients = |x: &Relay| x.client_count();
+        assert_eq!((clients(&home), clients(&other)), (1, 1));
+        let now = std::time::Instant::now();
+        // Recently used: nothing closes.
+        assert!(r
+            .close_idle(Some("home"), now, RELAY_IDLE_FOR_TEST)
+            .is_empty());
+        // A minute later with nothing sent: "other" closes, the home stays.
+        let later = now + RELAY_IDLE_FOR_TEST + Duration::from_secs(1);
+        let closed = r.close_idle(Some("home"), later, RELAY_IDLE_FOR_TEST);
+        assert_eq!(closed, vec![Arc::<str>::from("other")]);
+        let gone = tokio::time::timeout(Duration::from_secs(10), async {
+            while clients(&other) != 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(gone.is_ok(), "the relay still has the idle connection");
+        assert_eq!(clients(&home), 1);
+        // The next packet there reopens it.
+        r.send(RelayTransmit {
+            region: "other".into(),
+            peer: pinhole_engine::public_key(&b),
+            payload: b"again".to_vec(),
+        });
+        wait_connected(&mut r).await;
+        assert_eq!(clients(&other), 1);
+    }
+
+    const RELAY_IDLE_FOR_TEST: Duration = Duration::from_secs(60);
 
     #[test]
     fn proxies_must_be_http() {

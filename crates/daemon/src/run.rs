@@ -36,6 +36,10 @@ const BATCH: usize = 256;
 /// How often the daemon measures the relay regions on its own (and re-chooses its home).
 const AUTO_NETCHECK_EVERY: Duration = Duration::from_secs(300);
 
+/// How long a connection to a relay region other than the home one stays open with nothing
+/// sent through it (as Tailscale closes idle DERP connections after a minute).
+const RELAY_IDLE: Duration = Duration::from_secs(60);
+
 /// How long `ping` waits for a reply unless told.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -728,13 +732,19 @@ impl<'a> Daemon<'a> {
         let base = self.link.as_ref().map(|l| l.client.base_url().to_string());
         self.relays
             .set_map(self.mapped.relay_map(), base.as_deref());
-        match (&self.dataplane, self.reporter.home_relay()) {
-            (Some(_), Some(home)) => {
-                let home = home.to_string();
-                self.relays.ensure(&home);
-            }
-            (Some(_), None) => {}
-            (None, _) => self.relays.close_all(),
+        if self.dataplane.is_none() {
+            self.relays.close_all();
+            return;
+        }
+        let home = self.reporter.home_relay().map(str::to_string);
+        if let Some(home) = &home {
+            self.relays.ensure(home);
+        }
+        for region in self
+            .relays
+            .close_idle(home.as_deref(), Instant::now(), RELAY_IDLE)
+        {
+            tracing::debug!(%region, "relay connection closed: idle");
         }
     }
 

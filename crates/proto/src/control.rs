@@ -121,7 +121,10 @@ pub struct RelayRegion {
 /// One relay server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Relay {
-    /// `https://host[:port]/relay` (or `http://` for a lab).
+    /// `https://host[:port]/relay` (or `http://` for a lab). Relative to the coordination
+    /// server: `/relay` (on its address), `:PORT/relay` (its host, another port). Empty: this
+    /// server relays no packets (STUN only).
+    #[serde(default)]
     pub url: String,
     /// `host:port` of its STUN service; none if it has none.
     #[serde(default)]
