@@ -28,6 +28,32 @@ async fn recv(c: &mut RawClient) -> Option<Frame> {
         .expect("well-formed frames")
 }
 
+/// Sends `body` from `a`'s connection to `b` and checks that it arrives on `b`'s, from `a`.
+async fn deliver(ca: &mut RawClient, cb: &mut RawClient, a: &Key, b: &Key, body: &[u8]) {
+    ca.io
+        .write_all(&Frame::packet_bytes(true, &wire::public_key(b), body))
+        .await
+        .unwrap();
+    assert_eq!(
+        recv(cb).await,
+        Some(Frame::RecvPacket {
+            src: wire::public_key(a),
+            packet: body.to_vec()
+        })
+    );
+}
+
+/// A plain HTTP GET of `path`; the whole response.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut io = TcpStream::connect(addr).await.unwrap();
+    io.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut m = String::new();
+    io.read_to_string(&mut m).await.unwrap();
+    m
+}
+
 /// A server on a fresh SQLite file in its own directory (removed by the caller).
 async fn start(name: &str, settings: Settings) -> (std::path::PathBuf, Store, Server) {
     let dir = std::env::temp_dir().join(format!(
@@ -90,18 +116,8 @@ async fn embedded_relay_serves_only_the_nodes_control_knows() {
     assert!(matches!(answer, Frame::ServerInfo { .. }), "{answer:?}");
     let (mut cb, answer) = open(addr, &b).await;
     assert!(matches!(answer, Frame::ServerInfo { .. }), "{answer:?}");
+    deliver(&mut ca, &mut cb, &a, &b, b"through control").await;
     let send = |dst: &Key, body: &[u8]| Frame::packet_bytes(true, &wire::public_key(dst), body);
-    ca.io
-        .write_all(&send(&b, b"through control"))
-        .await
-        .unwrap();
-    assert_eq!(
-        recv(&mut cb).await,
-        Some(Frame::RecvPacket {
-            src: wire::public_key(&a),
-            packet: b"through control".to_vec()
-        })
-    );
     // A node of another account is not reachable (and cannot tell whether b exists).
     let (mut cx, answer) = open(addr, &x).await;
     assert!(matches!(answer, Frame::ServerInfo { .. }));
@@ -133,12 +149,7 @@ async fn embedded_relay_serves_only_the_nodes_control_knows() {
     assert!(matches!(answer, Frame::Refused { .. }), "{answer:?}");
     let _ = ra;
 
-    let mut io = TcpStream::connect(addr).await.unwrap();
-    io.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut m = String::new();
-    io.read_to_string(&mut m).await.unwrap();
+    let m = http_get(addr, "/metrics").await;
     assert!(m.contains("pinhole_relay_clients 2"), "{m}");
     assert!(
         m.contains(r#"pinhole_relay_refused_total{reason="unknown_key"} 3"#),
@@ -216,31 +227,15 @@ async fn the_embedded_relay_can_have_an_address_of_its_own() {
     assert!(matches!(answer, Frame::ServerInfo { .. }), "{answer:?}");
     let (mut cb, answer) = open(relay, &b).await;
     assert!(matches!(answer, Frame::ServerInfo { .. }), "{answer:?}");
-    ca.io
-        .write_all(&Frame::packet_bytes(
-            true,
-            &wire::public_key(&b),
-            b"on its own port",
-        ))
-        .await
-        .unwrap();
-    assert_eq!(
-        recv(&mut cb).await,
-        Some(Frame::RecvPacket {
-            src: wire::public_key(&a),
-            packet: b"on its own port".to_vec()
-        })
-    );
+    deliver(&mut ca, &mut cb, &a, &b, b"on its own port").await;
     // The API's address no longer answers /relay; the API itself is not on the relay's.
     let e = RawClient::upgrade(api).await.err().expect("no relay there");
     assert!(e.to_string().contains("404"), "{e}");
-    let mut io = TcpStream::connect(relay).await.unwrap();
-    io.write_all(b"GET /api/v1/map HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut m = String::new();
-    io.read_to_string(&mut m).await.unwrap();
+    let m = http_get(relay, "/api/v1/map").await;
     assert!(m.starts_with("HTTP/1.1 404"), "{m}");
+    assert!(http_get(relay, "/metrics")
+        .await
+        .contains("pinhole_relay_clients 2"));
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
