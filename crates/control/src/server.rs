@@ -89,9 +89,9 @@ impl Server {
             ),
             None => None,
         };
-        let relay_addr = match &relay_listener {
-            Some(l) => Some(l.local_addr().map_err(|e| ServeError::Listen(listen, e))?),
-            None => None,
+        let relay_addr = match (&relay_listener, settings.relay_listen) {
+            (Some(l), Some(at)) => Some(l.local_addr().map_err(|e| ServeError::Listen(at, e))?),
+            _ => None,
         };
         let relay = settings.embedded_relay.then(|| {
             let auth = crate::relay_auth::StoreAuthorizer {

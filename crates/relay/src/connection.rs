@@ -83,13 +83,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         let (id, mut rx, close) = self.shared.register(key, network.clone());
         metrics::add(&self.shared.metrics.accepted, 1);
         tracing::debug!(key = %key.short(), "relay client connected");
-        let end = self.serve(key, &network, &mut rx, &close).await;
+        let info = Frame::ServerInfo {
+            keepalive_secs: self.shared.config.keepalive.as_secs().clamp(1, 3600) as u16,
+        };
+        let end = match self.write_now(&info.to_bytes()).await {
+            Ok(()) => self.serve(key, &network, &mut rx, &close).await,
+            Err(e) => ConnectionEnd::from(e),
+        };
         self.shared.unregister(&key, id);
         tracing::debug!(key = %key.short(), "relay client gone: {end}");
         if matches!(end, ConnectionEnd::Frame(_) | ConnectionEnd::Silent(_)) {
             metrics::add(&self.shared.metrics.protocol_errors, 1);
         }
         end
+    }
+
+    /// Writes and flushes.
+    async fn write_now(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.io.write_all(bytes).await?;
+        self.io.flush().await
     }
 
     /// Reads until a whole frame has arrived.
@@ -137,14 +149,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             ));
         }
         match self.shared.auth.check(&key).await {
-            Ok(Some(grant)) => {
-                let info = Frame::ServerInfo {
-                    keepalive_secs: self.shared.config.keepalive.as_secs().clamp(1, 3600) as u16,
-                };
-                self.io.write_all(&info.to_bytes()).await?;
-                self.io.flush().await?;
-                Ok((key, grant.network))
-            }
+            // The answer (server-info) is sent by run() once the client is registered, so a
+            // packet sent to it right after it hears the answer finds it.
+            Ok(Some(grant)) => Ok((key, grant.network)),
             Ok(None) => {
                 metrics::add(&m.refused_unknown_key, 1);
                 tracing::info!(key = %key.short(), "relay client refused: not a node of the coordination server");
