@@ -306,6 +306,10 @@ fn status_line(head: &[u8]) -> String {
     String::from_utf8_lossy(line).chars().take(200).collect()
 }
 
+/// How long a connection to a relay region other than the home one stays open with nothing
+/// sent through it (as Tailscale closes idle DERP connections after a minute).
+pub const RELAY_IDLE: Duration = Duration::from_secs(60);
+
 /// A relay map URL made absolute: `/relay` is on the coordination server itself, `:PORT/relay`
 /// on its host at another port (same scheme). None for an empty URL (a STUN-only server) or
 /// one that does not parse.
@@ -954,12 +958,10 @@ mod tests {
         assert_eq!((clients(&home), clients(&other)), (1, 1));
         let now = std::time::Instant::now();
         // Recently used: nothing closes.
-        assert!(r
-            .close_idle(Some("home"), now, RELAY_IDLE_FOR_TEST)
-            .is_empty());
+        assert!(r.close_idle(Some("home"), now, RELAY_IDLE).is_empty());
         // A minute later with nothing sent: "other" closes, the home stays.
-        let later = now + RELAY_IDLE_FOR_TEST + Duration::from_secs(1);
-        let closed = r.close_idle(Some("home"), later, RELAY_IDLE_FOR_TEST);
+        let later = now + RELAY_IDLE + Duration::from_secs(1);
+        let closed = r.close_idle(Some("home"), later, RELAY_IDLE);
         assert_eq!(closed, vec![Arc::<str>::from("other")]);
         let gone = tokio::time::timeout(Duration::from_secs(10), async {
             while clients(&other) != 0 {
@@ -978,8 +980,6 @@ mod tests {
         wait_connected(&mut r).await;
         assert_eq!(clients(&other), 1);
     }
-
-    const RELAY_IDLE_FOR_TEST: Duration = Duration::from_secs(60);
 
     #[test]
     fn proxies_must_be_http() {

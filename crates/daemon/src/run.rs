@@ -36,10 +36,6 @@ const BATCH: usize = 256;
 /// How often the daemon measures the relay regions on its own (and re-chooses its home).
 const AUTO_NETCHECK_EVERY: Duration = Duration::from_secs(300);
 
-/// How long a connection to a relay region other than the home one stays open with nothing
-/// sent through it (as Tailscale closes idle DERP connections after a minute).
-const RELAY_IDLE: Duration = Duration::from_secs(60);
-
 /// How long `ping` waits for a reply unless told.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -740,9 +736,9 @@ impl<'a> Daemon<'a> {
         if let Some(home) = &home {
             self.relays.ensure(home);
         }
-        for region in self
-            .relays
-            .close_idle(home.as_deref(), Instant::now(), RELAY_IDLE)
+        for region in
+            self.relays
+                .close_idle(home.as_deref(), Instant::now(), relay_link::RELAY_IDLE)
         {
             tracing::debug!(%region, "relay connection closed: idle");
         }
