@@ -6,8 +6,8 @@
 use crate::{cmd, root};
 use anyhow::{bail, Context, Result};
 use pinhole_control_client::ControlClient;
-use pinhole_proto::control::{NodeUpdate, RegisterRequest};
-use pinhole_proto::key::Key;
+use pinhole_proto::control::{NodeInfo, NodeUpdate};
+use pinhole_proto::key::{Key, PrivateKey};
 use rand::Rng;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -219,13 +219,13 @@ async fn run(n: usize, probes: usize) -> Result<Outcome> {
         let authkey = authkey.clone();
         regs.push(tokio::spawn(async move {
             let _permit = permit;
-            let req = RegisterRequest {
-                node_key: random_key(),
+            let info = NodeInfo {
                 disco_key: random_key(),
                 hostname: format!("sim-{i}"),
                 os: "linux".into(),
             };
-            client.register(&authkey, &req).await
+            let private = PrivateKey::from_bytes(rand::random());
+            client.register(&authkey, &private, &info).await
         }));
     }
     let mut tokens = Vec::with_capacity(n);

@@ -14,9 +14,9 @@ use anyhow::{bail, Context, Result};
 use pinhole_control_client::ControlClient;
 use pinhole_netlab::mesh::{self, start_node, status_json, Control};
 use pinhole_netlab::Lab;
-use pinhole_proto::control::RegisterRequest;
-use pinhole_proto::key::Key;
-use pinhole_proto::relay::{self as wire, Frame};
+use pinhole_proto::control::NodeInfo;
+use pinhole_proto::key::{Key, PrivateKey};
+use pinhole_proto::relay::Frame;
 use pinhole_relay::test_client::RawClient;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -123,16 +123,20 @@ fn through_pinholed(block_udp: bool, seconds: u32) -> Result<f64> {
 }
 
 /// A synthetic relay client: upgraded, authenticated; its socket and public key.
-async fn connect(addr: SocketAddr, private: &Key) -> Result<(TcpStream, Key)> {
+async fn connect(addr: SocketAddr, private: &PrivateKey) -> Result<(TcpStream, Key)> {
     let c = RawClient::connect(addr, private).await?;
-    Ok((c.io, wire::public_key(private)))
+    Ok((c.io, private.public_key()))
 }
 
 /// A fresh control server with `n` registered nodes; the server, its address and the keys.
 async fn server_with_nodes(
     name: &str,
     n: usize,
-) -> Result<(crate::bench_control::ServerProc, SocketAddr, Vec<Key>)> {
+) -> Result<(
+    crate::bench_control::ServerProc,
+    SocketAddr,
+    Vec<PrivateKey>,
+)> {
     let dir = root().join(format!("target/bench/relay-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -147,14 +151,16 @@ async fn server_with_nodes(
         let (client, authkey) = (client.clone(), authkey.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            let private = Key(rand::random());
-            let req = RegisterRequest {
-                node_key: wire::public_key(&private),
+            let private = PrivateKey::from_bytes(rand::random());
+            let info = NodeInfo {
                 disco_key: Key(rand::random()),
                 hostname: format!("r{i}"),
                 os: "linux".into(),
             };
-            client.register(&authkey, &req).await.map(|_| private)
+            client
+                .register(&authkey, &private, &info)
+                .await
+                .map(|_| private)
         }));
     }
     let mut keys = Vec::with_capacity(n);

@@ -4,9 +4,10 @@
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use pinhole_proto::control::{
-    parse_map_line, AccessToken, ApiError, DeviceCode, MapMessage, Node, NodeUpdate, OAuthError,
-    RegisterRequest, RegisterResponse, API_PREFIX, MAX_MAP_LINE,
+    parse_map_line, AccessToken, ApiError, DeviceCode, MapMessage, Node, NodeInfo, NodeUpdate,
+    OAuthError, RegisterChallenge, RegisterRequest, RegisterResponse, API_PREFIX, MAX_MAP_LINE,
 };
+use pinhole_proto::key::PrivateKey;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -128,8 +129,27 @@ impl ControlClient {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    /// Registers a node with an auth key or a session token.
+    /// Registers the node holding `private` with an auth key or a session token: fetches a
+    /// challenge and answers it with the proof that this node holds its key.
     pub async fn register(
+        &self,
+        token: &str,
+        private: &PrivateKey,
+        info: &NodeInfo,
+    ) -> Result<RegisterResponse, ClientError> {
+        let challenge = self.register_challenge().await?;
+        self.register_request(token, &RegisterRequest::new(private, &challenge, info))
+            .await
+    }
+
+    /// A fresh registration challenge.
+    pub async fn register_challenge(&self) -> Result<RegisterChallenge, ClientError> {
+        self.json(self.http.post(self.url("/register/challenge")))
+            .await
+    }
+
+    /// Sends a registration as it is (its proof made by the caller).
+    pub async fn register_request(
         &self,
         token: &str,
         req: &RegisterRequest,

@@ -14,7 +14,8 @@ use axum::{Extension, Json};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use pinhole_proto::control::{
-    MapMessage, Node, NodeUpdate, RegisterRequest, RegisterResponse, MAP_KEEPALIVE_SECS,
+    MapMessage, Node, NodeUpdate, RegisterChallenge, RegisterRequest, RegisterResponse,
+    MAP_KEEPALIVE_SECS,
 };
 use std::net::Ipv4Addr;
 use std::pin::Pin;
@@ -48,15 +49,21 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiErr> {
 }
 
 impl AppState {
-    fn check_token_limit(&self, client: &ClientAddr) -> Result<(), ApiErr> {
-        self.token_limiter
-            .check(&client.0.ip().to_string(), Instant::now())
-            .map_err(ApiErr::too_many)
-    }
-
-    fn token_failed(&self, client: &ClientAddr, why: &str) -> ApiErr {
-        self.token_limiter
-            .fail(&client.0.ip().to_string(), Instant::now());
+    /// A token that was checked and refused. Failures count against the client's address and
+    /// against the presented token; once either is over its limit the answer is 429 instead of
+    /// 401. Valid tokens are checked before any limit, so a neighbour behind the same NAT that
+    /// keeps presenting a bad token never locks a valid node out.
+    fn token_failed(&self, client: &ClientAddr, token: &str, why: &str) -> ApiErr {
+        let now = Instant::now();
+        let by_address = format!("ip:{}", client.0.ip());
+        let by_token = format!("token:{}", secret::hash_token(token));
+        for key in [&by_address, &by_token] {
+            if let Err(wait) = self.token_limiter.check(key, now) {
+                return ApiErr::too_many(wait);
+            }
+        }
+        self.token_limiter.fail(&by_address, now);
+        self.token_limiter.fail(&by_token, now);
         ApiErr::unauthorized(why)
     }
 
@@ -67,16 +74,19 @@ impl AppState {
         client: &ClientAddr,
     ) -> Result<SessionRow, ApiErr> {
         let token = bearer(headers)?;
-        self.check_token_limit(client)?;
         if TokenKind::of(token) != Some(TokenKind::Session) {
-            return Err(self.token_failed(client, "this needs a session token from signing in"));
+            return Err(self.token_failed(
+                client,
+                token,
+                "this needs a session token from signing in",
+            ));
         }
         let Some(s) = self
             .store
             .session_by_hash(&secret::hash_token(token))
             .await?
         else {
-            return Err(self.token_failed(client, "unknown session token: sign in again"));
+            return Err(self.token_failed(client, token, "unknown session token: sign in again"));
         };
         if s.revoked_at.is_some() {
             return Err(ApiErr::unauthorized(
@@ -98,9 +108,12 @@ impl AppState {
         client: &ClientAddr,
     ) -> Result<NodeRow, ApiErr> {
         let token = bearer(headers)?;
-        self.check_token_limit(client)?;
         if TokenKind::of(token) != Some(TokenKind::Node) {
-            return Err(self.token_failed(client, "this needs the node token from registration"));
+            return Err(self.token_failed(
+                client,
+                token,
+                "this needs the node token from registration",
+            ));
         }
         let now = now_ms();
         let Some(row) = self
@@ -110,6 +123,7 @@ impl AppState {
         else {
             return Err(self.token_failed(
                 client,
+                token,
                 "unknown node token (the node may have been removed): register again",
             ));
         };
@@ -141,7 +155,6 @@ async fn registrar(
     client: &ClientAddr,
 ) -> Result<Registrar, ApiErr> {
     let token = bearer(headers)?;
-    st.check_token_limit(client)?;
     match TokenKind::of(token) {
         Some(TokenKind::AuthKey) => {
             let Some(k) = st
@@ -149,7 +162,7 @@ async fn registrar(
                 .auth_key_by_hash(&secret::hash_token(token))
                 .await?
             else {
-                return Err(st.token_failed(client, "unknown auth key"));
+                return Err(st.token_failed(client, token, "unknown auth key"));
             };
             if k.revoked_at.is_some() {
                 return Err(ApiErr::unauthorized("this auth key was revoked"));
@@ -182,8 +195,18 @@ async fn registrar(
                 one_off_key: None,
             })
         }
-        _ => Err(st.token_failed(client, "registration needs an auth key or a session token")),
+        _ => Err(st.token_failed(
+            client,
+            token,
+            "registration needs an auth key or a session token",
+        )),
     }
+}
+
+/// `POST /api/v1/register/challenge`: the server's registration key and a fresh challenge.
+/// Stateless (checked by its MAC), so it needs no credentials and costs no database work.
+pub async fn register_challenge(State(st): St) -> Json<RegisterChallenge> {
+    Json(st.register_keys.challenge(now_ms()))
 }
 
 /// `POST /api/v1/register`
@@ -195,6 +218,15 @@ pub async fn register(
 ) -> Result<Json<RegisterResponse>, ApiErr> {
     let who = registrar(&st, &headers, &client).await?;
     let req = json_body(body)?;
+    // Only the holder of the node key's private half may register it (or take its record back).
+    if let Err(e) = st.register_keys.verify(&req, now_ms()) {
+        tracing::info!(client = %client.0.ip(), key = %req.node_key.short(), "registration refused: {e}");
+        return Err(ApiErr::new(
+            StatusCode::FORBIDDEN,
+            "key_proof",
+            e.to_string(),
+        ));
+    }
     if req.hostname.len() > MAX_LABEL || req.os.len() > MAX_LABEL {
         return Err(ApiErr::bad_request(
             "hostname and os must be at most 255 bytes",
@@ -596,7 +628,6 @@ pub async fn relay_authorize(
     headers: HeaderMap,
 ) -> Result<Json<pinhole_proto::control::RelayGrant>, ApiErr> {
     let secret = bearer(&headers)?;
-    st.check_token_limit(&client)?;
     use sha2::Digest;
     let presented: [u8; 32] = sha2::Sha256::digest(secret.as_bytes()).into();
     // Digests of equal length compared in full: no early exit on the first differing byte.
@@ -607,7 +638,7 @@ pub async fn relay_authorize(
             == 0
     });
     if !ok {
-        return Err(st.token_failed(&client, "this needs the relay secret"));
+        return Err(st.token_failed(&client, secret, "this needs the relay secret"));
     }
     let key = pinhole_proto::key::Key::from_base64(&q.key)
         .map_err(|_| ApiErr::bad_request("key is not a base64 node key"))?;

@@ -230,6 +230,9 @@ pub async fn approve(
         Err(e) => return ApiErr::from(e).into_response(),
     };
     let Some(row) = row.filter(|r| r.expires_at > now_ms() && r.consumed == 0) else {
+        // A wrong code counts like a wrong password, so codes cannot be guessed at leisure.
+        st.signin_limiter.fail(&ip_key, now_i);
+        tracing::info!(client = %client.0.ip(), "sign-in with an unknown or expired code");
         return page_response(
             StatusCode::BAD_REQUEST,
             "",

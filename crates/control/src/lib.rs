@@ -9,6 +9,7 @@ pub mod device;
 pub mod duration;
 pub mod hub;
 pub mod ratelimit;
+pub mod register_proof;
 pub mod relay_auth;
 pub mod secret;
 pub mod server;

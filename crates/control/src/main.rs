@@ -79,6 +79,11 @@ struct ServeArgs {
     /// ask which nodes may use them; without it, only the embedded relay serves.
     #[arg(long, value_name = "FILE")]
     relay_secret_file: Option<PathBuf>,
+    /// A load balancer or reverse proxy in front of this server (an address or CIDR; repeat for
+    /// several): requests from it are counted under the client address it names in
+    /// X-Forwarded-For. Nobody else's X-Forwarded-For is believed.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = proxy_net)]
+    trusted_proxies: Vec<ipnet::IpNet>,
     /// The URL people's browsers reach this server at (for the sign-in link).
     #[arg(long)]
     public_url: Option<String>,
@@ -330,6 +335,7 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
         relay_map,
         embedded_relay: !a.no_relay,
         relay_listen: a.relay_listen,
+        trusted_proxies: a.trusted_proxies,
         relay_secret_hash: match &a.relay_secret_file {
             Some(p) => Some(relay_secret_hash(p)?),
             None => None,
@@ -349,6 +355,13 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
         stun.abort();
     }
     Ok(())
+}
+
+/// `--trusted-proxy`: a network, or one address.
+fn proxy_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or CIDR (e.g. 10.0.0.0/8)"))
 }
 
 /// The SHA-256 of the relay secret in `path` (its first line; at least 16 characters).

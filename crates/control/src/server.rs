@@ -66,6 +66,14 @@ impl Server {
             .filter(|n| n.prefix_len() == 48)
             .map(|n| n.addr())
             .ok_or_else(|| ServeError::BadPrefix(prefix.clone()))?;
+        let proof_secret = store
+            .setting_or_init(
+                crate::register_proof::SECRET_SETTING,
+                secret::new_setting_secret,
+            )
+            .await?;
+        let register_keys =
+            crate::register_proof::RegisterKeys::from_secret(proof_secret.as_bytes());
         let instance = secret::new_id();
         if store.kind() == DbKind::Sqlite {
             // One instance per SQLite file: streams left from an earlier run are gone.
@@ -109,6 +117,7 @@ impl Server {
             signin_limiter: Limiter::new(5, Duration::from_secs(60)),
             token_limiter: Limiter::new(30, Duration::from_secs(60)),
             code_limiter: Limiter::new(30, Duration::from_secs(60)),
+            register_keys,
             alloc_lock: tokio::sync::Mutex::new(()),
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -199,6 +208,7 @@ fn control_router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/device/code", post(device::code))
         .route("/device/token", post(device::token))
+        .route("/register/challenge", post(api::register_challenge))
         .route("/register", post(api::register))
         .route("/map", get(api::map))
         .route("/node", patch(api::update_node).delete(api::delete_self))
@@ -213,7 +223,29 @@ fn control_router(state: Arc<AppState>) -> Router {
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .layer(axum::middleware::from_fn(refuse_oversized))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            real_client_address,
+        ))
         .with_state(state)
+}
+
+/// Behind a trusted proxy (`--trusted-proxy`), the client is the address the proxies name in
+/// `X-Forwarded-For`: the last one there that is not itself a trusted proxy. Anyone else's
+/// `X-Forwarded-For` is ignored, so a client cannot choose the address it is counted under.
+async fn real_client_address(
+    axum::extract::State(st): axum::extract::State<Arc<AppState>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let trusted = &st.settings.trusted_proxies;
+    if let Some(peer) = req.extensions().get::<crate::state::ClientAddr>().copied() {
+        let real = crate::state::client_behind_proxies(peer.0, req.headers(), trusted);
+        if real != peer.0 {
+            req.extensions_mut().insert(crate::state::ClientAddr(real));
+        }
+    }
+    next.run(req).await
 }
 
 /// Refuses a body declared larger than the limit at once, without reading it (chunked bodies

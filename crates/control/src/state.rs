@@ -34,6 +34,8 @@ pub struct Settings {
     pub relay_listen: Option<std::net::SocketAddr>,
     /// The secret relays present to ask who may use them (SHA-256 of it); none = no relays may ask.
     pub relay_secret_hash: Option<[u8; 32]>,
+    /// Load balancers and reverse proxies whose `X-Forwarded-For` names the real client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Settings {
@@ -49,6 +51,7 @@ impl Default for Settings {
             embedded_relay: false,
             relay_listen: None,
             relay_secret_hash: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -73,18 +76,62 @@ pub struct AppState {
     pub ula: Ipv6Addr,
     /// Failed password sign-ins, per user name and per client address.
     pub signin_limiter: Limiter,
-    /// Rejected tokens, per client address.
+    /// Rejected tokens, per client address and per presented token (valid tokens never wait).
     pub token_limiter: Limiter,
     /// Device codes requested, per client address.
     pub code_limiter: Limiter,
+    /// The key and challenges of registration's proof of key possession.
+    pub register_keys: crate::register_proof::RegisterKeys,
     /// Serialises address allocation within this instance.
     pub alloc_lock: tokio::sync::Mutex<()>,
     /// The embedded packet relay, if it runs.
     pub relay: Option<pinhole_relay::Relay>,
 }
 
-/// The client's address, attached to each request by the connection loop.
+/// The client's address, attached to each request by the connection loop (and replaced by the
+/// address a trusted proxy names, see [`client_behind_proxies`]).
 pub use pinhole_relay::http_server::PeerAddr as ClientAddr;
+
+/// The real client of a request that came from `peer`: when `peer` is a trusted proxy, the
+/// right-most address in `X-Forwarded-For` that is not a trusted proxy (each proxy appends the
+/// address it heard from, so only the right-most entries are vouched for); otherwise `peer`.
+pub fn client_behind_proxies(
+    peer: SocketAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> SocketAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(&canonical(*ip)));
+    if !is_trusted(&peer.ip()) {
+        return peer;
+    }
+    let mut real = peer.ip();
+    // Several X-Forwarded-For headers count as one list, in order.
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            // Unreadable: stop at the last address a trusted hop vouched for.
+            break;
+        };
+        real = canonical(ip);
+        if !is_trusted(&real) {
+            break;
+        }
+    }
+    SocketAddr::new(real, 0)
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4, so that one client has one key.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
 
 /// An error as the API returns it: a status, a stable code and a sentence.
 #[derive(Debug)]
@@ -280,5 +327,44 @@ mod tests {
         ];
         assert_eq!(parse_endpoints(&format_endpoints(&eps)), eps);
         assert!(parse_endpoints("").is_empty());
+    }
+
+    #[test]
+    fn only_trusted_proxies_name_the_client() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = axum::http::HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            "203.0.113.9, 198.51.100.7".parse().unwrap(),
+        );
+        h.append("x-forwarded-for", "10.1.1.1".parse().unwrap());
+        let via_proxy: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        // From the proxy: the right-most hop that is not a trusted proxy (a client can put
+        // anything in front, e.g. 203.0.113.9, but not behind what the proxy appended).
+        assert_eq!(
+            client_behind_proxies(via_proxy, &h, &trusted).ip(),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        // From anyone else the header is ignored.
+        let direct: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        assert_eq!(client_behind_proxies(direct, &h, &trusted), direct);
+        // No header, or garbage: the proxy's own address (or the last vouched-for hop).
+        let empty = axum::http::HeaderMap::new();
+        assert_eq!(
+            client_behind_proxies(via_proxy, &empty, &trusted).ip(),
+            via_proxy.ip()
+        );
+        let mut junk = axum::http::HeaderMap::new();
+        junk.append("x-forwarded-for", "198.51.100.7, nonsense".parse().unwrap());
+        assert_eq!(
+            client_behind_proxies(via_proxy, &junk, &trusted).ip(),
+            via_proxy.ip()
+        );
+        // IPv4-mapped IPv6 peers count as the IPv4 address.
+        let mapped: SocketAddr = "[::ffff:10.0.0.2]:5000".parse().unwrap();
+        assert_eq!(
+            client_behind_proxies(mapped, &h, &trusted).ip(),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
     }
 }

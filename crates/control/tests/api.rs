@@ -7,8 +7,8 @@ use common::pg::Postgres;
 use pinhole_control::admin;
 use pinhole_control::{Server, Settings, Store, TlsFiles};
 use pinhole_control_client::{ClientError, ControlClient, DevicePoll, MapStream};
-use pinhole_proto::control::{MapMessage, NodeUpdate, RegisterRequest, RegisterResponse};
-use pinhole_proto::key::Key;
+use pinhole_proto::control::{MapMessage, NodeInfo, NodeUpdate, RegisterRequest, RegisterResponse};
+use pinhole_proto::key::{Key, PrivateKey};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -81,15 +81,15 @@ impl Harness {
     }
 }
 
-fn keys(n: u8) -> (Key, Key) {
-    (Key([n; 32]), Key([n.wrapping_add(100); 32]))
+/// Node `n`'s private key.
+fn private(n: u8) -> PrivateKey {
+    PrivateKey::from_bytes([n; 32])
 }
 
-fn req(n: u8, host: &str) -> RegisterRequest {
-    let (node_key, disco_key) = keys(n);
-    RegisterRequest {
-        node_key,
-        disco_key,
+/// How node `n` registers: its disco key and names.
+fn info(n: u8, host: &str) -> NodeInfo {
+    NodeInfo {
+        disco_key: Key([n.wrapping_add(100); 32]),
         hostname: host.into(),
         os: "linux".into(),
     }
@@ -135,7 +135,7 @@ fn api_status(e: &ClientError) -> u16 {
 
 async fn register(h: &Harness, key: &str, n: u8, host: &str) -> RegisterResponse {
     h.client
-        .register(key, &req(n, host))
+        .register(key, &private(n), &info(n, host))
         .await
         .expect("register")
 }
@@ -170,7 +170,11 @@ async fn auth_keys_are_checked(db: &str) {
     let h = Harness::new(db).await;
     let one_off = h.authkey("default", false, None).await;
     register(&h, &one_off, 1, "a").await;
-    let e = h.client.register(&one_off, &req(2, "b")).await.unwrap_err();
+    let e = h
+        .client
+        .register(&one_off, &private(2), &info(2, "b"))
+        .await
+        .unwrap_err();
     assert_eq!(api_status(&e), 401);
     assert!(e.to_string().contains("used already"), "{e}");
 
@@ -178,7 +182,11 @@ async fn auth_keys_are_checked(db: &str) {
         .authkey("default", true, Some(Duration::from_secs(1)))
         .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let e = h.client.register(&short, &req(3, "c")).await.unwrap_err();
+    let e = h
+        .client
+        .register(&short, &private(3), &info(3, "c"))
+        .await
+        .unwrap_err();
     assert_eq!(api_status(&e), 401);
     assert!(e.to_string().contains("expired"), "{e}");
 
@@ -186,16 +194,28 @@ async fn auth_keys_are_checked(db: &str) {
     let store = h.store().await;
     let id = store.auth_keys().await.unwrap().last().unwrap().id.clone();
     store.revoke_auth_key(&id, 1).await.unwrap();
-    let e = h.client.register(&revoked, &req(4, "d")).await.unwrap_err();
+    let e = h
+        .client
+        .register(&revoked, &private(4), &info(4, "d"))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("revoked"), "{e}");
 
     for bad in ["phk_nope", "garbage", "phn_abc"] {
-        let e = h.client.register(bad, &req(5, "e")).await.unwrap_err();
+        let e = h
+            .client
+            .register(bad, &private(5), &info(5, "e"))
+            .await
+            .unwrap_err();
         assert_eq!(api_status(&e), 401, "{bad}: {e}");
     }
     // A node key registered in one account cannot be taken over from another.
     let other = h.authkey("other", true, None).await;
-    let e = h.client.register(&other, &req(1, "a")).await.unwrap_err();
+    let e = h
+        .client
+        .register(&other, &private(1), &info(1, "a"))
+        .await
+        .unwrap_err();
     assert_eq!(api_status(&e), 409, "{e}");
 }
 
@@ -411,7 +431,7 @@ async fn device_sign_in_and_sessions(db: &str) {
     // The session registers a node that belongs to alice.
     let n = h
         .client
-        .register(&token.access_token, &req(7, "laptop"))
+        .register(&token.access_token, &private(7), &info(7, "laptop"))
         .await
         .unwrap();
     assert_eq!(n.user.as_deref(), Some("alice"));
@@ -419,7 +439,7 @@ async fn device_sign_in_and_sessions(db: &str) {
     // alice removes a second node of hers from her session; its token stops working.
     let spare = h
         .client
-        .register(&token.access_token, &req(8, "spare"))
+        .register(&token.access_token, &private(8), &info(8, "spare"))
         .await
         .unwrap();
     let resp = reqwest::Client::new()
@@ -603,17 +623,163 @@ async fn bad_tokens_are_rate_limited(db: &str) {
     for _ in 0..30 {
         let e = h
             .client
-            .register("phk_wrong", &req(1, "a"))
+            .register("phk_wrong", &private(1), &info(1, "a"))
             .await
             .unwrap_err();
         assert_eq!(api_status(&e), 401);
     }
     let e = h
         .client
-        .register("phk_wrong", &req(1, "a"))
+        .register("phk_wrong", &private(1), &info(1, "a"))
         .await
         .unwrap_err();
     assert_eq!(api_status(&e), 429, "{e}");
+}
+
+/// Somebody with an auth key of the same account presents another node's public key: without
+/// that node's private key the registration is refused, and the real node keeps its record,
+/// addresses and token.
+async fn stolen_node_keys_cannot_be_registered(db: &str) {
+    let h = Harness::new(db).await;
+    let key = h.authkey("default", true, None).await;
+    let victim = register(&h, &key, 1, "victim").await;
+    let victim_pub = private(1).public_key();
+    let thief = private(2);
+
+    // A proof made with the thief's own key, presented for the victim's key.
+    let challenge = h.client.register_challenge().await.unwrap();
+    let mut stolen = RegisterRequest::new(&thief, &challenge, &info(2, "victim"));
+    stolen.node_key = victim_pub;
+    let e = h.client.register_request(&key, &stolen).await.unwrap_err();
+    assert_eq!(api_status(&e), 403, "{e}");
+    assert!(e.to_string().contains("could not prove"), "{e}");
+    // No proof at all, a proof with a made-up challenge, an answer to an expired or foreign
+    // challenge: refused too.
+    let mut bare = stolen.clone();
+    bare.proof = String::new();
+    assert_eq!(
+        api_status(&h.client.register_request(&key, &bare).await.unwrap_err()),
+        403
+    );
+    let mut made_up = RegisterRequest::new(&private(1), &challenge, &info(1, "victim"));
+    made_up.challenge = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
+    let e = h.client.register_request(&key, &made_up).await.unwrap_err();
+    assert_eq!(api_status(&e), 403, "{e}");
+    assert!(e.to_string().contains("not made by this server"), "{e}");
+
+    // The real node is untouched: same name and addresses, its token still works.
+    let listing = admin::list_nodes(&h.store().await, true).await.unwrap();
+    assert_eq!(listing.matches("\"name\"").count(), 1, "{listing}");
+    let me = h
+        .client
+        .update(&victim.node_token, &NodeUpdate::default())
+        .await
+        .expect("the victim's token still works");
+    assert_eq!(me.name, victim.name);
+    assert_eq!(me.addresses, victim.addresses);
+    assert_eq!(me.node_key, victim_pub);
+    h.client
+        .map(&victim.node_token)
+        .await
+        .expect("the victim's map");
+    // The victim itself, proving its key, signs in again to the same record.
+    let again = register(&h, &key, 1, "victim").await;
+    assert_eq!(again.node_id, victim.node_id);
+    assert_eq!(again.addresses, victim.addresses);
+}
+
+/// Thirty bad tokens from one address (a NAT, a CGNAT, a load balancer) do not lock out a valid
+/// node behind the same address; the bad ones are refused with 429 from then on.
+async fn valid_tokens_work_behind_an_address_full_of_bad_ones(db: &str) {
+    let h = Harness::new(db).await;
+    let key = h.authkey("default", true, None).await;
+    let good = register(&h, &key, 1, "good").await;
+    for i in 0..30 {
+        let e = h
+            .client
+            .update(&format!("phn_forged{i}"), &NodeUpdate::default())
+            .await
+            .unwrap_err();
+        assert_eq!(api_status(&e), 401, "{e}");
+    }
+    let e = h
+        .client
+        .update("phn_forged-again", &NodeUpdate::default())
+        .await
+        .unwrap_err();
+    assert_eq!(api_status(&e), 429, "the address is over its limit: {e}");
+    // The valid node token, the auth key and a fresh session all still work from here.
+    h.client
+        .update(&good.node_token, &NodeUpdate::default())
+        .await
+        .expect("a valid node token works");
+    h.client.map(&good.node_token).await.expect("its map works");
+    register(&h, &key, 2, "newcomer").await;
+}
+
+/// Behind `--trusted-proxy`, failures count under the client address the proxy names; anyone
+/// else's X-Forwarded-For is ignored.
+async fn trusted_proxies_name_the_client(db: &str) {
+    let settings = Settings {
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        ..Settings::default()
+    };
+    let h = Harness::with(db, settings).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/node", h.addr());
+    let attempt = |client_ip: &'static str, n: u32| {
+        http.patch(&url)
+            .bearer_auth(format!("phn_bad{client_ip}{n}"))
+            .header("x-forwarded-for", format!("203.0.113.50, {client_ip}"))
+            .json(&serde_json::json!({}))
+            .send()
+    };
+    for n in 0..30 {
+        assert_eq!(attempt("198.51.100.1", n).await.unwrap().status(), 401);
+    }
+    assert_eq!(attempt("198.51.100.1", 99).await.unwrap().status(), 429);
+    // Another client behind the same proxy is counted on its own.
+    assert_eq!(attempt("198.51.100.2", 0).await.unwrap().status(), 401);
+
+    // Without trusted proxies, X-Forwarded-For changes nothing: every request counts under the
+    // connection's own address.
+    let h = Harness::new(db).await;
+    let url = format!("http://{}/api/v1/node", h.addr());
+    for n in 0..31u32 {
+        let status = http
+            .patch(&url)
+            .bearer_auth(format!("phn_bad{n}"))
+            .header("x-forwarded-for", format!("198.51.100.{n}"))
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, if n < 30 { 401 } else { 429 }, "attempt {n}");
+    }
+}
+
+/// Guessing device codes costs like guessing passwords: five unknown codes from one address
+/// and it waits, even for a real code with the right password.
+async fn unknown_device_codes_count_against_the_address(db: &str) {
+    let h = Harness::new(db).await;
+    admin::add_user(&h.store().await, "default", "carol", "carol-password")
+        .await
+        .unwrap();
+    let code = h.client.device_code().await.unwrap();
+    for guess in [
+        "BCDF-GHJK",
+        "BCDF-GHJL",
+        "BCDF-GHJM",
+        "BCDF-GHJN",
+        "BCDF-GHJP",
+    ] {
+        let (status, body) = approve(&h, guess, "carol", "carol-password").await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("unknown or has expired"), "{body}");
+    }
+    let (status, body) = approve(&h, &code.user_code, "carol", "carol-password").await;
+    assert_eq!(status, 429, "{body}");
 }
 
 async fn expired_and_removed_nodes_leave_the_map(db: &str) {
@@ -639,8 +805,14 @@ async fn expired_and_removed_nodes_leave_the_map(db: &str) {
     .unwrap();
     let long_client =
         ControlClient::new(&format!("http://{}", long_server.local_addr()), None).unwrap();
-    let b = long_client.register(&key, &req(2, "b")).await.unwrap();
-    let c = long_client.register(&key, &req(3, "c")).await.unwrap();
+    let b = long_client
+        .register(&key, &private(2), &info(2, "b"))
+        .await
+        .unwrap();
+    let c = long_client
+        .register(&key, &private(3), &info(3, "c"))
+        .await
+        .unwrap();
     let mut sb = h.client.map(&b.node_token).await.unwrap();
     next(&mut sb).await;
     let m = until(
@@ -785,6 +957,10 @@ scenarios!(
     failed_sign_ins_are_rate_limited,
     bad_requests_get_4xx_and_harm_nobody,
     bad_tokens_are_rate_limited,
+    stolen_node_keys_cannot_be_registered,
+    valid_tokens_work_behind_an_address_full_of_bad_ones,
+    trusted_proxies_name_the_client,
+    unknown_device_codes_count_against_the_address,
     expired_and_removed_nodes_leave_the_map,
     map_resumes_after_restart;
     postgres only: two_instances_share_changes
@@ -822,7 +998,10 @@ async fn serves_https() {
         Some(cert.cert.pem().as_bytes()),
     )
     .unwrap();
-    let r = client.register(&key, &req(1, "a")).await.unwrap();
+    let r = client
+        .register(&key, &private(1), &info(1, "a"))
+        .await
+        .unwrap();
     assert_eq!(r.addresses[0].to_string(), "100.64.0.1");
     // Without the CA, the certificate is refused.
     let untrusting = ControlClient::new(&format!("https://localhost:{port}"), None).unwrap();

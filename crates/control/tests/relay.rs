@@ -4,9 +4,9 @@
 
 use pinhole_control::{admin, Server, Settings, Store};
 use pinhole_control_client::ControlClient;
-use pinhole_proto::control::RegisterRequest;
-use pinhole_proto::key::Key;
-use pinhole_proto::relay::{self as wire, Frame};
+use pinhole_proto::control::NodeInfo;
+use pinhole_proto::key::{Key, PrivateKey};
+use pinhole_proto::relay::Frame;
 use pinhole_relay::test_client::RawClient;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Upgrades, proves `private`, and returns the connection with the relay's answer.
-async fn open(addr: SocketAddr, private: &Key) -> (RawClient, Frame) {
+async fn open(addr: SocketAddr, private: &PrivateKey) -> (RawClient, Frame) {
     let mut c = RawClient::upgrade(addr).await.expect("upgrade");
     let answer = c.prove(private, false).await.expect("an answer");
     (c, answer)
@@ -29,15 +29,21 @@ async fn recv(c: &mut RawClient) -> Option<Frame> {
 }
 
 /// Sends `body` from `a`'s connection to `b` and checks that it arrives on `b`'s, from `a`.
-async fn deliver(ca: &mut RawClient, cb: &mut RawClient, a: &Key, b: &Key, body: &[u8]) {
+async fn deliver(
+    ca: &mut RawClient,
+    cb: &mut RawClient,
+    a: &PrivateKey,
+    b: &PrivateKey,
+    body: &[u8],
+) {
     ca.io
-        .write_all(&Frame::packet_bytes(true, &wire::public_key(b), body))
+        .write_all(&Frame::packet_bytes(true, &b.public_key(), body))
         .await
         .unwrap();
     assert_eq!(
         recv(cb).await,
         Some(Frame::RecvPacket {
-            src: wire::public_key(a),
+            src: a.public_key(),
             packet: body.to_vec()
         })
     );
@@ -76,9 +82,12 @@ async fn start(name: &str, settings: Settings) -> (std::path::PathBuf, Store, Se
     (dir, store, server)
 }
 
-fn request(private: &Key, host: &str) -> RegisterRequest {
-    RegisterRequest {
-        node_key: wire::public_key(private),
+fn pk(n: u8) -> PrivateKey {
+    PrivateKey::from_bytes([n; 32])
+}
+
+fn info(host: &str) -> NodeInfo {
+    NodeInfo {
         disco_key: Key([0x55; 32]),
         hostname: host.into(),
         os: "linux".into(),
@@ -103,21 +112,18 @@ async fn embedded_relay_serves_only_the_nodes_control_knows() {
     let other_key = admin::create_auth_key(&store, "other", true, None)
         .await
         .unwrap();
-    let (a, b, c, x) = (Key([1; 32]), Key([2; 32]), Key([3; 32]), Key([4; 32]));
-    let ra = client.register(&authkey, &request(&a, "a")).await.unwrap();
-    let rb = client.register(&authkey, &request(&b, "b")).await.unwrap();
-    let rc = client.register(&authkey, &request(&c, "c")).await.unwrap();
-    client
-        .register(&other_key, &request(&x, "x"))
-        .await
-        .unwrap();
+    let (a, b, c, x) = (pk(1), pk(2), pk(3), pk(4));
+    let ra = client.register(&authkey, &a, &info("a")).await.unwrap();
+    let rb = client.register(&authkey, &b, &info("b")).await.unwrap();
+    let rc = client.register(&authkey, &c, &info("c")).await.unwrap();
+    client.register(&other_key, &x, &info("x")).await.unwrap();
 
     let (mut ca, answer) = open(addr, &a).await;
     assert!(matches!(answer, Frame::ServerInfo { .. }), "{answer:?}");
     let (mut cb, answer) = open(addr, &b).await;
     assert!(matches!(answer, Frame::ServerInfo { .. }), "{answer:?}");
     deliver(&mut ca, &mut cb, &a, &b, b"through control").await;
-    let send = |dst: &Key, body: &[u8]| Frame::packet_bytes(true, &wire::public_key(dst), body);
+    let send = |dst: &PrivateKey, body: &[u8]| Frame::packet_bytes(true, &dst.public_key(), body);
     // A node of another account is not reachable (and cannot tell whether b exists).
     let (mut cx, answer) = open(addr, &x).await;
     assert!(matches!(answer, Frame::ServerInfo { .. }));
@@ -125,7 +131,7 @@ async fn embedded_relay_serves_only_the_nodes_control_knows() {
     assert!(matches!(recv(&mut cx).await, Some(Frame::PeerGone { .. })));
 
     // A key control never registered.
-    let (_, answer) = open(addr, &Key([9; 32])).await;
+    let (_, answer) = open(addr, &pk(9)).await;
     assert!(
         matches!(&answer, Frame::Refused { reason } if reason.contains("not authorised")),
         "{answer:?}"
@@ -175,9 +181,9 @@ async fn separate_relays_ask_with_the_relay_secret() {
     let authkey = admin::create_auth_key(&store, "default", true, None)
         .await
         .unwrap();
-    let a = Key([1; 32]);
-    let ra = client.register(&authkey, &request(&a, "a")).await.unwrap();
-    let a_pub = wire::public_key(&a);
+    let a = pk(1);
+    let ra = client.register(&authkey, &a, &info("a")).await.unwrap();
+    let a_pub = a.public_key();
     let network = client.relay_authorize(secret, &a_pub).await.unwrap();
     assert!(network.is_some_and(|n| !n.is_empty()));
     assert_eq!(
@@ -220,9 +226,9 @@ async fn the_embedded_relay_can_have_an_address_of_its_own() {
     let authkey = admin::create_auth_key(&store, "default", true, None)
         .await
         .unwrap();
-    let (a, b) = (Key([1; 32]), Key([2; 32]));
-    client.register(&authkey, &request(&a, "a")).await.unwrap();
-    client.register(&authkey, &request(&b, "b")).await.unwrap();
+    let (a, b) = (pk(1), pk(2));
+    client.register(&authkey, &a, &info("a")).await.unwrap();
+    client.register(&authkey, &b, &info("b")).await.unwrap();
     let (mut ca, answer) = open(relay, &a).await;
     assert!(matches!(answer, Frame::ServerInfo { .. }), "{answer:?}");
     let (mut cb, answer) = open(relay, &b).await;

@@ -7,9 +7,9 @@ use crate::endpoints;
 use crate::identity::{self, Registration};
 use anyhow::{bail, Context, Result};
 use pinhole_control_client::{ClientError, ControlClient, DevicePoll};
-use pinhole_proto::control::{MapMessage, NodeUpdate, RegisterRequest, MAP_KEEPALIVE_SECS};
+use pinhole_proto::control::{MapMessage, NodeInfo, NodeUpdate, MAP_KEEPALIVE_SECS};
 use pinhole_proto::ipc::LoginPrompt;
-use pinhole_proto::key::Key;
+use pinhole_proto::key::{Key, PrivateKey};
 use rand::Rng;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -86,13 +86,13 @@ pub struct SignedIn {
 pub async fn sign_in(
     client: &ControlClient,
     state_dir: &Path,
-    node_key: Key,
+    private: &PrivateKey,
     disco_key: Key,
     how: SignIn,
     prompts: mpsc::Sender<LoginPrompt>,
 ) -> Result<SignedIn> {
-    let req = RegisterRequest {
-        node_key,
+    let node_key = private.public_key();
+    let info = NodeInfo {
         disco_key,
         hostname: how.hostname.clone(),
         os: std::env::consts::OS.to_string(),
@@ -105,7 +105,7 @@ pub async fn sign_in(
     };
     let mut backoff = Backoff::new();
     let resp = loop {
-        match client.register(&token, &req).await {
+        match client.register(&token, private, &info).await {
             Ok(r) => break r,
             Err(e) if e.is_transient() && how.patient => {
                 let d = backoff.next_delay();

@@ -3,7 +3,7 @@
 //! Both files are the daemon's alone: mode 0600 inside the 0700 state directory.
 
 use anyhow::{bail, Context, Result};
-use pinhole_proto::key::Key;
+use pinhole_proto::key::{Key, PrivateKey};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::net::IpAddr;
@@ -76,12 +76,12 @@ fn key_path(dir: &Path) -> PathBuf {
 }
 
 /// The node's private key, made on first start.
-pub fn node_key(dir: &Path) -> Result<Key> {
+pub fn node_key(dir: &Path) -> Result<PrivateKey> {
     let path = key_path(dir);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             restrict(&path)?;
-            Key::from_base64(&text).map_err(|e| {
+            PrivateKey::from_base64(&text).map_err(|e| {
                 anyhow::anyhow!(
                     "the node key file {} is damaged ({e}): move it away to start as a new node",
                     path.display()
@@ -99,7 +99,7 @@ pub fn node_key(dir: &Path) -> Result<Key> {
 }
 
 /// Replaces the node key with a new one (after a logout, the next sign-in is a new node).
-pub fn new_node_key(dir: &Path) -> Result<Key> {
+pub fn new_node_key(dir: &Path) -> Result<PrivateKey> {
     let key = random_private_key()?;
     write_private(&key_path(dir), key.to_base64().as_bytes())?;
     tracing::info!("node key replaced");
@@ -107,7 +107,7 @@ pub fn new_node_key(dir: &Path) -> Result<Key> {
 }
 
 /// A fresh X25519 private key from the OS's random source.
-pub fn random_private_key() -> Result<Key> {
+pub fn random_private_key() -> Result<PrivateKey> {
     use rand::RngCore;
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng

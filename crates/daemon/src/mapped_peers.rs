@@ -157,14 +157,15 @@ impl MappedPeers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pinhole_engine::PrivateKey;
     use pinhole_proto::control::{Node, RelayMap};
     use pinhole_proto::key::Key;
 
-    fn node(id: &str, private: &Key) -> Node {
+    fn node(id: &str, private: &PrivateKey) -> Node {
         Node {
             id: id.into(),
             name: id.into(),
-            node_key: pinhole_engine::public_key(private),
+            node_key: private.public_key(),
             disco_key: Key([9; 32]),
             addresses: vec!["100.64.0.2".parse().unwrap()],
             endpoints: vec!["192.0.2.2:41641".parse().unwrap()],
@@ -184,7 +185,7 @@ mod tests {
         std::fs::write(dir.join("control.json"), "{}").unwrap();
         let me = pinhole_engine::private_key_from_bytes([1; 32]);
         let peer = pinhole_engine::private_key_from_bytes([2; 32]);
-        let mut engine = Engine::new(me, Instant::now());
+        let mut engine = Engine::new(&me, Instant::now());
         let mut mp = MappedPeers::new(None, dir.clone());
         let mut me_node = node("me", &me);
         me_node.addresses = vec!["100.64.0.1".parse().unwrap()];

@@ -4,7 +4,7 @@
 //! protocol (or a WebSocket carrying it when the plain upgrade is refused on the way). Packets to send come in over a bounded channel; packets received and connection
 //! changes go out to the daemon's loop.
 
-use pinhole_engine::{Key, RelayClient, RelayEvent, RelayTransmit};
+use pinhole_engine::{Key, PrivateKey, RelayClient, RelayEvent, RelayTransmit};
 use pinhole_proto::control::RelayMap;
 use pinhole_proto::relay::UPGRADE_PROTOCOL;
 use std::collections::HashMap;
@@ -347,7 +347,7 @@ impl Drop for RegionConn {
 
 /// The relay connections in use.
 pub struct Relays {
-    private: Key,
+    private: PrivateKey,
     dialer: Dialer,
     /// Each region's relay URLs (absolute).
     urls: HashMap<Arc<str>, Vec<String>>,
@@ -363,7 +363,7 @@ pub struct Relays {
 }
 
 impl Relays {
-    pub fn new(private: Key, dialer: Dialer) -> Relays {
+    pub fn new(private: PrivateKey, dialer: Dialer) -> Relays {
         let (events_tx, events_rx) = mpsc::channel(SEND_QUEUE);
         Relays {
             private,
@@ -378,7 +378,7 @@ impl Relays {
     }
 
     /// A new node key (after a logout): every connection is closed.
-    pub fn set_key(&mut self, private: Key) {
+    pub fn set_key(&mut self, private: PrivateKey) {
         self.private = private;
         self.conns.clear();
     }
@@ -435,7 +435,7 @@ impl Relays {
         let task = tokio::spawn(run_region(
             code.clone(),
             urls,
-            self.private,
+            self.private.clone(),
             self.dialer.clone(),
             rx,
             self.events_tx.clone(),
@@ -513,7 +513,7 @@ impl Relays {
 async fn run_region(
     region: Arc<str>,
     urls: Vec<String>,
-    private: Key,
+    private: PrivateKey,
     dialer: Dialer,
     mut rx: mpsc::Receiver<(Key, Vec<u8>)>,
     events: mpsc::Sender<Incoming>,
@@ -703,10 +703,10 @@ mod tests {
 
     /// A relay on loopback (TLS with a fresh self-signed certificate when `tls`) that knows
     /// `keys`; its address, with TLS the certificate to trust, and the relay.
-    async fn relay_server(keys: &[Key], tls: bool) -> (SocketAddr, Option<String>, Relay) {
+    async fn relay_server(keys: &[PrivateKey], tls: bool) -> (SocketAddr, Option<String>, Relay) {
         let auth = Arc::new(StaticAuthorizer::default());
         for k in keys {
-            auth.allow(pinhole_engine::public_key(k), "lab");
+            auth.allow(k.public_key(), "lab");
         }
         let relay = Relay::new(auth, RelayConfig::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -800,9 +800,9 @@ mod tests {
     }
 
     /// Two nodes' relay connections exchange a packet through the relay at `url`.
-    async fn exchange(url: &str, dialer: Dialer, a: Key, b: Key) {
-        let mut ra = Relays::new(a, dialer.clone());
-        let mut rb = Relays::new(b, dialer);
+    async fn exchange(url: &str, dialer: Dialer, a: &PrivateKey, b: &PrivateKey) {
+        let mut ra = Relays::new(a.clone(), dialer.clone());
+        let mut rb = Relays::new(b.clone(), dialer);
         for r in [&mut ra, &mut rb] {
             r.set_map(Some(&map(url)), None);
             r.ensure("lab");
@@ -811,7 +811,7 @@ mod tests {
         wait_connected(&mut rb).await;
         ra.send(RelayTransmit {
             region: "lab".into(),
-            peer: pinhole_engine::public_key(&b),
+            peer: b.public_key(),
             payload: b"through the relay".to_vec(),
         });
         loop {
@@ -820,7 +820,7 @@ mod tests {
                 .expect("the packet within 10 s")
                 .expect("events");
             if let RelayEvent::Packet { from, packet } = inc.event {
-                assert_eq!(from, pinhole_engine::public_key(&a));
+                assert_eq!(from, a.public_key());
                 assert_eq!(packet, b"through the relay");
                 assert!(ra.errors().is_empty());
                 return;
@@ -830,31 +830,34 @@ mod tests {
 
     #[tokio::test]
     async fn packets_cross_the_relay_over_tls_and_through_a_connect_proxy() {
-        let (a, b) = (Key([1; 32]), Key([2; 32]));
+        let (a, b) = (
+            PrivateKey::from_bytes([1; 32]),
+            PrivateKey::from_bytes([2; 32]),
+        );
         // HTTPS, trusting the relay's certificate as --control-ca would.
-        let (addr, pem, _) = relay_server(&[a, b], true).await;
+        let (addr, pem, _) = relay_server(&[a.clone(), b.clone()], true).await;
         let dialer = Dialer::new(pem.as_deref().map(str::as_bytes), None, false).unwrap();
         exchange(
             &format!("https://localhost:{}/relay", addr.port()),
             dialer,
-            a,
-            b,
+            &a,
+            &b,
         )
         .await;
         // Plain HTTP through an HTTP CONNECT proxy: both connections go through it.
-        let (addr, _, _) = relay_server(&[a, b], false).await;
+        let (addr, _, _) = relay_server(&[a.clone(), b.clone()], false).await;
         let (proxy, tunnels) = connect_proxy().await;
         let dialer = Dialer::new(None, Some(&format!("http://{proxy}")), false).unwrap();
-        exchange(&format!("http://{addr}/relay"), dialer, a, b).await;
+        exchange(&format!("http://{addr}/relay"), dialer, &a, &b).await;
         assert_eq!(tunnels.load(Ordering::Relaxed), 2);
     }
 
     /// Like `relay_server`, behind a middlebox that refuses the plain upgrade (as some proxies
     /// and firewalls do) but lets WebSockets through.
-    async fn relay_behind_websocket_only_middlebox(keys: &[Key]) -> SocketAddr {
+    async fn relay_behind_websocket_only_middlebox(keys: &[PrivateKey]) -> SocketAddr {
         let auth = Arc::new(StaticAuthorizer::default());
         for k in keys {
-            auth.allow(pinhole_engine::public_key(k), "lab");
+            auth.allow(k.public_key(), "lab");
         }
         let relay = Relay::new(auth, RelayConfig::default());
         let router = pinhole_relay::http::router(relay).layer(axum::middleware::from_fn(
@@ -880,34 +883,37 @@ mod tests {
 
     #[tokio::test]
     async fn websockets_carry_the_relay_when_the_plain_upgrade_is_refused() {
-        let (a, b) = (Key([1; 32]), Key([2; 32]));
-        let addr = relay_behind_websocket_only_middlebox(&[a, b]).await;
+        let (a, b) = (
+            PrivateKey::from_bytes([1; 32]),
+            PrivateKey::from_bytes([2; 32]),
+        );
+        let addr = relay_behind_websocket_only_middlebox(&[a.clone(), b.clone()]).await;
         let url = format!("http://{addr}/relay");
         // Falls back on its own…
-        exchange(&url, Dialer::new(None, None, false).unwrap(), a, b).await;
+        exchange(&url, Dialer::new(None, None, false).unwrap(), &a, &b).await;
         // …or goes straight to WebSockets when told to.
-        exchange(&url, Dialer::new(None, None, true).unwrap(), a, b).await;
+        exchange(&url, Dialer::new(None, None, true).unwrap(), &a, &b).await;
     }
 
     #[tokio::test]
     async fn an_unreachable_or_refusing_relay_is_reported() {
-        let (addr, _, _) = relay_server(&[Key([1; 32])], false).await;
+        let (addr, _, _) = relay_server(&[PrivateKey::from_bytes([1; 32])], false).await;
         let dialer = Dialer::new(None, None, false).unwrap();
         // A stranger's key is refused; a dead port cannot be connected to.
         for (url, key, want) in [
             (
                 format!("http://{addr}/relay"),
-                Key([9; 32]),
+                PrivateKey::from_bytes([9; 32]),
                 "not authorised",
             ),
             (
                 "http://127.0.0.1:9/relay".to_string(),
-                Key([1; 32]),
+                PrivateKey::from_bytes([1; 32]),
                 "cannot connect",
             ),
             (
                 format!("http://{addr}/nothing"),
-                Key([1; 32]),
+                PrivateKey::from_bytes([1; 32]),
                 "did not switch",
             ),
         ] {
@@ -929,9 +935,12 @@ mod tests {
 
     #[tokio::test]
     async fn idle_connections_to_other_regions_are_closed_but_the_home_stays() {
-        let (a, b) = (Key([1; 32]), Key([2; 32]));
-        let (home_addr, _, home) = relay_server(&[a], false).await;
-        let (other_addr, _, other) = relay_server(&[a], false).await;
+        let (a, b) = (
+            PrivateKey::from_bytes([1; 32]),
+            PrivateKey::from_bytes([2; 32]),
+        );
+        let (home_addr, _, home) = relay_server(std::slice::from_ref(&a), false).await;
+        let (other_addr, _, other) = relay_server(std::slice::from_ref(&a), false).await;
         let region = |code: &str, addr: SocketAddr| RelayRegion {
             code: code.into(),
             name: code.into(),
@@ -943,14 +952,14 @@ mod tests {
         let map = RelayMap {
             regions: vec![region("home", home_addr), region("other", other_addr)],
         };
-        let mut r = Relays::new(a, Dialer::new(None, None, false).unwrap());
+        let mut r = Relays::new(a.clone(), Dialer::new(None, None, false).unwrap());
         r.set_map(Some(&map), None);
         r.ensure("home");
         wait_connected(&mut r).await;
         // A packet for a peer whose home is "other" opens a connection there.
         r.send(RelayTransmit {
             region: "other".into(),
-            peer: pinhole_engine::public_key(&b),
+            peer: b.public_key(),
             payload: b"to a peer homed elsewhere".to_vec(),
         });
         wait_connected(&mut r).await;
@@ -974,7 +983,7 @@ mod tests {
         // The next packet there reopens it.
         r.send(RelayTransmit {
             region: "other".into(),
-            peer: pinhole_engine::public_key(&b),
+            peer: b.public_key(),
             payload: b"again".to_vec(),
         });
         wait_connected(&mut r).await;

@@ -17,7 +17,7 @@ use crate::{args::Args, config, routes, state_dir, tun_device, udp};
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 use pinhole_control_client::ControlClient;
-use pinhole_engine::{Engine, Event, Key, Netcheck, PeerSettings, RelayEvent};
+use pinhole_engine::{Engine, Event, Key, Netcheck, PeerSettings, PrivateKey, RelayEvent};
 use pinhole_proto::ipc::{
     Connection, Credential, IpcError, LoginPrompt, LoginResult, LogoutResult, Nat, Op, PingReply,
     Secret, State, Status,
@@ -126,6 +126,9 @@ struct Daemon<'a> {
     args: &'a Args,
     mode: Mode,
     engine: Engine,
+    /// The node key (the engine holds its own copy for WireGuard); proves the node's identity
+    /// when it registers.
+    node_private: PrivateKey,
     socket: UdpSocket,
     /// The socket's own address (read once: the loop sends to every peer's family with it).
     local: SocketAddr,
@@ -189,7 +192,7 @@ impl<'a> Daemon<'a> {
             Err(e) => return Err(e),
         };
         let local = socket.local_addr()?;
-        let mut engine = Engine::new(private, now);
+        let mut engine = Engine::new(&private, now);
         tracing::info!(public_key = %engine.public_key().to_base64(), "node key loaded");
         if let Mode::Static { peers, .. } = &mode {
             for p in peers {
@@ -209,7 +212,8 @@ impl<'a> Daemon<'a> {
         let dialer =
             relay_link::Dialer::new(ca.as_deref(), args.proxy.as_deref(), args.relay_websocket)?;
         let mut d = Daemon {
-            relays: Relays::new(private, dialer),
+            relays: Relays::new(private.clone(), dialer),
+            node_private: private,
             netcheck_tx,
             netcheck_rx,
             auto_netcheck_at: now,
@@ -342,9 +346,9 @@ impl<'a> Daemon<'a> {
         let task = tokio::spawn({
             let client = client.clone();
             let dir = self.args.state_dir.clone();
-            let (node_key, disco_key) = (self.engine.public_key(), self.disco_key);
+            let (private, disco_key) = (self.node_private.clone(), self.disco_key);
             async move {
-                control_link::sign_in(&client, &dir, node_key, disco_key, how, prompt_tx).await
+                control_link::sign_in(&client, &dir, &private, disco_key, how, prompt_tx).await
             }
         });
         tracing::info!(control = %server, "signing in");
@@ -1092,8 +1096,9 @@ impl<'a> Daemon<'a> {
         // The next sign-in is a new node: a new key, no sessions left from this one.
         match identity::new_node_key(&self.args.state_dir) {
             Ok(k) => {
-                self.engine = Engine::new(k, Instant::now());
-                self.relays.set_key(k);
+                self.engine = Engine::new(&k, Instant::now());
+                self.relays.set_key(k.clone());
+                self.node_private = k;
             }
             Err(e) => tracing::warn!("keeping the node key: {e:#}"),
         }

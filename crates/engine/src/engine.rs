@@ -16,7 +16,7 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use pinhole_proto::ip;
-use pinhole_proto::key::Key;
+use pinhole_proto::key::{Key, PrivateKey};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -136,8 +136,8 @@ pub struct Engine {
 
 impl Engine {
     /// A new engine with the node's private key; `now` is the origin of the engine's clock.
-    pub fn new(private_key: Key, now: Instant) -> Self {
-        let private = StaticSecret::from(private_key.0);
+    pub fn new(private_key: &PrivateKey, now: Instant) -> Self {
+        let private = StaticSecret::from(*private_key.as_bytes());
         let public = PublicKey::from(&private);
         let clock = Clock::new(now);
         clock.sync(now);

@@ -14,16 +14,15 @@ pub use engine::{Engine, EngineError, EngineStats, Event, RelayTransmit, Transmi
 pub use home_relay::choose_home;
 pub use netcheck::{Netcheck, Probe, Report as NetcheckReport, StunServer, NETCHECK_TIMEOUT};
 pub use peer::{Path, PeerSettings, PeerStatus, DIRECT_TRUST};
-pub use pinhole_proto::key::Key;
+pub use pinhole_proto::key::{Key, PrivateKey};
 pub use relay_client::{RelayClient, RelayEvent};
 
 /// Derives the public key of a private key (X25519).
-pub fn public_key(private: &Key) -> Key {
-    let secret = boringtun::x25519::StaticSecret::from(private.0);
-    Key(boringtun::x25519::PublicKey::from(&secret).to_bytes())
+pub fn public_key(private: &PrivateKey) -> Key {
+    private.public_key()
 }
 
 /// Makes a private key from 32 random bytes (clamping is done by X25519 itself).
-pub fn private_key_from_bytes(bytes: [u8; 32]) -> Key {
-    Key(boringtun::x25519::StaticSecret::from(bytes).to_bytes())
+pub fn private_key_from_bytes(bytes: [u8; 32]) -> PrivateKey {
+    PrivateKey::from_bytes(bytes)
 }

@@ -3,7 +3,7 @@
 //! receives packets, keeps the connection alive both ways, notices a dead relay, and says when
 //! to dial again (exponential backoff, reset by a successful connection).
 
-use pinhole_proto::key::Key;
+use pinhole_proto::key::{Key, PrivateKey};
 use pinhole_proto::relay::{self as wire, Decoder, Frame};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -50,7 +50,7 @@ enum State {
 
 /// One connection to one relay, as a state machine.
 pub struct RelayClient {
-    private: Key,
+    private: PrivateKey,
     state: State,
     decoder: Decoder,
     writes: VecDeque<Vec<u8>>,
@@ -66,7 +66,7 @@ pub struct RelayClient {
 
 impl RelayClient {
     /// A client for the node with `private` key that wants to dial at once.
-    pub fn new(private: Key, now: Instant) -> Self {
+    pub fn new(private: PrivateKey, now: Instant) -> Self {
         RelayClient {
             private,
             state: State::Waiting { at: now },
@@ -159,7 +159,7 @@ impl RelayClient {
                     );
                 }
                 let proof = wire::key_proof(&self.private, &key, &challenge);
-                let me = wire::public_key(&self.private);
+                let me = self.private.public_key();
                 self.writes
                     .push_back(Frame::ClientInfo { key: me, proof }.to_bytes());
                 self.state = State::Proving { since: now };
@@ -297,7 +297,7 @@ mod tests {
     use super::*;
 
     struct FakeRelay {
-        private: Key,
+        private: PrivateKey,
         challenge: [u8; 32],
     }
 
@@ -305,7 +305,7 @@ mod tests {
         fn hello(&self) -> Vec<u8> {
             Frame::ServerKey {
                 version: wire::VERSION,
-                key: wire::public_key(&self.private),
+                key: self.private.public_key(),
                 challenge: self.challenge,
             }
             .to_bytes()
@@ -325,9 +325,10 @@ mod tests {
     }
 
     fn connected(now: Instant) -> (RelayClient, Key) {
-        let me = Key([7; 32]);
+        let me = PrivateKey::from_bytes([7; 32]);
+        let me_pub = me.public_key();
         let relay = FakeRelay {
-            private: Key([9; 32]),
+            private: PrivateKey::from_bytes([9; 32]),
             challenge: [3; 32],
         };
         let mut c = RelayClient::new(me, now);
@@ -346,7 +347,7 @@ mod tests {
         ));
         c.handle_input(now, &Frame::ServerInfo { keepalive_secs: 5 }.to_bytes());
         assert_eq!(c.poll_event(), Some(RelayEvent::Connected));
-        (c, wire::public_key(&me))
+        (c, me_pub)
     }
 
     #[test]
@@ -387,9 +388,9 @@ mod tests {
     #[test]
     fn packets_sent_while_connecting_go_out_once_accepted() {
         let now = Instant::now();
-        let me = Key([7; 32]);
+        let me = PrivateKey::from_bytes([7; 32]);
         let relay = FakeRelay {
-            private: Key([9; 32]),
+            private: PrivateKey::from_bytes([9; 32]),
             challenge: [3; 32],
         };
         let mut c = RelayClient::new(me, now);
@@ -428,7 +429,7 @@ mod tests {
     #[test]
     fn reconnects_with_backoff_that_a_success_resets() {
         let t0 = Instant::now();
-        let mut c = RelayClient::new(Key([7; 32]), t0);
+        let mut c = RelayClient::new(PrivateKey::from_bytes([7; 32]), t0);
         let mut now = t0;
         let mut waits = Vec::new();
         for _ in 0..6 {
@@ -452,7 +453,7 @@ mod tests {
     #[test]
     fn a_refusal_is_reported_and_retried_slowly() {
         let now = Instant::now();
-        let mut c = RelayClient::new(Key([7; 32]), now);
+        let mut c = RelayClient::new(PrivateKey::from_bytes([7; 32]), now);
         assert!(c.poll_dial(now));
         c.handle_connected(now);
         c.handle_input(

@@ -1,7 +1,7 @@
 //! Running pinholed in a lab: finding the binary, keys, WireGuard-format configs, start, ping.
 
 use crate::{Lab, Proc, Topology};
-use pinhole_engine::Key;
+use pinhole_engine::{Key, PrivateKey};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,9 +36,10 @@ pub fn tool() -> PathBuf {
 }
 
 /// A fresh private key and its public key.
-pub fn keypair() -> (Key, Key) {
+pub fn keypair() -> (PrivateKey, Key) {
     let private = pinhole_engine::private_key_from_bytes(rand::random());
-    (private, pinhole_engine::public_key(&private))
+    let public = private.public_key();
+    (private, public)
 }
 
 /// Two hosts on one link: a = 192.0.2.1 / 2001:db8::1, b = 192.0.2.2 / 2001:db8::2.
@@ -53,7 +54,7 @@ pub fn two_hosts() -> Lab {
 }
 
 pub struct Node {
-    pub private: Key,
+    pub private: PrivateKey,
     pub public: Key,
     pub v4: &'static str,
     pub v6: &'static str,
@@ -101,7 +102,7 @@ pub fn setconf(me: &Node, peer: &Node, knows_peer: bool) -> String {
 }
 
 fn wg_text(me: &Node, peer: &Node, knows_peer: bool, with_address: bool) -> String {
-    let mut s = format!("[Interface]\nPrivateKey = {}\n", me.private.to_base64());
+    let mut s = format!("[Interface]\nPrivateKey = {}\n", *me.private.to_base64());
     if with_address {
         s.push_str(&format!("Address = {}/32, {}/128\n", me.v4, me.v6));
     }

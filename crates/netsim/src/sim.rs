@@ -1,6 +1,6 @@
 //! The simulated network: hosts, links, a clock, and the event loop that drives the engines.
 
-use pinhole_engine::{Engine, Event, Key};
+use pinhole_engine::{Engine, Event, Key, PrivateKey};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
@@ -122,7 +122,7 @@ impl Sim {
     }
 
     /// A private key drawn from the simulation's RNG.
-    pub fn key(&mut self) -> Key {
+    pub fn key(&mut self) -> PrivateKey {
         pinhole_engine::private_key_from_bytes(self.rng.gen())
     }
 
@@ -156,8 +156,8 @@ impl Sim {
     }
 
     /// Adds a host reachable at `addr`, running an engine with `private_key`.
-    pub fn add_host(&mut self, addr: SocketAddr, private_key: Key) -> HostId {
-        let engine = Engine::new(private_key, self.now);
+    pub fn add_host(&mut self, addr: SocketAddr, private_key: PrivateKey) -> HostId {
+        let engine = Engine::new(&private_key, self.now);
         self.by_key.insert(engine.public_key(), self.hosts.len());
         self.by_addr.insert(addr, self.hosts.len());
         self.hosts.push(Host {

@@ -4,15 +4,20 @@
 //! Endpoints (all under [`API_PREFIX`] unless noted):
 //! - `POST /device/code`, `POST /device/token`: device authorisation (RFC 8628) for people;
 //!   the code is approved on the server's page `GET/POST /device`.
+//! - `POST /register/challenge`: a fresh [`RegisterChallenge`] (no credentials needed).
 //! - `POST /register` with `Authorization: Bearer <auth key or session token>`: registers a node
-//!   and returns its addresses and node token.
+//!   and returns its addresses and node token. The request proves that the node holds its node
+//!   key's private half (see [`RegisterRequest::new`]), so nobody can register another node's key.
 //! - `GET /map` with the node token: newline-delimited JSON [`MapMessage`]s, the full map first.
 //! - `PATCH /node` with the node token: the node's endpoints, home relay, disco key.
 //! - `DELETE /node` with the node token: the node leaves (logout).
 //! - `GET /nodes`, `DELETE /nodes/{id}` with a session token: the account's nodes.
 //! - `POST /logout` with a session token: revokes it.
 
-use crate::key::Key;
+use crate::key::{Key, PrivateKey};
+use crate::key_proof::{self, Purpose};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 
@@ -29,13 +34,76 @@ pub const MAX_MAP_LINE: usize = 256 * 1024 * 1024;
 /// three times this long treats the stream as dead.
 pub const MAP_KEEPALIVE_SECS: u64 = 20;
 
-/// A node asks to join: its keys and how it calls itself.
+/// What the server hands out before a registration: its key for the proof and a challenge it
+/// can check later without keeping state (any instance of a scaled-out server can).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterChallenge {
+    /// The server's X25519 key that the proof is made for.
+    pub server_key: Key,
+    /// 32 bytes, standard base64; valid for [`RegisterChallenge::expires_in`] seconds.
+    pub challenge: String,
+    pub expires_in: u64,
+}
+
+/// How a node calls itself and its per-run disco key, as it registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub disco_key: Key,
+    pub hostname: String,
+    pub os: String,
+}
+
+/// A node asks to join: its keys, how it calls itself, and the proof that it holds the private
+/// half of `node_key` (an answer to the server's challenge).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterRequest {
     pub node_key: Key,
     pub disco_key: Key,
     pub hostname: String,
     pub os: String,
+    /// The challenge, as the server gave it.
+    pub challenge: String,
+    /// HMAC proof of key possession ([`key_proof`], purpose Register), standard base64.
+    pub proof: String,
+}
+
+/// Why a registration's proof cannot even be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofFormatError {
+    #[error("the challenge is not 32 bytes of base64")]
+    Challenge,
+    #[error("the proof is not 32 bytes of base64")]
+    Proof,
+}
+
+impl RegisterRequest {
+    /// A registration for the node holding `private`, answering `challenge`.
+    pub fn new(private: &PrivateKey, challenge: &RegisterChallenge, info: &NodeInfo) -> Self {
+        let bytes = decode32(&challenge.challenge).unwrap_or([0; 32]);
+        let proof = key_proof::prove(Purpose::Register, private, &challenge.server_key, &bytes);
+        RegisterRequest {
+            node_key: private.public_key(),
+            disco_key: info.disco_key,
+            hostname: info.hostname.clone(),
+            os: info.os.clone(),
+            challenge: challenge.challenge.clone(),
+            proof: STANDARD.encode(proof),
+        }
+    }
+
+    /// The challenge and proof as bytes.
+    pub fn proof_bytes(&self) -> Result<([u8; 32], [u8; 32]), ProofFormatError> {
+        let c = decode32(&self.challenge).ok_or(ProofFormatError::Challenge)?;
+        let p = decode32(&self.proof).ok_or(ProofFormatError::Proof)?;
+        Ok((c, p))
+    }
+}
+
+fn decode32(s: &str) -> Option<[u8; 32]> {
+    if s.len() > 64 {
+        return None;
+    }
+    STANDARD.decode(s).ok()?.as_slice().try_into().ok()
 }
 
 /// What a node gets on registration. `node_token` authenticates its map stream and updates.

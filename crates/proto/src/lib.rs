@@ -6,6 +6,7 @@ pub mod ip;
 #[cfg(feature = "serde")]
 pub mod ipc;
 pub mod key;
+pub mod key_proof;
 pub mod relay;
 pub mod stun;
 pub mod wgconf;

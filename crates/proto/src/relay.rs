@@ -7,9 +7,8 @@
 //! client sends packets addressed by the destination's node key and receives packets labelled
 //! with the sender's.
 
-use crate::key::Key;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use crate::key::{Key, PrivateKey};
+use crate::key_proof::{self, Purpose};
 
 /// The value of the HTTP `Upgrade` header that asks for the relay protocol.
 pub const UPGRADE_PROTOCOL: &str = "pinhole-relay";
@@ -23,8 +22,6 @@ pub const MAX_FRAME: usize = MAX_PACKET + 32;
 pub const HEADER: usize = 5;
 /// A reason for refusal longer than this is cut.
 const MAX_REASON: usize = 512;
-
-const PROOF_LABEL: &[u8] = b"pinhole relay key proof v1";
 
 /// Frame type bytes.
 pub mod kind {
@@ -261,51 +258,19 @@ impl Decoder {
     }
 }
 
-/// The X25519 public key of a private key.
-pub fn public_key(private: &Key) -> Key {
-    let s = x25519_dalek::StaticSecret::from(private.0);
-    Key(x25519_dalek::PublicKey::from(&s).to_bytes())
-}
-
-fn proof_mac(shared: &[u8; 32], server: &Key, challenge: &[u8; 32], client: &Key) -> Hmac<Sha256> {
-    // HMAC accepts keys of any length: this cannot fail.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(shared)
-        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    mac.update(PROOF_LABEL);
-    mac.update(&server.0);
-    mac.update(challenge);
-    mac.update(&client.0);
-    mac
-}
-
-/// The client's proof that it holds `private`: an HMAC over the relay's key, the challenge and
-/// the client's key, keyed with the X25519 secret shared with the relay.
-pub fn key_proof(private: &Key, server: &Key, challenge: &[u8; 32]) -> [u8; 32] {
-    let s = x25519_dalek::StaticSecret::from(private.0);
-    let shared = s.diffie_hellman(&x25519_dalek::PublicKey::from(server.0));
-    let client = Key(x25519_dalek::PublicKey::from(&s).to_bytes());
-    proof_mac(shared.as_bytes(), server, challenge, &client)
-        .finalize()
-        .into_bytes()
-        .into()
+/// The client's proof that it holds `private`, for the relay whose key is `server`.
+pub fn key_proof(private: &PrivateKey, server: &Key, challenge: &[u8; 32]) -> [u8; 32] {
+    key_proof::prove(Purpose::Relay, private, server, challenge)
 }
 
 /// The relay's check of a client's proof (constant time); low-order keys are refused.
 pub fn verify_key_proof(
-    server_private: &Key,
+    server_private: &PrivateKey,
     challenge: &[u8; 32],
     client: &Key,
     proof: &[u8; 32],
 ) -> bool {
-    let s = x25519_dalek::StaticSecret::from(server_private.0);
-    let shared = s.diffie_hellman(&x25519_dalek::PublicKey::from(client.0));
-    if !shared.was_contributory() {
-        return false;
-    }
-    let server = Key(x25519_dalek::PublicKey::from(&s).to_bytes());
-    proof_mac(shared.as_bytes(), &server, challenge, client)
-        .verify_slice(proof)
-        .is_ok()
+    key_proof::verify(Purpose::Relay, server_private, challenge, client, proof)
 }
 
 #[cfg(test)]
@@ -406,41 +371,6 @@ mod tests {
         let mut d = Decoder::default();
         d.push(&f.to_bytes());
         assert_eq!(d.next_frame(), Ok(Some(f)));
-    }
-
-    #[test]
-    fn only_the_holder_of_the_private_key_can_prove_it() {
-        let server = Key([11; 32]);
-        let server_pub = public_key(&server);
-        let client = Key([22; 32]);
-        let client_pub = public_key(&client);
-        let challenge = [5; 32];
-        let proof = key_proof(&client, &server_pub, &challenge);
-        assert!(verify_key_proof(&server, &challenge, &client_pub, &proof));
-        // Another challenge, another claimed key, a forged proof, another private key: refused.
-        assert!(!verify_key_proof(&server, &[6; 32], &client_pub, &proof));
-        assert!(!verify_key_proof(
-            &server,
-            &challenge,
-            &public_key(&Key([33; 32])),
-            &proof
-        ));
-        let mut forged = proof;
-        forged[0] ^= 1;
-        assert!(!verify_key_proof(&server, &challenge, &client_pub, &forged));
-        let other = key_proof(&Key([33; 32]), &server_pub, &challenge);
-        assert!(!verify_key_proof(&server, &challenge, &client_pub, &other));
-        // The all-zero (low-order) key cannot pass with an all-zero-secret proof.
-        let zero_proof: [u8; 32] = proof_mac(&[0; 32], &server_pub, &challenge, &Key([0; 32]))
-            .finalize()
-            .into_bytes()
-            .into();
-        assert!(!verify_key_proof(
-            &server,
-            &challenge,
-            &Key([0; 32]),
-            &zero_proof
-        ));
     }
 
     #[test]

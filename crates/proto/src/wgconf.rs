@@ -2,7 +2,7 @@
 //! `[Interface]` PrivateKey, Address, ListenPort, MTU; `[Peer]` PublicKey, PresharedKey,
 //! AllowedIPs, Endpoint, PersistentKeepalive. Every error names the line it comes from.
 
-use crate::key::{Key, KeyError};
+use crate::key::{Key, KeyError, PrivateKey};
 use ipnet::IpNet;
 use std::net::SocketAddr;
 
@@ -16,7 +16,7 @@ pub struct WgConfig {
 /// The `[Interface]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceConfig {
-    pub private_key: Key,
+    pub private_key: PrivateKey,
     /// Overlay addresses with their prefix length (`Address = 10.0.0.1/24`).
     pub addresses: Vec<IpNet>,
     pub listen_port: Option<u16>,
@@ -82,7 +82,7 @@ fn err(line: usize, kind: ConfigErrorKind) -> ConfigError {
 #[derive(Default)]
 struct PartialInterface {
     line: usize,
-    private_key: Option<Key>,
+    private_key: Option<PrivateKey>,
     addresses: Vec<IpNet>,
     listen_port: Option<u16>,
     mtu: Option<u16>,
@@ -208,7 +208,15 @@ impl WgConfig {
                     };
                     match lower.as_str() {
                         "privatekey" => {
-                            let key = parse_key(line, "PrivateKey", v)?;
+                            let key = PrivateKey::from_base64(v).map_err(|source| {
+                                err(
+                                    line,
+                                    ConfigErrorKind::BadKey {
+                                        key: "PrivateKey",
+                                        source,
+                                    },
+                                )
+                            })?;
                             set_once(line, "PrivateKey", &mut i.private_key, key)?;
                         }
                         "address" => i.addresses.extend(parse_nets(line, "Address", v)?),
@@ -340,7 +348,7 @@ mod tests {
     #[test]
     fn parses_full_file() {
         let c = WgConfig::parse(&sample()).unwrap();
-        assert_eq!(c.interface.private_key.to_base64(), K1);
+        assert_eq!(*c.interface.private_key.to_base64(), K1);
         assert_eq!(c.interface.addresses.len(), 2);
         assert_eq!(c.interface.listen_port, Some(51820));
         assert_eq!(c.peers.len(), 1);

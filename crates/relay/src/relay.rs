@@ -6,7 +6,7 @@
 
 use crate::authorize::{AuthCache, Authorizer};
 use crate::metrics::{self, Metrics};
-use pinhole_proto::key::Key;
+use pinhole_proto::key::{Key, PrivateKey};
 use pinhole_proto::relay::Frame;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +59,7 @@ pub(crate) enum Forwarded {
 }
 
 pub(crate) struct Shared {
-    pub(crate) private: Key,
+    pub(crate) private: PrivateKey,
     pub(crate) public: Key,
     pub(crate) auth: AuthCache,
     pub(crate) config: RelayConfig,
@@ -83,8 +83,8 @@ const MAX_SENDERS: usize = 1024;
 impl Relay {
     /// A relay that asks `auth` which node keys may use it.
     pub fn new(auth: Arc<dyn Authorizer>, config: RelayConfig) -> Relay {
-        let private = Key(rand::random());
-        let public = pinhole_proto::relay::public_key(&private);
+        let private = PrivateKey::from_bytes(rand::random());
+        let public = private.public_key();
         let (stop, _) = watch::channel(false);
         Relay {
             shared: Arc::new(Shared {

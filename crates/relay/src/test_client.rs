@@ -2,7 +2,7 @@
 //! proof (or a forged one), frames in and out. Nodes use the engine's `RelayClient` driven by
 //! pinholed, which adds keepalives, reconnects, TLS and proxies.
 
-use pinhole_proto::key::Key;
+use pinhole_proto::key::PrivateKey;
 use pinhole_proto::relay::{self as wire, Decoder, Frame, FrameError};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,7 +61,7 @@ impl RawClient {
 
     /// Answers the relay's challenge for `private` (a proof with one bit flipped when `forge`);
     /// the relay's answer (`ServerInfo`, or `Refused` with the reason).
-    pub async fn prove(&mut self, private: &Key, forge: bool) -> Result<Frame, RawError> {
+    pub async fn prove(&mut self, private: &PrivateKey, forge: bool) -> Result<Frame, RawError> {
         let Frame::ServerKey { key, challenge, .. } = self.recv().await?.ok_or(RawError::Closed)?
         else {
             return Err(RawError::Http("no server key first".into()));
@@ -71,7 +71,7 @@ impl RawClient {
             proof[3] ^= 0x40;
         }
         self.send(&Frame::ClientInfo {
-            key: wire::public_key(private),
+            key: private.public_key(),
             proof,
         })
         .await?;
@@ -79,7 +79,7 @@ impl RawClient {
     }
 
     /// Upgrades and proves `private`; an error unless the relay accepts.
-    pub async fn connect(addr: SocketAddr, private: &Key) -> Result<RawClient, RawError> {
+    pub async fn connect(addr: SocketAddr, private: &PrivateKey) -> Result<RawClient, RawError> {
         let mut c = RawClient::upgrade(addr).await?;
         match c.prove(private, false).await? {
             Frame::ServerInfo { .. } => Ok(c),

@@ -1,7 +1,7 @@
 //! The packet relay over real TCP on loopback: key proof, control's authorisation, forwarding
 //! only within a network, peer-gone notices, bounded queues, keepalives, bad frames, metrics.
 
-use pinhole_proto::key::Key;
+use pinhole_proto::key::{Key, PrivateKey};
 use pinhole_proto::relay::{self as wire, Decoder, Frame};
 use pinhole_relay::test_client::RawClient;
 use pinhole_relay::{Relay, RelayConfig, StaticAuthorizer};
@@ -34,13 +34,13 @@ struct Client {
 
 impl Client {
     /// Connects and proves `private` (or a wrong proof when `forge`); returns the answer frame.
-    async fn connect(addr: SocketAddr, private: Key, forge: bool) -> (Client, Frame) {
+    async fn connect(addr: SocketAddr, private: &PrivateKey, forge: bool) -> (Client, Frame) {
         let mut raw = RawClient::upgrade(addr).await.expect("upgrade");
-        let answer = raw.prove(&private, forge).await.expect("an answer");
+        let answer = raw.prove(private, forge).await.expect("an answer");
         (Client { raw }, answer)
     }
 
-    async fn ok(addr: SocketAddr, private: Key) -> Client {
+    async fn ok(addr: SocketAddr, private: &PrivateKey) -> Client {
         let (c, answer) = Client::connect(addr, private, false).await;
         assert!(matches!(answer, Frame::ServerInfo { .. }), "{answer:?}");
         c
@@ -81,9 +81,10 @@ impl Client {
     }
 }
 
-fn keys(n: u8) -> (Key, Key) {
-    let private = Key([n; 32]);
-    (private, wire::public_key(&private))
+fn keys(n: u8) -> (PrivateKey, Key) {
+    let private = PrivateKey::from_bytes([n; 32]);
+    let public = private.public_key();
+    (private, public)
 }
 
 fn packet(dst: Key, body: &[u8]) -> Frame {
@@ -102,8 +103,8 @@ async fn authorised_nodes_exchange_packets_and_strangers_are_refused() {
     s.auth.allow(a_pub, "acme");
     s.auth.allow(b_pub, "acme");
     s.auth.allow(x_pub, "other");
-    let mut ca = Client::ok(s.addr, a).await;
-    let mut cb = Client::ok(s.addr, b).await;
+    let mut ca = Client::ok(s.addr, &a).await;
+    let mut cb = Client::ok(s.addr, &b).await;
     ca.send(&packet(b_pub, b"hello b")).await;
     assert_eq!(
         cb.recv().await,
@@ -122,18 +123,18 @@ async fn authorised_nodes_exchange_packets_and_strangers_are_refused() {
         f => panic!("{f:?}"),
     }
     // A node of another network cannot reach them: it hears "peer gone", they hear nothing.
-    let mut cx = Client::ok(s.addr, x).await;
+    let mut cx = Client::ok(s.addr, &x).await;
     cx.send(&packet(a_pub, b"from outside")).await;
     assert_eq!(cx.recv().await, Frame::PeerGone { key: a_pub });
     assert_eq!(ca.try_recv(Duration::from_millis(300)).await, None);
 
     // Unknown key, forged proof: refused with the reason, counted.
-    let (_, answer) = Client::connect(s.addr, Key([9; 32]), false).await;
+    let (_, answer) = Client::connect(s.addr, &PrivateKey::from_bytes([9; 32]), false).await;
     assert!(
         matches!(&answer, Frame::Refused { reason } if reason.contains("not authorised")),
         "{answer:?}"
     );
-    let (_, answer) = Client::connect(s.addr, a, true).await;
+    let (_, answer) = Client::connect(s.addr, &a, true).await;
     assert!(
         matches!(&answer, Frame::Refused { reason } if reason.contains("proof")),
         "{answer:?}"
@@ -178,17 +179,17 @@ async fn a_revoked_key_is_disconnected_and_refused() {
     let s = server(RelayConfig::default()).await;
     let (a, a_pub) = keys(1);
     s.auth.allow(a_pub, "acme");
-    let mut ca = Client::ok(s.addr, a).await;
+    let mut ca = Client::ok(s.addr, &a).await;
     s.auth.deny(&a_pub);
     s.relay.revoke(&a_pub);
     assert!(ca.closed().await, "the revoked node's connection is closed");
-    let (_, answer) = Client::connect(s.addr, a, false).await;
+    let (_, answer) = Client::connect(s.addr, &a, false).await;
     assert!(matches!(answer, Frame::Refused { .. }), "{answer:?}");
 
     // Revoked at control without telling the relay: the periodic recheck finds it.
     let (b, b_pub) = keys(2);
     s.auth.allow(b_pub, "acme");
-    let mut cb = Client::ok(s.addr, b).await;
+    let mut cb = Client::ok(s.addr, &b).await;
     s.auth.deny(&b_pub);
     s.relay.recheck_clients().await;
     assert!(cb.closed().await);
@@ -204,9 +205,9 @@ async fn bad_frames_close_only_their_own_connection() {
     for k in [a_pub, b_pub, c_pub] {
         s.auth.allow(k, "acme");
     }
-    let mut ca = Client::ok(s.addr, a).await;
-    let mut cb = Client::ok(s.addr, b).await;
-    let mut cc = Client::ok(s.addr, c).await;
+    let mut ca = Client::ok(s.addr, &a).await;
+    let mut cb = Client::ok(s.addr, &b).await;
+    let mut cc = Client::ok(s.addr, &c).await;
     // Malformed: a peer-gone frame from a client, then an unknown type, then an oversized length.
     cb.raw
         .io
@@ -223,7 +224,7 @@ async fn bad_frames_close_only_their_own_connection() {
         cc.closed().await,
         "an oversized frame closes the connection"
     );
-    let mut cb = Client::ok(s.addr, b).await;
+    let mut cb = Client::ok(s.addr, &b).await;
     ca.send(&packet(b_pub, b"after")).await;
     assert!(
         matches!(cb.recv().await, Frame::RecvPacket { .. }),
@@ -243,8 +244,8 @@ async fn senders_hear_when_their_destination_disconnects() {
     let (b, b_pub) = keys(2);
     s.auth.allow(a_pub, "acme");
     s.auth.allow(b_pub, "acme");
-    let mut ca = Client::ok(s.addr, a).await;
-    let mut cb = Client::ok(s.addr, b).await;
+    let mut ca = Client::ok(s.addr, &a).await;
+    let mut cb = Client::ok(s.addr, &b).await;
     ca.send(&packet(b_pub, b"x")).await;
     cb.recv().await;
     drop(cb);
@@ -264,9 +265,9 @@ async fn a_client_that_does_not_read_does_not_stall_the_others() {
     for k in [a_pub, b_pub, slow_pub] {
         s.auth.allow(k, "acme");
     }
-    let mut ca = Client::ok(s.addr, a).await;
-    let mut cb = Client::ok(s.addr, b).await;
-    let _never_reads = Client::ok(s.addr, slow).await;
+    let mut ca = Client::ok(s.addr, &a).await;
+    let mut cb = Client::ok(s.addr, &b).await;
+    let _never_reads = Client::ok(s.addr, &slow).await;
     // 40 MB at the client that never reads: its socket buffers and queue fill, then drops.
     let big = vec![1u8; 60_000];
     for i in 0..700 {
@@ -308,7 +309,7 @@ async fn keepalives_flow_and_a_silent_client_is_dropped() {
     .await;
     let (a, a_pub) = keys(1);
     s.auth.allow(a_pub, "acme");
-    let (mut ca, answer) = Client::connect(s.addr, a, false).await;
+    let (mut ca, answer) = Client::connect(s.addr, &a, false).await;
     assert_eq!(answer, Frame::ServerInfo { keepalive_secs: 1 });
     // Keepalives arrive from the relay; answering keeps the connection.
     for _ in 0..3 {
@@ -397,7 +398,7 @@ async fn websocket_clients_talk_to_upgraded_ones() {
         next(&mut ws, &mut d).await,
         Frame::ServerInfo { .. }
     ));
-    let mut cb = Client::ok(s.addr, b).await;
+    let mut cb = Client::ok(s.addr, &b).await;
     ws.send(Message::Binary(
         packet(b_pub, b"from a WebSocket").to_bytes().into(),
     ))
