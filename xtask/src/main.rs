@@ -5,6 +5,7 @@ mod bench_control;
 mod bench_relay;
 mod demo;
 mod packages;
+mod summary;
 mod test;
 
 use anyhow::{bail, Context, Result};

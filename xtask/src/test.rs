@@ -1,10 +1,14 @@
 //! `cargo xtask test`: everything CI runs — formatting, lints, unit, netsim, netlab and interop.
 
+use crate::summary::Summary;
 use crate::{build_release_binaries, cmd, packages, require_root};
 use anyhow::Result;
 use std::process::Command;
 
 pub fn run() -> Result<()> {
+    let mut summary = Summary::default();
+    // Every test must do its real part: one that cannot (no root, no PostgreSQL, …) fails.
+    std::env::set_var(pinhole_testkit::REQUIRE_ALL, "1");
     require_root("cargo xtask test")?;
     packages::ensure(packages::LAB)?;
     packages::ensure(packages::TEST)?;
@@ -23,10 +27,15 @@ pub fn run() -> Result<()> {
     )?;
     // The system tests run the release daemon: what users get, and fast enough for 100 MiB.
     build_release_binaries()?;
-    cmd("cargo", &["test", "--workspace"])?;
-    if cross_check_windows()? {
-        test_windows_under_wine()?;
+    // netsim runs the engine on a simulated clock (the engine's sim-clock feature); it is
+    // tested in a cargo run of its own, so that the feature never reaches the daemon's build
+    // through feature unification.
+    summary.cargo_test("", &["--workspace", "--exclude", "pinhole-netsim"], &[])?;
+    summary.cargo_test("", &["-p", "pinhole-netsim"], &[])?;
+    if cross_check_windows(&mut summary)? {
+        test_windows_under_wine(&mut summary)?;
     }
+    summary.print();
     eprintln!("\nall tests passed");
     Ok(())
 }
@@ -56,22 +65,23 @@ fn remove_stale_namespaces() {
 
 const WINDOWS: &str = "x86_64-pc-windows-gnu";
 
-/// Checks that the daemon and the coordination server build for Windows. Skips, loudly, when the Rust target or the MinGW
-/// compiler (ring builds C) cannot be installed here; a build error fails the run. True if it ran.
-fn cross_check_windows() -> Result<bool> {
+/// Checks that the daemon and the coordination server build for Windows. Skips, loudly and
+/// in the summary, only when the Rust target cannot be installed here; a missing MinGW compiler
+/// (ring builds C) or a build error fails the run. True if it ran.
+fn cross_check_windows(summary: &mut Summary) -> Result<bool> {
     const TARGET: &str = WINDOWS;
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(TARGET));
     if !installed && cmd("rustup", &["target", "add", TARGET]).is_err() {
-        eprintln!("\n!!! SKIPPED: Windows cross-check: the {TARGET} target cannot be installed here !!!\n");
+        summary.skip(
+            "Windows cross-check and Windows unit tests",
+            &format!("the Rust target {TARGET} cannot be installed here"),
+        );
         return Ok(false);
     }
-    if let Err(e) = packages::ensure(&[("x86_64-w64-mingw32-gcc", "gcc-mingw-w64-x86-64")]) {
-        eprintln!("\n!!! SKIPPED: Windows cross-check: no MinGW compiler ({e:#}) !!!\n");
-        return Ok(false);
-    }
+    packages::ensure(&[("x86_64-w64-mingw32-gcc", "gcc-mingw-w64-x86-64")])?;
     // Warnings fail the check too: code behind cfg(unix) leaves things unused elsewhere.
     let args = [
         "check",
@@ -106,14 +116,11 @@ fn cross_check_windows() -> Result<bool> {
 
 /// Runs the Windows unit tests of the node's crates (the named-pipe local API, the credential
 /// store, the engine) under Wine. Wine 8 lacks `ProcessPrng`, which Rust's std needs: a small
-/// stand-in DLL is built with MinGW and put beside the test executables. Skips, loudly, when
-/// Wine cannot be installed; a failing test fails the run.
-fn test_windows_under_wine() -> Result<()> {
+/// stand-in DLL is built with MinGW and put beside the test executables. Wine missing or a
+/// failing test fails the run.
+fn test_windows_under_wine(summary: &mut Summary) -> Result<()> {
     const WINE: &str = "/usr/lib/wine/wine64";
-    if let Err(e) = packages::ensure(&[(WINE, "wine64")]) {
-        eprintln!("\n!!! SKIPPED: Windows unit tests under Wine: no Wine ({e:#}) !!!\n");
-        return Ok(());
-    }
+    packages::ensure(&[(WINE, "wine64")])?;
     let root = crate::root();
     let target = root.join("target");
     let stub_dir = target.join("wine-stub");
@@ -149,19 +156,20 @@ fn test_windows_under_wine() -> Result<()> {
         &dll,
         target.join(WINDOWS).join("debug/deps/bcryptprimitives.dll"),
     )?;
-    let mut run = vec!["test", "--target", WINDOWS];
+    let mut run = vec!["--target", WINDOWS];
     run.extend_from_slice(&packages);
-    eprintln!("$ cargo {} (under Wine)", run.join(" "));
-    let status = Command::new("cargo")
-        .args(&run)
-        .env("CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER", WINE)
-        .env("WINEPREFIX", target.join("wineprefix"))
-        .env("WINEDEBUG", "-all")
-        .env("WINEDLLOVERRIDES", "bcryptprimitives=n,b")
-        .current_dir(&root)
-        .status()?;
-    if !status.success() {
-        anyhow::bail!("the Windows unit tests under Wine failed ({status})");
-    }
+    let env = [
+        (
+            "CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER",
+            WINE.to_string(),
+        ),
+        (
+            "WINEPREFIX",
+            target.join("wineprefix").to_string_lossy().into_owned(),
+        ),
+        ("WINEDEBUG", "-all".to_string()),
+        ("WINEDLLOVERRIDES", "bcryptprimitives=n,b".to_string()),
+    ];
+    summary.cargo_test("windows, under Wine", &run, &env)?;
     Ok(())
 }

@@ -36,6 +36,7 @@ fn main() {
 
 fn run_daemon() -> Result<()> {
     let args = args::Args::parse();
+    real_clock()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("PINHOLE_LOG").unwrap_or_else(|_| EnvFilter::new(&args.log)),
@@ -47,4 +48,64 @@ fn run_daemon() -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(run::run(args))
+}
+
+/// Fails when this pinholed was built with the engine's simulated clock (netsim's `sim-clock`
+/// feature reaching the daemon through cargo's feature unification): its WireGuard timers would
+/// not follow real time.
+fn real_clock() -> Result<()> {
+    if pinhole_engine::SIM_CLOCK {
+        anyhow::bail!(
+            "this pinholed was built with the engine's simulated clock (the sim-clock feature \
+             that netsim turns on): build it on its own, `cargo build -p pinhole-daemon`"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use pinhole_engine::{Engine, PeerSettings, PrivateKey};
+    use std::time::{Duration, Instant};
+
+    /// The daemon's build (and so its tests) has the real clock, not netsim's simulated one.
+    #[test]
+    fn the_daemon_runs_on_the_real_clock() {
+        assert!(
+            super::real_clock().is_ok(),
+            "the engine was built with sim-clock: run the daemon's tests with `cargo test -p \
+             pinhole-daemon` (cargo xtask test does), not together with netsim"
+        );
+        let start = Instant::now();
+        let mut engine = Engine::new(&PrivateKey::from_bytes([1; 32]), start);
+        let peer = PrivateKey::from_bytes([2; 32]).public_key();
+        let settings = PeerSettings {
+            public_key: peer,
+            preshared_key: None,
+            allowed_ips: vec!["100.64.0.2/32".parse().unwrap()],
+            endpoint: Some("192.0.2.1:51820".parse().unwrap()),
+            persistent_keepalive: None,
+            relay: None,
+        };
+        engine.upsert_peer(start, settings).unwrap();
+        // A packet for the peer (an IPv4 header, UDP, 100.64.0.1 → 100.64.0.2) starts a handshake.
+        let mut packet = vec![0u8; 28];
+        packet[0] = 0x45;
+        packet[3] = 28;
+        packet[8] = 64;
+        packet[9] = 17;
+        packet[12..16].copy_from_slice(&[100, 64, 0, 1]);
+        packet[16..20].copy_from_slice(&[100, 64, 0, 2]);
+        engine.handle_tun(start, &packet);
+        let mut initiations = 0;
+        while let Some(t) = engine.poll_transmit() {
+            initiations += usize::from(t.payload.first() == Some(&1));
+        }
+        assert_eq!(initiations, 1, "the handshake starts at once");
+        // On the real clock boringtun's timers run on std's Instant: a timeout 50 ms of real
+        // time later sends nothing new (the retry waits for REKEY_TIMEOUT, 5 s of real time).
+        std::thread::sleep(Duration::from_millis(50));
+        engine.handle_timeout(Instant::now());
+        assert!(engine.poll_transmit().is_none());
+    }
 }

@@ -17,6 +17,10 @@ pub use peer::{Path, PeerSettings, PeerStatus, DIRECT_TRUST};
 pub use pinhole_proto::key::{Key, PrivateKey};
 pub use relay_client::{RelayClient, RelayEvent};
 
+/// Whether this build runs WireGuard on the simulated clock (the `sim-clock` feature, for netsim).
+/// The daemon refuses to run on it: only the real clock keeps real tunnels alive.
+pub const SIM_CLOCK: bool = cfg!(feature = "sim-clock");
+
 /// Derives the public key of a private key (X25519).
 pub fn public_key(private: &PrivateKey) -> Key {
     private.public_key()

@@ -311,11 +311,37 @@ fn stop_child(mut child: Child, timeout: Duration) -> Option<ExitStatus> {
     None
 }
 
+impl Lab {
+    /// The name of `host`'s entry in the credential store (the CLI's `PINHOLE_CREDENTIAL_NAME`):
+    /// the lab's own, never the machine's real `session` entry; removed when the lab is dropped.
+    pub fn credential_name(&self, host: &str) -> String {
+        format!("netlab-{}-{host}", self.prefix)
+    }
+
+    /// Removes the kernel-keyring entries the lab's CLIs may have written.
+    fn forget_credentials(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            use linux_keyutils::{KeyRing, KeyRingIdentifier};
+            let Ok(ring) = KeyRing::from_special_id(KeyRingIdentifier::User, false) else {
+                return;
+            };
+            for host in self.namespaces.keys() {
+                let description = format!("pinhole:{}", self.credential_name(host));
+                if let Ok(key) = ring.search(&description) {
+                    let _ = key.invalidate();
+                }
+            }
+        }
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for child in self.procs.drain(..).flatten() {
             stop_child(child, Duration::from_secs(3));
         }
+        self.forget_credentials();
         for ns in self.namespaces.values() {
             // Anything still inside (a daemon that forked) goes too.
             if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {

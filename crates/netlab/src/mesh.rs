@@ -42,7 +42,9 @@ pub fn pinhole_env(
 ) -> (bool, String, String) {
     let bin = pinhole_cli();
     let sock = lab.dir().join(format!("{host}.sock"));
-    let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    // The lab's own credential-store entry, unless the caller names one (later wins in env(1)).
+    let mut vars = hermetic_cli_env(lab, host);
+    vars.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
     let mut argv = vec!["env"];
     argv.extend(vars.iter().map(String::as_str));
     argv.extend_from_slice(&[bin.to_str().unwrap(), "--socket", sock.to_str().unwrap()]);
@@ -55,6 +57,15 @@ pub fn pinhole_env(
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// What keeps a lab's CLI off the machine's real credential store: the kernel keyring (no
+/// desktop Secret Service) and an entry of the lab's own for each host.
+pub fn hermetic_cli_env(lab: &Lab, host: &str) -> Vec<String> {
+    vec![
+        "PINHOLE_KEYRING=kernel".to_string(),
+        format!("PINHOLE_CREDENTIAL_NAME={}", lab.credential_name(host)),
+    ]
 }
 
 /// `pinhole status --json` in `host`, parsed.

@@ -34,8 +34,12 @@ async fn stunclient(secs: u32, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn a_third_party_client_learns_its_address_over_ipv4_and_ipv6() {
-    if !have_client() {
-        eprintln!("\n!!! SKIPPED: turnutils_stunclient (Debian package coturn) is not installed; `cargo xtask test` installs it !!!\n");
+    if !have_client()
+        && pinhole_testkit::skip(
+            "a_third_party_client_learns_its_address_over_ipv4_and_ipv6",
+            "turnutils_stunclient (Debian package coturn) is not installed; `cargo xtask test` installs it",
+        )
+    {
         return;
     }
     for (listen, client_ip) in [("127.0.0.1:0", "127.0.0.1"), ("[::1]:0", "::1")] {
@@ -61,10 +65,12 @@ async fn a_third_party_client_learns_its_address_over_ipv4_and_ipv6() {
 
 #[tokio::test]
 async fn rfc_5780_mode_sees_the_other_port() {
-    if !have_client() {
-        eprintln!(
-            "\n!!! SKIPPED: turnutils_stunclient (Debian package coturn) is not installed !!!\n"
-        );
+    if !have_client()
+        && pinhole_testkit::skip(
+            "rfc_5780_mode_sees_the_other_port",
+            "turnutils_stunclient (Debian package coturn) is not installed; `cargo xtask test` installs it",
+        )
+    {
         return;
     }
     // A free pair of ports: bind to 0 for the primary, then the next one as alternate.

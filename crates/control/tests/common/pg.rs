@@ -41,9 +41,10 @@ impl Postgres {
     /// Starts a server; none (with a loud message) if PostgreSQL is not installed.
     pub fn start() -> Option<Postgres> {
         let Some(bin) = find_bin() else {
-            eprintln!(
-                "\n*** SKIPPED: PostgreSQL server binaries not found under /usr/lib/postgresql \
-                 (apt-get install --no-install-recommends postgresql; `cargo xtask test` does) ***\n"
+            let _ = pinhole_testkit::skip(
+                "the PostgreSQL scenarios",
+                "PostgreSQL server binaries not found under /usr/lib/postgresql \
+                 (apt-get install --no-install-recommends postgresql; `cargo xtask test` does)",
             );
             return None;
         };
@@ -51,7 +52,10 @@ impl Postgres {
         let root = unsafe { libc::geteuid() } == 0;
         let owner = if root { postgres_user() } else { None };
         if root && owner.is_none() {
-            eprintln!("\n*** SKIPPED: running as root and there is no `postgres` user ***\n");
+            let _ = pinhole_testkit::skip(
+                "the PostgreSQL scenarios",
+                "running as root and there is no `postgres` user to run the server as",
+            );
             return None;
         }
         let dir =
