@@ -2,6 +2,7 @@
 //! failed, 2 usage.
 
 #[cfg(any(unix, windows))]
+mod auth_key;
 mod client;
 mod credentials;
 mod report;
@@ -34,9 +35,14 @@ enum Command {
         /// The coordination server (e.g. https://control.example.com); the last one if omitted.
         #[arg(long, value_name = "URL")]
         server: Option<String>,
-        /// An auth key made with `pinhole-control authkey create` (for machines without a person).
+        /// An auth key made with `pinhole-control authkey create` (for machines without a
+        /// person); `-` reads it from standard input. Prefer --authkey-file or `-`: a key on the
+        /// command line is visible to every user of the machine.
         #[arg(long, value_name = "KEY")]
         authkey: Option<String>,
+        /// Reads the auth key from the first line of FILE.
+        #[arg(long, value_name = "FILE", conflicts_with = "authkey")]
+        authkey_file: Option<PathBuf>,
         /// The name to register under (default: the host name).
         #[arg(long)]
         hostname: Option<String>,
@@ -124,8 +130,19 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Login {
             server,
             authkey,
+            authkey_file,
             hostname,
-        } => login(&cli.socket, server, authkey, hostname).await,
+        } => {
+            let source = match (&authkey, &authkey_file) {
+                (Some(k), _) => Some(auth_key::Source::Arg(k)),
+                (None, Some(f)) => Some(auth_key::Source::File(f)),
+                (None, None) => None,
+            };
+            let key = source
+                .map(|s| auth_key::read(s, std::io::stdin().lock()))
+                .transpose()?;
+            login(&cli.socket, server, key, hostname).await
+        }
         Command::Up => {
             let credential = stored_credential().await;
             request(&cli.socket, Op::Up { credential }).await?;

@@ -83,6 +83,10 @@ fn login_up_status_ping_down_up_logout() {
         &["login", "--server", &url, "--authkey", "phk_wrong"],
     );
     assert!(!ok && err.contains("refused"), "{err}");
+    assert!(
+        err.contains("can be read by every user"),
+        "a key on the command line is warned about: {err}"
+    );
     let (ok, _, err) = pinhole(&lab, "n1", &["up"]);
     assert!(!ok && err.contains("pinhole login"), "{err}");
     assert_eq!(status_json(&lab, "n1")["state"], "needs-login");
@@ -95,10 +99,23 @@ fn login_up_status_ping_down_up_logout() {
         .expect("running pinhole");
     assert_eq!(usage.status.code(), Some(2), "usage errors exit with 2");
 
-    // Sign in with the auth key and connect.
+    // Sign in with the auth key (from a file, as it should be given) and connect.
+    let key_file = lab.dir().join("authkey");
+    std::fs::write(&key_file, format!("{key}\n")).expect("writing the auth key file");
     for n in names {
-        let (ok, out, err) = pinhole(&lab, n, &["login", "--server", &url, "--authkey", key]);
+        let (ok, out, err) = pinhole(
+            &lab,
+            n,
+            &[
+                "login",
+                "--server",
+                &url,
+                "--authkey-file",
+                key_file.to_str().unwrap(),
+            ],
+        );
         assert!(ok && out.contains("signed in to"), "{n}: {out}{err}");
+        assert!(!err.contains("warning"), "{n}: {err}");
         let (ok, out, err) = pinhole(&lab, n, &["up"]);
         assert!(ok, "{n}: {out}{err}");
     }
