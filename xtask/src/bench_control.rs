@@ -107,6 +107,8 @@ pub(crate) fn raise_fd_limit(want: u64) -> Result<()> {
 
 pub(crate) struct ServerProc {
     pub(crate) child: Child,
+    /// Where the embedded relay's metrics are served.
+    pub(crate) metrics: SocketAddr,
 }
 
 impl Drop for ServerProc {
@@ -141,6 +143,7 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
 pub(crate) fn start_server(dir: &Path, db: &str) -> Result<(ServerProc, SocketAddr)> {
     let port = free_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let metrics: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let log = std::fs::File::create(dir.join("server.log"))?;
     let mut command = Command::new(control_bin());
     {
@@ -158,11 +161,13 @@ pub(crate) fn start_server(dir: &Path, db: &str) -> Result<(ServerProc, SocketAd
         .args(["--db", db, "--log", "warn", "serve", "--listen"])
         .arg(addr.to_string())
         .args(["--insecure-http", "--node-expiry", "never", "--no-stun"])
+        .arg("--metrics-listen")
+        .arg(metrics.to_string())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .context("starting pinhole-control")?;
-    let server = ServerProc { child };
+    let server = ServerProc { child, metrics };
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(addr).is_err() {
         if Instant::now() > deadline {

@@ -286,13 +286,13 @@ async fn relay_rate(seconds: u32) -> Result<Rate> {
             }
         }));
     }
-    let fwd0 = metric(addr, "pinhole_relay_forwarded_packets_total ").await?;
+    let fwd0 = metric(server.metrics, "pinhole_relay_forwarded_packets_total ").await?;
     let cpu0 = cpu_seconds(pid);
     let t = Instant::now();
     let sent = blast(senders, seconds).await?;
     let elapsed = t.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid) - cpu0;
-    let fwd = metric(addr, "pinhole_relay_forwarded_packets_total ").await? - fwd0;
+    let fwd = metric(server.metrics, "pinhole_relay_forwarded_packets_total ").await? - fwd0;
     let drops = metric(
         addr,
         "pinhole_relay_dropped_packets_total{reason=\"queue_full\"} ",
@@ -348,7 +348,7 @@ async fn idle_memory(n: usize) -> Result<Memory> {
         held.push(t.await??);
     }
     let connect_s = t.elapsed().as_secs_f64();
-    let clients = metric(addr, "pinhole_relay_clients ").await? as usize;
+    let clients = metric(server.metrics, "pinhole_relay_clients ").await? as usize;
     if clients != n {
         bail!("{clients} of {n} clients connected");
     }

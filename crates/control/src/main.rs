@@ -75,6 +75,10 @@ struct ServeArgs {
     /// API) instead of the listen address; the default relay map names this port.
     #[arg(long, conflicts_with = "no_relay")]
     relay_listen: Option<SocketAddr>,
+    /// Serve the embedded relay's Prometheus metrics (`/metrics`, plain HTTP) on this address,
+    /// e.g. 127.0.0.1:9090; they are served nowhere else.
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_relay")]
+    metrics_listen: Option<SocketAddr>,
     /// A file holding the secret that separate relays (`pinhole-relay --control-url`) present to
     /// ask which nodes may use them; without it, only the embedded relay serves.
     #[arg(long, value_name = "FILE")]
@@ -335,6 +339,7 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
         relay_map,
         embedded_relay: !a.no_relay,
         relay_listen: a.relay_listen,
+        metrics_listen: a.metrics_listen,
         trusted_proxies: a.trusted_proxies,
         relay_secret_hash: match &a.relay_secret_file {
             Some(p) => Some(relay_secret_hash(p)?),

@@ -42,6 +42,7 @@ pub enum ServeError {
 pub struct Server {
     addr: SocketAddr,
     relay_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     state: Arc<AppState>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -101,6 +102,18 @@ impl Server {
             (Some(l), Some(at)) => Some(l.local_addr().map_err(|e| ServeError::Listen(at, e))?),
             _ => None,
         };
+        let metrics_listener = match settings.metrics_listen.filter(|_| settings.embedded_relay) {
+            Some(at) => Some(
+                TcpListener::bind(at)
+                    .await
+                    .map_err(|e| ServeError::Listen(at, e))?,
+            ),
+            None => None,
+        };
+        let metrics_addr = match (&metrics_listener, settings.metrics_listen) {
+            (Some(l), Some(at)) => Some(l.local_addr().map_err(|e| ServeError::Listen(at, e))?),
+            _ => None,
+        };
         let relay = settings.embedded_relay.then(|| {
             let auth = crate::relay_auth::StoreAuthorizer {
                 store: store.clone(),
@@ -122,6 +135,14 @@ impl Server {
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        if let (Some(l), Some(relay)) = (metrics_listener, &state.relay) {
+            tasks.spawn(accept_loop(
+                l,
+                None,
+                pinhole_relay::http::metrics_router(relay.clone()),
+                stop_rx.clone(),
+            ));
+        }
         if let (Some(l), Some(relay)) = (relay_listener, &state.relay) {
             tasks.spawn(accept_loop(
                 l,
@@ -151,6 +172,7 @@ impl Server {
         Ok(Server {
             addr,
             relay_addr,
+            metrics_addr,
             state,
             stop,
             tasks,
@@ -164,6 +186,11 @@ impl Server {
     /// Where the embedded relay listens when it has an address of its own (`relay_listen`).
     pub fn relay_addr(&self) -> Option<SocketAddr> {
         self.relay_addr
+    }
+
+    /// Where the embedded relay's metrics are served (`metrics_listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -190,8 +217,8 @@ impl Server {
     }
 }
 
-/// Every route the server answers: the API, and the embedded relay's `/relay` and `/metrics`
-/// (unless the relay has an address of its own).
+/// Every route the server answers: the API, and the embedded relay's `/relay` (unless the
+/// relay has an address of its own).
 pub fn router(state: Arc<AppState>) -> Router {
     let relay = state
         .relay

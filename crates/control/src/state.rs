@@ -28,10 +28,12 @@ pub struct Settings {
     /// Seconds a device waits between token polls.
     pub device_poll_interval: u64,
     pub relay_map: RelayMap,
-    /// Run the packet relay in-process on `/relay` (with `/metrics`).
+    /// Run the packet relay in-process on `/relay`.
     pub embedded_relay: bool,
     /// Serve the embedded relay on this address of its own instead of the API's.
     pub relay_listen: Option<std::net::SocketAddr>,
+    /// Serve the embedded relay's Prometheus metrics (`/metrics`, plain HTTP) here only.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The secret relays present to ask who may use them (SHA-256 of it); none = no relays may ask.
     pub relay_secret_hash: Option<[u8; 32]>,
     /// Load balancers and reverse proxies whose `X-Forwarded-For` names the real client.
@@ -50,6 +52,7 @@ impl Default for Settings {
             relay_map: RelayMap::default(),
             embedded_relay: false,
             relay_listen: None,
+            metrics_listen: None,
             relay_secret_hash: None,
             trusted_proxies: Vec::new(),
         }

@@ -100,6 +100,7 @@ async fn embedded_relay_serves_only_the_nodes_control_knows() {
         "embedded",
         Settings {
             embedded_relay: true,
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             ..Settings::default()
         },
     )
@@ -155,7 +156,10 @@ async fn embedded_relay_serves_only_the_nodes_control_knows() {
     assert!(matches!(answer, Frame::Refused { .. }), "{answer:?}");
     let _ = ra;
 
-    let m = http_get(addr, "/metrics").await;
+    // The counters are on the metrics address only, not on the API's.
+    assert!(http_get(addr, "/metrics").await.starts_with("HTTP/1.1 404"));
+    let metrics = server.metrics_addr().expect("the metrics address");
+    let m = http_get(metrics, "/metrics").await;
     assert!(m.contains("pinhole_relay_clients 2"), "{m}");
     assert!(
         m.contains(r#"pinhole_relay_refused_total{reason="unknown_key"} 3"#),
@@ -215,6 +219,7 @@ async fn the_embedded_relay_can_have_an_address_of_its_own() {
         Settings {
             embedded_relay: true,
             relay_listen: Some("127.0.0.1:0".parse().unwrap()),
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             ..Settings::default()
         },
     )
@@ -240,6 +245,9 @@ async fn the_embedded_relay_can_have_an_address_of_its_own() {
     let m = http_get(relay, "/api/v1/map").await;
     assert!(m.starts_with("HTTP/1.1 404"), "{m}");
     assert!(http_get(relay, "/metrics")
+        .await
+        .starts_with("HTTP/1.1 404"));
+    assert!(http_get(server.metrics_addr().unwrap(), "/metrics")
         .await
         .contains("pinhole_relay_clients 2"));
     server.shutdown().await;

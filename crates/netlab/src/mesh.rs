@@ -10,6 +10,13 @@ use std::time::{Duration, Instant};
 pub const PUBLIC: &str = "public";
 /// Where the server listens, on the public router.
 pub const CONTROL_PORT: u16 = 8080;
+/// Where the embedded relay's metrics are served, on loopback in the public namespace.
+pub const METRICS_PORT: u16 = 9090;
+
+/// The metrics URL, from inside the public namespace.
+pub fn metrics_url() -> String {
+    format!("http://127.0.0.1:{METRICS_PORT}/metrics")
+}
 /// UDP port of every node.
 pub const NODE_PORT: u16 = 41641;
 
@@ -143,6 +150,11 @@ impl Control {
             &listen,
             "--insecure-http",
         ];
+        // The embedded relay's metrics on loopback in the public namespace (METRICS_URL).
+        let metrics = format!("127.0.0.1:{METRICS_PORT}");
+        if !extra.contains(&"--no-relay") {
+            argv.extend_from_slice(&["--metrics-listen", &metrics]);
+        }
         argv.extend_from_slice(extra);
         let p = lab.spawn(PUBLIC, &argv).expect("starting pinhole-control");
         let up = Lab::wait_for(Duration::from_secs(10), || {

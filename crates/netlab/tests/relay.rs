@@ -129,7 +129,7 @@ fn nodes_without_udp_reach_each_other_through_the_relay() {
     let metrics = lab
         .run_ok(
             mesh::PUBLIC,
-            &["curl", "-s", "http://127.0.0.1:8080/metrics"],
+            &["curl", "-s", &mesh::metrics_url()],
             Duration::from_secs(5),
         )
         .expect("GET /metrics");

@@ -40,8 +40,11 @@ pub struct AuthCache {
 
 /// How long a refusal is remembered: short, so that a node that just signed in gets in soon.
 const REFUSAL_TTL: Duration = Duration::from_secs(2);
-/// Entries kept at most; beyond this, expired ones are swept.
+/// Entries kept before expired ones are swept.
 const SWEEP_AT: usize = 4096;
+/// Entries kept at most: past this, refusals are forgotten first, then everything (it is only
+/// a cache; what a connected client was granted is kept by its connection).
+pub const MAX_ENTRIES: usize = 65_536;
 
 impl AuthCache {
     pub fn new(inner: Arc<dyn Authorizer>, ttl: Duration) -> Self {
@@ -70,6 +73,12 @@ impl AuthCache {
         if entries.len() >= SWEEP_AT {
             let ttl = self.ttl;
             entries.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
+            if entries.len() >= MAX_ENTRIES {
+                entries.retain(|_, (_, grant)| grant.is_some());
+            }
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
         }
         entries.insert(*key, (Instant::now(), answer.clone()));
         Ok(answer)
@@ -84,6 +93,16 @@ impl AuthCache {
     /// Drops what is known about `key` (control revoked it).
     pub fn forget(&self, key: &Key) {
         self.lock().remove(key);
+    }
+
+    /// Answers held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no answer is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (Instant, Option<Grant>)>> {

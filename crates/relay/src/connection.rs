@@ -6,6 +6,7 @@ use crate::relay::{Forwarded, Relay, Shared};
 use pinhole_proto::key::Key;
 use pinhole_proto::relay::{self as wire, Decoder, Frame, FrameError};
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -40,15 +41,44 @@ const READ_BIG: usize = 64 * 1024;
 const WRITE_BATCH: usize = 64 * 1024;
 
 impl Relay {
-    /// Serves one client on an upgraded connection until it ends.
-    pub async fn serve_connection<S>(&self, io: S) -> ConnectionEnd
+    /// Serves one client (connected from `peer`, when known) on an upgraded connection until
+    /// it ends. An address that opens connections faster than the configured limit is refused
+    /// before any work is done for it.
+    pub async fn serve_connection<S>(&self, io: S, peer: Option<IpAddr>) -> ConnectionEnd
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
+        if let Some(ip) = peer {
+            if let Err(wait) = self
+                .shared
+                .handshakes
+                .attempt(ip, std::time::Instant::now())
+            {
+                metrics::add(&self.shared.metrics.refused_rate_limited, 1);
+                tracing::debug!(%ip, "relay client refused: too many connection attempts");
+                let mut io = io;
+                let reason = format!(
+                    "too many connection attempts from this address: try again in {} s",
+                    wait.as_secs().max(1)
+                );
+                let _ = io
+                    .write_all(
+                        &Frame::Refused {
+                            reason: reason.clone(),
+                        }
+                        .to_bytes(),
+                    )
+                    .await;
+                let _ = io.flush().await;
+                let _ = io.shutdown().await;
+                return ConnectionEnd::Refused(reason);
+            }
+        }
         let mut conn = Conn {
             shared: self.shared.clone(),
             io,
             decoder: Decoder::default(),
+            sent_to: HashSet::new(),
         };
         conn.run().await
     }
@@ -58,7 +88,13 @@ struct Conn<S> {
     shared: Arc<Shared>,
     io: S,
     decoder: Decoder,
+    /// Connected destinations this client has sent to (noted as their sender), at most
+    /// [`MAX_DESTINATIONS`].
+    sent_to: HashSet<Key>,
 }
+
+/// Destinations one client is noted as a sender to, at most.
+const MAX_DESTINATIONS: usize = 4096;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     async fn run(&mut self) -> ConnectionEnd {
@@ -90,7 +126,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             Ok(()) => self.serve(key, &network, &mut rx, &close).await,
             Err(e) => ConnectionEnd::from(e),
         };
-        self.shared.unregister(&key, id);
+        self.shared.unregister(&key, id, &self.sent_to);
         tracing::debug!(key = %key.short(), "relay client gone: {end}");
         if matches!(end, ConnectionEnd::Frame(_) | ConnectionEnd::Silent(_)) {
             metrics::add(&self.shared.metrics.protocol_errors, 1);
@@ -182,7 +218,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         }
         let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
         let mut heard = Instant::now();
-        let mut sent_to: HashSet<Key> = HashSet::new();
         let mut out: Vec<u8> = Vec::new();
         let mut chunk: Vec<u8> = Vec::new();
         let mut want = READ_SMALL;
@@ -221,7 +256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                         chunk.clear();
                     }
                     heard = Instant::now();
-                    if let Err(e) = self.handle_frames(&key, network, &mut sent_to, &mut out) {
+                    if let Err(e) = self.handle_frames(&key, network, &mut out) {
                         return e;
                     }
                 }
@@ -251,7 +286,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         &mut self,
         key: &Key,
         network: &str,
-        sent_to: &mut HashSet<Key>,
         out: &mut Vec<u8>,
     ) -> Result<(), ConnectionEnd> {
         let m = &self.shared.metrics;
@@ -263,11 +297,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 let packet = &payload[32..];
                 metrics::add(&m.packets_in, 1);
                 metrics::add(&m.bytes_in, packet.len() as u64);
-                if sent_to.len() < 4096 && sent_to.insert(dst) {
-                    self.shared.note_sender(dst, *key);
-                }
                 if self.shared.forward(key, network, &dst, packet) == Forwarded::NoPeer {
+                    // Unknown destinations leave no trace: only peers that are here are noted.
                     Frame::PeerGone { key: dst }.encode(out);
+                } else if self.sent_to.len() < MAX_DESTINATIONS && self.sent_to.insert(dst) {
+                    self.shared.note_sender(dst, *key);
                 }
                 continue;
             }

@@ -1,7 +1,8 @@
 //! The relay's HTTP face: `GET /relay` with `Upgrade: pinhole-relay` switches the connection to
 //! relay frames (an HTTP/1.1 upgrade passes proxies and 443-only firewalls), and with
-//! `Upgrade: websocket` carries the same frames in binary WebSocket messages; `GET /metrics`
-//! serves the counters in Prometheus' text format.
+//! `Upgrade: websocket` carries the same frames in binary WebSocket messages. `GET /metrics`
+//! serves the counters in Prometheus' text format, on a router of its own for an address the
+//! operator chooses.
 
 use crate::relay::Relay;
 use axum::extract::{Request, State};
@@ -15,10 +16,17 @@ use pinhole_proto::relay::UPGRADE_PROTOCOL;
 /// The path nodes upgrade on.
 pub const RELAY_PATH: &str = "/relay";
 
-/// `/relay` and `/metrics`, to serve alone or to merge into another router.
+/// `/relay`, to serve alone or to merge into another router.
 pub fn router(relay: Relay) -> Router {
     Router::new()
         .route(RELAY_PATH, get(upgrade))
+        .with_state(relay)
+}
+
+/// `/metrics`, served only on an address of the operator's choosing (`--metrics-listen`): the
+/// counters tell how busy the relay is and whom it refuses, which is not for everyone.
+pub fn metrics_router(relay: Relay) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
         .with_state(relay)
 }
@@ -31,6 +39,10 @@ fn wants(req: &Request, proto: &str) -> bool {
 }
 
 async fn upgrade(State(relay): State<Relay>, mut req: Request) -> Response {
+    let peer = req
+        .extensions()
+        .get::<crate::http_server::PeerAddr>()
+        .map(|p| p.0.ip());
     if wants(&req, "websocket") {
         use axum::extract::FromRequest;
         return match axum::extract::ws::WebSocketUpgrade::from_request(req, &()).await {
@@ -39,7 +51,7 @@ async fn upgrade(State(relay): State<Relay>, mut req: Request) -> Response {
                 .max_message_size(pinhole_proto::relay::MAX_FRAME + 64)
                 .on_upgrade(move |socket| async move {
                     let end = relay
-                        .serve_connection(crate::websocket::WsStream::new(socket))
+                        .serve_connection(crate::websocket::WsStream::new(socket), peer)
                         .await;
                     tracing::trace!("relay WebSocket ended: {end}");
                 }),
@@ -60,7 +72,7 @@ async fn upgrade(State(relay): State<Relay>, mut req: Request) -> Response {
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let end = relay.serve_connection(TokioIo::new(upgraded)).await;
+                let end = relay.serve_connection(TokioIo::new(upgraded), peer).await;
                 tracing::trace!("relay connection ended: {end}");
             }
             Err(e) => tracing::debug!("relay upgrade failed: {e}"),

@@ -2,6 +2,7 @@
 //! their public address and classify their NAT, and the packet relay that carries WireGuard
 //! between nodes that have no direct path.
 
+mod attempts;
 pub mod authorize;
 mod connection;
 pub mod http;

@@ -11,6 +11,7 @@ pub struct Metrics {
     pub refused_unknown_key: AtomicU64,
     pub refused_bad_proof: AtomicU64,
     pub refused_control_unreachable: AtomicU64,
+    pub refused_rate_limited: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub packets_in: AtomicU64,
     pub bytes_in: AtomicU64,
@@ -60,6 +61,7 @@ impl Metrics {
                     r#"{reason="control_unreachable"}"#,
                     g(&self.refused_control_unreachable),
                 ),
+                (r#"{reason="rate_limited"}"#, g(&self.refused_rate_limited)),
             ],
         );
         metric(

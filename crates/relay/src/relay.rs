@@ -8,7 +8,7 @@ use crate::authorize::{AuthCache, Authorizer};
 use crate::metrics::{self, Metrics};
 use pinhole_proto::key::{Key, PrivateKey};
 use pinhole_proto::relay::Frame;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -27,6 +27,10 @@ pub struct RelayConfig {
     pub recheck: Duration,
     /// How long a client has to prove its key after connecting.
     pub handshake_timeout: Duration,
+    /// Connection attempts one client address may make per [`RelayConfig::handshake_window`]
+    /// (each may cost a question to control); more are refused until the window ends.
+    pub handshakes_per_address: u32,
+    pub handshake_window: Duration,
 }
 
 impl Default for RelayConfig {
@@ -37,6 +41,8 @@ impl Default for RelayConfig {
             auth_ttl: Duration::from_secs(30),
             recheck: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
+            handshakes_per_address: 60,
+            handshake_window: Duration::from_secs(10),
         }
     }
 }
@@ -48,6 +54,14 @@ pub(crate) struct Client {
     pub(crate) tx: mpsc::Sender<Vec<u8>>,
     /// Wakes the client's connection to close it (revoked, or replaced by a newer connection).
     pub(crate) close: Arc<Notify>,
+}
+
+/// The sizes of the relay's tables, see [`Relay::table_sizes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableSizes {
+    pub noted_destinations: usize,
+    pub auth_cache: usize,
+    pub handshake_addresses: usize,
 }
 
 /// What happened to a packet handed to [`Relay::forward`].
@@ -65,8 +79,12 @@ pub(crate) struct Shared {
     pub(crate) config: RelayConfig,
     pub(crate) metrics: Metrics,
     clients: RwLock<HashMap<Key, Client>>,
-    /// Who sent to whom, so that senders hear when their destination leaves.
+    /// Who sent to whom, so that senders hear when their destination leaves. Keys are
+    /// connected destinations only, values connected senders only: it is as large as the
+    /// traffic between clients that are here, whatever keys a client names.
     senders: RwLock<HashMap<Key, Vec<Key>>>,
+    /// Connection attempts per client address in the current window.
+    pub(crate) handshakes: crate::attempts::Attempts,
     next_id: AtomicU64,
     pub(crate) stop: watch::Sender<bool>,
 }
@@ -91,10 +109,14 @@ impl Relay {
                 private,
                 public,
                 auth: AuthCache::new(auth, config.auth_ttl),
-                config,
+                config: config.clone(),
                 metrics: Metrics::default(),
                 clients: RwLock::new(HashMap::new()),
                 senders: RwLock::new(HashMap::new()),
+                handshakes: crate::attempts::Attempts::new(
+                    config.handshakes_per_address,
+                    config.handshake_window,
+                ),
                 next_id: AtomicU64::new(1),
                 stop,
             }),
@@ -114,6 +136,16 @@ impl Relay {
     /// Clients connected right now.
     pub fn client_count(&self) -> usize {
         self.shared.read_clients().len()
+    }
+
+    /// What the relay keeps per client and per key it heard of: destinations with senders
+    /// noted, answers in the authorisation cache, addresses counted for connection attempts.
+    pub fn table_sizes(&self) -> TableSizes {
+        TableSizes {
+            noted_destinations: self.shared.noted_destinations(),
+            auth_cache: self.shared.auth.len(),
+            handshake_addresses: self.shared.handshakes.len(),
+        }
     }
 
     /// Control revoked `key`: forget its grant and close its connection.
@@ -200,9 +232,9 @@ impl Shared {
         (id, rx, close)
     }
 
-    /// Removes a client (if this connection is still the one registered) and tells those who
-    /// sent to it that it is gone.
-    pub(crate) fn unregister(&self, key: &Key, id: u64) {
+    /// Removes a client (if this connection is still the one registered), forgets it as a
+    /// sender to the destinations in `sent_to`, and tells those who sent to it that it is gone.
+    pub(crate) fn unregister(&self, key: &Key, id: u64, sent_to: &HashSet<Key>) {
         {
             let mut clients = self.write_clients();
             if clients.get(key).is_none_or(|c| c.id != id) {
@@ -211,12 +243,18 @@ impl Shared {
             clients.remove(key);
         }
         self.metrics.clients.fetch_sub(1, Ordering::Relaxed);
-        let senders = self
-            .senders
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key)
-            .unwrap_or_default();
+        let senders = {
+            let mut senders = self.senders.write().unwrap_or_else(|p| p.into_inner());
+            for dst in sent_to {
+                if let Some(list) = senders.get_mut(dst) {
+                    list.retain(|s| s != key);
+                    if list.is_empty() {
+                        senders.remove(dst);
+                    }
+                }
+            }
+            senders.remove(key).unwrap_or_default()
+        };
         let gone = Frame::PeerGone { key: *key }.to_bytes();
         let clients = self.read_clients();
         for s in senders {
@@ -226,13 +264,22 @@ impl Shared {
         }
     }
 
-    /// Notes that `src` sends to `dst` (called once per destination by each connection).
+    /// Notes that `src` sends to `dst` (called once per destination by each connection, after
+    /// a packet reached `dst`); a destination that left meanwhile is not noted.
     pub(crate) fn note_sender(&self, dst: Key, src: Key) {
         let mut senders = self.senders.write().unwrap_or_else(|p| p.into_inner());
+        if !self.read_clients().contains_key(&dst) {
+            return;
+        }
         let list = senders.entry(dst).or_default();
         if list.len() < MAX_SENDERS && !list.contains(&src) {
             list.push(src);
         }
+    }
+
+    /// Destinations with senders noted (for tests of the bounds).
+    pub(crate) fn noted_destinations(&self) -> usize {
+        self.senders.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Queues `packet` from `src` to `dst` if `dst` is connected in the same network.

@@ -3,6 +3,7 @@
 
 use pinhole_proto::key::{Key, PrivateKey};
 use pinhole_proto::relay::{self as wire, Decoder, Frame};
+use pinhole_relay::http_server::accept_loop;
 use pinhole_relay::test_client::RawClient;
 use pinhole_relay::{Relay, RelayConfig, StaticAuthorizer};
 use std::net::SocketAddr;
@@ -13,18 +14,34 @@ use tokio::net::TcpStream;
 
 struct Server {
     addr: SocketAddr,
+    /// Where `/metrics` is served (only there).
+    metrics: SocketAddr,
     relay: Relay,
     auth: Arc<StaticAuthorizer>,
+    _stop: tokio::sync::watch::Sender<bool>,
 }
 
+/// A relay on loopback behind the accept loop pinhole-relay and pinhole-control use (which
+/// tells the relay each client's address), with its metrics on a second address.
 async fn server(config: RelayConfig) -> Server {
     let auth = Arc::new(StaticAuthorizer::default());
     let relay = Relay::new(auth.clone(), config);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = pinhole_relay::http::router(relay.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Server { addr, relay, auth }
+    tokio::spawn(accept_loop(listener, None, router, stop_rx.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = listener.local_addr().unwrap();
+    let router = pinhole_relay::http::metrics_router(relay.clone());
+    tokio::spawn(accept_loop(listener, None, router, stop_rx));
+    Server {
+        addr,
+        metrics,
+        relay,
+        auth,
+        _stop: stop,
+    }
 }
 
 /// The library's raw client with the timeouts and assertions these tests want.
@@ -143,7 +160,7 @@ async fn authorised_nodes_exchange_packets_and_strangers_are_refused() {
     ca.send(&packet(b_pub, b"still here")).await;
     assert!(matches!(cb.recv().await, Frame::RecvPacket { .. }));
 
-    let m = get_metrics(s.addr).await;
+    let m = get_metrics(s.metrics).await;
     assert!(m.contains("pinhole_relay_clients 3"), "{m}");
     assert!(
         m.contains(r#"pinhole_relay_refused_total{reason="unknown_key"} 1"#),
@@ -162,16 +179,139 @@ async fn authorised_nodes_exchange_packets_and_strangers_are_refused() {
 
 /// GET /metrics over a plain socket (no HTTP client crate needed).
 async fn get_metrics(addr: SocketAddr) -> String {
+    let out = get(addr, "/metrics").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+/// A plain GET; the whole answer.
+async fn get(addr: SocketAddr, path: &str) -> String {
     let mut io = TcpStream::connect(addr).await.unwrap();
     io.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .await
     .unwrap();
     let mut out = String::new();
     io.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     out
+}
+
+/// The relay's own port does not serve its counters to the world.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_only_on_their_own_address() {
+    let s = server(RelayConfig::default()).await;
+    assert!(get(s.addr, "/metrics").await.starts_with("HTTP/1.1 404"));
+    assert!(get_metrics(s.metrics)
+        .await
+        .contains("pinhole_relay_clients 0"));
+    assert!(get(s.metrics, "/relay").await.starts_with("HTTP/1.1 404"));
+}
+
+/// A client that names 100,000 destinations (none of them here) leaves no trace in the relay's
+/// tables; neither do 3,000 connections from keys control never heard of; and one address that
+/// opens connections too fast is refused before any of them costs a question to control.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_clients_name_cannot_grow_the_relay() {
+    let s = server(RelayConfig {
+        handshakes_per_address: 1_000_000,
+        ..RelayConfig::default()
+    })
+    .await;
+    let (a, a_pub) = keys(1);
+    let (b, b_pub) = keys(2);
+    s.auth.allow(a_pub, "acme");
+    s.auth.allow(b_pub, "acme");
+    let mut ca = Client::ok(s.addr, &a).await;
+    let mut cb = Client::ok(s.addr, &b).await;
+    let before = s.relay.table_sizes();
+    let mut burst = Vec::new();
+    for i in 0..100_000u32 {
+        let mut dst = [7u8; 32];
+        dst[..4].copy_from_slice(&i.to_be_bytes());
+        Frame::SendPacket {
+            dst: Key(dst),
+            packet: b"x".to_vec(),
+        }
+        .encode(&mut burst);
+        if burst.len() > 256 * 1024 {
+            ca.raw.io.write_all(&burst).await.unwrap();
+            burst.clear();
+        }
+    }
+    ca.raw.io.write_all(&burst).await.unwrap();
+    // A real packet after them arrives: the relay read everything and is still serving.
+    ca.send(&packet(b_pub, b"after the flood")).await;
+    match cb.recv().await {
+        Frame::RecvPacket { packet, .. } => assert_eq!(packet, b"after the flood"),
+        other => panic!("{other:?}"),
+    }
+    let after = s.relay.table_sizes();
+    assert_eq!(
+        after.noted_destinations, 1,
+        "only b, who is here: {after:?}"
+    );
+    assert_eq!(after.auth_cache, before.auth_cache, "{after:?}");
+    let m = get_metrics(s.metrics).await;
+    assert!(
+        m.contains(r#"pinhole_relay_dropped_packets_total{reason="no_peer"} 100000"#),
+        "{m}"
+    );
+    // Keys nobody knows, each proving itself: refusals are cached, but within bounds.
+    for i in 0..3_000u32 {
+        let mut k = [9u8; 32];
+        k[..4].copy_from_slice(&i.to_be_bytes());
+        let (_, answer) = Client::connect(s.addr, &PrivateKey::from_bytes(k), false).await;
+        assert!(matches!(answer, Frame::Refused { .. }), "{answer:?}");
+    }
+    let sizes = s.relay.table_sizes();
+    assert!(sizes.auth_cache <= 3_002, "{sizes:?}");
+    assert_eq!(sizes.handshake_addresses, 1, "{sizes:?}");
+    drop(ca);
+    drop(cb);
+    // When the sender leaves, it is forgotten as b's sender too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while s.relay.table_sizes().noted_destinations != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            s.relay.table_sizes()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_connects_too_fast_is_refused() {
+    let s = server(RelayConfig {
+        handshakes_per_address: 5,
+        handshake_window: Duration::from_secs(60),
+        ..RelayConfig::default()
+    })
+    .await;
+    let (a, a_pub) = keys(1);
+    s.auth.allow(a_pub, "acme");
+    for _ in 0..5 {
+        let (_, answer) = Client::connect(s.addr, &a, false).await;
+        assert!(matches!(answer, Frame::ServerInfo { .. }), "{answer:?}");
+    }
+    let asked = s.auth.asked.load(std::sync::atomic::Ordering::Relaxed);
+    let mut raw = RawClient::upgrade(s.addr).await.expect("upgrade");
+    let answer = raw.recv().await.expect("an answer").expect("a frame");
+    assert!(
+        matches!(&answer, Frame::Refused { reason } if reason.contains("too many connection attempts")),
+        "{answer:?}"
+    );
+    assert_eq!(
+        s.auth.asked.load(std::sync::atomic::Ordering::Relaxed),
+        asked,
+        "control was not asked"
+    );
+    let m = get_metrics(s.metrics).await;
+    assert!(
+        m.contains(r#"pinhole_relay_refused_total{reason="rate_limited"} 1"#),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,7 +373,7 @@ async fn bad_frames_close_only_their_own_connection() {
     // Its sender heard that C left.
     ca.send(&packet(c_pub, b"to c")).await;
     assert_eq!(ca.recv().await, Frame::PeerGone { key: c_pub });
-    let m = get_metrics(s.addr).await;
+    let m = get_metrics(s.metrics).await;
     assert!(m.contains("pinhole_relay_protocol_errors_total 2"), "{m}");
 }
 
@@ -288,7 +428,7 @@ async fn a_client_that_does_not_read_does_not_stall_the_others() {
         }
     }
     assert_eq!(got.len(), 8, "every packet to B arrived");
-    let m = get_metrics(s.addr).await;
+    let m = get_metrics(s.metrics).await;
     let drops: u64 = m
         .lines()
         .find_map(|l| {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
 /// The Pinhole relay server: STUN (RFC 8489, and RFC 5780 with an alternate address or port)
-/// and the packet relay (HTTP upgrade on /relay, /metrics).
+/// and the packet relay (HTTP upgrade on /relay; /metrics on --metrics-listen).
 #[derive(Debug, Parser)]
 #[command(name = "pinhole-relay", version, about)]
 struct Args {
@@ -49,6 +49,10 @@ struct Args {
     /// A second UDP port, for RFC 5780 NAT behaviour discovery.
     #[arg(long, value_name = "PORT")]
     stun_alternate_port: Option<u16>,
+    /// Serve Prometheus metrics (`/metrics`, plain HTTP) on this address, e.g. 127.0.0.1:9090;
+    /// they are served nowhere else.
+    #[arg(long, value_name = "ADDR", requires = "listen")]
+    metrics_listen: Option<SocketAddr>,
     /// Log filter (tracing's syntax), overridden by PINHOLE_LOG.
     #[arg(long, default_value = "info")]
     log: String,
@@ -142,6 +146,18 @@ async fn serve(args: Args) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), control = %url, "packet relay listening");
+        if let Some(at) = args.metrics_listen {
+            let l = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} for metrics"))?;
+            tracing::info!(addr = %l.local_addr()?, "metrics listening");
+            tokio::spawn(accept_loop(
+                l,
+                None,
+                pinhole_relay::http::metrics_router(relay.clone()),
+                stop_rx.clone(),
+            ));
+        }
         tokio::spawn(relay.clone().run_rechecks());
         relay_task = Some((
             relay.clone(),
