@@ -4,7 +4,7 @@
 use crate::addresses;
 use crate::hub::{to_line, FullMap, Subscription};
 use crate::secret::{self, TokenKind};
-use crate::state::{format_endpoints, ms, now_ms, ApiErr, AppState, ClientAddr};
+use crate::state::{format_endpoints, ms, ApiErr, AppState, ClientAddr};
 use crate::store::{NewNode, NodeRow, SessionRow, StoreError};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -93,7 +93,7 @@ impl AppState {
                 "this session was signed out: sign in again",
             ));
         }
-        if s.expires_at <= now_ms() {
+        if s.expires_at <= self.now_ms() {
             return Err(ApiErr::unauthorized(
                 "this session has expired: sign in again",
             ));
@@ -115,7 +115,7 @@ impl AppState {
                 "this needs the node token from registration",
             ));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let Some(row) = self
             .store
             .node_by_token(&secret::hash_token(token), now)
@@ -167,7 +167,7 @@ async fn registrar(
             if k.revoked_at.is_some() {
                 return Err(ApiErr::unauthorized("this auth key was revoked"));
             }
-            if k.expires_at.is_some_and(|e| e <= now_ms()) {
+            if k.expires_at.is_some_and(|e| e <= st.now_ms()) {
                 return Err(ApiErr::unauthorized(
                     "this auth key has expired: create a new one",
                 ));
@@ -206,7 +206,7 @@ async fn registrar(
 /// `POST /api/v1/register/challenge`: the server's registration key and a fresh challenge.
 /// Stateless (checked by its MAC), so it needs no credentials and costs no database work.
 pub async fn register_challenge(State(st): St) -> Json<RegisterChallenge> {
-    Json(st.register_keys.challenge(now_ms()))
+    Json(st.register_keys.challenge(st.now_ms()))
 }
 
 /// `POST /api/v1/register`
@@ -219,7 +219,7 @@ pub async fn register(
     let who = registrar(&st, &headers, &client).await?;
     let req = json_body(body)?;
     // Only the holder of the node key's private half may register it (or take its record back).
-    if let Err(e) = st.register_keys.verify(&req, now_ms()) {
+    if let Err(e) = st.register_keys.verify(&req, st.now_ms()) {
         tracing::info!(client = %client.0.ip(), key = %req.node_key.short(), "registration refused: {e}");
         return Err(ApiErr::new(
             StatusCode::FORBIDDEN,
@@ -237,7 +237,7 @@ pub async fn register(
             "the disco key must differ from the node key",
         ));
     }
-    let now = now_ms();
+    let now = st.now_ms();
     let node_key = req.node_key.to_base64();
     let disco_key = req.disco_key.to_base64();
     let (token, token_hash) = secret::new_token(TokenKind::Node);
@@ -402,7 +402,7 @@ pub async fn map(
         node: row.id.clone(),
         sub: 0,
     };
-    st.store.touch_node(&row.id, now_ms()).await?;
+    st.store.touch_node(&row.id, st.now_ms()).await?;
     st.publish(&account, &row.id).await?;
     let Some(Subscription { id, full_map, rx }) = st.hub.subscribe(&account, &row.id) else {
         return Err(ApiErr::not_found("the node was removed"));
@@ -446,7 +446,7 @@ impl Drop for StreamGuard {
             rt.spawn(async move {
                 let r = async {
                     st.store.presence(&node, &st.instance, -1).await?;
-                    st.store.touch_node(&node, now_ms()).await?;
+                    st.store.touch_node(&node, st.now_ms()).await?;
                     st.publish(&account, &node).await.map(drop)
                 };
                 if let Err(e) = r.await {
@@ -539,7 +539,7 @@ pub async fn update_node(
                 .as_deref()
                 .map(|h| (!h.is_empty()).then_some(h)),
             disco.as_deref(),
-            now_ms(),
+            st.now_ms(),
         )
         .await?;
     let fresh = st
@@ -556,7 +556,7 @@ pub async fn delete_self(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiErr> {
     let row = st.node_by_token(&headers, &client).await?;
-    st.store.remove_node(&row.id, now_ms()).await?;
+    st.store.remove_node(&row.id, st.now_ms()).await?;
     st.revoke_relay(pinhole_proto::key::Key::from_base64(&row.node_key).ok());
     st.publish(&row.account_id, &row.id).await?;
     tracing::info!(node = %row.name, "node logged out");
@@ -570,7 +570,7 @@ pub async fn list_nodes(
     headers: HeaderMap,
 ) -> Result<Json<Vec<Node>>, ApiErr> {
     let s = st.session(&headers, &client).await?;
-    let now = now_ms();
+    let now = st.now_ms();
     let rows = st.store.nodes_in_account(&s.account_id, now).await?;
     Ok(Json(
         rows.iter().filter_map(|r| st.to_node(r, now)).collect(),
@@ -585,12 +585,12 @@ pub async fn delete_node(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiErr> {
     let s = st.session(&headers, &client).await?;
-    let row = st.store.node_by_id(&id, now_ms()).await?;
+    let row = st.store.node_by_id(&id, st.now_ms()).await?;
     // Another account's node is reported exactly like a missing one.
     let Some(row) = row.filter(|r| r.account_id == s.account_id) else {
         return Err(ApiErr::not_found("no such node in your account"));
     };
-    st.store.remove_node(&row.id, now_ms()).await?;
+    st.store.remove_node(&row.id, st.now_ms()).await?;
     st.revoke_relay(pinhole_proto::key::Key::from_base64(&row.node_key).ok());
     st.publish(&row.account_id, &row.id).await?;
     tracing::info!(node = %row.name, by = %s.user_name, "node removed");
@@ -604,7 +604,7 @@ pub async fn logout(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiErr> {
     let s = st.session(&headers, &client).await?;
-    st.store.revoke_session(&s.id, now_ms()).await?;
+    st.store.revoke_session(&s.id, st.now_ms()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -3,7 +3,7 @@
 //! and password, and the device's next poll gets a session token.
 
 use crate::secret::{self, TokenKind};
-use crate::state::{ms, now_ms, ApiErr, AppState, ClientAddr};
+use crate::state::{ms, ApiErr, AppState, ClientAddr};
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -47,7 +47,7 @@ pub async fn code(
         .check(&ip, now_i)
         .map_err(ApiErr::too_many)?;
     st.code_limiter.fail(&ip, now_i);
-    let now = now_ms();
+    let now = st.now_ms();
     let (device_code, hash) = secret::new_token(TokenKind::DeviceCode);
     let ttl = st.settings.device_code_ttl;
     let mut user_code = secret::new_user_code();
@@ -115,7 +115,7 @@ pub async fn token(
     let Some(row) = st.store.device_by_hash(&hash).await? else {
         return Ok(oauth_error("invalid_grant", "unknown device code"));
     };
-    let now = now_ms();
+    let now = st.now_ms();
     if row.expires_at <= now {
         return Ok(oauth_error(
             "expired_token",
@@ -229,7 +229,7 @@ pub async fn approve(
         Ok(r) => r,
         Err(e) => return ApiErr::from(e).into_response(),
     };
-    let Some(row) = row.filter(|r| r.expires_at > now_ms() && r.consumed == 0) else {
+    let Some(row) = row.filter(|r| r.expires_at > st.now_ms() && r.consumed == 0) else {
         // A wrong code counts like a wrong password, so codes cannot be guessed at leisure.
         st.signin_limiter.fail(&ip_key, now_i);
         tracing::info!(client = %client.0.ip(), "sign-in with an unknown or expired code");

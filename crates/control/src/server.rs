@@ -4,7 +4,7 @@
 
 use crate::hub::Hub;
 use crate::ratelimit::Limiter;
-use crate::state::{now_ms, AppState, Settings};
+use crate::state::{AppState, Settings};
 use crate::store::{DbKind, Store, StoreError};
 use crate::{api, device, secret};
 use axum::extract::DefaultBodyLimit;
@@ -82,7 +82,9 @@ impl Server {
                 store.clear_instance(&stale).await?;
             }
         }
-        store.instance_beat(&instance, now_ms()).await?;
+        store
+            .instance_beat(&instance, settings.clock.now_ms())
+            .await?;
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| ServeError::Listen(listen, e))?;
@@ -329,7 +331,7 @@ async fn sweeper(st: Arc<AppState>, mut stop: watch::Receiver<bool>) {
 }
 
 async fn sweep(st: &AppState, n: u64) -> Result<(), StoreError> {
-    let now = now_ms();
+    let now = st.now_ms();
     for (id, account) in st.store.gone_nodes(now).await? {
         if st.hub.contains(&account, &id) {
             st.publish(&account, &id).await?;
@@ -388,7 +390,7 @@ async fn apply_notice(st: &AppState, payload: &str) {
     if instance == st.instance || !st.hub.is_loaded(account) {
         return;
     }
-    let now = now_ms();
+    let now = st.now_ms();
     match st.store.node_by_id(node, now).await {
         Ok(Some(row)) => match st.to_node(&row, now) {
             Some(n) => st.hub.upsert(account, n),

@@ -38,6 +38,27 @@ pub struct Settings {
     pub relay_secret_hash: Option<[u8; 32]>,
     /// Load balancers and reverse proxies whose `X-Forwarded-For` names the real client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The clock expiries and limits are read from (tests move it forward instead of sleeping).
+    pub clock: Clock,
+}
+
+/// The server's clock: the real one, plus an offset that only tests move (forward).
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    offset_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Clock {
+    /// Milliseconds since the Unix epoch, as this server sees them.
+    pub fn now_ms(&self) -> i64 {
+        now_ms().saturating_add(self.offset_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Moves this clock (and every copy of it) forward.
+    pub fn advance(&self, by: Duration) {
+        self.offset_ms
+            .fetch_add(ms(by), std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Default for Settings {
@@ -55,11 +76,17 @@ impl Default for Settings {
             metrics_listen: None,
             relay_secret_hash: None,
             trusted_proxies: Vec::new(),
+            clock: Clock::default(),
         }
     }
 }
 
 impl AppState {
+    /// Now, on the server's clock (see [`Clock`]).
+    pub fn now_ms(&self) -> i64 {
+        self.settings.clock.now_ms()
+    }
+
     /// A removed or expired node loses the embedded relay at once (other relays notice at
     /// their next check with control).
     pub fn revoke_relay(&self, key: Option<pinhole_proto::key::Key>) {
@@ -266,7 +293,7 @@ impl AppState {
         account_id: &str,
         node_id: &str,
     ) -> Result<Option<Node>, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let node = match self.store.node_by_id(node_id, now).await? {
             Some(row) => match self.to_node(&row, now) {
                 Some(node) => {
@@ -296,7 +323,7 @@ impl AppState {
         if self.hub.is_loaded(account_id) {
             return Ok(());
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let rows = self.store.nodes_in_account(account_id, now).await?;
         let nodes = rows.iter().filter_map(|r| self.to_node(r, now)).collect();
         self.hub.load(account_id, nodes);

@@ -181,7 +181,8 @@ async fn auth_keys_are_checked(db: &str) {
     let short = h
         .authkey("default", true, Some(Duration::from_secs(1)))
         .await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The server's clock moves on (no sleep): the key has expired.
+    h.settings.clock.advance(Duration::from_millis(1100));
     let e = h
         .client
         .register(&short, &private(3), &info(3, "c"))
@@ -365,7 +366,8 @@ async fn sign_in(h: &Harness, user: &str, password: &str) -> String {
     ));
     let resp = approve(h, &code.user_code, user, password).await;
     assert_eq!(resp.0, 200, "{}", resp.1);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Past the poll interval on the server's clock (no sleep).
+    h.settings.clock.advance(Duration::from_millis(1100));
     match h.client.device_token(&code.device_code).await.unwrap() {
         DevicePoll::Approved(t) => t.access_token,
         other => panic!("{other:?}"),
@@ -420,7 +422,7 @@ async fn device_sign_in_and_sessions(db: &str) {
         match h.client.device_token(&code.device_code).await.unwrap() {
             DevicePoll::Approved(t) => break t,
             DevicePoll::SlowDown | DevicePoll::Pending => {
-                tokio::time::sleep(Duration::from_millis(1100)).await
+                h.settings.clock.advance(Duration::from_millis(1100))
             }
         }
     };
@@ -815,6 +817,8 @@ async fn expired_and_removed_nodes_leave_the_map(db: &str) {
         .unwrap();
     let mut sb = h.client.map(&b.node_token).await.unwrap();
     next(&mut sb).await;
+    // Three seconds pass on the server's clock: `short` has expired at its next sweep.
+    h.settings.clock.advance(Duration::from_secs(3));
     let m = until(
         &mut sb,
         |m| matches!(m, MapMessage::PeerRemoved { id, .. } if *id == short.node_id),

@@ -2,6 +2,7 @@
 
 #[cfg(feature = "serde")]
 pub mod control;
+pub mod fuzzing;
 pub mod ip;
 #[cfg(feature = "serde")]
 pub mod ipc;
