@@ -22,8 +22,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often WireGuard's timers (handshake retry, rekey, keepalive, expiry) are evaluated.
+/// How often WireGuard's timers (handshake retry, rekey, keepalive, expiry) are evaluated while
+/// any peer has something going on; with none, the engine has no deadline at all.
 pub const TIMER_TICK: Duration = Duration::from_millis(250);
+/// The deadline an engine with nothing to do gives (far away: nothing is due).
+const IDLE_DEADLINE: Duration = Duration::from_secs(3600);
 /// Handshake messages per second accepted before cookies are demanded (WireGuard's DoS defence).
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
 /// Largest datagram or IP packet handled, plus WireGuard's overhead.
@@ -200,6 +203,9 @@ impl Engine {
             self.routes.insert(*net, idx);
         }
         self.by_key.insert(settings.public_key, idx);
+        if settings.persistent_keepalive.is_some_and(|k| k > 0) {
+            self.next_tick = self.next_tick.min(now + TIMER_TICK);
+        }
         self.peers.insert(idx, Peer::new(tunn, settings));
         Ok(())
     }
@@ -242,6 +248,8 @@ impl Engine {
             return;
         };
         peer.active_at = Some(now);
+        peer.touched_at = Some(now);
+        self.next_tick = self.next_tick.min(now + TIMER_TICK);
         match peer.tunn.encapsulate(packet, &mut self.buf) {
             TunnResult::WriteToNetwork(out) => {
                 peer.tx_bytes += packet.len() as u64;
@@ -267,6 +275,7 @@ impl Engine {
     fn handle_wire(&mut self, now: Instant, via: Via<'_>, datagram: &[u8]) {
         self.clock.sync(now);
         self.last_now = now;
+        self.reset_rate_limit(now);
         let src_ip = match via {
             Via::Udp(from) => Some(from.ip()),
             Via::Relay { .. } => None,
@@ -365,6 +374,9 @@ impl Engine {
                     return;
                 }
             };
+        // Authentic: the peer's timers run again (a handshake answered, a session renewed).
+        peer.touched_at = Some(now);
+        self.next_tick = self.next_tick.min(now + TIMER_TICK);
         if let Some(src) = src.filter(|_| !out.is_empty()) {
             peer.active_at = Some(now);
             deliver(
@@ -410,12 +422,13 @@ impl Engine {
         }
         self.clock.sync(now);
         self.last_now = now;
-        self.next_tick = now + TIMER_TICK;
-        if now >= self.next_rate_reset {
-            self.rate_limiter.reset_count();
-            self.next_rate_reset = now + Duration::from_secs(1);
-        }
+        self.reset_rate_limit(now);
+        let mut busy = false;
         for peer in self.peers.values_mut() {
+            if !peer.needs_timers(now) {
+                continue;
+            }
+            busy = true;
             match peer.tunn.update_timers(&mut self.buf) {
                 TunnResult::WriteToNetwork(out) => {
                     send_to_peer(&mut self.out, &mut self.stats, peer, now, out)
@@ -432,6 +445,16 @@ impl Engine {
             if probe_due(peer, now) {
                 probe(&mut self.out, &mut self.stats, peer, now, &mut self.buf);
             }
+        }
+        self.next_tick = now + if busy { TIMER_TICK } else { IDLE_DEADLINE };
+    }
+
+    /// WireGuard's handshake rate limit counts per second; its count is reset lazily (an idle
+    /// engine has no tick to do it on).
+    fn reset_rate_limit(&mut self, now: Instant) {
+        if now >= self.next_rate_reset {
+            self.rate_limiter.reset_count();
+            self.next_rate_reset = now + Duration::from_secs(1);
         }
     }
 

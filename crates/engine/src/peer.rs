@@ -55,6 +55,10 @@ pub struct PeerStatus {
 /// WireGuard's passive keepalive (10 s), so one-way traffic keeps a working path.
 pub const DIRECT_TRUST: Duration = Duration::from_secs(15);
 
+/// How long after the last packet a peer's timers still run: WireGuard forgets a session's keys
+/// at three times REJECT_AFTER_TIME (540 s); after that a quiet peer has no timer at all.
+pub const QUIET_AFTER: Duration = Duration::from_secs(600);
+
 pub(crate) struct Peer {
     pub(crate) tunn: Tunn,
     pub(crate) settings: PeerSettings,
@@ -68,6 +72,9 @@ pub(crate) struct Peer {
     pub(crate) probe_at: Option<Instant>,
     /// When anything was last sent to the peer (probing stops for idle peers).
     pub(crate) active_at: Option<Instant>,
+    /// When anything last happened with the peer: a packet for it, an authentic message from
+    /// it. WireGuard's timers run for it until [`QUIET_AFTER`] past this.
+    pub(crate) touched_at: Option<Instant>,
     pub(crate) last_handshake: Option<Instant>,
     pub(crate) handshakes: u64,
     pub(crate) rx_bytes: u64,
@@ -86,6 +93,7 @@ impl Peer {
             udp_tx_at: None,
             probe_at: None,
             active_at: None,
+            touched_at: None,
             settings,
             last_handshake: None,
             handshakes: 0,
@@ -116,6 +124,16 @@ impl Peer {
             self.last_handshake = Some(established);
         }
         new
+    }
+
+    /// Whether WireGuard's timers have anything to do for this peer: a persistent keepalive, or
+    /// anything within [`QUIET_AFTER`] (handshake retries, rekeys, keepalives, and the clean-up
+    /// of a session's keys all happen inside that window).
+    pub(crate) fn needs_timers(&self, now: Instant) -> bool {
+        self.settings.persistent_keepalive.is_some_and(|k| k > 0)
+            || self
+                .touched_at
+                .is_some_and(|t| now.saturating_duration_since(t) < QUIET_AFTER)
     }
 
     /// Whether the direct path answered recently enough to be used.
