@@ -31,8 +31,9 @@ pub struct Args {
     /// A PEM CA certificate to trust for the coordination server (a self-hosted private CA).
     #[arg(long, value_name = "FILE")]
     pub control_ca: Option<PathBuf>,
-    /// An HTTP proxy for relay connections (http://host:port, used with CONNECT; also
-    /// PINHOLE_PROXY), for networks where only a proxy reaches the outside.
+    /// An HTTP proxy for relay connections (http://[user:pass@]host:port, used with CONNECT and
+    /// Basic credentials), for networks where only a proxy reaches the outside. PINHOLE_PROXY
+    /// instead keeps a password out of the process list.
     #[arg(long, value_name = "URL", env = "PINHOLE_PROXY")]
     pub proxy: Option<String>,
     /// Reach relays as WebSockets from the start (also PINHOLE_RELAY_WEBSOCKET=true), for

@@ -20,7 +20,6 @@ mod status;
 mod tun_device;
 mod tun_io;
 mod udp;
-mod ws_stream;
 
 use anyhow::Result;
 use clap::Parser;

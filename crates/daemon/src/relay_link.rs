@@ -1,9 +1,12 @@
 //! The relay connections' I/O: one task per relay region in use (the home region, and the
 //! regions of peers packets go to), each driving an [`RelayClient`] over TCP, TLS when the URL
-//! is `https`, an HTTP CONNECT proxy when one is configured, and the HTTP upgrade to the relay
-//! protocol (or a WebSocket carrying it when the plain upgrade is refused on the way). Packets to send come in over a bounded channel; packets received and connection
-//! changes go out to the daemon's loop.
+//! is `https`, an HTTP CONNECT proxy when one is configured (with Basic credentials from its
+//! URL), and the HTTP upgrade to the relay protocol (or a WebSocket carrying it when the plain
+//! upgrade is refused on the way); the HTTP exchanges are hyper's. Packets to send come in over
+//! a bounded channel; packets received and connection changes go out to the daemon's loop.
 
+use hyper::header::HeaderValue;
+use hyper_util::rt::TokioIo;
 use pinhole_engine::{Key, PrivateKey, RelayClient, RelayEvent, RelayTransmit};
 use pinhole_proto::control::RelayMap;
 use pinhole_proto::relay::UPGRADE_PROTOCOL;
@@ -41,8 +44,17 @@ pub struct RegionState {
 #[derive(Clone)]
 pub struct Dialer {
     tls: Arc<tokio_rustls::rustls::ClientConfig>,
-    proxy: Option<(String, u16)>,
+    proxy: Option<Proxy>,
     websocket_only: bool,
+}
+
+/// An HTTP proxy reached with CONNECT, with Basic credentials when its URL has them.
+#[derive(Clone)]
+struct Proxy {
+    host: String,
+    port: u16,
+    /// `Basic …` for Proxy-Authorization (never logged).
+    auth: Option<HeaderValue>,
 }
 
 /// Why a relay could not be dialled.
@@ -58,8 +70,8 @@ pub enum DialError {
     Tls(String, std::io::Error),
     #[error("{0} did not switch to the relay protocol: {1}")]
     Upgrade(String, String),
-    #[error("i/o with {0}: {1}")]
-    Io(String, std::io::Error),
+    #[error("HTTP with {0}: {1}")]
+    Http(String, String),
     #[error("timed out connecting to {0}")]
     Timeout(String),
 }
@@ -69,7 +81,8 @@ trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 impl Dialer {
-    /// Trusts the system's web roots plus `extra_ca_pem`; `proxy` is `http://host:port`.
+    /// Trusts the system's web roots plus `extra_ca_pem`; `proxy` is
+    /// `http://[user:pass@]host:port`.
     pub fn new(
         extra_ca_pem: Option<&[u8]>,
         proxy: Option<&str>,
@@ -88,42 +101,22 @@ impl Dialer {
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let proxy = match proxy {
-            None => None,
-            Some(p) => {
-                let u = reqwest::Url::parse(p)
-                    .map_err(|e| anyhow::anyhow!("invalid proxy URL {p}: {e}"))?;
-                if u.scheme() != "http" {
-                    anyhow::bail!(
-                        "proxy URL {p}: only http:// proxies (HTTP CONNECT) are supported"
-                    );
-                }
-                let host = u
-                    .host_str()
-                    .ok_or_else(|| anyhow::anyhow!("proxy URL {p} has no host"))?;
-                Some((
-                    host.trim_matches(['[', ']']).to_string(),
-                    u.port().unwrap_or(8080),
-                ))
-            }
-        };
         Ok(Dialer {
             tls: Arc::new(config),
-            proxy,
+            proxy: proxy.map(Proxy::parse).transpose()?,
             websocket_only,
         })
     }
 
     /// Opens `url` and upgrades it to the relay protocol (or a WebSocket carrying it, when the
-    /// plain upgrade is refused on the way or WebSockets are asked for); returns the stream and
-    /// any bytes that came after the response head.
-    async fn dial(&self, url: &str) -> Result<(Box<dyn Stream>, Vec<u8>), DialError> {
+    /// plain upgrade is refused on the way or WebSockets are asked for).
+    async fn dial(&self, url: &str) -> Result<Box<dyn Stream>, DialError> {
         tokio::time::timeout(DIAL_TIMEOUT, self.dial_inner(url))
             .await
             .map_err(|_| DialError::Timeout(url.to_string()))?
     }
 
-    async fn dial_inner(&self, url: &str) -> Result<(Box<dyn Stream>, Vec<u8>), DialError> {
+    async fn dial_inner(&self, url: &str) -> Result<Box<dyn Stream>, DialError> {
         let t = Target::parse(url)?;
         if !self.websocket_only {
             let stream = self.open(&t).await?;
@@ -138,50 +131,131 @@ impl Dialer {
         upgrade_websocket(stream, &t).await
     }
 
-    /// TCP to the relay (through the proxy when there is one), then TLS for `https`.
+    /// TCP to the relay (through the proxy's CONNECT tunnel when there is one), then TLS for
+    /// `https`.
     async fn open(&self, t: &Target) -> Result<Box<dyn Stream>, DialError> {
         let authority = &t.authority;
-        let tcp = match &self.proxy {
-            None => TcpStream::connect((t.host.as_str(), t.port))
-                .await
-                .map_err(|e| DialError::Connect(authority.clone(), e))?,
-            Some((ph, pp)) => {
-                let mut s = TcpStream::connect((ph.as_str(), *pp))
+        let base: Box<dyn Stream> = match &self.proxy {
+            None => {
+                let tcp = TcpStream::connect((t.host.as_str(), t.port))
                     .await
-                    .map_err(|e| DialError::Connect(format!("proxy {ph}:{pp}"), e))?;
-                let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
-                s.write_all(req.as_bytes())
-                    .await
-                    .map_err(|e| DialError::Io(authority.clone(), e))?;
-                let (head, rest) = read_head(&mut s)
-                    .await
-                    .map_err(|e| DialError::Io(format!("proxy {ph}:{pp}"), e))?;
-                let status = status_line(&head);
-                if !status.split(' ').nth(1).is_some_and(|c| c.starts_with('2')) {
-                    return Err(DialError::Proxy(authority.clone(), status));
-                }
-                if !rest.is_empty() {
-                    return Err(DialError::Proxy(
-                        authority.clone(),
-                        "sent bytes before the tunnel".into(),
-                    ));
-                }
-                s
+                    .map_err(|e| DialError::Connect(authority.clone(), e))?;
+                let _ = tcp.set_nodelay(true);
+                Box::new(tcp)
             }
+            Some(p) => p.connect(authority).await?,
         };
-        let _ = tcp.set_nodelay(true);
         if !t.tls {
-            return Ok(Box::new(tcp));
+            return Ok(base);
         }
         let name = tokio_rustls::rustls::pki_types::ServerName::try_from(t.host.clone())
             .map_err(|_| DialError::Url(t.url.clone()))?;
         let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
         let s = connector
-            .connect(name, tcp)
+            .connect(name, base)
             .await
             .map_err(|e| DialError::Tls(authority.clone(), e))?;
         Ok(Box::new(s))
     }
+}
+
+impl Proxy {
+    fn parse(url: &str) -> anyhow::Result<Proxy> {
+        use base64::Engine as _;
+        // The URL is not repeated in errors: it may hold a password.
+        let u = reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("invalid proxy URL: {e}"))?;
+        if u.scheme() != "http" {
+            anyhow::bail!("proxy URL: only http:// proxies (HTTP CONNECT) are supported");
+        }
+        let host = u
+            .host_str()
+            .ok_or_else(|| anyhow::anyhow!("the proxy URL has no host"))?;
+        let auth = if u.username().is_empty() {
+            None
+        } else {
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .map(|c| c.into_owned())
+                    .map_err(|_| anyhow::anyhow!("the proxy credentials are not valid UTF-8"))
+            };
+            let user = decode(u.username())?;
+            let pass = decode(u.password().unwrap_or(""))?;
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            let mut v = HeaderValue::from_str(&format!("Basic {token}"))?;
+            v.set_sensitive(true);
+            Some(v)
+        };
+        Ok(Proxy {
+            host: host.trim_matches(['[', ']']).to_string(),
+            port: u.port().unwrap_or(8080),
+            auth,
+        })
+    }
+
+    /// A tunnel to `authority` through the proxy (HTTP CONNECT, with hyper).
+    async fn connect(&self, authority: &str) -> Result<Box<dyn Stream>, DialError> {
+        let at = format!("proxy {}:{}", self.host, self.port);
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| DialError::Connect(at.clone(), e))?;
+        let _ = tcp.set_nodelay(true);
+        let mut req = hyper::Request::builder()
+            .method(hyper::Method::CONNECT)
+            .uri(authority)
+            .header(hyper::header::HOST, authority);
+        if let Some(a) = &self.auth {
+            req = req.header(hyper::header::PROXY_AUTHORIZATION, a.clone());
+        }
+        let req = req
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| DialError::Http(at.clone(), e.to_string()))?;
+        let resp = send_upgrade(TokioIo::new(tcp), req, &at).await?;
+        if !resp.status().is_success() {
+            let why = match resp.status() {
+                hyper::StatusCode::PROXY_AUTHENTICATION_REQUIRED if self.auth.is_some() => {
+                    "407: the proxy refused the user name and password".to_string()
+                }
+                hyper::StatusCode::PROXY_AUTHENTICATION_REQUIRED => {
+                    "407: the proxy wants a user name and password (http://user:pass@host:port)"
+                        .to_string()
+                }
+                s => s.to_string(),
+            };
+            return Err(DialError::Proxy(authority.to_string(), why));
+        }
+        let upgraded = hyper::upgrade::on(resp)
+            .await
+            .map_err(|e| DialError::Http(at, e.to_string()))?;
+        Ok(Box::new(TokioIo::new(upgraded)))
+    }
+}
+
+/// Sends one request on a fresh HTTP/1.1 connection over `io` and returns the response; the
+/// connection is driven in the background with upgrades enabled (CONNECT tunnels and protocol
+/// switches hand the connection over afterwards).
+async fn send_upgrade<I>(
+    io: I,
+    req: hyper::Request<http_body_util::Empty<bytes::Bytes>>,
+    at: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, DialError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEAD)
+        .handshake(io)
+        .await
+        .map_err(|e| DialError::Http(at.to_string(), e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::trace!("relay HTTP connection: {e}");
+        }
+    });
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| DialError::Http(at.to_string(), e.to_string()))
 }
 
 /// A relay URL taken apart.
@@ -229,36 +303,45 @@ impl Target {
     }
 }
 
-/// `GET /relay` with `Upgrade: pinhole-relay`: after the 101, relay frames on the stream itself.
-async fn upgrade_plain(
-    mut stream: Box<dyn Stream>,
-    t: &Target,
-) -> Result<(Box<dyn Stream>, Vec<u8>), DialError> {
-    let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: {UPGRADE_PROTOCOL}\r\nUser-Agent: pinhole/{}\r\n\r\n",
-        t.path,
-        t.authority,
-        env!("CARGO_PKG_VERSION")
-    );
-    stream
-        .write_all(req.as_bytes())
-        .await
-        .map_err(|e| DialError::Io(t.authority.clone(), e))?;
-    let (head, rest) = read_head(&mut stream)
-        .await
-        .map_err(|e| DialError::Io(t.authority.clone(), e))?;
-    let status = status_line(&head);
-    if !status.starts_with("HTTP/1.1 101") {
-        return Err(DialError::Upgrade(t.url.clone(), status));
+/// `GET /relay` with `Upgrade: pinhole-relay` (hyper's HTTP/1.1 client): after the 101, relay
+/// frames on the connection itself.
+async fn upgrade_plain(stream: Box<dyn Stream>, t: &Target) -> Result<Box<dyn Stream>, DialError> {
+    let req = hyper::Request::builder()
+        .method(hyper::Method::GET)
+        .uri(t.path.as_str())
+        .header(hyper::header::HOST, t.authority.as_str())
+        .header(hyper::header::CONNECTION, "Upgrade")
+        .header(hyper::header::UPGRADE, UPGRADE_PROTOCOL)
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("pinhole/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|_| DialError::Url(t.url.clone()))?;
+    let resp = send_upgrade(TokioIo::new(stream), req, &t.authority).await?;
+    if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+        let status = format!(
+            "HTTP/1.1 {} {}",
+            resp.status().as_u16(),
+            resp.status().canonical_reason().unwrap_or("")
+        );
+        return Err(DialError::Upgrade(
+            t.url.clone(),
+            status.trim_end().to_string(),
+        ));
     }
-    Ok((stream, rest))
+    let upgraded = hyper::upgrade::on(resp)
+        .await
+        .map_err(|e| DialError::Http(t.authority.clone(), e.to_string()))?;
+    Ok(Box::new(TokioIo::new(upgraded)))
 }
 
 /// The same path as a WebSocket: relay frames in binary messages.
 async fn upgrade_websocket(
     stream: Box<dyn Stream>,
     t: &Target,
-) -> Result<(Box<dyn Stream>, Vec<u8>), DialError> {
+) -> Result<Box<dyn Stream>, DialError> {
+    use pinhole_wsio::tokio_tungstenite;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let scheme = if t.tls { "wss" } else { "ws" };
     let ws_url = format!("{scheme}://{}{}", t.authority, t.path);
@@ -272,38 +355,7 @@ async fn upgrade_websocket(
     let (ws, _) = tokio_tungstenite::client_async(req, stream)
         .await
         .map_err(|e| DialError::Upgrade(t.url.clone(), format!("WebSocket: {e}")))?;
-    Ok((
-        Box::new(crate::ws_stream::WsClientStream::new(ws)),
-        Vec::new(),
-    ))
-}
-
-/// Reads an HTTP response head; returns it and the bytes read past it.
-async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = buf.split_off(end + 4);
-            return Ok((buf, rest));
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(std::io::Error::other("response head too long"));
-        }
-        let n = s.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed before a response",
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-fn status_line(head: &[u8]) -> String {
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    String::from_utf8_lossy(line).chars().take(200).collect()
+    Ok(Box::new(pinhole_wsio::WsByteStream::new(ws)))
 }
 
 /// How long a connection to a relay region other than the home one stays open with nothing
@@ -544,7 +596,7 @@ async fn run_region(
         }
         let url = &urls[attempt % urls.len()];
         attempt += 1;
-        let (mut stream, rest) = match dialer.dial(url).await {
+        let mut stream = match dialer.dial(url).await {
             Ok(s) => s,
             Err(e) => {
                 let msg = e.to_string();
@@ -567,9 +619,6 @@ async fn run_region(
         };
         let now = std::time::Instant::now();
         client.handle_connected(now);
-        if !rest.is_empty() {
-            client.handle_input(now, &rest);
-        }
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = Vec::new();
         loop {
@@ -742,8 +791,9 @@ mod tests {
         (addr, pem, relay)
     }
 
-    /// An HTTP CONNECT proxy on loopback that counts the tunnels it opened.
-    async fn connect_proxy() -> (SocketAddr, Arc<AtomicU64>) {
+    /// An HTTP CONNECT proxy on loopback that counts the tunnels it opened; with `basic`, it
+    /// wants that `Proxy-Authorization` and answers 407 otherwise.
+    async fn connect_proxy(basic: Option<&'static str>) -> (SocketAddr, Arc<AtomicU64>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let tunnels = Arc::new(AtomicU64::new(0));
@@ -752,13 +802,33 @@ mod tests {
             while let Ok((mut client, _)) = listener.accept().await {
                 let count = count.clone();
                 tokio::spawn(async move {
-                    let (head, _) = read_head(&mut client).await.unwrap();
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
                     let head = String::from_utf8(head).unwrap();
                     let target = head
                         .strip_prefix("CONNECT ")
                         .and_then(|r| r.split(' ').next())
                         .unwrap()
                         .to_string();
+                    if let Some(want) = basic {
+                        let given = head.lines().find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .starts_with("proxy-authorization:")
+                                .then(|| l["proxy-authorization:".len()..].trim().to_string())
+                        });
+                        if given.as_deref() != Some(want) {
+                            let _ = client
+                                .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"lab\"\r\nContent-Length: 0\r\n\r\n")
+                                .await;
+                            return;
+                        }
+                    }
                     let mut upstream = TcpStream::connect(target).await.unwrap();
                     client
                         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -846,10 +916,43 @@ mod tests {
         .await;
         // Plain HTTP through an HTTP CONNECT proxy: both connections go through it.
         let (addr, _, _) = relay_server(&[a.clone(), b.clone()], false).await;
-        let (proxy, tunnels) = connect_proxy().await;
+        let (proxy, tunnels) = connect_proxy(None).await;
         let dialer = Dialer::new(None, Some(&format!("http://{proxy}")), false).unwrap();
         exchange(&format!("http://{addr}/relay"), dialer, &a, &b).await;
         assert_eq!(tunnels.load(Ordering::Relaxed), 2);
+    }
+    /// A proxy that wants a user name and password: `http://user:pass@proxy` gets through
+    /// (Basic, percent-escapes decoded); none, or wrong ones, are reported as such.
+    #[tokio::test]
+    async fn proxies_with_basic_authentication() {
+        let (a, b) = (
+            PrivateKey::from_bytes([1; 32]),
+            PrivateKey::from_bytes([2; 32]),
+        );
+        let (addr, _, _) = relay_server(&[a.clone(), b.clone()], false).await;
+        // "alice:p@ss word" in Basic.
+        let (proxy, tunnels) = connect_proxy(Some("Basic YWxpY2U6cEBzcyB3b3Jk")).await;
+        let url = format!("http://{addr}/relay");
+        let dialer = Dialer::new(
+            None,
+            Some(&format!("http://alice:p%40ss%20word@{proxy}")),
+            false,
+        )
+        .unwrap();
+        exchange(&url, dialer, &a, &b).await;
+        assert_eq!(tunnels.load(Ordering::Relaxed), 2);
+        for (proxy_url, want) in [
+            (format!("http://{proxy}"), "wants a user name and password"),
+            (
+                format!("http://alice:wrong@{proxy}"),
+                "refused the user name and password",
+            ),
+        ] {
+            let dialer = Dialer::new(None, Some(&proxy_url), false).unwrap();
+            let e = dialer.dial(&url).await.err().expect("refused").to_string();
+            assert!(e.contains(want), "{e}");
+            assert!(!e.contains("wrong"), "no password in errors: {e}");
+        }
     }
 
     /// Like `relay_server`, behind a middlebox that refuses the plain upgrade (as some proxies

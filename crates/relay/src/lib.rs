@@ -11,7 +11,6 @@ pub mod metrics;
 mod relay;
 pub mod stun_server;
 pub mod test_client;
-pub mod websocket;
 
 pub use authorize::{AuthError, AuthFuture, Authorizer, Grant, StaticAuthorizer};
 pub use connection::ConnectionEnd;
