@@ -74,7 +74,6 @@ impl Summary {
         }
         let status = child.wait()?;
         if !status.success() {
-            self.print();
             bail!("cargo test {} failed ({status})", args.join(" "));
         }
         Ok(())

@@ -7,6 +7,15 @@ use std::process::Command;
 
 pub fn run() -> Result<()> {
     let mut summary = Summary::default();
+    let result = steps(&mut summary);
+    // The summary closes the run whether it passed or not.
+    summary.print();
+    result?;
+    eprintln!("\nall tests passed");
+    Ok(())
+}
+
+fn steps(summary: &mut Summary) -> Result<()> {
     // Every test must do its real part: one that cannot (no root, no PostgreSQL, …) fails.
     std::env::set_var(pinhole_testkit::REQUIRE_ALL, "1");
     require_root("cargo xtask test")?;
@@ -32,11 +41,9 @@ pub fn run() -> Result<()> {
     // through feature unification.
     summary.cargo_test("", &["--workspace", "--exclude", "pinhole-netsim"], &[])?;
     summary.cargo_test("", &["-p", "pinhole-netsim"], &[])?;
-    if cross_check_windows(&mut summary)? {
-        test_windows_under_wine(&mut summary)?;
+    if cross_check_windows(summary)? {
+        test_windows_under_wine(summary)?;
     }
-    summary.print();
-    eprintln!("\nall tests passed");
     Ok(())
 }
 
