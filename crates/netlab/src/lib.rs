@@ -8,6 +8,7 @@
 mod lab;
 pub mod mesh;
 pub mod pinhole;
+pub mod sim_nodes;
 pub mod stock;
 pub mod tools;
 mod topology;

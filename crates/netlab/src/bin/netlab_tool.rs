@@ -3,6 +3,8 @@
 //! `netlab-tool serve LISTEN [TIMEOUT_S]`: accept one TCP connection, print `bytes=N sha256=H`.
 //! `netlab-tool send DST BYTES SEED`: send pseudo-random bytes, print the same summary.
 //! `netlab-tool junk DST COUNT SEED`: send malformed UDP datagrams.
+//! `netlab-tool sim-nodes URL AUTHKEY_FILE COUNT HOLD_S`: that many simulated nodes register
+//! with a coordination server and hold their map streams open.
 
 use anyhow::{bail, Context, Result};
 use pinhole_netlab::tools;
@@ -39,7 +41,23 @@ fn main() -> Result<()> {
             let seed: u64 = arg(3)?.parse().context("bad seed")?;
             println!("sent={}", tools::junk(addr(1)?, count, seed)?);
         }
-        other => bail!("unknown command {other:?} (serve, send, junk)"),
+        "sim-nodes" => {
+            let key = std::fs::read_to_string(arg(2)?).context("reading the auth key file")?;
+            let count: usize = arg(3)?.parse().context("bad count")?;
+            let hold: u64 = arg(4)?.parse().context("bad hold time")?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let r = rt.block_on(pinhole_netlab::sim_nodes::run(
+                arg(1)?,
+                key.trim(),
+                count,
+                Duration::from_secs(hold),
+            ))?;
+            println!("done registered={} streams={}", r.registered, r.streams);
+        }
+        other => bail!("unknown command {other:?} (serve, send, junk, sim-nodes)"),
     }
     Ok(())
 }

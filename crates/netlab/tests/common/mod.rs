@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+#[allow(unused_imports)]
 pub use pinhole_netlab::pinhole::*;
 
 /// The netlab-tool that cargo built for this test run.
