@@ -19,8 +19,8 @@ use ipnet::IpNet;
 use pinhole_control_client::ControlClient;
 use pinhole_engine::{Engine, Event, Key, Netcheck, PeerSettings, PrivateKey, RelayEvent};
 use pinhole_proto::ipc::{
-    Connection, Credential, IpcError, LoginPrompt, LoginResult, LogoutResult, Nat, Op, PingReply,
-    Secret, State, Status,
+    Credential, IpcError, LoginPrompt, LoginResult, LogoutResult, Nat, Op, PingReply, Secret,
+    State, Status,
 };
 use pinhole_proto::stun;
 use std::io::ErrorKind;
@@ -1238,15 +1238,7 @@ impl<'a> Daemon<'a> {
                     .map_or(pinhole_engine::Path::None, |e| e.path);
                 self.reporter
                     .set_rtt(pending.peer, rtt.as_secs_f64() * 1000.0);
-                let (connection, endpoint, relay) = match path {
-                    pinhole_engine::Path::Relayed(r) => {
-                        (Connection::Relayed, None, Some(r.to_string()))
-                    }
-                    pinhole_engine::Path::Direct(ep) => {
-                        (Connection::Direct, Some(ep.to_string()), None)
-                    }
-                    pinhole_engine::Path::None => (Connection::Connecting, None, None),
-                };
+                let (connection, endpoint, relay) = crate::status::path_fields(&path);
                 let r = PingReply {
                     peer: pending.name.clone(),
                     address: pending.address.to_string(),

@@ -70,6 +70,17 @@ pub fn build(i: Inputs<'_>) -> Status {
     }
 }
 
+/// How a person reads a path that works: its `connection`, and the endpoint or relay it goes
+/// over. The one mapping from the engine's path to the status's words (the status and ping
+/// replies both use it).
+pub fn path_fields(path: &Path) -> (Connection, Option<String>, Option<String>) {
+    match path {
+        Path::Direct(ep) => (Connection::Direct, Some(ep.to_string()), None),
+        Path::Relayed(r) => (Connection::Relayed, None, Some(r.to_string())),
+        Path::None => (Connection::Connecting, None, None),
+    }
+}
+
 fn peer(
     name: String,
     node_key: String,
@@ -90,14 +101,15 @@ fn peer(
     };
     let mut relay = None;
     let (connection, path_reason) = match (&path, fresh) {
-        (Path::Direct(_), true) => (Connection::Direct, None),
-        (Path::Relayed(r), true) => {
-            relay = Some(r.to_string());
+        (Path::Direct(_), true) => (path_fields(&path).0, None),
+        (Path::Relayed(_), true) => {
+            let (connection, _, r) = path_fields(&path);
+            relay = r;
             let why = match endpoint {
                 Some(ep) => format!("no direct path: {ep} does not answer over UDP"),
                 None => "no direct path: no endpoint known for the peer".to_string(),
             };
-            (Connection::Relayed, Some(why))
+            (connection, Some(why))
         }
         _ if !online => (
             Connection::Offline,
