@@ -10,69 +10,47 @@ pub const TUN: &str = "ph0";
 pub const PORT: u16 = 51820;
 
 /// A workspace binary: `$env_var` if set (`cargo xtask test` sets it to what it just built),
-/// else the release or debug build in the workspace's target directory, but only one that is
-/// newer than every source file of the workspace's crates: a system test never runs a binary
-/// left over from older sources. Panics with what to do otherwise.
+/// else the release or debug build in the workspace's target directory, but only one newer than
+/// every source file it was built from (cargo's dep-info file beside it lists them): a system
+/// test never runs a binary left over from older sources. Panics with what to do otherwise.
 pub(crate) fn workspace_binary(env_var: &str, name: &str, package: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env_var) {
         return PathBuf::from(p);
     }
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let sources = newest_source(&workspace);
-    let target = workspace.join("target");
-    let built: Vec<(PathBuf, std::time::SystemTime)> = ["release", "debug"]
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    let built: Vec<PathBuf> = ["release", "debug"]
         .iter()
         .map(|profile| target.join(profile).join(name))
-        .filter_map(|p| {
-            let t = std::fs::metadata(&p).and_then(|m| m.modified()).ok()?;
-            Some((p, t))
-        })
+        .filter(|p| p.exists())
         .collect();
-    if let Some((p, _)) = built.iter().find(|(_, t)| Some(*t) >= sources) {
+    if let Some(p) = built.iter().find(|p| is_fresh(p)) {
         return p.clone();
     }
     if built.is_empty() {
         panic!("{name} is not built: run `cargo xtask test`, or `cargo build --release -p {package}` (or set {env_var})");
     }
     panic!(
-        "{name} in target/ is older than the sources: run `cargo xtask test`, or `cargo build --release -p {package}` first (or set {env_var})"
+        "{name} in target/ is older than its sources: run `cargo xtask test`, or `cargo build --release -p {package}` first (or set {env_var})"
     )
 }
 
-/// The newest modification time of the workspace's crate sources and manifests.
-fn newest_source(workspace: &std::path::Path) -> Option<std::time::SystemTime> {
-    fn walk(dir: &std::path::Path, newest: &mut Option<std::time::SystemTime>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                walk(&path, newest);
-            } else if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
-                *newest = (*newest).max(Some(t));
-            }
-        }
-    }
-    let mut newest = ["Cargo.lock", "Cargo.toml"]
-        .iter()
-        .filter_map(|f| {
-            std::fs::metadata(workspace.join(f))
-                .and_then(|m| m.modified())
-                .ok()
-        })
-        .max();
-    let Ok(crates) = std::fs::read_dir(workspace.join("crates")) else {
-        return newest;
+/// Whether `bin` is newer than every file in its dep-info (`bin.d`, written by cargo).
+fn is_fresh(bin: &std::path::Path) -> bool {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let (Some(built), Ok(deps)) = (
+        modified(bin),
+        std::fs::read_to_string(bin.with_extension("d")),
+    ) else {
+        return false;
     };
-    for c in crates.flatten() {
-        // What the binaries are built from: each crate's manifest and src/ (not its tests).
-        walk(&c.path().join("src"), &mut newest);
-        if let Ok(t) = std::fs::metadata(c.path().join("Cargo.toml")).and_then(|m| m.modified()) {
-            newest = newest.max(Some(t));
-        }
-    }
-    newest
+    // `target: dep dep …`, spaces inside paths escaped as `\ `.
+    let Some((_, list)) = deps.split_once(": ") else {
+        return false;
+    };
+    let list = list.replace("\\ ", "\u{0}");
+    list.split_whitespace()
+        .map(|d| PathBuf::from(d.replace('\u{0}', " ")))
+        .all(|d| modified(&d).is_some_and(|t| t <= built))
 }
 
 /// The pinholed binary ($PINHOLED_BIN, else the workspace's build).
