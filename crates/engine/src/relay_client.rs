@@ -1,7 +1,8 @@
 //! The relay client's state machine (sans-IO): after the owner has opened a transport (TCP,
 //! TLS, HTTP upgrade), it answers the relay's challenge with the node key's proof, sends and
 //! receives packets, keeps the connection alive both ways, notices a dead relay, and says when
-//! to dial again (exponential backoff, reset by a successful connection).
+//! to dial again (exponential backoff with jitter, reset by a successful connection: a relay that
+//! restarts is not hit by every client in the same millisecond).
 
 use pinhole_proto::key::{Key, PrivateKey};
 use pinhole_proto::relay::{self as wire, Decoder, Frame};
@@ -57,6 +58,8 @@ pub struct RelayClient {
     events: VecDeque<RelayEvent>,
     pending: VecDeque<(Key, Vec<u8>)>,
     backoff: Duration,
+    /// State of the jitter's xorshift generator (seeded from the node key: clients differ).
+    jitter: u64,
     keepalive: Duration,
     last_rx: Instant,
     next_keepalive: Instant,
@@ -67,7 +70,11 @@ pub struct RelayClient {
 impl RelayClient {
     /// A client for the node with `private` key that wants to dial at once.
     pub fn new(private: PrivateKey, now: Instant) -> Self {
+        let public = private.public_key();
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&public.0[..8]);
         RelayClient {
+            jitter: u64::from_le_bytes(seed) | 1,
             private,
             state: State::Waiting { at: now },
             decoder: Decoder::default(),
@@ -113,7 +120,7 @@ impl RelayClient {
         }
         self.last_error = Some(reason.to_string());
         self.state = State::Waiting {
-            at: now + self.backoff,
+            at: now + self.jittered(self.backoff),
         };
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX.max(self.backoff));
         self.close = false;
@@ -197,6 +204,18 @@ impl RelayClient {
     }
 
     /// Ends the connection: the owner closes the transport when it sees `wants_close`.
+    /// Between half of `d` and all of it, spread by the client's generator.
+    fn jittered(&mut self, d: Duration) -> Duration {
+        let mut x = self.jitter;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.jitter = x;
+        let half = d / 2;
+        let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
+        half + Duration::from_nanos(x % nanos)
+    }
+
     fn fail(&mut self, now: Instant, reason: String) {
         tracing::debug!("relay connection: {reason}");
         self.handle_disconnected(now, &reason);
@@ -441,13 +460,36 @@ mod tests {
             assert!(!c.poll_dial(at - Duration::from_millis(1)));
             now = at;
         }
-        let ms: Vec<u128> = waits.iter().map(|d| d.as_millis()).collect();
-        assert_eq!(ms, vec![250, 500, 1000, 2000, 3000, 3000]);
+        // Doubling up to 3 s, each wait jittered into its upper half.
+        for (w, full) in waits.iter().zip([250u64, 500, 1000, 2000, 3000, 3000]) {
+            let full = Duration::from_millis(full);
+            assert!(*w >= full / 2 && *w <= full, "{w:?} for {full:?}");
+        }
         assert_eq!(c.last_error(), Some("connection refused"));
         let (mut c, _) = connected(now);
         c.handle_input(now, &[99, 0, 0, 0, 0]);
         assert!(c.wants_close(), "a bad frame ends the connection");
-        assert_eq!(c.poll_timeout(), Some(now + BACKOFF_START));
+        let at = c.poll_timeout().unwrap();
+        assert!(
+            at > now && at <= now + BACKOFF_START,
+            "reset by the success"
+        );
+    }
+
+    /// After a relay restart, 100 clients do not all come back in the same millisecond.
+    #[test]
+    fn reconnects_are_spread_out() {
+        let now = Instant::now();
+        let mut at = std::collections::BTreeSet::new();
+        for i in 0..100u8 {
+            let mut c = RelayClient::new(PrivateKey::from_bytes([i; 32]), now);
+            assert!(c.poll_dial(now));
+            c.handle_disconnected(now, "relay restarting");
+            let wait = c.poll_timeout().unwrap() - now;
+            assert!(wait >= BACKOFF_START / 2 && wait <= BACKOFF_START);
+            at.insert(wait.as_millis());
+        }
+        assert!(at.len() >= 50, "{} distinct milliseconds of 125", at.len());
     }
 
     #[test]
@@ -465,9 +507,10 @@ mod tests {
         );
         assert!(c.wants_close());
         assert!(c.last_error().unwrap().contains("not authorised"));
-        assert_eq!(c.poll_timeout(), Some(now + BACKOFF_START));
+        assert!(c.poll_timeout().is_some_and(|t| t <= now + BACKOFF_START));
         assert!(c.poll_dial(now + BACKOFF_START));
         c.handle_disconnected(now, "again");
-        assert!(c.poll_timeout().unwrap() >= now + Duration::from_secs(2));
+        // Four times slower than after a broken connection (jittered into the upper half).
+        assert!(c.poll_timeout().unwrap() >= now + Duration::from_secs(1));
     }
 }
