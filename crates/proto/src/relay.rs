@@ -113,13 +113,7 @@ impl Frame {
             }
             Frame::KeepAlive => {}
             Frame::PeerGone { key } => out.extend_from_slice(&key.0),
-            Frame::Refused { reason } => {
-                let mut end = reason.len().min(MAX_REASON);
-                while !reason.is_char_boundary(end) {
-                    end -= 1;
-                }
-                out.extend_from_slice(&reason.as_bytes()[..end]);
-            }
+            Frame::Refused { reason } => out.extend_from_slice(cut_reason(reason).as_bytes()),
         }
         let len = (out.len() - start - HEADER) as u32;
         out[start + 1..start + HEADER].copy_from_slice(&len.to_be_bytes());
@@ -186,13 +180,24 @@ impl Frame {
             },
             kind::KEEP_ALIVE if p.is_empty() => Frame::KeepAlive,
             kind::PEER_GONE if p.len() == 32 => Frame::PeerGone { key: key_at(0)? },
+            // Invalid UTF-8 becomes U+FFFD (three bytes for one), so the text is cut again:
+            // what decodes re-encodes to the same bytes (found by fuzzing).
             kind::REFUSED if p.len() <= MAX_REASON => Frame::Refused {
-                reason: String::from_utf8_lossy(p).into_owned(),
+                reason: cut_reason(&String::from_utf8_lossy(p)).to_string(),
             },
             kind::SERVER_KEY..=kind::REFUSED => return Err(bad()),
             other => return Err(FrameError::UnknownType(other)),
         })
     }
+}
+
+/// At most [`MAX_REASON`] bytes of a refusal's text, cut on a character boundary.
+fn cut_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 /// Splits a byte stream into frames: feed what was read, take frames out.
@@ -385,5 +390,24 @@ mod tests {
             Some(Frame::Refused { reason }) => assert_eq!(reason.chars().count(), 256),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Found by fuzzing: 300 bytes of invalid UTF-8 decode to 300 replacement characters (900
+    /// bytes), which re-encoded were cut and decoded to a different text. Decoding cuts too now.
+    #[test]
+    fn refusals_with_invalid_utf8_decode_to_what_they_encode() {
+        let mut raw = vec![kind::REFUSED];
+        raw.extend_from_slice(&300u32.to_be_bytes());
+        raw.extend_from_slice(&[0xff; 300]);
+        let mut d = Decoder::default();
+        d.push(&raw);
+        let f = d.next_frame().unwrap().expect("a frame");
+        let Frame::Refused { reason } = &f else {
+            panic!("{f:?}")
+        };
+        assert!(reason.len() <= MAX_REASON);
+        let mut again = Decoder::default();
+        again.push(&f.to_bytes());
+        assert_eq!(again.next_frame(), Ok(Some(f)));
     }
 }
