@@ -5,6 +5,7 @@ mod command;
 mod config;
 mod control_link;
 mod endpoints;
+mod headline;
 mod identity;
 mod ipc_server;
 mod mapped_peers;

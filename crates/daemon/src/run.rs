@@ -506,62 +506,20 @@ impl<'a> Daemon<'a> {
     }
 
     fn headline(&self) -> Headline {
-        let head = |state, reason: Option<String>| Headline {
-            state,
-            reason,
-            login: None,
-        };
-        if let Some(s) = &self.signing_in {
-            return match &s.prompt {
-                Some(p) => Headline {
-                    state: State::NeedsLogin,
-                    reason: Some("waiting for the sign-in to be approved in a browser".into()),
-                    login: Some(p.clone()),
-                },
-                None => head(
-                    State::Connecting,
-                    Some(format!("signing in to {}", s.server)),
-                ),
-            };
-        }
-        if matches!(self.mode, Mode::Control) && self.link.is_none() {
-            return match (&self.mapped.signed_out, &self.login_error) {
-                (Some(why), _) => head(
-                    State::SessionExpired,
-                    Some(format!(
-                        "signed out by the coordination server ({why}): run `pinhole login`"
-                    )),
-                ),
-                (None, Some(e)) => head(State::NeedsLogin, Some(format!("sign-in failed: {e}"))),
-                (None, None) => head(
-                    State::NeedsLogin,
-                    Some("not signed in: run `pinhole login`".into()),
-                ),
-            };
-        }
-        if self.dataplane.is_none() {
-            let reason = self
-                .tun_error
-                .clone()
-                .or_else(|| Some("the tunnel is down: `pinhole up` connects".into()));
-            return head(State::Stopped, reason);
-        }
-        let unreachable = self.mapped.unreachable.as_deref();
-        if matches!(self.mode, Mode::Control) && !self.mapped.has_map {
-            return head(
-                State::Connecting,
-                Some(match unreachable {
-                    Some(r) => format!("coordination server unreachable: {r}"),
-                    None => "waiting for the network map".into(),
-                }),
-            );
-        }
-        head(
-            State::Connected,
-            unreachable.map(|r| {
-                format!("coordination server unreachable ({r}); using the last network map")
-            }),
-        )
+        crate::headline::headline(&crate::headline::Facts {
+            static_config: matches!(self.mode, Mode::Static { .. }),
+            signing_in: self
+                .signing_in
+                .as_ref()
+                .map(|s| (s.server.as_str(), s.prompt.as_ref())),
+            signed_in: self.link.is_some(),
+            signed_out: self.mapped.signed_out.as_deref(),
+            login_error: self.login_error.as_deref(),
+            tunnel_up: self.dataplane.is_some(),
+            tun_error: self.tun_error.as_deref(),
+            has_map: self.mapped.has_map,
+            unreachable: self.mapped.unreachable.as_deref(),
+        })
     }
 
     fn publish(&mut self) {
