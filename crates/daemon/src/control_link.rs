@@ -64,6 +64,17 @@ pub enum How {
     Interactive,
 }
 
+/// The secrets never show in debug output.
+impl std::fmt::Debug for How {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            How::AuthKey(_) => "AuthKey(…)",
+            How::Session(_) => "Session(…)",
+            How::Interactive => "Interactive",
+        })
+    }
+}
+
 /// How this node signs in when it has no registration yet.
 pub struct SignIn {
     pub how: How,

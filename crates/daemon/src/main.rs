@@ -4,6 +4,7 @@ mod args;
 mod command;
 mod config;
 mod control_link;
+mod decide;
 mod endpoints;
 mod headline;
 mod identity;

@@ -5,6 +5,7 @@
 
 use crate::command::{failure, Answer, Command};
 use crate::control_link::{self, ControlMsg, How, SignIn, SignedIn};
+use crate::decide;
 use crate::identity::{self, Registration};
 use crate::mapped_peers::MappedPeers;
 use crate::netcheck;
@@ -921,45 +922,46 @@ impl<'a> Daemon<'a> {
         }
     }
 
+    /// What the decisions in `decide` need to know.
+    fn knows(&self) -> decide::Knows<'_> {
+        decide::Knows {
+            static_config: matches!(self.mode, Mode::Static { .. }),
+            signing_in: self.signing_in.is_some(),
+            signed_in_to: self
+                .link
+                .as_ref()
+                .map(|l| l.registration.control_url.as_str()),
+            last_server: self.control_url.as_deref(),
+            signed_out: self.mapped.signed_out.as_deref(),
+        }
+    }
+
     fn up(&mut self, credential: Option<Credential>, reply: oneshot::Sender<Answer>) {
         self.prefs.set_want_up(true);
-        if matches!(self.mode, Mode::Control) && self.link.is_none() {
-            if self.signing_in.is_some() {
+        match decide::up(&self.knows(), credential) {
+            decide::Up::AlreadySigningIn => {
                 let _ = reply.send(Ok(serde_json::Value::Null));
-                return;
             }
-            let server = credential
-                .as_ref()
-                .map(|c| c.server.clone())
-                .or_else(|| self.control_url.clone());
-            let expired = self.mapped.signed_out.clone();
-            match (credential, server) {
-                (Some(c), Some(server)) if c.server == server => {
-                    let how = SignIn {
-                        how: How::Session(c.session_token.clone()),
-                        hostname: self.hostname(None),
-                        patient: false,
-                        interactive_fallback: false,
-                    };
-                    self.start_sign_in(server, how, SignInWaiter::Up(reply), Some(c));
-                }
-                _ => {
-                    let msg = match expired {
-                        Some(why) => format!(
-                            "the coordination server signed this node out ({why}): run `pinhole login`"
-                        ),
-                        None => "not signed in: run `pinhole login --server URL` first".into(),
-                    };
-                    let _ = reply.send(Err(failure("needs-login", msg)));
-                }
+            decide::Up::SignIn { server, session } => {
+                let how = SignIn {
+                    how: How::Session(session.session_token.clone()),
+                    hostname: self.hostname(None),
+                    patient: false,
+                    interactive_fallback: false,
+                };
+                self.start_sign_in(server, how, SignInWaiter::Up(reply), Some(session));
             }
-            return;
+            decide::Up::Refuse(e) => {
+                let _ = reply.send(Err(e));
+            }
+            decide::Up::StartTunnel => {
+                let r = self.reconcile().map(|_| serde_json::Value::Null);
+                if r.is_err() {
+                    self.prefs.set_want_up(false);
+                }
+                let _ = reply.send(r);
+            }
         }
-        let r = self.reconcile().map(|_| serde_json::Value::Null);
-        if r.is_err() {
-            self.prefs.set_want_up(false);
-        }
-        let _ = reply.send(r);
     }
 
     fn login(
@@ -970,38 +972,14 @@ impl<'a> Daemon<'a> {
         hostname: Option<String>,
         reply: oneshot::Sender<Answer>,
     ) {
-        if matches!(self.mode, Mode::Static { .. }) {
-            let _ = reply.send(Err(failure(
-                "static-config",
-                "pinholed runs from a static WireGuard configuration (--config) and does not sign in",
-            )));
-            return;
-        }
-        let server = server
-            .map(|s| s.trim_end_matches('/').to_string())
-            .or_else(|| self.control_url.clone())
-            .or_else(|| credential.as_ref().map(|c| c.server.clone()));
-        let Some(server) = server else {
-            let _ = reply.send(Err(failure(
-                "no-server",
-                "which coordination server? run `pinhole login --server URL`",
-            )));
-            return;
-        };
-        if let Some(l) = &self.link {
-            if l.registration.control_url != server {
-                let _ = reply.send(Err(failure(
-                    "already-signed-in",
-                    format!(
-                        "signed in to {} already: run `pinhole logout` first",
-                        l.registration.control_url
-                    ),
-                )));
-                return;
+        match decide::login(&self.knows(), server, auth_key, credential) {
+            decide::Login::Refuse(e) => {
+                let _ = reply.send(Err(e));
             }
-            if auth_key.is_none() {
+            decide::Login::AlreadySignedIn => {
+                let Some(l) = &self.link else { return };
                 let result = LoginResult {
-                    server,
+                    server: l.registration.control_url.clone(),
                     name: l.registration.name.clone(),
                     addresses: l
                         .registration
@@ -1012,39 +990,45 @@ impl<'a> Daemon<'a> {
                     credential: None,
                 };
                 let _ = reply.send(Ok(serde_json::to_value(&result).unwrap_or_default()));
-                return;
             }
-            // A new auth key: sign in again as the same node.
-            self.link = None;
+            decide::Login::SignIn {
+                server,
+                how,
+                session,
+                replace,
+            } => {
+                if replace {
+                    self.link = None;
+                }
+                let sign_in = SignIn {
+                    how,
+                    hostname: self.hostname(hostname),
+                    patient: false,
+                    interactive_fallback: true,
+                };
+                self.start_sign_in(server, sign_in, SignInWaiter::Login(reply), session);
+            }
         }
-        let session = credential.filter(|c| c.server == server);
-        let how = match (auth_key, &session) {
-            (Some(k), _) => How::AuthKey(k.0),
-            (None, Some(c)) => How::Session(c.session_token.clone()),
-            (None, None) => How::Interactive,
-        };
-        let sign_in = SignIn {
-            how,
-            hostname: self.hostname(hostname),
-            patient: false,
-            interactive_fallback: true,
-        };
-        self.start_sign_in(server, sign_in, SignInWaiter::Login(reply), session);
     }
 
     async fn logout(&mut self, credential: Option<Credential>) -> Answer {
-        if matches!(self.mode, Mode::Static { .. }) {
-            return Err(failure(
-                "static-config",
-                "pinholed runs from a static WireGuard configuration (--config): nothing to log out of",
-            ));
-        }
-        if let Some(s) = self.signing_in.take() {
-            let mut s = s;
-            answer(
-                s.take_waiter(),
-                Err(failure("login-cancelled", "logged out")),
-            );
+        let link_session = self.link.as_ref().and_then(|l| l.session.clone());
+        let (cancel_sign_in, revoke) =
+            match decide::logout(&self.knows(), credential, link_session.as_ref()) {
+                decide::Logout::Refuse(e) => return Err(e),
+                decide::Logout::Leave {
+                    cancel_sign_in,
+                    revoke,
+                    ..
+                } => (cancel_sign_in, revoke),
+            };
+        if cancel_sign_in {
+            if let Some(mut s) = self.signing_in.take() {
+                answer(
+                    s.take_waiter(),
+                    Err(failure("login-cancelled", "logged out")),
+                );
+            }
         }
         let link = self.link.take();
         self.stop_dataplane();
@@ -1072,9 +1056,7 @@ impl<'a> Daemon<'a> {
                 Err(_) => warnings.push("the coordination server did not answer in 10 s".into()),
             }
         }
-        // The person's session is revoked too, also when the node had already been signed out.
-        let session = credential.or_else(|| link.as_ref().and_then(|l| l.session.clone()));
-        if let Some(c) = session {
+        if let Some(c) = revoke {
             let client = match &link {
                 Some(l) if l.registration.control_url == c.server => Ok(l.client.clone()),
                 _ => self.client(&c.server),
