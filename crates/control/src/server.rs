@@ -85,37 +85,19 @@ impl Server {
         store
             .instance_beat(&instance, settings.clock.now_ms())
             .await?;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|e| ServeError::Listen(listen, e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| ServeError::Listen(listen, e))?;
-        // The relay's own listener (--relay-listen), bound before anything is served.
+        let (listener, addr) = bind(listen).await?;
+        // The relay's own listener (--relay-listen) and the metrics' (--metrics-listen), bound
+        // before anything is served.
         let relay_listener = match settings.relay_listen.filter(|_| settings.embedded_relay) {
-            Some(at) => Some(
-                TcpListener::bind(at)
-                    .await
-                    .map_err(|e| ServeError::Listen(at, e))?,
-            ),
+            Some(at) => Some(bind(at).await?),
             None => None,
         };
-        let relay_addr = match (&relay_listener, settings.relay_listen) {
-            (Some(l), Some(at)) => Some(l.local_addr().map_err(|e| ServeError::Listen(at, e))?),
-            _ => None,
-        };
+        let relay_addr = relay_listener.as_ref().map(|(_, a)| *a);
         let metrics_listener = match settings.metrics_listen.filter(|_| settings.embedded_relay) {
-            Some(at) => Some(
-                TcpListener::bind(at)
-                    .await
-                    .map_err(|e| ServeError::Listen(at, e))?,
-            ),
+            Some(at) => Some(bind(at).await?),
             None => None,
         };
-        let metrics_addr = match (&metrics_listener, settings.metrics_listen) {
-            (Some(l), Some(at)) => Some(l.local_addr().map_err(|e| ServeError::Listen(at, e))?),
-            _ => None,
-        };
+        let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
         let relay = settings.embedded_relay.then(|| {
             let auth = crate::relay_auth::StoreAuthorizer {
                 store: store.clone(),
@@ -137,7 +119,7 @@ impl Server {
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        if let (Some(l), Some(relay)) = (metrics_listener, &state.relay) {
+        if let (Some((l, _)), Some(relay)) = (metrics_listener, &state.relay) {
             tasks.spawn(accept_loop(
                 l,
                 None,
@@ -145,7 +127,7 @@ impl Server {
                 stop_rx.clone(),
             ));
         }
-        if let (Some(l), Some(relay)) = (relay_listener, &state.relay) {
+        if let (Some((l, _)), Some(relay)) = (relay_listener, &state.relay) {
             tasks.spawn(accept_loop(
                 l,
                 acceptor.clone(),
@@ -217,6 +199,15 @@ impl Server {
             Err(e) => tracing::warn!("clearing this instance's presence: {e}"),
         }
     }
+}
+
+/// A listening socket on `at` and the address it got (a port 0 becomes a real one).
+async fn bind(at: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let l = TcpListener::bind(at)
+        .await
+        .map_err(|e| ServeError::Listen(at, e))?;
+    let addr = l.local_addr().map_err(|e| ServeError::Listen(at, e))?;
+    Ok((l, addr))
 }
 
 /// Every route the server answers: the API, and the embedded relay's `/relay` (unless the

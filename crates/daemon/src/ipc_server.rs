@@ -302,40 +302,24 @@ mod pipe {
     //! The named pipe: remote clients rejected by the pipe itself; its security descriptor
     //! admits SYSTEM, administrators and interactive (logged-on, local) users only.
     use super::{serve_client, Command, Status};
+    use crate::win_security::SecurityDescriptor;
     use anyhow::{Context, Result};
-    use std::ffi::{c_void, OsString};
+    use std::ffi::OsString;
     use std::os::windows::ffi::OsStrExt;
     use std::path::Path;
     use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
     use tokio::sync::{mpsc, watch};
-    use windows_sys::Win32::Foundation::LocalFree;
-    use windows_sys::Win32::Security::Authorization::{
-        ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
-    };
     use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
 
     /// SYSTEM and administrators: all; interactive users: read and write; nobody else.
     const SDDL: &str = "D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GRGW;;;IU)";
 
     fn create(path: &std::ffi::OsStr, first: bool) -> Result<NamedPipeServer> {
-        let sddl: Vec<u16> = SDDL.encode_utf16().chain(std::iter::once(0)).collect();
-        let mut descriptor: *mut c_void = std::ptr::null_mut();
-        // SAFETY: `sddl` is NUL-terminated; the descriptor is freed below with LocalFree.
-        let ok = unsafe {
-            ConvertStringSecurityDescriptorToSecurityDescriptorW(
-                sddl.as_ptr(),
-                SDDL_REVISION_1,
-                &mut descriptor,
-                std::ptr::null_mut(),
-            )
-        };
-        if ok == 0 {
-            return Err(std::io::Error::last_os_error())
-                .context("cannot build the pipe's security descriptor");
-        }
+        let descriptor = SecurityDescriptor::from_sddl(SDDL)
+            .context("cannot build the pipe's security descriptor")?;
         let mut attrs = SECURITY_ATTRIBUTES {
             nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
-            lpSecurityDescriptor: descriptor,
+            lpSecurityDescriptor: descriptor.as_ptr(),
             bInheritHandle: 0,
         };
         let mut opts = ServerOptions::new();
@@ -347,8 +331,7 @@ mod pipe {
                 (&mut attrs as *mut SECURITY_ATTRIBUTES).cast(),
             )
         };
-        // SAFETY: allocated by ConvertStringSecurityDescriptorToSecurityDescriptorW.
-        unsafe { LocalFree(descriptor) };
+        drop(descriptor);
         let name: Vec<u16> = path.encode_wide().collect();
         server.with_context(|| {
             format!(

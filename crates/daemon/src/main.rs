@@ -22,6 +22,8 @@ mod status;
 mod tun_device;
 mod tun_io;
 mod udp;
+#[cfg(windows)]
+mod win_security;
 
 use anyhow::Result;
 use clap::Parser;

@@ -33,18 +33,21 @@ pub fn prepare(dir: &Path) -> Result<()> {
 #[cfg(windows)]
 pub(crate) mod windows {
     //! The state directory's access list, set with the Windows security API.
+    use crate::win_security::SecurityDescriptor;
+    #[cfg(test)]
     use std::ffi::c_void;
     use std::os::windows::ffi::OsStrExt;
     use std::path::Path;
-    use windows_sys::Win32::Foundation::{LocalFree, ERROR_ALREADY_EXISTS, ERROR_SUCCESS};
+    #[cfg(test)]
+    use windows_sys::Win32::Foundation::LocalFree;
+    use windows_sys::Win32::Foundation::{ERROR_ALREADY_EXISTS, ERROR_SUCCESS};
+    #[cfg(test)]
+    use windows_sys::Win32::Security::Authorization::SDDL_REVISION_1;
     #[cfg(test)]
     use windows_sys::Win32::Security::Authorization::{
         ConvertSecurityDescriptorToStringSecurityDescriptorW, GetNamedSecurityInfoW,
     };
-    use windows_sys::Win32::Security::Authorization::{
-        ConvertStringSecurityDescriptorToSecurityDescriptorW, SetNamedSecurityInfoW,
-        SDDL_REVISION_1, SE_FILE_OBJECT,
-    };
+    use windows_sys::Win32::Security::Authorization::{SetNamedSecurityInfoW, SE_FILE_OBJECT};
     use windows_sys::Win32::Security::{
         GetSecurityDescriptorDacl, ACL, DACL_SECURITY_INFORMATION,
         PROTECTED_DACL_SECURITY_INFORMATION, SECURITY_ATTRIBUTES,
@@ -62,60 +65,37 @@ pub(crate) mod windows {
             .collect()
     }
 
-    /// [`SDDL`] as a self-relative security descriptor (free it with LocalFree).
-    fn descriptor() -> std::io::Result<*mut c_void> {
-        let sddl: Vec<u16> = SDDL.encode_utf16().chain(std::iter::once(0)).collect();
-        let mut descriptor: *mut c_void = std::ptr::null_mut();
-        // SAFETY: `sddl` is NUL-terminated; the caller frees the descriptor with LocalFree.
-        let ok = unsafe {
-            ConvertStringSecurityDescriptorToSecurityDescriptorW(
-                sddl.as_ptr(),
-                SDDL_REVISION_1,
-                &mut descriptor,
-                std::ptr::null_mut(),
-            )
-        };
-        if ok == 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(descriptor)
-    }
-
     /// Creates `dir` with [`SDDL`] as its access list; an existing directory is left as it is.
     pub fn create(dir: &Path) -> std::io::Result<()> {
-        let descriptor = descriptor()?;
+        let descriptor = SecurityDescriptor::from_sddl(SDDL)?;
         let mut attrs = SECURITY_ATTRIBUTES {
             nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
-            lpSecurityDescriptor: descriptor,
+            lpSecurityDescriptor: descriptor.as_ptr(),
             bInheritHandle: 0,
         };
         let path = wide(dir);
         // SAFETY: `path` is NUL-terminated; `attrs` and its descriptor live until after the call.
         let ok = unsafe { CreateDirectoryW(path.as_ptr(), &mut attrs) };
-        let result = if ok != 0 {
+        if ok != 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(ERROR_ALREADY_EXISTS as i32) {
             Ok(())
         } else {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(ERROR_ALREADY_EXISTS as i32) {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        };
-        // SAFETY: allocated by ConvertStringSecurityDescriptorToSecurityDescriptorW.
-        unsafe { LocalFree(descriptor) };
-        result
+            Err(e)
+        }
     }
 
     /// Replaces `dir`'s access list with [`SDDL`] (and its files' inherited entries with it).
     pub fn restrict(dir: &Path) -> std::io::Result<()> {
-        let descriptor = descriptor()?;
+        let descriptor = SecurityDescriptor::from_sddl(SDDL)?;
         let mut present = 0;
         let mut defaulted = 0;
         let mut dacl: *mut ACL = std::ptr::null_mut();
         // SAFETY: `descriptor` is a valid descriptor; the out-pointers are valid locals.
         let ok = unsafe {
-            GetSecurityDescriptorDacl(descriptor, &mut present, &mut dacl, &mut defaulted)
+            GetSecurityDescriptorDacl(descriptor.as_ptr(), &mut present, &mut dacl, &mut defaulted)
         };
         let result = if ok == 0 || present == 0 {
             Err(std::io::Error::last_os_error())
@@ -139,19 +119,13 @@ pub(crate) mod windows {
                 Err(std::io::Error::from_raw_os_error(rc as i32))
             }
         };
-        // SAFETY: allocated by ConvertStringSecurityDescriptorToSecurityDescriptorW.
-        unsafe { LocalFree(descriptor) };
         result
     }
 
     /// [`SDDL`] as the security API reads it back from the descriptor this module applies.
     #[cfg(test)]
     pub fn descriptor_sddl() -> std::io::Result<String> {
-        let descriptor = descriptor()?;
-        let result = to_sddl(descriptor);
-        // SAFETY: allocated by ConvertStringSecurityDescriptorToSecurityDescriptorW.
-        unsafe { LocalFree(descriptor) };
-        result
+        to_sddl(SecurityDescriptor::from_sddl(SDDL)?.as_ptr())
     }
 
     /// True when running under Wine (its ntdll exports `wine_get_version`).
