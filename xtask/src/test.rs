@@ -155,6 +155,8 @@ fn test_windows_under_wine(summary: &mut Summary) -> Result<()> {
         "pinhole-daemon",
         "-p",
         "pinhole-cli",
+        "-p",
+        "pinhole-wsio",
     ];
     let mut build = vec!["test", "--no-run", "--target", WINDOWS];
     build.extend_from_slice(&packages);
