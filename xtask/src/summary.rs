@@ -79,8 +79,10 @@ impl Summary {
         Ok(())
     }
 
-    /// The table, the skips, and a closing line of the form `N passed, N failed`.
-    pub fn print(&self) {
+    /// The table, the skips, and a closing line of the form `N passed, N failed`; `failed_step`
+    /// names a step that failed outside the test suites (formatting, lints, a build), which
+    /// counts as one failure there.
+    pub fn print(&self, failed_step: Option<&str>) {
         let width = self
             .suites
             .iter()
@@ -117,6 +119,10 @@ impl Summary {
             for (step, why) in &self.skipped {
                 eprintln!("  - {step}: {why}");
             }
+        }
+        if let Some(step) = failed_step {
+            eprintln!("failed: {step}");
+            failed = failed.max(1);
         }
         eprintln!("{passed} passed, {failed} failed, {ignored} skipped");
     }

@@ -9,7 +9,8 @@ pub fn run() -> Result<()> {
     let mut summary = Summary::default();
     let result = steps(&mut summary);
     // The summary closes the run whether it passed or not.
-    summary.print();
+    let failed = result.as_ref().err().map(|e| format!("{e:#}"));
+    summary.print(failed.as_deref());
     result?;
     eprintln!("\nall tests passed");
     Ok(())
