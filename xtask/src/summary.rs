@@ -167,11 +167,7 @@ fn suite_names(json_lines: &str) -> HashMap<String, String> {
         let kind = v["target"]["kind"][0].as_str().unwrap_or("");
         let target = v["target"]["name"].as_str().unwrap_or("");
         let what = match kind {
-            "lib" | "bin" if target.replace('-', "_") == package.replace('-', "_") => {
-                "unit".to_string()
-            }
             "lib" => "unit".to_string(),
-            "bin" => format!("bin {target}"),
             _ => format!("{kind} {target}"),
         };
         let file = std::path::Path::new(exe)
@@ -275,7 +271,7 @@ mod tests {
                 "   Running unittests src/main.rs (target/debug/deps/xtask-77)",
                 &names
             ),
-            Some("xtask: unit".into())
+            Some("xtask: bin xtask".into())
         );
         assert_eq!(
             running_suite("   Doc-tests pinhole_proto", &names),
