@@ -24,6 +24,39 @@ fn node_ids(control: &Control, lab: &Lab) -> Vec<(String, String)> {
     v
 }
 
+/// Control with n1 and n2 signed in, n1 seeing n2 and pinging it.
+struct Pair {
+    control: Control,
+    _server: pinhole_netlab::Proc,
+    key: std::path::PathBuf,
+    n1: pinhole_netlab::Proc,
+    _n2: pinhole_netlab::Proc,
+    n2_addr: String,
+}
+
+fn pair(lab: &mut Lab) -> Pair {
+    let control = Control::new(lab);
+    let _server = control.start(lab);
+    let key = control.authkey_file(lab);
+    let n1 = start_node(lab, "n1", &key);
+    let _n2 = start_node(lab, "n2", &key);
+    assert!(
+        wait_line(&n1, &["peer added", "peer=n2"], Duration::from_secs(10)).is_some(),
+        "{}",
+        n1.log_text()
+    );
+    let n2_addr = control.address_of(lab, "n2");
+    assert!(ping(lab, "n1", &n2_addr), "{}", n1.log_text());
+    Pair {
+        control,
+        _server,
+        key,
+        n1,
+        _n2,
+        n2_addr,
+    }
+}
+
 fn peer(st: &serde_json::Value, name: &str) -> serde_json::Value {
     st["peers"]
         .as_array()
@@ -38,18 +71,14 @@ fn a_killed_pinholed_restarts_as_the_same_node_on_the_same_path() {
         return;
     }
     let mut lab = mesh::star(&["n1", "n2"]);
-    let control = Control::new(&lab);
-    let _server = control.start(&mut lab);
-    let key = control.authkey_file(&lab);
-    let n1 = start_node(&mut lab, "n1", &key);
-    let _n2 = start_node(&mut lab, "n2", &key);
-    assert!(
-        wait_line(&n1, &["peer added", "peer=n2"], Duration::from_secs(10)).is_some(),
-        "{}",
-        n1.log_text()
-    );
-    let n2_addr = control.address_of(&lab, "n2");
-    assert!(ping(&lab, "n1", &n2_addr), "{}", n1.log_text());
+    let Pair {
+        control,
+        _server,
+        key,
+        n1,
+        n2_addr,
+        ..
+    } = pair(&mut lab);
     let before = peer(&mesh::status_json(&lab, "n1"), "n2");
     assert_eq!(before["connection"], "direct", "{before:#}");
     let ids = node_ids(&control, &lab);
@@ -102,18 +131,7 @@ fn a_thousand_nodes_connecting_at_once_do_not_disturb_two_that_ping() {
         return;
     }
     let mut lab = mesh::star(&["n1", "n2", "sim"]);
-    let control = Control::new(&lab);
-    let _server = control.start(&mut lab);
-    let key = control.authkey_file(&lab);
-    let n1 = start_node(&mut lab, "n1", &key);
-    let _n2 = start_node(&mut lab, "n2", &key);
-    assert!(
-        wait_line(&n1, &["peer added", "peer=n2"], Duration::from_secs(10)).is_some(),
-        "{}",
-        n1.log_text()
-    );
-    let n2_addr = control.address_of(&lab, "n2");
-    assert!(ping(&lab, "n1", &n2_addr), "{}", n1.log_text());
+    let Pair { key, n2_addr, .. } = pair(&mut lab);
 
     let pings = lab
         .spawn(
