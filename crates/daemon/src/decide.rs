@@ -1,6 +1,6 @@
 //! What pinholed does about `up`, `login` and `logout`, decided from what it knows: pure
 //! functions that return the decision, unit-tested for every case (the failure paths too);
-//! `run.rs` carries the decisions out (sign-in tasks, the TUN device, talking to control).
+//! the state machine in `machine.rs` applies them and `run.rs` carries out its actions.
 
 use crate::command::failure;
 use crate::control_link::How;

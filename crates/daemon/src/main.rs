@@ -9,6 +9,7 @@ mod endpoints;
 mod headline;
 mod identity;
 mod ipc_server;
+mod machine;
 mod mapped_peers;
 mod netcheck;
 mod netmap;
@@ -32,7 +33,12 @@ use tracing_subscriber::EnvFilter;
 fn main() {
     if let Err(e) = run_daemon() {
         // Logged once, with its causes, on one line; the exit code tells the service manager.
-        tracing::error!("{e:#}");
+        // An error before logging is set up (bad arguments, a wrong build) goes to stderr.
+        if tracing::dispatcher::has_been_set() {
+            tracing::error!("{e:#}");
+        } else {
+            eprintln!("pinholed: {e:#}");
+        }
         std::process::exit(1);
     }
 }

@@ -1,12 +1,14 @@
-//! The daemon's one loop: reads the TUN device (while the tunnel is up) and the UDP socket,
-//! feeds the engine, writes what it returns, wakes the engine's timers, follows the coordination
-//! server's map, and carries out what local API clients ask (up, down, login, logout, ping,
-//! netcheck); stops cleanly on SIGINT/SIGTERM. Peers come from a static file or from control.
+//! The daemon's shell: one loop that reads the TUN device (while the tunnel is up) and the UDP
+//! socket, feeds the engine, writes what it returns, wakes the engine's timers, follows the
+//! coordination server's map, and stops cleanly on SIGINT/SIGTERM. What to do about up, down,
+//! login, logout, sign-ins, sign-outs, the netcheck schedule and the home relay is decided by
+//! the state machine in `machine.rs`; this file carries out its actions (tasks, the TUN device,
+//! talking to control) and feeds their results back. Peers come from a static file or control.
 
 use crate::command::{failure, Answer, Command};
-use crate::control_link::{self, ControlMsg, How, SignIn, SignedIn};
-use crate::decide;
+use crate::control_link::{self, ControlMsg, SignIn, SignedIn};
 use crate::identity::{self, Registration};
+use crate::machine::{Action, Input, Machine, SignInStart, Signed};
 use crate::mapped_peers::MappedPeers;
 use crate::netcheck;
 use crate::pinger::{Pinger, Target};
@@ -20,8 +22,7 @@ use ipnet::IpNet;
 use pinhole_control_client::ControlClient;
 use pinhole_engine::{Engine, Event, Key, Netcheck, PeerSettings, PrivateKey, RelayEvent};
 use pinhole_proto::ipc::{
-    Credential, IpcError, LoginPrompt, LoginResult, LogoutResult, Nat, Op, PingReply, Secret,
-    State, Status,
+    Credential, LoginPrompt, LogoutResult, Nat, Op, PingReply, State, Status,
 };
 use pinhole_proto::stun;
 use std::io::ErrorKind;
@@ -33,9 +34,6 @@ use tokio::task::JoinHandle;
 
 /// Packets read from one source before the loop writes out and looks at the others again.
 const BATCH: usize = 256;
-
-/// How often the daemon measures the relay regions on its own (and re-chooses its home).
-const AUTO_NETCHECK_EVERY: Duration = Duration::from_secs(300);
 
 /// How long `ping` waits for a reply unless told.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -70,13 +68,10 @@ enum Mode {
     Control,
 }
 
-/// A registration in use: the map stream followed in the background.
+/// A registration in use (the machine holds it): the map stream followed in the background.
 struct Link {
     client: ControlClient,
-    registration: Registration,
     follower: JoinHandle<()>,
-    /// The person's session handed over by a client, to sign in again or revoke on logout.
-    session: Option<Credential>,
 }
 
 impl Drop for Link {
@@ -85,29 +80,10 @@ impl Drop for Link {
     }
 }
 
-/// Who waits for a sign-in to finish.
-enum SignInWaiter {
-    Login(oneshot::Sender<Answer>),
-    Up(oneshot::Sender<Answer>),
-    Nobody,
-}
-
-/// A sign-in in progress.
+/// A sign-in task in progress (the machine knows whose and where to).
 struct SigningIn {
-    server: String,
     task: JoinHandle<Result<SignedIn>>,
-    client: ControlClient,
     prompts: mpsc::Receiver<LoginPrompt>,
-    prompt: Option<LoginPrompt>,
-    waiter: SignInWaiter,
-    /// A session the client handed over (kept for logout).
-    session: Option<Credential>,
-}
-
-impl SigningIn {
-    fn take_waiter(&mut self) -> SignInWaiter {
-        std::mem::replace(&mut self.waiter, SignInWaiter::Nobody)
-    }
 }
 
 impl Drop for SigningIn {
@@ -136,22 +112,18 @@ struct Daemon<'a> {
     prefs: Prefs,
     reporter: Reporter,
     mapped: MappedPeers,
+    /// The control logic: sign-in, up/down, logout, sign-outs, netcheck schedule, home relay.
+    machine: Machine<oneshot::Sender<Answer>>,
     link: Option<Link>,
     signing_in: Option<SigningIn>,
-    /// Why the last sign-in failed.
-    login_error: Option<String>,
     dataplane: Option<DataPlane>,
-    /// Why the tunnel could not be brought up.
-    tun_error: Option<String>,
     pinger: Pinger<oneshot::Sender<Answer>>,
     disco_key: Key,
-    /// The coordination server to sign in to when a client names none.
-    control_url: Option<String>,
+    /// Extra CA certificates (PEM) trusted for control.
+    control_ca: Option<Vec<u8>>,
     /// Netchecks whose preparation (DNS, control check) is done, for the loop to probe.
     netcheck_tx: mpsc::Sender<(netcheck::Prepared, Option<oneshot::Sender<Answer>>)>,
     netcheck_rx: mpsc::Receiver<(netcheck::Prepared, Option<oneshot::Sender<Answer>>)>,
-    /// When the daemon measures the relay regions again on its own.
-    auto_netcheck_at: Instant,
     /// The STUN probes in flight and who waits for them.
     probing: Option<Probing>,
     /// Connections to relays: the home region, and the regions of peers reached through one.
@@ -212,102 +184,89 @@ impl<'a> Daemon<'a> {
         };
         let dialer =
             relay_link::Dialer::new(ca.as_deref(), args.proxy.as_deref(), args.relay_websocket)?;
+        let prefs = Prefs::load(&args.state_dir);
+        let machine = Machine::new(
+            matches!(mode, Mode::Static { .. }),
+            prefs.want_up,
+            args.control_url.clone(),
+            now,
+        );
         let mut d = Daemon {
             relays: Relays::new(private.clone(), dialer),
             node_private: private,
             netcheck_tx,
             netcheck_rx,
-            auto_netcheck_at: now,
             probing: None,
             args,
             mode,
             engine,
             socket,
             local,
-            prefs: Prefs::load(&args.state_dir),
+            prefs,
             reporter,
             mapped: MappedPeers::new(None, args.state_dir.clone()),
+            machine,
             link: None,
             signing_in: None,
-            login_error: None,
             dataplane: None,
-            tun_error: None,
             pinger: Pinger::new(ident),
             // The disco key is new on every start and only announced through control.
             disco_key: pinhole_engine::public_key(&identity::random_private_key()?),
-            control_url: args
-                .control_url
-                .as_ref()
-                .map(|u| u.trim_end_matches('/').to_string()),
+            control_ca: ca,
         };
-        d.start_control()?;
+        d.start().await?;
         Ok(d)
     }
 
-    /// Control mode at start: follow the saved registration, or sign in with an auth key, or
-    /// wait for `pinhole login`.
-    fn start_control(&mut self) -> Result<()> {
-        if let Mode::Static { addresses, .. } = &self.mode {
-            let me = status::self_status(
-                "this node".into(),
-                self.engine.public_key().to_base64(),
-                addresses.iter().map(|a| a.addr().to_string()).collect(),
-                Vec::new(),
-            );
-            self.reporter.set_self(Some(me));
-            return Ok(());
-        }
-        let saved = identity::registration(&self.args.state_dir)?;
-        let node_key = self.engine.public_key();
-        if let Some(r) = saved {
-            let same_server = self
-                .control_url
-                .as_ref()
-                .is_none_or(|u| *u == r.control_url);
-            if same_server && r.node_key == node_key {
-                self.control_url = Some(r.control_url.clone());
-                let client = self.client(&r.control_url)?;
-                tracing::info!(name = %r.name, control = %r.control_url, "node identity loaded");
-                self.follow(client, r, None)?;
-                return Ok(());
+    /// At start: follow the saved registration, or sign in with an auth key, or wait for
+    /// `pinhole login`; bring the tunnel up if wanted and possible.
+    async fn start(&mut self) -> Result<()> {
+        let (saved, auth_key) = match &self.mode {
+            Mode::Static { addresses, .. } => {
+                let me = status::self_status(
+                    "this node".into(),
+                    self.engine.public_key().to_base64(),
+                    addresses.iter().map(|a| a.addr().to_string()).collect(),
+                    Vec::new(),
+                );
+                self.reporter.set_self(Some(me));
+                (None, None)
             }
-            tracing::info!("the saved registration is for another server or key: signing in again");
+            Mode::Control => {
+                let auth_key = match (&self.args.authkey_file, std::env::var("PINHOLE_AUTHKEY")) {
+                    (Some(f), _) => Some(identity::read_auth_key(f)?),
+                    (None, Ok(k)) if !k.trim().is_empty() => Some(k.trim().to_string()),
+                    _ => None,
+                };
+                (identity::registration(&self.args.state_dir)?, auth_key)
+            }
+        };
+        let had_saved = saved.is_some();
+        let actions = self
+            .machine
+            .start(Instant::now(), saved, &self.engine.public_key(), auth_key)
+            .map_err(anyhow::Error::msg)?;
+        if had_saved && !self.machine.signed_in() {
             identity::forget_registration(&self.args.state_dir);
         }
-        let auth_key = match (&self.args.authkey_file, std::env::var("PINHOLE_AUTHKEY")) {
-            (Some(f), _) => Some(identity::read_auth_key(f)?),
-            (None, Ok(k)) if !k.trim().is_empty() => Some(k.trim().to_string()),
-            _ => None,
-        };
-        match (auth_key, self.control_url.clone()) {
-            (Some(key), Some(url)) => {
-                let how = SignIn {
-                    how: How::AuthKey(key),
-                    hostname: self.hostname(None),
-                    patient: true,
-                    interactive_fallback: false,
-                };
-                self.start_sign_in(url, how, SignInWaiter::Nobody, None);
-            }
-            (Some(_), None) => anyhow::bail!(
-                "an auth key needs a coordination server: give --control-url URL as well"
-            ),
-            (None, url) => tracing::info!(
+        if let Some(r) = self.machine.registration() {
+            tracing::info!(name = %r.name, control = %r.control_url, "node identity loaded");
+        } else if matches!(self.mode, Mode::Control) && self.machine.signing_in().is_none() {
+            tracing::info!(
                 "not signed in: run `pinhole login{}`",
-                if url.is_some() { "" } else { " --server URL" }
-            ),
+                if self.machine.last_server().is_some() {
+                    ""
+                } else {
+                    " --server URL"
+                }
+            );
         }
+        self.perform(actions).await;
         Ok(())
     }
 
     fn client(&self, url: &str) -> Result<ControlClient> {
-        let ca = match &self.args.control_ca {
-            Some(p) => {
-                Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?)
-            }
-            None => None,
-        };
-        Ok(ControlClient::new(url, ca.as_deref())?)
+        Ok(ControlClient::new(url, self.control_ca.as_deref())?)
     }
 
     fn hostname(&self, asked: Option<String>) -> String {
@@ -316,62 +275,114 @@ impl<'a> Daemon<'a> {
             .unwrap_or_else(crate::args::os_hostname)
     }
 
-    /// Starts signing in; a server that cannot be used is answered at once.
+    /// Feeds the machine one input and carries out what it decides.
+    async fn feed(&mut self, input: Input<oneshot::Sender<Answer>>) {
+        let actions = self.machine.handle(Instant::now(), input);
+        self.perform(actions).await;
+    }
+
+    /// Carries out the machine's actions, feeding back what they report (which may lead to
+    /// more actions).
+    async fn perform(&mut self, actions: Vec<Action<oneshot::Sender<Answer>>>) {
+        let mut todo = std::collections::VecDeque::from(actions);
+        while let Some(action) = todo.pop_front() {
+            let back = match action {
+                Action::Reply(to, value) => {
+                    let _ = to.send(value);
+                    None
+                }
+                Action::SaveWantUp(up) => {
+                    self.prefs.set_want_up(up);
+                    None
+                }
+                Action::StartSignIn { server, start } => self.start_sign_in(server, start),
+                Action::CancelSignIn => {
+                    self.signing_in = None;
+                    None
+                }
+                Action::Follow { registration } => self.follow(registration),
+                Action::Unfollow => {
+                    self.link = None;
+                    self.mapped.reset(&mut self.engine, None);
+                    self.reporter.set_self(None);
+                    self.reporter.set_home_relay(None);
+                    None
+                }
+                Action::StartTunnel => Some(Input::TunnelStarted(
+                    self.start_dataplane().map_err(|e| format!("{e:#}")),
+                )),
+                Action::StopTunnel => {
+                    self.stop_dataplane();
+                    None
+                }
+                Action::Leave {
+                    left,
+                    revoke,
+                    reply,
+                } => {
+                    let r = self.leave(left, revoke).await;
+                    let _ = reply.send(r);
+                    None
+                }
+                Action::StartNetcheck => {
+                    self.start_netcheck(None);
+                    None
+                }
+                Action::HomeRelay(code) => {
+                    self.publish_home_relay(code);
+                    None
+                }
+            };
+            if let Some(input) = back {
+                todo.extend(self.machine.handle(Instant::now(), input));
+            }
+        }
+    }
+
+    /// Starts the sign-in task; a server that cannot be used fails the sign-in at once.
     fn start_sign_in(
         &mut self,
         server: String,
-        how: SignIn,
-        waiter: SignInWaiter,
-        session: Option<Credential>,
-    ) {
-        if let Some(mut old) = self.signing_in.take() {
-            answer(
-                old.take_waiter(),
-                Err(failure(
-                    "login-replaced",
-                    "a newer sign-in replaced this one",
-                )),
-            );
-        }
+        start: SignInStart,
+    ) -> Option<Input<oneshot::Sender<Answer>>> {
+        self.signing_in = None;
         let client = match self.client(&server) {
             Ok(c) => c,
             Err(e) => {
-                let msg = format!("{e:#}");
-                tracing::error!("sign-in: {msg}");
-                self.login_error = Some(msg.clone());
-                answer(waiter, Err(failure("bad-server", msg)));
-                return;
+                return Some(Input::SignInDone(Err(failure(
+                    "bad-server",
+                    format!("{e:#}"),
+                ))))
             }
+        };
+        let how = SignIn {
+            hostname: self.hostname(start.hostname),
+            how: start.how,
+            patient: start.patient,
+            interactive_fallback: start.interactive_fallback,
         };
         let (prompt_tx, prompts) = mpsc::channel(4);
         let task = tokio::spawn({
-            let client = client.clone();
             let dir = self.args.state_dir.clone();
             let (private, disco_key) = (self.node_private.clone(), self.disco_key);
             async move {
                 control_link::sign_in(&client, &dir, &private, disco_key, how, prompt_tx).await
             }
         });
-        tracing::info!(control = %server, "signing in");
-        self.login_error = None;
-        self.signing_in = Some(SigningIn {
-            server,
-            task,
-            client,
-            prompts,
-            prompt: None,
-            waiter,
-            session,
-        });
+        self.signing_in = Some(SigningIn { task, prompts });
+        None
     }
 
     /// Starts following the map stream of a registration.
-    fn follow(
-        &mut self,
-        client: ControlClient,
-        registration: Registration,
-        session: Option<Credential>,
-    ) -> Result<()> {
+    fn follow(&mut self, registration: Registration) -> Option<Input<oneshot::Sender<Answer>>> {
+        let client = match self.client(&registration.control_url) {
+            Ok(c) => c,
+            Err(e) => {
+                return Some(Input::SignedOut(format!(
+                    "the server's address cannot be used: {e:#}"
+                )))
+            }
+        };
         let port = self.local.port();
         let (tx, rx) = mpsc::channel(256);
         let follower = tokio::spawn(control_link::follow(
@@ -383,7 +394,6 @@ impl<'a> Daemon<'a> {
         ));
         self.mapped.reset(&mut self.engine, Some(rx));
         self.reporter.set_home_relay(None);
-        self.auto_netcheck_at = Instant::now();
         self.reporter.set_self(Some(status::self_status(
             registration.name.clone(),
             self.engine.public_key().to_base64(),
@@ -394,13 +404,8 @@ impl<'a> Daemon<'a> {
                 .collect(),
             Vec::new(),
         )));
-        self.link = Some(Link {
-            client,
-            registration,
-            follower,
-            session,
-        });
-        Ok(())
+        self.link = Some(Link { client, follower });
+        None
     }
 
     /// The tunnel's addresses, once known.
@@ -408,11 +413,10 @@ impl<'a> Daemon<'a> {
         match &self.mode {
             Mode::Static { addresses, .. } => addresses.clone(),
             Mode::Control => self
-                .link
-                .as_ref()
-                .map(|l| {
-                    l.registration
-                        .addresses
+                .machine
+                .registration()
+                .map(|r| {
+                    r.addresses
                         .iter()
                         .filter_map(|a| match a {
                             // The whole overlay is on-link through the device: one route per family.
@@ -465,7 +469,6 @@ impl<'a> Daemon<'a> {
             "pinholed is up"
         );
         self.dataplane = Some(dp);
-        self.tun_error = None;
         Ok(())
     }
 
@@ -490,34 +493,15 @@ impl<'a> Daemon<'a> {
         );
     }
 
-    /// Brings the tunnel to what the user wants and what is possible.
-    fn reconcile(&mut self) -> Result<(), IpcError> {
-        let can_run = matches!(self.mode, Mode::Static { .. }) || self.link.is_some();
-        if self.prefs.want_up && can_run {
-            if let Err(e) = self.start_dataplane() {
-                let msg = format!("{e:#}");
-                tracing::error!("{msg}");
-                self.tun_error = Some(msg.clone());
-                return Err(failure("tun-failed", msg));
-            }
-        } else if self.dataplane.is_some() {
-            self.stop_dataplane();
-        }
-        Ok(())
-    }
-
     fn headline(&self) -> Headline {
         crate::headline::headline(&crate::headline::Facts {
             static_config: matches!(self.mode, Mode::Static { .. }),
-            signing_in: self
-                .signing_in
-                .as_ref()
-                .map(|s| (s.server.as_str(), s.prompt.as_ref())),
-            signed_in: self.link.is_some(),
-            signed_out: self.mapped.signed_out.as_deref(),
-            login_error: self.login_error.as_deref(),
+            signing_in: self.machine.signing_in(),
+            signed_in: self.machine.signed_in(),
+            signed_out: self.machine.signed_out(),
+            login_error: self.machine.login_error(),
             tunnel_up: self.dataplane.is_some(),
-            tun_error: self.tun_error.as_deref(),
+            tun_error: self.machine.tun_error(),
             has_map: self.mapped.has_map,
             unreachable: self.mapped.unreachable.as_deref(),
         })
@@ -532,8 +516,8 @@ impl<'a> Daemon<'a> {
     }
 
     async fn run(&mut self, mut cmds: mpsc::Receiver<Command>) -> Result<()> {
-        if let Err(e) = self.reconcile() {
-            tracing::warn!("the tunnel stays down: {}", e.message);
+        if let Some(why) = self.machine.tun_error() {
+            tracing::warn!("the tunnel stays down: {why}");
         }
         self.publish();
         let mut report = tokio::time::interval(Duration::from_secs(1));
@@ -550,6 +534,9 @@ impl<'a> Daemon<'a> {
                 .as_ref()
                 .and_then(|p| p.netcheck.poll_timeout())
             {
+                deadline = deadline.min(d);
+            }
+            if let Some(d) = self.machine.next_wake() {
                 deadline = deadline.min(d);
             }
             let deadline = tokio::time::Instant::from_std(deadline);
@@ -569,8 +556,7 @@ impl<'a> Daemon<'a> {
                         Err(e) => {
                             let msg = format!("reading the TUN device failed: {e}");
                             tracing::error!("{msg}");
-                            self.stop_dataplane();
-                            self.tun_error = Some(msg);
+                            self.feed(Input::TunnelFailed(msg)).await;
                             self.publish();
                         }
                     }
@@ -595,22 +581,24 @@ impl<'a> Daemon<'a> {
                 Some(msg) = self.mapped.recv() => {
                     let signed_out = matches!(msg, ControlMsg::SignedOut(_)) || matches!(&msg, ControlMsg::Map(m) if matches!(**m, pinhole_proto::control::MapMessage::Goodbye { .. }));
                     self.mapped.apply(&mut self.engine, msg);
-                    if signed_out && self.mapped.signed_out.is_some() {
-                        self.link = None;
-                        self.reporter.set_self(None);
-                        self.stop_dataplane();
+                    if let Some(why) = self.mapped.signed_out.clone().filter(|_| signed_out) {
+                        self.feed(Input::SignedOut(why)).await;
                     }
                     self.publish();
                 }
                 e = sign_in_event(&mut self.signing_in) => {
-                    match e {
-                        SignInEvent::Prompt(p) => {
-                            if let Some(s) = &mut self.signing_in {
-                                s.prompt = Some(p);
-                            }
+                    let input = match e {
+                        SignInEvent::Prompt(p) => Input::SignInPrompt(p),
+                        SignInEvent::Done(r) => {
+                            // The task is finished: it must not be polled again.
+                            self.signing_in = None;
+                            Input::SignInDone(r.map(|done| Signed {
+                                registration: done.registration,
+                                session_token: done.session_token,
+                            }).map_err(|e| failure("login-failed", format!("{e:#}"))))
                         }
-                        SignInEvent::Done(r) => self.signed_in(r),
-                    }
+                    };
+                    self.feed(input).await;
                     self.publish();
                 }
                 Some(inc) = self.relays.recv() => {
@@ -638,11 +626,12 @@ impl<'a> Daemon<'a> {
             }
             let now = Instant::now();
             self.engine.handle_timeout(now);
-            self.netcheck_timeout(now);
-            if self.auto_netcheck_due(now) {
-                self.auto_netcheck_at = now + AUTO_NETCHECK_EVERY;
-                self.start_netcheck(None);
-            }
+            self.netcheck_timeout(now).await;
+            let relay_regions = self
+                .mapped
+                .relay_map()
+                .is_some_and(|m| !m.regions.is_empty());
+            self.feed(Input::Tick { relay_regions }).await;
             for p in self.pinger.expire(now) {
                 let why = self
                     .engine
@@ -695,7 +684,7 @@ impl<'a> Daemon<'a> {
             self.relays.close_all();
             return;
         }
-        let home = self.reporter.home_relay().map(str::to_string);
+        let home = self.machine.home_relay().map(str::to_string);
         if let Some(home) = &home {
             self.relays.ensure(home);
         }
@@ -719,7 +708,7 @@ impl<'a> Daemon<'a> {
     }
 
     /// Sends due STUN retries; answers everyone waiting once the probes are done.
-    fn netcheck_timeout(&mut self, now: Instant) {
+    async fn netcheck_timeout(&mut self, now: Instant) {
         let Some(p) = &mut self.probing else {
             return;
         };
@@ -735,7 +724,11 @@ impl<'a> Daemon<'a> {
             mapping_varies_by_dest: found.mapping_varies_by_dest,
             udp: found.udp,
         });
-        self.update_home_relay(&found);
+        if let Some(map) = self.mapped.relay_map() {
+            let regions = map.regions.iter().map(|r| r.code.clone()).collect();
+            let latencies = best_latencies(&found);
+            self.feed(Input::NetcheckDone { latencies, regions }).await;
+        }
         self.publish();
         for (prepared, reply) in p.waiters {
             if let Some(reply) = reply {
@@ -771,71 +764,30 @@ impl<'a> Daemon<'a> {
         }
     }
 
-    /// A sign-in finished (or failed).
-    fn signed_in(&mut self, r: Result<SignedIn>) {
-        let Some(s) = self.signing_in.take() else {
-            return;
-        };
-        let (server, client, session) = (s.server.clone(), s.client.clone(), s.session.clone());
-        let mut s = s;
-        let waiter = s.take_waiter();
-        match r {
-            Ok(done) => {
-                let reg = done.registration;
-                let credential = done
-                    .session_token
-                    .map(|t| Credential {
-                        server: server.clone(),
-                        session_token: t,
-                    })
-                    .or(session);
-                let result = LoginResult {
-                    server: server.clone(),
-                    name: reg.name.clone(),
-                    addresses: reg.addresses.iter().map(|a| a.to_string()).collect(),
-                    credential: credential.clone(),
-                };
-                self.control_url = Some(server);
-                if let Err(e) = self.follow(client, reg, credential) {
-                    answer(waiter, Err(failure("login-failed", format!("{e:#}"))));
-                    return;
-                }
-                let up = self.reconcile();
-                let value = match waiter {
-                    SignInWaiter::Up(_) => up.map(|_| serde_json::Value::Null),
-                    _ => Ok(serde_json::to_value(&result).unwrap_or_default()),
-                };
-                answer(waiter, value);
-            }
-            Err(e) => {
-                let msg = format!("{e:#}");
-                tracing::error!("sign-in failed: {msg}");
-                self.login_error = Some(msg.clone());
-                answer(waiter, Err(failure("login-failed", msg)));
-            }
-        }
-    }
-
     async fn command(&mut self, c: Command) {
         let Command { op, reply } = c;
         match op {
-            Op::Up { credential } => self.up(credential, reply),
+            Op::Up { credential } => self.feed(Input::Up { credential, reply }).await,
             Op::Down => {
-                self.prefs.set_want_up(false);
-                self.stop_dataplane();
+                self.feed(Input::Down { reply }).await;
                 tracing::info!("the tunnel is down; `pinhole up` brings it back");
-                let _ = reply.send(Ok(serde_json::Value::Null));
             }
             Op::Login {
                 server,
                 auth_key,
                 credential,
                 hostname,
-            } => self.login(server, auth_key, credential, hostname, reply),
-            Op::Logout { credential } => {
-                let r = self.logout(credential).await;
-                let _ = reply.send(r);
+            } => {
+                let input = Input::Login {
+                    server,
+                    auth_key,
+                    credential,
+                    hostname,
+                    reply,
+                };
+                self.feed(input).await
             }
+            Op::Logout { credential } => self.feed(Input::Logout { credential, reply }).await,
             Op::Ping { peer, timeout_ms } => self.ping(&peer, timeout_ms, reply),
             Op::Netcheck => self.start_netcheck(Some(reply)),
             Op::Status | Op::Subscribe => {
@@ -853,15 +805,15 @@ impl<'a> Daemon<'a> {
         let input = netcheck::Input {
             port: self.local.port(),
             skip: self
+                .machine
+                .registration()
+                .map(|r| r.addresses.clone())
+                .unwrap_or_default(),
+            client: self
                 .link
                 .as_ref()
-                .map(|l| l.registration.addresses.clone())
-                .unwrap_or_default(),
-            client: self.link.as_ref().map(|l| l.client.clone()).or_else(|| {
-                self.control_url
-                    .as_deref()
-                    .and_then(|u| self.client(u).ok())
-            }),
+                .map(|l| l.client.clone())
+                .or_else(|| self.machine.last_server().and_then(|u| self.client(u).ok())),
             relay_map: self.mapped.relay_map().cloned(),
         };
         let back = self.netcheck_tx.clone();
@@ -871,171 +823,31 @@ impl<'a> Daemon<'a> {
         });
     }
 
-    /// Whether the periodic netcheck is due: signed in, with relay regions to measure.
-    fn auto_netcheck_due(&self, now: Instant) -> bool {
-        self.link.is_some()
-            && now >= self.auto_netcheck_at
-            && self
-                .mapped
-                .relay_map()
-                .is_some_and(|m| !m.regions.is_empty())
-    }
-
-    /// Moves home when netcheck says so, and tells control (peers reach this node there).
-    fn update_home_relay(&mut self, found: &pinhole_engine::NetcheckReport) {
-        let Some(map) = self.mapped.relay_map() else {
+    /// Tells control this node's new home relay (peers reach it there) and shows it.
+    fn publish_home_relay(&mut self, code: String) {
+        tracing::info!(region = %code, "home relay chosen");
+        self.reporter.set_home_relay(Some(code.clone()));
+        let (Some(l), Some(r)) = (&self.link, self.machine.registration()) else {
             return;
         };
-        let regions: Vec<String> = map.regions.iter().map(|r| r.code.clone()).collect();
-        let mut latencies: Vec<(String, Duration)> = Vec::new();
-        for p in &found.probes {
-            let Some(l) = p.latency else { continue };
-            match latencies.iter_mut().find(|(r, _)| *r == p.server.region) {
-                Some((_, best)) => *best = (*best).min(l),
-                None => latencies.push((p.server.region.clone(), l)),
-            }
-        }
-        let current = self.reporter.home_relay();
-        let home = pinhole_engine::choose_home(current, &latencies, &regions);
-        if home.as_deref() == current {
-            return;
-        }
-        let latency = latencies
-            .iter()
-            .find(|(r, _)| Some(r) == home.as_ref())
-            .map(|(_, l)| format!("{:.1} ms", l.as_secs_f64() * 1000.0))
-            .unwrap_or_else(|| "no answer".into());
-        tracing::info!(region = ?home, %latency, "home relay chosen");
-        self.reporter.set_home_relay(home.clone());
-        if let (Some(l), Some(code)) = (&self.link, home) {
-            let (client, token) = (l.client.clone(), l.registration.node_token.clone());
-            tokio::spawn(async move {
-                let upd = pinhole_proto::control::NodeUpdate {
-                    endpoints: None,
-                    home_relay: Some(code),
-                    disco_key: None,
-                };
-                if let Err(e) = client.update(&token, &upd).await {
-                    tracing::warn!("publishing the home relay: {e}");
-                }
-            });
-        }
-    }
-
-    /// What the decisions in `decide` need to know.
-    fn knows(&self) -> decide::Knows<'_> {
-        decide::Knows {
-            static_config: matches!(self.mode, Mode::Static { .. }),
-            signing_in: self.signing_in.is_some(),
-            signed_in_to: self
-                .link
-                .as_ref()
-                .map(|l| l.registration.control_url.as_str()),
-            last_server: self.control_url.as_deref(),
-            signed_out: self.mapped.signed_out.as_deref(),
-        }
-    }
-
-    fn up(&mut self, credential: Option<Credential>, reply: oneshot::Sender<Answer>) {
-        self.prefs.set_want_up(true);
-        match decide::up(&self.knows(), credential) {
-            decide::Up::AlreadySigningIn => {
-                let _ = reply.send(Ok(serde_json::Value::Null));
-            }
-            decide::Up::SignIn { server, session } => {
-                let how = SignIn {
-                    how: How::Session(session.session_token.clone()),
-                    hostname: self.hostname(None),
-                    patient: false,
-                    interactive_fallback: false,
-                };
-                self.start_sign_in(server, how, SignInWaiter::Up(reply), Some(session));
-            }
-            decide::Up::Refuse(e) => {
-                let _ = reply.send(Err(e));
-            }
-            decide::Up::StartTunnel => {
-                let r = self.reconcile().map(|_| serde_json::Value::Null);
-                if r.is_err() {
-                    self.prefs.set_want_up(false);
-                }
-                let _ = reply.send(r);
-            }
-        }
-    }
-
-    fn login(
-        &mut self,
-        server: Option<String>,
-        auth_key: Option<Secret>,
-        credential: Option<Credential>,
-        hostname: Option<String>,
-        reply: oneshot::Sender<Answer>,
-    ) {
-        match decide::login(&self.knows(), server, auth_key, credential) {
-            decide::Login::Refuse(e) => {
-                let _ = reply.send(Err(e));
-            }
-            decide::Login::AlreadySignedIn => {
-                let Some(l) = &self.link else { return };
-                let result = LoginResult {
-                    server: l.registration.control_url.clone(),
-                    name: l.registration.name.clone(),
-                    addresses: l
-                        .registration
-                        .addresses
-                        .iter()
-                        .map(|a| a.to_string())
-                        .collect(),
-                    credential: None,
-                };
-                let _ = reply.send(Ok(serde_json::to_value(&result).unwrap_or_default()));
-            }
-            decide::Login::SignIn {
-                server,
-                how,
-                session,
-                replace,
-            } => {
-                if replace {
-                    self.link = None;
-                }
-                let sign_in = SignIn {
-                    how,
-                    hostname: self.hostname(hostname),
-                    patient: false,
-                    interactive_fallback: true,
-                };
-                self.start_sign_in(server, sign_in, SignInWaiter::Login(reply), session);
-            }
-        }
-    }
-
-    async fn logout(&mut self, credential: Option<Credential>) -> Answer {
-        let link_session = self.link.as_ref().and_then(|l| l.session.clone());
-        let (cancel_sign_in, revoke) =
-            match decide::logout(&self.knows(), credential, link_session.as_ref()) {
-                decide::Logout::Refuse(e) => return Err(e),
-                decide::Logout::Leave {
-                    cancel_sign_in,
-                    revoke,
-                    ..
-                } => (cancel_sign_in, revoke),
+        let (client, token) = (l.client.clone(), r.node_token.clone());
+        tokio::spawn(async move {
+            let upd = pinhole_proto::control::NodeUpdate {
+                endpoints: None,
+                home_relay: Some(code),
+                disco_key: None,
             };
-        if cancel_sign_in {
-            if let Some(mut s) = self.signing_in.take() {
-                answer(
-                    s.take_waiter(),
-                    Err(failure("login-cancelled", "logged out")),
-                );
+            if let Err(e) = client.update(&token, &upd).await {
+                tracing::warn!("publishing the home relay: {e}");
             }
-        }
-        let link = self.link.take();
-        self.stop_dataplane();
-        self.mapped.reset(&mut self.engine, None);
-        self.reporter.set_self(None);
+        });
+    }
+
+    /// Logout's part with the outside world: forget the registration, take a new node key
+    /// (the next sign-in is a new node), tell control that `left` left and revoke `revoke`,
+    /// each bounded in time; the answer says what could not be done.
+    async fn leave(&mut self, left: Option<Registration>, revoke: Option<Credential>) -> Answer {
         identity::forget_registration(&self.args.state_dir);
-        // The next sign-in is a new node: a new key, no sessions left from this one.
         match identity::new_node_key(&self.args.state_dir) {
             Ok(k) => {
                 self.engine = Engine::new(&k, Instant::now());
@@ -1046,22 +858,25 @@ impl<'a> Daemon<'a> {
         }
         let mut warnings = Vec::new();
         let bounded = Duration::from_secs(10);
-        if let Some(l) = &link {
-            match tokio::time::timeout(bounded, l.client.delete_self(&l.registration.node_token))
-                .await
-            {
-                Ok(Ok(())) => tracing::info!("logged out: the node left the network"),
-                Ok(Err(e)) if e.is_auth() => {}
-                Ok(Err(e)) => warnings.push(format!("the coordination server was not told: {e}")),
-                Err(_) => warnings.push("the coordination server did not answer in 10 s".into()),
+        if let Some(r) = &left {
+            match self.client(&r.control_url) {
+                Ok(client) => {
+                    match tokio::time::timeout(bounded, client.delete_self(&r.node_token)).await {
+                        Ok(Ok(())) => tracing::info!("logged out: the node left the network"),
+                        Ok(Err(e)) if e.is_auth() => {}
+                        Ok(Err(e)) => {
+                            warnings.push(format!("the coordination server was not told: {e}"))
+                        }
+                        Err(_) => {
+                            warnings.push("the coordination server did not answer in 10 s".into())
+                        }
+                    }
+                }
+                Err(e) => warnings.push(format!("the coordination server was not told: {e:#}")),
             }
         }
         if let Some(c) = revoke {
-            let client = match &link {
-                Some(l) if l.registration.control_url == c.server => Ok(l.client.clone()),
-                _ => self.client(&c.server),
-            };
-            match client {
+            match self.client(&c.server) {
                 Ok(client) => {
                     match tokio::time::timeout(bounded, client.logout(&c.session_token)).await {
                         Ok(Ok(())) => tracing::info!("the session was revoked"),
@@ -1075,7 +890,6 @@ impl<'a> Daemon<'a> {
                 Err(e) => warnings.push(format!("the session could not be revoked: {e:#}")),
             }
         }
-        self.login_error = None;
         let result = LogoutResult {
             warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
         };
@@ -1228,13 +1042,17 @@ async fn send(socket: &UdpSocket, local: &SocketAddr, t: pinhole_engine::Transmi
     }
 }
 
-fn answer(waiter: SignInWaiter, value: Answer) {
-    match waiter {
-        SignInWaiter::Login(r) | SignInWaiter::Up(r) => {
-            let _ = r.send(value);
+/// The best latency per relay region that answered a netcheck.
+fn best_latencies(found: &pinhole_engine::NetcheckReport) -> Vec<(String, Duration)> {
+    let mut latencies: Vec<(String, Duration)> = Vec::new();
+    for p in &found.probes {
+        let Some(l) = p.latency else { continue };
+        match latencies.iter_mut().find(|(r, _)| *r == p.server.region) {
+            Some((_, best)) => *best = (*best).min(l),
+            None => latencies.push((p.server.region.clone(), l)),
         }
-        SignInWaiter::Nobody => {}
     }
+    latencies
 }
 
 /// The next batch from the TUN device; never resolves while the tunnel is down.

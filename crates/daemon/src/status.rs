@@ -183,10 +183,6 @@ impl Reporter {
         self.home_relay = region;
     }
 
-    pub fn home_relay(&self) -> Option<&str> {
-        self.home_relay.as_deref()
-    }
-
     /// A round trip just measured to `peer` (a ping through the tunnel).
     pub fn set_rtt(&mut self, peer: Key, rtt_ms: f64) {
         self.rtts.insert(peer, rtt_ms);
