@@ -23,6 +23,8 @@ pub enum LabError {
     Spawn { cmd: String, source: std::io::Error },
     #[error("{cmd} did not finish within {secs} s")]
     Timeout { cmd: String, secs: u64 },
+    #[error("cannot build that lab: {0}")]
+    Plan(String),
     #[error("unknown host {0:?}")]
     UnknownHost(String),
     #[error("{0}")]

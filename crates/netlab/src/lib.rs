@@ -7,6 +7,9 @@
 
 mod lab;
 pub mod mesh;
+pub mod nat;
+pub mod nat_probe;
+pub mod natlab;
 pub mod pinhole;
 pub mod sim_nodes;
 pub mod stock;

@@ -68,6 +68,28 @@ impl Topology {
         self
     }
 
+    /// A veth link between `a` and `b` with the interface names given (for rules that name
+    /// them, such as a NAT router's `wan` and `lan0`).
+    pub fn link_named(
+        mut self,
+        a: &str,
+        a_if: &str,
+        a_addrs: &[&str],
+        b: &str,
+        b_if: &str,
+        b_addrs: &[&str],
+    ) -> Self {
+        self.links.push(LinkSpec {
+            a: a.into(),
+            a_if: a_if.into(),
+            a_addrs: a_addrs.iter().map(|s| s.to_string()).collect(),
+            b: b.into(),
+            b_if: b_if.into(),
+            b_addrs: b_addrs.iter().map(|s| s.to_string()).collect(),
+        });
+        self
+    }
+
     /// A route on `host` to `dst` (`default` or a prefix) via the gateway `via`.
     pub fn route(mut self, host: &str, dst: &str, via: &str) -> Self {
         self.routes.push(RouteSpec {

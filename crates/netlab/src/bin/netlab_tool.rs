@@ -5,6 +5,7 @@
 //! `netlab-tool junk DST COUNT SEED`: send malformed UDP datagrams.
 //! `netlab-tool sim-nodes URL AUTHKEY_FILE COUNT HOLD_S`: that many simulated nodes register
 //! with a coordination server and hold their map streams open.
+//! `netlab-tool nat-type STUN_SERVER LOCAL_PORT`: RFC 5780 behaviour discovery, as JSON.
 
 use anyhow::{bail, Context, Result};
 use pinhole_netlab::tools;
@@ -57,7 +58,12 @@ fn main() -> Result<()> {
             ))?;
             println!("done registered={} streams={}", r.registered, r.streams);
         }
-        other => bail!("unknown command {other:?} (serve, send, junk, sim-nodes)"),
+        "nat-type" => {
+            let port: u16 = arg(2)?.parse().context("bad port")?;
+            let b = pinhole_netlab::nat_probe::discover(addr(1)?, port)?;
+            println!("{}", b.to_json());
+        }
+        other => bail!("unknown command {other:?} (serve, send, junk, sim-nodes, nat-type)"),
     }
     Ok(())
 }

@@ -1,0 +1,238 @@
+//! The NAT lab: the topologies people sit behind, built from namespaces.
+//!
+//! ```text
+//!   control/relay/STUN: "public" (198.18.1.1 and .2 on its loopback; it routes the internet)
+//!     ├─ wan 198.18.(10+i).2 ── router r<i> (a NAT profile) ── lan<k> 10.<i>.<k>.1 ── node 10.<i>.<k>.2
+//!     ├─ wan ── carrier-grade NAT c<j> ── 100.64.<i>.0/24 ── home router r<i> ── … (double NAT)
+//!     └─ a public node on 198.18.(10+i).2 (no NAT)
+//! ```
+//! Every node behind a router has its own LAN link, so two nodes behind one router reach each
+//! other only through the router's public address (hairpinning) or a relay. Loss on the public
+//! network comes from an nftables rule in the public namespace.
+
+use crate::nat::{Kind, Profile};
+use crate::{Lab, LabError, Topology};
+use std::time::Duration;
+
+/// The namespace that is the internet (control runs there, as in [`crate::mesh`]).
+pub const PUBLIC: &str = crate::mesh::PUBLIC;
+/// The public namespace's two "server" addresses (control and STUN; RFC 5780's alternate).
+pub const SERVER_IP: &str = "198.18.1.1";
+pub const SERVER_ALT_IP: &str = "198.18.1.2";
+
+/// Where a site hangs: directly on the internet, or behind a carrier-grade NAT.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub profile: Profile,
+    pub nodes: Vec<String>,
+    /// The index in [`Plan::cgnats`] of the carrier-grade NAT in front of this site's router.
+    pub behind: Option<usize>,
+}
+
+/// What to build.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub sites: Vec<Site>,
+    pub cgnats: Vec<Profile>,
+    /// Percent of packets the public network drops, each way.
+    pub loss_percent: f64,
+}
+
+impl Plan {
+    pub fn new() -> Plan {
+        Plan::default()
+    }
+
+    /// A router of `profile` with `nodes` behind it (a `public` profile: one node, no router).
+    pub fn site(mut self, profile: Profile, nodes: &[&str]) -> Plan {
+        self.sites.push(Site {
+            profile,
+            nodes: nodes.iter().map(|s| s.to_string()).collect(),
+            behind: None,
+        });
+        self
+    }
+
+    /// A carrier-grade NAT of `profile`; sites added with [`Plan::site_behind`] sit behind it.
+    pub fn cgnat(mut self, profile: Profile) -> Plan {
+        self.cgnats.push(profile);
+        self
+    }
+
+    /// A site whose router's upstream is the carrier-grade NAT `cgnat` (double NAT).
+    pub fn site_behind(mut self, cgnat: usize, profile: Profile, nodes: &[&str]) -> Plan {
+        self.sites.push(Site {
+            profile,
+            nodes: nodes.iter().map(|s| s.to_string()).collect(),
+            behind: Some(cgnat),
+        });
+        self
+    }
+
+    pub fn loss(mut self, percent: f64) -> Plan {
+        self.loss_percent = percent;
+        self
+    }
+
+    /// The router namespace of site `i` (from 0).
+    pub fn router(i: usize) -> String {
+        format!("r{}", i + 1)
+    }
+
+    /// The namespace of carrier-grade NAT `j` (from 0).
+    pub fn cgnat_host(j: usize) -> String {
+        format!("c{}", j + 1)
+    }
+
+    /// Builds it: namespaces, links, routes, NAT rules, loss. Torn down when the lab drops.
+    pub fn build(&self) -> Result<Lab, LabError> {
+        let mut t = Topology::new().router(PUBLIC);
+        let mut rules: Vec<(String, Profile, String, String)> = Vec::new();
+        for (j, p) in self.cgnats.iter().enumerate() {
+            let c = Plan::cgnat_host(j);
+            let n = 100 + j;
+            let (up, wan) = (format!("198.18.{n}.1/24"), format!("198.18.{n}.2/24"));
+            t = t
+                .router(&c)
+                .link_named(
+                    PUBLIC,
+                    &format!("c{j}"),
+                    &[up.as_str()],
+                    &c,
+                    "wan",
+                    &[wan.as_str()],
+                )
+                .route(&c, "default", &format!("198.18.{n}.1"));
+            rules.push((c, p.clone(), "wan".into(), format!("198.18.{n}.2")));
+        }
+        for (i, site) in self.sites.iter().enumerate() {
+            let n = 10 + i;
+            if matches!(site.profile.kind, Kind::Public) {
+                let [node] = site.nodes.as_slice() else {
+                    return Err(LabError::Plan(format!(
+                        "a public site holds exactly one node, not {:?}",
+                        site.nodes
+                    )));
+                };
+                let (up, me) = (format!("198.18.{n}.1/24"), format!("198.18.{n}.2/24"));
+                t = t
+                    .host(node)
+                    .link_named(
+                        PUBLIC,
+                        &format!("s{i}"),
+                        &[up.as_str()],
+                        node,
+                        "eth0",
+                        &[me.as_str()],
+                    )
+                    .route(node, "default", &format!("198.18.{n}.1"));
+                continue;
+            }
+            let r = Plan::router(i);
+            t = t.router(&r);
+            let wan_ip = match site.behind {
+                None => {
+                    let (up, wan) = (format!("198.18.{n}.1/24"), format!("198.18.{n}.2/24"));
+                    t = t
+                        .link_named(
+                            PUBLIC,
+                            &format!("s{i}"),
+                            &[up.as_str()],
+                            &r,
+                            "wan",
+                            &[wan.as_str()],
+                        )
+                        .route(&r, "default", &format!("198.18.{n}.1"));
+                    format!("198.18.{n}.2")
+                }
+                Some(j) => {
+                    if j >= self.cgnats.len() {
+                        return Err(LabError::Plan(format!("no carrier-grade NAT {j}")));
+                    }
+                    let c = Plan::cgnat_host(j);
+                    let (up, wan) = (format!("100.64.{i}.1/24"), format!("100.64.{i}.2/24"));
+                    t = t
+                        .link_named(
+                            &c,
+                            &format!("lan{i}"),
+                            &[up.as_str()],
+                            &r,
+                            "wan",
+                            &[wan.as_str()],
+                        )
+                        .route(&r, "default", &format!("100.64.{i}.1"));
+                    format!("100.64.{i}.2")
+                }
+            };
+            for (k, node) in site.nodes.iter().enumerate() {
+                let (gw, me) = (format!("10.{i}.{k}.1/24"), format!("10.{i}.{k}.2/24"));
+                t = t
+                    .host(node)
+                    .link_named(
+                        &r,
+                        &format!("lan{k}"),
+                        &[gw.as_str()],
+                        node,
+                        "eth0",
+                        &[me.as_str()],
+                    )
+                    .route(node, "default", &format!("10.{i}.{k}.1"));
+            }
+            rules.push((r, site.profile.clone(), "wan".into(), wan_ip));
+        }
+        let lab = Lab::build(&t)?;
+        // The servers' addresses on the public namespace's loopback: reachable from everywhere.
+        for ip in [SERVER_IP, SERVER_ALT_IP] {
+            lab.run_ok(
+                PUBLIC,
+                &["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"],
+                Duration::from_secs(5),
+            )?;
+        }
+        for (host, profile, wan, wan_ip) in &rules {
+            apply(&lab, host, profile, wan, wan_ip)?;
+        }
+        if self.loss_percent > 0.0 {
+            set_loss(&lab, self.loss_percent)?;
+        }
+        Ok(lab)
+    }
+}
+
+/// Makes `host` a router of `profile` (external interface `wan` with `wan_ip`, internal ones
+/// `lan*`).
+pub fn apply(
+    lab: &Lab,
+    host: &str,
+    profile: &Profile,
+    wan: &str,
+    wan_ip: &str,
+) -> Result<(), LabError> {
+    let t = Duration::from_secs(10);
+    for (k, v) in profile.sysctls() {
+        lab.run_ok(host, &["sysctl", "-qw", &format!("{k}={v}")], t)?;
+    }
+    if let Some(rules) = profile.ruleset(wan, wan_ip, "lan*") {
+        let file = lab.dir().join(format!("{host}.nft"));
+        std::fs::write(&file, rules)?;
+        lab.run_ok(host, &["nft", "-f", &file.to_string_lossy()], t)?;
+    }
+    Ok(())
+}
+
+/// Drops `percent` of the packets the public network forwards (nftables `numgen random`).
+pub fn set_loss(lab: &Lab, percent: f64) -> Result<(), LabError> {
+    let per_million = (percent.clamp(0.0, 100.0) * 10_000.0).round() as u32;
+    let rules = format!(
+        "table inet impair {{\n  chain forward {{\n    type filter hook forward priority -10;\n    \
+         numgen random mod 1000000 < {per_million} drop\n  }}\n}}\n"
+    );
+    let file = lab.dir().join("impair.nft");
+    std::fs::write(&file, rules)?;
+    lab.run_ok(
+        PUBLIC,
+        &["nft", "-f", &file.to_string_lossy()],
+        Duration::from_secs(10),
+    )?;
+    Ok(())
+}
