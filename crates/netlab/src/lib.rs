@@ -5,6 +5,7 @@
 //! and dropping the [`Lab`] stops every process it started and deletes every namespace, also
 //! when a test panics. Needs root (or CAP_NET_ADMIN + CAP_SYS_ADMIN) and iproute2.
 
+pub mod impair;
 mod lab;
 pub mod mesh;
 pub mod nat;

@@ -7,9 +7,10 @@
 //!     └─ a public node on 198.18.(10+i).2 (no NAT)
 //! ```
 //! Every node behind a router has its own LAN link, so two nodes behind one router reach each
-//! other only through the router's public address (hairpinning) or a relay. Loss on the public
-//! network comes from an nftables rule in the public namespace.
+//! other only through the router's public address (hairpinning) or a relay. Delay, jitter and
+//! loss on the public network come from [`crate::impair`].
 
+use crate::impair::{self, Impairment};
 use crate::nat::{Kind, Profile};
 use crate::{Lab, LabError, Topology};
 use std::time::Duration;
@@ -34,8 +35,8 @@ pub struct Site {
 pub struct Plan {
     pub sites: Vec<Site>,
     pub cgnats: Vec<Profile>,
-    /// Percent of packets the public network drops, each way.
-    pub loss_percent: f64,
+    /// Delay, jitter and loss on the public network.
+    pub impair: Impairment,
 }
 
 impl Plan {
@@ -69,8 +70,8 @@ impl Plan {
         self
     }
 
-    pub fn loss(mut self, percent: f64) -> Plan {
-        self.loss_percent = percent;
+    pub fn impair(mut self, imp: Impairment) -> Plan {
+        self.impair = imp;
         self
     }
 
@@ -180,7 +181,7 @@ impl Plan {
             }
             rules.push((r, site.profile.clone(), "wan".into(), wan_ip));
         }
-        let lab = Lab::build(&t)?;
+        let mut lab = Lab::build(&t)?;
         // The servers' addresses on the public namespace's loopback: reachable from everywhere.
         for ip in [SERVER_IP, SERVER_ALT_IP] {
             lab.run_ok(
@@ -192,8 +193,8 @@ impl Plan {
         for (host, profile, wan, wan_ip) in &rules {
             apply(&lab, host, profile, wan, wan_ip)?;
         }
-        if self.loss_percent > 0.0 {
-            set_loss(&lab, self.loss_percent)?;
+        if !self.impair.is_none() {
+            impair::start(&mut lab, self.impair)?;
         }
         Ok(lab)
     }
@@ -217,22 +218,5 @@ pub fn apply(
         std::fs::write(&file, rules)?;
         lab.run_ok(host, &["nft", "-f", &file.to_string_lossy()], t)?;
     }
-    Ok(())
-}
-
-/// Drops `percent` of the packets the public network forwards (nftables `numgen random`).
-pub fn set_loss(lab: &Lab, percent: f64) -> Result<(), LabError> {
-    let per_million = (percent.clamp(0.0, 100.0) * 10_000.0).round() as u32;
-    let rules = format!(
-        "table inet impair {{\n  chain forward {{\n    type filter hook forward priority -10;\n    \
-         numgen random mod 1000000 < {per_million} drop\n  }}\n}}\n"
-    );
-    let file = lab.dir().join("impair.nft");
-    std::fs::write(&file, rules)?;
-    lab.run_ok(
-        PUBLIC,
-        &["nft", "-f", &file.to_string_lossy()],
-        Duration::from_secs(10),
-    )?;
     Ok(())
 }

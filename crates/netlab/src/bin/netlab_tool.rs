@@ -6,6 +6,7 @@
 //! `netlab-tool sim-nodes URL AUTHKEY_FILE COUNT HOLD_S`: that many simulated nodes register
 //! with a coordination server and hold their map streams open.
 //! `netlab-tool nat-type STUN_SERVER LOCAL_PORT`: RFC 5780 behaviour discovery, as JSON.
+//! `netlab-tool impair DEVICE DELAY_S JITTER_S LOSS_PCT`: the public network's delay forwarder.
 
 use anyhow::{bail, Context, Result};
 use pinhole_netlab::tools;
@@ -63,7 +64,21 @@ fn main() -> Result<()> {
             let b = pinhole_netlab::nat_probe::discover(addr(1)?, port)?;
             println!("{}", b.to_json());
         }
-        other => bail!("unknown command {other:?} (serve, send, junk, sim-nodes, nat-type)"),
+        "impair" => {
+            let secs = |i: usize| -> Result<Duration> {
+                let s: f64 = arg(i)?.parse().context("bad seconds")?;
+                Duration::try_from_secs_f64(s).context("bad seconds")
+            };
+            let imp = pinhole_netlab::impair::Impairment {
+                delay: secs(2)?,
+                jitter: secs(3)?,
+                loss_percent: arg(4)?.parse().context("bad loss percent")?,
+            };
+            pinhole_netlab::impair::run(arg(1)?, imp, rand::random())?;
+        }
+        other => {
+            bail!("unknown command {other:?} (serve, send, junk, sim-nodes, nat-type, impair)")
+        }
     }
     Ok(())
 }
