@@ -9,6 +9,7 @@ pub mod impair;
 mod lab;
 pub mod mesh;
 pub mod nat;
+pub mod nat_matrix;
 pub mod nat_probe;
 pub mod natlab;
 pub mod pinhole;

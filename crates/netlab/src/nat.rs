@@ -219,7 +219,12 @@ impl Profile {
             r.push_str("    meta l4proto udp drop\n");
         }
         r.push_str("    ct state established,related accept\n");
-        r.push_str(&format!("    iifname \"{lan}\" accept\n"));
+        // LANs reach the internet, and each other only by hairpinning through the public
+        // address (as if isolated: two nodes behind one router have no direct LAN path).
+        r.push_str(&format!("    iifname \"{lan}\" oifname \"{wan}\" accept\n"));
+        r.push_str(&format!(
+            "    iifname \"{lan}\" oifname \"{lan}\" ct status dnat accept\n"
+        ));
         r.push_str(&format!("    iifname \"{wan}\" ct status dnat accept\n"));
         r.push_str("  }\n}\n");
         Some(r)

@@ -1,0 +1,483 @@
+//! How two Pinhole nodes end up behind two routers: the path RFC 4787 reasoning expects, one
+//! real run in a NAT lab (control with its relay and STUN, two nodes, pings over the tunnel,
+//! `pinhole status --json` on both), and the grid of expected against observed.
+//!
+//! The expectation (plain hole punching: each side sends to the endpoint STUN saw for the
+//! other, and answers wherever a packet came from):
+//! - both sides map endpoint-independently: each sends from the very endpoint the other
+//!   targets, so every filter lets the other in: direct;
+//! - one side (A) maps endpoint-independently and filters by address at most (EIF, ADF): B's
+//!   packets come from a new port of the address A sent to, A lets them in and answers there
+//!   from its one mapping, which B sent to: direct;
+//! - one side filters endpoint-independently and the other by address at most: the first
+//!   lets anything in, its answers come from the address the other sent to: direct;
+//! - anything else (both address-dependent mappings with port or address filters, a symmetric
+//!   NAT against a port-restricted one, UDP blocked): relayed.
+//!
+//! Two nodes behind one router meet directly only through hairpinning, with an
+//! endpoint-independent mapping; a double NAT behaves as the stricter of its two routers.
+
+use crate::mesh::{self, Control};
+use crate::nat::{Filtering, Kind, Mapping, Profile};
+use crate::natlab::Plan;
+use crate::{impair::Impairment, Lab};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Where the nodes sit.
+#[derive(Debug, Clone)]
+pub enum Case {
+    /// Node a behind `0`, node b behind `1`.
+    Pair(Profile, Profile),
+    /// Both nodes behind one router.
+    SameRouter(Profile),
+    /// Node a behind a home router `1` behind a carrier-grade NAT `0`; node b behind `2`.
+    DoubleNat(Profile, Profile, Profile),
+}
+
+impl fmt::Display for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Case::Pair(a, b) => write!(f, "{a} × {b}"),
+            Case::SameRouter(p) => write!(f, "both behind one {p}"),
+            Case::DoubleNat(c, h, b) => write!(f, "{h} behind CGNAT {c} × {b}"),
+        }
+    }
+}
+
+/// A path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Direct,
+    Relayed,
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Path::Direct => "direct",
+            Path::Relayed => "relayed",
+        })
+    }
+}
+
+/// A side's effective behaviour for the reasoning: None when UDP cannot pass.
+fn behaviour(p: &Profile) -> Option<(Mapping, Filtering)> {
+    match p.kind {
+        Kind::Public => Some((Mapping::Eim, Filtering::Eif)),
+        Kind::UdpBlocked => None,
+        Kind::Nat {
+            mapping, filtering, ..
+        } => Some((mapping, filtering)),
+    }
+}
+
+fn rank_m(m: Mapping) -> u8 {
+    match m {
+        Mapping::Eim => 0,
+        Mapping::Adm => 1,
+        Mapping::Adpm => 2,
+    }
+}
+
+fn rank_f(f: Filtering) -> u8 {
+    match f {
+        Filtering::Eif => 0,
+        Filtering::Adf => 1,
+        Filtering::Adpf => 2,
+    }
+}
+
+/// Two NATs in a row behave as the stricter of each.
+fn stack(outer: (Mapping, Filtering), inner: (Mapping, Filtering)) -> (Mapping, Filtering) {
+    let m = if rank_m(outer.0) >= rank_m(inner.0) {
+        outer.0
+    } else {
+        inner.0
+    };
+    let f = if rank_f(outer.1) >= rank_f(inner.1) {
+        outer.1
+    } else {
+        inner.1
+    };
+    (m, f)
+}
+
+fn pair_expect(a: Option<(Mapping, Filtering)>, b: Option<(Mapping, Filtering)>) -> Path {
+    let (Some((ma, fa)), Some((mb, fb))) = (a, b) else {
+        return Path::Relayed;
+    };
+    let loose = |f: Filtering| f != Filtering::Adpf;
+    let both_eim = ma == Mapping::Eim && mb == Mapping::Eim;
+    let eim_and_loose = |m: Mapping, f: Filtering| m == Mapping::Eim && loose(f);
+    let eif_and_loose = |f: Filtering, other: Filtering| f == Filtering::Eif && loose(other);
+    let direct = both_eim
+        || eim_and_loose(ma, fa)
+        || eim_and_loose(mb, fb)
+        || eif_and_loose(fa, fb)
+        || eif_and_loose(fb, fa);
+    if direct {
+        Path::Direct
+    } else {
+        Path::Relayed
+    }
+}
+
+impl Case {
+    /// The path RFC 4787 reasoning expects (see the module's header).
+    pub fn expected(&self) -> Path {
+        match self {
+            Case::Pair(a, b) => pair_expect(behaviour(a), behaviour(b)),
+            Case::SameRouter(p) => match behaviour(p) {
+                Some((Mapping::Eim, _)) if p.hairpin => Path::Direct,
+                _ => Path::Relayed,
+            },
+            Case::DoubleNat(c, h, b) => {
+                let a = behaviour(c).zip(behaviour(h)).map(|(c, h)| stack(c, h));
+                pair_expect(a, behaviour(b))
+            }
+        }
+    }
+
+    fn plan(&self) -> Plan {
+        match self {
+            Case::Pair(a, b) => Plan::new().site(a.clone(), &["a"]).site(b.clone(), &["b"]),
+            Case::SameRouter(p) => Plan::new().site(p.clone(), &["a", "b"]),
+            Case::DoubleNat(c, h, b) => Plan::new()
+                .cgnat(c.clone())
+                .site_behind(0, h.clone(), &["a"])
+                .site(b.clone(), &["b"]),
+        }
+    }
+}
+
+/// How a cell came out against its expectation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Verdict {
+    DirectAsExpected,
+    RelayedAsExpected,
+    DirectBeyondExpectation,
+    WorseThanExpected,
+    NoConnectivity,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::DirectAsExpected => "direct as expected",
+            Verdict::RelayedAsExpected => "relayed as expected",
+            Verdict::DirectBeyondExpectation => "direct beyond expectation",
+            Verdict::WorseThanExpected => "worse than expected",
+            Verdict::NoConnectivity => "no connectivity",
+        })
+    }
+}
+
+/// One side as `pinhole status --json` showed its peer.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    pub connection: String,
+    pub endpoint: Option<String>,
+    pub relay: Option<String>,
+    pub rtt_ms: Option<f64>,
+    pub reason: Option<String>,
+}
+
+/// One cell's result.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub case: String,
+    pub expected: Path,
+    /// None when the pings never came back.
+    pub observed: Option<Path>,
+    pub verdict: Verdict,
+    /// Seconds from both nodes up to the first ping answered over the tunnel.
+    pub seconds_to_ping: Option<f64>,
+    /// Seconds from both nodes up to the final path.
+    pub seconds_to_path: Option<f64>,
+    pub a: Seen,
+    pub b: Seen,
+}
+
+/// Options of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    pub impair: Impairment,
+    /// How long to wait for the first ping over the tunnel.
+    pub connect_timeout: Duration,
+    /// How long to wait for a direct path once connected, when one is expected.
+    pub settle_timeout: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            impair: Impairment::default(),
+            connect_timeout: Duration::from_secs(30),
+            settle_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+fn seen(lab: &Lab, host: &str) -> Seen {
+    let st = mesh::status_json(lab, host);
+    let Some(p) = st["peers"].as_array().and_then(|p| p.first()) else {
+        return Seen::default();
+    };
+    let text = |k: &str| p[k].as_str().map(str::to_string);
+    Seen {
+        connection: text("connection").unwrap_or_default(),
+        endpoint: text("endpoint"),
+        relay: text("relay"),
+        rtt_ms: p["rtt_ms"].as_f64(),
+        reason: text("path_reason"),
+    }
+}
+
+fn path_of(s: &Seen) -> Option<Path> {
+    match s.connection.as_str() {
+        "direct" => Some(Path::Direct),
+        "relayed" => Some(Path::Relayed),
+        _ => None,
+    }
+}
+
+/// One ping over the tunnel from `host` to `dst`, answered within a second.
+fn ping_once(lab: &Lab, host: &str, dst: &str) -> bool {
+    lab.run(
+        host,
+        &["ping", "-c", "1", "-W", "1", dst],
+        Duration::from_secs(5),
+    )
+    .is_ok_and(|o| o.status.success())
+}
+
+/// The average round trip of five pings over the tunnel, in ms.
+fn rtt(lab: &Lab, host: &str, dst: &str) -> Option<f64> {
+    let out = lab
+        .run(
+            host,
+            &["ping", "-n", "-q", "-c", "5", "-i", "0.2", "-W", "2", dst],
+            Duration::from_secs(15),
+        )
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.contains("min/avg/max"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.trim().split('/').nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// A case's lab with control and both nodes running (torn down on drop).
+pub struct Running {
+    pub lab: Lab,
+    pub control: Control,
+    pub procs: Vec<crate::Proc>,
+    /// The overlay addresses of a and b.
+    pub addr_a: String,
+    pub addr_b: String,
+}
+
+/// Builds the lab of `case` and signs both nodes in.
+pub fn start(case: &Case, impair: Impairment) -> Result<Running, String> {
+    let mut lab = case
+        .plan()
+        .impair(impair)
+        .build()
+        .map_err(|e| format!("building the lab for {case}: {e}"))?;
+    let control = Control::new(&lab);
+    let server = control.start(&mut lab);
+    let key = control.authkey_file(&lab);
+    let a = mesh::start_node(&mut lab, "a", &key);
+    let b = mesh::start_node(&mut lab, "b", &key);
+    let (addr_a, addr_b) = (control.address_of(&lab, "a"), control.address_of(&lab, "b"));
+    Ok(Running {
+        lab,
+        control,
+        procs: vec![server, a, b],
+        addr_a,
+        addr_b,
+    })
+}
+
+/// Builds the lab of `case`, signs both nodes in and watches them meet.
+pub fn run(case: &Case, opts: &RunOptions) -> Result<Outcome, String> {
+    let running = start(case, opts.impair)?;
+    let started = Instant::now();
+    let (lab, addr_a, addr_b) = (&running.lab, &running.addr_a, &running.addr_b);
+    let mut seconds_to_ping = None;
+    while started.elapsed() < opts.connect_timeout {
+        if ping_once(lab, "a", addr_b) && ping_once(lab, "b", addr_a) {
+            seconds_to_ping = Some(started.elapsed().as_secs_f64());
+            break;
+        }
+    }
+    let expected = case.expected();
+    let mut seconds_to_path = seconds_to_ping;
+    let (mut a, mut b) = (seen(lab, "a"), seen(lab, "b"));
+    if seconds_to_ping.is_some() {
+        let settle = Instant::now();
+        // Keep traffic flowing while the path may still improve.
+        while path_of(&a) != Some(Path::Direct) || path_of(&b) != Some(Path::Direct) {
+            if expected != Path::Direct || settle.elapsed() >= opts.settle_timeout {
+                break;
+            }
+            ping_once(lab, "a", addr_b);
+            (a, b) = (seen(lab, "a"), seen(lab, "b"));
+            seconds_to_path = Some(started.elapsed().as_secs_f64());
+        }
+    }
+    if seconds_to_ping.is_some() {
+        a.rtt_ms = rtt(lab, "a", addr_b);
+    }
+    let observed = seconds_to_ping.and_then(|_| match (path_of(&a), path_of(&b)) {
+        (Some(Path::Direct), Some(Path::Direct)) => Some(Path::Direct),
+        (Some(_), Some(_)) => Some(Path::Relayed),
+        _ => None,
+    });
+    let verdict = match (expected, observed) {
+        (_, None) => Verdict::NoConnectivity,
+        (Path::Direct, Some(Path::Direct)) => Verdict::DirectAsExpected,
+        (Path::Relayed, Some(Path::Relayed)) => Verdict::RelayedAsExpected,
+        (Path::Relayed, Some(Path::Direct)) => Verdict::DirectBeyondExpectation,
+        (Path::Direct, Some(Path::Relayed)) => Verdict::WorseThanExpected,
+    };
+    Ok(Outcome {
+        case: case.to_string(),
+        expected,
+        observed,
+        verdict,
+        seconds_to_ping,
+        seconds_to_path,
+        a,
+        b,
+    })
+}
+
+/// The results as a Markdown table, with the count of each verdict.
+pub fn markdown(outcomes: &[Outcome]) -> String {
+    let mut s = String::from(
+        "| case | expected | observed | verdict | to ping (s) | to path (s) | a's endpoint or relay | RTT (ms) | a's reason |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for o in outcomes {
+        let secs = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.1}"));
+        let via = match (o.a.connection.as_str(), &o.a.endpoint, &o.a.relay) {
+            ("relayed", _, Some(r)) => format!("relay {r}"),
+            (_, Some(e), _) => e.clone(),
+            _ => "–".into(),
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            o.case,
+            o.expected,
+            o.observed.map_or("none".into(), |p| p.to_string()),
+            o.verdict,
+            secs(o.seconds_to_ping),
+            secs(o.seconds_to_path),
+            via,
+            o.a.rtt_ms.map_or("–".into(), |r| format!("{r:.1}")),
+            o.a.reason.as_deref().unwrap_or("–").replace('|', "/"),
+        ));
+    }
+    s.push('\n');
+    s.push_str(&summary(outcomes));
+    s
+}
+
+/// "N direct as expected, N relayed as expected, …".
+pub fn summary(outcomes: &[Outcome]) -> String {
+    let all = [
+        Verdict::DirectAsExpected,
+        Verdict::RelayedAsExpected,
+        Verdict::DirectBeyondExpectation,
+        Verdict::WorseThanExpected,
+        Verdict::NoConnectivity,
+    ];
+    all.iter()
+        .map(|v| {
+            let n = outcomes.iter().filter(|o| o.verdict == *v).count();
+            format!("{n} {v}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The cases `cargo xtask test` runs: the classic four pairwise, hairpin, double NAT, one
+/// side public, UDP blocked.
+pub fn test_cases() -> Vec<Case> {
+    let classic = Profile::classic();
+    let mut v = Vec::new();
+    for (i, a) in classic.iter().enumerate() {
+        for b in &classic[i..] {
+            v.push(Case::Pair(a.clone(), b.clone()));
+        }
+    }
+    let p = |s: &str| s.parse::<Profile>().unwrap_or_else(|e| panic!("{e}"));
+    v.push(Case::SameRouter(p("port-restricted-cone+hairpin")));
+    v.push(Case::DoubleNat(
+        p("eim-adf"),
+        p("port-restricted-cone"),
+        p("full-cone"),
+    ));
+    v.push(Case::Pair(p("public"), p("symmetric")));
+    v.push(Case::Pair(p("udp-blocked"), p("port-restricted-cone")));
+    v
+}
+
+/// Every ordered-independent pair of `profiles` (a × b and b × a are one cell).
+pub fn grid(profiles: &[Profile]) -> Vec<Case> {
+    let mut v = Vec::new();
+    for (i, a) in profiles.iter().enumerate() {
+        for b in &profiles[i..] {
+            v.push(Case::Pair(a.clone(), b.clone()));
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(a: &str, b: &str) -> Case {
+        Case::Pair(a.parse().unwrap(), b.parse().unwrap())
+    }
+
+    #[test]
+    fn expectations_follow_rfc_4787_reasoning() {
+        use Path::*;
+        let table = [
+            ("full-cone", "symmetric", Direct),
+            ("restricted-cone", "symmetric", Direct),
+            ("port-restricted-cone", "port-restricted-cone", Direct),
+            ("port-restricted-cone", "symmetric", Relayed),
+            ("symmetric", "symmetric", Relayed),
+            ("adm-eif", "adpm-adf", Direct),
+            ("adm-eif", "adpm-adpf", Relayed),
+            ("adm-adf", "adm-adf", Relayed),
+            ("public", "symmetric", Direct),
+            ("udp-blocked", "full-cone", Relayed),
+        ];
+        for (a, b, want) in table {
+            assert_eq!(case(a, b).expected(), want, "{a} × {b}");
+            assert_eq!(case(b, a).expected(), want, "{b} × {a}");
+        }
+        let p = |s: &str| s.parse::<Profile>().unwrap();
+        assert_eq!(Case::SameRouter(p("eim-adpf+hairpin")).expected(), Direct);
+        assert_eq!(Case::SameRouter(p("eim-adpf")).expected(), Relayed);
+        assert_eq!(Case::SameRouter(p("symmetric+hairpin")).expected(), Relayed);
+        // A symmetric CGNAT makes a cone home router symmetric.
+        assert_eq!(
+            Case::DoubleNat(p("symmetric"), p("full-cone"), p("port-restricted-cone")).expected(),
+            Relayed
+        );
+        assert_eq!(
+            Case::DoubleNat(p("eim-adf"), p("eim-adpf"), p("full-cone")).expected(),
+            Direct
+        );
+        assert_eq!(test_cases().len(), 14);
+        assert_eq!(grid(&Profile::all_nine()).len(), 45);
+    }
+}
