@@ -199,3 +199,48 @@ fn every_profile_behaves_as_named() {
         wrong.join("\n")
     );
 }
+
+/// The mapping lifetime: with `+timeout=3` a mapping lives while used and is gone (from
+/// conntrack and from the inbound map) three seconds after its last packet.
+#[test]
+fn a_short_mapping_timeout_expires_idle_mappings() {
+    if skip_without_root("a_short_mapping_timeout_expires_idle_mappings") {
+        return;
+    }
+    let profile: Profile = "eim-eif+timeout=3".parse().unwrap();
+    let mut lab = Plan::new()
+        .site(profile, &["n"])
+        .build()
+        .expect("building the NAT lab");
+    start_stun(&mut lab);
+    let router = Plan::router(0);
+    let mapped = |lab: &Lab| {
+        let map = lab
+            .run_ok(
+                &router,
+                &["nft", "list", "map", "ip", "natlab", "inbound"],
+                Duration::from_secs(5),
+            )
+            .expect("listing the map");
+        let tracked = lab
+            .run_ok(
+                &router,
+                &["conntrack", "-L", "-p", "udp"],
+                Duration::from_secs(5),
+            )
+            .unwrap_or_default();
+        (
+            map.contains(": 10.0.0.2 . 5000"),
+            tracked.contains("sport=5000"),
+        )
+    };
+    let b = probe(&lab, "n").expect("probing");
+    assert!(b.is(Mapping::Eim, Filtering::Eif), "{b:?}");
+    assert_eq!(
+        mapped(&lab),
+        (true, true),
+        "the mapping is there right after use"
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(mapped(&lab), (false, false), "gone after 3 s idle");
+}
