@@ -244,3 +244,31 @@ fn a_short_mapping_timeout_expires_idle_mappings() {
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(mapped(&lab), (false, false), "gone after 3 s idle");
 }
+
+/// Hairpinning: behind a `+hairpin` router, a packet to the router's public address and a
+/// mapped port comes back in (coturn's hairpinning discovery sees its own request); behind
+/// the same profile without it, it does not.
+#[test]
+fn hairpinning_is_there_only_when_asked_for() {
+    if skip_without_root("hairpinning_is_there_only_when_asked_for") {
+        return;
+    }
+    let mut lab = Plan::new()
+        .site("eim-adpf+hairpin".parse().unwrap(), &["with"])
+        .site("eim-adpf".parse().unwrap(), &["without"])
+        .build()
+        .expect("building the NAT lab");
+    start_coturn(&mut lab);
+    let hairpins = |host: &str| {
+        let out = lab
+            .run(
+                host,
+                &["turnutils_natdiscovery", "-H", "-p", "3480", SERVER_IP],
+                Duration::from_secs(60),
+            )
+            .expect("running turnutils_natdiscovery");
+        String::from_utf8_lossy(&out.stdout).contains("successful hairpinning")
+    };
+    assert!(hairpins("with"), "the +hairpin router does not hairpin");
+    assert!(!hairpins("without"), "a router without +hairpin hairpins");
+}
