@@ -287,7 +287,10 @@ pub fn start(case: &Case, impair: Impairment) -> Result<Running, String> {
         .build()
         .map_err(|e| format!("building the lab for {case}: {e}"))?;
     let control = Control::new(&lab);
-    let server = control.start(&mut lab);
+    // STUN on the server address itself: answers leave from the address asked, as the NATs'
+    // conntrack expects (a wildcard socket answers from the address of the outgoing link).
+    let stun = format!("{}:3478", crate::natlab::SERVER_IP);
+    let server = control.start_with(&mut lab, &["--stun-listen", &stun]);
     let key = control.authkey_file(&lab);
     let a = mesh::start_node(&mut lab, "a", &key);
     let b = mesh::start_node(&mut lab, "b", &key);
