@@ -57,6 +57,8 @@ pub enum Input<R> {
         latencies: Vec<(String, Duration)>,
         regions: Vec<String>,
     },
+    /// The relay regions of the map changed (in the map's order).
+    RelayRegions(Vec<String>),
     /// Time passed; `relay_regions` says whether the map has relay regions to measure.
     Tick { relay_regions: bool },
 }
@@ -294,6 +296,19 @@ impl<R> Machine<R> {
                 if let Some(code) = home.filter(|h| Some(h) != self.home_relay.as_ref()) {
                     self.home_relay = Some(code.clone());
                     out.push(Action::HomeRelay(code));
+                }
+            }
+            Input::RelayRegions(regions) => {
+                // Until a netcheck has measured them, the map's first region is home: peers
+                // can reach this node through a relay from the first moment, not seconds
+                // later (the netcheck moves home when another region is clearly nearer).
+                let lost = self
+                    .home_relay
+                    .as_ref()
+                    .is_none_or(|h| !regions.contains(h));
+                if let (true, true, Some(first)) = (self.signed_in(), lost, regions.first()) {
+                    self.home_relay = Some(first.clone());
+                    out.push(Action::HomeRelay(first.clone()));
                 }
             }
             Input::Tick { relay_regions } => {
@@ -1195,6 +1210,39 @@ mod tests {
         // A sign-out forgets the home: the next registration chooses again.
         m.handle(now, Input::SignedOut("node removed".into()));
         assert_eq!(m.home_relay(), None);
+    }
+
+    #[test]
+    fn the_first_region_is_home_until_a_netcheck_says_otherwise() {
+        let now = t0();
+        let mut m: Machine<u32> = Machine::new(false, true, Some(S.into()), now);
+        let regions = |r: &[&str]| Input::RelayRegions(r.iter().map(|s| s.to_string()).collect());
+        assert!(
+            m.handle(now, regions(&["fra", "nyc"])).is_empty(),
+            "not signed in: no home"
+        );
+        let mut m = connected(now);
+        assert_eq!(
+            names(&m.handle(now, regions(&["fra", "nyc"]))),
+            ["home fra"]
+        );
+        assert!(
+            m.handle(now, regions(&["nyc", "fra"])).is_empty(),
+            "still there"
+        );
+        let done = Input::NetcheckDone {
+            latencies: vec![
+                ("fra".into(), Duration::from_millis(90)),
+                ("nyc".into(), Duration::from_millis(10)),
+            ],
+            regions: vec!["fra".into(), "nyc".into()],
+        };
+        assert_eq!(names(&m.handle(now, done)), ["home nyc"]);
+        // The home region leaves the map: the first one left takes over.
+        assert_eq!(
+            names(&m.handle(now, regions(&["sfo", "fra"]))),
+            ["home sfo"]
+        );
     }
 
     #[test]

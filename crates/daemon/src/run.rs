@@ -119,6 +119,8 @@ struct Daemon<'a> {
     dataplane: Option<DataPlane>,
     pinger: Pinger<oneshot::Sender<Answer>>,
     disco_key: Key,
+    /// The relay regions of the map, as last told to the machine.
+    relay_regions: Vec<String>,
     /// Extra CA certificates (PEM) trusted for control.
     control_ca: Option<Vec<u8>>,
     /// Netchecks whose preparation (DNS, control check) is done, for the loop to probe.
@@ -213,6 +215,7 @@ impl<'a> Daemon<'a> {
             // The disco key is new on every start and only announced through control.
             disco_key: pinhole_engine::public_key(&identity::random_private_key()?),
             control_ca: ca,
+            relay_regions: Vec::new(),
         };
         d.start().await?;
         Ok(d)
@@ -304,6 +307,7 @@ impl<'a> Daemon<'a> {
                 Action::Unfollow => {
                     self.link = None;
                     self.mapped.reset(&mut self.engine, None);
+                    self.relay_regions.clear();
                     self.reporter.set_self(None);
                     self.reporter.set_home_relay(None);
                     None
@@ -393,6 +397,7 @@ impl<'a> Daemon<'a> {
             tx,
         ));
         self.mapped.reset(&mut self.engine, Some(rx));
+        self.relay_regions.clear();
         self.reporter.set_home_relay(None);
         self.reporter.set_self(Some(status::self_status(
             registration.name.clone(),
@@ -583,6 +588,15 @@ impl<'a> Daemon<'a> {
                     self.mapped.apply(&mut self.engine, msg);
                     if let Some(why) = self.mapped.signed_out.clone().filter(|_| signed_out) {
                         self.feed(Input::SignedOut(why)).await;
+                    }
+                    let regions: Vec<String> = self
+                        .mapped
+                        .relay_map()
+                        .map(|m| m.regions.iter().map(|r| r.code.clone()).collect())
+                        .unwrap_or_default();
+                    if regions != self.relay_regions {
+                        self.relay_regions = regions.clone();
+                        self.feed(Input::RelayRegions(regions)).await;
                     }
                     self.publish();
                 }

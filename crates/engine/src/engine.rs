@@ -102,6 +102,8 @@ pub struct EngineStats {
     pub tx_relayed: u64,
     /// Keepalives sent over UDP to probe or confirm a direct path.
     pub tx_probes: u64,
+    /// Handshake initiations sent again at once because the peer's path changed.
+    pub tx_init_resent: u64,
     /// Packets dropped because the owner did not drain a queue.
     pub queue_full: u64,
 }
@@ -181,12 +183,18 @@ impl Engine {
                 self.routes.insert(*net, idx);
             }
             if let Some(peer) = self.peers.get_mut(&idx) {
+                let before = peer.path(now);
                 if settings.endpoint.is_some() && peer.endpoint != settings.endpoint {
                     peer.endpoint = settings.endpoint;
                     peer.udp_rx_at = None;
                 }
                 peer.relay = settings.relay.as_deref().map(Arc::from);
                 peer.settings = settings;
+                // A handshake waiting on a path that just changed: send it again now, on the
+                // new path, rather than at WireGuard's retry (REKEY_TIMEOUT, 5 s).
+                if peer.path(now) != before {
+                    resend_pending_init(&mut self.out, &mut self.stats, peer, now);
+                }
             }
             return Ok(());
         }
@@ -513,6 +521,9 @@ fn send_to_peer(
     now: Instant,
     bytes: &[u8],
 ) {
+    if bytes.first() == Some(&1) {
+        peer.pending_init = Some((now, bytes.to_vec()));
+    }
     match peer.path(now) {
         Path::Direct(ep) => {
             peer.udp_tx_at = Some(now);
@@ -527,6 +538,25 @@ fn send_to_peer(
             push_relay(out, stats, region, peer.settings.public_key, bytes);
         }
         Path::None => stats.tx_no_endpoint += 1,
+    }
+}
+
+/// How long a handshake initiation is worth sending again: until WireGuard retries it itself.
+const INIT_RESEND_WITHIN: Duration = Duration::from_secs(5);
+
+/// Sends the handshake initiation still waiting for an answer again, on the peer's path now.
+fn resend_pending_init(out: &mut Outbox, stats: &mut EngineStats, peer: &mut Peer, now: Instant) {
+    let Some((at, init)) = peer.pending_init.take() else {
+        return;
+    };
+    if now.saturating_duration_since(at) >= INIT_RESEND_WITHIN {
+        return;
+    }
+    stats.tx_init_resent += 1;
+    send_to_peer(out, stats, peer, now, &init);
+    // Keep the original time: it expires when WireGuard's own retry comes.
+    if let Some((_, bytes)) = peer.pending_init.take() {
+        peer.pending_init = Some((at, bytes));
     }
 }
 

@@ -76,6 +76,10 @@ pub(crate) struct Peer {
     /// it. WireGuard's timers run for it until [`QUIET_AFTER`] past this.
     pub(crate) touched_at: Option<Instant>,
     pub(crate) last_handshake: Option<Instant>,
+    /// The handshake initiation last sent and when, until a handshake completes: sent again at
+    /// once on a path that appears meanwhile (a relay learnt from the map), instead of waiting
+    /// for WireGuard's retry five seconds later.
+    pub(crate) pending_init: Option<(Instant, Vec<u8>)>,
     pub(crate) handshakes: u64,
     pub(crate) rx_bytes: u64,
     pub(crate) tx_bytes: u64,
@@ -96,6 +100,7 @@ impl Peer {
             touched_at: None,
             settings,
             last_handshake: None,
+            pending_init: None,
             handshakes: 0,
             rx_bytes: 0,
             tx_bytes: 0,
@@ -122,6 +127,7 @@ impl Peer {
         if new {
             self.handshakes += 1;
             self.last_handshake = Some(established);
+            self.pending_init = None;
         }
         new
     }

@@ -277,6 +277,8 @@ pub struct Running {
     /// The overlay addresses of a and b.
     pub addr_a: String,
     pub addr_b: String,
+    /// When both nodes were up (signed in, tunnel up).
+    pub up_at: Instant,
 }
 
 /// Builds the lab of `case` and signs both nodes in.
@@ -294,6 +296,7 @@ pub fn start(case: &Case, impair: Impairment) -> Result<Running, String> {
     let key = control.authkey_file(&lab);
     let a = mesh::start_node(&mut lab, "a", &key);
     let b = mesh::start_node(&mut lab, "b", &key);
+    let up_at = Instant::now();
     let (addr_a, addr_b) = (control.address_of(&lab, "a"), control.address_of(&lab, "b"));
     Ok(Running {
         lab,
@@ -301,13 +304,14 @@ pub fn start(case: &Case, impair: Impairment) -> Result<Running, String> {
         procs: vec![server, a, b],
         addr_a,
         addr_b,
+        up_at,
     })
 }
 
 /// Builds the lab of `case`, signs both nodes in and watches them meet.
 pub fn run(case: &Case, opts: &RunOptions) -> Result<Outcome, String> {
     let running = start(case, opts.impair)?;
-    let started = Instant::now();
+    let started = running.up_at;
     let (lab, addr_a, addr_b) = (&running.lab, &running.addr_a, &running.addr_b);
     let mut seconds_to_ping = None;
     while started.elapsed() < opts.connect_timeout {
@@ -365,7 +369,7 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
          |---|---|---|---|---|---|---|---|---|\n",
     );
     for o in outcomes {
-        let secs = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.1}"));
+        let secs = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.2}"));
         let via = match (o.a.connection.as_str(), &o.a.endpoint, &o.a.relay) {
             ("relayed", _, Some(r)) => format!("relay {r}"),
             (_, Some(e), _) => e.clone(),

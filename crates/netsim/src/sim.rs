@@ -186,6 +186,19 @@ impl Sim {
         self.drain(h.0);
     }
 
+    /// Adds or updates a peer of the host now (as a map update does), and sends what that
+    /// makes the engine send.
+    pub fn upsert_peer(
+        &mut self,
+        h: HostId,
+        settings: pinhole_engine::PeerSettings,
+    ) -> Result<(), pinhole_engine::EngineError> {
+        let now = self.now;
+        let r = self.hosts[h.0].engine.upsert_peer(now, settings);
+        self.drain(h.0);
+        r
+    }
+
     /// Hands a raw datagram to the host as if it arrived from `from`.
     pub fn inject(&mut self, h: HostId, from: SocketAddr, datagram: &[u8]) {
         let now = self.now;

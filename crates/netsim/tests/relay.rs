@@ -155,3 +155,55 @@ fn idle_direct_peers_keep_their_path_with_heartbeats() {
         ));
     }
 }
+
+/// Found in the NAT lab: a first packet sent before the peer's relay is known started a
+/// handshake toward an endpoint that could not answer, and WireGuard tried again only after
+/// REKEY_TIMEOUT (5 s). The waiting initiation now goes out on the relay as soon as it is
+/// learnt, and the first packet arrives a relay round trip later.
+#[test]
+fn a_handshake_waiting_for_a_path_leaves_on_the_relay_as_soon_as_it_is_known() {
+    let mut p = pair(7, 10, 30);
+    p.sim.block_udp(p.a, true);
+    p.sim.block_udp(p.b, true);
+    // a knows b's endpoint only (b's home relay is not in a's map yet).
+    let now = p.sim.now();
+    let without_relay = PeerSettings {
+        public_key: p.b_key,
+        preshared_key: None,
+        allowed_ips: vec![format!("{B4}/32").parse().unwrap()],
+        endpoint: Some(p.sim.addr(p.b)),
+        persistent_keepalive: None,
+        relay: None,
+    };
+    p.sim
+        .engine(p.a)
+        .upsert_peer(now, without_relay.clone())
+        .unwrap();
+    p.sim.send_tun(p.a, &udp_v4(A4, B4, 1, 2, b"first"));
+    p.sim.advance(Duration::from_millis(300));
+    assert!(
+        p.sim.take_tun(p.b).is_empty(),
+        "UDP is blocked: nothing yet"
+    );
+    // The map brings b's home relay.
+    p.sim
+        .upsert_peer(
+            p.a,
+            PeerSettings {
+                relay: Some("fra".into()),
+                ..without_relay
+            },
+        )
+        .unwrap();
+    p.sim.advance(Duration::from_millis(200));
+    let got = p.sim.take_tun(p.b);
+    assert_eq!(
+        got.len(),
+        1,
+        "the first packet arrived 200 ms after the relay was known"
+    );
+    assert_eq!(udp_payload(&got[0]), Some(&b"first"[..]));
+    assert_eq!(p.sim.engine(p.a).stats().tx_init_resent, 1);
+    let path = p.sim.engine(p.a).peer(&p.b_key).map(|s| s.path);
+    assert!(matches!(path, Some(Path::Relayed(_))), "{path:?}");
+}
