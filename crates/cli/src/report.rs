@@ -8,7 +8,9 @@ pub fn pong(r: &PingReply) -> String {
     let path = match r.connection {
         Connection::Direct => format!("direct {}", r.endpoint.as_deref().unwrap_or("?")),
         Connection::Relayed => format!("relay {}", r.relay.as_deref().unwrap_or("?")),
-        Connection::Connecting | Connection::Offline => "an unknown path".to_string(),
+        Connection::Connecting | Connection::Idle | Connection::Offline => {
+            "an unknown path".to_string()
+        }
     };
     format!(
         "pong from {} ({}) via {path} in {:.2} ms",

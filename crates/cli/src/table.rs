@@ -36,6 +36,10 @@ fn path(p: &PeerStatus) -> String {
         Connection::Direct => format!("direct {}", p.endpoint.as_deref().unwrap_or("?")),
         Connection::Relayed => format!("relayed via {}", p.relay.as_deref().unwrap_or("?")),
         Connection::Connecting => "connecting".to_string(),
+        Connection::Idle => match p.relay.as_deref() {
+            Some(r) => format!("idle (last via {r})"),
+            None => "idle".to_string(),
+        },
         Connection::Offline => "offline".to_string(),
     }
 }
@@ -161,9 +165,11 @@ mod tests {
                 peer("server", Connection::Direct),
                 peer("phone", Connection::Relayed),
                 peer("old", Connection::Offline),
+                peer("nas", Connection::Idle),
             ],
         };
         let t = render(&s);
+        assert!(t.contains("idle (last via fra)"), "{t}");
         assert!(t.starts_with("state: connected\n"), "{t}");
         assert!(t.contains("direct 198.51.100.7:41641"));
         assert!(t.contains("relayed via fra"));

@@ -13,6 +13,10 @@ use tokio::sync::watch;
 /// A handshake older than this no longer shows the path as up (WireGuard rekeys every 2 min).
 const HANDSHAKE_FRESH: Duration = Duration::from_secs(180);
 
+/// How long after its last packet a peer without a fresh session is still `connecting`:
+/// WireGuard's REKEY_ATTEMPT_TIME, after which it stops trying until the next packet.
+const CONNECTING_FOR: Duration = Duration::from_secs(90);
+
 /// Everything a status is made of, at one moment.
 pub struct Inputs<'a> {
     pub state: State,
@@ -115,6 +119,25 @@ fn peer(
             Connection::Offline,
             Some("the peer is not connected to the coordination server".to_string()),
         ),
+        // Nothing waiting to be sent: nothing to connect. The last path, if any, stays shown.
+        _ if e
+            .and_then(|e| e.last_sent)
+            .is_none_or(|t| i.now.saturating_duration_since(t) >= CONNECTING_FOR) =>
+        {
+            let had_session = e.is_some_and(|e| e.last_handshake.is_some());
+            let (_, _, r) = path_fields(&path);
+            if had_session {
+                relay = r;
+            }
+            (
+                Connection::Idle,
+                Some(if had_session {
+                    "no traffic lately; the next packet brings the path back".to_string()
+                } else {
+                    "no traffic yet; the first packet starts the connection".to_string()
+                }),
+            )
+        }
         (Path::Relayed(r), false) => (
             Connection::Connecting,
             Some(
@@ -283,6 +306,7 @@ mod tests {
             relay: None,
             allowed_ips: vec!["100.64.0.2/32".parse().unwrap()],
             last_handshake: handshake,
+            last_sent: handshake,
             handshakes: u64::from(handshake.is_some()),
             rx_bytes: 10,
             tx_bytes: 20,
@@ -322,13 +346,57 @@ mod tests {
         assert_eq!((s.peers[0].rx_bytes, s.peers[0].tx_bytes), (10, 20));
         assert_eq!(s.peers[0].rtt_ms, Some(1.5), "the last ping's round trip");
         assert_eq!(s.peers[1].rtt_ms, None);
-        assert_eq!(s.peers[1].connection, Connection::Connecting);
+        assert_eq!(s.peers[1].connection, Connection::Idle, "no traffic yet");
+        assert!(s.peers[1]
+            .path_reason
+            .as_deref()
+            .unwrap()
+            .contains("no traffic yet"));
         assert_eq!(s.peers[2].connection, Connection::Offline);
         assert!(s.peers[2]
             .path_reason
             .as_deref()
             .unwrap()
             .contains("not connected"));
+    }
+
+    #[test]
+    fn a_peer_with_nothing_to_send_is_idle_and_traffic_makes_it_connecting() {
+        let now = Instant::now();
+        let a = node("a", 2, true);
+        let status = |e: EnginePeer| {
+            build(Inputs {
+                state: State::Connected,
+                reason: None,
+                self_node: None,
+                map_peers: vec![&a],
+                engine_peers: vec![e],
+                rtts: &HashMap::new(),
+                relay_errors: &HashMap::new(),
+                now,
+                wall_now: SystemTime::now(),
+            })
+            .peers
+            .remove(0)
+        };
+        // Talked through a relay ten minutes ago, quiet since: idle, the last path shown.
+        let mut quiet = engine_peer(2, Some(now - Duration::from_secs(600)));
+        quiet.path = Path::Relayed("fra".into());
+        let p = status(quiet.clone());
+        assert_eq!(p.connection, Connection::Idle);
+        assert_eq!(p.relay.as_deref(), Some("fra"));
+        assert!(p
+            .path_reason
+            .as_deref()
+            .unwrap()
+            .contains("no traffic lately"));
+        // A packet for it a second ago and no fresh session yet: connecting.
+        quiet.last_sent = Some(now - Duration::from_secs(1));
+        let p = status(quiet.clone());
+        assert_eq!(p.connection, Connection::Connecting);
+        // Still nothing answered 90 s after the last packet: WireGuard gave up; idle again.
+        quiet.last_sent = Some(now - Duration::from_secs(91));
+        assert_eq!(status(quiet).connection, Connection::Idle);
     }
 
     #[test]
@@ -339,6 +407,7 @@ mod tests {
         relayed.path = Path::Relayed("local".into());
         let mut waiting = engine_peer(3, None);
         waiting.path = Path::Relayed("fra".into());
+        waiting.last_sent = Some(now - Duration::from_secs(1));
         let errors = HashMap::from([("fra".to_string(), "connection refused".to_string())]);
         let s = build(Inputs {
             state: State::Connected,

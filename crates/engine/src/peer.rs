@@ -42,6 +42,8 @@ pub struct PeerStatus {
     pub allowed_ips: Vec<IpNet>,
     /// When the last handshake completed (in the caller's clock).
     pub last_handshake: Option<Instant>,
+    /// When a packet for the peer last came from the TUN device (traffic wanting a path).
+    pub last_sent: Option<Instant>,
     /// Handshakes completed since the peer was added.
     pub handshakes: u64,
     /// Bytes of IP packets received from and sent to the peer (payload, not counting WireGuard overhead).
@@ -176,6 +178,7 @@ impl Peer {
             relay: self.relay.clone(),
             allowed_ips: self.settings.allowed_ips.clone(),
             last_handshake: self.last_handshake,
+            last_sent: self.active_at,
             handshakes: self.handshakes,
             rx_bytes: self.rx_bytes,
             tx_bytes: self.tx_bytes,

@@ -285,7 +285,10 @@ pub struct Nat {
 pub enum Connection {
     Direct,
     Relayed,
+    /// Traffic is waiting for a path.
     Connecting,
+    /// Online, and nothing to connect: no traffic yet or lately (with the last path, if any).
+    Idle,
     Offline,
 }
 
