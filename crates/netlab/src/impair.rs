@@ -185,10 +185,15 @@ pub fn start(lab: &mut Lab, imp: Impairment) -> Result<Proc, LabError> {
     run(&["ip", "link", "set", DEVICE, "up"])?;
     // Packets written back come in on the device with sources of any kind (the namespace's
     // own too): accept them.
+    // No early demultiplexing either: it hands a packet for a local socket straight to the
+    // socket's cached route and past the device (a TCP handshake's SYN came through, its ACK
+    // never did).
     for knob in [
         format!("net.ipv4.conf.{DEVICE}.rp_filter=0"),
         "net.ipv4.conf.all.rp_filter=0".to_string(),
         format!("net.ipv4.conf.{DEVICE}.accept_local=1"),
+        "net.ipv4.tcp_early_demux=0".to_string(),
+        "net.ipv4.udp_early_demux=0".to_string(),
     ] {
         run(&["sysctl", "-qw", &knob])?;
     }

@@ -1,6 +1,7 @@
 //! The public network's impairments do what they say: a delay shows in ping's round trip
 //! (twice the one-way delay, within a few milliseconds), and loss in ping's count (within a
-//! few percent of what two passes lose).
+//! few percent of what two passes lose), and TCP to the public namespace's own services (the
+//! coordination server) works through both.
 
 use pinhole_netlab::impair::Impairment;
 use pinhole_netlab::nat::Profile;
@@ -94,4 +95,41 @@ fn loss_shows_in_ping() {
         "loss {loss}%, expected about 19%"
     );
     assert!(avg < 5.0, "no delay was asked for, RTT {avg} ms");
+}
+
+#[test]
+fn tcp_to_the_public_namespace_gets_through_delay_and_loss() {
+    if skip_without_root("tcp_to_the_public_namespace_gets_through_delay_and_loss") {
+        return;
+    }
+    let mut lab = two_public_hosts(Impairment {
+        delay: Duration::from_millis(50),
+        jitter: Duration::from_millis(5),
+        loss_percent: 10.0,
+    });
+    let tool = pinhole_netlab::pinhole::tool();
+    let tool = tool.to_str().unwrap();
+    let server = lab
+        .spawn(
+            "public",
+            &[tool, "serve", &format!("{SERVER_IP}:9000"), "60"],
+        )
+        .expect("starting the TCP sink");
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = lab
+        .run_ok(
+            "a",
+            &[tool, "send", &format!("{SERVER_IP}:9000"), "200000", "7"],
+            Duration::from_secs(60),
+        )
+        .expect("sending 200 kB over TCP");
+    let got = Lab::wait_for(Duration::from_secs(30), || {
+        server.log_text().contains("bytes=200000")
+    });
+    assert!(got, "sent {sent}, the server got {}", server.log_text());
+    assert!(
+        server.log_text().contains(sent.trim()),
+        "{sent} vs {}",
+        server.log_text()
+    );
 }
