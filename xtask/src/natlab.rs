@@ -83,6 +83,12 @@ pub fn run(args: &[&str]) -> Result<()> {
         return shell(Case::Pair(a, b), o.impair);
     }
     let mut grids: Vec<(String, Vec<Case>, Impairment)> = Vec::new();
+    // The profiles of a grid run (every pair of them), for the square table.
+    let grid_profiles = if o.full {
+        Some(Profile::all_nine())
+    } else {
+        o.profiles.clone()
+    };
     if o.full {
         let all = nat_matrix::grid(&Profile::all_nine());
         grids.push((
@@ -117,7 +123,12 @@ pub fn run(args: &[&str]) -> Result<()> {
     for (title, cases, impair) in grids {
         let t0 = Instant::now();
         let outcomes = run_all(&cases, impair);
-        let table = nat_matrix::markdown(&outcomes);
+        let mut table = String::new();
+        if let Some(ps) = grid_profiles.as_ref() {
+            table.push_str(&nat_matrix::grid_markdown(ps, &outcomes));
+            table.push('\n');
+        }
+        table.push_str(&nat_matrix::markdown(&outcomes));
         println!(
             "\n### {title}\n\n{table}\n({:.0} s)",
             t0.elapsed().as_secs_f64()

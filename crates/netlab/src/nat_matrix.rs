@@ -187,6 +187,8 @@ pub struct Seen {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub case: String,
+    /// The two profiles' names, for a pair of routers.
+    pub pair: Option<(String, String)>,
     pub expected: Path,
     /// None when the pings never came back.
     pub observed: Option<Path>,
@@ -352,6 +354,10 @@ pub fn run(case: &Case, opts: &RunOptions) -> Result<Outcome, String> {
     };
     Ok(Outcome {
         case: case.to_string(),
+        pair: match case {
+            Case::Pair(a, b) => Some((a.to_string(), b.to_string())),
+            _ => None,
+        },
         expected,
         observed,
         verdict,
@@ -390,6 +396,43 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
     }
     s.push('\n');
     s.push_str(&summary(outcomes));
+    s
+}
+
+/// A grid of `profiles` × `profiles`: in each cell the path observed (D direct, R relayed,
+/// – none) and how it compares (✓ as expected, ✗ worse than expected, + beyond expectation).
+pub fn grid_markdown(profiles: &[Profile], outcomes: &[Outcome]) -> String {
+    let names: Vec<String> = profiles.iter().map(|p| p.to_string()).collect();
+    let mut s = format!("| | {} |\n|---|", names.join(" | "));
+    s.push_str(&"---|".repeat(names.len()));
+    s.push('\n');
+    for a in &names {
+        s.push_str(&format!("| **{a}** |"));
+        for b in &names {
+            let cell = outcomes
+                .iter()
+                .find(|o| {
+                    o.pair
+                        .as_ref()
+                        .is_some_and(|(x, y)| (x == a && y == b) || (x == b && y == a))
+                })
+                .map_or("".to_string(), |o| {
+                    let path = match o.observed {
+                        Some(Path::Direct) => "D",
+                        Some(Path::Relayed) => "R",
+                        None => "–",
+                    };
+                    let mark = match o.verdict {
+                        Verdict::DirectAsExpected | Verdict::RelayedAsExpected => "✓",
+                        Verdict::DirectBeyondExpectation => "+",
+                        Verdict::WorseThanExpected | Verdict::NoConnectivity => "✗",
+                    };
+                    format!("{path} {mark}")
+                });
+            s.push_str(&format!(" {cell} |"));
+        }
+        s.push('\n');
+    }
     s
 }
 
@@ -485,6 +528,45 @@ mod tests {
             Direct
         );
         assert_eq!(test_cases().len(), 14);
+    }
+
+    #[test]
+    fn the_square_grid_shows_each_pair_once_both_ways() {
+        let ps: Vec<Profile> = ["eim-eif", "adpm-adpf"]
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        let outcome = |a: &str, b: &str, observed, verdict| Outcome {
+            case: format!("{a} × {b}"),
+            pair: Some((a.into(), b.into())),
+            expected: Path::Direct,
+            observed,
+            verdict,
+            seconds_to_ping: Some(0.1),
+            seconds_to_path: Some(0.2),
+            a: Seen::default(),
+            b: Seen::default(),
+        };
+        let outcomes = [
+            outcome(
+                "eim-eif",
+                "eim-eif",
+                Some(Path::Direct),
+                Verdict::DirectAsExpected,
+            ),
+            outcome(
+                "eim-eif",
+                "adpm-adpf",
+                Some(Path::Relayed),
+                Verdict::WorseThanExpected,
+            ),
+            outcome("adpm-adpf", "adpm-adpf", None, Verdict::NoConnectivity),
+        ];
+        let g = grid_markdown(&ps, &outcomes);
+        let rows: Vec<&str> = g.lines().collect();
+        assert_eq!(rows[0], "| | eim-eif | adpm-adpf |");
+        assert_eq!(rows[2], "| **eim-eif** | D ✓ | R ✗ |");
+        assert_eq!(rows[3], "| **adpm-adpf** | R ✗ | – ✗ |");
         assert_eq!(grid(&Profile::all_nine()).len(), 45);
     }
 }
