@@ -701,6 +701,30 @@ mod tests {
         }
     }
 
+    fn up(credential: Option<Credential>, reply: u32) -> Input<u32> {
+        Input::Up { credential, reply }
+    }
+
+    fn logout(credential: Option<Credential>, reply: u32) -> Input<u32> {
+        Input::Logout { credential, reply }
+    }
+
+    fn login(
+        server: Option<String>,
+        auth_key: Option<Secret>,
+        credential: Option<Credential>,
+        hostname: Option<String>,
+        reply: u32,
+    ) -> Input<u32> {
+        Input::Login {
+            server,
+            auth_key,
+            credential,
+            hostname,
+            reply,
+        }
+    }
+
     fn t0() -> Instant {
         Instant::now()
     }
@@ -806,13 +830,7 @@ mod tests {
         assert!(m.start(now, None, &key(1), None).unwrap().is_empty());
         let a = m.handle(
             now,
-            Input::Login {
-                server: Some(format!("{S}/")),
-                auth_key: None,
-                credential: None,
-                hostname: Some("laptop".into()),
-                reply: 7,
-            },
+            login(Some(format!("{S}/")), None, None, Some("laptop".into()), 7),
         );
         assert_eq!(names(&a), [format!("sign in to {S} with Interactive")]);
         let prompt = LoginPrompt {
@@ -845,13 +863,7 @@ mod tests {
         let mut m: Machine<u32> = Machine::new(false, true, None, now);
         m.handle(
             now,
-            Input::Login {
-                server: Some(S.into()),
-                auth_key: Some(Secret("phk_1".into())),
-                credential: None,
-                hostname: None,
-                reply: 1,
-            },
+            login(Some(S.into()), Some(Secret("phk_1".into())), None, None, 1),
         );
         let why = format!("cannot reach the coordination server at {S}");
         let a = m.handle(
@@ -862,26 +874,11 @@ mod tests {
         assert_eq!(m.login_error(), Some(why.as_str()));
         assert!(!m.signed_in() && m.signing_in().is_none() && !m.tunnel_up());
         // `up` now says what to do; a later login clears the error.
-        let e = error_of(
-            &m.handle(
-                now,
-                Input::Up {
-                    credential: None,
-                    reply: 2,
-                },
-            ),
-            2,
-        );
+        let e = error_of(&m.handle(now, up(None, 2)), 2);
         assert_eq!(e.code, "needs-login");
         m.handle(
             now,
-            Input::Login {
-                server: Some(S.into()),
-                auth_key: Some(Secret("phk_1".into())),
-                credential: None,
-                hostname: None,
-                reply: 3,
-            },
+            login(Some(S.into()), Some(Secret("phk_1".into())), None, None, 3),
         );
         assert_eq!(m.login_error(), None);
     }
@@ -895,54 +892,27 @@ mod tests {
             ["save want_up=false", "stop tunnel", "reply 1 ok"]
         );
         assert!(!m.tunnel_up() && !m.want_up());
-        let a = m.handle(
-            now,
-            Input::Up {
-                credential: None,
-                reply: 2,
-            },
-        );
+        let a = m.handle(now, up(None, 2));
         assert_eq!(names(&a), ["save want_up=true", "start tunnel"]);
         let a = m.handle(now, Input::TunnelStarted(Err("no /dev/net/tun".into())));
         assert_eq!(names(&a), ["save want_up=false", "reply 2 tun-failed"]);
         assert_eq!(error_of(&a, 2).message, "no /dev/net/tun");
         assert_eq!(m.tun_error(), Some("no /dev/net/tun"));
         // Tried again, it works: the error goes, the client hears ok.
-        m.handle(
-            now,
-            Input::Up {
-                credential: None,
-                reply: 3,
-            },
-        );
+        m.handle(now, up(None, 3));
         assert_eq!(
             names(&m.handle(now, Input::TunnelStarted(Ok(())))),
             ["reply 3 ok"]
         );
         assert_eq!(m.tun_error(), None);
         // Up while up: answered at once.
-        assert_eq!(
-            names(&m.handle(
-                now,
-                Input::Up {
-                    credential: None,
-                    reply: 4
-                }
-            )),
-            ["reply 4 ok"]
-        );
+        assert_eq!(names(&m.handle(now, up(None, 4))), ["reply 4 ok"]);
         // The device breaks: down, with the reason; up brings it back.
         let a = m.handle(now, Input::TunnelFailed("read failed".into()));
         assert_eq!(names(&a), ["stop tunnel"]);
         assert_eq!(m.tun_error(), Some("read failed"));
         assert!(m.want_up(), "a broken device is not the person saying down");
-        let a = m.handle(
-            now,
-            Input::Up {
-                credential: None,
-                reply: 5,
-            },
-        );
+        let a = m.handle(now, up(None, 5));
         assert_eq!(names(&a), ["start tunnel"]);
     }
 
@@ -955,26 +925,11 @@ mod tests {
         assert_eq!(names(&a), ["unfollow"], "the tunnel was down already");
         assert_eq!(m.signed_out(), Some("node key expired"));
         // Without a stored session: told why and what to do.
-        let e = error_of(
-            &m.handle(
-                now,
-                Input::Up {
-                    credential: None,
-                    reply: 2,
-                },
-            ),
-            2,
-        );
+        let e = error_of(&m.handle(now, up(None, 2)), 2);
         assert_eq!(e.code, "needs-login");
         assert!(e.message.contains("node key expired"), "{e:?}");
         // With one: signs in again, comes up, and only then answers.
-        let a = m.handle(
-            now,
-            Input::Up {
-                credential: Some(cred()),
-                reply: 3,
-            },
-        );
+        let a = m.handle(now, up(Some(cred()), 3));
         assert_eq!(names(&a), [format!("sign in to {S} with Session(…)")]);
         assert_eq!(
             names(&m.handle(now, signed(None))),
@@ -987,13 +942,7 @@ mod tests {
         );
         // A stored session that control refuses: up hears why.
         m.handle(now, Input::SignedOut("node removed".into()));
-        m.handle(
-            now,
-            Input::Up {
-                credential: Some(cred()),
-                reply: 4,
-            },
-        );
+        m.handle(now, up(Some(cred()), 4));
         let a = m.handle(
             now,
             Input::SignInDone(Err(failure("login-failed", "the session expired"))),
@@ -1013,13 +962,7 @@ mod tests {
         // Logging in again brings the tunnel back without another `up`.
         m.handle(
             now,
-            Input::Login {
-                server: None,
-                auth_key: Some(Secret("phk_2".into())),
-                credential: None,
-                hostname: None,
-                reply: 1,
-            },
+            login(None, Some(Secret("phk_2".into())), None, None, 1),
         );
         assert_eq!(
             names(&m.handle(now, signed(None))),
@@ -1032,20 +975,8 @@ mod tests {
         let now = t0();
         let mut m: Machine<u32> = Machine::new(false, true, Some(S.into()), now);
         m.start(now, None, &key(1), None).unwrap();
-        m.handle(
-            now,
-            Input::Up {
-                credential: Some(cred()),
-                reply: 1,
-            },
-        );
-        let a = m.handle(
-            now,
-            Input::Logout {
-                credential: Some(cred()),
-                reply: 2,
-            },
-        );
+        m.handle(now, up(Some(cred()), 1));
+        let a = m.handle(now, logout(Some(cred()), 2));
         assert_eq!(
             names(&a),
             [
@@ -1062,25 +993,10 @@ mod tests {
     fn logout_while_up_leaves_control_and_revokes_the_session_it_signed_in_with() {
         let now = t0();
         let mut m: Machine<u32> = Machine::new(false, true, None, now);
-        m.handle(
-            now,
-            Input::Login {
-                server: Some(S.into()),
-                auth_key: None,
-                credential: Some(cred()),
-                hostname: None,
-                reply: 1,
-            },
-        );
+        m.handle(now, login(Some(S.into()), None, Some(cred()), None, 1));
         m.handle(now, signed(None));
         m.handle(now, Input::TunnelStarted(Ok(())));
-        let a = m.handle(
-            now,
-            Input::Logout {
-                credential: None,
-                reply: 2,
-            },
-        );
+        let a = m.handle(now, logout(None, 2));
         assert_eq!(
             names(&a),
             [
@@ -1095,13 +1011,7 @@ mod tests {
         assert_eq!(revoke.as_ref(), Some(&cred()));
         // After logout: not signed in, nothing to revoke, the server remembered for next time.
         assert_eq!(m.last_server(), Some(S));
-        let a = m.handle(
-            now,
-            Input::Logout {
-                credential: None,
-                reply: 3,
-            },
-        );
+        let a = m.handle(now, logout(None, 3));
         assert_eq!(names(&a), ["leave - revoke=false reply 3"]);
     }
 
@@ -1109,12 +1019,8 @@ mod tests {
     fn a_newer_login_replaces_one_under_way_and_a_new_key_signs_in_again() {
         let now = t0();
         let mut m: Machine<u32> = Machine::new(false, false, Some(S.into()), now);
-        let login = |reply, auth_key: Option<&str>| Input::Login {
-            server: None,
-            auth_key: auth_key.map(|k| Secret(k.into())),
-            credential: None,
-            hostname: None,
-            reply,
+        let login = |reply, auth_key: Option<&str>| {
+            login(None, auth_key.map(|k| Secret(k.into())), None, None, reply)
         };
         m.handle(now, login(1, None));
         let a = m.handle(now, login(2, Some("phk_1")));
@@ -1251,41 +1157,17 @@ mod tests {
         let mut m: Machine<u32> = Machine::new(true, true, None, now);
         m.start(now, None, &key(1), None).unwrap();
         let e = error_of(
-            &m.handle(
-                now,
-                Input::Login {
-                    server: Some(S.into()),
-                    auth_key: None,
-                    credential: None,
-                    hostname: None,
-                    reply: 1,
-                },
-            ),
+            &m.handle(now, login(Some(S.into()), None, None, None, 1)),
             1,
         );
         assert_eq!(e.code, "static-config");
-        let e = error_of(
-            &m.handle(
-                now,
-                Input::Logout {
-                    credential: None,
-                    reply: 2,
-                },
-            ),
-            2,
-        );
+        let e = error_of(&m.handle(now, logout(None, 2)), 2);
         assert_eq!(e.code, "static-config");
         // Down then up works without any sign-in.
         m.handle(now, Input::TunnelStarted(Ok(())));
         m.handle(now, Input::Down { reply: 3 });
         assert_eq!(
-            names(&m.handle(
-                now,
-                Input::Up {
-                    credential: None,
-                    reply: 4
-                }
-            )),
+            names(&m.handle(now, up(None, 4))),
             ["save want_up=true", "start tunnel"]
         );
     }

@@ -239,26 +239,40 @@ pub fn start_signed_out(lab: &mut Lab, host: &str) -> Proc {
 
 /// Starts coturn (a third-party STUN server) in STUN-only mode on `ip`:3478 in `host`.
 pub fn start_stun_server(lab: &mut Lab, host: &str, ip: &str) -> Proc {
+    start_coturn(lab, host, &[ip], 3478, None)
+}
+
+/// Starts coturn in STUN-only mode in `host` on every one of `ips` at `port`; with two
+/// addresses and `alt_port` it also answers RFC 5780 behaviour discovery.
+pub fn start_coturn(
+    lab: &mut Lab,
+    host: &str,
+    ips: &[&str],
+    port: u16,
+    alt_port: Option<u16>,
+) -> Proc {
+    let port = port.to_string();
+    let alt = alt_port.map(|p| p.to_string());
+    let mut argv = vec!["turnserver", "--stun-only"];
+    for ip in ips {
+        argv.extend_from_slice(&["--listening-ip", ip]);
+    }
+    argv.extend_from_slice(&["--listening-port", &port]);
+    if let Some(alt) = &alt {
+        argv.extend_from_slice(&["--alt-listening-port", alt]);
+    }
+    argv.extend_from_slice(&[
+        "--no-cli",
+        "--no-tls",
+        "--no-dtls",
+        "--log-file",
+        "stdout",
+        "--simple-log",
+        "-c",
+        "/dev/null",
+    ]);
     let p = lab
-        .spawn(
-            host,
-            &[
-                "turnserver",
-                "--stun-only",
-                "--listening-ip",
-                ip,
-                "--listening-port",
-                "3478",
-                "--no-cli",
-                "--no-tls",
-                "--no-dtls",
-                "--log-file",
-                "stdout",
-                "--simple-log",
-                "-c",
-                "/dev/null",
-            ],
-        )
+        .spawn(host, &argv)
         .expect("starting turnserver (coturn; `cargo xtask test` installs it)");
     let up = Lab::wait_for(Duration::from_secs(10), || {
         p.log_text().contains("Total General servers")

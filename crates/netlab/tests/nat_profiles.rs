@@ -40,35 +40,7 @@ fn start_stun(lab: &mut Lab) {
 
 /// coturn on both server addresses (port 3480, alternate 3481): the independent check.
 fn start_coturn(lab: &mut Lab) {
-    let p = lab
-        .spawn(
-            PUBLIC,
-            &[
-                "turnserver",
-                "--stun-only",
-                "--listening-ip",
-                SERVER_IP,
-                "--listening-ip",
-                SERVER_ALT_IP,
-                "--listening-port",
-                "3480",
-                "--alt-listening-port",
-                "3481",
-                "--no-cli",
-                "--no-tls",
-                "--no-dtls",
-                "--log-file",
-                "stdout",
-                "--simple-log",
-                "-c",
-                "/dev/null",
-            ],
-        )
-        .expect("starting turnserver (coturn; `cargo xtask test` installs it)");
-    let up = Lab::wait_for(Duration::from_secs(10), || {
-        p.log_text().contains("Total General servers")
-    });
-    assert!(up, "coturn did not start:\n{}", p.log_text());
+    pinhole_netlab::mesh::start_coturn(lab, PUBLIC, &[SERVER_IP, SERVER_ALT_IP], 3480, Some(3481));
 }
 
 /// coturn's `turnutils_natdiscovery` from `host`: (mapping, filtering) as it names them,
