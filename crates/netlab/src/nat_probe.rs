@@ -69,8 +69,11 @@ fn binding(
     change_port: bool,
 ) -> Result<Option<(SocketAddr, Option<SocketAddr>)>, ProbeError> {
     sock.set_read_timeout(Some(Duration::from_millis(250)))?;
+    // A late answer to an earlier try counts too (a busy machine is not a filtering NAT).
+    let mut sent: Vec<stun::TxId> = Vec::new();
     for _ in 0..4 {
         let tx: stun::TxId = rand::random();
+        sent.push(tx);
         let req = if change_ip || change_port {
             stun::binding_request_with_change(tx, change_ip, change_port)
         } else {
@@ -87,7 +90,7 @@ fn binding(
                         other,
                     }) = stun::parse(&buf[..n])
                     {
-                        if got == tx {
+                        if sent.contains(&got) {
                             return Ok(Some((m, other)));
                         }
                     }
