@@ -22,6 +22,7 @@ pub fn peers(config: &WgConfig) -> Vec<PeerSettings> {
             preshared_key: p.preshared_key,
             allowed_ips: p.allowed_ips.clone(),
             endpoint: p.endpoint,
+            candidates: Vec::new(),
             persistent_keepalive: p.persistent_keepalive,
             relay: None,
         })

@@ -201,13 +201,16 @@ async fn device_sign_in(
     }
 }
 
-/// Follows the map stream until control says goodbye or the daemon stops.
+/// Follows the map stream until control says goodbye or the daemon stops. `reflexive` holds
+/// this node's addresses as STUN servers saw them (netcheck); they are published after the
+/// interface addresses, and again whenever they change.
 pub async fn follow(
     client: ControlClient,
     reg: Registration,
     disco_key: Key,
     port: u16,
     tx: mpsc::Sender<ControlMsg>,
+    mut reflexive: tokio::sync::watch::Receiver<Vec<SocketAddr>>,
 ) {
     let mut backoff = Backoff::new();
     let silence = Duration::from_secs(3 * MAP_KEEPALIVE_SECS);
@@ -245,7 +248,14 @@ pub async fn follow(
                             }
                         },
                         _ = refresh.tick() => {
-                            if let Some(eps) = publish(&client, &reg, disco_key, port, &mut published).await {
+                            let seen = reflexive.borrow_and_update().clone();
+                            if let Some(eps) = publish(&client, &reg, disco_key, port, &seen, &mut published).await {
+                                let _ = tx.send(ControlMsg::Endpoints(eps)).await;
+                            }
+                        }
+                        Ok(()) = reflexive.changed() => {
+                            let seen = reflexive.borrow_and_update().clone();
+                            if let Some(eps) = publish(&client, &reg, disco_key, port, &seen, &mut published).await {
                                 let _ = tx.send(ControlMsg::Endpoints(eps)).await;
                             }
                         }
@@ -269,21 +279,24 @@ pub async fn follow(
 }
 
 /// Sends this node's endpoints (and disco key) when they differ from what was last published;
-/// the endpoints if they were sent.
+/// the endpoints if they were sent: the interface addresses, then the addresses STUN servers
+/// saw (`reflexive`).
 async fn publish(
     client: &ControlClient,
     reg: &Registration,
     disco_key: Key,
     port: u16,
+    reflexive: &[SocketAddr],
     published: &mut Option<Vec<SocketAddr>>,
 ) -> Option<Vec<SocketAddr>> {
     let toward = control_ip(client.base_url()).await;
-    let eps = tokio::task::spawn_blocking({
+    let local = tokio::task::spawn_blocking({
         let skip: Vec<IpAddr> = reg.addresses.clone();
         move || endpoints::local(port, toward, &skip)
     })
     .await
     .unwrap_or_default();
+    let eps = endpoints::merge(local, reflexive);
     if published.as_ref() == Some(&eps) {
         return None;
     }

@@ -35,6 +35,22 @@ pub fn local(port: u16, toward: Option<IpAddr>, skip: &[IpAddr]) -> Vec<SocketAd
     out
 }
 
+/// The endpoints to publish: the interface addresses, then the reflexive ones (as STUN servers
+/// saw this node) not already among them, at most [`MAX`] in all.
+pub fn merge(local: Vec<SocketAddr>, reflexive: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut out = local;
+    out.truncate(MAX);
+    for r in reflexive {
+        if out.len() >= MAX {
+            break;
+        }
+        if !out.contains(r) {
+            out.push(*r);
+        }
+    }
+    out
+}
+
 /// The address the OS would send from toward `dst` (a connected UDP socket sends nothing).
 fn source_toward(dst: IpAddr) -> Option<IpAddr> {
     let bind: SocketAddr = match dst {
@@ -59,6 +75,25 @@ fn usable(ip: &IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reflexive_addresses_come_after_the_local_ones_once_each() {
+        let e = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let merged = merge(
+            vec![e("10.0.0.2:41641"), e("192.0.2.7:41641")],
+            &[e("198.51.100.3:20000"), e("192.0.2.7:41641")],
+        );
+        assert_eq!(
+            merged,
+            [
+                e("10.0.0.2:41641"),
+                e("192.0.2.7:41641"),
+                e("198.51.100.3:20000")
+            ]
+        );
+        let many: Vec<SocketAddr> = (0..20).map(|i| e(&format!("10.0.0.{i}:41641"))).collect();
+        assert_eq!(merge(many, &[e("198.51.100.3:1")]).len(), MAX);
+    }
 
     #[test]
     fn leaves_out_what_peers_cannot_reach() {

@@ -93,6 +93,7 @@ mod clock_tests {
             preshared_key: None,
             allowed_ips: vec!["100.64.0.2/32".parse().unwrap()],
             endpoint: Some("192.0.2.1:51820".parse().unwrap()),
+            candidates: Vec::new(),
             persistent_keepalive: None,
             relay: None,
         };

@@ -150,14 +150,15 @@ impl NetMap {
     }
 }
 
-/// Engine settings for a peer: its overlay addresses, reached at its first endpoint or through
-/// its home relay.
+/// Engine settings for a peer: its overlay addresses, reached at its first endpoint (trying
+/// every endpoint it published while none answers) or through its home relay.
 fn settings(peer: &Node) -> PeerSettings {
     PeerSettings {
         public_key: peer.node_key,
         preshared_key: None,
         allowed_ips: peer.addresses.iter().map(|a| IpNet::from(*a)).collect(),
         endpoint: peer.endpoints.first().copied(),
+        candidates: peer.endpoints.clone(),
         persistent_keepalive: None,
         relay: peer.home_relay.clone(),
     }

@@ -119,6 +119,9 @@ struct Daemon<'a> {
     dataplane: Option<DataPlane>,
     pinger: Pinger<oneshot::Sender<Answer>>,
     disco_key: Key,
+    /// This node's addresses as STUN servers saw them (the last netcheck), for the map stream
+    /// task to publish.
+    reflexive: watch::Sender<Vec<SocketAddr>>,
     /// The relay regions of the map, as last told to the machine.
     relay_regions: Vec<String>,
     /// Extra CA certificates (PEM) trusted for control.
@@ -216,6 +219,7 @@ impl<'a> Daemon<'a> {
             disco_key: pinhole_engine::public_key(&identity::random_private_key()?),
             control_ca: ca,
             relay_regions: Vec::new(),
+            reflexive: watch::Sender::new(Vec::new()),
         };
         d.start().await?;
         Ok(d)
@@ -395,6 +399,7 @@ impl<'a> Daemon<'a> {
             self.disco_key,
             port,
             tx,
+            self.reflexive.subscribe(),
         ));
         self.mapped.reset(&mut self.engine, Some(rx));
         self.relay_regions.clear();
@@ -738,6 +743,16 @@ impl<'a> Daemon<'a> {
             mapping_varies_by_dest: found.mapping_varies_by_dest,
             udp: found.udp,
         });
+        // Published only when they changed (a netcheck without answers keeps the last ones).
+        if !found.public.is_empty() {
+            self.reflexive.send_if_modified(|seen| {
+                let changed = *seen != found.public;
+                if changed {
+                    seen.clone_from(&found.public);
+                }
+                changed
+            });
+        }
         if let Some(map) = self.mapped.relay_map() {
             let regions = map.regions.iter().map(|r| r.code.clone()).collect();
             let latencies = best_latencies(&found);

@@ -9,7 +9,7 @@
 
 use crate::allowed_ips::AllowedIps;
 use crate::clock::Clock;
-use crate::peer::{Path, Peer, PeerSettings, PeerStatus};
+use crate::peer::{Path, Peer, PeerSettings, PeerStatus, MAX_CANDIDATES};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -184,7 +184,11 @@ impl Engine {
             }
             if let Some(peer) = self.peers.get_mut(&idx) {
                 let before = peer.path(now);
-                if settings.endpoint.is_some() && peer.endpoint != settings.endpoint {
+                // A working direct path stays (it may be a candidate the peer answered from).
+                if settings.endpoint.is_some()
+                    && peer.endpoint != settings.endpoint
+                    && peer.direct(now).is_none()
+                {
                     peer.endpoint = settings.endpoint;
                     peer.udp_rx_at = None;
                 }
@@ -525,15 +529,23 @@ fn send_to_peer(
         peer.pending_init = Some((now, bytes.to_vec()));
     }
     match peer.path(now) {
+        // No relay and nothing confirmed yet: a handshake tries every candidate.
+        Path::Direct(_) if bytes.first() == Some(&1) && peer.direct(now).is_none() => {
+            peer.udp_tx_at = Some(now);
+            for ep in unproven(peer) {
+                push_udp(out, stats, ep, bytes);
+            }
+        }
         Path::Direct(ep) => {
             peer.udp_tx_at = Some(now);
             push_udp(out, stats, ep, bytes);
         }
         Path::Relayed(region) => {
-            let initiation = bytes.first() == Some(&1);
-            if let (true, Some(ep)) = (initiation, peer.endpoint) {
-                peer.udp_tx_at = Some(now);
-                push_udp(out, stats, ep, bytes);
+            if bytes.first() == Some(&1) {
+                for ep in unproven(peer) {
+                    peer.udp_tx_at = Some(now);
+                    push_udp(out, stats, ep, bytes);
+                }
             }
             push_relay(out, stats, region, peer.settings.public_key, bytes);
         }
@@ -586,18 +598,42 @@ fn probe_due(peer: &Peer, now: Instant) -> bool {
     }
 }
 
-/// A WireGuard keepalive over UDP to the peer's endpoint (only with a session: without one,
-/// boringtun would start a handshake instead).
+/// Where UDP to a peer without a confirmed direct path goes: its endpoint and every other
+/// candidate (at most [`MAX_CANDIDATES`]); each send opens the way through this side's NAT,
+/// and whichever answers becomes the endpoint.
+fn unproven(peer: &Peer) -> Vec<SocketAddr> {
+    let mut v: Vec<SocketAddr> = peer.endpoint.into_iter().collect();
+    for c in &peer.settings.candidates {
+        if v.len() >= MAX_CANDIDATES {
+            break;
+        }
+        if !v.contains(c) {
+            v.push(*c);
+        }
+    }
+    v
+}
+
+/// A WireGuard keepalive over UDP to the peer's endpoint, and while no direct path works to
+/// every candidate (only with a session: without one, boringtun would start a handshake).
 fn probe(out: &mut Outbox, stats: &mut EngineStats, peer: &mut Peer, now: Instant, buf: &mut [u8]) {
-    let Some(ep) = peer.endpoint else { return };
     if peer.tunn.time_since_last_handshake().is_none() {
+        return;
+    }
+    let targets = match peer.direct(now) {
+        Some(ep) => vec![ep],
+        None => unproven(peer),
+    };
+    if targets.is_empty() {
         return;
     }
     if let TunnResult::WriteToNetwork(bytes) = peer.tunn.encapsulate(&[], buf) {
         stats.tx_probes += 1;
         peer.probe_at = Some(now);
         peer.udp_tx_at = Some(now);
-        push_udp(out, stats, ep, bytes);
+        for ep in targets {
+            push_udp(out, stats, ep, bytes);
+        }
     }
 }
 

@@ -14,10 +14,17 @@ pub struct PeerSettings {
     pub preshared_key: Option<Key>,
     pub allowed_ips: Vec<IpNet>,
     pub endpoint: Option<SocketAddr>,
+    /// Every address the peer may be reached at (its local and public endpoints, from the
+    /// map): while no direct path works, handshakes and probes go to each of them, and the
+    /// one that answers becomes the endpoint.
+    pub candidates: Vec<SocketAddr>,
     pub persistent_keepalive: Option<u16>,
     /// The relay region the peer is connected to (its home relay), if it has one.
     pub relay: Option<String>,
 }
+
+/// At most this many candidates are tried per peer.
+pub const MAX_CANDIDATES: usize = 8;
 
 /// How packets to a peer travel right now.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -42,6 +42,7 @@ fn pair(seed: u64, udp_latency_ms: u64, relay_latency_ms: u64) -> Pair {
                     preshared_key: None,
                     allowed_ips: vec![format!("{ip}/32").parse().unwrap()],
                     endpoint,
+                    candidates: Vec::new(),
                     persistent_keepalive: None,
                     relay: Some(region.into()),
                 },
@@ -172,6 +173,7 @@ fn a_handshake_waiting_for_a_path_leaves_on_the_relay_as_soon_as_it_is_known() {
         preshared_key: None,
         allowed_ips: vec![format!("{B4}/32").parse().unwrap()],
         endpoint: Some(p.sim.addr(p.b)),
+        candidates: Vec::new(),
         persistent_keepalive: None,
         relay: None,
     };
@@ -205,5 +207,52 @@ fn a_handshake_waiting_for_a_path_leaves_on_the_relay_as_soon_as_it_is_known() {
     assert_eq!(udp_payload(&got[0]), Some(&b"first"[..]));
     assert_eq!(p.sim.engine(p.a).stats().tx_init_resent, 1);
     let path = p.sim.engine(p.a).peer(&p.b_key).map(|s| s.path);
+    assert!(matches!(path, Some(Path::Relayed(_))), "{path:?}");
+}
+
+/// Both sides know each other first at an address that does not answer (a LAN address seen
+/// from another network) and have the working one among the peer's other published
+/// endpoints: the handshake and the probes try every candidate, and the path goes direct on
+/// the one that answers. Knowing only the first endpoint, the pair stays relayed.
+#[test]
+fn every_published_endpoint_is_tried_and_the_one_that_answers_wins() {
+    let run = |with_candidates: bool| {
+        let mut p = pair(11, 10, 30);
+        let dead: std::net::SocketAddr = "203.0.113.9:41641".parse().unwrap();
+        for (me, other, key, ip, region) in [
+            (p.a, p.b, p.b_key, B4, "fra"),
+            (p.b, p.a, p.a_key, A4, "nyc"),
+        ] {
+            let real = p.sim.addr(other);
+            p.sim
+                .upsert_peer(
+                    me,
+                    PeerSettings {
+                        public_key: key,
+                        preshared_key: None,
+                        allowed_ips: vec![format!("{ip}/32").parse().unwrap()],
+                        endpoint: Some(dead),
+                        candidates: if with_candidates {
+                            vec![dead, real]
+                        } else {
+                            vec![dead]
+                        },
+                        persistent_keepalive: None,
+                        relay: Some(region.into()),
+                    },
+                )
+                .unwrap();
+        }
+        let (at_a, at_b) = traffic(&mut p, 5);
+        let path = p.sim.engine(p.a).peer(&p.b_key).map(|s| s.path);
+        (at_a, at_b, path, p.sim.addr(p.b))
+    };
+    let (at_a, at_b, path, b_addr) = run(true);
+    assert!(
+        at_a >= 45 && at_b >= 45,
+        "traffic got through: {at_a}/{at_b} of 50"
+    );
+    assert_eq!(path, Some(Path::Direct(b_addr)));
+    let (_, _, path, _) = run(false);
     assert!(matches!(path, Some(Path::Relayed(_))), "{path:?}");
 }
