@@ -8,7 +8,6 @@ use pinhole_netlab::impair::Impairment;
 use pinhole_netlab::nat::Profile;
 use pinhole_netlab::nat_matrix::{self, Case, Outcome, RunOptions, Verdict};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: cargo xtask natlab [--profiles P,P,…] [--loss PCT] [--delay MS] \
@@ -151,41 +150,24 @@ pub fn run(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Runs the cases two labs at a time.
+/// Runs the cases two labs at a time; a run that failed is said and left out.
 fn run_all(cases: &[Case], impair: Impairment) -> Vec<Outcome> {
-    let next = Mutex::new(0usize);
-    let results: Mutex<Vec<(usize, Outcome)>> = Mutex::new(Vec::new());
     let opts = RunOptions {
         impair,
         ..RunOptions::default()
     };
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| loop {
-                let i = {
-                    let Ok(mut n) = next.lock() else { break };
-                    let i = *n;
-                    *n += 1;
-                    i
-                };
-                let Some(case) = cases.get(i) else { break };
-                let r = std::panic::catch_unwind(|| nat_matrix::run(case, &opts));
-                match r {
-                    Ok(Ok(o)) => {
-                        eprintln!("{}: {}", o.case, o.verdict);
-                        if let Ok(mut v) = results.lock() {
-                            v.push((i, o));
-                        }
-                    }
-                    Ok(Err(e)) => eprintln!("{case}: {e}"),
-                    Err(_) => eprintln!("{case}: the run panicked"),
-                }
-            });
+    let results = nat_matrix::run_all(cases, &opts, 2);
+    let mut v = Vec::new();
+    for (case, r) in cases.iter().zip(results) {
+        match r {
+            Ok(o) => {
+                eprintln!("{}: {}", o.case, o.verdict);
+                v.push(o);
+            }
+            Err(e) => eprintln!("{case}: {e}"),
         }
-    });
-    let mut v = results.into_inner().unwrap_or_default();
-    v.sort_by_key(|(i, _)| *i);
-    v.into_iter().map(|(_, o)| o).collect()
+    }
+    v
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);

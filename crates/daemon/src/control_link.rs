@@ -247,13 +247,13 @@ pub async fn follow(
                                 break;
                             }
                         },
-                        _ = refresh.tick() => {
-                            let seen = reflexive.borrow_and_update().clone();
-                            if let Some(eps) = publish(&client, &reg, disco_key, port, &seen, &mut published).await {
-                                let _ = tx.send(ControlMsg::Endpoints(eps)).await;
+                        // Every 30 s (interfaces may change), and when STUN saw a new address.
+                        _ = async {
+                            tokio::select! {
+                                _ = refresh.tick() => {}
+                                Ok(()) = reflexive.changed() => {}
                             }
-                        }
-                        Ok(()) = reflexive.changed() => {
+                        } => {
                             let seen = reflexive.borrow_and_update().clone();
                             if let Some(eps) = publish(&client, &reg, disco_key, port, &seen, &mut published).await {
                                 let _ = tx.send(ControlMsg::Endpoints(eps)).await;

@@ -636,18 +636,25 @@ impl<R> Machine<R> {
             Phase::SignedIn { session, .. } => session.clone(),
             _ => None,
         };
-        let revoke = match decide::logout(&self.knows(), credential, link_session.as_ref()) {
-            decide::Logout::Refuse(e) => {
-                out.push(Action::Reply(reply, Err(e)));
-                return;
-            }
-            decide::Logout::Leave { revoke, .. } => revoke,
-        };
-        self.cancel_sign_in(out, "login-cancelled", "logged out");
+        let (cancel_sign_in, tell_control, revoke) =
+            match decide::logout(&self.knows(), credential, link_session.as_ref()) {
+                decide::Logout::Refuse(e) => {
+                    out.push(Action::Reply(reply, Err(e)));
+                    return;
+                }
+                decide::Logout::Leave {
+                    cancel_sign_in,
+                    tell_control,
+                    revoke,
+                } => (cancel_sign_in, tell_control, revoke),
+            };
+        if cancel_sign_in {
+            self.cancel_sign_in(out, "login-cancelled", "logged out");
+        }
         let left = match std::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::SignedIn { registration, .. } => {
                 out.push(Action::Unfollow);
-                Some(registration)
+                tell_control.then_some(registration)
             }
             _ => None,
         };

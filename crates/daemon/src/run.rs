@@ -886,37 +886,24 @@ impl<'a> Daemon<'a> {
             Err(e) => tracing::warn!("keeping the node key: {e:#}"),
         }
         let mut warnings = Vec::new();
-        let bounded = Duration::from_secs(10);
         if let Some(r) = &left {
-            match self.client(&r.control_url) {
-                Ok(client) => {
-                    match tokio::time::timeout(bounded, client.delete_self(&r.node_token)).await {
-                        Ok(Ok(())) => tracing::info!("logged out: the node left the network"),
-                        Ok(Err(e)) if e.is_auth() => {}
-                        Ok(Err(e)) => {
-                            warnings.push(format!("the coordination server was not told: {e}"))
-                        }
-                        Err(_) => {
-                            warnings.push("the coordination server did not answer in 10 s".into())
-                        }
-                    }
-                }
-                Err(e) => warnings.push(format!("the coordination server was not told: {e:#}")),
+            let told = match self.client(&r.control_url) {
+                Ok(client) => bounded(client.delete_self(&r.node_token)).await,
+                Err(e) => Err(format!("{e:#}")),
+            };
+            match told {
+                Ok(()) => tracing::info!("logged out: the node left the network"),
+                Err(e) => warnings.push(format!("the coordination server was not told: {e}")),
             }
         }
         if let Some(c) = revoke {
-            match self.client(&c.server) {
-                Ok(client) => {
-                    match tokio::time::timeout(bounded, client.logout(&c.session_token)).await {
-                        Ok(Ok(())) => tracing::info!("the session was revoked"),
-                        Ok(Err(e)) if e.is_auth() => {}
-                        Ok(Err(e)) => {
-                            warnings.push(format!("the session could not be revoked: {e}"))
-                        }
-                        Err(_) => warnings.push("the session could not be revoked in time".into()),
-                    }
-                }
-                Err(e) => warnings.push(format!("the session could not be revoked: {e:#}")),
+            let revoked = match self.client(&c.server) {
+                Ok(client) => bounded(client.logout(&c.session_token)).await,
+                Err(e) => Err(format!("{e:#}")),
+            };
+            match revoked {
+                Ok(()) => tracing::info!("the session was revoked"),
+                Err(e) => warnings.push(format!("the session could not be revoked: {e}")),
             }
         }
         let result = LogoutResult {
@@ -1068,6 +1055,19 @@ async fn send(socket: &UdpSocket, local: &SocketAddr, t: pinhole_engine::Transmi
     let dst = udp::to_socket_family(local, t.dst);
     if let Err(e) = socket.send_to(&t.payload, dst).await {
         tracing::debug!("UDP send to {}: {e}", t.dst);
+    }
+}
+
+/// A call to control on logout, bounded to 10 s: Ok also when control no longer knows the
+/// node or session (nothing left to undo), else what went wrong.
+async fn bounded(
+    call: impl std::future::Future<Output = Result<(), pinhole_control_client::ClientError>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(10), call).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if e.is_auth() => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 10 s".into()),
     }
 }
 

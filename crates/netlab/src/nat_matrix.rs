@@ -254,6 +254,36 @@ fn ping_once(lab: &Lab, host: &str, dst: &str) -> bool {
     .is_ok_and(|o| o.status.success())
 }
 
+/// Runs `cases`, `labs` at a time (each lab torn down when its run ends); the results in the
+/// order of `cases`, a run that failed or panicked as its error.
+pub fn run_all(cases: &[Case], opts: &RunOptions, labs: usize) -> Vec<Result<Outcome, String>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<Outcome, String>>>> =
+        cases.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..labs.max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(case) = cases.get(i) else { break };
+                let r = std::panic::catch_unwind(|| run(case, opts))
+                    .unwrap_or_else(|_| Err(format!("{case}: the run panicked")));
+                if let Ok(mut slot) = results[i].lock() {
+                    *slot = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Err("no result".into()))
+        })
+        .collect()
+}
+
 /// The average round trip of five pings over the tunnel, in ms.
 fn rtt(lab: &Lab, host: &str, dst: &str) -> Option<f64> {
     let out = lab
@@ -457,13 +487,7 @@ pub fn summary(outcomes: &[Outcome]) -> String {
 /// The cases `cargo xtask test` runs: the classic four pairwise, hairpin, double NAT, one
 /// side public, UDP blocked.
 pub fn test_cases() -> Vec<Case> {
-    let classic = Profile::classic();
-    let mut v = Vec::new();
-    for (i, a) in classic.iter().enumerate() {
-        for b in &classic[i..] {
-            v.push(Case::Pair(a.clone(), b.clone()));
-        }
-    }
+    let mut v = grid(&Profile::classic());
     let p = |s: &str| s.parse::<Profile>().unwrap_or_else(|e| panic!("{e}"));
     v.push(Case::SameRouter(p("port-restricted-cone+hairpin")));
     v.push(Case::DoubleNat(

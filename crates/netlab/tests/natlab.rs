@@ -4,9 +4,8 @@
 //! RFC 4787 reasoning is printed (a path worse than expected is reported, not failed, until
 //! NAT traversal lands).
 
-use pinhole_netlab::nat_matrix::{self, Outcome, RunOptions, Verdict};
+use pinhole_netlab::nat_matrix::{self, RunOptions, Verdict};
 use pinhole_netlab::skip_without_root;
-use std::sync::Mutex;
 
 #[test]
 fn every_nat_pair_connects() {
@@ -14,33 +13,14 @@ fn every_nat_pair_connects() {
         return;
     }
     let cases = nat_matrix::test_cases();
-    let next = Mutex::new(0usize);
-    let results: Mutex<Vec<(usize, Result<Outcome, String>)>> = Mutex::new(Vec::new());
-    // Two labs at a time (a 2-core machine); each lab is torn down when its run ends.
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| loop {
-                let i = {
-                    let mut n = next.lock().unwrap();
-                    let i = *n;
-                    *n += 1;
-                    i
-                };
-                let Some(case) = cases.get(i) else { break };
-                let r = std::panic::catch_unwind(|| nat_matrix::run(case, &RunOptions::default()))
-                    .unwrap_or_else(|_| Err(format!("{case}: the run panicked")));
-                results.lock().unwrap().push((i, r));
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap();
-    results.sort_by_key(|(i, _)| *i);
+    // Two labs at a time (a 2-core machine).
+    let results = nat_matrix::run_all(&cases, &RunOptions::default(), 2);
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
-    for (i, r) in results {
+    for (case, r) in cases.iter().zip(results) {
         match r {
             Ok(o) => outcomes.push(o),
-            Err(e) => failures.push(format!("{}: {e}", cases[i])),
+            Err(e) => failures.push(format!("{case}: {e}")),
         }
     }
     println!("{}", nat_matrix::markdown(&outcomes));
