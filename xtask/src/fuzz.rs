@@ -17,6 +17,7 @@ const TARGETS: &[&str] = &[
     "ipc",
     "wgconf",
     "control_api",
+    "disco",
 ];
 
 struct Outcome {

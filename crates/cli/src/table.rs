@@ -151,6 +151,8 @@ mod tests {
             last_handshake: Some("2026-11-22T17:00:00Z".into()),
             rx_bytes: 1536,
             tx_bytes: 12,
+            endpoint_kind: None,
+            candidates: vec![],
         }
     }
 

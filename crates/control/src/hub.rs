@@ -491,7 +491,10 @@ mod tests {
         let sa = hub.subscribe("acc", "a").unwrap();
         for i in 0..=STREAM_QUEUE {
             let mut b = node("b", 2);
-            b.endpoints = vec![std::net::SocketAddr::from(([192, 0, 2, 1], i as u16))];
+            b.endpoints = vec![pinhole_proto::endpoint::Endpoint::new(
+                std::net::SocketAddr::from(([192, 0, 2, 1], i as u16)),
+                pinhole_proto::endpoint::EndpointKind::Stun,
+            )];
             hub.upsert("acc", b);
         }
         assert!(!hub.has_stream("acc", "a"));

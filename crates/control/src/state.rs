@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pinhole_proto::control::{ApiError, Node, RelayMap};
+use pinhole_proto::endpoint::Endpoint;
 use pinhole_proto::key::Key;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -331,14 +332,15 @@ impl AppState {
     }
 }
 
-/// Endpoints as stored: comma-separated socket addresses.
-pub fn parse_endpoints(text: &str) -> Vec<SocketAddr> {
+/// Endpoints as stored: comma-separated `ADDR KIND` (a bare `ADDR`, as stored before kinds
+/// existed, reads as a local endpoint).
+pub fn parse_endpoints(text: &str) -> Vec<Endpoint> {
     text.split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect()
 }
 
-pub fn format_endpoints(eps: &[SocketAddr]) -> String {
+pub fn format_endpoints(eps: &[Endpoint]) -> String {
     eps.iter()
         .map(|e| e.to_string())
         .collect::<Vec<_>>()
@@ -348,15 +350,25 @@ pub fn format_endpoints(eps: &[SocketAddr]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pinhole_proto::endpoint::EndpointKind;
 
     #[test]
-    fn endpoints_round_trip_with_ipv6() {
-        let eps: Vec<SocketAddr> = vec![
-            "192.0.2.1:41641".parse().unwrap(),
-            "[2001:db8::1]:41641".parse().unwrap(),
+    fn endpoints_round_trip_with_ipv6_and_kinds() {
+        let eps: Vec<Endpoint> = vec![
+            "192.0.2.1:41641 local".parse().unwrap(),
+            "[2001:db8::1]:41641 stun".parse().unwrap(),
+            "198.51.100.2:5000 portmap".parse().unwrap(),
         ];
         assert_eq!(parse_endpoints(&format_endpoints(&eps)), eps);
         assert!(parse_endpoints("").is_empty());
+        // Rows written before kinds existed.
+        assert_eq!(
+            parse_endpoints("192.0.2.1:41641,[2001:db8::1]:41641"),
+            [
+                Endpoint::new("192.0.2.1:41641".parse().unwrap(), EndpointKind::Local),
+                Endpoint::new("[2001:db8::1]:41641".parse().unwrap(), EndpointKind::Local)
+            ]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use pinhole_control::admin;
 use pinhole_control::{Server, Settings, Store, TlsFiles};
 use pinhole_control_client::{ClientError, ControlClient, DevicePoll, MapStream};
 use pinhole_proto::control::{MapMessage, NodeInfo, NodeUpdate, RegisterRequest, RegisterResponse};
+use pinhole_proto::endpoint::Endpoint;
 use pinhole_proto::key::{Key, PrivateKey};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -243,9 +244,9 @@ async fn map_stream_sends_full_map_then_deltas(db: &str) {
     next(&mut sb).await;
     until(&mut sa, |m| online(m, &b.node_id) == Some(true)).await;
     // b publishes endpoints and a home relay: a has them at once, b sees its own record.
-    let eps: Vec<SocketAddr> = vec![
-        "192.0.2.2:41641".parse().unwrap(),
-        "[2001:db8::2]:41641".parse().unwrap(),
+    let eps: Vec<Endpoint> = vec![
+        "192.0.2.2:41641 local".parse().unwrap(),
+        "[2001:db8::2]:41641 stun".parse().unwrap(),
     ];
     let upd = NodeUpdate {
         endpoints: Some(eps.clone()),
@@ -893,7 +894,7 @@ async fn two_instances_share_changes(db: &str) {
         m => panic!("{m:?}"),
     }
     until(&mut sa, |m| online(m, &b.node_id) == Some(true)).await;
-    let eps: Vec<SocketAddr> = vec!["192.0.2.2:41641".parse().unwrap()];
+    let eps: Vec<Endpoint> = vec!["192.0.2.2:41641".parse().unwrap()];
     h2.client
         .update(
             &b.node_token,

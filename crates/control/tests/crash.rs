@@ -8,6 +8,7 @@ mod common;
 use common::pg::Postgres;
 use pinhole_control_client::{ControlClient, MapStream};
 use pinhole_proto::control::{MapMessage, NodeInfo, NodeUpdate};
+use pinhole_proto::endpoint::{Endpoint, EndpointKind};
 use pinhole_proto::key::{Key, PrivateKey};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -79,9 +80,9 @@ struct Accepted {
     token: String,
     addresses: Vec<std::net::IpAddr>,
     /// The last endpoint update it answered, if any.
-    endpoints: Option<Vec<SocketAddr>>,
+    endpoints: Option<Vec<Endpoint>>,
     /// The last one sent (it may have been applied without the answer getting out).
-    tried: Option<Vec<SocketAddr>>,
+    tried: Option<Vec<Endpoint>>,
 }
 
 async fn full(stream: &mut MapStream) -> pinhole_proto::control::Node {
@@ -146,7 +147,10 @@ async fn burst_kill_restart(db: &str, name: &str) {
             };
             done.fetch_add(1, Ordering::Relaxed);
             for port in 1..=5u16 {
-                let eps: Vec<SocketAddr> = vec![([192, 0, 2, (i % 250) as u8], port).into()];
+                let eps: Vec<Endpoint> = vec![Endpoint::new(
+                    ([192, 0, 2, (i % 250) as u8], port).into(),
+                    EndpointKind::Stun,
+                )];
                 let upd = NodeUpdate {
                     endpoints: Some(eps.clone()),
                     ..NodeUpdate::default()

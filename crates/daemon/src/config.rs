@@ -23,6 +23,7 @@ pub fn peers(config: &WgConfig) -> Vec<PeerSettings> {
             allowed_ips: p.allowed_ips.clone(),
             endpoint: p.endpoint,
             candidates: Vec::new(),
+            disco_key: None,
             persistent_keepalive: p.persistent_keepalive,
             relay: None,
         })

@@ -8,6 +8,7 @@ use crate::identity::{self, Registration};
 use anyhow::{bail, Context, Result};
 use pinhole_control_client::{ClientError, ControlClient, DevicePoll};
 use pinhole_proto::control::{MapMessage, NodeInfo, NodeUpdate, MAP_KEEPALIVE_SECS};
+use pinhole_proto::endpoint::Endpoint;
 use pinhole_proto::ipc::LoginPrompt;
 use pinhole_proto::key::{Key, PrivateKey};
 use rand::Rng;
@@ -25,7 +26,7 @@ pub enum ControlMsg {
     /// The map stream is down (the last map stays in use); why, in words.
     Unreachable(String),
     /// The endpoints this node published.
-    Endpoints(Vec<SocketAddr>),
+    Endpoints(Vec<Endpoint>),
 }
 
 /// Exponential backoff with jitter: 1 s doubling to 30 s, ±20 %.
@@ -219,7 +220,7 @@ pub async fn follow(
             Ok(mut stream) => {
                 tracing::info!("map stream connected");
                 // Published afresh on every connection: the server may have lost it.
-                let mut published: Option<Vec<SocketAddr>> = None;
+                let mut published: Option<Vec<Endpoint>> = None;
                 let mut refresh = tokio::time::interval(Duration::from_secs(30));
                 loop {
                     tokio::select! {
@@ -287,8 +288,8 @@ async fn publish(
     disco_key: Key,
     port: u16,
     reflexive: &[SocketAddr],
-    published: &mut Option<Vec<SocketAddr>>,
-) -> Option<Vec<SocketAddr>> {
+    published: &mut Option<Vec<Endpoint>>,
+) -> Option<Vec<Endpoint>> {
     let toward = control_ip(client.base_url()).await;
     let local = tokio::task::spawn_blocking({
         let skip: Vec<IpAddr> = reg.addresses.clone();

@@ -1,6 +1,8 @@
 //! The addresses peers can try to reach this node at: the local address used toward the
-//! coordination server first, then every other usable interface address, all with the UDP port.
+//! coordination server first, then every other usable interface address, all with the UDP port;
+//! then the addresses STUN servers saw. Each is published with its kind.
 
+use pinhole_proto::endpoint::{Endpoint, EndpointKind};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 /// Most endpoints published.
@@ -35,17 +37,20 @@ pub fn local(port: u16, toward: Option<IpAddr>, skip: &[IpAddr]) -> Vec<SocketAd
     out
 }
 
-/// The endpoints to publish: the interface addresses, then the reflexive ones (as STUN servers
-/// saw this node) not already among them, at most [`MAX`] in all.
-pub fn merge(local: Vec<SocketAddr>, reflexive: &[SocketAddr]) -> Vec<SocketAddr> {
-    let mut out = local;
-    out.truncate(MAX);
+/// The endpoints to publish: the interface addresses (`local`), then the reflexive ones (as
+/// STUN servers saw this node, `stun`) not already among them, at most [`MAX`] in all.
+pub fn merge(local: Vec<SocketAddr>, reflexive: &[SocketAddr]) -> Vec<Endpoint> {
+    let mut out: Vec<Endpoint> = local
+        .into_iter()
+        .take(MAX)
+        .map(|a| Endpoint::new(a, EndpointKind::Local))
+        .collect();
     for r in reflexive {
         if out.len() >= MAX {
             break;
         }
-        if !out.contains(r) {
-            out.push(*r);
+        if !out.iter().any(|e| e.addr == *r) {
+            out.push(Endpoint::new(*r, EndpointKind::Stun));
         }
     }
     out
@@ -83,12 +88,14 @@ mod tests {
             vec![e("10.0.0.2:41641"), e("192.0.2.7:41641")],
             &[e("198.51.100.3:20000"), e("192.0.2.7:41641")],
         );
+        let kinds: Vec<(SocketAddr, EndpointKind)> =
+            merged.iter().map(|x| (x.addr, x.kind)).collect();
         assert_eq!(
-            merged,
+            kinds,
             [
-                e("10.0.0.2:41641"),
-                e("192.0.2.7:41641"),
-                e("198.51.100.3:20000")
+                (e("10.0.0.2:41641"), EndpointKind::Local),
+                (e("192.0.2.7:41641"), EndpointKind::Local),
+                (e("198.51.100.3:20000"), EndpointKind::Stun)
             ]
         );
         let many: Vec<SocketAddr> = (0..20).map(|i| e(&format!("10.0.0.{i}:41641"))).collect();

@@ -94,6 +94,7 @@ mod clock_tests {
             allowed_ips: vec!["100.64.0.2/32".parse().unwrap()],
             endpoint: Some("192.0.2.1:51820".parse().unwrap()),
             candidates: Vec::new(),
+            disco_key: None,
             persistent_keepalive: None,
             relay: None,
         };

@@ -21,7 +21,7 @@ pub struct MappedPeers {
     /// Why control signed this node out, if it did.
     pub signed_out: Option<String>,
     /// The endpoints last published.
-    pub endpoints: Vec<std::net::SocketAddr>,
+    pub endpoints: Vec<pinhole_proto::endpoint::Endpoint>,
     /// Where the registration lives, to forget it when control signs the node out.
     state_dir: PathBuf,
 }
@@ -98,6 +98,8 @@ impl MappedPeers {
                 return;
             }
             ControlMsg::Endpoints(eps) => {
+                // Call-me-maybes tell peers to ping these.
+                engine.set_own_endpoints(eps.clone());
                 self.endpoints = eps;
                 return;
             }

@@ -150,15 +150,16 @@ impl NetMap {
     }
 }
 
-/// Engine settings for a peer: its overlay addresses, reached at its first endpoint (trying
-/// every endpoint it published while none answers) or through its home relay.
+/// Engine settings for a peer: its overlay addresses, reached through its home relay until
+/// disco pings to the endpoints it published (with its disco key) find a direct path.
 fn settings(peer: &Node) -> PeerSettings {
     PeerSettings {
         public_key: peer.node_key,
         preshared_key: None,
         allowed_ips: peer.addresses.iter().map(|a| IpNet::from(*a)).collect(),
-        endpoint: peer.endpoints.first().copied(),
+        endpoint: peer.endpoints.first().map(|e| e.addr),
         candidates: peer.endpoints.clone(),
+        disco_key: Some(peer.disco_key),
         persistent_keepalive: None,
         relay: peer.home_relay.clone(),
     }

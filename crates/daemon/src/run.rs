@@ -118,6 +118,9 @@ struct Daemon<'a> {
     signing_in: Option<SigningIn>,
     dataplane: Option<DataPlane>,
     pinger: Pinger<oneshot::Sender<Answer>>,
+    /// The disco key of this run: it seals discovery messages; its public half is announced
+    /// through control. New on every start.
+    disco_private: PrivateKey,
     disco_key: Key,
     /// This node's addresses as STUN servers saw them (the last netcheck), for the map stream
     /// task to publish.
@@ -171,6 +174,8 @@ impl<'a> Daemon<'a> {
         };
         let local = socket.local_addr()?;
         let mut engine = Engine::new(&private, now);
+        let disco_private = identity::random_private_key()?;
+        engine.set_disco_key(disco_private.clone());
         tracing::info!(public_key = %engine.public_key().to_base64(), "node key loaded");
         if let Mode::Static { peers, .. } = &mode {
             for p in peers {
@@ -215,8 +220,8 @@ impl<'a> Daemon<'a> {
             signing_in: None,
             dataplane: None,
             pinger: Pinger::new(ident),
-            // The disco key is new on every start and only announced through control.
-            disco_key: pinhole_engine::public_key(&identity::random_private_key()?),
+            disco_key: disco_private.public_key(),
+            disco_private,
             control_ca: ca,
             relay_regions: Vec::new(),
             reflexive: watch::Sender::new(Vec::new()),
@@ -880,6 +885,7 @@ impl<'a> Daemon<'a> {
         match identity::new_node_key(&self.args.state_dir) {
             Ok(k) => {
                 self.engine = Engine::new(&k, Instant::now());
+                self.engine.set_disco_key(self.disco_private.clone());
                 self.relays.set_key(k.clone());
                 self.node_private = k;
             }

@@ -3,9 +3,12 @@
 
 use crate::mapped_peers::MappedPeers;
 use pinhole_engine::Key;
-use pinhole_engine::{Engine, Path, PeerStatus as EnginePeer};
+use pinhole_engine::{Engine, Path, PathReason, PeerStatus as EnginePeer};
 use pinhole_proto::control::Node;
-use pinhole_proto::ipc::{Connection, LoginPrompt, Nat, PeerStatus, SelfStatus, State, Status};
+use pinhole_proto::endpoint::{Endpoint, EndpointKind};
+use pinhole_proto::ipc::{
+    Candidate, Connection, LoginPrompt, Nat, PeerStatus, SelfStatus, State, Status,
+};
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
@@ -28,6 +31,8 @@ pub struct Inputs<'a> {
     pub engine_peers: Vec<EnginePeer>,
     /// The last measured round trip to each peer, in milliseconds.
     pub rtts: &'a HashMap<Key, f64>,
+    /// What netcheck learned about this node's network (for the reasons a path is relayed).
+    pub nat: &'a Nat,
     /// Why a relay region cannot be reached, for regions whose connection is down.
     pub relay_errors: &'a HashMap<String, String>,
     pub now: Instant,
@@ -44,7 +49,7 @@ pub fn build(i: Inputs<'_>) -> Status {
             n.name.clone(),
             n.node_key.to_base64(),
             n.addresses.iter().map(|a| a.to_string()).collect(),
-            n.online,
+            (n.online, &n.endpoints),
             e,
             &i,
         ));
@@ -59,7 +64,7 @@ pub fn build(i: Inputs<'_>) -> Status {
             e.public_key.short(),
             e.public_key.to_base64(),
             e.allowed_ips.iter().map(|n| n.to_string()).collect(),
-            true,
+            (true, &[]),
             Some(e),
             &i,
         ));
@@ -85,11 +90,71 @@ pub fn path_fields(path: &Path) -> (Connection, Option<String>, Option<String>) 
     }
 }
 
+/// Why a peer is not direct, in words a person understands: what discovery saw, with what
+/// netcheck knows of this network and what the peer's published endpoints show of its NAT.
+pub fn why_not_direct(e: &EnginePeer, nat: &Nat, peer_endpoints: &[Endpoint]) -> String {
+    let hard_here = nat.mapping_varies_by_dest == Some(true);
+    let hard_there = mapping_varies(peer_endpoints);
+    match e.reason {
+        Some(PathReason::NoDisco) => {
+            "the peer is a plain WireGuard peer: only its configured endpoint is tried".into()
+        }
+        Some(PathReason::NoCandidates) => "the peer published no endpoints to try".into(),
+        Some(PathReason::Trying { pings }) => {
+            format!("trying {} endpoints ({pings} pings so far)", e.candidates.len())
+        }
+        Some(PathReason::Lost) => "the direct path stopped answering; trying again".into(),
+        Some(PathReason::NoAnswer { .. } | PathReason::OneWay { .. })
+            if nat.udp == Some(false) =>
+        {
+            "UDP blocked on this network".into()
+        }
+        Some(PathReason::NoAnswer { .. } | PathReason::OneWay { .. })
+            if hard_here && hard_there =>
+        {
+            "both sides are behind NATs that change the port for every destination".into()
+        }
+        Some(PathReason::NoAnswer { pings }) if hard_here => format!(
+            "this network's NAT changes the port for every destination, and the peer's NAT              drops what it did not send to ({pings} pings unanswered)"
+        ),
+        Some(PathReason::NoAnswer { pings }) if hard_there => format!(
+            "the peer's NAT changes the port for every destination, and this network's NAT              drops what it did not send to ({pings} pings unanswered)"
+        ),
+        Some(PathReason::NoAnswer { pings }) => format!(
+            "peer's pings never arrived, and none of our {pings} pings was answered: a              firewall or NAT on the way drops them"
+        ),
+        Some(PathReason::OneWay {
+            pings,
+            pings_received,
+        }) => format!(
+            "the peer's pings arrive ({pings_received}), but none of our {pings} pings was              answered: its NAT or firewall drops what we send"
+        ),
+        None => match e.endpoint {
+            Some(ep) => format!("no direct path: {ep} does not answer over UDP"),
+            None => "no direct path: no endpoint known for the peer".to_string(),
+        },
+    }
+}
+
+/// Whether a node's published endpoints show a NAT that maps each destination to its own
+/// port: STUN servers saw one address with different ports.
+fn mapping_varies(endpoints: &[Endpoint]) -> bool {
+    let stun: Vec<_> = endpoints
+        .iter()
+        .filter(|e| e.kind == EndpointKind::Stun)
+        .map(|e| e.addr)
+        .collect();
+    stun.iter().any(|a| {
+        stun.iter()
+            .any(|b| a.ip() == b.ip() && a.port() != b.port())
+    })
+}
+
 fn peer(
     name: String,
     node_key: String,
     addresses: Vec<String>,
-    online: bool,
+    (online, peer_endpoints): (bool, &[Endpoint]),
     e: Option<&EnginePeer>,
     i: &Inputs<'_>,
 ) -> PeerStatus {
@@ -109,11 +174,8 @@ fn peer(
         (Path::Relayed(_), true) => {
             let (connection, _, r) = path_fields(&path);
             relay = r;
-            let why = match endpoint {
-                Some(ep) => format!("no direct path: {ep} does not answer over UDP"),
-                None => "no direct path: no endpoint known for the peer".to_string(),
-            };
-            (connection, Some(why))
+            let why = e.map(|e| why_not_direct(e, i.nat, peer_endpoints));
+            (connection, why)
         }
         _ if !online => (
             Connection::Offline,
@@ -158,6 +220,12 @@ fn peer(
         let age = i.now.saturating_duration_since(t);
         humantime::format_rfc3339_seconds(i.wall_now - age).to_string()
     });
+    let direct = connection == Connection::Direct;
+    // The round trip of the path in use (disco's last pong), else the last ping through the tunnel.
+    let rtt_ms = e
+        .and_then(|e| e.rtt.filter(|_| direct))
+        .map(|d| (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0)
+        .or_else(|| e.and_then(|e| i.rtts.get(&e.public_key).copied()));
     PeerStatus {
         name,
         node_key,
@@ -166,11 +234,25 @@ fn peer(
         connection,
         endpoint: endpoint.map(|e| e.to_string()),
         relay,
-        rtt_ms: e.and_then(|e| i.rtts.get(&e.public_key).copied()),
+        rtt_ms,
         path_reason,
         last_handshake,
         rx_bytes: e.map_or(0, |e| e.rx_bytes),
         tx_bytes: e.map_or(0, |e| e.tx_bytes),
+        endpoint_kind: e.and_then(|e| e.endpoint_kind).filter(|_| direct),
+        candidates: e.map_or_else(Vec::new, |e| {
+            e.candidates
+                .iter()
+                .map(|c| Candidate {
+                    addr: c.endpoint.addr.to_string(),
+                    kind: c.endpoint.kind,
+                    rtt_ms: c.rtt.map(|d| (d.as_secs_f64() * 100_000.0).round() / 100.0),
+                    answering: c.trusted,
+                    pings_sent: c.pings_sent,
+                    pongs: c.pongs,
+                })
+                .collect()
+        }),
     }
 }
 
@@ -233,7 +315,11 @@ impl Reporter {
             me.nat = self.nat.clone();
             me.home_relay = self.home_relay.clone();
             if !mapped.endpoints.is_empty() {
-                me.endpoints = mapped.endpoints.iter().map(|e| e.to_string()).collect();
+                me.endpoints = mapped
+                    .endpoints
+                    .iter()
+                    .map(|e| e.addr.to_string())
+                    .collect();
             }
         }
         let mut status = build(Inputs {
@@ -243,6 +329,7 @@ impl Reporter {
             map_peers: mapped.map_peers(),
             engine_peers: engine.peers(),
             rtts: &self.rtts,
+            nat: &self.nat,
             relay_errors,
             now: Instant::now(),
             wall_now: SystemTime::now(),
@@ -312,6 +399,11 @@ mod tests {
             tx_bytes: 20,
             rx_packets: 1,
             tx_packets: 1,
+            disco: false,
+            rtt: None,
+            endpoint_kind: None,
+            reason: None,
+            candidates: vec![],
         }
     }
 
@@ -331,6 +423,7 @@ mod tests {
                 engine_peer(3, None),
             ],
             rtts: &rtts,
+            nat: &Nat::default(),
             relay_errors: &HashMap::new(),
             now,
             wall_now: wall,
@@ -372,6 +465,7 @@ mod tests {
                 map_peers: vec![&a],
                 engine_peers: vec![e],
                 rtts: &HashMap::new(),
+                nat: &Nat::default(),
                 relay_errors: &HashMap::new(),
                 now,
                 wall_now: SystemTime::now(),
@@ -416,6 +510,7 @@ mod tests {
             map_peers: vec![&a, &b],
             engine_peers: vec![relayed, waiting],
             rtts: &HashMap::new(),
+            nat: &Nat::default(),
             relay_errors: &errors,
             now,
             wall_now: SystemTime::now(),

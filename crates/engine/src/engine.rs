@@ -2,21 +2,32 @@
 //! allowed IPs and network datagrams to them by session index, over UDP when the peer's endpoint
 //! answers and through the peer's home relay when it does not.
 //!
-//! The direct path is trusted while authentic packets arrive over UDP; while it is not, packets
-//! go to the relay, handshake initiations go both ways, and a WireGuard keepalive over UDP every
-//! few seconds probes the direct path. A keepalive that arrives over UDP after a quiet spell is
-//! answered over UDP, so both sides learn at once that the direct path works.
+//! For a peer with a disco key (every peer from the map) the direct path is found and kept by
+//! disco pings (see [`crate::discovery`]): traffic starts over the relay at once, pings and a
+//! call-me-maybe go out in parallel, the first pong makes the path direct. Disco packets come
+//! and go on the same UDP socket and relay as WireGuard; their first bytes tell them apart.
+//!
+//! For a plain WireGuard peer (a static configuration) the direct path is trusted while
+//! authentic packets arrive over UDP; while it is not, packets go to the relay, handshake
+//! initiations go both ways, and a WireGuard keepalive over UDP every few seconds probes the
+//! direct path. A keepalive that arrives over UDP after a quiet spell is answered over UDP, so
+//! both sides learn at once that the direct path works.
 
 use crate::allowed_ips::AllowedIps;
 use crate::clock::Clock;
-use crate::peer::{Path, Peer, PeerSettings, PeerStatus, MAX_CANDIDATES};
+use crate::discovery::{Discovery, Send};
+use crate::peer::{Path, Peer, PeerDisco, PeerSettings, PeerStatus, MAX_CANDIDATES};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
+use pinhole_proto::disco::{self, DiscoBox, Message, TxId};
+use pinhole_proto::endpoint::{Endpoint, EndpointKind};
 use pinhole_proto::ip;
 use pinhole_proto::key::{Key, PrivateKey};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -104,6 +115,9 @@ pub struct EngineStats {
     pub tx_probes: u64,
     /// Handshake initiations sent again at once because the peer's path changed.
     pub tx_init_resent: u64,
+    /// Disco messages sent (pings, pongs, call-me-maybes) and received authentic.
+    pub tx_disco: u64,
+    pub rx_disco: u64,
     /// Packets dropped because the owner did not drain a queue.
     pub queue_full: u64,
 }
@@ -115,6 +129,14 @@ pub enum EngineError {
     OwnKey,
     #[error("too many peers (at most {0})")]
     TooManyPeers(u32),
+}
+
+/// This node's disco identity and what it tells peers about itself.
+struct OwnDisco {
+    private: PrivateKey,
+    /// This node's endpoints, as published (sent in call-me-maybes).
+    endpoints: Vec<Endpoint>,
+    rng: StdRng,
 }
 
 /// The sans-IO WireGuard engine.
@@ -129,6 +151,11 @@ pub struct Engine {
     routes: AllowedIps<u32>,
     next_index: u32,
     next_tick: Instant,
+    /// When some peer's discovery has something to do.
+    next_disco: Instant,
+    disco: Option<OwnDisco>,
+    /// Disco peers by their disco key.
+    by_disco: HashMap<Key, u32>,
     next_rate_reset: Instant,
     out: Outbox,
     /// The last `now` the engine was given (for status snapshots).
@@ -156,6 +183,9 @@ impl Engine {
             routes: AllowedIps::default(),
             next_index: 1,
             next_tick: now,
+            next_disco: now + IDLE_DEADLINE,
+            disco: None,
+            by_disco: HashMap::new(),
             next_rate_reset: now + Duration::from_secs(1),
             out: Outbox::default(),
             last_now: now,
@@ -171,6 +201,34 @@ impl Engine {
         Key(self.public.to_bytes())
     }
 
+    /// Turns on disco with this node's disco key (its public half is what control hands to
+    /// peers); peers with a disco key are then reached by disco path discovery.
+    pub fn set_disco_key(&mut self, private: PrivateKey) {
+        let own = OwnDisco {
+            private,
+            endpoints: self.disco.take().map(|d| d.endpoints).unwrap_or_default(),
+            rng: StdRng::from_entropy(),
+        };
+        for peer in self.peers.values_mut() {
+            if let Some(d) = &mut peer.disco {
+                d.boxed = DiscoBox::new(&own.private, &d.key);
+            }
+        }
+        self.disco = Some(own);
+    }
+
+    /// This node's disco public key, if disco is on.
+    pub fn disco_public_key(&self) -> Option<Key> {
+        self.disco.as_ref().map(|d| d.private.public_key())
+    }
+
+    /// This node's endpoints (as published): what call-me-maybes tell peers to ping.
+    pub fn set_own_endpoints(&mut self, endpoints: Vec<Endpoint>) {
+        if let Some(d) = &mut self.disco {
+            d.endpoints = endpoints;
+        }
+    }
+
     /// Adds a peer, or updates it in place if its key is known (sessions survive an update).
     pub fn upsert_peer(&mut self, now: Instant, settings: PeerSettings) -> Result<(), EngineError> {
         self.clock.sync(now);
@@ -184,6 +242,14 @@ impl Engine {
             }
             if let Some(peer) = self.peers.get_mut(&idx) {
                 let before = peer.path(now);
+                set_discovery(
+                    self.disco.as_ref(),
+                    &mut self.by_disco,
+                    idx,
+                    peer,
+                    &settings,
+                    now,
+                );
                 // A working direct path stays (it may be a candidate the peer answered from).
                 if settings.endpoint.is_some()
                     && peer.endpoint != settings.endpoint
@@ -218,7 +284,16 @@ impl Engine {
         if settings.persistent_keepalive.is_some_and(|k| k > 0) {
             self.next_tick = self.next_tick.min(now + TIMER_TICK);
         }
-        self.peers.insert(idx, Peer::new(tunn, settings));
+        let mut peer = Peer::new(tunn, settings.clone());
+        set_discovery(
+            self.disco.as_ref(),
+            &mut self.by_disco,
+            idx,
+            &mut peer,
+            &settings,
+            now,
+        );
+        self.peers.insert(idx, peer);
         Ok(())
     }
 
@@ -226,7 +301,9 @@ impl Engine {
     pub fn remove_peer(&mut self, key: &Key) {
         if let Some(idx) = self.by_key.remove(key) {
             self.routes.remove_value(&idx);
-            self.peers.remove(&idx);
+            if let Some(d) = self.peers.remove(&idx).and_then(|p| p.disco) {
+                self.by_disco.remove(&d.key);
+            }
         }
     }
 
@@ -262,6 +339,21 @@ impl Engine {
         peer.active_at = Some(now);
         peer.touched_at = Some(now);
         self.next_tick = self.next_tick.min(now + TIMER_TICK);
+        if let Some(d) = &mut peer.disco {
+            let sends = d.state.note_traffic(now);
+            if !sends.is_empty() {
+                perform(
+                    &mut self.out,
+                    &mut self.stats,
+                    self.disco.as_mut(),
+                    &self.public,
+                    peer,
+                    sends,
+                    now,
+                );
+            }
+            self.next_disco = self.next_disco.min(disco_wake(peer, now));
+        }
         match peer.tunn.encapsulate(packet, &mut self.buf) {
             TunnResult::WriteToNetwork(out) => {
                 peer.tx_bytes += packet.len() as u64;
@@ -275,13 +367,99 @@ impl Engine {
 
     /// A UDP datagram received from `from`.
     pub fn handle_network(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        self.handle_wire(now, Via::Udp(from), datagram);
+        if disco::is_disco(datagram) {
+            self.handle_disco(now, Via::Udp(from), datagram);
+        } else {
+            self.handle_wire(now, Via::Udp(from), datagram);
+        }
     }
 
     /// A packet the node with key `from` sent through the relay of `region`.
     pub fn handle_relay(&mut self, now: Instant, region: &Arc<str>, from: Key, packet: &[u8]) {
         self.stats.rx_relayed += 1;
-        self.handle_wire(now, Via::Relay { region, from }, packet);
+        if disco::is_disco(packet) {
+            self.handle_disco(now, Via::Relay { region, from }, packet);
+        } else {
+            self.handle_wire(now, Via::Relay { region, from }, packet);
+        }
+    }
+
+    /// A disco packet: pings are answered with a pong to their source, pongs prove a path, a
+    /// call-me-maybe starts pinging the caller's endpoints.
+    fn handle_disco(&mut self, now: Instant, via: Via<'_>, packet: &[u8]) {
+        self.clock.sync(now);
+        self.last_now = now;
+        let Some(own) = self.disco.as_mut() else {
+            self.stats.rx_invalid += 1;
+            return;
+        };
+        let Some(&idx) = disco::sender(packet).and_then(|k| self.by_disco.get(&k)) else {
+            self.stats.rx_unknown_peer += 1;
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&idx) else {
+            return;
+        };
+        let before = peer.path(now);
+        let Some(d) = &mut peer.disco else {
+            return;
+        };
+        let msg = match d.boxed.open(packet) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::trace!(%e, ?via, "dropped disco packet");
+                self.stats.rx_invalid += 1;
+                return;
+            }
+        };
+        self.stats.rx_disco += 1;
+        let sends = match (msg, via) {
+            (Message::Ping { tx, node_key }, Via::Udp(from)) => {
+                if node_key != peer.settings.public_key {
+                    self.stats.rx_invalid += 1;
+                    return;
+                }
+                let pong = seal(own, d, &Message::Pong { tx, observed: from });
+                self.stats.tx_disco += 1;
+                push_udp(&mut self.out, &mut self.stats, from, &pong);
+                d.state.ping_received(now, from)
+            }
+            (Message::Pong { tx, observed }, Via::Udp(from)) => {
+                if let Some(best) = d.state.pong(now, from, tx, observed) {
+                    peer.endpoint = Some(best);
+                    self.events.push_back(Event::EndpointChanged {
+                        peer: peer.settings.public_key,
+                        endpoint: best,
+                    });
+                }
+                Vec::new()
+            }
+            (Message::CallMeMaybe { endpoints }, Via::Relay { from, .. }) => {
+                if from != peer.settings.public_key {
+                    self.stats.rx_invalid += 1;
+                    return;
+                }
+                d.state.called(now, &endpoints)
+            }
+            // Pings and pongs through a relay prove nothing about UDP; a call over UDP is
+            // not how calls come.
+            _ => Vec::new(),
+        };
+        if !sends.is_empty() {
+            perform(
+                &mut self.out,
+                &mut self.stats,
+                Some(own),
+                &self.public,
+                peer,
+                sends,
+                now,
+            );
+        }
+        if peer.path(now) != before {
+            resend_pending_init(&mut self.out, &mut self.stats, peer, now);
+        }
+        self.next_disco = self.next_disco.min(disco_wake(peer, now));
     }
 
     fn handle_wire(&mut self, now: Instant, via: Via<'_>, datagram: &[u8]) {
@@ -391,6 +569,21 @@ impl Engine {
         self.next_tick = self.next_tick.min(now + TIMER_TICK);
         if let Some(src) = src.filter(|_| !out.is_empty()) {
             peer.active_at = Some(now);
+            if let Some(d) = &mut peer.disco {
+                let sends = d.state.note_traffic(now);
+                if !sends.is_empty() {
+                    perform(
+                        &mut self.out,
+                        &mut self.stats,
+                        self.disco.as_mut(),
+                        &self.public,
+                        peer,
+                        sends,
+                        now,
+                    );
+                }
+                self.next_disco = self.next_disco.min(disco_wake(peer, now));
+            }
             deliver(
                 &self.routes,
                 idx,
@@ -401,8 +594,9 @@ impl Engine {
                 &mut self.stats,
             );
         }
-        if let Via::Udp(from) = via {
-            // WireGuard's roaming: the last authentic source is where the peer is.
+        if let (Via::Udp(from), None) = (via, &peer.disco) {
+            // WireGuard's roaming: the last authentic source is where the peer is (disco peers:
+            // the path disco chose stays until disco chooses another).
             if peer.endpoint != Some(from) {
                 peer.endpoint = Some(from);
                 self.events.push_back(Event::EndpointChanged {
@@ -427,8 +621,11 @@ impl Engine {
         }
     }
 
-    /// Runs WireGuard's timers if their tick is due.
+    /// Runs WireGuard's timers if their tick is due, and discovery's if due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_disco {
+            self.run_discovery(now);
+        }
         if now < self.next_tick {
             return;
         }
@@ -459,6 +656,51 @@ impl Engine {
             }
         }
         self.next_tick = now + if busy { TIMER_TICK } else { IDLE_DEADLINE };
+    }
+
+    /// Runs every disco peer's discovery (pings, heartbeats, fall-backs) and finds the next
+    /// time one is due.
+    fn run_discovery(&mut self, now: Instant) {
+        self.clock.sync(now);
+        self.last_now = now;
+        let mut next = now + IDLE_DEADLINE;
+        for peer in self.peers.values_mut() {
+            if peer.disco.is_none() {
+                continue;
+            }
+            let before = peer.path(now);
+            let Some(d) = &mut peer.disco else {
+                continue;
+            };
+            let sends = d.state.poll(now);
+            if !sends.is_empty() {
+                perform(
+                    &mut self.out,
+                    &mut self.stats,
+                    self.disco.as_mut(),
+                    &self.public,
+                    peer,
+                    sends,
+                    now,
+                );
+            }
+            if let Some(d) = &peer.disco {
+                if let (Path::Direct(_), Some(best)) = (&before, d.state.best()) {
+                    if peer.endpoint != Some(best) {
+                        peer.endpoint = Some(best);
+                        self.events.push_back(Event::EndpointChanged {
+                            peer: peer.settings.public_key,
+                            endpoint: best,
+                        });
+                    }
+                }
+            }
+            if peer.path(now) != before {
+                resend_pending_init(&mut self.out, &mut self.stats, peer, now);
+            }
+            next = next.min(disco_wake(peer, now));
+        }
+        self.next_disco = next;
     }
 
     /// WireGuard's handshake rate limit counts per second; its count is reset lazily (an idle
@@ -492,7 +734,7 @@ impl Engine {
 
     /// When `handle_timeout` must be called next.
     pub fn poll_timeout(&self) -> Instant {
-        self.next_tick
+        self.next_tick.min(self.next_disco)
     }
 
     /// Drop counters.
@@ -541,7 +783,7 @@ fn send_to_peer(
             push_udp(out, stats, ep, bytes);
         }
         Path::Relayed(region) => {
-            if bytes.first() == Some(&1) {
+            if bytes.first() == Some(&1) && peer.disco.is_none() {
                 for ep in unproven(peer) {
                     peer.udp_tx_at = Some(now);
                     push_udp(out, stats, ep, bytes);
@@ -575,7 +817,7 @@ fn resend_pending_init(out: &mut Outbox, stats: &mut EngineStats, peer: &mut Pee
 /// Whether the direct path of `peer` needs a probe now: while relayed (every [`PROBE_EVERY`]),
 /// or when a trusted direct path has been quiet (a heartbeat); only for peers in use.
 fn probe_due(peer: &Peer, now: Instant) -> bool {
-    if peer.endpoint.is_none() || peer.relay.is_none() {
+    if peer.endpoint.is_none() || peer.relay.is_none() || peer.disco.is_some() {
         return false;
     }
     let active = peer
@@ -607,8 +849,8 @@ fn unproven(peer: &Peer) -> Vec<SocketAddr> {
         if v.len() >= MAX_CANDIDATES {
             break;
         }
-        if !v.contains(c) {
-            v.push(*c);
+        if !v.contains(&c.addr) {
+            v.push(c.addr);
         }
     }
     v
@@ -688,4 +930,105 @@ fn deliver(
     peer.rx_bytes += packet.len() as u64;
     peer.rx_packets += 1;
     tun_out.push_back(packet.to_vec());
+}
+
+/// Sets up (or updates, or removes) a peer's discovery from its settings: a disco peer when both
+/// this node and the peer have disco keys.
+fn set_discovery(
+    own: Option<&OwnDisco>,
+    by_disco: &mut HashMap<Key, u32>,
+    idx: u32,
+    peer: &mut Peer,
+    settings: &PeerSettings,
+    now: Instant,
+) {
+    let wanted = own.zip(settings.disco_key);
+    match (wanted, &mut peer.disco) {
+        (Some((own, key)), Some(d)) => {
+            if d.key != key {
+                // The peer restarted (a new disco key): a new box, and what its old pings
+                // proved still stands until it stops answering.
+                by_disco.remove(&d.key);
+                d.key = key;
+                d.boxed = DiscoBox::new(&own.private, &key);
+                by_disco.insert(key, idx);
+            }
+            d.state.set_candidates(now, &settings.candidates);
+        }
+        (Some((own, key)), None) => {
+            let mut state = Discovery::new();
+            state.set_candidates(now, &settings.candidates);
+            by_disco.insert(key, idx);
+            peer.disco = Some(PeerDisco {
+                key,
+                boxed: DiscoBox::new(&own.private, &key),
+                state,
+            });
+        }
+        (None, Some(d)) => {
+            by_disco.remove(&d.key);
+            peer.disco = None;
+        }
+        (None, None) => {}
+    }
+}
+
+/// When a peer's discovery is due next (far away when nothing is).
+fn disco_wake(peer: &Peer, now: Instant) -> Instant {
+    peer.disco
+        .as_ref()
+        .and_then(|d| d.state.next_wake(now))
+        .unwrap_or(now + IDLE_DEADLINE)
+}
+
+/// A disco message sealed for the peer with a fresh random nonce.
+fn seal(own: &mut OwnDisco, d: &PeerDisco, msg: &Message) -> Vec<u8> {
+    let nonce: [u8; 24] = own.rng.gen();
+    d.boxed.seal(nonce, msg)
+}
+
+/// Sends what a peer's discovery asked for: pings over UDP (recorded with their ids), a
+/// call-me-maybe with this node's endpoints through the peer's relay.
+fn perform(
+    out: &mut Outbox,
+    stats: &mut EngineStats,
+    own: Option<&mut OwnDisco>,
+    public: &PublicKey,
+    peer: &mut Peer,
+    sends: Vec<Send>,
+    now: Instant,
+) {
+    let (Some(own), Some(d)) = (own, &mut peer.disco) else {
+        return;
+    };
+    for s in sends {
+        match s {
+            Send::Ping(to) => {
+                let tx = TxId(own.rng.gen());
+                let msg = Message::Ping {
+                    tx,
+                    node_key: Key(public.to_bytes()),
+                };
+                let packet = seal(own, d, &msg);
+                d.state.ping_sent(now, to, tx);
+                stats.tx_disco += 1;
+                push_udp(out, stats, to, &packet);
+            }
+            Send::CallMeMaybe => {
+                let Some(region) = peer.relay.clone() else {
+                    continue;
+                };
+                let mut endpoints = own.endpoints.clone();
+                if let Some(seen) = d.state.observed_self() {
+                    if !endpoints.iter().any(|e| e.addr == seen) {
+                        endpoints.push(Endpoint::new(seen, EndpointKind::PeerReflexive));
+                    }
+                }
+                endpoints.truncate(disco::MAX_ENDPOINTS);
+                let packet = seal(own, d, &Message::CallMeMaybe { endpoints });
+                stats.tx_disco += 1;
+                push_relay(out, stats, region, peer.settings.public_key, &packet);
+            }
+        }
+    }
 }

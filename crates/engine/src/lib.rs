@@ -3,6 +3,7 @@
 
 mod allowed_ips;
 mod clock;
+mod discovery;
 mod engine;
 mod home_relay;
 mod netcheck;
@@ -10,10 +11,12 @@ mod peer;
 mod relay_client;
 
 pub use allowed_ips::AllowedIps;
+pub use discovery::{CandidateStatus, PathReason};
 pub use engine::{Engine, EngineError, EngineStats, Event, RelayTransmit, Transmit, TIMER_TICK};
 pub use home_relay::choose_home;
 pub use netcheck::{Netcheck, Probe, Report as NetcheckReport, StunServer, NETCHECK_TIMEOUT};
 pub use peer::{Path, PeerSettings, PeerStatus, DIRECT_TRUST};
+pub use pinhole_proto::endpoint::{Endpoint, EndpointKind};
 pub use pinhole_proto::key::{Key, PrivateKey};
 pub use relay_client::{RelayClient, RelayEvent};
 

@@ -1,7 +1,10 @@
 //! One WireGuard peer: its settings, its boringtun session and what it has done.
 
+use crate::discovery::{CandidateStatus, Discovery, PathReason};
 use boringtun::noise::Tunn;
 use ipnet::IpNet;
+use pinhole_proto::disco::DiscoBox;
+use pinhole_proto::endpoint::{Endpoint, EndpointKind};
 use pinhole_proto::key::Key;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,9 +18,12 @@ pub struct PeerSettings {
     pub allowed_ips: Vec<IpNet>,
     pub endpoint: Option<SocketAddr>,
     /// Every address the peer may be reached at (its local and public endpoints, from the
-    /// map): while no direct path works, handshakes and probes go to each of them, and the
-    /// one that answers becomes the endpoint.
-    pub candidates: Vec<SocketAddr>,
+    /// map, with their kinds): disco pings go to each of them (or, for a peer without a disco
+    /// key, handshakes and keepalives), and the best that answers becomes the endpoint.
+    pub candidates: Vec<Endpoint>,
+    /// The peer's disco key: with it (and the engine's own, [`crate::Engine::set_disco_key`])
+    /// the direct path is found with disco pings; without it the peer is plain WireGuard.
+    pub disco_key: Option<Key>,
     pub persistent_keepalive: Option<u16>,
     /// The relay region the peer is connected to (its home relay), if it has one.
     pub relay: Option<String>,
@@ -46,6 +52,16 @@ pub struct PeerStatus {
     pub path: Path,
     /// The peer's home relay region.
     pub relay: Option<Arc<str>>,
+    /// Whether the direct path is found with disco (both sides have disco keys).
+    pub disco: bool,
+    /// The round-trip time of the direct path in use (its last pong).
+    pub rtt: Option<Duration>,
+    /// The kind of the candidate the direct path uses.
+    pub endpoint_kind: Option<EndpointKind>,
+    /// Why the path is not direct, when it is not and something was tried.
+    pub reason: Option<PathReason>,
+    /// The candidates and what each has shown (disco peers).
+    pub candidates: Vec<CandidateStatus>,
     pub allowed_ips: Vec<IpNet>,
     /// When the last handshake completed (in the caller's clock).
     pub last_handshake: Option<Instant>,
@@ -68,8 +84,16 @@ pub const DIRECT_TRUST: Duration = Duration::from_secs(15);
 /// at three times REJECT_AFTER_TIME (540 s); after that a quiet peer has no timer at all.
 pub const QUIET_AFTER: Duration = Duration::from_secs(600);
 
+/// A disco peer's discovery: the box shared with its disco key, and the path state.
+pub(crate) struct PeerDisco {
+    pub(crate) key: Key,
+    pub(crate) boxed: DiscoBox,
+    pub(crate) state: Discovery,
+}
+
 pub(crate) struct Peer {
     pub(crate) tunn: Tunn,
+    pub(crate) disco: Option<PeerDisco>,
     pub(crate) settings: PeerSettings,
     pub(crate) endpoint: Option<SocketAddr>,
     pub(crate) relay: Option<Arc<str>>,
@@ -100,6 +124,7 @@ impl Peer {
     pub(crate) fn new(tunn: Tunn, settings: PeerSettings) -> Self {
         Peer {
             tunn,
+            disco: None,
             endpoint: settings.endpoint,
             relay: settings.relay.as_deref().map(Arc::from),
             udp_rx_at: None,
@@ -151,8 +176,12 @@ impl Peer {
                 .is_some_and(|t| now.saturating_duration_since(t) < QUIET_AFTER)
     }
 
-    /// Whether the direct path answered recently enough to be used.
+    /// Whether the direct path answered recently enough to be used: for a disco peer, its best
+    /// path within disco's trust; otherwise authentic WireGuard packets from the endpoint.
     pub(crate) fn direct(&self, now: Instant) -> Option<SocketAddr> {
+        if let Some(d) = &self.disco {
+            return d.state.trusted_best(now);
+        }
         let fresh = self
             .udp_rx_at
             .is_some_and(|t| now.saturating_duration_since(t) < DIRECT_TRUST);
@@ -171,18 +200,43 @@ impl Peer {
     }
 
     pub(crate) fn status(&self, now: Instant) -> PeerStatus {
+        let answered = self.udp_rx_at.is_some() && self.disco.is_none();
         let path = match (self.direct(now), &self.relay, self.endpoint) {
             (Some(ep), _, _) => Path::Direct(ep),
             (None, Some(r), _) => Path::Relayed(r.clone()),
             // No relay (a static configuration): the endpoint, once it has answered.
-            (None, None, Some(ep)) if self.udp_rx_at.is_some() => Path::Direct(ep),
+            (None, None, Some(ep)) if answered => Path::Direct(ep),
             _ => Path::None,
+        };
+        let (rtt, endpoint_kind, reason, candidates) = match &self.disco {
+            Some(d) => {
+                let info = d
+                    .state
+                    .best_info()
+                    .filter(|_| matches!(path, Path::Direct(_)));
+                (
+                    info.and_then(|(_, rtt)| rtt),
+                    info.map(|(k, _)| k),
+                    d.state.reason(now),
+                    d.state.candidates(now),
+                )
+            }
+            None => {
+                let reason = (self.relay.is_some() && !matches!(path, Path::Direct(_)))
+                    .then_some(PathReason::NoDisco);
+                (None, None, reason, Vec::new())
+            }
         };
         PeerStatus {
             public_key: self.settings.public_key,
             endpoint: self.endpoint,
             path,
             relay: self.relay.clone(),
+            disco: self.disco.is_some(),
+            rtt,
+            endpoint_kind,
+            reason,
+            candidates,
             allowed_ips: self.settings.allowed_ips.clone(),
             last_handshake: self.last_handshake,
             last_sent: self.active_at,

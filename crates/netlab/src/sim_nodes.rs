@@ -45,7 +45,10 @@ pub async fn run(url: &str, authkey: &str, count: usize, hold: Duration) -> Resu
             let mut stream = client.map(&r.node_token).await?;
             stream.next().await?.context("the stream ended at once")?;
             let upd = NodeUpdate {
-                endpoints: Some(vec![([203, 0, 113, (i % 250) as u8], 41641).into()]),
+                endpoints: Some(vec![pinhole_proto::endpoint::Endpoint::new(
+                    ([203, 0, 113, (i % 250) as u8], 41641).into(),
+                    pinhole_proto::endpoint::EndpointKind::Stun,
+                )]),
                 ..NodeUpdate::default()
             };
             client.update(&r.node_token, &upd).await?;

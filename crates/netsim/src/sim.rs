@@ -1,17 +1,23 @@
-//! The simulated network: hosts, links, a clock, and the event loop that drives the engines.
+//! The simulated network: hosts (public, or behind NAT routers on a shared LAN), links, a
+//! clock, and the event loop that drives the engines.
 
+use crate::nat::{Nat, NatConfig};
 use pinhole_engine::{Engine, Event, Key, PrivateKey};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A host in the simulation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HostId(usize);
+
+/// A NAT router in the simulation; the hosts behind it share a LAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NatId(usize);
 
 /// How datagrams between two hosts travel: one-way latency and the chance of loss.
 #[derive(Debug, Clone, Copy)]
@@ -31,16 +37,30 @@ impl Default for Link {
 
 struct Host {
     addr: SocketAddr,
+    /// The router the host is behind (none: a public address).
+    nat: Option<usize>,
+    disco_key: Key,
     engine: Engine,
     tun_received: Vec<Vec<u8>>,
     events: Vec<(Instant, Event)>,
 }
 
+/// Who receives a datagram in flight.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Host(usize),
+    /// A router's public address: its filter decides on arrival.
+    Nat(usize),
+    Nowhere,
+}
+
 /// Where a packet in flight goes.
 enum Hop {
     Udp {
+        /// The source as the receiver will see it (after the sender's NAT).
         from: SocketAddr,
         to: SocketAddr,
+        target: Target,
     },
     Relay {
         region: Arc<str>,
@@ -79,7 +99,12 @@ pub struct Sim {
     now: Instant,
     rng: SmallRng,
     hosts: Vec<Host>,
+    /// Public hosts by address.
     by_addr: HashMap<SocketAddr, usize>,
+    /// Hosts behind a router, by (router, LAN address).
+    lan: HashMap<(usize, SocketAddr), usize>,
+    nats: Vec<Nat>,
+    nat_by_ip: HashMap<IpAddr, usize>,
     by_key: HashMap<Key, usize>,
     link: Link,
     /// One-way latency through a relay (client → relay → client).
@@ -96,6 +121,8 @@ pub struct Sim {
     pub lost: u64,
     /// Datagrams delivered.
     pub delivered: u64,
+    /// Datagrams sent over UDP by any host.
+    pub udp_sent: u64,
 }
 
 impl Sim {
@@ -108,6 +135,9 @@ impl Sim {
             rng: SmallRng::seed_from_u64(seed),
             hosts: Vec::new(),
             by_addr: HashMap::new(),
+            lan: HashMap::new(),
+            nats: Vec::new(),
+            nat_by_ip: HashMap::new(),
             by_key: HashMap::new(),
             link: Link::default(),
             relay_latency: Duration::from_millis(30),
@@ -118,6 +148,7 @@ impl Sim {
             undeliverable: 0,
             lost: 0,
             delivered: 0,
+            udp_sent: 0,
         }
     }
 
@@ -155,13 +186,41 @@ impl Sim {
         }
     }
 
-    /// Adds a host reachable at `addr`, running an engine with `private_key`.
+    /// Adds a host reachable at `addr`, running an engine with `private_key` (and a disco key
+    /// drawn from the simulation's RNG).
     pub fn add_host(&mut self, addr: SocketAddr, private_key: PrivateKey) -> HostId {
-        let engine = Engine::new(&private_key, self.now);
-        self.by_key.insert(engine.public_key(), self.hosts.len());
         self.by_addr.insert(addr, self.hosts.len());
+        self.push_host(addr, None, private_key)
+    }
+
+    /// Adds a NAT router with the public address `public_ip`.
+    pub fn add_nat(&mut self, public_ip: IpAddr, config: NatConfig) -> NatId {
+        self.nat_by_ip.insert(public_ip, self.nats.len());
+        self.nats.push(Nat::new(public_ip, config));
+        NatId(self.nats.len() - 1)
+    }
+
+    /// Adds a host at LAN address `addr` behind the router `nat`.
+    pub fn add_host_behind(
+        &mut self,
+        nat: NatId,
+        addr: SocketAddr,
+        private_key: PrivateKey,
+    ) -> HostId {
+        self.lan.insert((nat.0, addr), self.hosts.len());
+        self.push_host(addr, Some(nat.0), private_key)
+    }
+
+    fn push_host(&mut self, addr: SocketAddr, nat: Option<usize>, key: PrivateKey) -> HostId {
+        let mut engine = Engine::new(&key, self.now);
+        let disco = self.key();
+        let disco_key = disco.public_key();
+        engine.set_disco_key(disco);
+        self.by_key.insert(engine.public_key(), self.hosts.len());
         self.hosts.push(Host {
             addr,
+            nat,
+            disco_key,
             engine,
             tun_received: Vec::new(),
             events: Vec::new(),
@@ -169,9 +228,75 @@ impl Sim {
         HostId(self.hosts.len() - 1)
     }
 
-    /// The host's UDP address.
+    /// The host's UDP address (on its LAN, for a host behind a router).
     pub fn addr(&self, h: HostId) -> SocketAddr {
         self.hosts[h.0].addr
+    }
+
+    /// The host's disco public key (what control would hand its peers).
+    pub fn disco_key(&self, h: HostId) -> Key {
+        self.hosts[h.0].disco_key
+    }
+
+    /// The address a STUN server at `server` sees the host at (making the mapping a real STUN
+    /// request would make).
+    pub fn stun(&mut self, h: HostId, server: SocketAddr) -> SocketAddr {
+        let (from, _) = self.route(h.0, server);
+        from
+    }
+
+    /// A router, to inspect or to flush its mappings.
+    pub fn nat(&mut self, n: NatId) -> &mut Nat {
+        &mut self.nats[n.0]
+    }
+
+    /// Moves the host to another network (another router, or a public address): it keeps its
+    /// engine and peers, as a laptop that changes Wi-Fi does.
+    pub fn move_host(&mut self, h: HostId, nat: Option<NatId>, addr: SocketAddr) {
+        let old = &self.hosts[h.0];
+        match old.nat {
+            Some(n) => self.lan.remove(&(n, old.addr)),
+            None => self.by_addr.remove(&old.addr),
+        };
+        match nat {
+            Some(n) => self.lan.insert((n.0, addr), h.0),
+            None => self.by_addr.insert(addr, h.0),
+        };
+        self.hosts[h.0].addr = addr;
+        self.hosts[h.0].nat = nat.map(|n| n.0);
+    }
+
+    /// The source the receiver sees and who receives a datagram from host `i` to `dst`,
+    /// translating through the host's router.
+    fn route(&mut self, i: usize, dst: SocketAddr) -> (SocketAddr, Target) {
+        let src = self.hosts[i].addr;
+        let Some(n) = self.hosts[i].nat else {
+            return (src, self.target(dst));
+        };
+        if let Some(&j) = self.lan.get(&(n, dst)) {
+            return (src, Target::Host(j));
+        }
+        let now = self.now;
+        let ext = self.nats[n].outbound(now, &mut self.rng, src, dst);
+        if dst.ip() == self.nats[n].public_ip {
+            let back = if self.nats[n].config.hairpin {
+                Target::Nat(n)
+            } else {
+                Target::Nowhere
+            };
+            return (ext, back);
+        }
+        (ext, self.target(dst))
+    }
+
+    fn target(&self, dst: SocketAddr) -> Target {
+        if let Some(&j) = self.by_addr.get(&dst) {
+            Target::Host(j)
+        } else if let Some(&n) = self.nat_by_ip.get(&dst.ip()) {
+            Target::Nat(n)
+        } else {
+            Target::Nowhere
+        }
     }
 
     /// The host's engine, to configure or inspect.
@@ -244,15 +369,24 @@ impl Sim {
                 };
                 let now = self.now;
                 match p.hop {
-                    Hop::Udp { from, to } => match self.by_addr.get(&to) {
-                        Some(&i) if !self.udp_blocked.contains(&i) => {
-                            self.delivered += 1;
-                            self.hosts[i].engine.handle_network(now, from, &p.payload);
-                            self.drain(i);
+                    Hop::Udp { from, to, target } => {
+                        let host = match target {
+                            Target::Host(i) => Some(i),
+                            Target::Nat(n) => self.nats[n]
+                                .inbound(now, to.port(), from)
+                                .and_then(|inside| self.lan.get(&(n, inside)).copied()),
+                            Target::Nowhere => None,
+                        };
+                        match host {
+                            Some(i) if !self.udp_blocked.contains(&i) => {
+                                self.delivered += 1;
+                                self.hosts[i].engine.handle_network(now, from, &p.payload);
+                                self.drain(i);
+                            }
+                            Some(_) => self.lost += 1,
+                            None => self.undeliverable += 1,
                         }
-                        Some(_) => self.lost += 1,
-                        None => self.undeliverable += 1,
-                    },
+                    }
                     Hop::Relay { region, from, to } => match self.by_key.get(&to) {
                         Some(&i) => {
                             self.relayed += 1;
@@ -276,7 +410,6 @@ impl Sim {
     /// Moves everything the host's engine produced into the network and the host's records.
     fn drain(&mut self, i: usize) {
         let now = self.now;
-        let from = self.hosts[i].addr;
         let me = self.hosts[i].engine.public_key();
         let blocked = self.udp_blocked.contains(&i);
         while let Some(t) = self.hosts[i].engine.poll_transmit() {
@@ -284,11 +417,17 @@ impl Sim {
                 self.lost += 1;
                 continue;
             }
+            let (from, target) = self.route(i, t.dst);
+            self.udp_sent += 1;
             self.seq += 1;
             self.in_flight.push(Reverse(InFlight {
                 at: now + self.link.latency,
                 seq: self.seq,
-                hop: Hop::Udp { from, to: t.dst },
+                hop: Hop::Udp {
+                    from,
+                    to: t.dst,
+                    target,
+                },
                 payload: t.payload,
             }));
         }

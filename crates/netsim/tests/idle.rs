@@ -40,6 +40,7 @@ fn an_idle_engine_with_100_peers_has_no_timer() {
                     allowed_ips: vec![format!("100.64.1.{i}/32").parse().unwrap()],
                     endpoint: Some(format!("192.0.2.{i}:41641").parse().unwrap()),
                     candidates: Vec::new(),
+                    disco_key: None,
                     persistent_keepalive: None,
                     relay: Some("local".to_string()),
                 },

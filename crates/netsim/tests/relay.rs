@@ -43,6 +43,7 @@ fn pair(seed: u64, udp_latency_ms: u64, relay_latency_ms: u64) -> Pair {
                     allowed_ips: vec![format!("{ip}/32").parse().unwrap()],
                     endpoint,
                     candidates: Vec::new(),
+                    disco_key: None,
                     persistent_keepalive: None,
                     relay: Some(region.into()),
                 },
@@ -174,6 +175,7 @@ fn a_handshake_waiting_for_a_path_leaves_on_the_relay_as_soon_as_it_is_known() {
         allowed_ips: vec![format!("{B4}/32").parse().unwrap()],
         endpoint: Some(p.sim.addr(p.b)),
         candidates: Vec::new(),
+        disco_key: None,
         persistent_keepalive: None,
         relay: None,
     };
@@ -210,7 +212,11 @@ fn a_handshake_waiting_for_a_path_leaves_on_the_relay_as_soon_as_it_is_known() {
     assert!(matches!(path, Some(Path::Relayed(_))), "{path:?}");
 }
 
-/// Both sides know each other first at an address that does not answer (a LAN address seen
+fn local(addr: std::net::SocketAddr) -> pinhole_engine::Endpoint {
+    pinhole_engine::Endpoint::new(addr, pinhole_engine::EndpointKind::Local)
+}
+
+/// Plain WireGuard peers (no disco keys): both sides know each other first at an address that does not answer (a LAN address seen
 /// from another network) and have the working one among the peer's other published
 /// endpoints: the handshake and the probes try every candidate, and the path goes direct on
 /// the one that answers. Knowing only the first endpoint, the pair stays relayed.
@@ -233,10 +239,11 @@ fn every_published_endpoint_is_tried_and_the_one_that_answers_wins() {
                         allowed_ips: vec![format!("{ip}/32").parse().unwrap()],
                         endpoint: Some(dead),
                         candidates: if with_candidates {
-                            vec![dead, real]
+                            vec![local(dead), local(real)]
                         } else {
-                            vec![dead]
+                            vec![local(dead)]
                         },
+                        disco_key: None,
                         persistent_keepalive: None,
                         relay: Some(region.into()),
                     },

@@ -14,12 +14,13 @@
 //! - `GET /nodes`, `DELETE /nodes/{id}` with a session token: the account's nodes.
 //! - `POST /logout` with a session token: revokes it.
 
+use crate::endpoint::Endpoint;
 use crate::key::{Key, PrivateKey};
 use crate::key_proof::{self, Purpose};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 /// Where the API lives on the server.
 pub const API_PREFIX: &str = "/api/v1";
@@ -137,7 +138,7 @@ impl std::fmt::Debug for RegisterResponse {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoints: Option<Vec<SocketAddr>>,
+    pub endpoints: Option<Vec<Endpoint>>,
     /// The relay region the node is reachable through; an empty string clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home_relay: Option<String>,
@@ -153,7 +154,8 @@ pub struct Node {
     pub node_key: Key,
     pub disco_key: Key,
     pub addresses: Vec<IpAddr>,
-    pub endpoints: Vec<SocketAddr>,
+    /// Where the node may be reached, each with its kind (local, stun, portmap).
+    pub endpoints: Vec<Endpoint>,
     pub home_relay: Option<String>,
     pub online: bool,
     /// Milliseconds since the Unix epoch; none if it never connected.

@@ -3,6 +3,7 @@
 //! first, requests with ids that get one reply each, and state snapshots pushed to subscribers.
 //! The status object is the one `pinhole status --json` prints (DESIGN.md).
 
+pub use crate::endpoint::EndpointKind;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks; a client and a daemon must agree on it.
@@ -307,6 +308,26 @@ pub struct PeerStatus {
     pub last_handshake: Option<String>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// The kind of the candidate the direct path uses (`local`, `stun`, `portmap`,
+    /// `peer-reflexive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_kind: Option<EndpointKind>,
+    /// Every address the peer may be reached at, and what pinging it has shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<Candidate>,
+}
+
+/// One of a peer's candidate endpoints, as discovery has seen it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub addr: String,
+    pub kind: EndpointKind,
+    /// The round trip of its last answered ping.
+    pub rtt_ms: Option<f64>,
+    /// Whether it answered within the last few seconds.
+    pub answering: bool,
+    pub pings_sent: u32,
+    pub pongs: u32,
 }
 
 /// Why a byte stream could not be cut into frames.
@@ -497,6 +518,15 @@ mod tests {
                 last_handshake: Some("2026-11-22T17:00:00Z".into()),
                 rx_bytes: 0,
                 tx_bytes: 0,
+                endpoint_kind: Some(EndpointKind::Stun),
+                candidates: vec![Candidate {
+                    addr: "198.51.100.7:41641".into(),
+                    kind: EndpointKind::Stun,
+                    rtt_ms: Some(1.3),
+                    answering: true,
+                    pings_sent: 3,
+                    pongs: 2,
+                }],
             }],
         };
         let v: serde_json::Value = serde_json::to_value(&s).unwrap();
@@ -504,6 +534,8 @@ mod tests {
         assert_eq!(v["self"]["name"], "laptop");
         assert_eq!(v["peers"][0]["connection"], "direct");
         assert_eq!(v["peers"][0]["relay"], serde_json::Value::Null);
+        assert_eq!(v["peers"][0]["endpoint_kind"], "stun");
+        assert_eq!(v["peers"][0]["candidates"][0]["kind"], "stun");
         assert_eq!(serde_json::from_value::<Status>(v).unwrap(), s);
     }
 }

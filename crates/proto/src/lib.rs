@@ -2,6 +2,8 @@
 
 #[cfg(feature = "serde")]
 pub mod control;
+pub mod disco;
+pub mod endpoint;
 pub mod fuzzing;
 pub mod ip;
 #[cfg(feature = "serde")]

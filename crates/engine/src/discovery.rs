@@ -1,0 +1,827 @@
+//! Path discovery for one peer (sans-IO, no crypto): its candidate endpoints, when to send disco
+//! pings and call-me-maybes, what pongs prove, which direct path is best, and why there is none.
+//!
+//! A round starts when the peer gets traffic without a trusted direct path (or the peer calls):
+//! a call-me-maybe goes through the relay so the peer pings at the same time, and every
+//! candidate is pinged in a burst with short gaps, then more slowly until [`ROUND_FOR`] (a NAT
+//! installs its filter late and packets get lost: one ping is not enough). A pong makes its
+//! path trusted for [`TRUST`]; while traffic flows, the best path is pinged every
+//! [`HEARTBEAT`] (more often once a pong is late), so a dead path is noticed and left within
+//! [`TRUST`]. A round that finds nothing is retried with backoff while traffic flows.
+
+use pinhole_proto::disco::TxId;
+use pinhole_proto::endpoint::{Endpoint, EndpointKind};
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// When, after a round starts, its pings go out.
+const BURST: [Duration; 9] = [
+    Duration::ZERO,
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+    Duration::from_millis(800),
+    Duration::from_millis(1500),
+    Duration::from_millis(2500),
+    Duration::from_millis(3500),
+    Duration::from_millis(5000),
+];
+/// How long a round lasts: its last ping, then a second for late answers.
+pub const ROUND_FOR: Duration = Duration::from_millis(6000);
+/// A ping this recent still counts as trying (its pong may be on the way).
+const PONG_WAIT: Duration = Duration::from_secs(1);
+/// A round that found a path still pings the others this long (a LAN answer may come later).
+const ROUND_AT_LEAST: Duration = Duration::from_millis(1000);
+/// How long a path stays trusted after its last pong.
+pub const TRUST: Duration = Duration::from_secs(5);
+/// How often the path in use is pinged while traffic flows.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How often the path in use is pinged once a pong is late.
+const HEARTBEAT_LATE: Duration = Duration::from_millis(500);
+/// While a direct path works, the other candidates are pinged this often (a better one may work).
+const UPGRADE_EVERY: Duration = Duration::from_secs(30);
+/// How long after the last packet a peer counts as active (pinged and kept alive).
+pub const ACTIVE_FOR: Duration = Duration::from_secs(45);
+/// Waits between rounds that found nothing, while traffic flows.
+const BACKOFF: [Duration; 4] = [
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(20),
+    Duration::from_secs(30),
+];
+/// A ping from an unproven address is pinged back at most this often.
+const PING_BACK_GAP: Duration = Duration::from_millis(300);
+/// A call-me-maybe restarts the burst at most this often.
+const CALLED_GAP: Duration = Duration::from_secs(1);
+/// Pings waiting for their pong (older ones are forgotten).
+const MAX_PENDING: usize = 64;
+/// Candidates kept per peer: its published endpoints and the addresses its pings came from.
+pub const MAX_PATHS: usize = 16;
+/// A new path replaces the one in use only when its RTT is lower by this factor (and 1 ms).
+const SWITCH_RATIO: f64 = 0.8;
+
+/// What a candidate has shown so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateStatus {
+    pub endpoint: Endpoint,
+    /// The round-trip time of its last pong.
+    pub rtt: Option<Duration>,
+    /// Whether a pong came back from it within [`TRUST`].
+    pub trusted: bool,
+    pub pings_sent: u32,
+    pub pongs: u32,
+}
+
+/// Why a peer has no direct path, as the engine knows it (the daemon adds what netcheck knows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathReason {
+    /// The peer is a plain WireGuard peer (no disco key): only its configured endpoint is tried.
+    NoDisco,
+    /// The peer published no endpoints (and none of its pings arrived).
+    NoCandidates,
+    /// Pings are going out and nothing has answered yet.
+    Trying { pings: u32 },
+    /// Pings were sent and none answered, and none of the peer's pings arrived either.
+    NoAnswer { pings: u32 },
+    /// The peer's pings arrive (it can reach this node) but none of ours is answered.
+    OneWay { pings: u32, pings_received: u32 },
+    /// A direct path worked, then stopped answering.
+    Lost,
+}
+
+#[derive(Debug, Clone)]
+struct PathInfo {
+    endpoint: Endpoint,
+    /// Published in the map (kept while published) rather than learnt from a ping.
+    published: bool,
+    last_ping: Option<Instant>,
+    last_pong: Option<Instant>,
+    rtt: Option<Duration>,
+    pings: u32,
+    pongs: u32,
+}
+
+impl PathInfo {
+    fn new(endpoint: Endpoint, published: bool) -> Self {
+        PathInfo {
+            endpoint,
+            published,
+            last_ping: None,
+            last_pong: None,
+            rtt: None,
+            pings: 0,
+            pongs: 0,
+        }
+    }
+
+    fn trusted(&self, now: Instant) -> bool {
+        self.last_pong
+            .is_some_and(|t| now.saturating_duration_since(t) < TRUST)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    started: Instant,
+    /// The next step of [`BURST`] to send.
+    step: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    tx: TxId,
+    to: SocketAddr,
+    at: Instant,
+}
+
+/// What discovery wants sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Send {
+    /// A ping to this address (the engine picks the transaction id and calls
+    /// [`Discovery::ping_sent`]).
+    Ping(SocketAddr),
+    /// A call-me-maybe through the relay.
+    CallMeMaybe,
+}
+
+/// One peer's discovery state.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    paths: Vec<PathInfo>,
+    pending: VecDeque<Pending>,
+    best: Option<SocketAddr>,
+    round: Option<Round>,
+    /// While traffic flows and no path works, the next round starts at this time.
+    next_round: Option<Instant>,
+    failed_rounds: usize,
+    last_upgrade: Option<Instant>,
+    last_called: Option<Instant>,
+    active_until: Option<Instant>,
+    /// A trusted path was lost and none has replaced it.
+    lost: bool,
+    /// This node's address as the peer's pongs showed it.
+    observed_self: Option<SocketAddr>,
+    last_ping: Option<Instant>,
+    pub pings_sent: u32,
+    pub pongs_received: u32,
+    pub pings_received: u32,
+    pub calls_sent: u32,
+    pub calls_received: u32,
+}
+
+impl Discovery {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The peer's published endpoints (from the map). Paths learnt from pings are kept.
+    pub fn set_candidates(&mut self, now: Instant, endpoints: &[Endpoint]) {
+        let mut added = false;
+        self.paths.retain(|p| {
+            !p.published || endpoints.iter().any(|e| e.addr == p.endpoint.addr) || p.trusted(now)
+        });
+        for e in endpoints {
+            if let Some(p) = self.path_mut(e.addr) {
+                p.published = true;
+                p.endpoint.kind = e.kind;
+            } else if self.paths.len() < MAX_PATHS {
+                self.paths.push(PathInfo::new(*e, true));
+                added = true;
+            }
+        }
+        if self
+            .best
+            .is_some_and(|b| !self.paths.iter().any(|p| p.endpoint.addr == b))
+        {
+            self.best = None;
+        }
+        // New places to try while traffic waits: try them now.
+        if added && self.active(now) && self.trusted_best(now).is_none() {
+            self.next_round = Some(now);
+        }
+    }
+
+    fn active(&self, now: Instant) -> bool {
+        self.active_until.is_some_and(|t| now < t)
+    }
+
+    /// Traffic for or from the peer: keeps its path alive, and starts a round when there is no
+    /// direct path (and none is running or waiting for its backoff).
+    pub fn note_traffic(&mut self, now: Instant) -> Vec<Send> {
+        let was_active = self.active(now);
+        let far = self.active_until.is_some_and(|t| t > now + 2 * HEARTBEAT);
+        self.active_until = Some(now + ACTIVE_FOR);
+        if far && self.trusted_best(now).is_some() {
+            // The common case, once per packet: a working path whose timers are set.
+            return Vec::new();
+        }
+        if !was_active && self.trusted_best(now).is_none() {
+            // After a quiet spell the last backoff no longer applies.
+            self.next_round = Some(now);
+            self.failed_rounds = 0;
+        }
+        self.poll(now)
+    }
+
+    /// The direct path in use, if it answered within [`TRUST`].
+    pub fn trusted_best(&self, now: Instant) -> Option<SocketAddr> {
+        let best = self.best?;
+        self.path(best).filter(|p| p.trusted(now)).map(|_| best)
+    }
+
+    /// The last direct path chosen (trusted or not).
+    pub fn best(&self) -> Option<SocketAddr> {
+        self.best
+    }
+
+    fn path(&self, addr: SocketAddr) -> Option<&PathInfo> {
+        self.paths.iter().find(|p| p.endpoint.addr == addr)
+    }
+
+    fn path_mut(&mut self, addr: SocketAddr) -> Option<&mut PathInfo> {
+        self.paths.iter_mut().find(|p| p.endpoint.addr == addr)
+    }
+
+    /// The kind and RTT of the path in use.
+    pub fn best_info(&self) -> Option<(EndpointKind, Option<Duration>)> {
+        self.best
+            .and_then(|b| self.path(b))
+            .map(|p| (p.endpoint.kind, p.rtt))
+    }
+
+    /// This node's address as the peer last saw it.
+    pub fn observed_self(&self) -> Option<SocketAddr> {
+        self.observed_self
+    }
+
+    /// Records a ping sent (with the id the engine chose).
+    pub fn ping_sent(&mut self, now: Instant, to: SocketAddr, tx: TxId) {
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.pop_front();
+        }
+        self.pending.push_back(Pending { tx, to, at: now });
+        self.pings_sent += 1;
+        self.last_ping = Some(now);
+        if let Some(p) = self.path_mut(to) {
+            p.last_ping = Some(now);
+            p.pings += 1;
+        }
+    }
+
+    /// A pong from `from`. Returns the new best path if it changed.
+    pub fn pong(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        tx: TxId,
+        observed: SocketAddr,
+    ) -> Option<SocketAddr> {
+        let i = self.pending.iter().position(|p| p.tx == tx)?;
+        let sent = self.pending[i];
+        if sent.to != from {
+            // Answered from somewhere else than asked: not proof of this path.
+            return None;
+        }
+        self.pending.remove(i);
+        self.pongs_received += 1;
+        self.observed_self = Some(observed);
+        let rtt = now.saturating_duration_since(sent.at);
+        if self.path(from).is_none() {
+            // A path added by a ping and since dropped from the list: add it back.
+            self.add_path(Endpoint::new(from, EndpointKind::PeerReflexive), false);
+        }
+        let p = self.path_mut(from)?;
+        p.last_pong = Some(now);
+        p.pongs += 1;
+        p.rtt = Some(rtt);
+        self.lost = false;
+        self.failed_rounds = 0;
+        self.next_round = None;
+        self.choose(now)
+    }
+
+    fn add_path(&mut self, e: Endpoint, published: bool) -> bool {
+        if self.path(e.addr).is_some() {
+            return false;
+        }
+        if self.paths.len() >= MAX_PATHS {
+            // Make room by forgetting the oldest untrusted address learnt from a ping.
+            let Some(i) = self
+                .paths
+                .iter()
+                .position(|p| !p.published && p.last_pong.is_none())
+            else {
+                return false;
+            };
+            self.paths.remove(i);
+        }
+        self.paths.push(PathInfo::new(e, published));
+        true
+    }
+
+    /// A ping from the peer arrived from `from` (a pong goes back to it; the engine sends it).
+    /// Returns pings to send: the address pinged back when it is not proven yet.
+    pub fn ping_received(&mut self, now: Instant, from: SocketAddr) -> Vec<Send> {
+        self.pings_received += 1;
+        self.add_path(Endpoint::new(from, EndpointKind::PeerReflexive), false);
+        let Some(p) = self.path(from) else {
+            return Vec::new();
+        };
+        let recent = p
+            .last_ping
+            .is_some_and(|t| now.saturating_duration_since(t) < PING_BACK_GAP);
+        if p.trusted(now) || recent {
+            return Vec::new();
+        }
+        vec![Send::Ping(from)]
+    }
+
+    /// The peer asks to be pinged at `endpoints` now (it is pinging us).
+    pub fn called(&mut self, now: Instant, endpoints: &[Endpoint]) -> Vec<Send> {
+        self.calls_received += 1;
+        for e in endpoints {
+            self.add_path(*e, false);
+        }
+        if self.trusted_best(now).is_some() {
+            return Vec::new();
+        }
+        let recent = self
+            .last_called
+            .is_some_and(|t| now.saturating_duration_since(t) < CALLED_GAP);
+        if recent {
+            return Vec::new();
+        }
+        self.last_called = Some(now);
+        // The peer has traffic for us: treat it as ours too (it keeps both sides pinging).
+        self.active_until = Some(now + ACTIVE_FOR);
+        self.start_round(now, false)
+    }
+
+    fn start_round(&mut self, now: Instant, call: bool) -> Vec<Send> {
+        self.round = Some(Round {
+            started: now,
+            step: 0,
+        });
+        self.next_round = None;
+        let mut out = Vec::new();
+        if call {
+            self.calls_sent += 1;
+            out.push(Send::CallMeMaybe);
+        }
+        out.extend(self.round_step(now));
+        out
+    }
+
+    /// Sends the round's due steps; ends the round when it is over.
+    fn round_step(&mut self, now: Instant) -> Vec<Send> {
+        let Some(mut r) = self.round else {
+            return Vec::new();
+        };
+        let elapsed = now.saturating_duration_since(r.started);
+        let found = self.trusted_best(now).is_some();
+        if (found && elapsed >= ROUND_AT_LEAST) || (r.step >= BURST.len() && elapsed >= ROUND_FOR) {
+            self.round = None;
+            if !found {
+                let wait = BACKOFF[self.failed_rounds.min(BACKOFF.len() - 1)];
+                self.failed_rounds += 1;
+                self.next_round = Some(now + wait);
+            }
+            return Vec::new();
+        }
+        if BURST.get(r.step).is_none_or(|at| *at > elapsed) {
+            return Vec::new();
+        }
+        // Skip steps that are already past (a late wake-up sends one step, not several).
+        while r.step < BURST.len() && BURST[r.step] <= elapsed {
+            r.step += 1;
+        }
+        self.round = Some(r);
+        self.paths
+            .iter()
+            .filter(|p| !p.trusted(now))
+            .map(|p| Send::Ping(p.endpoint.addr))
+            .collect()
+    }
+
+    /// Does what is due at `now`: round steps, heartbeats, the fall-back when the path in use
+    /// stops answering, retries while traffic waits.
+    pub fn poll(&mut self, now: Instant) -> Vec<Send> {
+        let mut out = Vec::new();
+        if let Some(b) = self.best {
+            if !self.path(b).is_some_and(|p| p.trusted(now)) {
+                // The path in use stopped answering: the relay carries the traffic again.
+                self.best = None;
+                self.lost = true;
+                if let Some(c) = self.choose(now) {
+                    self.best = Some(c);
+                }
+                if self.best.is_none() && self.active(now) && self.round.is_none() {
+                    self.next_round = Some(now);
+                    self.failed_rounds = 0;
+                }
+            }
+        }
+        let active = self.active(now);
+        if self.round.is_none() && active && self.next_round.is_some_and(|t| now >= t) {
+            out.extend(self.start_round(now, true));
+        } else {
+            out.extend(self.round_step(now));
+        }
+        if active {
+            if let Some(b) = self.trusted_best(now) {
+                if self.heartbeat_due(now, b) && !out.contains(&Send::Ping(b)) {
+                    out.push(Send::Ping(b));
+                }
+                let upgrade_due = self
+                    .last_upgrade
+                    .is_none_or(|t| now.saturating_duration_since(t) >= UPGRADE_EVERY);
+                if self.round.is_none() && upgrade_due {
+                    if self.last_upgrade.is_some() {
+                        for p in self.paths.iter().filter(|p| p.endpoint.addr != b) {
+                            out.push(Send::Ping(p.endpoint.addr));
+                        }
+                    }
+                    self.last_upgrade = Some(now);
+                }
+            }
+        }
+        out
+    }
+
+    fn heartbeat_due(&self, now: Instant, addr: SocketAddr) -> bool {
+        let Some(p) = self.path(addr) else {
+            return false;
+        };
+        let since =
+            |t: Option<Instant>| t.map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+        let late = since(p.last_pong) >= HEARTBEAT + HEARTBEAT_LATE;
+        since(p.last_ping) >= if late { HEARTBEAT_LATE } else { HEARTBEAT }
+    }
+
+    /// When [`Discovery::poll`] has something to do next, after `now` (the caller has just
+    /// polled at `now`).
+    pub fn next_wake(&self, now: Instant) -> Option<Instant> {
+        let mut at: Option<Instant> = None;
+        let mut at_least = |t: Instant| {
+            if t > now {
+                at = Some(at.map_or(t, |a: Instant| a.min(t)));
+            }
+        };
+        if let Some(r) = self.round {
+            match BURST.get(r.step) {
+                Some(d) => at_least(r.started + *d),
+                None => at_least(r.started + ROUND_FOR),
+            }
+            if self.best.is_some() {
+                at_least(r.started + ROUND_AT_LEAST);
+            }
+        }
+        let active_until = self.active_until;
+        if let Some(until) = active_until {
+            if let Some(t) = self.next_round {
+                if t < until {
+                    at_least(t);
+                }
+            }
+            if let Some(p) = self.best.and_then(|b| self.path(b)) {
+                if let (Some(ping), Some(pong)) = (p.last_ping, p.last_pong) {
+                    let late = pong + HEARTBEAT + HEARTBEAT_LATE;
+                    let next = (ping + HEARTBEAT).min(late.max(ping + HEARTBEAT_LATE));
+                    if next < until {
+                        at_least(next);
+                    }
+                }
+                if let Some(t) = self.last_upgrade {
+                    if t + UPGRADE_EVERY < until {
+                        at_least(t + UPGRADE_EVERY);
+                    }
+                }
+            }
+        }
+        if let Some(pong) = self
+            .best
+            .and_then(|b| self.path(b))
+            .and_then(|p| p.last_pong)
+        {
+            // The moment the path in use stops being trusted.
+            at_least(pong + TRUST);
+        }
+        at
+    }
+
+    /// Picks the best trusted path: the same LAN over anything else, then IPv6 over IPv4 when
+    /// their RTTs are close, then the lowest RTT; the path in use stays unless another is
+    /// clearly better. Returns the new best if it changed.
+    fn choose(&mut self, now: Instant) -> Option<SocketAddr> {
+        let score = |p: &PathInfo| -> (u8, f64) {
+            let lan = p.endpoint.kind == EndpointKind::Local && is_private(p.endpoint.addr.ip());
+            let rtt = p.rtt.unwrap_or(TRUST).as_secs_f64() * 1000.0;
+            // IPv6 wins over IPv4 within 10% (no NAT on the way, usually).
+            let rtt = if p.endpoint.addr.is_ipv6() {
+                rtt * 0.9
+            } else {
+                rtt
+            };
+            (u8::from(!lan), rtt)
+        };
+        let candidate = self
+            .paths
+            .iter()
+            .filter(|p| p.trusted(now))
+            .min_by(|a, b| {
+                let (sa, sb) = (score(a), score(b));
+                sa.0.cmp(&sb.0).then(sa.1.total_cmp(&sb.1))
+            })?;
+        let new = candidate.endpoint.addr;
+        let current = self
+            .best
+            .and_then(|b| self.path(b))
+            .filter(|p| p.trusted(now));
+        if let Some(cur) = current {
+            if cur.endpoint.addr == new {
+                return None;
+            }
+            let (sc, sn) = (score(cur), score(candidate));
+            let clearly_better = sn.0 < sc.0 || (sn.0 == sc.0 && sn.1 < sc.1 * SWITCH_RATIO - 1.0);
+            if !clearly_better {
+                return None;
+            }
+        }
+        self.best = Some(new);
+        Some(new)
+    }
+
+    /// Why there is no trusted direct path (none when there is one, or nothing was tried).
+    pub fn reason(&self, now: Instant) -> Option<PathReason> {
+        if self.trusted_best(now).is_some() {
+            return None;
+        }
+        if self.lost {
+            return Some(PathReason::Lost);
+        }
+        if self.paths.is_empty() {
+            return Some(PathReason::NoCandidates);
+        }
+        if self.pings_sent == 0 {
+            return None;
+        }
+        let just_pinged = self
+            .last_ping
+            .is_some_and(|t| now.saturating_duration_since(t) < PONG_WAIT);
+        if (self.round.is_some() && self.failed_rounds == 0) || just_pinged {
+            return Some(PathReason::Trying {
+                pings: self.pings_sent,
+            });
+        }
+        if self.pings_received > 0 {
+            return Some(PathReason::OneWay {
+                pings: self.pings_sent,
+                pings_received: self.pings_received,
+            });
+        }
+        Some(PathReason::NoAnswer {
+            pings: self.pings_sent,
+        })
+    }
+
+    /// What each candidate has shown.
+    pub fn candidates(&self, now: Instant) -> Vec<CandidateStatus> {
+        self.paths
+            .iter()
+            .map(|p| CandidateStatus {
+                endpoint: p.endpoint,
+                rtt: p.rtt,
+                trusted: p.trusted(now),
+                pings_sent: p.pings,
+                pongs: p.pongs,
+            })
+            .collect()
+    }
+}
+
+/// Private (RFC 1918, ULA) addresses: a path to one is a path within a LAN.
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(s: &str, kind: EndpointKind) -> Endpoint {
+        Endpoint::new(s.parse().unwrap(), kind)
+    }
+
+    fn pings(sends: &[Send]) -> Vec<SocketAddr> {
+        sends
+            .iter()
+            .filter_map(|s| match s {
+                Send::Ping(a) => Some(*a),
+                Send::CallMeMaybe => None,
+            })
+            .collect()
+    }
+
+    /// Sends the pings as the engine would, with ids 0, 1, 2…, returning the ids by address.
+    fn send(
+        d: &mut Discovery,
+        now: Instant,
+        sends: &[Send],
+        n: &mut u8,
+    ) -> Vec<(SocketAddr, TxId)> {
+        pings(sends)
+            .into_iter()
+            .map(|a| {
+                *n += 1;
+                let tx = TxId([*n; 12]);
+                d.ping_sent(now, a, tx);
+                (a, tx)
+            })
+            .collect()
+    }
+
+    const OBS: &str = "192.0.2.99:1";
+
+    #[test]
+    fn traffic_starts_a_round_that_calls_and_pings_every_candidate_in_a_burst() {
+        let t0 = Instant::now();
+        let mut d = Discovery::new();
+        let lan = ep("10.0.0.2:41641", EndpointKind::Local);
+        let wan = ep("198.51.100.7:2000", EndpointKind::Stun);
+        d.set_candidates(t0, &[lan, wan]);
+        assert!(d.poll(t0).is_empty(), "no traffic, no pings");
+        assert_eq!(d.next_wake(t0), None, "an idle peer has no timer");
+        let s = d.note_traffic(t0);
+        assert_eq!(s[0], Send::CallMeMaybe);
+        assert_eq!(pings(&s), [lan.addr, wan.addr]);
+        let mut n = 0;
+        send(&mut d, t0, &s, &mut n);
+        let mut sent_at = vec![Duration::ZERO];
+        let mut now = t0;
+        while let Some(w) = d.next_wake(now) {
+            if w > t0 + ROUND_FOR {
+                break;
+            }
+            now = w;
+            let s = d.poll(now);
+            if !send(&mut d, now, &s, &mut n).is_empty() {
+                sent_at.push(now - t0);
+            }
+        }
+        assert_eq!(
+            now - t0,
+            ROUND_FOR,
+            "the round ends a second after its last ping"
+        );
+        assert_eq!(sent_at, BURST.to_vec(), "one ping per step, none answered");
+        assert_eq!(
+            d.reason(now),
+            Some(PathReason::NoAnswer { pings: 18 }),
+            "{:?}",
+            d
+        );
+        // Backoff: the next round is 5 s later, and a quiet peer has no timer.
+        assert_eq!(d.next_wake(now), Some(now + BACKOFF[0]));
+        let s = d.poll(now + BACKOFF[0]);
+        assert_eq!(
+            s.first(),
+            Some(&Send::CallMeMaybe),
+            "tried again while traffic waits"
+        );
+        // Once the traffic has stopped for ACTIVE_FOR, nothing more is tried.
+        let mut now = now + BACKOFF[0];
+        while let Some(w) = d.next_wake(now) {
+            now = w;
+            d.poll(now);
+            assert!(now < t0 + ACTIVE_FOR, "woke at {:?}", now - t0);
+        }
+    }
+
+    #[test]
+    fn a_pong_makes_the_path_direct_and_heartbeats_keep_it_then_loss_falls_back_within_trust() {
+        let t0 = Instant::now();
+        let mut d = Discovery::new();
+        let wan = ep("198.51.100.7:2000", EndpointKind::Stun);
+        d.set_candidates(t0, &[wan]);
+        let mut n = 0;
+        let s = d.note_traffic(t0);
+        let ids = send(&mut d, t0, &s, &mut n);
+        let rtt = Duration::from_millis(40);
+        assert_eq!(
+            d.pong(t0 + rtt, wan.addr, ids[0].1, OBS.parse().unwrap()),
+            Some(wan.addr)
+        );
+        assert_eq!(d.trusted_best(t0 + rtt), Some(wan.addr));
+        assert_eq!(d.best_info(), Some((EndpointKind::Stun, Some(rtt))));
+        assert_eq!(d.observed_self(), Some(OBS.parse().unwrap()));
+        // Keep the traffic going and answer every ping: the path stays for a minute.
+        let mut now = t0 + rtt;
+        let end = t0 + Duration::from_secs(60);
+        while now < end {
+            now = d.next_wake(now).unwrap().min(end);
+            d.note_traffic(now);
+            let s = d.poll(now);
+            for (a, tx) in send(&mut d, now, &s, &mut n) {
+                d.pong(now + rtt, a, tx, OBS.parse().unwrap());
+            }
+            assert_eq!(d.trusted_best(now), Some(wan.addr), "at {:?}", now - t0);
+        }
+        // Now nothing answers: the path is left within TRUST of the last pong.
+        let last_pong = now + rtt;
+        loop {
+            now = d.next_wake(now).unwrap();
+            d.note_traffic(now);
+            let s = d.poll(now);
+            send(&mut d, now, &s, &mut n);
+            if d.trusted_best(now).is_none() {
+                break;
+            }
+        }
+        assert!(now - last_pong <= TRUST, "{:?}", now - last_pong);
+        assert_eq!(d.reason(now), Some(PathReason::Lost));
+        assert!(d.round.is_some(), "a new round starts at once");
+    }
+
+    #[test]
+    fn a_pong_from_another_address_than_pinged_proves_nothing() {
+        let t0 = Instant::now();
+        let mut d = Discovery::new();
+        let wan = ep("198.51.100.7:2000", EndpointKind::Stun);
+        d.set_candidates(t0, &[wan]);
+        let mut n = 0;
+        let s = d.note_traffic(t0);
+        let ids = send(&mut d, t0, &s, &mut n);
+        let other: SocketAddr = "198.51.100.7:2001".parse().unwrap();
+        assert_eq!(d.pong(t0, other, ids[0].1, OBS.parse().unwrap()), None);
+        assert_eq!(
+            d.pong(t0, wan.addr, TxId([200; 12]), OBS.parse().unwrap()),
+            None
+        );
+        assert_eq!(d.trusted_best(t0), None);
+    }
+
+    #[test]
+    fn the_lan_wins_and_a_nearly_equal_path_does_not_take_over() {
+        let t0 = Instant::now();
+        let mut d = Discovery::new();
+        let lan = ep("10.0.0.2:41641", EndpointKind::Local);
+        let a = ep("198.51.100.7:2000", EndpointKind::Stun);
+        let b = ep("203.0.113.9:2000", EndpointKind::Stun);
+        d.set_candidates(t0, &[a, b, lan]);
+        let mut n = 0;
+        let s = d.note_traffic(t0);
+        let ids = send(&mut d, t0, &s, &mut n);
+        let obs = OBS.parse().unwrap();
+        let tx = |addr: SocketAddr| ids.iter().find(|(x, _)| *x == addr).unwrap().1;
+        let ms = Duration::from_millis;
+        assert_eq!(d.pong(t0 + ms(20), a.addr, tx(a.addr), obs), Some(a.addr));
+        // 18 ms is not clearly better than 20 ms: stay.
+        assert_eq!(d.pong(t0 + ms(18), b.addr, tx(b.addr), obs), None);
+        // The LAN is better even when slower.
+        assert_eq!(
+            d.pong(t0 + ms(30), lan.addr, tx(lan.addr), obs),
+            Some(lan.addr)
+        );
+    }
+
+    #[test]
+    fn a_ping_from_an_unknown_address_becomes_a_peer_reflexive_candidate_pinged_back() {
+        let t0 = Instant::now();
+        let mut d = Discovery::new();
+        let from: SocketAddr = "203.0.113.5:31000".parse().unwrap();
+        assert_eq!(d.ping_received(t0, from), [Send::Ping(from)]);
+        let c = d.candidates(t0);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].endpoint.kind, EndpointKind::PeerReflexive);
+        let mut n = 0;
+        send(&mut d, t0, &[Send::Ping(from)], &mut n);
+        assert!(
+            d.ping_received(t0, from).is_empty(),
+            "not twice within the gap"
+        );
+        assert_eq!(d.reason(t0), Some(PathReason::Trying { pings: 1 }));
+        assert_eq!(
+            d.reason(t0 + PONG_WAIT),
+            Some(PathReason::OneWay {
+                pings: 1,
+                pings_received: 2
+            }),
+            "its pings arrive, ours are not answered"
+        );
+    }
+
+    #[test]
+    fn a_call_starts_pinging_its_endpoints_at_once_but_not_on_every_call() {
+        let t0 = Instant::now();
+        let mut d = Discovery::new();
+        let e = ep("198.51.100.7:2000", EndpointKind::Stun);
+        let s = d.called(t0, &[e]);
+        assert_eq!(s, [Send::Ping(e.addr)], "the callee does not call back");
+        assert!(d.called(t0 + Duration::from_millis(10), &[e]).is_empty());
+        assert!(d.next_wake(t0).is_some(), "the burst continues");
+    }
+}
