@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: cargo xtask natlab [--profiles P,P,…] [--loss PCT] [--delay MS] \
-                     [--jitter MS] [--full] [--strict] [--out FILE]\n       \
+                     [--jitter MS] [--hold S] [--full] [--strict] [--out FILE]\n       \
                      cargo xtask natlab --shell PROFILE_A PROFILE_B";
 
 struct Options {
@@ -19,6 +19,8 @@ struct Options {
     impair: Impairment,
     full: bool,
     strict: bool,
+    /// How long each settled path is watched for changes.
+    hold: Duration,
     out: std::path::PathBuf,
     shell: Option<(Profile, Profile)>,
 }
@@ -29,6 +31,7 @@ fn parse(args: &[&str]) -> Result<Options> {
         impair: Impairment::default(),
         full: false,
         strict: false,
+        hold: RunOptions::default().hold,
         out: root().join("target/natlab.md"),
         shell: None,
     };
@@ -60,6 +63,14 @@ fn parse(args: &[&str]) -> Result<Options> {
             "--delay" => o.impair.delay = ms(it.next(), "--delay")?,
             "--jitter" => o.impair.jitter = ms(it.next(), "--jitter")?,
             "--full" => o.full = true,
+            "--hold" => {
+                let secs: u64 = it
+                    .next()
+                    .context("--hold needs seconds")?
+                    .parse()
+                    .context("--hold: not a number of seconds")?;
+                o.hold = Duration::from_secs(secs);
+            }
             "--strict" => o.strict = true,
             "--out" => o.out = it.next().context("--out needs a file")?.into(),
             "--shell" => {
@@ -121,7 +132,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     let mut failures = 0;
     for (title, cases, impair) in grids {
         let t0 = Instant::now();
-        let outcomes = run_all(&cases, impair);
+        let outcomes = run_all(&cases, impair, o.hold);
         let mut table = String::new();
         if let Some(ps) = grid_profiles.as_ref() {
             table.push_str(&nat_matrix::grid_markdown(ps, &outcomes));
@@ -137,7 +148,12 @@ pub fn run(args: &[&str]) -> Result<()> {
             .iter()
             .filter(|c| {
                 c.verdict == Verdict::NoConnectivity
-                    || (o.strict && c.verdict == Verdict::WorseThanExpected)
+                    || (o.strict
+                        && (c.flaps > 0
+                            || !matches!(
+                                c.verdict,
+                                Verdict::DirectAsExpected | Verdict::RelayedAsExpected
+                            )))
             })
             .count();
         failures += cases.len() - outcomes.len();
@@ -151,9 +167,10 @@ pub fn run(args: &[&str]) -> Result<()> {
 }
 
 /// Runs the cases two labs at a time; a run that failed is said and left out.
-fn run_all(cases: &[Case], impair: Impairment) -> Vec<Outcome> {
+fn run_all(cases: &[Case], impair: Impairment, hold: Duration) -> Vec<Outcome> {
     let opts = RunOptions {
         impair,
+        hold,
         ..RunOptions::default()
     };
     let results = nat_matrix::run_all(cases, &opts, 2);

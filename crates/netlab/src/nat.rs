@@ -226,7 +226,15 @@ impl Profile {
             "    iifname \"{lan}\" oifname \"{lan}\" ct status dnat accept\n"
         ));
         r.push_str(&format!("    iifname \"{wan}\" ct status dnat accept\n"));
-        r.push_str("  }\n}\n");
+        r.push_str("  }\n");
+        // Unsolicited UDP for the router itself is dropped, as home routers do: before its
+        // connection-tracking entry is confirmed, so it cannot take the tuple a later outbound
+        // mapping needs (that clash made Linux pick another port: two port-restricted cones
+        // punching at once never met).
+        r.push_str("  chain input {\n    type filter hook input priority filter; policy accept;\n");
+        r.push_str(&format!(
+            "    iifname \"{wan}\" meta l4proto udp ct state new drop\n  }}\n}}\n"
+        ));
         Some(r)
     }
 

@@ -9,8 +9,9 @@
 //! - one side (A) maps endpoint-independently and filters by address at most (EIF, ADF): B's
 //!   packets come from a new port of the address A sent to, A lets them in and answers there
 //!   from its one mapping, which B sent to: direct;
-//! - one side filters endpoint-independently and the other by address at most: the first
-//!   lets anything in, its answers come from the address the other sent to: direct;
+//! - one side filters endpoint-independently: it lets the other's pings to its STUN mapping
+//!   in, and its answers leave through that same mapping (the router tracks the exchange), from
+//!   the very address the other sent to, whatever the other's NAT: direct;
 //! - anything else (both address-dependent mappings with port or address filters, a symmetric
 //!   NAT against a port-restricted one, UDP blocked): relayed.
 //!
@@ -110,12 +111,11 @@ fn pair_expect(a: Option<(Mapping, Filtering)>, b: Option<(Mapping, Filtering)>)
     let loose = |f: Filtering| f != Filtering::Adpf;
     let both_eim = ma == Mapping::Eim && mb == Mapping::Eim;
     let eim_and_loose = |m: Mapping, f: Filtering| m == Mapping::Eim && loose(f);
-    let eif_and_loose = |f: Filtering, other: Filtering| f == Filtering::Eif && loose(other);
     let direct = both_eim
         || eim_and_loose(ma, fa)
         || eim_and_loose(mb, fb)
-        || eif_and_loose(fa, fb)
-        || eif_and_loose(fb, fa);
+        || fa == Filtering::Eif
+        || fb == Filtering::Eif;
     if direct {
         Path::Direct
     } else {
@@ -197,6 +197,10 @@ pub struct Outcome {
     pub seconds_to_ping: Option<f64>,
     /// Seconds from both nodes up to the final path.
     pub seconds_to_path: Option<f64>,
+    /// How often the path changed while it was watched with traffic after settling.
+    pub flaps: u32,
+    /// How long it was watched.
+    pub held_for: Duration,
     pub a: Seen,
     pub b: Seen,
 }
@@ -207,8 +211,11 @@ pub struct RunOptions {
     pub impair: Impairment,
     /// How long to wait for the first ping over the tunnel.
     pub connect_timeout: Duration,
-    /// How long to wait for a direct path once connected, when one is expected.
+    /// How long to keep traffic flowing for a direct path once connected (a relayed path is
+    /// watched this long too: it must not turn direct where none is expected).
     pub settle_timeout: Duration,
+    /// How long the settled path is then watched, with traffic, for changes (flapping).
+    pub hold: Duration,
 }
 
 impl Default for RunOptions {
@@ -216,7 +223,9 @@ impl Default for RunOptions {
         RunOptions {
             impair: Impairment::default(),
             connect_timeout: Duration::from_secs(30),
-            settle_timeout: Duration::from_secs(15),
+            // Longer than a discovery round (6 s).
+            settle_timeout: Duration::from_secs(10),
+            hold: Duration::from_secs(30),
         }
     }
 }
@@ -355,26 +364,32 @@ pub fn run(case: &Case, opts: &RunOptions) -> Result<Outcome, String> {
     let expected = case.expected();
     let mut seconds_to_path = seconds_to_ping;
     let (mut a, mut b) = (seen(lab, "a"), seen(lab, "b"));
+    let mut flaps = 0;
+    let mut held_for = Duration::ZERO;
     if seconds_to_ping.is_some() {
-        let settle = Instant::now();
-        // Keep traffic flowing while the path may still improve.
-        while path_of(&a) != Some(Path::Direct) || path_of(&b) != Some(Path::Direct) {
-            if expected != Path::Direct || settle.elapsed() >= opts.settle_timeout {
-                break;
-            }
+        // Keep traffic flowing while the path may still improve (a relayed path is given the
+        // whole time: it must not turn direct where none is expected).
+        seconds_to_path = Some(settle(lab, (addr_a, addr_b), opts.settle_timeout, started));
+        (a, b) = (seen(lab, "a"), seen(lab, "b"));
+        // Then watch it with traffic: it must stay as it is.
+        let mut was = both(&a, &b);
+        let hold = Instant::now();
+        while hold.elapsed() < opts.hold {
             ping_once(lab, "a", addr_b);
-            (a, b) = (seen(lab, "a"), seen(lab, "b"));
-            seconds_to_path = Some(started.elapsed().as_secs_f64());
+            ping_once(lab, "b", addr_a);
+            let now = both(&seen(lab, "a"), &seen(lab, "b"));
+            if now != was {
+                flaps += 1;
+                eprintln!("{case}: the path changed while held: {was:?} → {now:?}");
+                was = now;
+            }
+            std::thread::sleep(Duration::from_millis(300));
         }
-    }
-    if seconds_to_ping.is_some() {
+        held_for = hold.elapsed();
+        (a, b) = (seen(lab, "a"), seen(lab, "b"));
         a.rtt_ms = rtt(lab, "a", addr_b);
     }
-    let observed = seconds_to_ping.and_then(|_| match (path_of(&a), path_of(&b)) {
-        (Some(Path::Direct), Some(Path::Direct)) => Some(Path::Direct),
-        (Some(_), Some(_)) => Some(Path::Relayed),
-        _ => None,
-    });
+    let observed = seconds_to_ping.and_then(|_| both(&a, &b));
     let verdict = match (expected, observed) {
         (_, None) => Verdict::NoConnectivity,
         (Path::Direct, Some(Path::Direct)) => Verdict::DirectAsExpected,
@@ -393,16 +408,82 @@ pub fn run(case: &Case, opts: &RunOptions) -> Result<Outcome, String> {
         verdict,
         seconds_to_ping,
         seconds_to_path,
+        flaps,
+        held_for,
         a,
         b,
     })
 }
 
+/// The path both sides agree on: direct only when both are direct.
+fn both(a: &Seen, b: &Seen) -> Option<Path> {
+    match (path_of(a), path_of(b)) {
+        (Some(Path::Direct), Some(Path::Direct)) => Some(Path::Direct),
+        (Some(_), Some(_)) => Some(Path::Relayed),
+        _ => None,
+    }
+}
+
+/// Pings both ways until both sides are direct or `timeout` passes; the seconds since
+/// `started` when it ended.
+fn settle(lab: &Lab, (addr_a, addr_b): (&str, &str), timeout: Duration, started: Instant) -> f64 {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        ping_once(lab, "a", addr_b);
+        ping_once(lab, "b", addr_a);
+        if both(&seen(lab, "a"), &seen(lab, "b")) == Some(Path::Direct) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed().as_secs_f64()
+}
+
+/// Runs `case` until direct, then flushes the connection tracking (every mapping) of a's
+/// router, as a router reboot or `conntrack -F` does, and measures how long until both sides
+/// are direct again while pings flow. The seconds, or why it did not recover within `within`.
+pub fn recovery_after_flush(case: &Case, within: Duration) -> Result<f64, String> {
+    let running = start(case, Impairment::default())?;
+    let (lab, addr_a, addr_b) = (&running.lab, &running.addr_a, &running.addr_b);
+    settle(
+        lab,
+        (addr_a, addr_b),
+        Duration::from_secs(30),
+        running.up_at,
+    );
+    if both(&seen(lab, "a"), &seen(lab, "b")) != Some(Path::Direct) {
+        return Err(format!("{case}: never direct before the flush"));
+    }
+    let router = crate::natlab::Plan::router(0);
+    lab.run_ok(&router, &["conntrack", "-F"], Duration::from_secs(10))
+        .map_err(|e| format!("conntrack -F in {router}: {e}"))?;
+    let flushed = Instant::now();
+    let mut lost_direct = false;
+    while flushed.elapsed() < within {
+        ping_once(lab, "a", addr_b);
+        ping_once(lab, "b", addr_a);
+        match both(&seen(lab, "a"), &seen(lab, "b")) {
+            Some(Path::Direct) if lost_direct || flushed.elapsed() > Duration::from_secs(6) => {
+                return Ok(flushed.elapsed().as_secs_f64());
+            }
+            Some(Path::Direct) => {}
+            _ => lost_direct = true,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!(
+        "{case}: not direct again {} s after the flush: a {:?}, b {:?}",
+        within.as_secs(),
+        seen(lab, "a"),
+        seen(lab, "b")
+    ))
+}
+
 /// The results as a Markdown table, with the count of each verdict.
 pub fn markdown(outcomes: &[Outcome]) -> String {
     let mut s = String::from(
-        "| case | expected | observed | verdict | to ping (s) | to path (s) | a's endpoint or relay | RTT (ms) | a's reason |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| case | expected | observed | verdict | to ping (s) | to path (s) | changes in hold | a's endpoint or relay | RTT (ms) | a's reason |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for o in outcomes {
         let secs = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.2}"));
@@ -412,13 +493,15 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
             _ => "–".into(),
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} in {} s | {} | {} | {} |\n",
             o.case,
             o.expected,
             o.observed.map_or("none".into(), |p| p.to_string()),
             o.verdict,
             secs(o.seconds_to_ping),
             secs(o.seconds_to_path),
+            o.flaps,
+            o.held_for.as_secs(),
             via,
             o.a.rtt_ms.map_or("–".into(), |r| format!("{r:.1}")),
             o.a.reason.as_deref().unwrap_or("–").replace('|', "/"),
@@ -529,7 +612,8 @@ mod tests {
             ("port-restricted-cone", "symmetric", Relayed),
             ("symmetric", "symmetric", Relayed),
             ("adm-eif", "adpm-adf", Direct),
-            ("adm-eif", "adpm-adpf", Relayed),
+            ("adm-eif", "adpm-adpf", Direct),
+            ("adm-adf", "adpm-adpf", Relayed),
             ("adm-adf", "adm-adf", Relayed),
             ("public", "symmetric", Direct),
             ("udp-blocked", "full-cone", Relayed),
@@ -568,6 +652,8 @@ mod tests {
             verdict,
             seconds_to_ping: Some(0.1),
             seconds_to_path: Some(0.2),
+            flaps: 0,
+            held_for: Duration::from_secs(30),
             a: Seen::default(),
             b: Seen::default(),
         };
