@@ -1,6 +1,6 @@
 //! `pinhole status` as a table, like `tailscale status`: this node, then one line per peer with
-//! its address, whether it is online, its path (`direct 198.51.100.7:41641` / `relayed via
-//! REGION`), RTT, traffic and last handshake.
+//! its address, whether it is online, its path (`direct 198.51.100.7:41641 (stun)` with the
+//! kind of the candidate / `relayed via REGION`), RTT, traffic and last handshake.
 
 use pinhole_proto::ipc::{Connection, PeerStatus, State, Status};
 use std::fmt::Write as _;
@@ -33,7 +33,10 @@ pub fn bytes(n: u64) -> String {
 
 fn path(p: &PeerStatus) -> String {
     match p.connection {
-        Connection::Direct => format!("direct {}", p.endpoint.as_deref().unwrap_or("?")),
+        Connection::Direct => match p.endpoint_kind {
+            Some(k) => format!("direct {} ({k})", p.endpoint.as_deref().unwrap_or("?")),
+            None => format!("direct {}", p.endpoint.as_deref().unwrap_or("?")),
+        },
         Connection::Relayed => format!("relayed via {}", p.relay.as_deref().unwrap_or("?")),
         Connection::Connecting => "connecting".to_string(),
         Connection::Idle => match p.relay.as_deref() {
@@ -164,7 +167,10 @@ mod tests {
             login: None,
             self_node: None,
             peers: vec![
-                peer("server", Connection::Direct),
+                PeerStatus {
+                    endpoint_kind: Some(pinhole_proto::ipc::EndpointKind::PeerReflexive),
+                    ..peer("server", Connection::Direct)
+                },
                 peer("phone", Connection::Relayed),
                 peer("old", Connection::Offline),
                 peer("nas", Connection::Idle),
@@ -173,7 +179,10 @@ mod tests {
         let t = render(&s);
         assert!(t.contains("idle (last via fra)"), "{t}");
         assert!(t.starts_with("state: connected\n"), "{t}");
-        assert!(t.contains("direct 198.51.100.7:41641"));
+        assert!(
+            t.contains("direct 198.51.100.7:41641 (peer-reflexive)"),
+            "{t}"
+        );
         assert!(t.contains("relayed via fra"));
         assert!(t.contains("1.5 KiB"));
         assert!(t.contains("12 B"));

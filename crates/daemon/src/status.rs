@@ -115,19 +115,19 @@ pub fn why_not_direct(e: &EnginePeer, nat: &Nat, peer_endpoints: &[Endpoint]) ->
             "both sides are behind NATs that change the port for every destination".into()
         }
         Some(PathReason::NoAnswer { pings }) if hard_here => format!(
-            "this network's NAT changes the port for every destination, and the peer's NAT              drops what it did not send to ({pings} pings unanswered)"
+            "this network's NAT changes the port for every destination, and the peer's NAT drops what it did not send to ({pings} pings unanswered)"
         ),
         Some(PathReason::NoAnswer { pings }) if hard_there => format!(
-            "the peer's NAT changes the port for every destination, and this network's NAT              drops what it did not send to ({pings} pings unanswered)"
+            "the peer's NAT changes the port for every destination, and this network's NAT drops what it did not send to ({pings} pings unanswered)"
         ),
         Some(PathReason::NoAnswer { pings }) => format!(
-            "peer's pings never arrived, and none of our {pings} pings was answered: a              firewall or NAT on the way drops them"
+            "peer's pings never arrived, and none of our {pings} pings was answered: a firewall or NAT on the way drops them"
         ),
         Some(PathReason::OneWay {
             pings,
             pings_received,
         }) => format!(
-            "the peer's pings arrive ({pings_received}), but none of our {pings} pings was              answered: its NAT or firewall drops what we send"
+            "the peer's pings arrive ({pings_received}), but none of our {pings} pings was answered: its NAT or firewall drops what we send"
         ),
         None => match e.endpoint {
             Some(ep) => format!("no direct path: {ep} does not answer over UDP"),
@@ -525,6 +525,64 @@ mod tests {
         assert_eq!(
             s.peers[1].path_reason.as_deref(),
             Some("relay fra unreachable: connection refused")
+        );
+    }
+
+    #[test]
+    fn reasons_say_what_discovery_and_netcheck_saw() {
+        let ep = |s: &str| -> Endpoint { s.parse().unwrap() };
+        let with = |reason| EnginePeer {
+            reason: Some(reason),
+            ..engine_peer(2, None)
+        };
+        let easy = Nat {
+            mapping_varies_by_dest: Some(false),
+            udp: Some(true),
+        };
+        let hard = Nat {
+            mapping_varies_by_dest: Some(true),
+            udp: Some(true),
+        };
+        let blocked = Nat {
+            mapping_varies_by_dest: None,
+            udp: Some(false),
+        };
+        let peer_hard = [
+            ep("10.0.0.2:41641 local"),
+            ep("198.51.100.7:20001 stun"),
+            ep("198.51.100.7:20002 stun"),
+        ];
+        let peer_easy = [ep("10.0.0.2:41641 local"), ep("198.51.100.7:41641 stun")];
+        let no_answer = with(PathReason::NoAnswer { pings: 38 });
+        assert_eq!(
+            why_not_direct(&no_answer, &blocked, &peer_easy),
+            "UDP blocked on this network"
+        );
+        assert_eq!(
+            why_not_direct(&no_answer, &hard, &peer_hard),
+            "both sides are behind NATs that change the port for every destination"
+        );
+        assert!(why_not_direct(&no_answer, &easy, &peer_hard)
+            .starts_with("the peer's NAT changes the port for every destination"));
+        assert!(why_not_direct(&no_answer, &hard, &peer_easy)
+            .starts_with("this network's NAT changes the port for every destination"));
+        assert_eq!(
+            why_not_direct(&no_answer, &easy, &peer_easy),
+            "peer's pings never arrived, and none of our 38 pings was answered: a firewall or \
+             NAT on the way drops them"
+        );
+        let one_way = with(PathReason::OneWay {
+            pings: 5,
+            pings_received: 3,
+        });
+        assert!(why_not_direct(&one_way, &easy, &peer_easy).contains("pings arrive (3)"));
+        assert_eq!(
+            why_not_direct(&with(PathReason::Lost), &easy, &peer_easy),
+            "the direct path stopped answering; trying again"
+        );
+        assert_eq!(
+            why_not_direct(&with(PathReason::NoCandidates), &easy, &[]),
+            "the peer published no endpoints to try"
         );
     }
 }

@@ -439,6 +439,68 @@ fn settle(lab: &Lab, (addr_a, addr_b): (&str, &str), timeout: Duration, started:
     started.elapsed().as_secs_f64()
 }
 
+/// How one pair of nodes met, from the moment both were up.
+#[derive(Debug, Clone, Copy)]
+pub struct Meeting {
+    /// Seconds to the first ping answered over the tunnel (whatever the path).
+    pub first_packet: f64,
+    /// Seconds until both sides had a direct path, if they got one within the deadline.
+    pub direct: Option<f64>,
+    /// Disco pings both sides had sent by then (all candidates).
+    pub pings: u64,
+}
+
+/// Starts `case`'s lab and measures how its nodes meet: pings from a every few tens of
+/// milliseconds from the moment both are up, the status of both watched, until both are
+/// direct or `deadline` passes.
+pub fn meet(case: &Case, impair: Impairment, deadline: Duration) -> Result<Meeting, String> {
+    let running = start(case, impair)?;
+    let (lab, addr_a, addr_b) = (&running.lab, &running.addr_a, &running.addr_b);
+    let up = running.up_at;
+    let mut first_packet = None;
+    let pings_sent = |st: &serde_json::Value| -> u64 {
+        st["peers"][0]["candidates"].as_array().map_or(0, |c| {
+            c.iter().filter_map(|c| c["pings_sent"].as_u64()).sum()
+        })
+    };
+    while up.elapsed() < deadline {
+        let answered = lab
+            .run(
+                "a",
+                &["ping", "-c", "1", "-W", "0.5", addr_b],
+                Duration::from_secs(5),
+            )
+            .is_ok_and(|o| o.status.success());
+        if answered && first_packet.is_none() {
+            first_packet = Some(up.elapsed().as_secs_f64());
+        }
+        let (sa, sb) = (mesh::status_json(lab, "a"), mesh::status_json(lab, "b"));
+        let direct = |st: &serde_json::Value| st["peers"][0]["connection"] == "direct";
+        if let Some(first) = first_packet.filter(|_| direct(&sa) && direct(&sb)) {
+            return Ok(Meeting {
+                first_packet: first,
+                direct: Some(up.elapsed().as_secs_f64()),
+                pings: pings_sent(&sa) + pings_sent(&sb),
+            });
+        }
+        // b talks too (its side of the punch starts with its own traffic or a's call).
+        let _ = lab.run(
+            "b",
+            &["ping", "-c", "1", "-W", "0.5", addr_a],
+            Duration::from_secs(5),
+        );
+    }
+    let (sa, sb) = (mesh::status_json(lab, "a"), mesh::status_json(lab, "b"));
+    match first_packet {
+        Some(first) => Ok(Meeting {
+            first_packet: first,
+            direct: None,
+            pings: pings_sent(&sa) + pings_sent(&sb),
+        }),
+        None => Err(format!("{case}: no ping answered within {deadline:?}")),
+    }
+}
+
 /// Runs `case` until direct, then flushes the connection tracking (every mapping) of a's
 /// router, as a router reboot or `conntrack -F` does, and measures how long until both sides
 /// are direct again while pings flow. The seconds, or why it did not recover within `within`.
