@@ -207,21 +207,21 @@ impl Discovery {
     }
 
     /// Traffic for or from the peer: keeps its path alive, and starts a round when there is no
-    /// direct path (and none is running or waiting for its backoff).
-    pub fn note_traffic(&mut self, now: Instant) -> Vec<Send> {
+    /// direct path (and none is running or waiting for its backoff). None when nothing changed
+    /// but the time the peer stays active (the common case, once per packet: no timer moved).
+    pub fn note_traffic(&mut self, now: Instant) -> Option<Vec<Send>> {
         let was_active = self.active(now);
         let far = self.active_until.is_some_and(|t| t > now + 2 * HEARTBEAT);
         self.active_until = Some(now + ACTIVE_FOR);
         if far && self.trusted_best(now).is_some() {
-            // The common case, once per packet: a working path whose timers are set.
-            return Vec::new();
+            return None;
         }
         if !was_active && self.trusted_best(now).is_none() {
             // After a quiet spell the last backoff no longer applies.
             self.next_round = Some(now);
             self.failed_rounds = 0;
         }
-        self.poll(now)
+        Some(self.poll(now))
     }
 
     /// The direct path in use, if it answered within [`TRUST`].
@@ -655,7 +655,7 @@ mod tests {
         d.set_candidates(t0, &[lan, wan]);
         assert!(d.poll(t0).is_empty(), "no traffic, no pings");
         assert_eq!(d.next_wake(t0), None, "an idle peer has no timer");
-        let s = d.note_traffic(t0);
+        let s = d.note_traffic(t0).unwrap_or_default();
         assert_eq!(s[0], Send::CallMeMaybe);
         assert_eq!(pings(&s), [lan.addr, wan.addr]);
         let mut n = 0;
@@ -708,7 +708,7 @@ mod tests {
         let wan = ep("198.51.100.7:2000", EndpointKind::Stun);
         d.set_candidates(t0, &[wan]);
         let mut n = 0;
-        let s = d.note_traffic(t0);
+        let s = d.note_traffic(t0).unwrap_or_default();
         let ids = send(&mut d, t0, &s, &mut n);
         let rtt = Duration::from_millis(40);
         assert_eq!(
@@ -718,12 +718,17 @@ mod tests {
         assert_eq!(d.trusted_best(t0 + rtt), Some(wan.addr));
         assert_eq!(d.best_info(), Some((EndpointKind::Stun, Some(rtt))));
         assert_eq!(d.observed_self(), Some(OBS.parse().unwrap()));
+        assert_eq!(
+            d.note_traffic(t0 + rtt),
+            None,
+            "a packet on a working path moves no timer"
+        );
         // Keep the traffic going and answer every ping: the path stays for a minute.
         let mut now = t0 + rtt;
         let end = t0 + Duration::from_secs(60);
         while now < end {
             now = d.next_wake(now).unwrap().min(end);
-            d.note_traffic(now);
+            let _ = d.note_traffic(now);
             let s = d.poll(now);
             for (a, tx) in send(&mut d, now, &s, &mut n) {
                 d.pong(now + rtt, a, tx, OBS.parse().unwrap());
@@ -734,7 +739,7 @@ mod tests {
         let last_pong = now + rtt;
         loop {
             now = d.next_wake(now).unwrap();
-            d.note_traffic(now);
+            let _ = d.note_traffic(now);
             let s = d.poll(now);
             send(&mut d, now, &s, &mut n);
             if d.trusted_best(now).is_none() {
@@ -753,7 +758,7 @@ mod tests {
         let wan = ep("198.51.100.7:2000", EndpointKind::Stun);
         d.set_candidates(t0, &[wan]);
         let mut n = 0;
-        let s = d.note_traffic(t0);
+        let s = d.note_traffic(t0).unwrap_or_default();
         let ids = send(&mut d, t0, &s, &mut n);
         let other: SocketAddr = "198.51.100.7:2001".parse().unwrap();
         assert_eq!(d.pong(t0, other, ids[0].1, OBS.parse().unwrap()), None);
@@ -773,7 +778,7 @@ mod tests {
         let b = ep("203.0.113.9:2000", EndpointKind::Stun);
         d.set_candidates(t0, &[a, b, lan]);
         let mut n = 0;
-        let s = d.note_traffic(t0);
+        let s = d.note_traffic(t0).unwrap_or_default();
         let ids = send(&mut d, t0, &s, &mut n);
         let obs = OBS.parse().unwrap();
         let tx = |addr: SocketAddr| ids.iter().find(|(x, _)| *x == addr).unwrap().1;

@@ -339,20 +339,9 @@ impl Engine {
         peer.active_at = Some(now);
         peer.touched_at = Some(now);
         self.next_tick = self.next_tick.min(now + TIMER_TICK);
-        if let Some(d) = &mut peer.disco {
-            let sends = d.state.note_traffic(now);
-            if !sends.is_empty() {
-                perform(
-                    &mut self.out,
-                    &mut self.stats,
-                    self.disco.as_mut(),
-                    &self.public,
-                    peer,
-                    sends,
-                    now,
-                );
-            }
-            self.next_disco = self.next_disco.min(disco_wake(peer, now));
+        let own = self.disco.as_mut();
+        if let Some(wake) = traffic(&mut self.out, &mut self.stats, own, &self.public, peer, now) {
+            self.next_disco = self.next_disco.min(wake);
         }
         match peer.tunn.encapsulate(packet, &mut self.buf) {
             TunnResult::WriteToNetwork(out) => {
@@ -569,20 +558,11 @@ impl Engine {
         self.next_tick = self.next_tick.min(now + TIMER_TICK);
         if let Some(src) = src.filter(|_| !out.is_empty()) {
             peer.active_at = Some(now);
-            if let Some(d) = &mut peer.disco {
-                let sends = d.state.note_traffic(now);
-                if !sends.is_empty() {
-                    perform(
-                        &mut self.out,
-                        &mut self.stats,
-                        self.disco.as_mut(),
-                        &self.public,
-                        peer,
-                        sends,
-                        now,
-                    );
-                }
-                self.next_disco = self.next_disco.min(disco_wake(peer, now));
+            let own = self.disco.as_mut();
+            if let Some(wake) =
+                traffic(&mut self.out, &mut self.stats, own, &self.public, peer, now)
+            {
+                self.next_disco = self.next_disco.min(wake);
             }
             deliver(
                 &self.routes,
@@ -971,6 +951,23 @@ fn set_discovery(
         }
         (None, None) => {}
     }
+}
+
+/// Traffic for or from a peer: a disco peer's discovery may start a round (its pings and call
+/// go out now); when its timers changed, when it is due next.
+fn traffic(
+    out: &mut Outbox,
+    stats: &mut EngineStats,
+    own: Option<&mut OwnDisco>,
+    public: &PublicKey,
+    peer: &mut Peer,
+    now: Instant,
+) -> Option<Instant> {
+    let sends = peer.disco.as_mut()?.state.note_traffic(now)?;
+    if !sends.is_empty() {
+        perform(out, stats, own, public, peer, sends, now);
+    }
+    Some(disco_wake(peer, now))
 }
 
 /// When a peer's discovery is due next (far away when nothing is).

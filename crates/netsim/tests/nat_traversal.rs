@@ -541,3 +541,33 @@ fn idle_disco_peers_send_nothing() {
     assert_eq!(r.sim.engine(r.a).stats().tx_disco, 0);
     assert_eq!(r.sim.udp_sent, 0);
 }
+
+/// Disco-looking garbage, a box from an unknown key and a forged box under a peer's key are
+/// counted and dropped: no answer, no path, no panic.
+#[test]
+fn forged_disco_packets_change_nothing() {
+    let mut r = setup(23, [Side::Public, Side::Public], Link::default());
+    let magic = [b'P', b'H', 0xf0, 0x9f, 0x92, 0xac];
+    let from: SocketAddr = "192.0.2.66:4000".parse().unwrap();
+    let before = r.sim.udp_sent;
+    // Unknown sender key.
+    let mut unknown = magic.to_vec();
+    unknown.extend_from_slice(&[9; 32 + 24 + 40]);
+    r.sim.inject(r.a, from, &unknown);
+    assert_eq!(r.sim.engine(r.a).stats().rx_unknown_peer, 1);
+    // b's disco key as sender, but a box b never sealed.
+    let mut forged = magic.to_vec();
+    forged.extend_from_slice(&r.sim.disco_key(r.b).0);
+    forged.extend_from_slice(&[7; 24 + 60]);
+    r.sim.inject(r.a, from, &forged);
+    assert_eq!(r.sim.engine(r.a).stats().rx_invalid, 1);
+    // Cut short: too short to be disco, not WireGuard either.
+    r.sim.inject(r.a, from, &forged[..40]);
+    assert_eq!(r.sim.engine(r.a).stats().rx_disco, 0);
+    assert_eq!(r.sim.udp_sent, before, "nothing was answered");
+    let s = r.sim.engine(r.a).peer(&r.b_key).unwrap();
+    assert!(
+        s.candidates.iter().all(|c| c.endpoint.addr != from),
+        "{s:?}"
+    );
+}
