@@ -631,6 +631,17 @@ impl Engine {
                     peer: peer.settings.public_key,
                 });
             }
+            if init_retry_due(peer, now) {
+                // A new initiation (a resent copy of the old one would be refused as a replay,
+                // and could not make up for a lost response).
+                if let TunnResult::WriteToNetwork(init) =
+                    peer.tunn.format_handshake_initiation(&mut self.buf, true)
+                {
+                    self.stats.tx_init_resent += 1;
+                    peer.init_resent_at = Some(now);
+                    send_to_peer(&mut self.out, &mut self.stats, peer, now, init);
+                }
+            }
             if probe_due(peer, now) {
                 probe(&mut self.out, &mut self.stats, peer, now, &mut self.buf);
             }
@@ -749,6 +760,13 @@ fn send_to_peer(
 ) {
     if bytes.first() == Some(&1) {
         peer.pending_init = Some((now, bytes.to_vec()));
+        // A new attempt after WireGuard gave up on the last one (90 s) retries quickly again.
+        if peer
+            .init_first_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(90))
+        {
+            peer.init_first_at = Some(now);
+        }
     }
     match peer.path(now) {
         // No relay and nothing confirmed yet: a handshake tries every candidate.
@@ -777,6 +795,22 @@ fn send_to_peer(
 
 /// How long a handshake initiation is worth sending again: until WireGuard retries it itself.
 const INIT_RESEND_WITHIN: Duration = Duration::from_secs(5);
+/// While a disco peer's handshake is unanswered, a new initiation goes out this often (on a
+/// lossy network a lost initiation or response would otherwise cost WireGuard's own retry,
+/// 5 s later: most of the time to the first packet), for at most [`INIT_RETRY_FOR`].
+const INIT_RETRY_EVERY: Duration = Duration::from_secs(1);
+const INIT_RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// Whether a disco peer's unanswered handshake is due a new initiation.
+fn init_retry_due(peer: &Peer, now: Instant) -> bool {
+    let (Some((at, _)), Some(first)) = (&peer.pending_init, peer.init_first_at) else {
+        return false;
+    };
+    let last = peer.init_resent_at.map_or(*at, |r| r.max(*at));
+    peer.disco.is_some()
+        && now.saturating_duration_since(last) >= INIT_RETRY_EVERY
+        && now.saturating_duration_since(first) < INIT_RETRY_FOR
+}
 
 /// Sends the handshake initiation still waiting for an answer again, on the peer's path now.
 fn resend_pending_init(out: &mut Outbox, stats: &mut EngineStats, peer: &mut Peer, now: Instant) {
@@ -787,6 +821,7 @@ fn resend_pending_init(out: &mut Outbox, stats: &mut EngineStats, peer: &mut Pee
         return;
     }
     stats.tx_init_resent += 1;
+    peer.init_resent_at = Some(now);
     send_to_peer(out, stats, peer, now, &init);
     // Keep the original time: it expires when WireGuard's own retry comes.
     if let Some((_, bytes)) = peer.pending_init.take() {

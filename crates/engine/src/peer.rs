@@ -113,6 +113,10 @@ pub(crate) struct Peer {
     /// once on a path that appears meanwhile (a relay learnt from the map), instead of waiting
     /// for WireGuard's retry five seconds later.
     pub(crate) pending_init: Option<(Instant, Vec<u8>)>,
+    /// When the waiting initiation was last sent again, and when the first initiation of this
+    /// attempt went out (a new one is sent every second for a while: see the engine).
+    pub(crate) init_resent_at: Option<Instant>,
+    pub(crate) init_first_at: Option<Instant>,
     pub(crate) handshakes: u64,
     pub(crate) rx_bytes: u64,
     pub(crate) tx_bytes: u64,
@@ -135,6 +139,8 @@ impl Peer {
             settings,
             last_handshake: None,
             pending_init: None,
+            init_resent_at: None,
+            init_first_at: None,
             handshakes: 0,
             rx_bytes: 0,
             tx_bytes: 0,
@@ -162,6 +168,7 @@ impl Peer {
             self.handshakes += 1;
             self.last_handshake = Some(established);
             self.pending_init = None;
+            self.init_first_at = None;
         }
         new
     }
