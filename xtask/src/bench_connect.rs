@@ -77,14 +77,12 @@ pub fn connect(args: &[&str]) -> Result<()> {
         let case = Case::Pair(a.parse()?, b.parse()?);
         let expected = case.expected();
         // A relayed pair is measured to its first packet; a direct one to the path.
-        let deadline = match expected {
-            Path::Direct => Duration::from_secs(15),
-            Path::Relayed => Duration::from_secs(2),
-        };
+        let deadline = Duration::from_secs(15);
+        let want_direct = expected == Path::Direct;
         let (mut first, mut direct, mut pings) = (Vec::new(), Vec::new(), Vec::new());
         let mut failed = 0;
         for i in 0..runs {
-            match nat_matrix::meet(&case, impair, deadline) {
+            match nat_matrix::meet(&case, impair, deadline, want_direct) {
                 Ok(m) => {
                     first.push(m.first_packet);
                     if let Some(d) = m.direct {

@@ -212,6 +212,7 @@ pub async fn follow(
     port: u16,
     tx: mpsc::Sender<ControlMsg>,
     mut reflexive: tokio::sync::watch::Receiver<Vec<SocketAddr>>,
+    network_changed: std::sync::Arc<tokio::sync::Notify>,
 ) {
     let mut backoff = Backoff::new();
     let silence = Duration::from_secs(3 * MAP_KEEPALIVE_SECS);
@@ -248,10 +249,12 @@ pub async fn follow(
                                 break;
                             }
                         },
-                        // Every 30 s (interfaces may change), and when STUN saw a new address.
+                        // Every 30 s, when the OS says the network changed, and when STUN saw a
+                        // new address.
                         _ = async {
                             tokio::select! {
                                 _ = refresh.tick() => {}
+                                _ = network_changed.notified() => {}
                                 Ok(()) = reflexive.changed() => {}
                             }
                         } => {

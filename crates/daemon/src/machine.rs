@@ -61,6 +61,9 @@ pub enum Input<R> {
     RelayRegions(Vec<String>),
     /// Time passed; `relay_regions` says whether the map has relay regions to measure.
     Tick { relay_regions: bool },
+    /// The OS says this machine's addresses or routes changed (another network, a new
+    /// address): the mapping STUN saw may be another now, so measure again at once.
+    NetworkChanged,
 }
 
 /// A finished sign-in, as the machine needs it.
@@ -309,6 +312,11 @@ impl<R> Machine<R> {
                 if let (true, true, Some(first)) = (self.signed_in(), lost, regions.first()) {
                     self.home_relay = Some(first.clone());
                     out.push(Action::HomeRelay(first.clone()));
+                }
+            }
+            Input::NetworkChanged => {
+                if self.signed_in() {
+                    self.netcheck_at = now;
                 }
             }
             Input::Tick { relay_regions } => {
@@ -1053,6 +1061,23 @@ mod tests {
                 format!("sign in to {S} with AuthKey(…)")
             ]
         );
+    }
+
+    #[test]
+    fn a_network_change_brings_the_netcheck_forward() {
+        let now = t0();
+        let mut m = connected(now);
+        let tick = || Input::Tick {
+            relay_regions: true,
+        };
+        assert_eq!(names(&m.handle(now, tick())), ["netcheck"]);
+        let later = now + Duration::from_secs(20);
+        assert!(m.handle(later, Input::NetworkChanged).is_empty());
+        assert_eq!(m.next_wake(), Some(later), "due now, not in five minutes");
+        assert_eq!(names(&m.handle(later, tick())), ["netcheck"]);
+        let mut out: Machine<u32> = Machine::new(false, true, Some(S.into()), now);
+        assert!(out.handle(now, Input::NetworkChanged).is_empty());
+        assert_eq!(out.next_wake(), None, "signed out: nothing to measure");
     }
 
     #[test]

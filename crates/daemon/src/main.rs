@@ -13,6 +13,7 @@ mod machine;
 mod mapped_peers;
 mod netcheck;
 mod netmap;
+mod netwatch;
 mod pinger;
 mod prefs;
 mod relay_link;

@@ -11,6 +11,7 @@ use crate::identity::{self, Registration};
 use crate::machine::{Action, Input, Machine, SignInStart, Signed};
 use crate::mapped_peers::MappedPeers;
 use crate::netcheck;
+use crate::netwatch;
 use crate::pinger::{Pinger, Target};
 use crate::prefs::Prefs;
 use crate::relay_link::{self, Relays};
@@ -125,6 +126,10 @@ struct Daemon<'a> {
     /// This node's addresses as STUN servers saw them (the last netcheck), for the map stream
     /// task to publish.
     reflexive: watch::Sender<Vec<SocketAddr>>,
+    /// Settled changes of this machine's addresses (from the OS), and the map-stream task's
+    /// cue to publish the endpoints again at once.
+    network: mpsc::Receiver<()>,
+    network_changed: std::sync::Arc<tokio::sync::Notify>,
     /// The relay regions of the map, as last told to the machine.
     relay_regions: Vec<String>,
     /// Extra CA certificates (PEM) trusted for control.
@@ -225,6 +230,8 @@ impl<'a> Daemon<'a> {
             control_ca: ca,
             relay_regions: Vec::new(),
             reflexive: watch::Sender::new(Vec::new()),
+            network: netwatch::watch(),
+            network_changed: std::sync::Arc::new(tokio::sync::Notify::new()),
         };
         d.start().await?;
         Ok(d)
@@ -405,6 +412,7 @@ impl<'a> Daemon<'a> {
             port,
             tx,
             self.reflexive.subscribe(),
+            self.network_changed.clone(),
         ));
         self.mapped.reset(&mut self.engine, Some(rx));
         self.relay_regions.clear();
@@ -644,6 +652,13 @@ impl<'a> Daemon<'a> {
                             self.probing = Some(Probing { netcheck, waiters: vec![(prepared, reply)] });
                         }
                     }
+                }
+                Some(()) = self.network.recv() => {
+                    // Another network: measure the NAT again, publish the endpoints again,
+                    // and let every active peer's path be checked now.
+                    self.feed(Input::NetworkChanged).await;
+                    self.network_changed.notify_one();
+                    self.engine.network_changed(Instant::now());
                 }
                 _ = report.tick() => self.publish(),
                 _ = tokio::time::sleep_until(deadline) => {}

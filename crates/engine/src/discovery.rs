@@ -224,6 +224,22 @@ impl Discovery {
         Some(self.poll(now))
     }
 
+    /// This node's network changed (another address, another NAT mapping): the path in use is
+    /// pinged at once, and a peer with traffic but no working path is tried again at once.
+    pub fn network_changed(&mut self, now: Instant) -> Vec<Send> {
+        if !self.active(now) {
+            return Vec::new();
+        }
+        if let Some(p) = self.best.and_then(|b| self.path_mut(b)) {
+            p.last_ping = None;
+        }
+        if self.trusted_best(now).is_none() && self.round.is_none() {
+            self.next_round = Some(now);
+            self.failed_rounds = 0;
+        }
+        self.poll(now)
+    }
+
     /// The direct path in use, if it answered within [`TRUST`].
     pub fn trusted_best(&self, now: Instant) -> Option<SocketAddr> {
         let best = self.best?;
@@ -749,6 +765,40 @@ mod tests {
         assert!(now - last_pong <= TRUST, "{:?}", now - last_pong);
         assert_eq!(d.reason(now), Some(PathReason::Lost));
         assert!(d.round.is_some(), "a new round starts at once");
+    }
+
+    #[test]
+    fn a_network_change_pings_the_path_at_once_and_retries_a_waiting_peer() {
+        let t0 = Instant::now();
+        let mut d = Discovery::new();
+        let wan = ep("198.51.100.7:2000", EndpointKind::Stun);
+        d.set_candidates(t0, &[wan]);
+        assert!(
+            d.network_changed(t0).is_empty(),
+            "no traffic: nothing to do"
+        );
+        let mut n = 0;
+        let s = d.note_traffic(t0).unwrap_or_default();
+        let ids = send(&mut d, t0, &s, &mut n);
+        d.pong(t0, wan.addr, ids[0].1, OBS.parse().unwrap());
+        let t1 = t0 + Duration::from_millis(300);
+        assert_eq!(
+            d.network_changed(t1),
+            [Send::Ping(wan.addr)],
+            "not 2 s later"
+        );
+        // No path and a round that failed, backing off: the change tries again now.
+        let mut e = Discovery::new();
+        e.set_candidates(t0, &[wan]);
+        let _ = e.note_traffic(t0);
+        let mut now = t0;
+        while e.round.is_some() {
+            now = e.next_wake(now).unwrap();
+            let s = e.poll(now);
+            send(&mut e, now, &s, &mut n);
+        }
+        let s = e.network_changed(now + Duration::from_secs(1));
+        assert_eq!(s.first(), Some(&Send::CallMeMaybe), "{s:?}");
     }
 
     #[test]

@@ -222,6 +222,33 @@ impl Engine {
         self.disco.as_ref().map(|d| d.private.public_key())
     }
 
+    /// This node's network changed (the OS said so): every disco peer with traffic pings its
+    /// path at once, and one without a working path is tried again at once.
+    pub fn network_changed(&mut self, now: Instant) {
+        self.clock.sync(now);
+        self.last_now = now;
+        let mut next = self.next_disco;
+        for peer in self.peers.values_mut() {
+            let Some(d) = &mut peer.disco else {
+                continue;
+            };
+            let sends = d.state.network_changed(now);
+            if !sends.is_empty() {
+                perform(
+                    &mut self.out,
+                    &mut self.stats,
+                    self.disco.as_mut(),
+                    &self.public,
+                    peer,
+                    sends,
+                    now,
+                );
+            }
+            next = next.min(disco_wake(peer, now));
+        }
+        self.next_disco = next;
+    }
+
     /// This node's endpoints (as published): what call-me-maybes tell peers to ping.
     pub fn set_own_endpoints(&mut self, endpoints: Vec<Endpoint>) {
         if let Some(d) = &mut self.disco {

@@ -452,8 +452,13 @@ pub struct Meeting {
 
 /// Starts `case`'s lab and measures how its nodes meet: pings from a every few tens of
 /// milliseconds from the moment both are up, the status of both watched, until both are
-/// direct or `deadline` passes.
-pub fn meet(case: &Case, impair: Impairment, deadline: Duration) -> Result<Meeting, String> {
+/// direct (or, with `want_direct` false, until the first answer) or `deadline` passes.
+pub fn meet(
+    case: &Case,
+    impair: Impairment,
+    deadline: Duration,
+    want_direct: bool,
+) -> Result<Meeting, String> {
     let running = start(case, impair)?;
     let (lab, addr_a, addr_b) = (&running.lab, &running.addr_a, &running.addr_b);
     let up = running.up_at;
@@ -473,6 +478,9 @@ pub fn meet(case: &Case, impair: Impairment, deadline: Duration) -> Result<Meeti
             .is_ok_and(|o| o.status.success());
         if answered && first_packet.is_none() {
             first_packet = Some(up.elapsed().as_secs_f64());
+            if !want_direct {
+                break;
+            }
         }
         let (sa, sb) = (mesh::status_json(lab, "a"), mesh::status_json(lab, "b"));
         let direct = |st: &serde_json::Value| st["peers"][0]["connection"] == "direct";
