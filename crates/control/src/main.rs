@@ -296,6 +296,41 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
         (None, None, true) => None,
         _ => bail!("give --tls-cert and --tls-key, or --insecure-http for a lab"),
     };
+    // STUN first: the relay map lists the ports it got. A second port (the next one) lets a
+    // node with only this server tell a NAT that maps each destination port apart (RFC 5780's
+    // alternate port); if that port is taken, STUN runs on the one port alone.
+    let (stun, stun_ports) = if a.no_stun {
+        (None, Vec::new())
+    } else {
+        let alternate = a
+            .stun_listen
+            .port()
+            .checked_add(1)
+            .filter(|_| a.stun_listen.port() != 0);
+        let config = |alternate_port| StunConfig {
+            primary: a.stun_listen,
+            alternate_ip: None,
+            alternate_port,
+        };
+        let server = match StunServer::bind(config(alternate)).await {
+            Ok(s) => s,
+            Err(e) if alternate.is_some() => {
+                tracing::warn!("STUN on a second port: {e}; serving STUN on one port");
+                StunServer::bind(config(None))
+                    .await
+                    .context("starting the embedded STUN service (--no-stun turns it off)")?
+            }
+            Err(e) => {
+                return Err(e)
+                    .context("starting the embedded STUN service (--no-stun turns it off)")
+            }
+        };
+        let primary = server.local_addr()?;
+        let mut ports = vec![primary.port()];
+        ports.extend(server.alternate_port());
+        tracing::info!(stun = %primary, ports = ?ports, "embedded STUN service listening");
+        (Some(tokio::spawn(server.run())), ports)
+    };
     let relay_map = match &a.relay_map {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -313,21 +348,8 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
                 }
                 (false, Some(at)) => format!(":{}/relay", at.port()),
             };
-            embedded_relay_map(relay_url, (!a.no_stun).then_some(a.stun_listen.port()))
+            embedded_relay_map(relay_url, &stun_ports)
         }
-    };
-    let stun = if a.no_stun {
-        None
-    } else {
-        let server = StunServer::bind(StunConfig {
-            primary: a.stun_listen,
-            alternate_ip: None,
-            alternate_port: None,
-        })
-        .await
-        .context("starting the embedded STUN service (--no-stun turns it off)")?;
-        tracing::info!(stun = %server.local_addr()?, "embedded STUN service listening");
-        Some(tokio::spawn(server.run()))
     };
     let settings = Settings {
         public_url: a.public_url,
@@ -387,15 +409,22 @@ fn relay_secret_hash(path: &std::path::Path) -> Result<[u8; 32]> {
 /// The relay map when none is given: the embedded service as region "local", addressed
 /// relative to the coordination server (nodes put in the host they reach it at). `relay_url`
 /// is `/relay`, `:PORT/relay` for a relay on its own port, or empty for STUN only.
-fn embedded_relay_map(relay_url: String, stun_port: Option<u16>) -> RelayMap {
+/// The embedded relay's region: the relay (with STUN on the first port) and, for a second STUN
+/// port, a STUN-only entry.
+fn embedded_relay_map(relay_url: String, stun_ports: &[u16]) -> RelayMap {
+    let mut relays = vec![Relay {
+        url: relay_url,
+        stun: stun_ports.first().map(|p| format!(":{p}")),
+    }];
+    relays.extend(stun_ports.iter().skip(1).map(|p| Relay {
+        url: String::new(),
+        stun: Some(format!(":{p}")),
+    }));
     RelayMap {
         regions: vec![RelayRegion {
             code: "local".into(),
             name: "embedded".into(),
-            relays: vec![Relay {
-                url: relay_url,
-                stun: stun_port.map(|p| format!(":{p}")),
-            }],
+            relays,
         }],
     }
 }
@@ -494,13 +523,20 @@ mod tests {
 
     #[test]
     fn the_default_relay_map_names_where_the_embedded_relay_is() {
-        let map = embedded_relay_map(":8443/relay".into(), Some(3478));
+        let map = embedded_relay_map(":8443/relay".into(), &[3478, 3479]);
         assert_eq!(map.regions[0].code, "local");
         assert_eq!(map.regions[0].relays[0].url, ":8443/relay");
         assert_eq!(map.regions[0].relays[0].stun.as_deref(), Some(":3478"));
+        // The second STUN port: a STUN-only entry of the same region.
+        assert_eq!(map.regions[0].relays[1].url, "");
+        assert_eq!(map.regions[0].relays[1].stun.as_deref(), Some(":3479"));
         // STUN only (--no-relay): the region has no relay URL, and says so on the wire.
-        let json = serde_json::to_value(embedded_relay_map(String::new(), Some(3478))).unwrap();
+        let json = serde_json::to_value(embedded_relay_map(String::new(), &[3478])).unwrap();
         assert_eq!(json["regions"][0]["relays"][0]["url"], "");
+        assert_eq!(
+            json["regions"][0]["relays"].as_array().map(Vec::len),
+            Some(1)
+        );
     }
 
     #[test]

@@ -101,7 +101,9 @@ pub fn why_not_direct(e: &EnginePeer, nat: &Nat, peer_endpoints: &[Endpoint]) ->
         }
         Some(PathReason::NoCandidates) => "the peer published no endpoints to try".into(),
         Some(PathReason::Trying { pings }) => {
-            format!("trying {} endpoints ({pings} pings so far)", e.candidates.len())
+            let n = e.candidates.len();
+            let s = if n == 1 { "" } else { "s" };
+            format!("trying {n} endpoint{s} ({pings} pings so far)")
         }
         Some(PathReason::Lost) => "the direct path stopped answering; trying again".into(),
         Some(PathReason::NoAnswer { .. } | PathReason::OneWay { .. })

@@ -175,17 +175,29 @@ impl Netcheck {
         let mut public: Vec<SocketAddr> = answered.iter().filter_map(|p| p.mapped).collect();
         public.sort();
         public.dedup();
-        // Compare mappings seen by servers at different IPs, per address family.
+        // Compare mappings seen by servers at different IPs, per address family. With one
+        // server IP, two of its ports still show a mapping that depends on the destination
+        // port (the common hard NAT); that they agree does not rule out one that depends on
+        // the address only, so that stays unknown.
         let mut varies = None;
+        let mut port_varies = false;
         for p in &answered {
             for q in &answered {
                 let (Some(a), Some(b)) = (p.mapped, q.mapped) else {
                     continue;
                 };
-                if p.server.addr.ip() != q.server.addr.ip() && a.is_ipv4() == b.is_ipv4() {
+                if a.is_ipv4() != b.is_ipv4() {
+                    continue;
+                }
+                if p.server.addr.ip() != q.server.addr.ip() {
                     varies = Some(varies.unwrap_or(false) || a != b);
+                } else if p.server.addr.port() != q.server.addr.port() && a != b {
+                    port_varies = true;
                 }
             }
+        }
+        if port_varies {
+            varies = Some(true);
         }
         let preferred_region = answered
             .iter()
@@ -277,6 +289,31 @@ mod tests {
         let r = n.report();
         assert_eq!(r.mapping_varies_by_dest, Some(true));
         assert_eq!(r.public.len(), 2);
+    }
+
+    #[test]
+    fn two_ports_of_one_server_show_a_port_dependent_mapping_only() {
+        let t0 = Instant::now();
+        let run = |first: &str, second: &str| {
+            let mut n = Netcheck::new(
+                t0,
+                vec![
+                    server("local", "198.18.1.1:3478"),
+                    server("local", "198.18.1.1:3479"),
+                ],
+                [1; 12],
+            );
+            let (a, b) = (n.poll_transmit().unwrap(), n.poll_transmit().unwrap());
+            n.handle_stun(t0, a.dst, &answer(&a, first));
+            n.handle_stun(t0, b.dst, &answer(&b, second));
+            n.report().mapping_varies_by_dest
+        };
+        assert_eq!(run("203.0.113.5:40000", "203.0.113.5:40001"), Some(true));
+        assert_eq!(
+            run("203.0.113.5:40000", "203.0.113.5:40000"),
+            None,
+            "the same mapping from one server's two ports cannot rule out an address-dependent one"
+        );
     }
 
     #[test]

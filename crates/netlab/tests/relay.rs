@@ -114,11 +114,10 @@ fn nodes_without_udp_reach_each_other_through_the_relay() {
             r._nodes[i].log_text()
         );
         assert_eq!(p["relay"], "local", "{st:#}");
+        // Why not direct: still trying (the first round), or, after it, UDP blocked.
+        let why = p["path_reason"].as_str().unwrap_or("");
         assert!(
-            p["path_reason"]
-                .as_str()
-                .unwrap_or("")
-                .contains("no direct path"),
+            why == "UDP blocked on this network" || why.starts_with("trying "),
             "{st:#}"
         );
         assert!(p["rx_bytes"].as_u64().unwrap_or(0) > 0, "{st:#}");

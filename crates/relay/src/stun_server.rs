@@ -151,6 +151,12 @@ impl StunServer {
         }
     }
 
+    /// The alternate port, when the server has one (its sockets there answer Binding requests
+    /// like the primary one).
+    pub fn alternate_port(&self) -> Option<u16> {
+        self.layout.ports[1]
+    }
+
     /// Answers on every socket until the task is dropped.
     pub async fn run(self) {
         let mut tasks = tokio::task::JoinSet::new();
