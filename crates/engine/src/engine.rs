@@ -292,6 +292,23 @@ impl Engine {
                 if peer.path(now) != before {
                     resend_pending_init(&mut self.out, &mut self.stats, peer, now);
                 }
+                // New candidates for a peer whose traffic waits for a path: tried now.
+                if let Some(d) = &mut peer.disco {
+                    let sends = d.state.poll(now);
+                    let own = self.disco.as_mut();
+                    if !sends.is_empty() {
+                        perform(
+                            &mut self.out,
+                            &mut self.stats,
+                            own,
+                            &self.public,
+                            peer,
+                            sends,
+                            now,
+                        );
+                    }
+                    self.next_disco = self.next_disco.min(disco_wake(peer, now));
+                }
             }
             return Ok(());
         }

@@ -602,3 +602,54 @@ fn a_lost_handshake_on_a_lossy_path_is_retried_within_a_second() {
     );
     assert!(p95 < Duration::from_millis(2500), "p95 {p95:?}");
 }
+
+/// Two peers that know no endpoint of each other yet talk through the relay; when the map
+/// brings b's endpoints to a, a pings them at once (not at the next backoff), b answers and
+/// pings back the address a's ping came from, and both are direct.
+#[test]
+fn endpoints_that_arrive_later_are_tried_at_once() {
+    let mut r = setup(29, [Side::Public, Side::Public], Link::default());
+    let b_eps = endpoints(&mut r.sim, r.b, Side::Public);
+    let without = PeerSettings {
+        public_key: r.b_key,
+        preshared_key: None,
+        allowed_ips: vec![format!("{B4}/32").parse().unwrap()],
+        endpoint: None,
+        candidates: vec![],
+        disco_key: Some(r.sim.disco_key(r.b)),
+        persistent_keepalive: None,
+        relay: Some("fra".into()),
+    };
+    r.sim.upsert_peer(r.a, without.clone()).unwrap();
+    // Neither side knows where the other is.
+    let a_without = PeerSettings {
+        public_key: r.a_key,
+        allowed_ips: vec![format!("{A4}/32").parse().unwrap()],
+        disco_key: Some(r.sim.disco_key(r.a)),
+        relay: Some("nyc".into()),
+        ..without.clone()
+    };
+    r.sim.upsert_peer(r.b, a_without).unwrap();
+    // And their calls carry no endpoints either (none found yet).
+    r.sim.engine(r.a).set_own_endpoints(vec![]);
+    r.sim.engine(r.b).set_own_endpoints(vec![]);
+    let seen = talk(&mut r, Duration::from_secs(8), Duration::from_millis(100));
+    assert!(!seen.direct_at_end, "nothing to try: {seen:?}");
+    // The round found nothing and backs off; the endpoints come now.
+    let before = r.sim.engine(r.a).stats().tx_disco;
+    r.sim
+        .upsert_peer(
+            r.a,
+            PeerSettings {
+                candidates: b_eps,
+                ..without
+            },
+        )
+        .unwrap();
+    assert!(
+        r.sim.engine(r.a).stats().tx_disco > before,
+        "pinged at the update itself"
+    );
+    let seen = talk(&mut r, Duration::from_secs(1), Duration::from_millis(100));
+    assert!(seen.direct_at_end, "{seen:?}");
+}
