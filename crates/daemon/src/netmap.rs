@@ -132,7 +132,9 @@ impl NetMap {
             let same = old.node_key == peer.node_key
                 && old.addresses == peer.addresses
                 && old.endpoints == peer.endpoints
-                && old.home_relay == peer.home_relay;
+                && old.home_relay == peer.home_relay
+                // A restarted peer has a new disco key: its pings are sealed with it.
+                && old.disco_key == peer.disco_key;
             if same {
                 return;
             }
@@ -252,6 +254,14 @@ mod tests {
             kinds(&m.apply(MapMessage::PeerChanged { peer: b.clone() })),
             vec!["+b"]
         );
+        // The peer restarted: only its disco key is new, and the engine must have it.
+        b.disco_key = Key([7; 32]);
+        let a = m.apply(MapMessage::PeerChanged { peer: b.clone() });
+        assert_eq!(kinds(&a), vec!["+b"]);
+        assert!(matches!(
+            &a.changes[0],
+            PeerChange::Upsert { settings, .. } if settings.disco_key == Some(Key([7; 32]))
+        ));
         b.node_key = Key([9; 32]);
         assert_eq!(
             kinds(&m.apply(MapMessage::PeerChanged { peer: b })),

@@ -105,6 +105,16 @@ fn a_killed_pinholed_restarts_as_the_same_node_on_the_same_path() {
     }
     let back = back.unwrap_or_else(|| panic!("no ping within 10 s:\n{}", n1.log_text()));
     eprintln!("pings back {:.1} s after the restart", back.as_secs_f64());
+    // The first packets go through the relay at once; disco (with the new run's disco key, once
+    // the map has brought it to n2) makes the path direct right after.
+    Lab::wait_for(Duration::from_secs(5), || {
+        ping(&lab, "n1", &n2_addr);
+        peer(&mesh::status_json(&lab, "n1"), "n2")["connection"] == "direct"
+    });
+    eprintln!(
+        "direct {:.1} s after the restart",
+        restarted.elapsed().as_secs_f64()
+    );
     let st = mesh::status_json(&lab, "n1");
     let after = peer(&st, "n2");
     assert_eq!(after["connection"], "direct", "{st:#}");
