@@ -469,10 +469,12 @@ pub fn meet(
         })
     };
     while up.elapsed() < deadline {
+        // Two seconds for the answer: on a lossy relayed path a round trip can take over a
+        // second (TCP retransmits), and the time counted is when the answer came.
         let answered = lab
             .run(
                 "a",
-                &["ping", "-c", "1", "-W", "0.5", addr_b],
+                &["ping", "-c", "1", "-W", "2", addr_b],
                 Duration::from_secs(5),
             )
             .is_ok_and(|o| o.status.success());
