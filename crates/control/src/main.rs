@@ -408,9 +408,8 @@ fn relay_secret_hash(path: &std::path::Path) -> Result<[u8; 32]> {
 
 /// The relay map when none is given: the embedded service as region "local", addressed
 /// relative to the coordination server (nodes put in the host they reach it at). `relay_url`
-/// is `/relay`, `:PORT/relay` for a relay on its own port, or empty for STUN only.
-/// The embedded relay's region: the relay (with STUN on the first port) and, for a second STUN
-/// port, a STUN-only entry.
+/// is `/relay`, `:PORT/relay` for a relay on its own port, or empty for STUN only. The region
+/// lists the relay with STUN on the first of `stun_ports`, and a STUN-only entry for a second.
 fn embedded_relay_map(relay_url: String, stun_ports: &[u16]) -> RelayMap {
     let mut relays = vec![Relay {
         url: relay_url,
