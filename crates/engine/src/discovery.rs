@@ -211,9 +211,16 @@ impl Discovery {
     /// but the time the peer stays active (the common case, once per packet: no timer moved).
     pub fn note_traffic(&mut self, now: Instant) -> Option<Vec<Send>> {
         let was_active = self.active(now);
-        let far = self.active_until.is_some_and(|t| t > now + 2 * HEARTBEAT);
+        let old_until = self.active_until;
+        let far = old_until.is_some_and(|t| t > now + 2 * HEARTBEAT);
         self.active_until = Some(now + ACTIVE_FOR);
-        if far && self.trusted_best(now).is_some() {
+        // Well inside an active spell every timer (round steps, heartbeats, the end of trust, a
+        // retry inside the spell) is already with the engine: a packet changes nothing, also
+        // on a relayed path (the common case, once per packet).
+        let retry_scheduled = self
+            .next_round
+            .is_none_or(|t| old_until.is_some_and(|u| t < u));
+        if far && retry_scheduled {
             return None;
         }
         if !was_active && self.trusted_best(now).is_none() {
