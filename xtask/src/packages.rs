@@ -11,6 +11,8 @@ pub const LAB: &[(&str, &str)] = &[
     ("conntrack", "conntrack"),
     ("wireguard-go", "wireguard-go"),
     ("wg", "wireguard-tools"),
+    // A router that grants port mappings (UPnP IGD, NAT-PMP, PCP): the `+upnp` profiles.
+    ("miniupnpd", "miniupnpd-nftables"),
 ];
 
 /// What the test suite needs on top of the lab: a PostgreSQL server for the control API tests,

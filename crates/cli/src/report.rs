@@ -73,6 +73,31 @@ pub fn netcheck(r: &NetcheckReport) -> String {
             "no"
         )
     );
+    let family = |v: Option<bool>| match v {
+        Some(true) => "yes",
+        Some(false) => "no answer",
+        None => "no server to ask",
+    };
+    let _ = writeln!(out, "IPv4: {}, IPv6: {}", family(r.ipv4), family(r.ipv6));
+    let _ = writeln!(
+        out,
+        "hairpinning: {}",
+        yes_no(
+            r.hairpinning,
+            "yes",
+            "no (nodes behind this NAT reach each other only by their local addresses or a relay)"
+        )
+    );
+    let pm = &r.port_mapping;
+    let port_mapping = match (&pm.protocol, &pm.external, &pm.error) {
+        (Some(p), Some(ext), _) => format!(
+            "{p}, {ext} forwarded by {}",
+            pm.gateway.as_deref().unwrap_or("the gateway")
+        ),
+        (_, _, Some(e)) => format!("none ({e})"),
+        _ => "none".to_string(),
+    };
+    let _ = writeln!(out, "port mapping: {port_mapping}");
     let _ = writeln!(
         out,
         "local endpoints: {}",
@@ -110,7 +135,7 @@ pub fn netcheck(r: &NetcheckReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pinhole_proto::ipc::{ControlCheck, RegionLatency};
+    use pinhole_proto::ipc::{ControlCheck, PortMapCheck, RegionLatency};
 
     #[test]
     fn pong_names_the_path() {
@@ -141,6 +166,15 @@ mod tests {
             local_endpoints: vec!["192.0.2.1:41641".into()],
             public_endpoints: vec!["203.0.113.5:40000".into()],
             mapping_varies_by_dest: None,
+            ipv4: Some(true),
+            ipv6: None,
+            hairpinning: Some(false),
+            port_mapping: PortMapCheck {
+                protocol: Some("pcp".into()),
+                external: Some("203.0.113.5:41641".into()),
+                gateway: Some("192.168.1.1".into()),
+                error: None,
+            },
             regions: vec![
                 RegionLatency {
                     code: "fra".into(),
@@ -172,5 +206,19 @@ mod tests {
         assert!(text.contains("fra (Frankfurt): 12.5 ms"));
         assert!(text.contains("nyc (New York): no STUN answer from 198.51.100.2:3478"));
         assert!(text.contains("https://control.example reachable, 3.0 ms"));
+        assert!(text.contains("IPv4: yes, IPv6: no server to ask"));
+        assert!(text.contains("hairpinning: no ("));
+        assert!(
+            text.contains("port mapping: pcp, 203.0.113.5:41641 forwarded by 192.168.1.1"),
+            "{text}"
+        );
+        let none = NetcheckReport {
+            port_mapping: PortMapCheck {
+                error: Some("UPnP: no gateway answered".into()),
+                ..Default::default()
+            },
+            ..r
+        };
+        assert!(netcheck(&none).contains("port mapping: none (UPnP: no gateway answered)"));
     }
 }

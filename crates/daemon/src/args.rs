@@ -41,6 +41,11 @@ pub struct Args {
     /// is refused on the way.
     #[arg(long, env = "PINHOLE_RELAY_WEBSOCKET")]
     pub relay_websocket: bool,
+    /// Do not ask the gateway for a port mapping (PCP, NAT-PMP, UPnP IGD); also
+    /// PINHOLE_NO_PORT_MAPPING=true. Without one, peers behind NATs that change the port for
+    /// every destination may have to use a relay.
+    #[arg(long, env = "PINHOLE_NO_PORT_MAPPING")]
+    pub no_port_mapping: bool,
     /// The name this node registers under (default: the OS hostname).
     #[arg(long)]
     pub hostname: Option<String>,

@@ -202,18 +202,31 @@ async fn device_sign_in(
     }
 }
 
-/// Follows the map stream until control says goodbye or the daemon stops. `reflexive` holds
-/// this node's addresses as STUN servers saw them (netcheck); they are published after the
-/// interface addresses, and again whenever they change.
+/// What this node learned about its own addresses, for the map-stream task to publish.
+pub struct Discovered {
+    /// This node's addresses as STUN servers saw them (netcheck).
+    pub reflexive: tokio::sync::watch::Receiver<Vec<SocketAddr>>,
+    /// The port mapping the gateway granted.
+    pub portmapped: tokio::sync::watch::Receiver<crate::portmap::State>,
+    /// Told when the OS says the network changed.
+    pub network_changed: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// Follows the map stream until control says goodbye or the daemon stops. What `found` holds
+/// is published with the interface addresses, and again whenever it changes.
 pub async fn follow(
     client: ControlClient,
     reg: Registration,
     disco_key: Key,
     port: u16,
     tx: mpsc::Sender<ControlMsg>,
-    mut reflexive: tokio::sync::watch::Receiver<Vec<SocketAddr>>,
-    network_changed: std::sync::Arc<tokio::sync::Notify>,
+    found: Discovered,
 ) {
+    let Discovered {
+        mut reflexive,
+        mut portmapped,
+        network_changed,
+    } = found;
     let mut backoff = Backoff::new();
     let silence = Duration::from_secs(3 * MAP_KEEPALIVE_SECS);
     loop {
@@ -249,17 +262,19 @@ pub async fn follow(
                                 break;
                             }
                         },
-                        // Every 30 s, when the OS says the network changed, and when STUN saw a
-                        // new address.
+                        // Every 30 s, when the OS says the network changed, when STUN saw a
+                        // new address, and when the gateway granted or lost a port mapping.
                         _ = async {
                             tokio::select! {
                                 _ = refresh.tick() => {}
                                 _ = network_changed.notified() => {}
                                 Ok(()) = reflexive.changed() => {}
+                                Ok(()) = portmapped.changed() => {}
                             }
                         } => {
                             let seen = reflexive.borrow_and_update().clone();
-                            if let Some(eps) = publish(&client, &reg, disco_key, port, &seen, &mut published).await {
+                            let mapped = portmapped.borrow_and_update().mapped.as_ref().map(|m| m.external);
+                            if let Some(eps) = publish(&client, &reg, disco_key, port, mapped, &seen, &mut published).await {
                                 let _ = tx.send(ControlMsg::Endpoints(eps)).await;
                             }
                         }
@@ -283,13 +298,14 @@ pub async fn follow(
 }
 
 /// Sends this node's endpoints (and disco key) when they differ from what was last published;
-/// the endpoints if they were sent: the interface addresses, then the addresses STUN servers
-/// saw (`reflexive`).
+/// the endpoints if they were sent: the interface addresses, the gateway's port mapping
+/// (`mapped`), then the addresses STUN servers saw (`reflexive`).
 async fn publish(
     client: &ControlClient,
     reg: &Registration,
     disco_key: Key,
     port: u16,
+    mapped: Option<SocketAddr>,
     reflexive: &[SocketAddr],
     published: &mut Option<Vec<Endpoint>>,
 ) -> Option<Vec<Endpoint>> {
@@ -300,7 +316,7 @@ async fn publish(
     })
     .await
     .unwrap_or_default();
-    let eps = endpoints::merge(local, reflexive);
+    let eps = endpoints::merge(local, mapped, reflexive);
     if published.as_ref() == Some(&eps) {
         return None;
     }

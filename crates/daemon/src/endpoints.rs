@@ -1,6 +1,7 @@
 //! The addresses peers can try to reach this node at: the local address used toward the
 //! coordination server first, then every other usable interface address, all with the UDP port;
-//! then the addresses STUN servers saw. Each is published with its kind.
+//! then the gateway's port mapping, then the addresses STUN servers saw. Each is published with
+//! its kind.
 
 use pinhole_proto::endpoint::{Endpoint, EndpointKind};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -37,27 +38,37 @@ pub fn local(port: u16, toward: Option<IpAddr>, skip: &[IpAddr]) -> Vec<SocketAd
     out
 }
 
-/// The endpoints to publish: the interface addresses (`local`), then the reflexive ones (as
-/// STUN servers saw this node, `stun`) not already among them, at most [`MAX`] in all.
-pub fn merge(local: Vec<SocketAddr>, reflexive: &[SocketAddr]) -> Vec<Endpoint> {
+/// The endpoints to publish: the interface addresses (`local`), the port the gateway maps to
+/// this node (`mapped`, `portmap`), then the reflexive ones (as STUN servers saw this node,
+/// `stun`), each address once, at most [`MAX`] in all (a port mapping always has a place).
+pub fn merge(
+    local: Vec<SocketAddr>,
+    mapped: Option<SocketAddr>,
+    reflexive: &[SocketAddr],
+) -> Vec<Endpoint> {
+    let room = MAX - usize::from(mapped.is_some());
     let mut out: Vec<Endpoint> = local
         .into_iter()
-        .take(MAX)
+        .take(room)
         .map(|a| Endpoint::new(a, EndpointKind::Local))
         .collect();
-    for r in reflexive {
+    let more = mapped
+        .map(|m| (m, EndpointKind::Portmap))
+        .into_iter()
+        .chain(reflexive.iter().map(|r| (*r, EndpointKind::Stun)));
+    for (addr, kind) in more {
         if out.len() >= MAX {
             break;
         }
-        if !out.iter().any(|e| e.addr == *r) {
-            out.push(Endpoint::new(*r, EndpointKind::Stun));
+        if !out.iter().any(|e| e.addr == addr) {
+            out.push(Endpoint::new(addr, kind));
         }
     }
     out
 }
 
 /// The address the OS would send from toward `dst` (a connected UDP socket sends nothing).
-fn source_toward(dst: IpAddr) -> Option<IpAddr> {
+pub fn source_toward(dst: IpAddr) -> Option<IpAddr> {
     let bind: SocketAddr = match dst {
         IpAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
         IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -86,6 +97,7 @@ mod tests {
         let e = |s: &str| s.parse::<SocketAddr>().unwrap();
         let merged = merge(
             vec![e("10.0.0.2:41641"), e("192.0.2.7:41641")],
+            None,
             &[e("198.51.100.3:20000"), e("192.0.2.7:41641")],
         );
         let kinds: Vec<(SocketAddr, EndpointKind)> =
@@ -99,7 +111,30 @@ mod tests {
             ]
         );
         let many: Vec<SocketAddr> = (0..20).map(|i| e(&format!("10.0.0.{i}:41641"))).collect();
-        assert_eq!(merge(many, &[e("198.51.100.3:1")]).len(), MAX);
+        assert_eq!(merge(many.clone(), None, &[e("198.51.100.3:1")]).len(), MAX);
+        // A port mapping comes before the STUN addresses and keeps its place in a full list.
+        let with_map = merge(many, Some(e("198.51.100.3:41641")), &[e("198.51.100.3:1")]);
+        assert_eq!(with_map.len(), MAX);
+        assert_eq!(
+            with_map.last().map(|x| (x.addr, x.kind)),
+            Some((e("198.51.100.3:41641"), EndpointKind::Portmap))
+        );
+        let kinds: Vec<EndpointKind> = merge(
+            vec![e("10.0.0.2:41641")],
+            Some(e("198.51.100.3:41641")),
+            &[e("198.51.100.3:20000")],
+        )
+        .iter()
+        .map(|x| x.kind)
+        .collect();
+        assert_eq!(
+            kinds,
+            [
+                EndpointKind::Local,
+                EndpointKind::Portmap,
+                EndpointKind::Stun
+            ]
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod netcheck;
 mod netmap;
 mod netwatch;
 mod pinger;
+mod portmap;
 mod prefs;
 mod relay_link;
 mod routes;

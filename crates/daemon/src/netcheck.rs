@@ -7,7 +7,7 @@ use crate::endpoints;
 use pinhole_control_client::ControlClient;
 use pinhole_engine::{NetcheckReport as Found, StunServer};
 use pinhole_proto::control::RelayMap;
-use pinhole_proto::ipc::{ControlCheck, NetcheckReport, RegionLatency};
+use pinhole_proto::ipc::{ControlCheck, NetcheckReport, PortMapCheck, RegionLatency};
 use std::net::IpAddr;
 
 /// What the loop knows when a netcheck is asked for.
@@ -17,6 +17,8 @@ pub struct Input {
     pub skip: Vec<IpAddr>,
     pub client: Option<ControlClient>,
     pub relay_map: Option<RelayMap>,
+    /// What the port mapper holds (or why nothing).
+    pub port_mapping: PortMapCheck,
 }
 
 /// Everything but the STUN probes, gathered off the loop.
@@ -27,6 +29,7 @@ pub struct Prepared {
     control: ControlCheck,
     local: Vec<String>,
     port: u16,
+    port_mapping: PortMapCheck,
 }
 
 /// A relay map's `host:port`, or `:port` meaning the coordination server's host.
@@ -128,6 +131,7 @@ pub async fn prepare(input: Input) -> Prepared {
         control,
         local,
         port: input.port,
+        port_mapping: input.port_mapping,
     }
 }
 
@@ -177,6 +181,10 @@ pub fn report(p: &Prepared, found: &Found) -> NetcheckReport {
         local_endpoints: p.local.clone(),
         public_endpoints: found.public.iter().map(|a| a.to_string()).collect(),
         mapping_varies_by_dest: found.mapping_varies_by_dest,
+        ipv4: found.ipv4,
+        ipv6: found.ipv6,
+        hairpinning: found.hairpinning,
+        port_mapping: p.port_mapping.clone(),
         regions,
         preferred_relay: found.preferred_region.clone(),
         control: p.control.clone(),

@@ -13,6 +13,7 @@ use crate::mapped_peers::MappedPeers;
 use crate::netcheck;
 use crate::netwatch;
 use crate::pinger::{Pinger, Target};
+use crate::portmap;
 use crate::prefs::Prefs;
 use crate::relay_link::{self, Relays};
 use crate::status::{self, Headline, Reporter};
@@ -23,7 +24,7 @@ use ipnet::IpNet;
 use pinhole_control_client::ControlClient;
 use pinhole_engine::{Engine, Event, Key, Netcheck, PeerSettings, PrivateKey, RelayEvent};
 use pinhole_proto::ipc::{
-    Credential, LoginPrompt, LogoutResult, Nat, Op, PingReply, State, Status,
+    Credential, LoginPrompt, LogoutResult, Nat, Op, PingReply, PortMapCheck, State, Status,
 };
 use pinhole_proto::stun;
 use std::io::ErrorKind;
@@ -126,6 +127,12 @@ struct Daemon<'a> {
     /// This node's addresses as STUN servers saw them (the last netcheck), for the map stream
     /// task to publish.
     reflexive: watch::Sender<Vec<SocketAddr>>,
+    /// What the port mapper holds on the gateway (a `portmap` endpoint to publish), and the
+    /// port mapper itself while signed in.
+    portmapped: watch::Sender<portmap::State>,
+    portmapper: Option<PortMapper>,
+    /// A port mapper told to stop, still deleting its mapping.
+    portmap_stopping: Option<JoinHandle<()>>,
     /// Settled changes of this machine's addresses (from the OS), and the map-stream task's
     /// cue to publish the endpoints again at once.
     network: mpsc::Receiver<()>,
@@ -141,6 +148,12 @@ struct Daemon<'a> {
     probing: Option<Probing>,
     /// Connections to relays: the home region, and the regions of peers reached through one.
     relays: Relays,
+}
+
+/// The port-mapping task and its command channel.
+struct PortMapper {
+    commands: mpsc::Sender<portmap::Command>,
+    task: JoinHandle<()>,
 }
 
 /// A netcheck's STUN probes in flight.
@@ -230,6 +243,9 @@ impl<'a> Daemon<'a> {
             control_ca: ca,
             relay_regions: Vec::new(),
             reflexive: watch::Sender::new(Vec::new()),
+            portmapped: watch::Sender::new(portmap::State::default()),
+            portmapper: None,
+            portmap_stopping: None,
             network: netwatch::watch(),
             network_changed: std::sync::Arc::new(tokio::sync::Notify::new()),
         };
@@ -321,6 +337,7 @@ impl<'a> Daemon<'a> {
                 }
                 Action::Follow { registration } => self.follow(registration),
                 Action::Unfollow => {
+                    self.stop_port_mapping();
                     self.link = None;
                     self.mapped.reset(&mut self.engine, None);
                     self.relay_regions.clear();
@@ -411,9 +428,13 @@ impl<'a> Daemon<'a> {
             self.disco_key,
             port,
             tx,
-            self.reflexive.subscribe(),
-            self.network_changed.clone(),
+            control_link::Discovered {
+                reflexive: self.reflexive.subscribe(),
+                portmapped: self.portmapped.subscribe(),
+                network_changed: self.network_changed.clone(),
+            },
         ));
+        self.start_port_mapping();
         self.mapped.reset(&mut self.engine, Some(rx));
         self.relay_regions.clear();
         self.reporter.set_home_relay(None);
@@ -567,6 +588,11 @@ impl<'a> Daemon<'a> {
                 biased;
                 signal = &mut shutdown => {
                     tracing::info!("{signal}: shutting down");
+                    if let Some(pm) = self.stop_port_mapping() {
+                        // The gateway's mapping is deleted before the daemon goes (briefly:
+                        // a gateway that does not answer is not waited for).
+                        let _ = tokio::time::timeout(Duration::from_secs(3), pm).await;
+                    }
                     return Ok(());
                 }
                 Some(c) = cmds.recv() => {
@@ -657,6 +683,9 @@ impl<'a> Daemon<'a> {
                     // Another network: measure the NAT again, publish the endpoints again,
                     // and let every active peer's path be checked now.
                     self.feed(Input::NetworkChanged).await;
+                    if let Some(pm) = &self.portmapper {
+                        let _ = pm.commands.try_send(portmap::Command::Refresh);
+                    }
                     self.network_changed.notify_one();
                     self.engine.network_changed(Instant::now());
                 }
@@ -864,12 +893,74 @@ impl<'a> Daemon<'a> {
                 .map(|l| l.client.clone())
                 .or_else(|| self.machine.last_server().and_then(|u| self.client(u).ok())),
             relay_map: self.mapped.relay_map().cloned(),
+            port_mapping: self.port_mapping_check(),
         };
         let back = self.netcheck_tx.clone();
         tokio::spawn(async move {
             let prepared = netcheck::prepare(input).await;
             let _ = back.send((prepared, reply)).await;
         });
+    }
+
+    /// Starts the port mapper (unless turned off), which maps this node's UDP port on the
+    /// gateway while the node is signed in.
+    fn start_port_mapping(&mut self) {
+        if self.args.no_port_mapping || self.portmapper.is_some() {
+            return;
+        }
+        let (commands, rx) = mpsc::channel(4);
+        // A mapper still deleting its mapping finishes first (it would delete the new one).
+        let stopping = self.portmap_stopping.take();
+        let (port, state) = (self.local.port(), self.portmapped.clone());
+        let task = tokio::spawn(async move {
+            if let Some(old) = stopping {
+                let _ = old.await;
+            }
+            portmap::run(port, portmap::default_gateway, state, rx).await
+        });
+        self.portmapper = Some(PortMapper { commands, task });
+    }
+
+    /// Tells the port mapper to delete its mapping and end; its task, to wait for.
+    fn stop_port_mapping(&mut self) -> Option<&mut JoinHandle<()>> {
+        let pm = self.portmapper.take()?;
+        let _ = pm.commands.try_send(portmap::Command::Stop);
+        self.portmap_stopping = Some(pm.task);
+        self.portmap_stopping.as_mut()
+    }
+
+    /// The port mapper's state as netcheck reports it.
+    fn port_mapping_check(&self) -> PortMapCheck {
+        if self.args.no_port_mapping {
+            return PortMapCheck {
+                error: Some("turned off (--no-port-mapping)".into()),
+                ..Default::default()
+            };
+        }
+        if self.portmapper.is_none() {
+            return PortMapCheck {
+                error: Some("not tried: not signed in".into()),
+                ..Default::default()
+            };
+        }
+        let state = self.portmapped.borrow();
+        match &state.mapped {
+            Some(m) => PortMapCheck {
+                protocol: Some(m.protocol.to_string()),
+                external: Some(m.external.to_string()),
+                gateway: Some(m.gateway.to_string()),
+                error: None,
+            },
+            None => PortMapCheck {
+                error: Some(
+                    state
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "still asking the gateway".into()),
+                ),
+                ..Default::default()
+            },
+        }
     }
 
     /// Tells control this node's new home relay (peers reach it there) and shows it.

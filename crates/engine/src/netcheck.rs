@@ -1,7 +1,8 @@
 //! Netcheck: what the local network allows, learned by sending STUN Binding requests from the
 //! node's own UDP socket to the relay regions' STUN servers. Whether UDP gets out at all, the
 //! public address:port the NAT gives this socket, whether that mapping changes per destination
-//! (a hard NAT), and the round-trip time to each region. Sans-IO: the caller sends what
+//! (a hard NAT), whether the NAT hairpins (a packet to its own public address comes back in),
+//! which address families work, and the round-trip time to each region. Sans-IO: the caller sends what
 //! `poll_transmit` returns, feeds STUN datagrams to `handle_stun`, and wakes it at `poll_timeout`.
 
 use crate::Transmit;
@@ -19,6 +20,10 @@ const ATTEMPTS: [Duration; 3] = [
 
 /// How long a netcheck waits for answers.
 pub const NETCHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the hairpin probe (a request sent to this socket's own public address) may take
+/// to come back in.
+const HAIRPIN_WAIT: Duration = Duration::from_millis(500);
 
 /// A STUN server of a relay region.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +54,13 @@ pub struct Report {
     pub probes: Vec<Probe>,
     /// The region with the lowest latency.
     pub preferred_region: Option<String>,
+    /// Whether IPv4 / IPv6 STUN servers answered; unknown without a server of that family.
+    pub ipv4: Option<bool>,
+    pub ipv6: Option<bool>,
+    /// Whether a packet sent to this socket's own public IPv4 address came back in (the NAT
+    /// hairpins: two nodes behind it can reach each other at their public addresses); unknown
+    /// without a public address.
+    pub hairpinning: Option<bool>,
 }
 
 struct ServerState {
@@ -64,6 +76,9 @@ pub struct Netcheck {
     seed: TxId,
     servers: Vec<ServerState>,
     queue: VecDeque<Transmit>,
+    /// When the hairpin probe went out, and whether it came back.
+    hairpin_sent: Option<Instant>,
+    hairpin_back: bool,
 }
 
 impl Netcheck {
@@ -81,6 +96,8 @@ impl Netcheck {
                 })
                 .collect(),
             queue: VecDeque::new(),
+            hairpin_sent: None,
+            hairpin_back: false,
         };
         n.handle_timeout(now);
         n
@@ -95,11 +112,17 @@ impl Netcheck {
         tx
     }
 
+    /// The hairpin probe's transaction id: the seed inverted (no attempt's id can equal it).
+    fn hairpin_tx(&self) -> TxId {
+        self.seed.map(|b| !b)
+    }
+
     /// Sends the attempts that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.is_done(now) {
             return;
         }
+        self.send_hairpin(now);
         let elapsed = now.saturating_duration_since(self.start);
         for i in 0..self.servers.len() {
             let s = &self.servers[i];
@@ -121,10 +144,39 @@ impl Netcheck {
         self.queue.pop_front()
     }
 
-    /// Takes a STUN answer to one of our requests; false if it is not one.
+    /// Once a public IPv4 address is known: one request to it, which comes back in only
+    /// through a NAT that hairpins.
+    fn send_hairpin(&mut self, now: Instant) {
+        if self.hairpin_sent.is_some() {
+            return;
+        }
+        let Some(public) = self
+            .servers
+            .iter()
+            .filter_map(|s| s.answer.and_then(|(_, m)| m))
+            .find(|m| m.is_ipv4())
+        else {
+            return;
+        };
+        self.hairpin_sent = Some(now);
+        self.queue.push_back(Transmit {
+            dst: public,
+            payload: stun::binding_request(self.hairpin_tx()),
+        });
+    }
+
+    /// Takes a STUN answer to one of our requests (or the hairpin probe coming back); false if
+    /// it is neither.
     pub fn handle_stun(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
-        let Ok(Message::BindingSuccess { tx, mapped, .. }) = stun::parse(datagram) else {
-            return false;
+        let (tx, mapped) = match stun::parse(datagram) {
+            Ok(Message::BindingSuccess { tx, mapped, .. }) => (tx, mapped),
+            Ok(Message::BindingRequest { tx, .. })
+                if self.hairpin_sent.is_some() && tx == self.hairpin_tx() =>
+            {
+                self.hairpin_back = true;
+                return true;
+            }
+            _ => return false,
         };
         for s in &mut self.servers {
             if let Some((_, sent)) = s.sent.iter().find(|(t, _)| *t == tx) {
@@ -133,6 +185,7 @@ impl Netcheck {
                 }
                 if s.answer.is_none() {
                     s.answer = Some((now.saturating_duration_since(*sent), mapped));
+                    self.send_hairpin(now);
                 }
                 return true;
             }
@@ -140,15 +193,27 @@ impl Netcheck {
         false
     }
 
-    /// Done when every server answered or the time is up.
+    /// When the hairpin probe stops being waited for, if it is.
+    fn hairpin_deadline(&self) -> Option<Instant> {
+        match self.hairpin_sent {
+            Some(sent) if !self.hairpin_back => Some(sent + HAIRPIN_WAIT),
+            _ => None,
+        }
+    }
+
+    /// Done when every server answered (and the hairpin probe came back or had its time), or
+    /// the time is up.
     pub fn is_done(&self, now: Instant) -> bool {
-        self.servers.iter().all(|s| s.answer.is_some()) || now >= self.start + NETCHECK_TIMEOUT
+        let answered = self.servers.iter().all(|s| s.answer.is_some())
+            && self.hairpin_deadline().is_none_or(|t| t <= now);
+        answered || now >= self.start + NETCHECK_TIMEOUT
     }
 
     /// When to call `handle_timeout` next; none once done.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let end = self.start + NETCHECK_TIMEOUT;
         if self.servers.iter().all(|s| s.answer.is_some()) {
-            return None;
+            return self.hairpin_deadline().map(|t| t.min(end));
         }
         let next_attempt = self
             .servers
@@ -157,7 +222,6 @@ impl Netcheck {
             .filter_map(|s| ATTEMPTS.get(s.sent.len()))
             .min()
             .map(|d| self.start + *d);
-        let end = self.start + NETCHECK_TIMEOUT;
         Some(next_attempt.map_or(end, |t| t.min(end)))
     }
 
@@ -203,10 +267,23 @@ impl Netcheck {
             .iter()
             .min_by_key(|p| p.latency)
             .map(|p| p.server.region.clone());
+        let family = |v4: bool| {
+            let asked = probes.iter().filter(|p| p.server.addr.is_ipv4() == v4);
+            let mut any = false;
+            let mut answer = false;
+            for p in asked {
+                any = true;
+                answer |= p.latency.is_some();
+            }
+            any.then_some(answer)
+        };
         Report {
             udp: (!self.servers.is_empty()).then_some(!answered.is_empty()),
             public,
             mapping_varies_by_dest: varies,
+            ipv4: family(true),
+            ipv6: family(false),
+            hairpinning: self.hairpin_sent.map(|_| self.hairpin_back),
             probes,
             preferred_region,
         }
@@ -271,7 +348,9 @@ mod tests {
             a.dst,
             &answer(&a, ME_PUBLIC)
         ));
-        assert!(n.is_done(t0 + Duration::from_millis(30)));
+        // Then only the hairpin probe is waited for.
+        assert!(!n.is_done(t0 + Duration::from_millis(30)));
+        assert!(n.is_done(t0 + Duration::from_millis(30) + HAIRPIN_WAIT));
         let r = n.report();
         assert_eq!(r.udp, Some(true));
         assert_eq!(r.public, vec![ME_PUBLIC.parse().unwrap()]);
@@ -351,6 +430,65 @@ mod tests {
         assert!(!n.handle_stun(t0, req.dst, &forged));
         assert!(!n.handle_stun(t0, req.dst, b"\x01\x00\x00\x00garbage"));
         assert_eq!(n.report().udp, Some(false));
+    }
+
+    #[test]
+    fn a_probe_to_the_own_public_address_tells_whether_the_nat_hairpins() {
+        let t0 = Instant::now();
+        let run = |comes_back: bool| {
+            let mut n = Netcheck::new(t0, vec![server("fra", "198.51.100.1:3478")], [3; 12]);
+            let req = n.poll_transmit().unwrap();
+            let t1 = t0 + Duration::from_millis(20);
+            n.handle_stun(t1, req.dst, &answer(&req, ME_PUBLIC));
+            let probe = n.poll_transmit().expect("the hairpin probe");
+            assert_eq!(probe.dst, ME_PUBLIC.parse().unwrap());
+            assert!(!n.is_done(t1), "waits for the probe");
+            assert_eq!(n.poll_timeout(), Some(t1 + HAIRPIN_WAIT));
+            if comes_back {
+                // Through a hairpinning NAT it arrives from the public address itself.
+                assert!(n.handle_stun(t1, ME_PUBLIC.parse().unwrap(), &probe.payload));
+                assert!(n.is_done(t1));
+            } else {
+                assert!(n.is_done(t1 + HAIRPIN_WAIT));
+            }
+            assert!(n.poll_transmit().is_none(), "one probe");
+            n.report()
+        };
+        let r = run(true);
+        assert_eq!(r.hairpinning, Some(true));
+        assert_eq!(
+            (r.ipv4, r.ipv6),
+            (Some(true), None),
+            "no IPv6 server: unknown"
+        );
+        assert_eq!(run(false).hairpinning, Some(false));
+        // A request with another id is somebody else's, not the probe.
+        let mut n = Netcheck::new(t0, vec![server("fra", "198.51.100.1:3478")], [3; 12]);
+        let req = n.poll_transmit().unwrap();
+        n.handle_stun(t0, req.dst, &answer(&req, ME_PUBLIC));
+        assert!(!n.handle_stun(
+            t0,
+            ME_PUBLIC.parse().unwrap(),
+            &stun::binding_request([5; 12])
+        ));
+        assert_eq!(n.report().hairpinning, Some(false));
+    }
+
+    #[test]
+    fn each_address_family_is_reported_by_its_own_servers() {
+        let t0 = Instant::now();
+        let mut n = Netcheck::new(
+            t0,
+            vec![
+                server("fra", "198.51.100.1:3478"),
+                server("fra", "[2001:db8::1]:3478"),
+            ],
+            [4; 12],
+        );
+        let v4 = n.poll_transmit().unwrap();
+        n.handle_stun(t0, v4.dst, &answer(&v4, ME_PUBLIC));
+        let r = n.report();
+        assert_eq!((r.ipv4, r.ipv6), (Some(true), Some(false)));
     }
 
     #[test]

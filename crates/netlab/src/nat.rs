@@ -14,6 +14,8 @@
 //!   that map. ADPF needs no rule: conntrack admits only replies.
 //! - hairpinning: a packet from the LAN to the router's own external address and a mapped port
 //!   goes through the same map and leaves with the sender's external address.
+//! - port mapping (`+upnp`): the router also runs miniupnpd (UPnP IGD, NAT-PMP and PCP, see
+//!   [`crate::natlab`]), which adds its own forwarding rules in a table of its own.
 
 use std::fmt;
 use std::str::FromStr;
@@ -54,7 +56,8 @@ pub enum Ports {
 /// A router's behaviour, by name: `eim-eif` … `adpm-adpf`, or a classic alias (`full-cone`,
 /// `restricted-cone`, `port-restricted-cone`, `symmetric`), optionally followed by modifiers
 /// joined with `+`: `preserve`, `hash` or `random` (ports), `hairpin` or `no-hairpin`,
-/// `timeout=SECONDS` (UDP mapping lifetime). Two profiles stand alone: `public` (no NAT: the
+/// `timeout=SECONDS` (UDP mapping lifetime), `upnp` (the router grants port mappings by UPnP
+/// IGD, NAT-PMP and PCP: miniupnpd). Two profiles stand alone: `public` (no NAT: the
 /// node sits on the public network) and `udp-blocked` (only TCP leaves; NAT as `eim-adpf`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Profile {
@@ -62,7 +65,14 @@ pub struct Profile {
     pub hairpin: bool,
     /// The UDP mapping lifetime in seconds (conntrack's and the rules'); Linux's own when None.
     pub udp_timeout: Option<u32>,
+    /// Whether the router runs miniupnpd and grants port mappings.
+    pub upnp: bool,
 }
+
+/// The UDP ports of the STUN server miniupnpd asks whether its public address is reachable
+/// (the lab's public addresses are in a reserved range, which miniupnpd refuses otherwise);
+/// the second is RFC 5780's alternate port.
+pub const UPNP_STUN_PORTS: [u16; 2] = [3490, 3491];
 
 /// What kind of router a profile is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,6 +109,7 @@ impl Profile {
             },
             hairpin: false,
             udp_timeout: None,
+            upnp: false,
         }
     }
 
@@ -193,10 +204,19 @@ impl Profile {
         r.push_str("  }\n");
         // Outbound: UDP mapped as the profile says; everything else masqueraded.
         r.push_str("  chain postrouting {\n    type nat hook postrouting priority srcnat;\n");
+        // The router's own packets (miniupnpd's STUN check) leave untranslated.
+        r.push_str(&format!("    ip saddr {wan_ip} accept\n"));
         r.push_str(&format!("    oifname \"{wan}\" meta l4proto udp {snat}\n"));
         if self.hairpin {
+            // Hairpinned flows all end at the same internal endpoint, so a hash of the
+            // translated addresses would give two of them one port (and the second would clash
+            // and vanish): a mapping that depends on the destination takes a fresh port.
+            let hairpin_snat = match mapping {
+                Mapping::Eim => snat.clone(),
+                _ => format!("snat ip to {wan_ip} random"),
+            };
             r.push_str(&format!(
-                "    iifname \"{lan}\" oifname \"{lan}\" ct status dnat meta l4proto udp {snat}\n"
+                "    iifname \"{lan}\" oifname \"{lan}\" ct status dnat meta l4proto udp {hairpin_snat}\n"
             ));
         }
         r.push_str(&format!("    oifname \"{wan}\" masquerade\n  }}\n"));
@@ -232,6 +252,14 @@ impl Profile {
         // mapping needs (that clash made Linux pick another port: two port-restricted cones
         // punching at once never met).
         r.push_str("  chain input {\n    type filter hook input priority filter; policy accept;\n");
+        if self.upnp {
+            // miniupnpd's reachability check: answers from the other address and port of its
+            // STUN server come unasked.
+            let [a, b] = UPNP_STUN_PORTS;
+            r.push_str(&format!(
+                "    iifname \"{wan}\" udp sport {{ {a}, {b} }} accept\n"
+            ));
+        }
         r.push_str(&format!(
             "    iifname \"{wan}\" meta l4proto udp ct state new drop\n  }}\n}}\n"
         ));
@@ -267,11 +295,13 @@ impl FromStr for Profile {
                 kind: Kind::Public,
                 hairpin: false,
                 udp_timeout: None,
+                upnp: false,
             },
             "udp-blocked" => Profile {
                 kind: Kind::UdpBlocked,
                 hairpin: false,
                 udp_timeout: None,
+                upnp: false,
             },
             "full-cone" => Profile::nat(Mapping::Eim, Filtering::Eif),
             "restricted-cone" => Profile::nat(Mapping::Eim, Filtering::Adf),
@@ -298,6 +328,12 @@ impl FromStr for Profile {
             let m = m.trim().to_ascii_lowercase();
             match (m.as_str(), &mut p.kind) {
                 ("hairpin", _) => p.hairpin = true,
+                ("upnp", Kind::Nat { .. }) => p.upnp = true,
+                ("upnp", _) => {
+                    return Err(ProfileError(format!(
+                        "{s}: port mapping (upnp) needs a router that passes UDP"
+                    )))
+                }
                 ("no-hairpin", _) => p.hairpin = false,
                 (t, _) if t.starts_with("timeout=") => {
                     let secs = t["timeout=".len()..]
@@ -341,7 +377,7 @@ fn unknown(s: &str) -> ProfileError {
     ProfileError(format!(
         "unknown NAT profile {s:?}: one of eim|adm|adpm-eif|adf|adpf (e.g. eim-adf), full-cone, \
          restricted-cone, port-restricted-cone, symmetric, public, udp-blocked, with optional \
-         +preserve|+hash|+random, +hairpin, +timeout=SECONDS"
+         +preserve|+hash|+random, +hairpin, +timeout=SECONDS, +upnp"
     ))
 }
 
@@ -393,6 +429,9 @@ impl fmt::Display for Profile {
         if let Some(t) = self.udp_timeout {
             write!(f, "+timeout={t}")?;
         }
+        if self.upnp {
+            f.write_str("+upnp")?;
+        }
         Ok(())
     }
 }
@@ -411,10 +450,10 @@ mod tests {
         for p in Profile::all_nine() {
             assert_eq!(p.to_string().parse::<Profile>().unwrap(), p);
         }
-        let p: Profile = "eim-adf+hash+hairpin+timeout=30".parse().unwrap();
-        assert!(p.hairpin);
+        let p: Profile = "eim-adf+hash+hairpin+timeout=30+upnp".parse().unwrap();
+        assert!(p.hairpin && p.upnp);
         assert_eq!(p.udp_timeout, Some(30));
-        assert_eq!(p.to_string(), "eim-adf+hash+hairpin+timeout=30");
+        assert_eq!(p.to_string(), "eim-adf+hash+hairpin+timeout=30+upnp");
         assert_eq!(p.to_string().parse::<Profile>().unwrap(), p);
         assert_eq!(
             "adpm-adpf+random"
@@ -448,6 +487,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("sparkles"), "{e}");
+        let e = "public+upnp".parse::<Profile>().unwrap_err().to_string();
+        assert!(e.contains("passes UDP"), "{e}");
     }
 
     #[test]

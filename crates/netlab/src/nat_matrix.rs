@@ -62,10 +62,12 @@ impl fmt::Display for Path {
     }
 }
 
-/// A side's effective behaviour for the reasoning: None when UDP cannot pass.
+/// A side's effective behaviour for the reasoning: None when UDP cannot pass. A router that
+/// grants port mappings forwards the node's port from anyone: a full cone for it.
 fn behaviour(p: &Profile) -> Option<(Mapping, Filtering)> {
     match p.kind {
         Kind::Public => Some((Mapping::Eim, Filtering::Eif)),
+        Kind::Nat { .. } if p.upnp => Some((Mapping::Eim, Filtering::Eif)),
         Kind::UdpBlocked => None,
         Kind::Nat {
             mapping, filtering, ..
@@ -230,7 +232,8 @@ impl Default for RunOptions {
     }
 }
 
-fn seen(lab: &Lab, host: &str) -> Seen {
+/// How `host` sees its (only) peer now.
+pub fn seen(lab: &Lab, host: &str) -> Seen {
     let st = mesh::status_json(lab, host);
     let Some(p) = st["peers"].as_array().and_then(|p| p.first()) else {
         return Seen::default();
@@ -426,7 +429,12 @@ fn both(a: &Seen, b: &Seen) -> Option<Path> {
 
 /// Pings both ways until both sides are direct or `timeout` passes; the seconds since
 /// `started` when it ended.
-fn settle(lab: &Lab, (addr_a, addr_b): (&str, &str), timeout: Duration, started: Instant) -> f64 {
+pub fn settle(
+    lab: &Lab,
+    (addr_a, addr_b): (&str, &str),
+    timeout: Duration,
+    started: Instant,
+) -> f64 {
     let t = Instant::now();
     while t.elapsed() < timeout {
         ping_once(lab, "a", addr_b);
@@ -689,6 +697,9 @@ mod tests {
             ("adm-adf", "adm-adf", Relayed),
             ("public", "symmetric", Direct),
             ("udp-blocked", "full-cone", Relayed),
+            // A port forwarded by the router is reachable from anyone.
+            ("symmetric+upnp", "symmetric", Direct),
+            ("symmetric+upnp", "udp-blocked", Relayed),
         ];
         for (a, b, want) in table {
             assert_eq!(case(a, b).expected(), want, "{a} × {b}");

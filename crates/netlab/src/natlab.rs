@@ -193,11 +193,111 @@ impl Plan {
         for (host, profile, wan, wan_ip) in &rules {
             apply(&lab, host, profile, wan, wan_ip)?;
         }
+        if rules.iter().any(|(_, p, _, _)| p.upnp) {
+            start_upnp_stun(&mut lab)?;
+            for (host, profile, wan, _) in &rules {
+                if profile.upnp {
+                    start_miniupnpd(&mut lab, host, wan)?;
+                }
+            }
+        }
         if !self.impair.is_none() {
             impair::start(&mut lab, self.impair)?;
         }
         Ok(lab)
     }
+}
+
+/// The STUN server miniupnpd checks its public address with (pinhole-relay, STUN only, with
+/// RFC 5780's alternate address and port).
+fn start_upnp_stun(lab: &mut Lab) -> Result<(), LabError> {
+    let relay = crate::mesh::pinhole_relay();
+    let [port, alt_port] = crate::nat::UPNP_STUN_PORTS;
+    let listen = format!("{SERVER_IP}:{port}");
+    let p = lab.spawn(
+        PUBLIC,
+        &[
+            relay.to_str().unwrap_or("pinhole-relay"),
+            "--stun-listen",
+            &listen,
+            "--stun-alternate-ip",
+            SERVER_ALT_IP,
+            "--stun-alternate-port",
+            &alt_port.to_string(),
+        ],
+    )?;
+    if !Lab::wait_for(Duration::from_secs(10), || p.log_text().contains("STUN")) {
+        return Err(LabError::Plan(format!(
+            "the STUN server for miniupnpd did not start: {}",
+            p.log_text()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs miniupnpd (UPnP IGD, NAT-PMP, PCP) on router `host`: it listens on every LAN
+/// interface, maps ports for the nodes behind it (each only for itself), and forwards from
+/// `wan` with rules in its own nftables table. It stops with the lab.
+fn start_miniupnpd(lab: &mut Lab, host: &str, wan: &str) -> Result<(), LabError> {
+    let t = Duration::from_secs(10);
+    let links = lab.run_ok(host, &["ip", "-o", "link", "show"], t)?;
+    let lans: Vec<String> = links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .filter(|n| n.starts_with("lan"))
+        .collect();
+    if lans.is_empty() {
+        return Err(LabError::Plan(format!("{host} has no LAN for miniupnpd")));
+    }
+    // miniupnpd-nftables expects its table and chains to exist.
+    let table = "table inet miniupnpd {\n  \
+                 chain forward { type filter hook forward priority filter; policy accept; }\n  \
+                 chain prerouting { type nat hook prerouting priority dstnat; policy accept; }\n  \
+                 chain postrouting { type nat hook postrouting priority srcnat; policy accept; }\n}\n";
+    let nft = lab.dir().join(format!("{host}-miniupnpd.nft"));
+    std::fs::write(&nft, table)?;
+    lab.run_ok(host, &["nft", "-f", &nft.to_string_lossy()], t)?;
+    let [stun_port, _] = crate::nat::UPNP_STUN_PORTS;
+    let mut conf = format!(
+        "ext_ifname={wan}\n\
+         enable_natpmp=yes\nenable_upnp=yes\nsecure_mode=yes\nsystem_uptime=yes\n\
+         uuid=3b1d5c3e-6a51-4a6c-9bd0-2f1e4c8a7d10\n\
+         ext_perform_stun=yes\next_stun_host={SERVER_IP}\next_stun_port={stun_port}\n\
+         upnp_table_name=miniupnpd\nupnp_nat_table_name=miniupnpd\n\
+         upnp_forward_chain=forward\nupnp_nat_chain=prerouting\n\
+         upnp_nat_postrouting_chain=postrouting\n\
+         allow 1024-65535 10.0.0.0/8 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"
+    );
+    for lan in &lans {
+        conf.push_str(&format!("listening_ip={lan}\n"));
+    }
+    let file = lab.dir().join(format!("{host}-miniupnpd.conf"));
+    std::fs::write(&file, conf)?;
+    let pid = lab.dir().join(format!("{host}-miniupnpd.pid"));
+    let p = lab.spawn(
+        host,
+        &[
+            "miniupnpd",
+            "-d",
+            "-f",
+            &file.to_string_lossy(),
+            "-P",
+            &pid.to_string_lossy(),
+        ],
+    )?;
+    // Ready once its public address checked out and it listens for NAT-PMP/PCP.
+    let ready = Lab::wait_for(Duration::from_secs(15), || {
+        let log = p.log_text();
+        log.contains("Listening for NAT-PMP/PCP") || log.contains("impossible")
+    });
+    let log = p.log_text();
+    if !ready || !log.contains("Port forwarding is now enabled") {
+        return Err(LabError::Plan(format!(
+            "miniupnpd on {host} does not forward ports (is miniupnpd-nftables installed?):\n{log}"
+        )));
+    }
+    Ok(())
 }
 
 /// Makes `host` a router of `profile` (external interface `wan` with `wan_ip`, internal ones

@@ -172,10 +172,32 @@ pub struct NetcheckReport {
     /// Whether the NAT maps to a different port per destination (a hard NAT); unknown with
     /// fewer than two STUN answers.
     pub mapping_varies_by_dest: Option<bool>,
+    /// Whether IPv4 / IPv6 STUN servers answered; unknown without a server of that family.
+    #[serde(default)]
+    pub ipv4: Option<bool>,
+    #[serde(default)]
+    pub ipv6: Option<bool>,
+    /// Whether a packet to this node's own public address came back in (the NAT hairpins);
+    /// unknown without a public address.
+    #[serde(default)]
+    pub hairpinning: Option<bool>,
+    /// The port mapping this node holds on its gateway (PCP, NAT-PMP or UPnP), or why none.
+    #[serde(default)]
+    pub port_mapping: PortMapCheck,
     pub regions: Vec<RegionLatency>,
     /// The region with the lowest latency.
     pub preferred_relay: Option<String>,
     pub control: ControlCheck,
+}
+
+/// `netcheck`'s port mapping: the protocol the gateway answered (`pcp`, `nat-pmp`, `upnp`)
+/// with the public address it forwards, or, without one, why.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PortMapCheck {
+    pub protocol: Option<String>,
+    pub external: Option<String>,
+    pub gateway: Option<String>,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
