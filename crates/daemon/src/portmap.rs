@@ -88,7 +88,21 @@ pub async fn run(
     port: u16,
     gateway: fn() -> Option<IpAddr>,
     state: watch::Sender<State>,
+    commands: mpsc::Receiver<Command>,
+) {
+    run_with(port, gateway, state, commands, MIN_WAIT).await
+}
+
+/// The shortest time between two renewals (a gateway may grant very short lifetimes).
+const MIN_WAIT: Duration = Duration::from_secs(30);
+
+/// [`run`] with the shortest time between renewals (`floor`) given.
+async fn run_with(
+    port: u16,
+    gateway: fn() -> Option<IpAddr>,
+    state: watch::Sender<State>,
     mut commands: mpsc::Receiver<Command>,
+    floor: Duration,
 ) {
     let Some(port) = NonZeroU16::new(port) else {
         state.send_replace(State {
@@ -133,7 +147,7 @@ pub async fn run(
             },
         };
         tokio::select! {
-            _ = tokio::time::sleep(wait.max(Duration::from_secs(30))) => {}
+            _ = tokio::time::sleep(wait.max(floor)) => {}
             c = commands.recv() => match c {
                 Some(Command::Refresh) => {
                     if let Some((h, _)) = held.take() {
@@ -458,5 +472,86 @@ mod tests {
             err.contains("PCP") && err.contains("NAT-PMP") && err.contains("127.0.0.1"),
             "{err}"
         );
+    }
+
+    /// A NAT-PMP gateway on loopback (RFC 6886) that refuses PCP as NAT-PMP-only gateways do,
+    /// grants `lifetime` seconds, and records every mapping request (internal port, lifetime).
+    async fn fake_nat_pmp(
+        gw: &str,
+        lifetime: u32,
+    ) -> std::sync::Arc<std::sync::Mutex<Vec<(u16, u32)>>> {
+        let sock = tokio::net::UdpSocket::bind((gw, crab_nat::GATEWAY_PORT))
+            .await
+            .unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1100];
+            let epoch = 1000u32.to_be_bytes();
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let req = &buf[..n];
+                let answer: Vec<u8> = match req {
+                    [2, ..] => [&[0, 0x81, 0, 1][..], &epoch].concat(),
+                    [0, 0] => [&[0, 128, 0, 0][..], &epoch, &[198, 51, 100, 7]].concat(),
+                    [0, 1, _, _, i0, i1, e0, e1, l @ ..] if l.len() == 4 => {
+                        let asked = u32::from_be_bytes([l[0], l[1], l[2], l[3]]);
+                        log.lock()
+                            .unwrap()
+                            .push((u16::from_be_bytes([*i0, *i1]), asked));
+                        let granted = asked.min(lifetime).to_be_bytes();
+                        [&[0, 129, 0, 0][..], &epoch, &[*i0, *i1, *e0, *e1], &granted].concat()
+                    }
+                    _ => continue,
+                };
+                let _ = sock.send_to(&answer, from).await;
+            }
+        });
+        seen
+    }
+
+    #[tokio::test]
+    async fn nat_pmp_after_pcp_is_refused_renewed_in_time_and_deleted_at_stop() {
+        let seen = fake_nat_pmp("127.0.0.3", 2).await;
+        let (state_tx, mut state) = watch::channel(State::default());
+        let (commands, rx) = mpsc::channel(4);
+        let task = tokio::spawn(run_with(
+            41641,
+            || Some("127.0.0.3".parse().unwrap()),
+            state_tx,
+            rx,
+            Duration::from_millis(100),
+        ));
+        let mapped = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(m) = state.borrow_and_update().mapped.clone() {
+                    return m;
+                }
+                state.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("a mapping");
+        assert_eq!(mapped.protocol, Protocol::NatPmp);
+        assert_eq!(mapped.external, "198.51.100.7:41641".parse().unwrap());
+        assert_eq!(mapped.lifetime, Duration::from_secs(2));
+        // Renewed at half the granted lifetime: two more requests within 2.5 s.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let renewals = seen.lock().unwrap().iter().filter(|(_, l)| *l > 0).count();
+        assert!(
+            (3..=5).contains(&renewals),
+            "{renewals} requests: {:?}",
+            seen.lock().unwrap()
+        );
+        commands.send(Command::Stop).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            seen.lock().unwrap().last(),
+            Some(&(41641, 0)),
+            "deleted: lifetime 0"
+        );
+        assert_eq!(*state.borrow(), State::default());
     }
 }

@@ -14,8 +14,9 @@
 //!   that map. ADPF needs no rule: conntrack admits only replies.
 //! - hairpinning: a packet from the LAN to the router's own external address and a mapped port
 //!   goes through the same map and leaves with the sender's external address.
-//! - port mapping (`+upnp`): the router also runs miniupnpd (UPnP IGD, NAT-PMP and PCP, see
-//!   [`crate::natlab`]), which adds its own forwarding rules in a table of its own.
+//! - port mapping (`+upnp`, or `+igd` for UPnP IGD alone): the router also runs miniupnpd
+//!   (UPnP IGD, NAT-PMP and PCP, see [`crate::natlab`]), which adds its own forwarding rules
+//!   in a table of its own.
 
 use std::fmt;
 use std::str::FromStr;
@@ -57,7 +58,7 @@ pub enum Ports {
 /// `restricted-cone`, `port-restricted-cone`, `symmetric`), optionally followed by modifiers
 /// joined with `+`: `preserve`, `hash` or `random` (ports), `hairpin` or `no-hairpin`,
 /// `timeout=SECONDS` (UDP mapping lifetime), `upnp` (the router grants port mappings by UPnP
-/// IGD, NAT-PMP and PCP: miniupnpd). Two profiles stand alone: `public` (no NAT: the
+/// IGD, NAT-PMP and PCP: miniupnpd) or `igd` (by UPnP IGD only). Two profiles stand alone: `public` (no NAT: the
 /// node sits on the public network) and `udp-blocked` (only TCP leaves; NAT as `eim-adpf`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Profile {
@@ -65,8 +66,17 @@ pub struct Profile {
     pub hairpin: bool,
     /// The UDP mapping lifetime in seconds (conntrack's and the rules'); Linux's own when None.
     pub udp_timeout: Option<u32>,
-    /// Whether the router runs miniupnpd and grants port mappings.
-    pub upnp: bool,
+    /// Whether the router runs miniupnpd and grants port mappings, and by what.
+    pub port_mapping: Option<Granting>,
+}
+
+/// The protocols a router grants port mappings by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Granting {
+    /// UPnP IGD, NAT-PMP and PCP.
+    All,
+    /// UPnP IGD alone (NAT-PMP and PCP off).
+    IgdOnly,
 }
 
 /// The UDP ports of the STUN server miniupnpd asks whether its public address is reachable
@@ -109,7 +119,7 @@ impl Profile {
             },
             hairpin: false,
             udp_timeout: None,
-            upnp: false,
+            port_mapping: None,
         }
     }
 
@@ -252,7 +262,7 @@ impl Profile {
         // mapping needs (that clash made Linux pick another port: two port-restricted cones
         // punching at once never met).
         r.push_str("  chain input {\n    type filter hook input priority filter; policy accept;\n");
-        if self.upnp {
+        if self.port_mapping.is_some() {
             // miniupnpd's reachability check: answers from the other address and port of its
             // STUN server come unasked.
             let [a, b] = UPNP_STUN_PORTS;
@@ -295,13 +305,13 @@ impl FromStr for Profile {
                 kind: Kind::Public,
                 hairpin: false,
                 udp_timeout: None,
-                upnp: false,
+                port_mapping: None,
             },
             "udp-blocked" => Profile {
                 kind: Kind::UdpBlocked,
                 hairpin: false,
                 udp_timeout: None,
-                upnp: false,
+                port_mapping: None,
             },
             "full-cone" => Profile::nat(Mapping::Eim, Filtering::Eif),
             "restricted-cone" => Profile::nat(Mapping::Eim, Filtering::Adf),
@@ -328,10 +338,11 @@ impl FromStr for Profile {
             let m = m.trim().to_ascii_lowercase();
             match (m.as_str(), &mut p.kind) {
                 ("hairpin", _) => p.hairpin = true,
-                ("upnp", Kind::Nat { .. }) => p.upnp = true,
-                ("upnp", _) => {
+                ("upnp", Kind::Nat { .. }) => p.port_mapping = Some(Granting::All),
+                ("igd", Kind::Nat { .. }) => p.port_mapping = Some(Granting::IgdOnly),
+                ("upnp" | "igd", _) => {
                     return Err(ProfileError(format!(
-                        "{s}: port mapping (upnp) needs a router that passes UDP"
+                        "{s}: port mapping ({m}) needs a router that passes UDP"
                     )))
                 }
                 ("no-hairpin", _) => p.hairpin = false,
@@ -377,7 +388,7 @@ fn unknown(s: &str) -> ProfileError {
     ProfileError(format!(
         "unknown NAT profile {s:?}: one of eim|adm|adpm-eif|adf|adpf (e.g. eim-adf), full-cone, \
          restricted-cone, port-restricted-cone, symmetric, public, udp-blocked, with optional \
-         +preserve|+hash|+random, +hairpin, +timeout=SECONDS, +upnp"
+         +preserve|+hash|+random, +hairpin, +timeout=SECONDS, +upnp|+igd"
     ))
 }
 
@@ -429,8 +440,10 @@ impl fmt::Display for Profile {
         if let Some(t) = self.udp_timeout {
             write!(f, "+timeout={t}")?;
         }
-        if self.upnp {
-            f.write_str("+upnp")?;
+        match self.port_mapping {
+            Some(Granting::All) => f.write_str("+upnp")?,
+            Some(Granting::IgdOnly) => f.write_str("+igd")?,
+            None => {}
         }
         Ok(())
     }
@@ -451,10 +464,12 @@ mod tests {
             assert_eq!(p.to_string().parse::<Profile>().unwrap(), p);
         }
         let p: Profile = "eim-adf+hash+hairpin+timeout=30+upnp".parse().unwrap();
-        assert!(p.hairpin && p.upnp);
+        assert!(p.hairpin && p.port_mapping == Some(Granting::All));
         assert_eq!(p.udp_timeout, Some(30));
         assert_eq!(p.to_string(), "eim-adf+hash+hairpin+timeout=30+upnp");
         assert_eq!(p.to_string().parse::<Profile>().unwrap(), p);
+        let igd: Profile = "symmetric+igd".parse().unwrap();
+        assert_eq!(igd.to_string(), "adpm-adpf+igd");
         assert_eq!(
             "adpm-adpf+random"
                 .parse::<Profile>()

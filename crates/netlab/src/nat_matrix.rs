@@ -67,7 +67,7 @@ impl fmt::Display for Path {
 fn behaviour(p: &Profile) -> Option<(Mapping, Filtering)> {
     match p.kind {
         Kind::Public => Some((Mapping::Eim, Filtering::Eif)),
-        Kind::Nat { .. } if p.upnp => Some((Mapping::Eim, Filtering::Eif)),
+        Kind::Nat { .. } if p.port_mapping.is_some() => Some((Mapping::Eim, Filtering::Eif)),
         Kind::UdpBlocked => None,
         Kind::Nat {
             mapping, filtering, ..
@@ -700,6 +700,7 @@ mod tests {
             // A port forwarded by the router is reachable from anyone.
             ("symmetric+upnp", "symmetric", Direct),
             ("symmetric+upnp", "udp-blocked", Relayed),
+            ("symmetric+igd", "symmetric", Direct),
         ];
         for (a, b, want) in table {
             assert_eq!(case(a, b).expected(), want, "{a} × {b}");

@@ -193,11 +193,11 @@ impl Plan {
         for (host, profile, wan, wan_ip) in &rules {
             apply(&lab, host, profile, wan, wan_ip)?;
         }
-        if rules.iter().any(|(_, p, _, _)| p.upnp) {
+        if rules.iter().any(|(_, p, _, _)| p.port_mapping.is_some()) {
             start_upnp_stun(&mut lab)?;
             for (host, profile, wan, _) in &rules {
-                if profile.upnp {
-                    start_miniupnpd(&mut lab, host, wan)?;
+                if let Some(granting) = profile.port_mapping {
+                    start_miniupnpd(&mut lab, host, wan, granting)?;
                 }
             }
         }
@@ -235,10 +235,16 @@ fn start_upnp_stun(lab: &mut Lab) -> Result<(), LabError> {
     Ok(())
 }
 
-/// Runs miniupnpd (UPnP IGD, NAT-PMP, PCP) on router `host`: it listens on every LAN
-/// interface, maps ports for the nodes behind it (each only for itself), and forwards from
-/// `wan` with rules in its own nftables table. It stops with the lab.
-fn start_miniupnpd(lab: &mut Lab, host: &str, wan: &str) -> Result<(), LabError> {
+/// Runs miniupnpd (UPnP IGD, and NAT-PMP and PCP unless `granting` says IGD only) on router
+/// `host`: it listens on every LAN interface, maps ports for the nodes behind it (each only
+/// for itself), and forwards from `wan` with rules in its own nftables table. It stops with
+/// the lab.
+fn start_miniupnpd(
+    lab: &mut Lab,
+    host: &str,
+    wan: &str,
+    granting: crate::nat::Granting,
+) -> Result<(), LabError> {
     let t = Duration::from_secs(10);
     let links = lab.run_ok(host, &["ip", "-o", "link", "show"], t)?;
     let lans: Vec<String> = links
@@ -259,9 +265,13 @@ fn start_miniupnpd(lab: &mut Lab, host: &str, wan: &str) -> Result<(), LabError>
     std::fs::write(&nft, table)?;
     lab.run_ok(host, &["nft", "-f", &nft.to_string_lossy()], t)?;
     let [stun_port, _] = crate::nat::UPNP_STUN_PORTS;
+    let natpmp = match granting {
+        crate::nat::Granting::All => "yes",
+        crate::nat::Granting::IgdOnly => "no",
+    };
     let mut conf = format!(
         "ext_ifname={wan}\n\
-         enable_natpmp=yes\nenable_upnp=yes\nsecure_mode=yes\nsystem_uptime=yes\n\
+         enable_natpmp={natpmp}\nenable_upnp=yes\nsecure_mode=yes\nsystem_uptime=yes\n\
          uuid=3b1d5c3e-6a51-4a6c-9bd0-2f1e4c8a7d10\n\
          ext_perform_stun=yes\next_stun_host={SERVER_IP}\next_stun_port={stun_port}\n\
          upnp_table_name=miniupnpd\nupnp_nat_table_name=miniupnpd\n\
@@ -289,7 +299,11 @@ fn start_miniupnpd(lab: &mut Lab, host: &str, wan: &str) -> Result<(), LabError>
     // Ready once its public address checked out and it listens for NAT-PMP/PCP.
     let ready = Lab::wait_for(Duration::from_secs(15), || {
         let log = p.log_text();
-        log.contains("Listening for NAT-PMP/PCP") || log.contains("impossible")
+        let listening = match granting {
+            crate::nat::Granting::All => log.contains("Listening for NAT-PMP/PCP"),
+            crate::nat::Granting::IgdOnly => log.contains("HTTP listening"),
+        };
+        listening || log.contains("impossible")
     });
     let log = p.log_text();
     if !ready || !log.contains("Port forwarding is now enabled") {

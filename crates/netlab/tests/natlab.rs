@@ -71,16 +71,42 @@ fn a_flushed_router_is_direct_again_within_10_s() {
 /// Symmetric × symmetric is relayed in the matrix above. With miniupnpd on a's router, a maps
 /// its port (PCP is asked first), publishes it as a `portmap` endpoint, and b reaches it there:
 /// the pair is direct. netcheck names the protocol and the forwarded address, and says which
-/// router hairpins (a's does, b's does not).
+/// router hairpins (a's does, b's does not). Signing out deletes the mapping.
 #[test]
 fn a_port_mapping_turns_two_symmetric_nats_direct() {
     if skip_without_root("a_port_mapping_turns_two_symmetric_nats_direct") {
         return;
     }
-    let case = Case::Pair(
-        "symmetric+upnp+hairpin".parse().unwrap(),
-        "symmetric".parse().unwrap(),
+    let lab = port_mapped_pair("symmetric+upnp+hairpin", "pcp");
+    let netcheck_b = wait_for_port_mapping_answer(&lab, "b");
+    assert_eq!(netcheck_b["hairpinning"], false, "{netcheck_b:#}");
+    assert!(
+        netcheck_b["port_mapping"]["protocol"].is_null(),
+        "{netcheck_b:#}"
     );
+    let why = netcheck_b["port_mapping"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains("PCP") && why.contains("NAT-PMP") && why.contains("UPnP"),
+        "{netcheck_b:#}"
+    );
+}
+
+/// The same with a router that offers UPnP IGD only (NAT-PMP and PCP off): found by SSDP.
+#[test]
+fn a_upnp_igd_mapping_turns_two_symmetric_nats_direct() {
+    if skip_without_root("a_upnp_igd_mapping_turns_two_symmetric_nats_direct") {
+        return;
+    }
+    port_mapped_pair("symmetric+igd", "upnp");
+}
+
+/// Runs a (behind `profile_a`, which grants port mappings) and b (symmetric) until direct, and
+/// checks that b reaches a at the port a's router forwards, which a's netcheck names with
+/// `protocol`; then a signs out and its router forwards nothing any more. The running lab.
+fn port_mapped_pair(profile_a: &str, protocol: &str) -> nat_matrix::Running {
+    let case = Case::Pair(profile_a.parse().unwrap(), "symmetric".parse().unwrap());
     assert_eq!(case.expected(), Path::Direct);
     let running = nat_matrix::start(&case, Default::default()).unwrap_or_else(|e| panic!("{e}"));
     let lab = &running.lab;
@@ -92,24 +118,19 @@ fn a_port_mapping_turns_two_symmetric_nats_direct() {
         running.up_at,
     );
     let (a, b) = (nat_matrix::seen(lab, "a"), nat_matrix::seen(lab, "b"));
-    let log_a = running.procs[1].log_text();
     assert!(
         a.connection == "direct" && b.connection == "direct",
-        "not direct after {secs:.1} s: a {a:?}, b {b:?}\n{log_a}"
+        "not direct after {secs:.1} s: a {a:?}, b {b:?}\n{}",
+        running.procs[1].log_text()
     );
     println!("{case}: direct {secs:.1} s after both were up");
     let st_b = mesh::status_json(lab, "b");
     let peer = &st_b["peers"][0];
     assert_eq!(peer["endpoint_kind"], "portmap", "{st_b:#}");
 
-    let netcheck = |host: &str| -> serde_json::Value {
-        let (ok, out, err) = mesh::pinhole(lab, host, &["netcheck", "--json"]);
-        assert!(ok, "{err}");
-        serde_json::from_str(&out).expect("netcheck --json")
-    };
-    let nc = netcheck("a");
+    let nc = netcheck(lab, "a");
     let pm = &nc["port_mapping"];
-    assert_eq!(pm["protocol"], "pcp", "{nc:#}");
+    assert_eq!(pm["protocol"], protocol, "{nc:#}");
     assert_eq!(pm["gateway"], "10.0.0.1", "{nc:#}");
     let external = pm["external"].as_str().unwrap_or_default();
     assert!(external.starts_with("198.18.10.2:"), "{nc:#}");
@@ -117,24 +138,48 @@ fn a_port_mapping_turns_two_symmetric_nats_direct() {
         peer["endpoint"], external,
         "b uses the forwarded port: {st_b:#}"
     );
-    assert_eq!(nc["hairpinning"], true, "{nc:#}");
+    let hairpins = case.to_string().contains("hairpin");
+    assert_eq!(nc["hairpinning"], hairpins, "{nc:#}");
     assert_eq!(
         (&nc["ipv4"], &nc["ipv6"]),
         (&serde_json::json!(true), &serde_json::Value::Null)
     );
-    // b's gateway answers no port-mapping protocol: once all three were tried, netcheck says so.
-    let mut nc_b = netcheck("b");
+    let (_, text, _) = mesh::pinhole(lab, "a", &["netcheck"]);
+    println!("$ pinhole netcheck (a)\n{text}");
+
+    // Signing out deletes the mapping on the router.
+    let (ok, _, err) = mesh::pinhole(lab, "a", &["logout"]);
+    assert!(ok, "{err}");
+    let forwarded = || {
+        lab.run_ok(
+            "r1",
+            &["nft", "list", "table", "inet", "miniupnpd"],
+            Duration::from_secs(5),
+        )
+        .unwrap_or_default()
+        .contains("10.0.0.2")
+    };
+    let gone = pinhole_netlab::Lab::wait_for(Duration::from_secs(5), || !forwarded());
+    assert!(gone, "the router still forwards to a after it signed out");
+    running
+}
+
+fn netcheck(lab: &pinhole_netlab::Lab, host: &str) -> serde_json::Value {
+    let (ok, out, err) = mesh::pinhole(lab, host, &["netcheck", "--json"]);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).expect("netcheck --json")
+}
+
+/// netcheck on `host` once its port mapper has heard from every protocol (or 15 s passed).
+fn wait_for_port_mapping_answer(running: &nat_matrix::Running, host: &str) -> serde_json::Value {
+    let lab = &running.lab;
+    let mut nc = netcheck(lab, host);
     let asked = std::time::Instant::now();
-    while nc_b["port_mapping"]["error"] == "still asking the gateway"
+    while nc["port_mapping"]["error"] == "still asking the gateway"
         && asked.elapsed() < Duration::from_secs(15)
     {
         std::thread::sleep(Duration::from_millis(500));
-        nc_b = netcheck("b");
+        nc = netcheck(lab, host);
     }
-    assert_eq!(nc_b["hairpinning"], false, "{nc_b:#}");
-    assert!(nc_b["port_mapping"]["protocol"].is_null(), "{nc_b:#}");
-    let why = nc_b["port_mapping"]["error"].as_str().unwrap_or_default();
-    assert!(why.contains("PCP") && why.contains("UPnP"), "{nc_b:#}");
-    let (_, text, _) = mesh::pinhole(lab, "a", &["netcheck"]);
-    println!("$ pinhole netcheck (a)\n{text}");
+    nc
 }

@@ -60,6 +60,11 @@ fn netcheck_finds_udp_the_public_address_and_the_nearest_region() {
         "{nc:#}"
     );
     assert_eq!(nc["mapping_varies_by_dest"], false, "{nc:#}");
+    assert_eq!(nc["ipv4"], true, "{nc:#}");
+    assert!(nc["ipv6"].is_null(), "no IPv6 STUN server: unknown {nc:#}");
+    // No NAT: a packet to its own public address reaches it.
+    assert_eq!(nc["hairpinning"], true, "{nc:#}");
+    assert!(nc["port_mapping"]["protocol"].is_null(), "{nc:#}");
     let regions = nc["regions"].as_array().expect("regions");
     assert_eq!(regions.len(), 2, "{nc:#}");
     for r in regions {
