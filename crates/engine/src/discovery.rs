@@ -8,6 +8,11 @@
 //! path trusted for [`TRUST`]; while traffic flows, the best path is pinged every
 //! [`HEARTBEAT`] (more often once a pong is late), so a dead path is noticed and left within
 //! [`TRUST`]. A round that finds nothing is retried with backoff while traffic flows.
+//!
+//! Port prediction: a peer whose STUN servers saw it on different ports close together sits
+//! behind a NAT that maps per destination and allocates ports in sequence; its pings toward
+//! this node will leave from the next ports. A round also pings those ([`PREDICT_AHEAD`] of
+//! them per step), which opens this side's filter for the port the peer's pings come from.
 
 use pinhole_proto::disco::TxId;
 use pinhole_proto::endpoint::{Endpoint, EndpointKind};
@@ -55,7 +60,12 @@ const PING_BACK_GAP: Duration = Duration::from_millis(300);
 /// A call-me-maybe restarts the burst at most this often.
 const CALLED_GAP: Duration = Duration::from_secs(1);
 /// Pings waiting for their pong (older ones are forgotten).
-const MAX_PENDING: usize = 64;
+const MAX_PENDING: usize = 256;
+/// STUN-seen ports of one address at most this far apart mean sequential allocation.
+const SEQUENTIAL_SPAN: u16 = 64;
+/// How many ports after the highest one seen a round step pings (the prediction's budget:
+/// at most this many extra pings per step, nine steps per round).
+pub const PREDICT_AHEAD: u16 = 16;
 /// Candidates kept per peer: its published endpoints and the addresses its pings came from.
 pub const MAX_PATHS: usize = 16;
 /// A new path replaces the one in use only when its RTT is lower by this factor (and 1 ms).
@@ -162,6 +172,8 @@ pub struct Discovery {
     lost: bool,
     /// This node's address as the peer's pongs showed it.
     observed_self: Option<SocketAddr>,
+    /// Where the peer's next mappings are expected (port prediction), pinged in rounds.
+    predicted: Vec<SocketAddr>,
     last_ping: Option<Instant>,
     pub pings_sent: u32,
     pub pongs_received: u32,
@@ -190,6 +202,7 @@ impl Discovery {
                 added = true;
             }
         }
+        self.predicted = predict(endpoints);
         if self
             .best
             .is_some_and(|b| !self.paths.iter().any(|p| p.endpoint.addr == b))
@@ -366,6 +379,10 @@ impl Discovery {
         for e in endpoints {
             self.add_path(*e, false);
         }
+        let predicted = predict(endpoints);
+        if !predicted.is_empty() {
+            self.predicted = predicted;
+        }
         if self.trusted_best(now).is_some() {
             return Vec::new();
         }
@@ -420,11 +437,21 @@ impl Discovery {
             r.step += 1;
         }
         self.round = Some(r);
-        self.paths
+        let mut out: Vec<Send> = self
+            .paths
             .iter()
             .filter(|p| !p.trusted(now))
             .map(|p| Send::Ping(p.endpoint.addr))
-            .collect()
+            .collect();
+        if !found {
+            out.extend(
+                self.predicted
+                    .iter()
+                    .filter(|a| self.path(**a).is_none())
+                    .map(|a| Send::Ping(*a)),
+            );
+        }
+        out
     }
 
     /// Does what is due at `now`: round steps, heartbeats, the fall-back when the path in use
@@ -621,6 +648,43 @@ impl Discovery {
             })
             .collect()
     }
+}
+
+/// Port prediction: where a peer behind a NAT that allocates ports in sequence will map its
+/// next flows. Its STUN-seen ports on one address, when two or more differ by at most
+/// [`SEQUENTIAL_SPAN`], are followed by the next [`PREDICT_AHEAD`] ports; otherwise nothing
+/// (one STUN port is an easy NAT; ports far apart are random).
+fn predict(endpoints: &[Endpoint]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    let stun: Vec<SocketAddr> = endpoints
+        .iter()
+        .filter(|e| e.kind == EndpointKind::Stun)
+        .map(|e| e.addr)
+        .collect();
+    let mut ips: Vec<IpAddr> = stun.iter().map(|a| a.ip()).collect();
+    ips.sort();
+    ips.dedup();
+    for ip in ips {
+        let mut ports: Vec<u16> = stun
+            .iter()
+            .filter(|a| a.ip() == ip)
+            .map(|a| a.port())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        let (Some(&low), Some(&high)) = (ports.first(), ports.last()) else {
+            continue;
+        };
+        if ports.len() < 2 || high - low > SEQUENTIAL_SPAN {
+            continue;
+        }
+        out.extend(
+            (1..=PREDICT_AHEAD)
+                .filter_map(|d| high.checked_add(d))
+                .map(|p| SocketAddr::new(ip, p)),
+        );
+    }
+    out
 }
 
 /// Private (RFC 1918, ULA) addresses: a path to one is a path within a LAN.
@@ -885,5 +949,41 @@ mod tests {
         assert_eq!(s, [Send::Ping(e.addr)], "the callee does not call back");
         assert!(d.called(t0 + Duration::from_millis(10), &[e]).is_empty());
         assert!(d.next_wake(t0).is_some(), "the burst continues");
+    }
+
+    #[test]
+    fn ports_seen_close_together_predict_the_next_ones_and_only_then() {
+        let e = |s: &str, k| ep(s, k);
+        let seq = [
+            e("10.0.0.2:41641", EndpointKind::Local),
+            e("203.0.113.2:20007", EndpointKind::Stun),
+            e("203.0.113.2:20008", EndpointKind::Stun),
+        ];
+        let p = predict(&seq);
+        assert_eq!(p.len(), usize::from(PREDICT_AHEAD));
+        assert_eq!(p[0], "203.0.113.2:20009".parse().unwrap());
+        assert_eq!(*p.last().unwrap(), "203.0.113.2:20024".parse().unwrap());
+        // One STUN port (an easy NAT), ports far apart (random), the top of the range.
+        assert!(predict(&seq[..2]).is_empty());
+        assert!(predict(&[
+            e("203.0.113.2:20007", EndpointKind::Stun),
+            e("203.0.113.2:51234", EndpointKind::Stun)
+        ])
+        .is_empty());
+        assert_eq!(
+            predict(&[
+                e("203.0.113.2:65533", EndpointKind::Stun),
+                e("203.0.113.2:65534", EndpointKind::Stun)
+            ]),
+            vec!["203.0.113.2:65535".parse().unwrap()]
+        );
+
+        // A round pings the predicted ports with its candidates, until a path is trusted.
+        let t0 = Instant::now();
+        let mut d = Discovery::new();
+        d.set_candidates(t0, &seq);
+        let sent = pings(&d.note_traffic(t0).unwrap());
+        assert_eq!(sent.len(), 3 + usize::from(PREDICT_AHEAD), "{sent:?}");
+        assert!(sent.contains(&"203.0.113.2:20010".parse().unwrap()));
     }
 }

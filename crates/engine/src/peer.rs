@@ -62,6 +62,8 @@ pub struct PeerStatus {
     pub reason: Option<PathReason>,
     /// The candidates and what each has shown (disco peers).
     pub candidates: Vec<CandidateStatus>,
+    /// Disco pings sent to the peer so far (every candidate and predicted port).
+    pub pings_sent: u32,
     pub allowed_ips: Vec<IpNet>,
     /// When the last handshake completed (in the caller's clock).
     pub last_handshake: Option<Instant>,
@@ -215,6 +217,7 @@ impl Peer {
             (None, None, Some(ep)) if answered => Path::Direct(ep),
             _ => Path::None,
         };
+        let pings_sent = self.disco.as_ref().map_or(0, |d| d.state.pings_sent);
         let (rtt, endpoint_kind, reason, candidates) = match &self.disco {
             Some(d) => {
                 let info = d
@@ -244,6 +247,7 @@ impl Peer {
             endpoint_kind,
             reason,
             candidates,
+            pings_sent,
             allowed_ips: self.settings.allowed_ips.clone(),
             last_handshake: self.last_handshake,
             last_sent: self.active_at,

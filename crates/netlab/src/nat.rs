@@ -6,7 +6,9 @@
 //! and ADPF filtering; the rest is built from rules:
 //! - the external port is chosen by a hash of what the mapping depends on (EIM without port
 //!   preservation: internal address and port; ADM: plus the destination address; ADPM: plus
-//!   the destination port), or at random per flow (`random`, as `masquerade random` does);
+//!   the destination port), or at random per flow (`random`, as `masquerade random` does), or
+//!   the next port of a counter per flow (`seq`: `numgen inc`, a NAT whose ports can be
+//!   predicted);
 //! - every outbound UDP flow records its external port → internal address and port in a
 //!   dynamic map (and, for ADF, the external port and remote address in a set), refreshed by
 //!   every outbound packet and expiring with the mapping; inbound packets to a recorded port
@@ -52,11 +54,14 @@ pub enum Ports {
     Hash,
     /// A random port for every new flow (as `masquerade random`; ADPM only).
     Random,
+    /// The next port of a counter for every new flow (ADPM only): a NAT whose next mappings
+    /// can be predicted.
+    Sequential,
 }
 
 /// A router's behaviour, by name: `eim-eif` … `adpm-adpf`, or a classic alias (`full-cone`,
 /// `restricted-cone`, `port-restricted-cone`, `symmetric`), optionally followed by modifiers
-/// joined with `+`: `preserve`, `hash` or `random` (ports), `hairpin` or `no-hairpin`,
+/// joined with `+`: `preserve`, `hash`, `random` or `seq` (ports), `hairpin` or `no-hairpin`,
 /// `timeout=SECONDS` (UDP mapping lifetime), `upnp` (the router grants port mappings by UPnP
 /// IGD, NAT-PMP and PCP: miniupnpd) or `igd` (by UPnP IGD only). Two profiles stand alone: `public` (no NAT: the
 /// node sits on the public network) and `udp-blocked` (only TCP leaves; NAT as `eim-adpf`).
@@ -78,6 +83,10 @@ pub enum Granting {
     /// UPnP IGD alone (NAT-PMP and PCP off).
     IgdOnly,
 }
+
+/// A `seq` router's ports: the next of these for every new flow, wrapping around.
+const SEQ_FIRST_PORT: u16 = 20000;
+const SEQ_PORTS: u16 = 1024;
 
 /// The UDP ports of the STUN server miniupnpd asks whether its public address is reachable
 /// (the lab's public addresses are in a reserved range, which miniupnpd refuses otherwise);
@@ -178,6 +187,17 @@ impl Profile {
         };
         let snat = match (mapping, ports) {
             (_, Ports::Random) => format!("snat ip to {wan_ip} random"),
+            // A counter through a map of ports: nft would hand the counter itself to NAT in
+            // host byte order (ports 256 apart on the wire); mapped values are ports as such.
+            (_, Ports::Sequential) => {
+                let ports: Vec<String> = (0..SEQ_PORTS)
+                    .map(|i| format!("{i} : {}", SEQ_FIRST_PORT + i))
+                    .collect();
+                format!(
+                    "snat ip to {wan_ip} : numgen inc mod {SEQ_PORTS} map {{ {} }}",
+                    ports.join(", ")
+                )
+            }
             (Mapping::Eim, Ports::Preserve) => format!("snat ip to {wan_ip}"),
             (Mapping::Eim, _) => hashed("ip saddr . udp sport"),
             (Mapping::Adm, _) => hashed("ip saddr . udp sport . ip daddr"),
@@ -359,7 +379,7 @@ impl FromStr for Profile {
                         })?;
                     p.udp_timeout = Some(secs);
                 }
-                ("preserve" | "hash" | "random", Kind::Nat { mapping, ports, .. }) => {
+                ("preserve" | "hash" | "random" | "seq", Kind::Nat { mapping, ports, .. }) => {
                     *ports = match (m.as_str(), *mapping) {
                         ("preserve", Mapping::Eim) => Ports::Preserve,
                         ("preserve", _) => {
@@ -370,6 +390,12 @@ impl FromStr for Profile {
                         }
                         ("hash", _) => Ports::Hash,
                         ("random", Mapping::Adpm) => Ports::Random,
+                        ("seq", Mapping::Adpm) => Ports::Sequential,
+                        ("seq", _) => {
+                            return Err(ProfileError(format!(
+                                "{s}: sequential ports are a new mapping per flow: adpm only"
+                            )))
+                        }
                         _ => {
                             return Err(ProfileError(format!(
                                 "{s}: random ports are a new mapping per flow: adpm only"
@@ -388,7 +414,7 @@ fn unknown(s: &str) -> ProfileError {
     ProfileError(format!(
         "unknown NAT profile {s:?}: one of eim|adm|adpm-eif|adf|adpf (e.g. eim-adf), full-cone, \
          restricted-cone, port-restricted-cone, symmetric, public, udp-blocked, with optional \
-         +preserve|+hash|+random, +hairpin, +timeout=SECONDS, +upnp|+igd"
+         +preserve|+hash|+random|+seq, +hairpin, +timeout=SECONDS, +upnp|+igd"
     ))
 }
 
@@ -430,6 +456,7 @@ impl fmt::Display for Profile {
                         Ports::Preserve => "+preserve",
                         Ports::Hash => "+hash",
                         Ports::Random => "+random",
+                        Ports::Sequential => "+seq",
                     })?;
                 }
             }
@@ -468,6 +495,9 @@ mod tests {
         assert_eq!(p.udp_timeout, Some(30));
         assert_eq!(p.to_string(), "eim-adf+hash+hairpin+timeout=30+upnp");
         assert_eq!(p.to_string().parse::<Profile>().unwrap(), p);
+        let seq: Profile = "symmetric+seq".parse().unwrap();
+        assert_eq!(seq.to_string(), "adpm-adpf+seq");
+        assert!("eim-adpf+seq".parse::<Profile>().is_err());
         let igd: Profile = "symmetric+igd".parse().unwrap();
         assert_eq!(igd.to_string(), "adpm-adpf+igd");
         assert_eq!(

@@ -19,7 +19,7 @@
 //! endpoint-independent mapping; a double NAT behaves as the stricter of its two routers.
 
 use crate::mesh::{self, Control};
-use crate::nat::{Filtering, Kind, Mapping, Profile};
+use crate::nat::{Filtering, Kind, Mapping, Ports, Profile};
 use crate::natlab::Plan;
 use crate::{impair::Impairment, Lab};
 use std::fmt;
@@ -72,6 +72,26 @@ fn behaviour(p: &Profile) -> Option<(Mapping, Filtering)> {
         Kind::Nat {
             mapping, filtering, ..
         } => Some((mapping, filtering)),
+    }
+}
+
+/// Whether port prediction crosses `hard` from `other`: `hard` allocates ports in sequence, so
+/// `other` pings the ports after the ones the STUN servers saw and opens its filter for the
+/// one `hard`'s pings come from. That suffices when `other` maps endpoint-independently (its
+/// pings come from the address `hard` pinged), or when `hard` filters by address only (any
+/// port of `other`'s address gets in); measured in netsim over 50 seeded runs per cell.
+fn predictable(hard: &Profile, other: &Profile) -> bool {
+    let Kind::Nat {
+        ports: Ports::Sequential,
+        filtering,
+        ..
+    } = hard.kind
+    else {
+        return false;
+    };
+    match behaviour(other) {
+        None => false,
+        Some((m, _)) => m == Mapping::Eim || filtering != Filtering::Adpf,
     }
 }
 
@@ -129,7 +149,10 @@ impl Case {
     /// The path RFC 4787 reasoning expects (see the module's header).
     pub fn expected(&self) -> Path {
         match self {
-            Case::Pair(a, b) => pair_expect(behaviour(a), behaviour(b)),
+            Case::Pair(a, b) => match pair_expect(behaviour(a), behaviour(b)) {
+                Path::Relayed if predictable(a, b) || predictable(b, a) => Path::Direct,
+                path => path,
+            },
             Case::SameRouter(p) => match behaviour(p) {
                 Some((Mapping::Eim, _)) if p.hairpin => Path::Direct,
                 _ => Path::Relayed,
@@ -701,6 +724,10 @@ mod tests {
             ("symmetric+upnp", "symmetric", Direct),
             ("symmetric+upnp", "udp-blocked", Relayed),
             ("symmetric+igd", "symmetric", Direct),
+            // Port prediction: the next ports of a sequential symmetric NAT.
+            ("port-restricted-cone", "symmetric+seq", Direct),
+            ("symmetric", "symmetric+seq", Relayed),
+            ("symmetric", "adpm-adf+seq", Direct),
         ];
         for (a, b, want) in table {
             assert_eq!(case(a, b).expected(), want, "{a} × {b}");

@@ -183,3 +183,26 @@ fn wait_for_port_mapping_answer(running: &nat_matrix::Running, host: &str) -> se
     }
     nc
 }
+
+/// Port-restricted cone × symmetric is relayed in the matrix (the symmetric NAT hashes its
+/// ports). When the symmetric NAT takes its ports from a counter instead (`+seq`), a pings the
+/// ports after the two its STUN servers saw, one of them is where b's pings come from, and the
+/// pair is direct and stays so.
+#[test]
+fn port_prediction_turns_a_sequential_symmetric_nat_direct() {
+    if skip_without_root("port_prediction_turns_a_sequential_symmetric_nat_direct") {
+        return;
+    }
+    let case = Case::Pair(
+        "port-restricted-cone".parse().unwrap(),
+        "symmetric+seq".parse().unwrap(),
+    );
+    let opts = RunOptions {
+        hold: Duration::from_secs(5),
+        ..RunOptions::default()
+    };
+    let out = nat_matrix::run(&case, &opts).unwrap_or_else(|e| panic!("{e}"));
+    println!("{}", nat_matrix::markdown(std::slice::from_ref(&out)));
+    assert_eq!(out.verdict, Verdict::DirectAsExpected, "{out:?}");
+    assert_eq!(out.flaps, 0, "{out:?}");
+}
