@@ -406,6 +406,7 @@ mod tests {
             endpoint_kind: None,
             reason: None,
             candidates: vec![],
+            pings_sent: 0,
         }
     }
 
