@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Most extra sockets open at once (a bound on what a misbehaving peer could make us open).
-const MAX_OPEN: usize = 1024;
+const MAX_OPEN: usize = 512;
 
 /// A datagram that arrived on an extra socket.
 pub struct Received {

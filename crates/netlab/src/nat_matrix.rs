@@ -519,7 +519,7 @@ pub struct Meeting {
     pub first_packet: f64,
     /// Seconds until both sides had a direct path, if they got one within the deadline.
     pub direct: Option<f64>,
-    /// Disco pings both sides had sent by then (all candidates).
+    /// Disco pings both sides had sent by then (candidates, predicted ports, birthday probes).
     pub pings: u64,
 }
 
@@ -536,10 +536,9 @@ pub fn meet(
     let (lab, addr_a, addr_b) = (&running.lab, &running.addr_a, &running.addr_b);
     let up = running.up_at;
     let mut first_packet = None;
+    // Every disco ping to the peer: candidates, predicted ports, birthday probes.
     let pings_sent = |st: &serde_json::Value| -> u64 {
-        st["peers"][0]["candidates"].as_array().map_or(0, |c| {
-            c.iter().filter_map(|c| c["pings_sent"].as_u64()).sum()
-        })
+        st["peers"][0]["disco_pings_sent"].as_u64().unwrap_or(0)
     };
     while up.elapsed() < deadline {
         // Two seconds for the answer: on a lossy relayed path a round trip can take over a
