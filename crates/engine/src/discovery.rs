@@ -650,6 +650,19 @@ impl Discovery {
         self.own_random = random;
     }
 
+    /// The extra sockets this peer's discovery holds (birthday sockets open or kept).
+    pub fn sockets(&self) -> Vec<SocketId> {
+        let mut ids: Vec<SocketId> = self.kept_sockets.iter().map(|(k, _)| *k).collect();
+        if let Some(Birthday::Open { sockets, .. }) = &self.birthday {
+            for s in sockets {
+                if !ids.contains(s) {
+                    ids.push(*s);
+                }
+            }
+        }
+        ids
+    }
+
     /// A ping arrived on birthday socket `socket`: it is in use.
     fn socket_used(&mut self, socket: SocketId, now: Instant) {
         if let Some(Birthday::Open { hit, .. }) = &mut self.birthday {
@@ -895,6 +908,9 @@ impl Discovery {
             match BURST.get(r.step) {
                 Some(d) => at_least(r.started + *d),
                 None => at_least(r.started + ROUND_FOR),
+            }
+            if self.own_random && self.birthday.is_none() && self.best.is_none() {
+                at_least(r.started + BIRTHDAY_AFTER);
             }
             if self.best.is_some() {
                 at_least(r.started + ROUND_AT_LEAST);

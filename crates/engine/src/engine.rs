@@ -300,36 +300,30 @@ impl Engine {
     /// The extra sockets asked for `peer` are open (ids the shell chose; none if it could
     /// not): birthday probing starts from them.
     pub fn sockets_opened(&mut self, now: Instant, peer: &Key, ids: Vec<SocketId>) {
-        let sends = match self
+        let Some(p) = self
             .by_key
             .get(peer)
             .and_then(|i| self.peers.get_mut(i))
-            .and_then(|p| p.disco.as_mut())
-        {
-            Some(d) => d.state.sockets_opened(now, ids),
-            None => vec![Send::CloseSockets(ids)],
+            .filter(|p| p.disco.is_some())
+        else {
+            // The peer left (or has no disco) meanwhile: nobody needs them.
+            self.out.sockets.push_back(SocketRequest::Close { ids });
+            return;
         };
-        match self.by_key.get(peer).and_then(|i| self.peers.get_mut(i)) {
-            Some(p) => {
-                perform(
-                    &mut self.out,
-                    &mut self.stats,
-                    self.disco.as_mut(),
-                    &self.public,
-                    p,
-                    sends,
-                    now,
-                );
-                self.next_disco = self.next_disco.min(disco_wake(p, now));
-            }
-            None => {
-                for s in sends {
-                    if let Send::CloseSockets(ids) = s {
-                        self.out.sockets.push_back(SocketRequest::Close { ids });
-                    }
-                }
-            }
-        }
+        let sends = match &mut p.disco {
+            Some(d) => d.state.sockets_opened(now, ids),
+            None => return,
+        };
+        perform(
+            &mut self.out,
+            &mut self.stats,
+            self.disco.as_mut(),
+            &self.public,
+            p,
+            sends,
+            now,
+        );
+        self.next_disco = self.next_disco.min(disco_wake(p, now));
     }
 
     /// What the engine asks of the shell's sockets next.
@@ -351,6 +345,7 @@ impl Engine {
             if let Some(peer) = self.peers.get_mut(&idx) {
                 let before = peer.path(now);
                 set_discovery(
+                    &mut self.out,
                     self.disco.as_ref(),
                     &mut self.by_disco,
                     idx,
@@ -411,6 +406,7 @@ impl Engine {
         }
         let mut peer = Peer::new(tunn, settings.clone());
         set_discovery(
+            &mut self.out,
             self.disco.as_ref(),
             &mut self.by_disco,
             idx,
@@ -428,6 +424,7 @@ impl Engine {
             self.routes.remove_value(&idx);
             if let Some(d) = self.peers.remove(&idx).and_then(|p| p.disco) {
                 self.by_disco.remove(&d.key);
+                close_sockets_of(&mut self.out, &d.state);
             }
         }
     }
@@ -1107,6 +1104,7 @@ fn deliver(
 /// Sets up (or updates, or removes) a peer's discovery from its settings: a disco peer when both
 /// this node and the peer have disco keys.
 fn set_discovery(
+    out: &mut Outbox,
     own: Option<&OwnDisco>,
     by_disco: &mut HashMap<Key, u32>,
     idx: u32,
@@ -1140,9 +1138,18 @@ fn set_discovery(
         }
         (None, Some(d)) => {
             by_disco.remove(&d.key);
+            close_sockets_of(out, &d.state);
             peer.disco = None;
         }
         (None, None) => {}
+    }
+}
+
+/// Asks the shell to close the extra sockets a peer's discovery holds (it is going away).
+fn close_sockets_of(out: &mut Outbox, d: &Discovery) {
+    let ids = d.sockets();
+    if !ids.is_empty() {
+        out.sockets.push_back(SocketRequest::Close { ids });
     }
 }
 

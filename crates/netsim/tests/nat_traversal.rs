@@ -869,3 +869,23 @@ fn measure_birthday_probing() {
         }
     }
 }
+
+/// A peer removed while its birthday sockets are open: they are closed with it.
+#[test]
+fn a_removed_peer_leaves_no_birthday_sockets_open() {
+    let link = Link::default();
+    let a = NatConfig::new(Mapping::Eim, Filtering::Adpf);
+    let b = NatConfig::new(Mapping::Adpm, Filtering::Adpf).ports(PortAlloc::Random);
+    let mut r = setup(3, [Side::Nat(a), Side::Nat(b)], link);
+    // Traffic until b has asked for (and got) its sockets, not long enough to find a path.
+    talk(
+        &mut r,
+        Duration::from_millis(2100),
+        Duration::from_millis(100),
+    );
+    assert!(r.sim.open_socket_count(r.b) > 0, "birthday sockets open");
+    let a_key = r.a_key;
+    r.sim.engine(r.b).remove_peer(&a_key);
+    r.sim.advance(Duration::from_secs(1));
+    assert_eq!(r.sim.open_socket_count(r.b), 0);
+}
