@@ -512,9 +512,12 @@ pub fn settle(
     started.elapsed().as_secs_f64()
 }
 
-/// How one pair of nodes met, from the moment both were up.
+/// How one pair of nodes met: how long after both were up each had the other in its map,
+/// and from then on, how long to the first packet and to a direct path.
 #[derive(Debug, Clone, Copy)]
 pub struct Meeting {
+    /// Seconds from both up to both listing the other (the map has arrived on both sides).
+    pub known: f64,
     /// Seconds to the first ping answered over the tunnel (whatever the path).
     pub first_packet: f64,
     /// Seconds until both sides had a direct path, if they got one within the deadline.
@@ -534,7 +537,20 @@ pub fn meet(
 ) -> Result<Meeting, String> {
     let running = start(case, impair)?;
     let (lab, addr_a, addr_b) = (&running.lab, &running.addr_a, &running.addr_b);
-    let up = running.up_at;
+    // The control plane first: both maps must list the other (over a lossy network the map
+    // stream takes its time, which is not the data path's).
+    let lists_peer = |host: &str| {
+        let st = mesh::status_json(lab, host);
+        st["state"] == "connected" && st["peers"][0]["name"].is_string()
+    };
+    let known_by = Lab::wait_for(deadline, || lists_peer("a") && lists_peer("b"));
+    if !known_by {
+        return Err(format!(
+            "{case}: the nodes did not get each other's map entry within {deadline:?}"
+        ));
+    }
+    let known = running.up_at.elapsed().as_secs_f64();
+    let up = Instant::now();
     let mut first_packet = None;
     // Every disco ping to the peer: candidates, predicted ports, birthday probes.
     let pings_sent = |st: &serde_json::Value| -> u64 {
@@ -560,6 +576,7 @@ pub fn meet(
         let direct = |st: &serde_json::Value| st["peers"][0]["connection"] == "direct";
         if let Some(first) = first_packet.filter(|_| direct(&sa) && direct(&sb)) {
             return Ok(Meeting {
+                known,
                 first_packet: first,
                 direct: Some(up.elapsed().as_secs_f64()),
                 pings: pings_sent(&sa) + pings_sent(&sb),
@@ -575,6 +592,7 @@ pub fn meet(
     let (sa, sb) = (mesh::status_json(lab, "a"), mesh::status_json(lab, "b"));
     match first_packet {
         Some(first) => Ok(Meeting {
+            known,
             first_packet: first,
             direct: None,
             pings: pings_sent(&sa) + pings_sent(&sb),
