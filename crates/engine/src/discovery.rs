@@ -18,9 +18,10 @@
 //! a peer whose NAT maps endpoint-independently, asks the shell for [`BIRTHDAY_SOCKETS`] extra
 //! sockets after a round found nothing, pings the peer's public endpoint from each (each opens a
 //! mapping on a random port that lets the peer in), and tells the peer (`Birthday` through the
-//! relay), which pings random ports of its address ([`PROBE_BATCH`] every [`PROBE_EVERY`] for
-//! [`PROBE_FOR`]). With 256 mappings open, 1,536 probes hit one with a chance of about
-//! 1 − e^(−6); the path is then the extra socket that was hit, kept while it is used.
+//! relay), which pings random ports of its address ([`PROBE_FIRST`] at once, then
+//! [`PROBE_BATCH`] every [`PROBE_EVERY`] for [`PROBE_FOR`]). With 256 mappings open, the first
+//! probes hit one with a chance of about 64%, all 1,664 with about 1 − e^(−6.6); the path is
+//! then the extra socket that was hit, kept while it is used.
 
 use crate::engine::{SocketId, MAIN_SOCKET};
 use pinhole_proto::disco::TxId;
@@ -80,17 +81,20 @@ pub const BIRTHDAY_SOCKETS: u16 = 256;
 /// When, after its sockets opened, each pings the peer (the second in case the first was lost).
 const BIRTHDAY_PINGS_AT: [Duration; 2] = [Duration::ZERO, Duration::from_millis(2500)];
 /// How long birthday sockets stay open (the peer probes for [`PROBE_FOR`]).
-const BIRTHDAY_FOR: Duration = Duration::from_secs(8);
+const BIRTHDAY_FOR: Duration = Duration::from_secs(6);
 /// Sockets asked for and not given within this long are not waited for.
 const BIRTHDAY_ASK_WAIT: Duration = Duration::from_secs(3);
-/// A round that found nothing after this long starts birthday probing (where it applies).
-const BIRTHDAY_AFTER: Duration = Duration::from_secs(2);
+/// A round that found nothing after this long starts birthday probing (where it applies): the
+/// first three burst steps have had their chance (plain punching answers within a round trip).
+const BIRTHDAY_AFTER: Duration = Duration::from_millis(250);
 /// Birthday probing with one peer at most this often (either side).
 const BIRTHDAY_GAP: Duration = Duration::from_secs(60);
-/// Random ports probed at a time, how often, and for how long (1,536 probes in all).
-pub const PROBE_BATCH: u16 = 64;
+/// Random ports probed at first (a hit with a chance of about 64%), then at a time, how often,
+/// and for how long (1,664 probes in all; all miss with a chance of about e^−6.6).
+pub const PROBE_FIRST: u16 = 256;
+pub const PROBE_BATCH: u16 = 128;
 const PROBE_EVERY: Duration = Duration::from_millis(250);
-const PROBE_FOR: Duration = Duration::from_secs(6);
+const PROBE_FOR: Duration = Duration::from_secs(3);
 /// A birthday socket no trusted path has used for this long is closed.
 const BIRTHDAY_KEEP: Duration = Duration::from_secs(30);
 /// Candidates kept per peer: its published endpoints and the addresses its pings came from.
@@ -774,10 +778,12 @@ impl Discovery {
             } else if since >= due {
                 p.batches = (since.as_millis() / PROBE_EVERY.as_millis()) as u32 + 1;
                 self.probing = Some(p);
-                out.push(Send::ProbeRandom {
-                    ip: p.ip,
-                    count: PROBE_BATCH,
-                });
+                let count = if p.batches == 1 {
+                    PROBE_FIRST
+                } else {
+                    PROBE_BATCH
+                };
+                out.push(Send::ProbeRandom { ip: p.ip, count });
             }
         }
         match self.birthday.clone() {
@@ -1459,7 +1465,7 @@ mod tests {
             cone.birthday_called(t0, ip),
             vec![Send::ProbeRandom {
                 ip,
-                count: PROBE_BATCH
+                count: PROBE_FIRST
             }]
         );
         assert!(
