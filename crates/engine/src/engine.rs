@@ -639,6 +639,7 @@ impl Engine {
             Packet::PacketData(p) => p.receiver_idx >> 8,
         };
         let is_data = matches!(packet, Packet::PacketData(_));
+        let is_init = matches!(packet, Packet::HandshakeInit(_));
         let Some(peer) = self.peers.get_mut(&idx) else {
             self.stats.rx_unknown_peer += 1;
             return;
@@ -667,11 +668,19 @@ impl Engine {
                 TunnResult::Done => (&[], None),
                 TunnResult::WriteToNetwork(out) => {
                     reply_via(&mut self.out, &mut self.stats, peer, out);
-                    // Packets queued while the handshake was in flight go out now.
-                    while let TunnResult::WriteToNetwork(out) =
-                        peer.tunn.decapsulate(None, &[], &mut self.buf)
-                    {
-                        reply_via(&mut self.out, &mut self.stats, peer, out);
+                    // Packets queued while the handshake was in flight go out now, once this
+                    // side completed it (a response). Not after answering an initiation: the
+                    // responder's session is not usable until the initiator's first packet, so
+                    // boringtun would start a handshake of its own for them, and two peers
+                    // with traffic answering each other's initiations that way kept starting
+                    // new ones and evicting every session they made (a handshake storm: no
+                    // packet got through for 15 s, 1 run in 12 over a slow lossy relay).
+                    if !is_init {
+                        while let TunnResult::WriteToNetwork(out) =
+                            peer.tunn.decapsulate(None, &[], &mut self.buf)
+                        {
+                            reply_via(&mut self.out, &mut self.stats, peer, out);
+                        }
                     }
                     if let Via::Udp(..) = via {
                         peer.udp_tx_at = Some(now);
@@ -734,6 +743,15 @@ impl Engine {
                 .is_none_or(|t| now.saturating_duration_since(t) >= ANSWER_GAP);
             if quiet && peer.relay.is_some() {
                 probe(&mut self.out, &mut self.stats, peer, now, &mut self.buf);
+            }
+        }
+        if is_data {
+            // The initiator's first packet confirms a responder's session: what was queued
+            // during the handshake goes now (nothing is queued in the steady state).
+            while let TunnResult::WriteToNetwork(bytes) =
+                peer.tunn.decapsulate(None, &[], &mut self.buf)
+            {
+                send_to_peer(&mut self.out, &mut self.stats, peer, now, bytes);
             }
         }
         if (!is_data || peer.handshakes == 0) && peer.check_new_handshake(now) {
