@@ -156,6 +156,7 @@ mod tests {
             tx_bytes: 12,
             endpoint_kind: None,
             candidates: vec![],
+            disco_pings_sent: 0,
         }
     }
 

@@ -6,6 +6,7 @@ mod config;
 mod control_link;
 mod decide;
 mod endpoints;
+mod extra_sockets;
 mod headline;
 mod identity;
 mod ipc_server;

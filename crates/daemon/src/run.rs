@@ -7,6 +7,7 @@
 
 use crate::command::{failure, Answer, Command};
 use crate::control_link::{self, ControlMsg, SignIn, SignedIn};
+use crate::extra_sockets::ExtraSockets;
 use crate::identity::{self, Registration};
 use crate::machine::{Action, Input, Machine, SignInStart, Signed};
 use crate::mapped_peers::MappedPeers;
@@ -148,6 +149,8 @@ struct Daemon<'a> {
     probing: Option<Probing>,
     /// Connections to relays: the home region, and the regions of peers reached through one.
     relays: Relays,
+    /// Extra UDP sockets the engine asked for (birthday probing).
+    extra: ExtraSockets,
 }
 
 /// The port-mapping task and its command channel.
@@ -246,6 +249,7 @@ impl<'a> Daemon<'a> {
             portmapped: watch::Sender::new(portmap::State::default()),
             portmapper: None,
             portmap_stopping: None,
+            extra: ExtraSockets::new(),
             network: netwatch::watch(),
             network_changed: std::sync::Arc::new(tokio::sync::Notify::new()),
         };
@@ -658,6 +662,11 @@ impl<'a> Daemon<'a> {
                     };
                     self.feed(input).await;
                     self.publish();
+                }
+                Some(r) = self.extra.recv() => {
+                    if !stun::is_stun(&r.data) {
+                        self.engine.handle_network_on(Instant::now(), r.socket, r.from, &r.data);
+                    }
                 }
                 Some(inc) = self.relays.recv() => {
                     self.relay_event(inc);
@@ -1098,8 +1107,22 @@ impl<'a> Daemon<'a> {
     /// Writes everything the engine produced: datagrams to the socket, packets to the TUN
     /// device (ping replies to whoever asked).
     async fn flush(&mut self) {
+        while let Some(r) = self.engine.poll_socket_request() {
+            match r {
+                pinhole_engine::SocketRequest::Open { for_peer, count } => {
+                    let ids = self.extra.open(count);
+                    tracing::debug!(peer = %for_peer.short(), opened = ids.len(), open = self.extra.len(), "birthday sockets");
+                    self.engine.sockets_opened(Instant::now(), &for_peer, ids);
+                }
+                pinhole_engine::SocketRequest::Close { ids } => self.extra.close(&ids),
+            }
+        }
         while let Some(t) = self.engine.poll_transmit() {
-            send(&self.socket, &self.local, t).await;
+            if t.socket == pinhole_engine::MAIN_SOCKET {
+                send(&self.socket, &self.local, t).await;
+            } else {
+                self.extra.send(t.socket, t.dst, &t.payload).await;
+            }
         }
         while let Some(t) = self.engine.poll_relay_transmit() {
             if self.dataplane.is_some() {

@@ -255,6 +255,7 @@ fn peer(
                 })
                 .collect()
         }),
+        disco_pings_sent: e.map_or(0, |e| e.pings_sent),
     }
 }
 

@@ -13,7 +13,17 @@
 //! behind a NAT that maps per destination and allocates ports in sequence; its pings toward
 //! this node will leave from the next ports. A round also pings those ([`PREDICT_AHEAD`] of
 //! them per step), which opens this side's filter for the port the peer's pings come from.
+//!
+//! Birthday probing: a node behind a NAT that maps every destination to a random port, facing
+//! a peer whose NAT maps endpoint-independently, asks the shell for [`BIRTHDAY_SOCKETS`] extra
+//! sockets after a round found nothing, pings the peer's public endpoint from each (each opens a
+//! mapping on a random port that lets the peer in), and tells the peer (`Birthday` through the
+//! relay), which pings random ports of its address ([`PROBE_FIRST`] at once, then
+//! [`PROBE_BATCH`] every [`PROBE_EVERY`] for [`PROBE_FOR`]). With 256 mappings open, the first
+//! probes hit one with a chance of about 64%, all 1,664 with about 1 − e^(−6.6); the path is
+//! then the extra socket that was hit, kept while it is used.
 
+use crate::engine::{SocketId, MAIN_SOCKET};
 use pinhole_proto::disco::TxId;
 use pinhole_proto::endpoint::{Endpoint, EndpointKind};
 use std::collections::VecDeque;
@@ -66,6 +76,27 @@ const SEQUENTIAL_SPAN: u16 = 64;
 /// How many ports after the highest one seen a round step pings (the prediction's budget:
 /// at most this many extra pings per step, nine steps per round).
 pub const PREDICT_AHEAD: u16 = 16;
+/// Extra sockets (mappings) the side behind a random-port NAT opens for birthday probing.
+pub const BIRTHDAY_SOCKETS: u16 = 256;
+/// When, after its sockets opened, each pings the peer (the second in case the first was lost).
+const BIRTHDAY_PINGS_AT: [Duration; 2] = [Duration::ZERO, Duration::from_millis(2500)];
+/// How long birthday sockets stay open (the peer probes for [`PROBE_FOR`]).
+const BIRTHDAY_FOR: Duration = Duration::from_secs(6);
+/// Sockets asked for and not given within this long are not waited for.
+const BIRTHDAY_ASK_WAIT: Duration = Duration::from_secs(3);
+/// A round that found nothing after this long starts birthday probing (where it applies): the
+/// first three burst steps have had their chance (plain punching answers within a round trip).
+const BIRTHDAY_AFTER: Duration = Duration::from_millis(250);
+/// Birthday probing with one peer at most this often (either side).
+const BIRTHDAY_GAP: Duration = Duration::from_secs(60);
+/// Random ports probed at first (a hit with a chance of about 64%), then at a time, how often,
+/// and for how long (1,664 probes in all; all miss with a chance of about e^−6.6).
+pub const PROBE_FIRST: u16 = 256;
+pub const PROBE_BATCH: u16 = 128;
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+const PROBE_FOR: Duration = Duration::from_secs(3);
+/// A birthday socket no trusted path has used for this long is closed.
+const BIRTHDAY_KEEP: Duration = Duration::from_secs(30);
 /// Candidates kept per peer: its published endpoints and the addresses its pings came from.
 pub const MAX_PATHS: usize = 16;
 /// A new path replaces the one in use only when its RTT is lower by this factor (and 1 ms).
@@ -105,6 +136,9 @@ struct PathInfo {
     endpoint: Endpoint,
     /// Published in the map (kept while published) rather than learnt from a ping.
     published: bool,
+    /// The local socket this path leaves from (the main one, or a birthday socket the peer's
+    /// pings arrived on).
+    socket: SocketId,
     last_ping: Option<Instant>,
     last_pong: Option<Instant>,
     rtt: Option<Duration>,
@@ -117,6 +151,7 @@ impl PathInfo {
         PathInfo {
             endpoint,
             published,
+            socket: MAIN_SOCKET,
             last_ping: None,
             last_pong: None,
             rtt: None,
@@ -128,6 +163,19 @@ impl PathInfo {
     fn trusted(&self, now: Instant) -> bool {
         self.last_pong
             .is_some_and(|t| now.saturating_duration_since(t) < TRUST)
+    }
+
+    fn ping(&self) -> Send {
+        ping_from(self.socket, self.endpoint.addr)
+    }
+}
+
+/// A ping to `to` from `socket`.
+fn ping_from(socket: SocketId, to: SocketAddr) -> Send {
+    if socket == MAIN_SOCKET {
+        Send::Ping(to)
+    } else {
+        Send::PingFrom(socket, to)
     }
 }
 
@@ -141,8 +189,35 @@ struct Round {
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     tx: TxId,
+    socket: SocketId,
     to: SocketAddr,
     at: Instant,
+}
+
+/// Birthday probing on the side behind the random-port NAT.
+#[derive(Debug, Clone)]
+enum Birthday {
+    /// Extra sockets asked of the shell.
+    Asked { at: Instant },
+    /// Their mappings are open toward the peer's endpoint `target`.
+    Open {
+        started: Instant,
+        target: SocketAddr,
+        sockets: Vec<SocketId>,
+        /// Steps of [`BIRTHDAY_PINGS_AT`] sent.
+        step: usize,
+        /// Sockets the peer's probes reached (the peer may use any of them).
+        hit: Vec<SocketId>,
+    },
+}
+
+/// Birthday probing on the other side: random ports of the peer's address.
+#[derive(Debug, Clone, Copy)]
+struct Probing {
+    ip: IpAddr,
+    started: Instant,
+    batches: u32,
+    done: bool,
 }
 
 /// What discovery wants sent.
@@ -153,6 +228,16 @@ pub enum Send {
     Ping(SocketAddr),
     /// A call-me-maybe through the relay.
     CallMeMaybe,
+    /// A ping to this address from an extra socket (birthday probing).
+    PingFrom(SocketId, SocketAddr),
+    /// Pings to this many random ports of the address (birthday probing).
+    ProbeRandom { ip: IpAddr, count: u16 },
+    /// A `Birthday` message through the relay: this many mappings are open toward the peer.
+    Birthday { sockets: u16 },
+    /// Extra sockets wanted from the shell (it answers with `sockets_opened`).
+    OpenSockets(u16),
+    /// Extra sockets no longer needed.
+    CloseSockets(Vec<SocketId>),
 }
 
 /// One peer's discovery state.
@@ -174,6 +259,16 @@ pub struct Discovery {
     observed_self: Option<SocketAddr>,
     /// Where the peer's next mappings are expected (port prediction), pinged in rounds.
     predicted: Vec<SocketAddr>,
+    /// Whether this node's NAT maps every destination to a random port (from its own STUN
+    /// endpoints): it is the side that opens birthday sockets.
+    own_random: bool,
+    birthday: Option<Birthday>,
+    probing: Option<Probing>,
+    last_birthday: Option<Instant>,
+    /// Birthday sockets kept open (the peer's probes reached them), and when they were last
+    /// used (a ping arrived, or a trusted path leaves from it).
+    kept_sockets: Vec<(SocketId, Instant)>,
+    pub birthday_rounds: u32,
     last_ping: Option<Instant>,
     pub pings_sent: u32,
     pub pongs_received: u32,
@@ -291,12 +386,23 @@ impl Discovery {
         self.observed_self
     }
 
-    /// Records a ping sent (with the id the engine chose).
+    /// Records a ping sent from the main socket (with the id the engine chose).
+    #[cfg(test)]
     pub fn ping_sent(&mut self, now: Instant, to: SocketAddr, tx: TxId) {
+        self.ping_sent_on(now, MAIN_SOCKET, to, tx)
+    }
+
+    /// Records a ping sent from `socket`.
+    pub fn ping_sent_on(&mut self, now: Instant, socket: SocketId, to: SocketAddr, tx: TxId) {
         if self.pending.len() >= MAX_PENDING {
             self.pending.pop_front();
         }
-        self.pending.push_back(Pending { tx, to, at: now });
+        self.pending.push_back(Pending {
+            tx,
+            socket,
+            to,
+            at: now,
+        });
         self.pings_sent += 1;
         self.last_ping = Some(now);
         if let Some(p) = self.path_mut(to) {
@@ -305,7 +411,8 @@ impl Discovery {
         }
     }
 
-    /// A pong from `from`. Returns the new best path if it changed.
+    /// A pong from `from` on the main socket. Returns the new best path if it changed.
+    #[cfg(test)]
     pub fn pong(
         &mut self,
         now: Instant,
@@ -313,9 +420,21 @@ impl Discovery {
         tx: TxId,
         observed: SocketAddr,
     ) -> Option<SocketAddr> {
+        self.pong_on(now, MAIN_SOCKET, from, tx, observed)
+    }
+
+    /// A pong from `from` on `socket`. Returns the new best path if it changed.
+    pub fn pong_on(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        tx: TxId,
+        observed: SocketAddr,
+    ) -> Option<SocketAddr> {
         let i = self.pending.iter().position(|p| p.tx == tx)?;
         let sent = self.pending[i];
-        if sent.to != from {
+        if sent.to != from || sent.socket != socket {
             // Answered from somewhere else than asked: not proof of this path.
             return None;
         }
@@ -328,6 +447,7 @@ impl Discovery {
             self.add_path(Endpoint::new(from, EndpointKind::PeerReflexive), false);
         }
         let p = self.path_mut(from)?;
+        p.socket = socket;
         p.last_pong = Some(now);
         p.pongs += 1;
         p.rtt = Some(rtt);
@@ -356,11 +476,33 @@ impl Discovery {
         true
     }
 
-    /// A ping from the peer arrived from `from` (a pong goes back to it; the engine sends it).
-    /// Returns pings to send: the address pinged back when it is not proven yet.
+    /// A ping from the peer arrived from `from` on the main socket (a pong goes back to it;
+    /// the engine sends it). Returns pings to send: the address pinged back when it is not
+    /// proven yet.
+    #[cfg(test)]
     pub fn ping_received(&mut self, now: Instant, from: SocketAddr) -> Vec<Send> {
+        self.ping_received_on(now, MAIN_SOCKET, from)
+    }
+
+    /// A ping from the peer arrived from `from` on `socket`. An unproven path follows the
+    /// socket the peer's pings reach (a birthday socket that was hit is the way back).
+    pub fn ping_received_on(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+    ) -> Vec<Send> {
         self.pings_received += 1;
         self.add_path(Endpoint::new(from, EndpointKind::PeerReflexive), false);
+        let Some(p) = self.path_mut(from) else {
+            return Vec::new();
+        };
+        if p.socket != socket && !p.trusted(now) {
+            p.socket = socket;
+        }
+        if socket != MAIN_SOCKET {
+            self.socket_used(socket, now);
+        }
         let Some(p) = self.path(from) else {
             return Vec::new();
         };
@@ -370,7 +512,7 @@ impl Discovery {
         if p.trusted(now) || recent {
             return Vec::new();
         }
-        vec![Send::Ping(from)]
+        vec![p.ping()]
     }
 
     /// The peer asks to be pinged at `endpoints` now (it is pinging us).
@@ -429,20 +571,24 @@ impl Discovery {
             }
             return Vec::new();
         }
+        let mut out = Vec::new();
+        if !found && elapsed >= BIRTHDAY_AFTER {
+            out.extend(self.maybe_birthday(now));
+        }
         if BURST.get(r.step).is_none_or(|at| *at > elapsed) {
-            return Vec::new();
+            return out;
         }
         // Skip steps that are already past (a late wake-up sends one step, not several).
         while r.step < BURST.len() && BURST[r.step] <= elapsed {
             r.step += 1;
         }
         self.round = Some(r);
-        let mut out: Vec<Send> = self
-            .paths
-            .iter()
-            .filter(|p| !p.trusted(now))
-            .map(|p| Send::Ping(p.endpoint.addr))
-            .collect();
+        out.extend(
+            self.paths
+                .iter()
+                .filter(|p| !p.trusted(now))
+                .map(PathInfo::ping),
+        );
         if !found {
             out.extend(
                 self.predicted
@@ -480,8 +626,10 @@ impl Discovery {
         }
         if active {
             if let Some(b) = self.trusted_best(now) {
-                if self.heartbeat_due(now, b) && !out.contains(&Send::Ping(b)) {
-                    out.push(Send::Ping(b));
+                let beat = self.path(b).map(PathInfo::ping);
+                if let Some(beat) = beat.filter(|p| self.heartbeat_due(now, b) && !out.contains(p))
+                {
+                    out.push(beat);
                 }
                 let upgrade_due = self
                     .last_upgrade
@@ -489,14 +637,258 @@ impl Discovery {
                 if self.round.is_none() && upgrade_due {
                     if self.last_upgrade.is_some() {
                         for p in self.paths.iter().filter(|p| p.endpoint.addr != b) {
-                            out.push(Send::Ping(p.endpoint.addr));
+                            out.push(p.ping());
                         }
                     }
                     self.last_upgrade = Some(now);
                 }
             }
         }
+        out.extend(self.birthday_step(now));
         out
+    }
+
+    /// Whether this node's NAT maps every destination to a random port (its own STUN
+    /// endpoints say so): the side that opens birthday sockets.
+    pub fn set_own_random(&mut self, random: bool) {
+        self.own_random = random;
+    }
+
+    /// The extra sockets this peer's discovery holds (birthday sockets open or kept).
+    pub fn sockets(&self) -> Vec<SocketId> {
+        let mut ids: Vec<SocketId> = self.kept_sockets.iter().map(|(k, _)| *k).collect();
+        if let Some(Birthday::Open { sockets, .. }) = &self.birthday {
+            for s in sockets {
+                if !ids.contains(s) {
+                    ids.push(*s);
+                }
+            }
+        }
+        ids
+    }
+
+    /// A ping arrived on birthday socket `socket`: it is in use.
+    fn socket_used(&mut self, socket: SocketId, now: Instant) {
+        if let Some(Birthday::Open { hit, .. }) = &mut self.birthday {
+            if !hit.contains(&socket) {
+                hit.push(socket);
+            }
+        }
+        if let Some(k) = self.kept_sockets.iter_mut().find(|(k, _)| *k == socket) {
+            k.1 = now;
+        }
+    }
+
+    /// The local socket the path in use leaves from.
+    pub fn best_socket(&self) -> SocketId {
+        self.best
+            .and_then(|b| self.path(b))
+            .map_or(MAIN_SOCKET, |p| p.socket)
+    }
+
+    /// The peer's single STUN endpoint, when its NAT maps endpoint-independently (every STUN
+    /// server saw the same address): what birthday sockets ping.
+    fn easy_peer_endpoint(&self) -> Option<SocketAddr> {
+        let mut stun = self
+            .paths
+            .iter()
+            .filter(|p| p.published && p.endpoint.kind == EndpointKind::Stun)
+            .map(|p| p.endpoint.addr)
+            .filter(SocketAddr::is_ipv4);
+        let first = stun.next()?;
+        stun.all(|a| a == first).then_some(first)
+    }
+
+    /// After a round found nothing: asks for birthday sockets when this side's NAT uses
+    /// random ports and the peer's does not (and none were asked for lately).
+    fn maybe_birthday(&mut self, now: Instant) -> Vec<Send> {
+        let recent = self
+            .last_birthday
+            .is_some_and(|t| now.saturating_duration_since(t) < BIRTHDAY_GAP);
+        if !self.own_random
+            || recent
+            || self.birthday.is_some()
+            || !self.active(now)
+            || self.easy_peer_endpoint().is_none()
+        {
+            return Vec::new();
+        }
+        self.last_birthday = Some(now);
+        self.birthday_rounds += 1;
+        self.birthday = Some(Birthday::Asked { at: now });
+        vec![Send::OpenSockets(BIRTHDAY_SOCKETS)]
+    }
+
+    /// The shell opened the birthday sockets asked for: each pings the peer's endpoint, and
+    /// the peer is told to probe. Sockets nobody asked for are handed back.
+    pub fn sockets_opened(&mut self, now: Instant, ids: Vec<SocketId>) -> Vec<Send> {
+        let target = self.easy_peer_endpoint();
+        match (&self.birthday, target) {
+            (Some(Birthday::Asked { .. }), Some(target)) if !ids.is_empty() => {
+                let sockets = ids.len().min(usize::from(u16::MAX)) as u16;
+                self.birthday = Some(Birthday::Open {
+                    started: now,
+                    target,
+                    sockets: ids,
+                    step: 0,
+                    hit: Vec::new(),
+                });
+                let mut out = vec![Send::Birthday { sockets }];
+                out.extend(self.birthday_step(now));
+                out
+            }
+            _ => vec![Send::CloseSockets(ids)],
+        }
+    }
+
+    /// The peer opened birthday mappings on `ip` toward this node: random ports there are
+    /// probed for a while. Only an address the peer published (a STUN endpoint of its own) is
+    /// probed, and not while a direct path works or a probe ran lately.
+    pub fn birthday_called(&mut self, now: Instant, ip: IpAddr) -> Vec<Send> {
+        let published = self.paths.iter().any(|p| {
+            p.published && p.endpoint.kind == EndpointKind::Stun && p.endpoint.addr.ip() == ip
+        });
+        let recent = self
+            .probing
+            .is_some_and(|p| now.saturating_duration_since(p.started) < BIRTHDAY_GAP);
+        if !published || recent || self.trusted_best(now).is_some() {
+            return Vec::new();
+        }
+        self.probing = Some(Probing {
+            ip,
+            started: now,
+            batches: 0,
+            done: false,
+        });
+        self.active_until = Some(now + ACTIVE_FOR);
+        self.birthday_step(now)
+    }
+
+    /// What birthday probing has due: the open sockets' pings, the next batch of random
+    /// probes, closing sockets no longer needed.
+    fn birthday_step(&mut self, now: Instant) -> Vec<Send> {
+        let mut out = Vec::new();
+        let found = self.trusted_best(now).is_some();
+        if let Some(mut p) = self.probing.filter(|p| !p.done) {
+            let since = now.saturating_duration_since(p.started);
+            let due = PROBE_EVERY * p.batches;
+            if found || since >= PROBE_FOR {
+                p.done = true;
+                self.probing = Some(p);
+            } else if since >= due {
+                p.batches = (since.as_millis() / PROBE_EVERY.as_millis()) as u32 + 1;
+                self.probing = Some(p);
+                let count = if p.batches == 1 {
+                    PROBE_FIRST
+                } else {
+                    PROBE_BATCH
+                };
+                out.push(Send::ProbeRandom { ip: p.ip, count });
+            }
+        }
+        match self.birthday.clone() {
+            Some(Birthday::Asked { at })
+                if now.saturating_duration_since(at) >= BIRTHDAY_ASK_WAIT =>
+            {
+                self.birthday = None;
+            }
+            Some(Birthday::Open {
+                started,
+                target,
+                sockets,
+                mut step,
+                hit,
+            }) => {
+                let since = now.saturating_duration_since(started);
+                if since >= BIRTHDAY_FOR || found {
+                    // Keep the sockets the peer's probes reached (its path may be any of them)
+                    // and the one a path found leaves from; hand the rest back.
+                    let mut keep = hit;
+                    let best = self.best_socket();
+                    if found && best != MAIN_SOCKET && !keep.contains(&best) {
+                        keep.push(best);
+                    }
+                    for k in &keep {
+                        if !self.kept_sockets.iter().any(|(s, _)| s == k) {
+                            self.kept_sockets.push((*k, now));
+                        }
+                    }
+                    let close: Vec<SocketId> =
+                        sockets.into_iter().filter(|s| !keep.contains(s)).collect();
+                    self.paths
+                        .retain(|p| p.socket == MAIN_SOCKET || keep.contains(&p.socket));
+                    self.birthday = None;
+                    if !close.is_empty() {
+                        out.push(Send::CloseSockets(close));
+                    }
+                } else {
+                    let mut ping = false;
+                    while BIRTHDAY_PINGS_AT.get(step).is_some_and(|at| *at <= since) {
+                        step += 1;
+                        ping = true;
+                    }
+                    if ping {
+                        out.extend(sockets.iter().map(|s| Send::PingFrom(*s, target)));
+                    }
+                    self.birthday = Some(Birthday::Open {
+                        started,
+                        target,
+                        sockets,
+                        step,
+                        hit,
+                    });
+                }
+            }
+            _ => {}
+        }
+        // Kept sockets stay while used: a trusted path leaves from one, or pings arrive on it.
+        let mut close = Vec::new();
+        let paths = &self.paths;
+        self.kept_sockets.retain_mut(|(k, used)| {
+            if paths.iter().any(|p| p.socket == *k && p.trusted(now)) {
+                *used = now;
+            }
+            let keep = now.saturating_duration_since(*used) < BIRTHDAY_KEEP;
+            if !keep {
+                close.push(*k);
+            }
+            keep
+        });
+        if !close.is_empty() {
+            self.paths.retain(|p| !close.contains(&p.socket));
+            if self.best.is_some_and(|b| self.path(b).is_none()) {
+                self.best = None;
+            }
+            out.push(Send::CloseSockets(close));
+        }
+        out
+    }
+
+    /// When birthday probing has something due, after `now`.
+    fn birthday_wake(&self, now: Instant) -> Option<Instant> {
+        let mut at: Option<Instant> = None;
+        let mut consider = |t: Instant| {
+            if t > now {
+                at = Some(at.map_or(t, |a: Instant| a.min(t)));
+            }
+        };
+        if let Some(p) = self.probing.filter(|p| !p.done) {
+            consider((p.started + PROBE_EVERY * p.batches).min(p.started + PROBE_FOR));
+        }
+        match &self.birthday {
+            Some(Birthday::Asked { at }) => consider(*at + BIRTHDAY_ASK_WAIT),
+            Some(Birthday::Open { started, step, .. }) => {
+                if let Some(d) = BIRTHDAY_PINGS_AT.get(*step) {
+                    consider(*started + *d);
+                }
+                consider(*started + BIRTHDAY_FOR);
+            }
+            None => {}
+        }
+        for (_, used) in &self.kept_sockets {
+            consider(*used + BIRTHDAY_KEEP);
+        }
+        at
     }
 
     fn heartbeat_due(&self, now: Instant, addr: SocketAddr) -> bool {
@@ -522,6 +914,9 @@ impl Discovery {
             match BURST.get(r.step) {
                 Some(d) => at_least(r.started + *d),
                 None => at_least(r.started + ROUND_FOR),
+            }
+            if self.own_random && self.birthday.is_none() && self.best.is_none() {
+                at_least(r.started + BIRTHDAY_AFTER);
             }
             if self.best.is_some() {
                 at_least(r.started + ROUND_AT_LEAST);
@@ -557,7 +952,10 @@ impl Discovery {
             // The moment the path in use stops being trusted.
             at_least(pong + TRUST);
         }
-        at
+        match (at, self.birthday_wake(now)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Picks the best trusted path: the same LAN over anything else, then IPv6 over IPv4 when
@@ -687,6 +1085,20 @@ fn predict(endpoints: &[Endpoint]) -> Vec<SocketAddr> {
     out
 }
 
+/// Whether a node's own endpoints show a NAT that maps every destination to a random port:
+/// STUN servers saw it on two or more ports of one address, too far apart to be sequential.
+pub(crate) fn random_ports(endpoints: &[Endpoint]) -> bool {
+    let stun: Vec<SocketAddr> = endpoints
+        .iter()
+        .filter(|e| e.kind == EndpointKind::Stun)
+        .map(|e| e.addr)
+        .collect();
+    stun.iter().any(|a| {
+        stun.iter()
+            .any(|b| a.ip() == b.ip() && a.port().abs_diff(b.port()) > SEQUENTIAL_SPAN)
+    })
+}
+
 /// Private (RFC 1918, ULA) addresses: a path to one is a path within a LAN.
 fn is_private(ip: IpAddr) -> bool {
     match ip {
@@ -709,6 +1121,7 @@ mod tests {
             .filter_map(|s| match s {
                 Send::Ping(a) => Some(*a),
                 Send::CallMeMaybe => None,
+                _ => None,
             })
             .collect()
     }
@@ -985,5 +1398,93 @@ mod tests {
         let sent = pings(&d.note_traffic(t0).unwrap());
         assert_eq!(sent.len(), 3 + usize::from(PREDICT_AHEAD), "{sent:?}");
         assert!(sent.contains(&"203.0.113.2:20010".parse().unwrap()));
+    }
+
+    #[test]
+    fn birthday_probing_is_asked_only_where_it_applies_and_probes_only_published_addresses() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let easy = [
+            ep("10.0.0.2:41641", EndpointKind::Local),
+            ep("198.51.100.7:41641", EndpointKind::Stun),
+        ];
+        // The random-port side: after 2 s of a round without an answer, sockets are asked.
+        let mut d = Discovery::new();
+        d.set_own_random(true);
+        d.set_candidates(t0, &easy);
+        d.note_traffic(t0);
+        let asked = d.poll(t0 + BIRTHDAY_AFTER);
+        assert!(
+            asked.contains(&Send::OpenSockets(BIRTHDAY_SOCKETS)),
+            "{asked:?}"
+        );
+        let opened = d.sockets_opened(t0 + BIRTHDAY_AFTER, vec![1, 2, 3]);
+        assert!(opened.contains(&Send::Birthday { sockets: 3 }));
+        assert!(opened.contains(&Send::PingFrom(2, easy[1].addr)));
+        // Sockets nobody asked for go back.
+        assert_eq!(
+            Discovery::new().sockets_opened(t0, vec![7]),
+            vec![Send::CloseSockets(vec![7])]
+        );
+        // The window ends: sockets no probe reached are closed.
+        let end = d.poll(t0 + BIRTHDAY_AFTER + BIRTHDAY_FOR);
+        assert!(end.contains(&Send::CloseSockets(vec![1, 2, 3])), "{end:?}");
+
+        // Not when this side's NAT keeps its port, nor toward a peer with random ports.
+        let mut keeps = Discovery::new();
+        keeps.set_candidates(t0, &easy);
+        keeps.note_traffic(t0);
+        assert!(!keeps
+            .poll(t0 + BIRTHDAY_AFTER)
+            .iter()
+            .any(|s| matches!(s, Send::OpenSockets(_))));
+        let mut hard_peer = Discovery::new();
+        hard_peer.set_own_random(true);
+        hard_peer.set_candidates(
+            t0,
+            &[
+                ep("198.51.100.7:20000", EndpointKind::Stun),
+                ep("198.51.100.7:51000", EndpointKind::Stun),
+            ],
+        );
+        hard_peer.note_traffic(t0);
+        assert!(!hard_peer
+            .poll(t0 + BIRTHDAY_AFTER)
+            .iter()
+            .any(|s| matches!(s, Send::OpenSockets(_))));
+
+        // The other side probes random ports of an address the peer published, in batches,
+        // and of no other address (a peer cannot aim this node's probes elsewhere).
+        let mut cone = Discovery::new();
+        cone.set_candidates(t0, &[ep("203.0.113.9:20001", EndpointKind::Stun)]);
+        assert!(cone
+            .birthday_called(t0, "192.0.2.50".parse().unwrap())
+            .is_empty());
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(
+            cone.birthday_called(t0, ip),
+            vec![Send::ProbeRandom {
+                ip,
+                count: PROBE_FIRST
+            }]
+        );
+        assert!(
+            cone.birthday_called(t0 + ms(10), ip).is_empty(),
+            "once per gap"
+        );
+        let mut batches = 1;
+        let mut t = t0;
+        while t < t0 + PROBE_FOR + ms(500) {
+            t += ms(50);
+            batches += cone
+                .poll(t)
+                .iter()
+                .filter(|s| matches!(s, Send::ProbeRandom { .. }))
+                .count();
+        }
+        assert_eq!(
+            batches,
+            (PROBE_FOR.as_millis() / PROBE_EVERY.as_millis()) as usize
+        );
     }
 }

@@ -54,11 +54,29 @@ const PROBE_WHILE_ACTIVE: Duration = Duration::from_secs(120);
 /// A packet over UDP is answered with a keepalive over UDP unless one went out this recently.
 const ANSWER_GAP: Duration = Duration::from_secs(1);
 
+/// Which local UDP socket a datagram leaves from or came in on: the main one (the WireGuard
+/// port), or an extra one the shell opened when asked (birthday probing).
+pub type SocketId = u16;
+/// The main socket.
+pub const MAIN_SOCKET: SocketId = 0;
+
 /// A UDP datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
+    /// The socket to send from.
+    pub socket: SocketId,
     pub dst: SocketAddr,
     pub payload: Vec<u8>,
+}
+
+/// What the engine asks of the shell's sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketRequest {
+    /// Open `count` extra UDP sockets (any port) for the peer, and say which with
+    /// [`Engine::sockets_opened`]; fewer (or none) is an answer too.
+    Open { for_peer: Key, count: u16 },
+    /// Close these extra sockets.
+    Close { ids: Vec<SocketId> },
 }
 
 /// A packet to send through a relay: to the node with key `peer`, via the relay of `region`.
@@ -72,7 +90,7 @@ pub struct RelayTransmit {
 /// Where an incoming packet came from.
 #[derive(Debug, Clone, Copy)]
 enum Via<'a> {
-    Udp(SocketAddr),
+    Udp(SocketId, SocketAddr),
     Relay { region: &'a Arc<str>, from: Key },
 }
 
@@ -81,6 +99,7 @@ enum Via<'a> {
 struct Outbox {
     udp: VecDeque<Transmit>,
     relay: VecDeque<RelayTransmit>,
+    sockets: VecDeque<SocketRequest>,
 }
 
 /// Something the engine wants its owner (and the user) to know.
@@ -136,6 +155,8 @@ struct OwnDisco {
     private: PrivateKey,
     /// This node's endpoints, as published (sent in call-me-maybes).
     endpoints: Vec<Endpoint>,
+    /// Whether they show a NAT that maps every destination to a random port.
+    random_ports: bool,
     rng: StdRng,
 }
 
@@ -204,9 +225,15 @@ impl Engine {
     /// Turns on disco with this node's disco key (its public half is what control hands to
     /// peers); peers with a disco key are then reached by disco path discovery.
     pub fn set_disco_key(&mut self, private: PrivateKey) {
+        let (endpoints, random_ports) = self
+            .disco
+            .take()
+            .map(|d| (d.endpoints, d.random_ports))
+            .unwrap_or_default();
         let own = OwnDisco {
             private,
-            endpoints: self.disco.take().map(|d| d.endpoints).unwrap_or_default(),
+            endpoints,
+            random_ports,
             rng: StdRng::from_entropy(),
         };
         for peer in self.peers.values_mut() {
@@ -215,6 +242,14 @@ impl Engine {
             }
         }
         self.disco = Some(own);
+    }
+
+    /// Seeds the random choices of disco (transaction ids, nonces, probed ports) so a
+    /// simulation repeats itself; without it they come from the OS.
+    pub fn seed_disco_rng(&mut self, seed: u64) {
+        if let Some(d) = &mut self.disco {
+            d.rng = StdRng::seed_from_u64(seed);
+        }
     }
 
     /// This node's disco public key, if disco is on.
@@ -252,8 +287,48 @@ impl Engine {
     /// This node's endpoints (as published): what call-me-maybes tell peers to ping.
     pub fn set_own_endpoints(&mut self, endpoints: Vec<Endpoint>) {
         if let Some(d) = &mut self.disco {
+            d.random_ports = crate::discovery::random_ports(&endpoints);
             d.endpoints = endpoints;
+            for peer in self.peers.values_mut() {
+                if let Some(pd) = &mut peer.disco {
+                    pd.state.set_own_random(d.random_ports);
+                }
+            }
         }
+    }
+
+    /// The extra sockets asked for `peer` are open (ids the shell chose; none if it could
+    /// not): birthday probing starts from them.
+    pub fn sockets_opened(&mut self, now: Instant, peer: &Key, ids: Vec<SocketId>) {
+        let Some(p) = self
+            .by_key
+            .get(peer)
+            .and_then(|i| self.peers.get_mut(i))
+            .filter(|p| p.disco.is_some())
+        else {
+            // The peer left (or has no disco) meanwhile: nobody needs them.
+            self.out.sockets.push_back(SocketRequest::Close { ids });
+            return;
+        };
+        let sends = match &mut p.disco {
+            Some(d) => d.state.sockets_opened(now, ids),
+            None => return,
+        };
+        perform(
+            &mut self.out,
+            &mut self.stats,
+            self.disco.as_mut(),
+            &self.public,
+            p,
+            sends,
+            now,
+        );
+        self.next_disco = self.next_disco.min(disco_wake(p, now));
+    }
+
+    /// What the engine asks of the shell's sockets next.
+    pub fn poll_socket_request(&mut self) -> Option<SocketRequest> {
+        self.out.sockets.pop_front()
     }
 
     /// Adds a peer, or updates it in place if its key is known (sessions survive an update).
@@ -270,6 +345,7 @@ impl Engine {
             if let Some(peer) = self.peers.get_mut(&idx) {
                 let before = peer.path(now);
                 set_discovery(
+                    &mut self.out,
                     self.disco.as_ref(),
                     &mut self.by_disco,
                     idx,
@@ -330,6 +406,7 @@ impl Engine {
         }
         let mut peer = Peer::new(tunn, settings.clone());
         set_discovery(
+            &mut self.out,
             self.disco.as_ref(),
             &mut self.by_disco,
             idx,
@@ -347,6 +424,7 @@ impl Engine {
             self.routes.remove_value(&idx);
             if let Some(d) = self.peers.remove(&idx).and_then(|p| p.disco) {
                 self.by_disco.remove(&d.key);
+                close_sockets_of(&mut self.out, &d.state);
             }
         }
     }
@@ -398,12 +476,23 @@ impl Engine {
         }
     }
 
-    /// A UDP datagram received from `from`.
+    /// A UDP datagram received from `from` on the main socket.
     pub fn handle_network(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.handle_network_on(now, MAIN_SOCKET, from, datagram)
+    }
+
+    /// A UDP datagram received from `from` on `socket`.
+    pub fn handle_network_on(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) {
         if disco::is_disco(datagram) {
-            self.handle_disco(now, Via::Udp(from), datagram);
+            self.handle_disco(now, Via::Udp(socket, from), datagram);
         } else {
-            self.handle_wire(now, Via::Udp(from), datagram);
+            self.handle_wire(now, Via::Udp(socket, from), datagram);
         }
     }
 
@@ -447,25 +536,33 @@ impl Engine {
         };
         self.stats.rx_disco += 1;
         let sends = match (msg, via) {
-            (Message::Ping { tx, node_key }, Via::Udp(from)) => {
+            (Message::Ping { tx, node_key }, Via::Udp(socket, from)) => {
                 if node_key != peer.settings.public_key {
                     self.stats.rx_invalid += 1;
                     return;
                 }
                 let pong = seal(own, d, &Message::Pong { tx, observed: from });
                 self.stats.tx_disco += 1;
-                push_udp(&mut self.out, &mut self.stats, from, &pong);
-                d.state.ping_received(now, from)
+                push_udp_on(&mut self.out, &mut self.stats, socket, from, &pong);
+                d.state.ping_received_on(now, socket, from)
             }
-            (Message::Pong { tx, observed }, Via::Udp(from)) => {
-                if let Some(best) = d.state.pong(now, from, tx, observed) {
+            (Message::Pong { tx, observed }, Via::Udp(socket, from)) => {
+                if let Some(best) = d.state.pong_on(now, socket, from, tx, observed) {
                     peer.endpoint = Some(best);
+                    peer.endpoint_socket = d.state.best_socket();
                     self.events.push_back(Event::EndpointChanged {
                         peer: peer.settings.public_key,
                         endpoint: best,
                     });
                 }
                 Vec::new()
+            }
+            (Message::Birthday { ip, .. }, Via::Relay { from, .. }) => {
+                if from != peer.settings.public_key {
+                    self.stats.rx_invalid += 1;
+                    return;
+                }
+                d.state.birthday_called(now, ip)
             }
             (Message::CallMeMaybe { endpoints }, Via::Relay { from, .. }) => {
                 if from != peer.settings.public_key {
@@ -500,7 +597,7 @@ impl Engine {
         self.last_now = now;
         self.reset_rate_limit(now);
         let src_ip = match via {
-            Via::Udp(from) => Some(from.ip()),
+            Via::Udp(_, from) => Some(from.ip()),
             Via::Relay { .. } => None,
         };
         let mut cookie = [0u8; 64];
@@ -511,8 +608,8 @@ impl Engine {
             Ok(p) => p,
             Err(TunnResult::WriteToNetwork(reply)) => {
                 // Under load: answer with a cookie instead of doing the handshake's work.
-                if let Via::Udp(from) = via {
-                    push_udp(&mut self.out, &mut self.stats, from, reply);
+                if let Via::Udp(socket, from) = via {
+                    push_udp_on(&mut self.out, &mut self.stats, socket, from, reply);
                 }
                 return;
             }
@@ -542,6 +639,7 @@ impl Engine {
             Packet::PacketData(p) => p.receiver_idx >> 8,
         };
         let is_data = matches!(packet, Packet::PacketData(_));
+        let is_init = matches!(packet, Packet::HandshakeInit(_));
         let Some(peer) = self.peers.get_mut(&idx) else {
             self.stats.rx_unknown_peer += 1;
             return;
@@ -557,7 +655,7 @@ impl Engine {
         // Replies go back the way the packet came.
         let reply_via =
             |out: &mut Outbox, stats: &mut EngineStats, peer: &Peer, bytes: &[u8]| match via {
-                Via::Udp(from) => push_udp(out, stats, from, bytes),
+                Via::Udp(socket, from) => push_udp_on(out, stats, socket, from, bytes),
                 Via::Relay { region, from } => {
                     let region = peer.relay.as_ref().unwrap_or(region).clone();
                     push_relay(out, stats, region, from, bytes);
@@ -570,13 +668,21 @@ impl Engine {
                 TunnResult::Done => (&[], None),
                 TunnResult::WriteToNetwork(out) => {
                     reply_via(&mut self.out, &mut self.stats, peer, out);
-                    // Packets queued while the handshake was in flight go out now.
-                    while let TunnResult::WriteToNetwork(out) =
-                        peer.tunn.decapsulate(None, &[], &mut self.buf)
-                    {
-                        reply_via(&mut self.out, &mut self.stats, peer, out);
+                    // Packets queued while the handshake was in flight go out now, once this
+                    // side completed it (a response). Not after answering an initiation: the
+                    // responder's session is not usable until the initiator's first packet, so
+                    // boringtun would start a handshake of its own for them, and two peers
+                    // with traffic answering each other's initiations that way kept starting
+                    // new ones and evicting every session they made (a handshake storm: no
+                    // packet got through for 15 s, 1 run in 12 over a slow lossy relay).
+                    if !is_init {
+                        while let TunnResult::WriteToNetwork(out) =
+                            peer.tunn.decapsulate(None, &[], &mut self.buf)
+                        {
+                            reply_via(&mut self.out, &mut self.stats, peer, out);
+                        }
                     }
-                    if let Via::Udp(_) = via {
+                    if let Via::Udp(..) = via {
                         peer.udp_tx_at = Some(now);
                     }
                     (&[], None)
@@ -618,9 +724,10 @@ impl Engine {
                 &mut self.stats,
             );
         }
-        if let (Via::Udp(from), None) = (via, &peer.disco) {
+        if let (Via::Udp(socket, from), None) = (via, &peer.disco) {
             // WireGuard's roaming: the last authentic source is where the peer is (disco peers:
             // the path disco chose stays until disco chooses another).
+            peer.endpoint_socket = socket;
             if peer.endpoint != Some(from) {
                 peer.endpoint = Some(from);
                 self.events.push_back(Event::EndpointChanged {
@@ -636,6 +743,15 @@ impl Engine {
                 .is_none_or(|t| now.saturating_duration_since(t) >= ANSWER_GAP);
             if quiet && peer.relay.is_some() {
                 probe(&mut self.out, &mut self.stats, peer, now, &mut self.buf);
+            }
+        }
+        if is_data {
+            // The initiator's first packet confirms a responder's session: what was queued
+            // during the handshake goes now (nothing is queued in the steady state).
+            while let TunnResult::WriteToNetwork(bytes) =
+                peer.tunn.decapsulate(None, &[], &mut self.buf)
+            {
+                send_to_peer(&mut self.out, &mut self.stats, peer, now, bytes);
             }
         }
         if (!is_data || peer.handshakes == 0) && peer.check_new_handshake(now) {
@@ -721,6 +837,7 @@ impl Engine {
             }
             if let Some(d) = &peer.disco {
                 if let (Path::Direct(_), Some(best)) = (&before, d.state.best()) {
+                    peer.endpoint_socket = d.state.best_socket();
                     if peer.endpoint != Some(best) {
                         peer.endpoint = Some(best);
                         self.events.push_back(Event::EndpointChanged {
@@ -822,7 +939,7 @@ fn send_to_peer(
         }
         Path::Direct(ep) => {
             peer.udp_tx_at = Some(now);
-            push_udp(out, stats, ep, bytes);
+            push_udp_on(out, stats, peer.endpoint_socket, ep, bytes);
         }
         Path::Relayed(region) => {
             if bytes.first() == Some(&1) && peer.disco.is_none() {
@@ -939,11 +1056,22 @@ fn probe(out: &mut Outbox, stats: &mut EngineStats, peer: &mut Peer, now: Instan
 }
 
 fn push_udp(out: &mut Outbox, stats: &mut EngineStats, dst: SocketAddr, payload: &[u8]) {
+    push_udp_on(out, stats, MAIN_SOCKET, dst, payload)
+}
+
+fn push_udp_on(
+    out: &mut Outbox,
+    stats: &mut EngineStats,
+    socket: SocketId,
+    dst: SocketAddr,
+    payload: &[u8],
+) {
     if out.udp.len() >= MAX_QUEUE {
         stats.queue_full += 1;
         return;
     }
     out.udp.push_back(Transmit {
+        socket,
         dst,
         payload: payload.to_vec(),
     });
@@ -994,6 +1122,7 @@ fn deliver(
 /// Sets up (or updates, or removes) a peer's discovery from its settings: a disco peer when both
 /// this node and the peer have disco keys.
 fn set_discovery(
+    out: &mut Outbox,
     own: Option<&OwnDisco>,
     by_disco: &mut HashMap<Key, u32>,
     idx: u32,
@@ -1016,6 +1145,7 @@ fn set_discovery(
         }
         (Some((own, key)), None) => {
             let mut state = Discovery::new();
+            state.set_own_random(own.random_ports);
             state.set_candidates(now, &settings.candidates);
             by_disco.insert(key, idx);
             peer.disco = Some(PeerDisco {
@@ -1026,9 +1156,18 @@ fn set_discovery(
         }
         (None, Some(d)) => {
             by_disco.remove(&d.key);
+            close_sockets_of(out, &d.state);
             peer.disco = None;
         }
         (None, None) => {}
+    }
+}
+
+/// Asks the shell to close the extra sockets a peer's discovery holds (it is going away).
+fn close_sockets_of(out: &mut Outbox, d: &Discovery) {
+    let ids = d.sockets();
+    if !ids.is_empty() {
+        out.sockets.push_back(SocketRequest::Close { ids });
     }
 }
 
@@ -1057,6 +1196,29 @@ fn disco_wake(peer: &Peer, now: Instant) -> Instant {
         .unwrap_or(now + IDLE_DEADLINE)
 }
 
+/// A disco ping to `to` from `socket`, recorded with its transaction id.
+#[allow(clippy::too_many_arguments)]
+fn ping(
+    out: &mut Outbox,
+    stats: &mut EngineStats,
+    own: &mut OwnDisco,
+    public: &PublicKey,
+    d: &mut PeerDisco,
+    now: Instant,
+    socket: SocketId,
+    to: SocketAddr,
+) {
+    let tx = TxId(own.rng.gen());
+    let msg = Message::Ping {
+        tx,
+        node_key: Key(public.to_bytes()),
+    };
+    let packet = seal(own, d, &msg);
+    d.state.ping_sent_on(now, socket, to, tx);
+    stats.tx_disco += 1;
+    push_udp_on(out, stats, socket, to, &packet);
+}
+
 /// A disco message sealed for the peer with a fresh random nonce.
 fn seal(own: &mut OwnDisco, d: &PeerDisco, msg: &Message) -> Vec<u8> {
     let nonce: [u8; 24] = own.rng.gen();
@@ -1079,17 +1241,36 @@ fn perform(
     };
     for s in sends {
         match s {
-            Send::Ping(to) => {
-                let tx = TxId(own.rng.gen());
-                let msg = Message::Ping {
-                    tx,
-                    node_key: Key(public.to_bytes()),
-                };
-                let packet = seal(own, d, &msg);
-                d.state.ping_sent(now, to, tx);
-                stats.tx_disco += 1;
-                push_udp(out, stats, to, &packet);
+            Send::Ping(to) => ping(out, stats, own, public, d, now, MAIN_SOCKET, to),
+            Send::PingFrom(socket, to) => ping(out, stats, own, public, d, now, socket, to),
+            Send::ProbeRandom { ip, count } => {
+                for _ in 0..count {
+                    let port: u16 = own.rng.gen_range(1024..=65535);
+                    let to = SocketAddr::new(ip, port);
+                    ping(out, stats, own, public, d, now, MAIN_SOCKET, to);
+                }
             }
+            Send::Birthday { sockets } => {
+                let Some(region) = peer.relay.clone() else {
+                    continue;
+                };
+                let ip = own
+                    .endpoints
+                    .iter()
+                    .find(|e| e.kind == EndpointKind::Stun && e.addr.is_ipv4())
+                    .map(|e| e.addr.ip());
+                let Some(ip) = ip else {
+                    continue;
+                };
+                let packet = seal(own, d, &Message::Birthday { ip, sockets });
+                stats.tx_disco += 1;
+                push_relay(out, stats, region, peer.settings.public_key, &packet);
+            }
+            Send::OpenSockets(count) => out.sockets.push_back(SocketRequest::Open {
+                for_peer: peer.settings.public_key,
+                count,
+            }),
+            Send::CloseSockets(ids) => out.sockets.push_back(SocketRequest::Close { ids }),
             Send::CallMeMaybe => {
                 let Some(region) = peer.relay.clone() else {
                     continue;

@@ -12,7 +12,10 @@ mod relay_client;
 
 pub use allowed_ips::AllowedIps;
 pub use discovery::{CandidateStatus, PathReason};
-pub use engine::{Engine, EngineError, EngineStats, Event, RelayTransmit, Transmit, TIMER_TICK};
+pub use engine::{
+    Engine, EngineError, EngineStats, Event, RelayTransmit, SocketId, SocketRequest, Transmit,
+    MAIN_SOCKET, TIMER_TICK,
+};
 pub use home_relay::choose_home;
 pub use netcheck::{Netcheck, Probe, Report as NetcheckReport, StunServer, NETCHECK_TIMEOUT};
 pub use peer::{Path, PeerSettings, PeerStatus, DIRECT_TRUST};

@@ -98,6 +98,9 @@ pub(crate) struct Peer {
     pub(crate) disco: Option<PeerDisco>,
     pub(crate) settings: PeerSettings,
     pub(crate) endpoint: Option<SocketAddr>,
+    /// The local socket the endpoint is reached from (the main one unless birthday probing
+    /// found the path on an extra socket).
+    pub(crate) endpoint_socket: crate::engine::SocketId,
     pub(crate) relay: Option<Arc<str>>,
     /// When an authentic packet last arrived over UDP (the direct path works while recent).
     pub(crate) udp_rx_at: Option<Instant>,
@@ -132,6 +135,7 @@ impl Peer {
             tunn,
             disco: None,
             endpoint: settings.endpoint,
+            endpoint_socket: crate::engine::MAIN_SOCKET,
             relay: settings.relay.as_deref().map(Arc::from),
             udp_rx_at: None,
             udp_tx_at: None,

@@ -95,6 +95,22 @@ fn predictable(hard: &Profile, other: &Profile) -> bool {
     }
 }
 
+/// Whether birthday probing crosses `hard` from `other`: `hard` maps every destination port
+/// to a port nobody can predict (its two STUN ports differ), `other` maps
+/// endpoint-independently; `hard` opens many mappings toward `other`, which probes random
+/// ports until one is hit (netsim: 50 of 50 seeded runs per cell).
+fn birthday(hard: &Profile, other: &Profile) -> bool {
+    let Kind::Nat {
+        mapping: Mapping::Adpm,
+        ports: Ports::Hash | Ports::Random,
+        ..
+    } = hard.kind
+    else {
+        return false;
+    };
+    hard.port_mapping.is_none() && matches!(behaviour(other), Some((Mapping::Eim, _)))
+}
+
 fn rank_m(m: Mapping) -> u8 {
     match m {
         Mapping::Eim => 0,
@@ -150,7 +166,14 @@ impl Case {
     pub fn expected(&self) -> Path {
         match self {
             Case::Pair(a, b) => match pair_expect(behaviour(a), behaviour(b)) {
-                Path::Relayed if predictable(a, b) || predictable(b, a) => Path::Direct,
+                Path::Relayed
+                    if predictable(a, b)
+                        || predictable(b, a)
+                        || birthday(a, b)
+                        || birthday(b, a) =>
+                {
+                    Path::Direct
+                }
                 path => path,
             },
             Case::SameRouter(p) => match behaviour(p) {
@@ -159,7 +182,26 @@ impl Case {
             },
             Case::DoubleNat(c, h, b) => {
                 let a = behaviour(c).zip(behaviour(h)).map(|(c, h)| stack(c, h));
-                pair_expect(a, behaviour(b))
+                // Either layer's unpredictable per-destination ports make the pair a
+                // birthday case against an endpoint-independent mapping.
+                let unpredictable = [c, h].iter().any(|p| {
+                    matches!(
+                        p.kind,
+                        Kind::Nat {
+                            mapping: Mapping::Adpm,
+                            ports: Ports::Hash | Ports::Random,
+                            ..
+                        }
+                    )
+                });
+                match pair_expect(a, behaviour(b)) {
+                    Path::Relayed
+                        if unpredictable && matches!(behaviour(b), Some((Mapping::Eim, _))) =>
+                    {
+                        Path::Direct
+                    }
+                    path => path,
+                }
             }
         }
     }
@@ -470,14 +512,17 @@ pub fn settle(
     started.elapsed().as_secs_f64()
 }
 
-/// How one pair of nodes met, from the moment both were up.
+/// How one pair of nodes met: how long after both were up each had the other in its map,
+/// and from then on, how long to the first packet and to a direct path.
 #[derive(Debug, Clone, Copy)]
 pub struct Meeting {
+    /// Seconds from both up to both listing the other (the map has arrived on both sides).
+    pub known: f64,
     /// Seconds to the first ping answered over the tunnel (whatever the path).
     pub first_packet: f64,
     /// Seconds until both sides had a direct path, if they got one within the deadline.
     pub direct: Option<f64>,
-    /// Disco pings both sides had sent by then (all candidates).
+    /// Disco pings both sides had sent by then (candidates, predicted ports, birthday probes).
     pub pings: u64,
 }
 
@@ -490,56 +535,94 @@ pub fn meet(
     deadline: Duration,
     want_direct: bool,
 ) -> Result<Meeting, String> {
-    let running = start(case, impair)?;
-    let (lab, addr_a, addr_b) = (&running.lab, &running.addr_a, &running.addr_b);
-    let up = running.up_at;
-    let mut first_packet = None;
-    let pings_sent = |st: &serde_json::Value| -> u64 {
-        st["peers"][0]["candidates"].as_array().map_or(0, |c| {
-            c.iter().filter_map(|c| c["pings_sent"].as_u64()).sum()
-        })
+    let mut running = start(case, impair)?;
+    // The control plane first: both maps must list the other (over a lossy network the map
+    // stream takes its time, which is not the data path's).
+    let known = {
+        let lab = &running.lab;
+        let lists_peer = |host: &str| {
+            let st = mesh::status_json(lab, host);
+            st["state"] == "connected" && st["peers"][0]["name"].is_string()
+        };
+        if !Lab::wait_for(deadline, || lists_peer("a") && lists_peer("b")) {
+            return Err(format!(
+                "{case}: the nodes did not get each other's map entry within {deadline:?}"
+            ));
+        }
+        running.up_at.elapsed().as_secs_f64()
     };
+    // Traffic both ways from now on, never waiting for an answer: a pings b every 50 ms (each
+    // answer stamped with the time it came, `-D`), b pings a every 200 ms (its side of the
+    // punch starts with its own traffic or a's call).
+    let (addr_a, addr_b) = (running.addr_a.clone(), running.addr_b.clone());
+    let secs = deadline.as_secs().max(1).to_string();
+    let t0 = epoch_secs();
+    let up = Instant::now();
+    let ping_a = running
+        .lab
+        .spawn(
+            "a",
+            &[
+                "ping", "-D", "-n", "-i", "0.05", "-W", "2", "-w", &secs, &addr_b,
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+    // (Both stop with the lab.)
+    running
+        .lab
+        .spawn("b", &["ping", "-n", "-i", "0.2", "-w", &secs, &addr_a])
+        .map_err(|e| e.to_string())?;
+    let lab = &running.lab;
+    // Every disco ping to the peer: candidates, predicted ports, birthday probes.
+    let pings_sent = |st: &serde_json::Value| -> u64 {
+        st["peers"][0]["disco_pings_sent"].as_u64().unwrap_or(0)
+    };
+    let first_answer = || first_reply_at(&ping_a.log_text()).map(|t| (t - t0).max(0.0));
+    let mut first_packet = None;
+    let mut direct = None;
+    let (mut sa, mut sb) = (serde_json::Value::Null, serde_json::Value::Null);
     while up.elapsed() < deadline {
-        // Two seconds for the answer: on a lossy relayed path a round trip can take over a
-        // second (TCP retransmits), and the time counted is when the answer came.
-        let answered = lab
-            .run(
-                "a",
-                &["ping", "-c", "1", "-W", "2", addr_b],
-                Duration::from_secs(5),
-            )
-            .is_ok_and(|o| o.status.success());
-        if answered && first_packet.is_none() {
-            first_packet = Some(up.elapsed().as_secs_f64());
-            if !want_direct {
+        first_packet = first_packet.or_else(first_answer);
+        if first_packet.is_some() && !want_direct {
+            break;
+        }
+        (sa, sb) = (mesh::status_json(lab, "a"), mesh::status_json(lab, "b"));
+        let is_direct = |st: &serde_json::Value| st["peers"][0]["connection"] == "direct";
+        if is_direct(&sa) && is_direct(&sb) {
+            direct = Some(up.elapsed().as_secs_f64());
+            // The first answer may be in the log a moment after the path turned.
+            first_packet = first_packet.or_else(first_answer);
+            if first_packet.is_some() {
                 break;
             }
         }
-        let (sa, sb) = (mesh::status_json(lab, "a"), mesh::status_json(lab, "b"));
-        let direct = |st: &serde_json::Value| st["peers"][0]["connection"] == "direct";
-        if let Some(first) = first_packet.filter(|_| direct(&sa) && direct(&sb)) {
-            return Ok(Meeting {
-                first_packet: first,
-                direct: Some(up.elapsed().as_secs_f64()),
-                pings: pings_sent(&sa) + pings_sent(&sb),
-            });
-        }
-        // b talks too (its side of the punch starts with its own traffic or a's call).
-        let _ = lab.run(
-            "b",
-            &["ping", "-c", "1", "-W", "0.5", addr_a],
-            Duration::from_secs(5),
-        );
+        std::thread::sleep(Duration::from_millis(50));
     }
-    let (sa, sb) = (mesh::status_json(lab, "a"), mesh::status_json(lab, "b"));
     match first_packet {
         Some(first) => Ok(Meeting {
+            known,
             first_packet: first,
-            direct: None,
+            direct,
             pings: pings_sent(&sa) + pings_sent(&sb),
         }),
         None => Err(format!("{case}: no ping answered within {deadline:?}")),
     }
+}
+
+/// Seconds since the Unix epoch now (what `ping -D` stamps its lines with).
+fn epoch_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The time stamp of the first answer in `ping -D` output: `[1764470000.123456] 64 bytes from …`.
+fn first_reply_at(log: &str) -> Option<f64> {
+    log.lines()
+        .find(|l| l.contains("bytes from"))
+        .and_then(|l| l.strip_prefix('['))
+        .and_then(|l| l.split(']').next())
+        .and_then(|t| t.parse().ok())
 }
 
 /// Runs `case` until direct, then flushes the connection tracking (every mapping) of a's
@@ -712,7 +795,9 @@ mod tests {
             ("full-cone", "symmetric", Direct),
             ("restricted-cone", "symmetric", Direct),
             ("port-restricted-cone", "port-restricted-cone", Direct),
-            ("port-restricted-cone", "symmetric", Relayed),
+            // Birthday probing: a symmetric NAT facing an endpoint-independent mapping.
+            ("port-restricted-cone", "symmetric", Direct),
+            ("port-restricted-cone", "adm-adpf", Relayed),
             ("symmetric", "symmetric", Relayed),
             ("adm-eif", "adpm-adf", Direct),
             ("adm-eif", "adpm-adpf", Direct),
@@ -740,6 +825,11 @@ mod tests {
         // A symmetric CGNAT makes a cone home router symmetric.
         assert_eq!(
             Case::DoubleNat(p("symmetric"), p("full-cone"), p("port-restricted-cone")).expected(),
+            Direct,
+            "birthday probing"
+        );
+        assert_eq!(
+            Case::DoubleNat(p("symmetric"), p("full-cone"), p("symmetric")).expected(),
             Relayed
         );
         assert_eq!(
@@ -747,6 +837,18 @@ mod tests {
             Direct
         );
         assert_eq!(test_cases().len(), 14);
+    }
+
+    #[test]
+    fn the_first_answer_is_read_from_pings_time_stamps() {
+        let log = "PING 100.64.0.2 (100.64.0.2) 56(84) bytes of data.\n\
+                   [1764470000.250000] 64 bytes from 100.64.0.2: icmp_seq=3 ttl=64 time=0.5 ms\n\
+                   [1764470000.300000] 64 bytes from 100.64.0.2: icmp_seq=4 ttl=64 time=0.4 ms\n";
+        assert_eq!(first_reply_at(log), Some(1_764_470_000.25));
+        assert_eq!(
+            first_reply_at("PING 100.64.0.2 (100.64.0.2) 56(84) bytes of data.\n"),
+            None
+        );
     }
 
     #[test]

@@ -206,3 +206,27 @@ fn port_prediction_turns_a_sequential_symmetric_nat_direct() {
     assert_eq!(out.verdict, Verdict::DirectAsExpected, "{out:?}");
     assert_eq!(out.flaps, 0, "{out:?}");
 }
+
+/// Birthday probing in real namespaces: a port-restricted cone and a symmetric NAT whose ports
+/// nobody can predict (`masquerade random`). b opens 256 extra sockets toward a's public
+/// endpoint, a probes random ports of b's address, and the pair goes direct and stays so.
+#[test]
+fn birthday_probing_turns_a_random_port_symmetric_nat_direct() {
+    if skip_without_root("birthday_probing_turns_a_random_port_symmetric_nat_direct") {
+        return;
+    }
+    let case = Case::Pair(
+        "port-restricted-cone".parse().unwrap(),
+        "symmetric+random".parse().unwrap(),
+    );
+    assert_eq!(case.expected(), Path::Direct);
+    let opts = RunOptions {
+        settle_timeout: Duration::from_secs(20),
+        hold: Duration::from_secs(5),
+        ..RunOptions::default()
+    };
+    let out = nat_matrix::run(&case, &opts).unwrap_or_else(|e| panic!("{e}"));
+    println!("{}", nat_matrix::markdown(std::slice::from_ref(&out)));
+    assert_eq!(out.verdict, Verdict::DirectAsExpected, "{out:?}");
+    assert_eq!(out.flaps, 0, "{out:?}");
+}

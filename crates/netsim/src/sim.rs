@@ -2,7 +2,7 @@
 //! clock, and the event loop that drives the engines.
 
 use crate::nat::{Nat, NatConfig};
-use pinhole_engine::{Engine, Event, Key, PrivateKey};
+use pinhole_engine::{Engine, Event, Key, PrivateKey, SocketId, SocketRequest, MAIN_SOCKET};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
@@ -43,6 +43,30 @@ struct Host {
     engine: Engine,
     tun_received: Vec<Vec<u8>>,
     events: Vec<(Instant, Event)>,
+    /// Extra sockets the engine asked for, by id: their ports (on the host's address).
+    sockets: HashMap<SocketId, u16>,
+    next_socket: SocketId,
+}
+
+impl Host {
+    /// The socket bound to `port` of the host's address.
+    fn socket_of(&self, port: u16) -> Option<SocketId> {
+        if port == self.addr.port() {
+            return Some(MAIN_SOCKET);
+        }
+        self.sockets
+            .iter()
+            .find(|(_, p)| **p == port)
+            .map(|(id, _)| *id)
+    }
+
+    /// The address `socket` is bound to.
+    fn socket_addr(&self, socket: SocketId) -> SocketAddr {
+        match self.sockets.get(&socket) {
+            Some(port) => SocketAddr::new(self.addr.ip(), *port),
+            None => self.addr,
+        }
+    }
 }
 
 /// Who receives a datagram in flight.
@@ -123,6 +147,8 @@ pub struct Sim {
     pub delivered: u64,
     /// Datagrams sent over UDP by any host.
     pub udp_sent: u64,
+    /// Extra sockets opened by any host (birthday probing).
+    pub sockets_opened: u64,
 }
 
 impl Sim {
@@ -149,6 +175,7 @@ impl Sim {
             lost: 0,
             delivered: 0,
             udp_sent: 0,
+            sockets_opened: 0,
         }
     }
 
@@ -216,6 +243,7 @@ impl Sim {
         let disco = self.key();
         let disco_key = disco.public_key();
         engine.set_disco_key(disco);
+        engine.seed_disco_rng(self.rng.gen());
         self.by_key.insert(engine.public_key(), self.hosts.len());
         self.hosts.push(Host {
             addr,
@@ -224,6 +252,8 @@ impl Sim {
             engine,
             tun_received: Vec::new(),
             events: Vec::new(),
+            sockets: HashMap::new(),
+            next_socket: 1,
         });
         HostId(self.hosts.len() - 1)
     }
@@ -266,10 +296,15 @@ impl Sim {
         self.hosts[h.0].nat = nat.map(|n| n.0);
     }
 
-    /// The source the receiver sees and who receives a datagram from host `i` to `dst`,
-    /// translating through the host's router.
+    /// The source the receiver sees and who receives a datagram from host `i`'s main socket
+    /// to `dst`, translating through the host's router.
     fn route(&mut self, i: usize, dst: SocketAddr) -> (SocketAddr, Target) {
-        let src = self.hosts[i].addr;
+        self.route_from(i, MAIN_SOCKET, dst)
+    }
+
+    /// The same from one of the host's sockets.
+    fn route_from(&mut self, i: usize, socket: SocketId, dst: SocketAddr) -> (SocketAddr, Target) {
+        let src = self.hosts[i].socket_addr(socket);
         let Some(n) = self.hosts[i].nat else {
             return (src, self.target(dst));
         };
@@ -370,21 +405,29 @@ impl Sim {
                 let now = self.now;
                 match p.hop {
                     Hop::Udp { from, to, target } => {
-                        let host = match target {
-                            Target::Host(i) => Some(i),
-                            Target::Nat(n) => self.nats[n]
-                                .inbound(now, to.port(), from)
-                                .and_then(|inside| self.lan.get(&(n, inside)).copied()),
-                            Target::Nowhere => None,
+                        // Who gets it, and on the socket bound to the port it arrives at.
+                        let (host, port) = match target {
+                            Target::Host(i) => (Some(i), to.port()),
+                            Target::Nat(n) => match self.nats[n].inbound(now, to.port(), from) {
+                                Some(inside) => {
+                                    (self.lan.get(&(n, inside)).copied(), inside.port())
+                                }
+                                None => (None, 0),
+                            },
+                            Target::Nowhere => (None, 0),
                         };
-                        match host {
-                            Some(i) if !self.udp_blocked.contains(&i) => {
+                        let socket = host.and_then(|i| self.hosts[i].socket_of(port));
+                        match (host, socket) {
+                            (Some(i), Some(socket)) if !self.udp_blocked.contains(&i) => {
                                 self.delivered += 1;
-                                self.hosts[i].engine.handle_network(now, from, &p.payload);
+                                self.hosts[i]
+                                    .engine
+                                    .handle_network_on(now, socket, from, &p.payload);
                                 self.drain(i);
                             }
-                            Some(_) => self.lost += 1,
-                            None => self.undeliverable += 1,
+                            (Some(_), None) => self.undeliverable += 1,
+                            (Some(_), Some(_)) => self.lost += 1,
+                            (None, _) => self.undeliverable += 1,
                         }
                     }
                     Hop::Relay { region, from, to } => match self.by_key.get(&to) {
@@ -412,12 +455,21 @@ impl Sim {
         let now = self.now;
         let me = self.hosts[i].engine.public_key();
         let blocked = self.udp_blocked.contains(&i);
+        while let Some(r) = self.hosts[i].engine.poll_socket_request() {
+            match r {
+                SocketRequest::Open { for_peer, count } => {
+                    let ids = self.open_sockets(i, count);
+                    self.hosts[i].engine.sockets_opened(now, &for_peer, ids);
+                }
+                SocketRequest::Close { ids } => self.close_sockets(i, &ids),
+            }
+        }
         while let Some(t) = self.hosts[i].engine.poll_transmit() {
             if blocked || (self.link.loss > 0.0 && self.rng.gen_bool(self.link.loss)) {
                 self.lost += 1;
                 continue;
             }
-            let (from, target) = self.route(i, t.dst);
+            let (from, target) = self.route_from(i, t.socket, t.dst);
             self.udp_sent += 1;
             self.seq += 1;
             self.in_flight.push(Reverse(InFlight {
@@ -451,5 +503,43 @@ impl Sim {
         while let Some(e) = host.engine.poll_event() {
             host.events.push((now, e));
         }
+    }
+
+    /// Opens `count` extra sockets on host `i` (ports from 30000 up, on its address).
+    fn open_sockets(&mut self, i: usize, count: u16) -> Vec<SocketId> {
+        let mut ids = Vec::new();
+        for _ in 0..count {
+            let host = &mut self.hosts[i];
+            let id = host.next_socket;
+            host.next_socket = host.next_socket.wrapping_add(1).max(1);
+            let port = 30000 + (id % 30000);
+            host.sockets.insert(id, port);
+            let addr = SocketAddr::new(host.addr.ip(), port);
+            match host.nat {
+                Some(n) => self.lan.insert((n, addr), i),
+                None => self.by_addr.insert(addr, i),
+            };
+            ids.push(id);
+        }
+        self.sockets_opened += u64::from(count);
+        ids
+    }
+
+    fn close_sockets(&mut self, i: usize, ids: &[SocketId]) {
+        for id in ids {
+            let host = &mut self.hosts[i];
+            if let Some(port) = host.sockets.remove(id) {
+                let addr = SocketAddr::new(host.addr.ip(), port);
+                match host.nat {
+                    Some(n) => self.lan.remove(&(n, addr)),
+                    None => self.by_addr.remove(&addr),
+                };
+            }
+        }
+    }
+
+    /// How many extra sockets host `h` has open now.
+    pub fn open_socket_count(&self, h: HostId) -> usize {
+        self.hosts[h.0].sockets.len()
     }
 }

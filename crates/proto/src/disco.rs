@@ -2,7 +2,9 @@
 //!
 //! A packet is `MAGIC`, the sender's disco public key, a 24-byte nonce, and a NaCl box
 //! (X25519 + XSalsa20-Poly1305) of one message: `Ping{tx id, node key}`,
-//! `Pong{tx id, observed source}` or `CallMeMaybe{endpoints}`. The magic's first byte (`P`,
+//! `Pong{tx id, observed source}`, `CallMeMaybe{endpoints}` or `Birthday{address, sockets}`
+//! (the sender opened that many extra mappings on its public address toward the receiver,
+//! which probes random ports there: birthday probing). The magic's first byte (`P`,
 //! 0x50) tells disco apart from WireGuard (1–4) and STUN (top two bits zero) on the one socket.
 
 use crate::endpoint::{Endpoint, EndpointKind};
@@ -25,6 +27,7 @@ const VERSION: u8 = 0;
 const PING: u8 = 1;
 const PONG: u8 = 2;
 const CALL_ME_MAYBE: u8 = 3;
+const BIRTHDAY: u8 = 4;
 const ADDR_LEN: usize = 18;
 
 /// A ping's transaction id, echoed by its pong.
@@ -40,6 +43,10 @@ pub enum Message {
     Pong { tx: TxId, observed: SocketAddr },
     /// "Ping me at these endpoints now" (sent through the relay, so both sides ping at once).
     CallMeMaybe { endpoints: Vec<Endpoint> },
+    /// "I opened `sockets` mappings on my public address `ip`, each toward your endpoint:
+    /// probe random ports of it" (through the relay). Birthday probing across a NAT that maps
+    /// every destination to a random port.
+    Birthday { ip: IpAddr, sockets: u16 },
 }
 
 /// Why a disco packet was rejected.
@@ -144,6 +151,11 @@ pub fn encode(msg: &Message) -> Vec<u8> {
                 put_addr(&mut out, e.addr);
             }
         }
+        Message::Birthday { ip, sockets } => {
+            out.extend_from_slice(&[BIRTHDAY, VERSION]);
+            // An address's layout: the IP, then the count where a port would be.
+            put_addr(&mut out, SocketAddr::new(*ip, *sockets));
+        }
     }
     out
 }
@@ -196,6 +208,16 @@ pub fn decode(plain: &[u8]) -> Result<Message, DiscoError> {
                 })
                 .collect::<Result<_, DiscoError>>()?;
             Ok(Message::CallMeMaybe { endpoints })
+        }
+        BIRTHDAY => {
+            if body.len() != ADDR_LEN {
+                return Err(wrong());
+            }
+            let a = get_addr(body);
+            Ok(Message::Birthday {
+                ip: a.ip(),
+                sockets: a.port(),
+            })
         }
         other => Err(DiscoError::UnknownType(other)),
     }
@@ -260,6 +282,10 @@ mod tests {
                 ],
             },
             Message::CallMeMaybe { endpoints: vec![] },
+            Message::Birthday {
+                ip: "203.0.113.9".parse().unwrap(),
+                sockets: 256,
+            },
         ]
     }
 

@@ -337,6 +337,9 @@ pub struct PeerStatus {
     /// Every address the peer may be reached at, and what pinging it has shown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub candidates: Vec<Candidate>,
+    /// Disco pings sent to the peer in all (its candidates, predicted ports, birthday probes).
+    #[serde(default)]
+    pub disco_pings_sent: u32,
 }
 
 /// One of a peer's candidate endpoints, as discovery has seen it.
@@ -549,6 +552,7 @@ mod tests {
                     pings_sent: 3,
                     pongs: 2,
                 }],
+                disco_pings_sent: 3,
             }],
         };
         let v: serde_json::Value = serde_json::to_value(&s).unwrap();
