@@ -5,7 +5,7 @@ use crate::mapped_peers::MappedPeers;
 use pinhole_engine::Key;
 use pinhole_engine::{Engine, Path, PathReason, PeerStatus as EnginePeer};
 use pinhole_proto::control::Node;
-use pinhole_proto::endpoint::{Endpoint, EndpointKind};
+use pinhole_proto::endpoint::Endpoint;
 use pinhole_proto::ipc::{
     Candidate, Connection, LoginPrompt, Nat, PeerStatus, SelfStatus, State, Status,
 };
@@ -141,15 +141,7 @@ pub fn why_not_direct(e: &EnginePeer, nat: &Nat, peer_endpoints: &[Endpoint]) ->
 /// Whether a node's published endpoints show a NAT that maps each destination to its own
 /// port: STUN servers saw one address with different ports.
 fn mapping_varies(endpoints: &[Endpoint]) -> bool {
-    let stun: Vec<_> = endpoints
-        .iter()
-        .filter(|e| e.kind == EndpointKind::Stun)
-        .map(|e| e.addr)
-        .collect();
-    stun.iter().any(|a| {
-        stun.iter()
-            .any(|b| a.ip() == b.ip() && a.port() != b.port())
-    })
+    pinhole_engine::stun_port_spread(endpoints).is_some_and(|s| s > 0)
 }
 
 fn peer(

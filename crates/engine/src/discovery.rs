@@ -1085,18 +1085,29 @@ fn predict(endpoints: &[Endpoint]) -> Vec<SocketAddr> {
     out
 }
 
-/// Whether a node's own endpoints show a NAT that maps every destination to a random port:
-/// STUN servers saw it on two or more ports of one address, too far apart to be sequential.
-pub(crate) fn random_ports(endpoints: &[Endpoint]) -> bool {
+/// The widest gap between two ports STUN servers saw a node at on one address (0 when they
+/// agree; none with fewer than two STUN endpoints on one address). Above zero the node's NAT
+/// maps each destination to its own port; above [`SEQUENTIAL_SPAN`], to ports nobody can
+/// predict.
+pub fn stun_port_spread(endpoints: &[Endpoint]) -> Option<u16> {
     let stun: Vec<SocketAddr> = endpoints
         .iter()
         .filter(|e| e.kind == EndpointKind::Stun)
         .map(|e| e.addr)
         .collect();
-    stun.iter().any(|a| {
-        stun.iter()
-            .any(|b| a.ip() == b.ip() && a.port().abs_diff(b.port()) > SEQUENTIAL_SPAN)
-    })
+    let mut spread = None;
+    for (i, a) in stun.iter().enumerate() {
+        for b in stun[i + 1..].iter().filter(|b| b.ip() == a.ip()) {
+            let gap = a.port().abs_diff(b.port());
+            spread = Some(spread.map_or(gap, |s: u16| s.max(gap)));
+        }
+    }
+    spread
+}
+
+/// Whether a node's own endpoints show a NAT that maps every destination to a random port.
+pub(crate) fn random_ports(endpoints: &[Endpoint]) -> bool {
+    stun_port_spread(endpoints).is_some_and(|s| s > SEQUENTIAL_SPAN)
 }
 
 /// Private (RFC 1918, ULA) addresses: a path to one is a path within a LAN.

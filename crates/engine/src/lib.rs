@@ -11,7 +11,7 @@ mod peer;
 mod relay_client;
 
 pub use allowed_ips::AllowedIps;
-pub use discovery::{CandidateStatus, PathReason};
+pub use discovery::{stun_port_spread, CandidateStatus, PathReason};
 pub use engine::{
     Engine, EngineError, EngineStats, Event, RelayTransmit, SocketId, SocketRequest, Transmit,
     MAIN_SOCKET, TIMER_TICK,

@@ -738,6 +738,36 @@ fn port_prediction_crosses_sequential_hard_nats() {
     );
 }
 
+/// 50 seeded runs of one cell (seeds from `first_seed`, `secs` of traffic each): how many end
+/// direct, p50 and p95 of the time to direct, and the median disco pings both sides sent.
+fn measure_cell(a: NatConfig, b: NatConfig, link: Link, first_seed: u64, secs: u64) -> String {
+    let mut times = Vec::new();
+    let mut costs = Vec::new();
+    for seed in 0..50 {
+        let mut r = setup(first_seed + seed, [Side::Nat(a), Side::Nat(b)], link);
+        let seen = talk(
+            &mut r,
+            Duration::from_secs(secs),
+            Duration::from_millis(100),
+        );
+        if let (true, Some(d)) = (seen.direct_at_end, seen.direct) {
+            times.push(d);
+            costs.push(pings(&mut r));
+        }
+    }
+    let n = times.len();
+    if n == 0 {
+        return "0/50 | - | - | -".into();
+    }
+    costs.sort_unstable();
+    format!(
+        "{n}/50 | {:.2} s | {:.2} s | {}",
+        percentile(&mut times, 0.5).as_secs_f64(),
+        percentile(&mut times, 0.95).as_secs_f64(),
+        costs[costs.len() / 2]
+    )
+}
+
 /// `cargo test -p pinhole-netsim --test nat_traversal -- --ignored --nocapture`: port
 /// prediction over 50 seeded runs per added cell (success rate, time to direct, disco pings
 /// both sides sent by then), as the README reports it.
@@ -754,28 +784,7 @@ fn measure_port_prediction() {
             loss * 100.0
         );
         for (an, a, bn, b) in predicted_cells() {
-            let mut times = Vec::new();
-            let mut costs = Vec::new();
-            for seed in 0..50 {
-                let mut r = setup(1000 + seed, [Side::Nat(a), Side::Nat(b)], link);
-                let seen = talk(&mut r, Duration::from_secs(12), Duration::from_millis(100));
-                if let (true, Some(d)) = (seen.direct_at_end, seen.direct) {
-                    times.push(d);
-                    costs.push(pings(&mut r));
-                }
-            }
-            let n = times.len();
-            if n == 0 {
-                println!("{an} × {bn} | 0/50 | - | - | -");
-                continue;
-            }
-            costs.sort_unstable();
-            println!(
-                "{an} × {bn} | {n}/50 | {:.2} s | {:.2} s | {}",
-                percentile(&mut times, 0.5).as_secs_f64(),
-                percentile(&mut times, 0.95).as_secs_f64(),
-                costs[costs.len() / 2]
-            );
+            println!("{an} × {bn} | {}", measure_cell(a, b, link, 1000, 12));
         }
     }
 }
@@ -843,28 +852,7 @@ fn measure_birthday_probing() {
                 if expect_direct(a, b) || !expect_birthday(a, b) {
                     continue;
                 }
-                let mut times = Vec::new();
-                let mut costs = Vec::new();
-                for seed in 0..50 {
-                    let mut r = setup(2000 + seed, [Side::Nat(*a), Side::Nat(*b)], link);
-                    let seen = talk(&mut r, Duration::from_secs(15), Duration::from_millis(100));
-                    if let (true, Some(d)) = (seen.direct_at_end, seen.direct) {
-                        times.push(d);
-                        costs.push(pings(&mut r));
-                    }
-                }
-                let n = times.len();
-                if n == 0 {
-                    println!("{an} × {bn} | 0/50 | - | - | -");
-                    continue;
-                }
-                costs.sort_unstable();
-                println!(
-                    "{an} × {bn} | {n}/50 | {:.1} s | {:.1} s | {}",
-                    percentile(&mut times, 0.5).as_secs_f64(),
-                    percentile(&mut times, 0.95).as_secs_f64(),
-                    costs[costs.len() / 2]
-                );
+                println!("{an} × {bn} | {}", measure_cell(*a, *b, link, 2000, 15));
             }
         }
     }
