@@ -791,6 +791,12 @@ impl<'a> Daemon<'a> {
         };
         p.netcheck.handle_timeout(now);
         if !p.netcheck.is_done(now) {
+            // The public addresses are published as soon as every server answered (the
+            // hairpin probe's wait must not hold them back).
+            if p.netcheck.all_answered() {
+                let public = p.netcheck.report().public;
+                self.publish_reflexive(&public);
+            }
             return;
         }
         let Some(p) = self.probing.take() else {
@@ -801,16 +807,7 @@ impl<'a> Daemon<'a> {
             mapping_varies_by_dest: found.mapping_varies_by_dest,
             udp: found.udp,
         });
-        // Published only when they changed (a netcheck without answers keeps the last ones).
-        if !found.public.is_empty() {
-            self.reflexive.send_if_modified(|seen| {
-                let changed = *seen != found.public;
-                if changed {
-                    seen.clone_from(&found.public);
-                }
-                changed
-            });
-        }
+        self.publish_reflexive(&found.public);
         if let Some(map) = self.mapped.relay_map() {
             let regions = map.regions.iter().map(|r| r.code.clone()).collect();
             let latencies = best_latencies(&found);
@@ -823,6 +820,21 @@ impl<'a> Daemon<'a> {
                 let _ = reply.send(Ok(serde_json::to_value(&report).unwrap_or_default()));
             }
         }
+    }
+
+    /// This node's addresses as STUN servers saw them, for the map-stream task to publish:
+    /// only when they changed (a netcheck without answers keeps the last ones).
+    fn publish_reflexive(&self, public: &[SocketAddr]) {
+        if public.is_empty() {
+            return;
+        }
+        self.reflexive.send_if_modified(|seen| {
+            let changed = seen.as_slice() != public;
+            if changed {
+                *seen = public.to_vec();
+            }
+            changed
+        });
     }
 
     fn tun_packets(&mut self, n: usize) {

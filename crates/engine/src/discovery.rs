@@ -84,8 +84,9 @@ const BIRTHDAY_PINGS_AT: [Duration; 2] = [Duration::ZERO, Duration::from_millis(
 const BIRTHDAY_FOR: Duration = Duration::from_secs(6);
 /// Sockets asked for and not given within this long are not waited for.
 const BIRTHDAY_ASK_WAIT: Duration = Duration::from_secs(3);
-/// A round that found nothing after this long starts birthday probing (where it applies): the
-/// first three burst steps have had their chance (plain punching answers within a round trip).
+/// A peer endpoint pinged this long without an answer starts birthday probing (where it
+/// applies): three burst steps have had their chance (plain punching answers within a round
+/// trip).
 const BIRTHDAY_AFTER: Duration = Duration::from_millis(250);
 /// Birthday probing with one peer at most this often (either side).
 const BIRTHDAY_GAP: Duration = Duration::from_secs(60);
@@ -139,6 +140,8 @@ struct PathInfo {
     /// The local socket this path leaves from (the main one, or a birthday socket the peer's
     /// pings arrived on).
     socket: SocketId,
+    /// The first ping sent to it (how long it has been tried).
+    first_ping: Option<Instant>,
     last_ping: Option<Instant>,
     last_pong: Option<Instant>,
     rtt: Option<Duration>,
@@ -152,6 +155,7 @@ impl PathInfo {
             endpoint,
             published,
             socket: MAIN_SOCKET,
+            first_ping: None,
             last_ping: None,
             last_pong: None,
             rtt: None,
@@ -406,6 +410,7 @@ impl Discovery {
         self.pings_sent += 1;
         self.last_ping = Some(now);
         if let Some(p) = self.path_mut(to) {
+            p.first_ping.get_or_insert(now);
             p.last_ping = Some(now);
             p.pings += 1;
         }
@@ -705,12 +710,13 @@ impl Discovery {
         let recent = self
             .last_birthday
             .is_some_and(|t| now.saturating_duration_since(t) < BIRTHDAY_GAP);
-        if !self.own_random
-            || recent
-            || self.birthday.is_some()
-            || !self.active(now)
-            || self.easy_peer_endpoint().is_none()
-        {
+        // Plain punching gets its chance first: the peer's endpoint pinged for a while.
+        let tried = self
+            .easy_peer_endpoint()
+            .and_then(|e| self.path(e))
+            .and_then(|p| p.first_ping)
+            .is_some_and(|t| now.saturating_duration_since(t) >= BIRTHDAY_AFTER);
+        if !self.own_random || recent || self.birthday.is_some() || !self.active(now) || !tried {
             return Vec::new();
         }
         self.last_birthday = Some(now);
@@ -1423,7 +1429,9 @@ mod tests {
         let mut d = Discovery::new();
         d.set_own_random(true);
         d.set_candidates(t0, &easy);
-        d.note_traffic(t0);
+        let mut n = 0;
+        let first = d.note_traffic(t0).unwrap();
+        send(&mut d, t0, &first, &mut n);
         let asked = d.poll(t0 + BIRTHDAY_AFTER);
         assert!(
             asked.contains(&Send::OpenSockets(BIRTHDAY_SOCKETS)),
@@ -1444,7 +1452,8 @@ mod tests {
         // Not when this side's NAT keeps its port, nor toward a peer with random ports.
         let mut keeps = Discovery::new();
         keeps.set_candidates(t0, &easy);
-        keeps.note_traffic(t0);
+        let first = keeps.note_traffic(t0).unwrap();
+        send(&mut keeps, t0, &first, &mut n);
         assert!(!keeps
             .poll(t0 + BIRTHDAY_AFTER)
             .iter()
@@ -1458,7 +1467,8 @@ mod tests {
                 ep("198.51.100.7:51000", EndpointKind::Stun),
             ],
         );
-        hard_peer.note_traffic(t0);
+        let first = hard_peer.note_traffic(t0).unwrap();
+        send(&mut hard_peer, t0, &first, &mut n);
         assert!(!hard_peer
             .poll(t0 + BIRTHDAY_AFTER)
             .iter()

@@ -195,6 +195,12 @@ impl Netcheck {
         false
     }
 
+    /// Whether every server has answered (the hairpin probe may still be on its way): the
+    /// public addresses are known.
+    pub fn all_answered(&self) -> bool {
+        !self.servers.is_empty() && self.servers.iter().all(|s| s.answer.is_some())
+    }
+
     /// When the hairpin probe stops being waited for, if it is.
     fn hairpin_deadline(&self) -> Option<Instant> {
         match self.hairpin_sent {
