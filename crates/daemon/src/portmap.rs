@@ -4,6 +4,7 @@
 //! it gets is published as a `portmap` endpoint: peers behind NATs that change the port per
 //! destination can still reach this node there.
 
+use crate::endpoints::source_toward;
 use crab_nat::{InternetProtocol, PortMappingOptions, TimeoutConfig};
 use igd_next::aio::tokio::Tokio;
 use igd_next::PortMappingProtocol;
@@ -379,11 +380,6 @@ fn behind_another_nat(ip: IpAddr) -> bool {
         }
         IpAddr::V6(_) => false,
     }
-}
-
-/// The local address the OS would use toward `dst`.
-fn source_toward(dst: IpAddr) -> Option<IpAddr> {
-    crate::endpoints::source_toward(dst)
 }
 
 /// The default IPv4 gateway from the kernel's routing table (`/proc/net/route`).

@@ -675,6 +675,7 @@ impl Engine {
                     // with traffic answering each other's initiations that way kept starting
                     // new ones and evicting every session they made (a handshake storm: no
                     // packet got through for 15 s, 1 run in 12 over a slow lossy relay).
+                    peer.awaiting_confirmation |= is_init;
                     if !is_init {
                         while let TunnResult::WriteToNetwork(out) =
                             peer.tunn.decapsulate(None, &[], &mut self.buf)
@@ -745,9 +746,10 @@ impl Engine {
                 probe(&mut self.out, &mut self.stats, peer, now, &mut self.buf);
             }
         }
-        if is_data {
+        if is_data && peer.awaiting_confirmation {
             // The initiator's first packet confirms a responder's session: what was queued
-            // during the handshake goes now (nothing is queued in the steady state).
+            // during the handshake goes now (checked only then, not on every packet).
+            peer.awaiting_confirmation = false;
             while let TunnResult::WriteToNetwork(bytes) =
                 peer.tunn.decapsulate(None, &[], &mut self.buf)
             {

@@ -122,6 +122,9 @@ pub(crate) struct Peer {
     /// attempt went out (a new one is sent every second for a while: see the engine).
     pub(crate) init_resent_at: Option<Instant>,
     pub(crate) init_first_at: Option<Instant>,
+    /// This side answered a handshake initiation and its queue waits for the initiator's first
+    /// packet to confirm the session.
+    pub(crate) awaiting_confirmation: bool,
     pub(crate) handshakes: u64,
     pub(crate) rx_bytes: u64,
     pub(crate) tx_bytes: u64,
@@ -147,6 +150,7 @@ impl Peer {
             pending_init: None,
             init_resent_at: None,
             init_first_at: None,
+            awaiting_confirmation: false,
             handshakes: 0,
             rx_bytes: 0,
             tx_bytes: 0,

@@ -193,18 +193,11 @@ fn port_prediction_turns_a_sequential_symmetric_nat_direct() {
     if skip_without_root("port_prediction_turns_a_sequential_symmetric_nat_direct") {
         return;
     }
-    let case = Case::Pair(
-        "port-restricted-cone".parse().unwrap(),
-        "symmetric+seq".parse().unwrap(),
+    direct_and_held(
+        "port-restricted-cone",
+        "symmetric+seq",
+        Duration::from_secs(10),
     );
-    let opts = RunOptions {
-        hold: Duration::from_secs(5),
-        ..RunOptions::default()
-    };
-    let out = nat_matrix::run(&case, &opts).unwrap_or_else(|e| panic!("{e}"));
-    println!("{}", nat_matrix::markdown(std::slice::from_ref(&out)));
-    assert_eq!(out.verdict, Verdict::DirectAsExpected, "{out:?}");
-    assert_eq!(out.flaps, 0, "{out:?}");
 }
 
 /// Birthday probing in real namespaces: a port-restricted cone and a symmetric NAT whose ports
@@ -215,13 +208,20 @@ fn birthday_probing_turns_a_random_port_symmetric_nat_direct() {
     if skip_without_root("birthday_probing_turns_a_random_port_symmetric_nat_direct") {
         return;
     }
-    let case = Case::Pair(
-        "port-restricted-cone".parse().unwrap(),
-        "symmetric+random".parse().unwrap(),
+    direct_and_held(
+        "port-restricted-cone",
+        "symmetric+random",
+        Duration::from_secs(20),
     );
+}
+
+/// Runs the pair `a` × `b` (expected direct) with `settle` to turn direct: it must, and keep
+/// the path for 5 s.
+fn direct_and_held(a: &str, b: &str, settle: Duration) {
+    let case = Case::Pair(a.parse().unwrap(), b.parse().unwrap());
     assert_eq!(case.expected(), Path::Direct);
     let opts = RunOptions {
-        settle_timeout: Duration::from_secs(20),
+        settle_timeout: settle,
         hold: Duration::from_secs(5),
         ..RunOptions::default()
     };
