@@ -9,7 +9,10 @@ use pinhole_proto::control::{
 };
 use pinhole_proto::key::PrivateKey;
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub mod hedge;
 
 /// Why a call to the coordination server failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,8 @@ impl ClientError {
 pub struct ControlClient {
     http: reqwest::Client,
     base: String,
+    /// How fast answers come, which says when an unanswered request is sent again.
+    latency: Arc<hedge::Latency>,
 }
 
 /// The answer to one device-token poll.
@@ -93,7 +98,11 @@ impl ControlClient {
             );
         }
         let http = b.build().map_err(ClientError::Ca)?;
-        Ok(ControlClient { http, base })
+        Ok(ControlClient {
+            http,
+            base,
+            latency: Arc::default(),
+        })
     }
 
     pub fn base_url(&self) -> &str {
@@ -111,20 +120,57 @@ impl ControlClient {
         }
     }
 
+    /// Sends a request that may safely arrive twice: a copy goes out on another connection when
+    /// no answer came in the usual time (see `hedge`).
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let resp = req
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        self.hedged(req.timeout(Duration::from_secs(30))).await
+    }
+
+    /// Sends a request once, however long it takes.
+    async fn send_once(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let t0 = Instant::now();
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        self.latency.observe(t0.elapsed());
         check(resp).await
     }
 
+    async fn hedged(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        match req.try_clone() {
+            Some(copy) => {
+                hedge::race(self.send_once(req), self.latency.hedge_after(), || {
+                    self.send_once(copy)
+                })
+                .await
+            }
+            None => self.send_once(req).await,
+        }
+    }
+
+    /// The JSON answer to a request that may safely arrive twice.
     async fn json<T: serde::de::DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
         let resp = self.send(req).await?;
+        self.body(resp).await
+    }
+
+    /// The JSON answer to a request sent once.
+    async fn json_once<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let resp = self.send_once(req.timeout(Duration::from_secs(30))).await?;
+        self.body(resp).await
+    }
+
+    async fn body<T: serde::de::DeserializeOwned>(
+        &self,
+        resp: reqwest::Response,
+    ) -> Result<T, ClientError> {
         let bytes = resp.bytes().await.map_err(|e| self.unreachable(e))?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     }
@@ -204,7 +250,7 @@ impl ControlClient {
     pub async fn health(&self) -> Result<Duration, ClientError> {
         let t0 = std::time::Instant::now();
         let req = self.http.get(format!("{}/healthz", self.base));
-        self.send(req).await?;
+        self.send_once(req.timeout(Duration::from_secs(30))).await?;
         Ok(t0.elapsed())
     }
 
@@ -223,7 +269,9 @@ impl ControlClient {
 
     /// Starts device sign-in: the code to show and where to enter it.
     pub async fn device_code(&self) -> Result<DeviceCode, ClientError> {
-        self.json(self.http.post(self.url("/device/code"))).await
+        // Not hedged: each copy would make a code of its own.
+        self.json_once(self.http.post(self.url("/device/code")))
+            .await
     }
 
     /// Asks once whether the device code was approved.
@@ -264,14 +312,11 @@ impl ControlClient {
 
     /// Opens the node's map stream; the first message is the full map.
     pub async fn map(&self, node_token: &str) -> Result<MapStream, ClientError> {
+        // A second stream while the first is still unanswered is harmless: the server keeps
+        // both until the loser's connection closes.
         let resp = self
-            .http
-            .get(self.url("/map"))
-            .bearer_auth(node_token)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        let resp = check(resp).await?;
+            .hedged(self.http.get(self.url("/map")).bearer_auth(node_token))
+            .await?;
         Ok(MapStream {
             body: Box::pin(resp.bytes_stream()),
             buf: BytesMut::new(),
@@ -375,6 +420,65 @@ impl MapStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server on loopback that reads each request and answers `[]` on every connection but
+    /// the first, which it holds unanswered (as if its SYN or request were lost); it counts the
+    /// connections.
+    async fn first_connection_lost() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if n == 0 {
+                    held.push(conn);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    while let Ok(got) = conn.read(&mut buf).await {
+                        if got == 0 {
+                            break;
+                        }
+                        let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                      content-length: 2\r\n\r\n[]";
+                        if conn.write_all(answer.as_bytes()).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (url, count)
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_request_is_sent_again_on_another_connection() {
+        let (url, connections) = first_connection_lost().await;
+        let client = ControlClient::new(&url, None).unwrap();
+        let t0 = Instant::now();
+        let nodes = client.nodes("session").await.unwrap();
+        assert!(nodes.is_empty());
+        // The copy left after half a second, not after a TCP retransmission or the timeout.
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // The next request goes out once, on the connection that answered (no copy).
+        client.nodes("session").await.unwrap();
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_device_code_is_asked_for_once() {
+        let (url, connections) = first_connection_lost().await;
+        let client = ControlClient::new(&url, None).unwrap();
+        let asked = tokio::time::timeout(Duration::from_secs(2), client.device_code()).await;
+        assert!(asked.is_err(), "the held request cannot have been answered");
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 
     fn stream_of(chunks: Vec<&'static [u8]>) -> MapStream {
         let items: Vec<reqwest::Result<Bytes>> = chunks

@@ -213,7 +213,8 @@ pub struct Discovered {
 }
 
 /// Follows the map stream until control says goodbye or the daemon stops. What `found` holds
-/// is published with the interface addresses, and again whenever it changes.
+/// is published with the interface addresses by a task of its own (an update never holds up
+/// the map: on a lossy network one can take a second or more), and again whenever it changes.
 pub async fn follow(
     client: ControlClient,
     reg: Registration,
@@ -222,61 +223,64 @@ pub async fn follow(
     tx: mpsc::Sender<ControlMsg>,
     found: Discovered,
 ) {
-    let Discovered {
-        mut reflexive,
-        mut portmapped,
-        network_changed,
-    } = found;
+    // Counts map-stream reconnections: the server may have lost what was published.
+    let (reconnected, streams) = tokio::sync::watch::channel(0u64);
+    let publisher = tokio::spawn(publish_endpoints(
+        client.clone(),
+        reg.clone(),
+        disco_key,
+        port,
+        tx.clone(),
+        found,
+        streams,
+    ));
+    // The publisher ends with this task, also when it is aborted.
+    let _publisher = AbortOnDrop(publisher);
     let mut backoff = Backoff::new();
     let silence = Duration::from_secs(3 * MAP_KEEPALIVE_SECS);
+    let mut connections = 0u64;
     loop {
         match client.map(&reg.node_token).await {
             Ok(mut stream) => {
                 tracing::info!("map stream connected");
-                // Published afresh on every connection: the server may have lost it.
-                let mut published: Option<Vec<Endpoint>> = None;
-                let mut refresh = tokio::time::interval(Duration::from_secs(30));
+                connections += 1;
+                if connections > 1 {
+                    reconnected.send_replace(connections);
+                }
                 loop {
-                    tokio::select! {
-                        r = tokio::time::timeout(silence, stream.next()) => match r {
-                            Ok(Ok(Some(msg))) => {
-                                backoff.reset();
-                                let goodbye = matches!(msg, MapMessage::Goodbye { .. });
-                                if tx.send(ControlMsg::Map(Box::new(msg))).await.is_err() || goodbye {
-                                    return;
-                                }
+                    match tokio::time::timeout(silence, stream.next()).await {
+                        Ok(Ok(Some(msg))) => {
+                            backoff.reset();
+                            let goodbye = matches!(msg, MapMessage::Goodbye { .. });
+                            if tx.send(ControlMsg::Map(Box::new(msg))).await.is_err() || goodbye {
+                                return;
                             }
-                            Ok(Ok(None)) => {
-                                tracing::warn!("map stream ended; keeping the last map");
-                                let _ = tx.send(ControlMsg::Unreachable("the coordination server closed the map stream".into())).await;
-                                break;
-                            }
-                            Ok(Err(e)) => {
-                                tracing::warn!("map stream: {e}; keeping the last map");
-                                let _ = tx.send(ControlMsg::Unreachable(e.to_string())).await;
-                                break;
-                            }
-                            Err(_) => {
-                                tracing::warn!("map stream silent for {} s; reconnecting", silence.as_secs());
-                                let _ = tx.send(ControlMsg::Unreachable("the coordination server went silent".into())).await;
-                                break;
-                            }
-                        },
-                        // Every 30 s, when the OS says the network changed, when STUN saw a
-                        // new address, and when the gateway granted or lost a port mapping.
-                        _ = async {
-                            tokio::select! {
-                                _ = refresh.tick() => {}
-                                _ = network_changed.notified() => {}
-                                Ok(()) = reflexive.changed() => {}
-                                Ok(()) = portmapped.changed() => {}
-                            }
-                        } => {
-                            let seen = reflexive.borrow_and_update().clone();
-                            let mapped = portmapped.borrow_and_update().mapped.as_ref().map(|m| m.external);
-                            if let Some(eps) = publish(&client, &reg, disco_key, port, mapped, &seen, &mut published).await {
-                                let _ = tx.send(ControlMsg::Endpoints(eps)).await;
-                            }
+                        }
+                        Ok(Ok(None)) => {
+                            tracing::warn!("map stream ended; keeping the last map");
+                            let _ = tx
+                                .send(ControlMsg::Unreachable(
+                                    "the coordination server closed the map stream".into(),
+                                ))
+                                .await;
+                            break;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!("map stream: {e}; keeping the last map");
+                            let _ = tx.send(ControlMsg::Unreachable(e.to_string())).await;
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::warn!(
+                                "map stream silent for {} s; reconnecting",
+                                silence.as_secs()
+                            );
+                            let _ = tx
+                                .send(ControlMsg::Unreachable(
+                                    "the coordination server went silent".into(),
+                                ))
+                                .await;
+                            break;
                         }
                     }
                 }
@@ -297,8 +301,79 @@ pub async fn follow(
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How soon a failed update is tried again.
+const PUBLISH_RETRY: Duration = Duration::from_secs(2);
+
+/// Publishes this node's endpoints at once, every 30 s, when the OS says the network changed,
+/// when STUN saw a new address, when the gateway granted or lost a port mapping, after the map
+/// stream reconnected (`streams` changes), and again soon after a failed update.
+async fn publish_endpoints(
+    client: ControlClient,
+    reg: Registration,
+    disco_key: Key,
+    port: u16,
+    tx: mpsc::Sender<ControlMsg>,
+    found: Discovered,
+    mut streams: tokio::sync::watch::Receiver<u64>,
+) {
+    let Discovered {
+        mut reflexive,
+        mut portmapped,
+        network_changed,
+    } = found;
+    let mut published: Option<Vec<Endpoint>> = None;
+    let mut refresh = tokio::time::interval(Duration::from_secs(30));
+    let mut retry: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = refresh.tick() => {}
+            _ = network_changed.notified() => {}
+            Ok(()) = reflexive.changed() => {}
+            Ok(()) = portmapped.changed() => {}
+            Ok(()) = streams.changed() => published = None,
+            _ = async { tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)).await },
+                if retry.is_some() => {}
+        }
+        let seen = reflexive.borrow_and_update().clone();
+        let mapped = portmapped
+            .borrow_and_update()
+            .mapped
+            .as_ref()
+            .map(|m| m.external);
+        retry = None;
+        match publish(
+            &client,
+            &reg,
+            disco_key,
+            port,
+            mapped,
+            &seen,
+            &mut published,
+        )
+        .await
+        {
+            Ok(Some(eps)) => {
+                if tx.send(ControlMsg::Endpoints(eps)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(()) => retry = Some(tokio::time::Instant::now() + PUBLISH_RETRY),
+        }
+    }
+}
+
 /// Sends this node's endpoints (and disco key) when they differ from what was last published;
-/// the endpoints if they were sent: the interface addresses, the gateway's port mapping
+/// the endpoints if they were sent, `Err` if the server could not be told: the interface addresses, the gateway's port mapping
 /// (`mapped`), then the addresses STUN servers saw (`reflexive`).
 async fn publish(
     client: &ControlClient,
@@ -308,7 +383,7 @@ async fn publish(
     mapped: Option<SocketAddr>,
     reflexive: &[SocketAddr],
     published: &mut Option<Vec<Endpoint>>,
-) -> Option<Vec<Endpoint>> {
+) -> Result<Option<Vec<Endpoint>>, ()> {
     let toward = control_ip(client.base_url()).await;
     let local = tokio::task::spawn_blocking({
         let skip: Vec<IpAddr> = reg.addresses.clone();
@@ -318,7 +393,7 @@ async fn publish(
     .unwrap_or_default();
     let eps = endpoints::merge(local, mapped, reflexive);
     if published.as_ref() == Some(&eps) {
-        return None;
+        return Ok(None);
     }
     let upd = NodeUpdate {
         endpoints: Some(eps.clone()),
@@ -329,11 +404,14 @@ async fn publish(
         Ok(_) => {
             tracing::info!(endpoints = ?eps, "endpoints published");
             *published = Some(eps.clone());
-            Some(eps)
+            Ok(Some(eps))
         }
         Err(e) => {
-            tracing::warn!("publishing endpoints: {e}");
-            None
+            tracing::warn!(
+                "publishing endpoints: {e}; trying again in {} s",
+                PUBLISH_RETRY.as_secs()
+            );
+            Err(())
         }
     }
 }
@@ -359,6 +437,92 @@ async fn control_ip(url: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A coordination server on loopback whose map stream answers at once with a keepalive
+    /// line, and which never answers an endpoint update (as over a lossy link); it counts the
+    /// updates it was sent.
+    async fn server_that_never_answers_updates() -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let updates = Arc::new(AtomicUsize::new(0));
+        let seen = updates.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if head.starts_with(b"GET /api/v1/map") {
+                        // The stream's head at once, its first line a moment later (when the
+                        // node is already publishing its endpoints).
+                        let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                        let _ = conn.write_all(head.as_bytes()).await;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        let line = "{\"type\":\"keepalive\"}\n";
+                        let chunk = format!("{:x}\r\n{line}\r\n", line.len());
+                        let _ = conn.write_all(chunk.as_bytes()).await;
+                    } else if head.starts_with(b"PATCH /api/v1/node") {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // Held open, unanswered.
+                    let _ = conn.read(&mut buf).await;
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                });
+            }
+        });
+        (url, updates)
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_update_does_not_hold_up_the_map() {
+        let (url, updates) = server_that_never_answers_updates().await;
+        let client = ControlClient::new(&url, None).unwrap();
+        let reg = Registration {
+            control_url: url,
+            node_key: PrivateKey::from_bytes([7; 32]).public_key(),
+            node_id: "n1".into(),
+            name: "a".into(),
+            addresses: vec![],
+            node_token: "token".into(),
+        };
+        let (_reflexive_tx, reflexive) = tokio::sync::watch::channel(Vec::new());
+        let (_portmap_tx, portmapped) =
+            tokio::sync::watch::channel(crate::portmap::State::default());
+        let (tx, mut rx) = mpsc::channel(16);
+        let task = tokio::spawn(follow(
+            client,
+            reg,
+            PrivateKey::from_bytes([8; 32]).public_key(),
+            41641,
+            tx,
+            Discovered {
+                reflexive,
+                portmapped,
+                network_changed: Arc::new(tokio::sync::Notify::new()),
+            },
+        ));
+        let msg = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+        assert!(
+            matches!(msg, Ok(Some(ControlMsg::Map(ref m))) if **m == MapMessage::Keepalive),
+            "the map's first line should arrive while the update hangs: {msg:?}"
+        );
+        // The update was sent (and its copy, after half a second), and is still unanswered.
+        let t0 = std::time::Instant::now();
+        while updates.load(Ordering::SeqCst) == 0 && t0.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(updates.load(Ordering::SeqCst) >= 1, "no update was sent");
+        task.abort();
+    }
 
     #[test]
     fn backoff_grows_to_a_cap_with_jitter_and_resets() {

@@ -23,6 +23,7 @@ mod routes;
 mod run;
 mod state_dir;
 mod status;
+mod tcp_race;
 mod tun_device;
 mod tun_io;
 mod udp;

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -137,7 +136,7 @@ impl Dialer {
         let authority = &t.authority;
         let base: Box<dyn Stream> = match &self.proxy {
             None => {
-                let tcp = TcpStream::connect((t.host.as_str(), t.port))
+                let tcp = crate::tcp_race::connect(&t.host, t.port)
                     .await
                     .map_err(|e| DialError::Connect(authority.clone(), e))?;
                 let _ = tcp.set_nodelay(true);
@@ -196,7 +195,7 @@ impl Proxy {
     /// A tunnel to `authority` through the proxy (HTTP CONNECT, with hyper).
     async fn connect(&self, authority: &str) -> Result<Box<dyn Stream>, DialError> {
         let at = format!("proxy {}:{}", self.host, self.port);
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+        let tcp = crate::tcp_race::connect(&self.host, self.port)
             .await
             .map_err(|e| DialError::Connect(at.clone(), e))?;
         let _ = tcp.set_nodelay(true);
@@ -829,7 +828,7 @@ mod tests {
                             return;
                         }
                     }
-                    let mut upstream = TcpStream::connect(target).await.unwrap();
+                    let mut upstream = tokio::net::TcpStream::connect(target).await.unwrap();
                     client
                         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
                         .await

@@ -142,6 +142,8 @@ struct Daemon<'a> {
     relay_regions: Vec<String>,
     /// Extra CA certificates (PEM) trusted for control.
     control_ca: Option<Vec<u8>>,
+    /// The client of the last coordination server used (see `client`).
+    control_client: std::sync::Mutex<Option<ControlClient>>,
     /// Netchecks whose preparation (DNS, control check) is done, for the loop to probe.
     netcheck_tx: mpsc::Sender<(netcheck::Prepared, Option<oneshot::Sender<Answer>>)>,
     netcheck_rx: mpsc::Receiver<(netcheck::Prepared, Option<oneshot::Sender<Answer>>)>,
@@ -244,6 +246,7 @@ impl<'a> Daemon<'a> {
             disco_key: disco_private.public_key(),
             disco_private,
             control_ca: ca,
+            control_client: std::sync::Mutex::new(None),
             relay_regions: Vec::new(),
             reflexive: watch::Sender::new(Vec::new()),
             portmapped: watch::Sender::new(portmap::State::default()),
@@ -304,8 +307,23 @@ impl<'a> Daemon<'a> {
         Ok(())
     }
 
+    /// The client for `url`: one per server for the daemon's run, so the map stream and the
+    /// updates reuse the connections the sign-in opened (on a lossy network every new
+    /// connection risks a lost SYN and a second's wait), and learn how fast the server answers.
     fn client(&self, url: &str) -> Result<ControlClient> {
-        Ok(ControlClient::new(url, self.control_ca.as_deref())?)
+        let mut cached = self
+            .control_client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = cached
+            .as_ref()
+            .filter(|c| c.base_url() == url.trim_end_matches('/'))
+        {
+            return Ok(c.clone());
+        }
+        let c = ControlClient::new(url, self.control_ca.as_deref())?;
+        *cached = Some(c.clone());
+        Ok(c)
     }
 
     fn hostname(&self, asked: Option<String>) -> String {

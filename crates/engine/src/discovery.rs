@@ -308,8 +308,16 @@ impl Discovery {
         {
             self.best = None;
         }
-        // New places to try while traffic waits: try them now.
+        // New places to try while traffic waits: try them now. A round under way starts over
+        // (its later steps are a second or more apart: the peer's STUN-seen address, which
+        // usually comes with the map a moment after the traffic, would wait for them).
         if added && self.active(now) && self.trusted_best(now).is_none() {
+            if self
+                .round
+                .is_some_and(|r| now.saturating_duration_since(r.started) >= BURST[1])
+            {
+                self.round = None;
+            }
             self.next_round = Some(now);
         }
     }
@@ -1216,6 +1224,40 @@ mod tests {
             d.poll(now);
             assert!(now < t0 + ACTIVE_FOR, "woke at {:?}", now - t0);
         }
+    }
+
+    #[test]
+    fn candidates_arriving_during_a_round_are_pinged_at_once_and_the_peer_called_again() {
+        let t0 = Instant::now();
+        let mut d = Discovery::new();
+        let lan = ep("10.0.0.2:41641", EndpointKind::Local);
+        let wan = ep("198.51.100.7:2000", EndpointKind::Stun);
+        d.set_candidates(t0, &[lan]);
+        let mut n = 0;
+        let s = d.note_traffic(t0).unwrap_or_default();
+        send(&mut d, t0, &s, &mut n);
+        let mut now = t0;
+        while let Some(w) = d
+            .next_wake(now)
+            .filter(|w| *w <= t0 + Duration::from_millis(900))
+        {
+            now = w;
+            let s = d.poll(now);
+            send(&mut d, now, &s, &mut n);
+        }
+        // The STUN-seen address comes with the map 0.9 s in (the round's next step is at 1.5 s).
+        let at = t0 + Duration::from_millis(900);
+        d.set_candidates(at, &[lan, wan]);
+        // (The engine polls right after new candidates.)
+        let s = d.poll(at);
+        assert_eq!(s.first(), Some(&Send::CallMeMaybe));
+        assert!(pings(&s).contains(&wan.addr), "{s:?}");
+        // A fresh burst: the next step 0.1 s later, not at the old round's 1.5 s.
+        send(&mut d, at, &s, &mut n);
+        assert_eq!(d.next_wake(at), Some(at + BURST[1]));
+        // Candidates that change nothing do not start it over.
+        d.set_candidates(at + BURST[1], &[lan, wan]);
+        assert_eq!(d.next_wake(at), Some(at + BURST[1]));
     }
 
     #[test]

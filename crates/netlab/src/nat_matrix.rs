@@ -520,8 +520,11 @@ pub struct Meeting {
     pub known: f64,
     /// Seconds to the first ping answered over the tunnel (whatever the path).
     pub first_packet: f64,
-    /// Seconds until both sides had a direct path, if they got one within the deadline.
+    /// Seconds from both listing the other until both sides had a direct path, if they got
+    /// one within the deadline.
     pub direct: Option<f64>,
+    /// The same from both up (the control plane included).
+    pub direct_from_up: Option<f64>,
     /// Disco pings both sides had sent by then (candidates, predicted ports, birthday probes).
     pub pings: u64,
 }
@@ -580,6 +583,7 @@ pub fn meet(
     let first_answer = || first_reply_at(&ping_a.log_text()).map(|t| (t - t0).max(0.0));
     let mut first_packet = None;
     let mut direct = None;
+    let mut direct_from_up = None;
     let (mut sa, mut sb) = (serde_json::Value::Null, serde_json::Value::Null);
     while up.elapsed() < deadline {
         first_packet = first_packet.or_else(first_answer);
@@ -590,6 +594,7 @@ pub fn meet(
         let is_direct = |st: &serde_json::Value| st["peers"][0]["connection"] == "direct";
         if is_direct(&sa) && is_direct(&sb) {
             direct = Some(up.elapsed().as_secs_f64());
+            direct_from_up = Some(running.up_at.elapsed().as_secs_f64());
             // The first answer may be in the log a moment after the path turned.
             first_packet = first_packet.or_else(first_answer);
             if first_packet.is_some() {
@@ -603,6 +608,7 @@ pub fn meet(
             known,
             first_packet: first,
             direct,
+            direct_from_up,
             pings: pings_sent(&sa) + pings_sent(&sb),
         }),
         None => Err(format!("{case}: no ping answered within {deadline:?}")),
