@@ -200,7 +200,9 @@ impl ControlClient {
         token: &str,
         req: &RegisterRequest,
     ) -> Result<RegisterResponse, ClientError> {
-        self.json(
+        // Sent once: a second registration that arrives would replace the node token the
+        // first one returned.
+        self.json_once(
             self.http
                 .post(self.url("/register"))
                 .bearer_auth(token)
@@ -469,6 +471,30 @@ mod tests {
         // The next request goes out once, on the connection that answered (no copy).
         client.nodes("session").await.unwrap();
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_registration_is_sent_once() {
+        let (url, connections) = first_connection_lost().await;
+        let client = ControlClient::new(&url, None).unwrap();
+        let challenge = RegisterChallenge {
+            server_key: PrivateKey::from_bytes([1; 32]).public_key(),
+            challenge: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into(),
+            expires_in: 60,
+        };
+        let info = NodeInfo {
+            disco_key: PrivateKey::from_bytes([2; 32]).public_key(),
+            hostname: "a".into(),
+            os: "linux".into(),
+        };
+        let req = RegisterRequest::new(&PrivateKey::from_bytes([3; 32]), &challenge, &info);
+        let sent = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.register_request("phk_key", &req),
+        )
+        .await;
+        assert!(sent.is_err(), "the held request cannot have been answered");
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
