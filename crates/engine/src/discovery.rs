@@ -30,16 +30,23 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-/// When, after a round starts, its pings go out.
-const BURST: [Duration; 9] = [
+/// When, after a round starts, its pings go out: dense at first (a NAT opens its filter only
+/// once its own side has sent, so the first pings often die), then every 0.3–0.8 s, so that on
+/// a lossy path a lost ping or pong costs a fraction of a second, not seconds.
+const BURST: [Duration; 14] = [
     Duration::ZERO,
     Duration::from_millis(100),
     Duration::from_millis(200),
     Duration::from_millis(400),
-    Duration::from_millis(800),
-    Duration::from_millis(1500),
+    Duration::from_millis(600),
+    Duration::from_millis(900),
+    Duration::from_millis(1200),
+    Duration::from_millis(1600),
+    Duration::from_millis(2000),
     Duration::from_millis(2500),
+    Duration::from_millis(3000),
     Duration::from_millis(3500),
+    Duration::from_millis(4200),
     Duration::from_millis(5000),
 ];
 /// How long a round lasts: its last ping, then a second for late answers.
@@ -1205,7 +1212,7 @@ mod tests {
         assert_eq!(sent_at, BURST.to_vec(), "one ping per step, none answered");
         assert_eq!(
             d.reason(now),
-            Some(PathReason::NoAnswer { pings: 18 }),
+            Some(PathReason::NoAnswer { pings: 28 }),
             "{:?}",
             d
         );
@@ -1239,20 +1246,20 @@ mod tests {
         let mut now = t0;
         while let Some(w) = d
             .next_wake(now)
-            .filter(|w| *w <= t0 + Duration::from_millis(900))
+            .filter(|w| *w <= t0 + Duration::from_millis(1000))
         {
             now = w;
             let s = d.poll(now);
             send(&mut d, now, &s, &mut n);
         }
-        // The STUN-seen address comes with the map 0.9 s in (the round's next step is at 1.5 s).
-        let at = t0 + Duration::from_millis(900);
+        // The STUN-seen address comes with the map 1.0 s in (the round's next step is at 1.2 s).
+        let at = t0 + Duration::from_millis(1000);
         d.set_candidates(at, &[lan, wan]);
         // (The engine polls right after new candidates.)
         let s = d.poll(at);
         assert_eq!(s.first(), Some(&Send::CallMeMaybe));
         assert!(pings(&s).contains(&wan.addr), "{s:?}");
-        // A fresh burst: the next step 0.1 s later, not at the old round's 1.5 s.
+        // A fresh burst: the next step 0.1 s later, not at the old round's 1.2 s.
         send(&mut d, at, &s, &mut n);
         assert_eq!(d.next_wake(at), Some(at + BURST[1]));
         // Candidates that change nothing do not start it over.

@@ -11,11 +11,17 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-/// When each attempt at a server goes out, counted from the start (UDP loses packets).
-const ATTEMPTS: [Duration; 3] = [
+/// When each attempt at a server goes out, counted from the start, until one is answered (UDP
+/// loses packets: with 10% lost each way a third of a second's wait per loss, not the whole
+/// netcheck's, and the node's public address is published that much sooner).
+const ATTEMPTS: [Duration; 7] = [
     Duration::ZERO,
-    Duration::from_millis(300),
+    Duration::from_millis(200),
+    Duration::from_millis(500),
     Duration::from_millis(900),
+    Duration::from_millis(1400),
+    Duration::from_millis(2000),
+    Duration::from_millis(2600),
 ];
 
 /// How long a netcheck waits for answers.
@@ -407,18 +413,19 @@ mod tests {
     fn lost_requests_are_retried_and_silence_means_no_udp() {
         let t0 = Instant::now();
         let mut n = Netcheck::new(t0, vec![server("fra", "198.51.100.1:3478")], [1; 12]);
-        let first = n.poll_transmit().unwrap();
-        assert_eq!(n.poll_timeout(), Some(t0 + ATTEMPTS[1]));
-        n.handle_timeout(t0 + ATTEMPTS[1]);
-        let second = n.poll_transmit().expect("a retry");
-        assert_ne!(
-            first.payload, second.payload,
-            "a new transaction id per attempt"
-        );
-        n.handle_timeout(t0 + ATTEMPTS[2]);
-        assert!(n.poll_transmit().is_some());
-        n.handle_timeout(t0 + Duration::from_secs(2));
-        assert!(n.poll_transmit().is_none(), "three attempts at most");
+        let mut sent = vec![n.poll_transmit().unwrap().payload];
+        for at in &ATTEMPTS[1..] {
+            assert_eq!(n.poll_timeout(), Some(t0 + *at));
+            n.handle_timeout(t0 + *at);
+            let retry = n.poll_transmit().expect("a retry");
+            assert!(
+                !sent.contains(&retry.payload),
+                "a new transaction id per attempt"
+            );
+            sent.push(retry.payload);
+        }
+        n.handle_timeout(t0 + Duration::from_millis(2900));
+        assert!(n.poll_transmit().is_none(), "seven attempts at most");
         assert_eq!(n.poll_timeout(), Some(t0 + NETCHECK_TIMEOUT));
         assert!(n.is_done(t0 + NETCHECK_TIMEOUT));
         let r = n.report();
