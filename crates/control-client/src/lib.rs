@@ -211,9 +211,11 @@ impl ControlClient {
         .await
     }
 
-    /// Changes the node's own record.
+    /// Changes the node's own record. Sent once: a copy whose first try was only late (its
+    /// request bytes still in the kernel's buffer when it lost the race) could land after a
+    /// newer update and put back the older endpoints.
     pub async fn update(&self, node_token: &str, upd: &NodeUpdate) -> Result<Node, ClientError> {
-        self.json(
+        self.json_once(
             self.http
                 .patch(self.url("/node"))
                 .bearer_auth(node_token)

@@ -515,7 +515,7 @@ mod tests {
             matches!(msg, Ok(Some(ControlMsg::Map(ref m))) if **m == MapMessage::Keepalive),
             "the map's first line should arrive while the update hangs: {msg:?}"
         );
-        // The update was sent (and its copy, after half a second), and is still unanswered.
+        // The update was sent, and is still unanswered.
         let t0 = std::time::Instant::now();
         while updates.load(Ordering::SeqCst) == 0 && t0.elapsed() < Duration::from_secs(2) {
             tokio::time::sleep(Duration::from_millis(10)).await;
