@@ -108,6 +108,8 @@ fn cross_check_windows(summary: &mut Summary) -> Result<bool> {
         "-p",
         "pinhole-relay",
         "-p",
+        "pinhole-client",
+        "-p",
         "pinhole-cli",
     ];
     eprintln!("$ RUSTFLAGS=-Dwarnings cargo {}", args.join(" "));
@@ -154,6 +156,8 @@ fn test_windows_under_wine(summary: &mut Summary) -> Result<()> {
         "pinhole-engine",
         "-p",
         "pinhole-daemon",
+        "-p",
+        "pinhole-client",
         "-p",
         "pinhole-cli",
         "-p",

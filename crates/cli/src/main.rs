@@ -3,13 +3,14 @@
 
 #[cfg(any(unix, windows))]
 mod auth_key;
-mod client;
-mod credentials;
 mod report;
 mod table;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use pinhole_client::credentials;
+#[cfg(any(unix, windows))]
+use pinhole_client::LocalApi;
 use pinhole_proto::ipc::{
     Credential, LoginResult, LogoutResult, NetcheckReport, Op, PingReply, Secret, Status,
 };
@@ -96,8 +97,8 @@ fn main() {
 }
 
 #[cfg(any(unix, windows))]
-async fn connect(socket: &Path) -> Result<client::Client> {
-    client::Client::connect(socket).await
+async fn connect(socket: &Path) -> Result<LocalApi> {
+    Ok(LocalApi::connect(socket).await?)
 }
 
 #[cfg(not(any(unix, windows)))]
@@ -110,7 +111,7 @@ async fn connect(socket: &Path) -> Result<std::convert::Infallible> {
 
 /// One request to pinholed; its result.
 async fn request(socket: &Path, op: Op) -> Result<serde_json::Value> {
-    connect(socket).await?.request(op).await
+    Ok(connect(socket).await?.request(op).await?)
 }
 
 /// The credential store, off the async thread (its backends may block).
@@ -236,7 +237,7 @@ async fn login(
         match tokio::task::spawn_blocking(move || credentials::save(&cred)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => eprintln!(
-                "pinhole: warning: signed in, but the session was not stored ({e:#}); `pinhole up` may ask you to log in again"
+                "pinhole: warning: signed in, but the session was not stored ({e}); `pinhole up` may ask you to log in again"
             ),
             Err(e) => eprintln!("pinhole: warning: the session was not stored: {e}"),
         }
@@ -270,14 +271,9 @@ async fn ping(socket: &Path, peer: &str, count: u32, timeout_ms: u64) -> Result<
                 answered += 1;
                 rtts.push(r.rtt_ms);
             }
-            Err(e) => {
-                let msg = format!("{e:#}");
-                // Errors other than a lost reply will not go away by trying again.
-                if !msg.contains("(ping-timeout)") {
-                    return Err(e);
-                }
-                println!("{msg}");
-            }
+            // A lost reply is worth trying again; other errors will not go away.
+            Err(e) if e.code() == Some("ping-timeout") => println!("{e}"),
+            Err(e) => return Err(e.into()),
         }
         if i + 1 < count {
             let wait = Duration::from_secs(1).saturating_sub(started.elapsed());

@@ -3,11 +3,28 @@
 //! answers, else the kernel keyring (the user's keyring linked into their persistent keyring),
 //! which needs no D-Bus and no login session: a server, a container, a network namespace.
 //! `PINHOLE_KEYRING=kernel` or `=secret-service` picks the Linux store by hand;
-//! `PINHOLE_CREDENTIAL_NAME` names the entry (default `session`; tests use their own).
+//! `PINHOLE_CREDENTIAL_NAME` names the entry (default `session`; tests use their own). The
+//! store's backends may block: call these off an async runtime's threads (`spawn_blocking`).
 
-use anyhow::{Context, Result};
 use keyring::Entry;
 use pinhole_proto::ipc::Credential;
+
+/// Why the credential store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("the credential store is not available: {0}")]
+    Unavailable(String),
+    #[error("PINHOLE_KEYRING={0:?}: use kernel or secret-service")]
+    BadChoice(String),
+    #[error("cannot read the credential store: {0}")]
+    Read(#[source] keyring::Error),
+    #[error("cannot write to the credential store: {0}")]
+    Write(#[source] keyring::Error),
+    #[error("cannot remove the sign-in from the credential store: {0}")]
+    Remove(#[source] keyring::Error),
+}
+
+type Result<T> = std::result::Result<T, CredentialError>;
 
 const SERVICE: &str = "pinhole";
 
@@ -26,14 +43,13 @@ fn entry(name: &str) -> Result<Entry> {
     }
     #[cfg(not(target_os = "linux"))]
     {
-        Entry::new(SERVICE, name).context("the credential store is not available")
+        Entry::new(SERVICE, name).map_err(|e| CredentialError::Unavailable(e.to_string()))
     }
 }
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::SERVICE;
-    use anyhow::{bail, Context, Result};
+    use super::{CredentialError, Result, SERVICE};
     use keyring::keyutils::KeyutilsCredential;
     use keyring::secret_service::SsCredential;
     use keyring::Entry;
@@ -48,31 +64,34 @@ mod linux {
                 if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some() {
                     match secret_service(name) {
                         Ok(e) => return Ok(e),
-                        Err(e) => debug_note(&format!("{e:#}")),
+                        Err(e) => debug_note(&e.to_string()),
                     }
                 }
                 kernel(name)
             }
-            other => bail!("PINHOLE_KEYRING={other:?}: use kernel or secret-service"),
+            other => Err(CredentialError::BadChoice(other.to_string())),
         }
     }
 
     /// A desktop's Secret Service, if it answers.
     fn secret_service(name: &str) -> Result<Entry> {
-        let cred = SsCredential::new_with_target(None, SERVICE, name)
-            .context("the Secret Service is not available")?;
+        let unavailable = |e: keyring::Error| {
+            CredentialError::Unavailable(format!("the Secret Service does not answer: {e}"))
+        };
+        let cred = SsCredential::new_with_target(None, SERVICE, name).map_err(unavailable)?;
         let entry = Entry::new_with_credential(Box::new(cred));
         match entry.get_password() {
             Ok(_) | Err(keyring::Error::NoEntry) => Ok(entry),
-            Err(e) => Err(e).context("the Secret Service is not available"),
+            Err(e) => Err(unavailable(e)),
         }
     }
 
     /// The kernel keyring: the user keyring (kept while the user has processes), linked into
     /// the persistent keyring (kept across logins for days) when the kernel has one.
     fn kernel(name: &str) -> Result<Entry> {
-        let ring = KeyRing::from_special_id(KeyRingIdentifier::User, true)
-            .map_err(|e| anyhow::anyhow!("the kernel keyring is not available: {e:?}"))?;
+        let ring = KeyRing::from_special_id(KeyRingIdentifier::User, true).map_err(|e| {
+            CredentialError::Unavailable(format!("the kernel keyring does not answer: {e:?}"))
+        })?;
         let persistent = KeyRing::get_persistent(KeyRingIdentifier::User).ok();
         let cred = KeyutilsCredential {
             session: ring,
@@ -112,21 +131,22 @@ fn load_named(name: &str) -> Result<Option<Credential>> {
             Err(_) => Ok(None),
         },
         Err(keyring::Error::NoEntry) => Ok(None),
-        Err(e) => Err(e).context("cannot read the credential store"),
+        Err(e) => Err(CredentialError::Read(e)),
     }
 }
 
 fn save_named(name: &str, c: &Credential) -> Result<()> {
-    let text = serde_json::to_string(c)?;
+    // A credential is two strings: it always serialises.
+    let text = serde_json::to_string(c).unwrap_or_default();
     entry(name)?
         .set_password(&text)
-        .context("cannot write to the credential store")
+        .map_err(CredentialError::Write)
 }
 
 fn forget_named(name: &str) -> Result<()> {
     match entry(name)?.delete_credential() {
         Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
-        Err(e) => Err(e).context("cannot remove the sign-in from the credential store"),
+        Err(e) => Err(CredentialError::Remove(e)),
     }
 }
 
