@@ -310,12 +310,10 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// How soon a failed update is tried again.
-const PUBLISH_RETRY: Duration = Duration::from_secs(2);
-
 /// Publishes this node's endpoints at once, every 30 s, when the OS says the network changed,
 /// when STUN saw a new address, when the gateway granted or lost a port mapping, after the map
-/// stream reconnected (`streams` changes), and again soon after a failed update.
+/// stream reconnected (`streams` changes), and again after a failed update (1 s, doubling to
+/// 30 s while control stays unreachable, so that a server coming back is not swamped).
 async fn publish_endpoints(
     client: ControlClient,
     reg: Registration,
@@ -333,6 +331,7 @@ async fn publish_endpoints(
     let mut published: Option<Vec<Endpoint>> = None;
     let mut refresh = tokio::time::interval(Duration::from_secs(30));
     let mut retry: Option<tokio::time::Instant> = None;
+    let mut backoff = Backoff::new();
     loop {
         tokio::select! {
             _ = refresh.tick() => {}
@@ -362,12 +361,17 @@ async fn publish_endpoints(
         .await
         {
             Ok(Some(eps)) => {
+                backoff.reset();
                 if tx.send(ControlMsg::Endpoints(eps)).await.is_err() {
                     return;
                 }
             }
-            Ok(None) => {}
-            Err(()) => retry = Some(tokio::time::Instant::now() + PUBLISH_RETRY),
+            Ok(None) => backoff.reset(),
+            Err(()) => {
+                let wait = backoff.next_delay();
+                tracing::info!("publishing endpoints again in {:.1} s", wait.as_secs_f64());
+                retry = Some(tokio::time::Instant::now() + wait);
+            }
         }
     }
 }
@@ -407,10 +411,7 @@ async fn publish(
             Ok(Some(eps))
         }
         Err(e) => {
-            tracing::warn!(
-                "publishing endpoints: {e}; trying again in {} s",
-                PUBLISH_RETRY.as_secs()
-            );
+            tracing::warn!("publishing endpoints: {e}");
             Err(())
         }
     }
