@@ -43,7 +43,8 @@ where
     let mut first_error = None;
     let mut started = 0;
     loop {
-        if started < attempts && (running.is_empty() || started == 0) {
+        // The first attempt, or the next one at once when every earlier one has failed.
+        if started < attempts && running.is_empty() {
             running.push(attempt(started));
             started += 1;
         }
