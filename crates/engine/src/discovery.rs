@@ -1474,7 +1474,8 @@ mod tests {
             ep("10.0.0.2:41641", EndpointKind::Local),
             ep("198.51.100.7:41641", EndpointKind::Stun),
         ];
-        // The random-port side: 0.25 s into a round without an answer, sockets are asked.
+        // The random-port side: once the peer's endpoint went 0.25 s unanswered, sockets are
+        // asked.
         let mut d = Discovery::new();
         d.set_own_random(true);
         d.set_candidates(t0, &easy);
