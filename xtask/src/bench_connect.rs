@@ -91,7 +91,7 @@ pub fn connect(args: &[&str]) -> Result<()> {
                     first.push(m.first_packet);
                     if let Some(d) = m.direct {
                         direct.push(d);
-                        from_up.push(m.direct_from_up.unwrap_or(m.known + d));
+                        from_up.extend(m.direct_from_up);
                         pings.push(m.pings as f64);
                     }
                 }

@@ -500,6 +500,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_endpoint_update_is_sent_once() {
+        let (url, connections) = first_connection_lost().await;
+        let client = ControlClient::new(&url, None).unwrap();
+        let upd = NodeUpdate {
+            endpoints: Some(vec![]),
+            home_relay: None,
+            disco_key: None,
+        };
+        let sent =
+            tokio::time::timeout(Duration::from_secs(2), client.update("phn_token", &upd)).await;
+        assert!(sent.is_err(), "the held request cannot have been answered");
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn a_device_code_is_asked_for_once() {
         let (url, connections) = first_connection_lost().await;
         let client = ControlClient::new(&url, None).unwrap();

@@ -212,28 +212,24 @@ pub struct Discovered {
     pub network_changed: std::sync::Arc<tokio::sync::Notify>,
 }
 
+/// The node as the map-stream and publishing tasks know it: its server, its registration, its
+/// disco key and its WireGuard port.
+#[derive(Clone)]
+pub struct Following {
+    pub client: ControlClient,
+    pub reg: Registration,
+    pub disco_key: Key,
+    pub port: u16,
+}
+
 /// Follows the map stream until control says goodbye or the daemon stops. What `found` holds
 /// is published with the interface addresses by a task of its own (an update never holds up
 /// the map: on a lossy network one can take a second or more), and again whenever it changes.
-pub async fn follow(
-    client: ControlClient,
-    reg: Registration,
-    disco_key: Key,
-    port: u16,
-    tx: mpsc::Sender<ControlMsg>,
-    found: Discovered,
-) {
+pub async fn follow(node: Following, tx: mpsc::Sender<ControlMsg>, found: Discovered) {
     // Counts map-stream reconnections: the server may have lost what was published.
     let (reconnected, streams) = tokio::sync::watch::channel(0u64);
-    let publisher = tokio::spawn(publish_endpoints(
-        client.clone(),
-        reg.clone(),
-        disco_key,
-        port,
-        tx.clone(),
-        found,
-        streams,
-    ));
+    let publisher = tokio::spawn(publish_endpoints(node.clone(), tx.clone(), found, streams));
+    let Following { client, reg, .. } = node;
     // The publisher ends with this task, also when it is aborted.
     let _publisher = AbortOnDrop(publisher);
     let mut backoff = Backoff::new();
@@ -315,10 +311,7 @@ impl Drop for AbortOnDrop {
 /// stream reconnected (`streams` changes), and again after a failed update (1 s, doubling to
 /// 30 s while control stays unreachable, so that a server coming back is not swamped).
 async fn publish_endpoints(
-    client: ControlClient,
-    reg: Registration,
-    disco_key: Key,
-    port: u16,
+    node: Following,
     tx: mpsc::Sender<ControlMsg>,
     found: Discovered,
     mut streams: tokio::sync::watch::Receiver<u64>,
@@ -349,17 +342,7 @@ async fn publish_endpoints(
             .as_ref()
             .map(|m| m.external);
         retry = None;
-        match publish(
-            &client,
-            &reg,
-            disco_key,
-            port,
-            mapped,
-            &seen,
-            &mut published,
-        )
-        .await
-        {
+        match publish(&node, mapped, &seen, &mut published).await {
             Ok(Some(eps)) => {
                 backoff.reset();
                 if tx.send(ControlMsg::Endpoints(eps)).await.is_err() {
@@ -380,17 +363,15 @@ async fn publish_endpoints(
 /// the endpoints if they were sent, `Err` if the server could not be told: the interface addresses, the gateway's port mapping
 /// (`mapped`), then the addresses STUN servers saw (`reflexive`).
 async fn publish(
-    client: &ControlClient,
-    reg: &Registration,
-    disco_key: Key,
-    port: u16,
+    node: &Following,
     mapped: Option<SocketAddr>,
     reflexive: &[SocketAddr],
     published: &mut Option<Vec<Endpoint>>,
 ) -> Result<Option<Vec<Endpoint>>, ()> {
-    let toward = control_ip(client.base_url()).await;
+    let toward = control_ip(node.client.base_url()).await;
     let local = tokio::task::spawn_blocking({
-        let skip: Vec<IpAddr> = reg.addresses.clone();
+        let skip: Vec<IpAddr> = node.reg.addresses.clone();
+        let port = node.port;
         move || endpoints::local(port, toward, &skip)
     })
     .await
@@ -402,9 +383,9 @@ async fn publish(
     let upd = NodeUpdate {
         endpoints: Some(eps.clone()),
         home_relay: None,
-        disco_key: Some(disco_key),
+        disco_key: Some(node.disco_key),
     };
-    match client.update(&reg.node_token, &upd).await {
+    match node.client.update(&node.reg.node_token, &upd).await {
         Ok(_) => {
             tracing::info!(endpoints = ?eps, "endpoints published");
             *published = Some(eps.clone());
@@ -499,11 +480,14 @@ mod tests {
         let (_portmap_tx, portmapped) =
             tokio::sync::watch::channel(crate::portmap::State::default());
         let (tx, mut rx) = mpsc::channel(16);
-        let task = tokio::spawn(follow(
+        let node = Following {
             client,
             reg,
-            PrivateKey::from_bytes([8; 32]).public_key(),
-            41641,
+            disco_key: PrivateKey::from_bytes([8; 32]).public_key(),
+            port: 41641,
+        };
+        let task = tokio::spawn(follow(
+            node,
             tx,
             Discovered {
                 reflexive,

@@ -444,11 +444,14 @@ impl<'a> Daemon<'a> {
         };
         let port = self.local.port();
         let (tx, rx) = mpsc::channel(256);
-        let follower = tokio::spawn(control_link::follow(
-            client.clone(),
-            registration.clone(),
-            self.disco_key,
+        let node = control_link::Following {
+            client: client.clone(),
+            reg: registration.clone(),
+            disco_key: self.disco_key,
             port,
+        };
+        let follower = tokio::spawn(control_link::follow(
+            node,
             tx,
             control_link::Discovered {
                 reflexive: self.reflexive.subscribe(),
