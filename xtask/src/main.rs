@@ -10,6 +10,7 @@ mod natlab;
 mod packages;
 mod summary;
 mod test;
+mod ui;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -50,10 +51,15 @@ pub fn root() -> PathBuf {
 
 /// Runs a command in the workspace root, failing on a non-zero exit.
 pub fn cmd(program: &str, args: &[&str]) -> Result<()> {
+    cmd_in(&root(), program, args)
+}
+
+/// Runs a command in `dir`, failing on a non-zero exit.
+pub fn cmd_in(dir: &Path, program: &str, args: &[&str]) -> Result<()> {
     eprintln!("$ {program} {}", args.join(" "));
     let status = Command::new(program)
         .args(args)
-        .current_dir(root())
+        .current_dir(dir)
         .status()
         .with_context(|| format!("cannot run {program}"))?;
     if !status.success() {

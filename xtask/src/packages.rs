@@ -23,12 +23,36 @@ pub const TEST: &[(&str, &str)] = &[
     ("curl", "curl"),
 ];
 
+/// What the desktop app needs to build (Tauri on WebKitGTK, the tray through libayatana) and its
+/// web UI (Node and npm); paths stand for libraries, found by their pkg-config files.
+pub const APP: &[(&str, &str)] = &[
+    ("pkg-config", "pkg-config"),
+    (
+        "/usr/lib/*/pkgconfig/webkit2gtk-4.1.pc",
+        "libwebkit2gtk-4.1-dev",
+    ),
+    (
+        "/usr/lib/*/pkgconfig/ayatana-appindicator3-0.1.pc",
+        "libayatana-appindicator3-dev",
+    ),
+    ("/usr/lib/*/pkgconfig/librsvg-2.0.pc", "librsvg2-dev"),
+    ("node", "nodejs"),
+    ("npm", "npm"),
+];
+
 /// What the throughput benchmark needs on top of the lab.
 pub const BENCH: &[(&str, &str)] = &[("iperf3", "iperf3")];
 
+/// Whether a command is on the PATH, or (for an absolute path, which may hold a glob) a file
+/// exists there.
 fn have(cmd: &str) -> bool {
+    let check = if cmd.starts_with('/') {
+        format!("ls -d {cmd}")
+    } else {
+        format!("command -v {cmd}")
+    };
     Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
+        .args(["-c", &check])
         .output()
         .is_ok_and(|o| o.status.success())
 }

@@ -29,6 +29,11 @@ impl Summary {
         self.skipped.push((step.to_string(), why.to_string()));
     }
 
+    /// Records a suite run by something other than cargo (the UI's component tests).
+    pub fn add(&mut self, suite: Suite) {
+        self.suites.push(suite);
+    }
+
     /// Runs `cargo test ARGS` (with `envs`), showing its output as it comes and counting each
     /// suite's tests; `label` is added to suite names (e.g. "windows"). Fails when cargo does.
     pub fn cargo_test(

@@ -1,7 +1,7 @@
 //! `cargo xtask test`: everything CI runs — formatting, lints, unit, netsim, netlab and interop.
 
 use crate::summary::Summary;
-use crate::{build_release_binaries, cmd, packages, require_root};
+use crate::{build_release_binaries, cmd, packages, require_root, ui};
 use anyhow::Result;
 use std::process::Command;
 
@@ -24,6 +24,8 @@ fn steps(summary: &mut Summary) -> Result<()> {
     packages::ensure(packages::TEST)?;
     remove_stale_namespaces();
     cmd("cargo", &["fmt", "--all", "--", "--check"])?;
+    // The app (src-tauri) embeds the built web UI: it comes first.
+    ui::build()?;
     cmd(
         "cargo",
         &[
@@ -42,6 +44,7 @@ fn steps(summary: &mut Summary) -> Result<()> {
     // through feature unification.
     summary.cargo_test("", &["--workspace", "--exclude", "pinhole-netsim"], &[])?;
     summary.cargo_test("", &["-p", "pinhole-netsim"], &[])?;
+    ui::test(summary)?;
     if cross_check_windows(summary)? {
         test_windows_under_wine(summary)?;
     }

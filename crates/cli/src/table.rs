@@ -152,6 +152,7 @@ mod tests {
             rtt_ms: Some(1.25),
             path_reason: (c == Connection::Offline).then(|| "not connected".to_string()),
             last_handshake: Some("2026-11-22T17:00:00Z".into()),
+            last_seen: None,
             rx_bytes: 1536,
             tx_bytes: 12,
             endpoint_kind: None,

@@ -28,8 +28,8 @@ type Result<T> = std::result::Result<T, CredentialError>;
 
 const SERVICE: &str = "pinhole";
 
-/// The entry's name within the service.
-fn user() -> String {
+/// The entry's name within the service: `PINHOLE_CREDENTIAL_NAME`, else `session`.
+pub fn default_name() -> String {
     std::env::var("PINHOLE_CREDENTIAL_NAME")
         .ok()
         .filter(|n| !n.is_empty())
@@ -110,20 +110,21 @@ mod linux {
 
 /// The stored sign-in, if any.
 pub fn load() -> Result<Option<Credential>> {
-    load_named(&user())
+    load_named(&default_name())
 }
 
 /// Stores the sign-in, replacing any earlier one.
 pub fn save(c: &Credential) -> Result<()> {
-    save_named(&user(), c)
+    save_named(&default_name(), c)
 }
 
 /// Removes the stored sign-in (nothing stored is fine).
 pub fn forget() -> Result<()> {
-    forget_named(&user())
+    forget_named(&default_name())
 }
 
-fn load_named(name: &str) -> Result<Option<Credential>> {
+/// The sign-in stored under `name` (a program with its own entry, a test), if any.
+pub fn load_named(name: &str) -> Result<Option<Credential>> {
     match entry(name)?.get_password() {
         Ok(text) => match serde_json::from_str(&text) {
             Ok(c) => Ok(Some(c)),
@@ -135,7 +136,8 @@ fn load_named(name: &str) -> Result<Option<Credential>> {
     }
 }
 
-fn save_named(name: &str, c: &Credential) -> Result<()> {
+/// Stores the sign-in under `name`, replacing any earlier one.
+pub fn save_named(name: &str, c: &Credential) -> Result<()> {
     // A credential is two strings: it always serialises.
     let text = serde_json::to_string(c).unwrap_or_default();
     entry(name)?
@@ -143,7 +145,8 @@ fn save_named(name: &str, c: &Credential) -> Result<()> {
         .map_err(CredentialError::Write)
 }
 
-fn forget_named(name: &str) -> Result<()> {
+/// Removes the sign-in stored under `name` (nothing stored is fine).
+pub fn forget_named(name: &str) -> Result<()> {
     match entry(name)?.delete_credential() {
         Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
         Err(e) => Err(CredentialError::Remove(e)),

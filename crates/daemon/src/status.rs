@@ -45,14 +45,16 @@ pub fn build(i: Inputs<'_>) -> Status {
     for n in &i.map_peers {
         let e = i.engine_peers.iter().find(|e| e.public_key == n.node_key);
         seen.insert(n.node_key);
-        peers.push(peer(
+        let mut p = peer(
             n.name.clone(),
             n.node_key.to_base64(),
             n.addresses.iter().map(|a| a.to_string()).collect(),
             (n.online, &n.endpoints),
             e,
             &i,
-        ));
+        );
+        p.last_seen = n.last_seen.and_then(rfc3339_from_millis);
+        peers.push(p);
     }
     // Static mode: peers known only to the engine.
     for e in i
@@ -136,6 +138,13 @@ pub fn why_not_direct(e: &EnginePeer, nat: &Nat, peer_endpoints: &[Endpoint]) ->
             None => "no direct path: no endpoint known for the peer".to_string(),
         },
     }
+}
+
+/// Milliseconds since the Unix epoch (control's `last_seen`) as RFC 3339; none before 1970.
+fn rfc3339_from_millis(ms: i64) -> Option<String> {
+    let ms = u64::try_from(ms).ok()?;
+    let t = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+    Some(humantime::format_rfc3339_seconds(t).to_string())
 }
 
 /// Whether a node's published endpoints show a NAT that maps each destination to its own
@@ -231,6 +240,7 @@ fn peer(
         rtt_ms,
         path_reason,
         last_handshake,
+        last_seen: None,
         rx_bytes: e.map_or(0, |e| e.rx_bytes),
         tx_bytes: e.map_or(0, |e| e.tx_bytes),
         endpoint_kind: e.and_then(|e| e.endpoint_kind).filter(|_| direct),
@@ -407,7 +417,11 @@ mod tests {
     fn paths_follow_handshakes_and_presence() {
         let now = Instant::now();
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
-        let (a, b, c) = (node("a", 2, true), node("b", 3, true), node("c", 4, false));
+        let (a, b) = (node("a", 2, true), node("b", 3, true));
+        let c = Node {
+            last_seen: Some(1_795_000_000_000),
+            ..node("c", 4, false)
+        };
         let rtts = HashMap::from([(Key([2; 32]), 1.5)]);
         let s = build(Inputs {
             state: State::Connected,
@@ -436,6 +450,11 @@ mod tests {
         assert_eq!(s.peers[0].rtt_ms, Some(1.5), "the last ping's round trip");
         assert_eq!(s.peers[1].rtt_ms, None);
         assert_eq!(s.peers[1].connection, Connection::Idle, "no traffic yet");
+        assert_eq!(s.peers[1].last_seen, None, "never seen");
+        assert_eq!(
+            s.peers[2].last_seen.as_deref(),
+            Some("2026-11-18T11:06:40Z")
+        );
         assert!(s.peers[1]
             .path_reason
             .as_deref()

@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 /// Where an endpoint came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(rename_all = "kebab-case"))]
 pub enum EndpointKind {
     /// An address of one of the node's interfaces.
     Local,

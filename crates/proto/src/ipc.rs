@@ -149,6 +149,7 @@ pub struct LogoutResult {
 
 /// One echo reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct PingReply {
     pub peer: String,
     pub address: String,
@@ -160,6 +161,7 @@ pub struct PingReply {
 
 /// `pinhole netcheck --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct NetcheckReport {
     /// Whether UDP gets out (a STUN answer came back); unknown without STUN servers.
     pub udp: Option<bool>,
@@ -193,6 +195,7 @@ pub struct NetcheckReport {
 /// `netcheck`'s port mapping: the protocol the gateway answered (`pcp`, `nat-pmp`, `upnp`)
 /// with the public address it forwards, or, without one, why.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct PortMapCheck {
     pub protocol: Option<String>,
     pub external: Option<String>,
@@ -201,6 +204,7 @@ pub struct PortMapCheck {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct RegionLatency {
     pub code: String,
     pub name: String,
@@ -211,6 +215,7 @@ pub struct RegionLatency {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ControlCheck {
     pub url: Option<String>,
     pub reachable: bool,
@@ -254,6 +259,7 @@ pub struct IpcError {
 
 /// The daemon's state, as `pinhole status` shows it first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
     NeedsLogin,
@@ -265,13 +271,16 @@ pub enum State {
 
 /// `pinhole status --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Status {
     pub state: State,
     /// Why the state is not what the user asked for, in words (control unreachable, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub reason: Option<String>,
     /// An interactive sign-in waiting for approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub login: Option<LoginPrompt>,
     #[serde(rename = "self")]
     pub self_node: Option<SelfStatus>,
@@ -280,12 +289,14 @@ pub struct Status {
 
 /// Where to approve an interactive sign-in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct LoginPrompt {
     pub url: String,
     pub code: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct SelfStatus {
     pub name: String,
     pub node_key: String,
@@ -297,6 +308,7 @@ pub struct SelfStatus {
 
 /// What netcheck learned about the local network; none while unknown.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Nat {
     pub mapping_varies_by_dest: Option<bool>,
     pub udp: Option<bool>,
@@ -304,6 +316,7 @@ pub struct Nat {
 
 /// How traffic reaches a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum Connection {
     Direct,
@@ -316,6 +329,7 @@ pub enum Connection {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct PeerStatus {
     pub name: String,
     pub node_key: String,
@@ -328,14 +342,21 @@ pub struct PeerStatus {
     pub path_reason: Option<String>,
     /// RFC 3339, UTC.
     pub last_handshake: Option<String>,
+    /// When the peer was last connected to the coordination server (RFC 3339, UTC); none if
+    /// it never was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub last_seen: Option<String>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     /// The kind of the candidate the direct path uses (`local`, `stun`, `portmap`,
     /// `peer-reflexive`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub endpoint_kind: Option<EndpointKind>,
     /// Every address the peer may be reached at, and what pinging it has shown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "ts", ts(as = "Option<Vec<Candidate>>", optional))]
     pub candidates: Vec<Candidate>,
     /// Disco pings sent to the peer in all (its candidates, predicted ports, birthday probes).
     #[serde(default)]
@@ -344,6 +365,7 @@ pub struct PeerStatus {
 
 /// One of a peer's candidate endpoints, as discovery has seen it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Candidate {
     pub addr: String,
     pub kind: EndpointKind,
@@ -541,6 +563,7 @@ mod tests {
                 rtt_ms: Some(1.3),
                 path_reason: None,
                 last_handshake: Some("2026-11-22T17:00:00Z".into()),
+                last_seen: None,
                 rx_bytes: 0,
                 tx_bytes: 0,
                 endpoint_kind: Some(EndpointKind::Stun),

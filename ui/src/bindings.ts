@@ -1,0 +1,168 @@
+// Generated from the Rust types by src-tauri/src/bindings.rs: do not edit.
+// PINHOLE_UPDATE_BINDINGS=1 cargo test -p pinhole-app bindings  rewrites it.
+
+export type View = { 
+/**
+ * The connection to pinholed, or what is wrong with it and how to fix it.
+ */
+daemon: DaemonLink, 
+/**
+ * pinholed's last state snapshot (none until connected to it).
+ */
+status: Status | null, 
+/**
+ * What the app is doing for the person right now.
+ */
+action: Action | null, 
+/**
+ * Why the last action failed, until the next one starts.
+ */
+error: ActionError | null, 
+/**
+ * The last network check (the Network view), if one ran.
+ */
+netcheck: NetcheckReport | null, settings: Settings, 
+/**
+ * This app's version (`0.1.0`).
+ */
+version: string, };
+
+export type DaemonLink = { "kind": "connecting" } | { "kind": "ready", 
+/**
+ * `pinholed 0.1.0`.
+ */
+software: string, } | { "kind": "not-running", socket: string, fix: string, } | { "kind": "not-allowed", detail: string, fix: string, } | { "kind": "wrong-version", message: string, fix: string, } | { "kind": "unreachable", message: string, };
+
+export type Action = "signing-in" | "connecting" | "disconnecting" | "signing-out";
+
+export type ActionError = { code: string | null, message: string, };
+
+export type Settings = { 
+/**
+ * The coordination server last signed in to (or typed in), offered at the next sign-in.
+ */
+server: string | null, start_at_login: boolean, 
+/**
+ * Start with the window hidden (in the tray).
+ */
+start_minimised: boolean, 
+/**
+ * Bring the tunnel up when the app starts and it is down.
+ */
+connect_on_start: boolean, 
+/**
+ * Notify when the session has expired (the tunnel needs a new sign-in).
+ */
+notify_session: boolean, 
+/**
+ * Notify when a peer's path falls back from direct to a relay.
+ */
+notify_relayed: boolean, };
+
+export type Status = { state: State, 
+/**
+ * Why the state is not what the user asked for, in words (control unreachable, …).
+ */
+reason?: string, 
+/**
+ * An interactive sign-in waiting for approval.
+ */
+login?: LoginPrompt, self: SelfStatus | null, peers: Array<PeerStatus>, };
+
+export type State = "needs-login" | "stopped" | "connecting" | "connected" | "session-expired";
+
+export type LoginPrompt = { url: string, code: string, };
+
+export type SelfStatus = { name: string, node_key: string, addresses: Array<string>, endpoints: Array<string>, nat: Nat, home_relay: string | null, };
+
+export type Nat = { mapping_varies_by_dest: boolean | null, udp: boolean | null, };
+
+export type PeerStatus = { name: string, node_key: string, addresses: Array<string>, online: boolean, connection: Connection, endpoint: string | null, relay: string | null, rtt_ms: number | null, path_reason: string | null, 
+/**
+ * RFC 3339, UTC.
+ */
+last_handshake: string | null, 
+/**
+ * When the peer was last connected to the coordination server (RFC 3339, UTC); none if
+ * it never was.
+ */
+last_seen?: string, rx_bytes: number, tx_bytes: number, 
+/**
+ * The kind of the candidate the direct path uses (`local`, `stun`, `portmap`,
+ * `peer-reflexive`).
+ */
+endpoint_kind?: EndpointKind, 
+/**
+ * Every address the peer may be reached at, and what pinging it has shown.
+ */
+candidates?: Array<Candidate>, 
+/**
+ * Disco pings sent to the peer in all (its candidates, predicted ports, birthday probes).
+ */
+disco_pings_sent: number, };
+
+export type Connection = "direct" | "relayed" | "connecting" | "idle" | "offline";
+
+export type Candidate = { addr: string, kind: EndpointKind, 
+/**
+ * The round trip of its last answered ping.
+ */
+rtt_ms: number | null, 
+/**
+ * Whether it answered within the last few seconds.
+ */
+answering: boolean, pings_sent: number, pongs: number, };
+
+export type EndpointKind = "local" | "stun" | "portmap" | "peer-reflexive";
+
+export type PingReply = { peer: string, address: string, rtt_ms: number, connection: Connection, endpoint: string | null, relay: string | null, };
+
+export type NetcheckReport = { 
+/**
+ * Whether UDP gets out (a STUN answer came back); unknown without STUN servers.
+ */
+udp: boolean | null, 
+/**
+ * The local UDP port WireGuard and discovery use.
+ */
+port: number, 
+/**
+ * Addresses of this host's interfaces that peers may try.
+ */
+local_endpoints: Array<string>, 
+/**
+ * This node's address:port as STUN servers saw it.
+ */
+public_endpoints: Array<string>, 
+/**
+ * Whether the NAT maps to a different port per destination (a hard NAT); unknown with
+ * fewer than two STUN answers.
+ */
+mapping_varies_by_dest: boolean | null, 
+/**
+ * Whether IPv4 / IPv6 STUN servers answered; unknown without a server of that family.
+ */
+ipv4: boolean | null, ipv6: boolean | null, 
+/**
+ * Whether a packet to this node's own public address came back in (the NAT hairpins);
+ * unknown without a public address.
+ */
+hairpinning: boolean | null, 
+/**
+ * The port mapping this node holds on its gateway (PCP, NAT-PMP or UPnP), or why none.
+ */
+port_mapping: PortMapCheck, regions: Array<RegionLatency>, 
+/**
+ * The region with the lowest latency.
+ */
+preferred_relay: string | null, control: ControlCheck, };
+
+export type PortMapCheck = { protocol: string | null, external: string | null, gateway: string | null, error: string | null, };
+
+export type RegionLatency = { code: string, name: string, 
+/**
+ * STUN round trip; none when no answer came.
+ */
+latency_ms: number | null, public_endpoint: string | null, error: string | null, };
+
+export type ControlCheck = { url: string | null, reachable: boolean, latency_ms: number | null, error: string | null, };

@@ -1,0 +1,88 @@
+// Always at the top: the connect switch with the state in words, and this device's name and
+// overlay addresses (click to copy).
+import { useState } from "preact/hooks";
+import { errorText, type Backend } from "../backend";
+import type { View } from "../bindings";
+import { Copy } from "./Copy";
+
+export function stateText(view: View): string {
+  switch (view.action) {
+    case "connecting":
+      return "Connecting…";
+    case "disconnecting":
+      return "Disconnecting…";
+    case "signing-out":
+      return "Signing out…";
+    default:
+      break;
+  }
+  switch (view.status?.state) {
+    case "connected":
+      return "Connected";
+    case "connecting":
+      return "Connecting…";
+    case "stopped":
+      return view.status.reason ? "Tunnel down" : "Disconnected";
+    case "session-expired":
+      return "Session expired: sign in again";
+    case "needs-login":
+      return "Signed out";
+    default:
+      return "";
+  }
+}
+
+export function Header(props: { backend: Backend; view: View }) {
+  const { backend, view } = props;
+  const [error, setError] = useState<string | null>(null);
+  const state = view.status?.state;
+  const on = state === "connected" || state === "connecting";
+  const me = view.status?.self ?? null;
+  const toggle = async () => {
+    setError(null);
+    try {
+      await backend.setConnected(!on);
+    } catch (e) {
+      setError(errorText(e));
+    }
+  };
+  const reason = view.status?.reason;
+  return (
+    <header class="header">
+      <div class="switch-line">
+        <button
+          type="button"
+          role="switch"
+          aria-checked={on}
+          aria-label="Connected"
+          class={`switch ${on ? "on" : ""}`}
+          disabled={view.action != null}
+          onClick={toggle}
+        >
+          <span class="knob" aria-hidden="true" />
+        </button>
+        <div>
+          <div class={`state state-${state ?? "unknown"}`} aria-live="polite">
+            {stateText(view)}
+          </div>
+          {reason && <div class="muted reason">{reason}</div>}
+        </div>
+      </div>
+      {me && (
+        <div class="me">
+          <div class="me-name">{me.name}</div>
+          <div class="addresses">
+            {me.addresses.map((a) => (
+              <Copy key={a} backend={backend} text={a} label={`address ${a}`} />
+            ))}
+          </div>
+        </div>
+      )}
+      {(error ?? view.error?.message) && (
+        <p class="error" role="alert">
+          {error ?? view.error?.message}
+        </p>
+      )}
+    </header>
+  );
+}

@@ -1,0 +1,105 @@
+// This device's network, from pinholed's netcheck: UDP, the public address, the NAT's kind,
+// port mapping, the home relay and each region's latency as a bar chart.
+import { useState } from "preact/hooks";
+import { errorText, type Backend } from "../backend";
+import type { View } from "../bindings";
+import { rtt } from "../format";
+
+function yesNo(v: boolean | null | undefined, yes: string, no: string): string {
+  return v == null ? "unknown" : v ? yes : no;
+}
+
+export function Network(props: { backend: Backend; view: View }) {
+  const { backend, view } = props;
+  const [running, setRunning] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const report = view.netcheck;
+  const run = async () => {
+    setRunning(true);
+    setError(null);
+    try {
+      await backend.netcheck();
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setRunning(false);
+    }
+  };
+  const me = view.status?.self;
+  const regions = report?.regions ?? [];
+  const worst = Math.max(1, ...regions.map((r) => r.latency_ms ?? 0));
+  return (
+    <section class="network" aria-labelledby="network-title">
+      <h2 id="network-title">Network</h2>
+      <p>
+        <button type="button" class="primary" onClick={run} disabled={running}>
+          {running ? "Checking…" : report ? "Check again" : "Check the network"}
+        </button>
+      </p>
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+      {!report && me && (
+        <p class="muted">
+          Last known: UDP {yesNo(me.nat.udp, "works", "blocked")}, NAT mapping{" "}
+          {yesNo(me.nat.mapping_varies_by_dest, "varies by destination (hard NAT)", "the same for every destination")}, home relay{" "}
+          {me.home_relay ?? "none"}.
+        </p>
+      )}
+      {report && (
+        <>
+          <dl class="facts">
+            <dt>UDP</dt>
+            <dd>{yesNo(report.udp, "works", "blocked: peers are reached through a relay")}</dd>
+            <dt>Public address</dt>
+            <dd class="mono">{report.public_endpoints.join(", ") || "unknown"}</dd>
+            <dt>NAT</dt>
+            <dd>
+              {yesNo(
+                report.mapping_varies_by_dest,
+                "mapping varies by destination (a hard NAT: direct paths need the peer's help)",
+                "mapping is the same for every destination (hole punching works)",
+              )}
+            </dd>
+            <dt>Port mapping</dt>
+            <dd>
+              {report.port_mapping.protocol
+                ? `${report.port_mapping.protocol}: ${report.port_mapping.external ?? "?"} via ${report.port_mapping.gateway ?? "the gateway"}`
+                : `none${report.port_mapping.error ? ` (${report.port_mapping.error})` : ""}`}
+            </dd>
+            <dt>IPv4 / IPv6</dt>
+            <dd>
+              {yesNo(report.ipv4, "yes", "no")} / {yesNo(report.ipv6, "yes", "no")}
+            </dd>
+            <dt>Hairpinning</dt>
+            <dd>{yesNo(report.hairpinning, "yes", "no")}</dd>
+            <dt>Home relay</dt>
+            <dd>{me?.home_relay ?? report.preferred_relay ?? "none"}</dd>
+            <dt>Coordination server</dt>
+            <dd>
+              {report.control.url ?? "none"}:{" "}
+              {report.control.reachable ? `reachable, ${rtt(report.control.latency_ms) ?? "?"}` : `unreachable${report.control.error ? ` (${report.control.error})` : ""}`}
+            </dd>
+          </dl>
+          <h3>Relay regions</h3>
+          <ul class="regions" aria-label="Latency to each relay region">
+            {regions.map((r) => (
+              <li key={r.code}>
+                <span class="region-name">
+                  {r.name} <span class="muted">({r.code})</span>
+                  {r.code === report.preferred_relay ? " ★" : ""}
+                </span>
+                <span class="bar" aria-hidden="true">
+                  <span style={{ width: `${r.latency_ms == null ? 0 : Math.max(2, (100 * r.latency_ms) / worst)}%` }} />
+                </span>
+                <span class="region-ms">{r.latency_ms == null ? r.error ?? "no answer" : rtt(r.latency_ms)}</span>
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
+    </section>
+  );
+}

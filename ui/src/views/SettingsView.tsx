@@ -1,0 +1,97 @@
+// Settings (start at login, start minimised, connect on start, notifications), the
+// diagnostics export, and signing out.
+import { useState } from "preact/hooks";
+import { errorText, type Backend } from "../backend";
+import type { Settings, View } from "../bindings";
+
+type Flag = "start_at_login" | "start_minimised" | "connect_on_start" | "notify_session" | "notify_relayed";
+
+const FLAGS: [Flag, string][] = [
+  ["start_at_login", "Start Pinhole when I sign in to this computer"],
+  ["start_minimised", "Start minimised (in the tray)"],
+  ["connect_on_start", "Connect when the app starts"],
+  ["notify_session", "Notify me when my session expires"],
+  ["notify_relayed", "Notify me when a peer's direct path falls back to a relay"],
+];
+
+export function SettingsView(props: { backend: Backend; view: View }) {
+  const { backend, view } = props;
+  const [message, setMessage] = useState<string | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const set = async (flag: Flag, on: boolean) => {
+    setError(null);
+    const next: Settings = { ...view.settings, [flag]: on };
+    try {
+      await backend.setSettings(next);
+    } catch (e) {
+      setError(errorText(e));
+    }
+  };
+  const exportBundle = async () => {
+    setBusy(true);
+    setError(null);
+    setMessage(null);
+    try {
+      const path = await backend.exportDiagnostics();
+      setMessage(`Saved to ${path}`);
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+  const signOut = async () => {
+    setError(null);
+    try {
+      await backend.signOut();
+    } catch (e) {
+      setError(errorText(e));
+    }
+  };
+  return (
+    <section class="settings" aria-labelledby="settings-title">
+      <h2 id="settings-title">Settings</h2>
+      <fieldset>
+        <legend>App</legend>
+        {FLAGS.map(([flag, label]) => (
+          <label class="check" key={flag}>
+            <input type="checkbox" checked={view.settings[flag]} onChange={(e) => set(flag, (e.target as HTMLInputElement).checked)} />
+            {label}
+          </label>
+        ))}
+      </fieldset>
+      <h3>Diagnostics</h3>
+      <p class="muted">One file with the status, a fresh network check and the app's recent log, to send to whoever helps you.</p>
+      <p>
+        <button type="button" onClick={exportBundle} disabled={busy}>
+          {busy ? "Exporting…" : "Export diagnostics"}
+        </button>
+      </p>
+      {message && (
+        <p role="status" class="mono">
+          {message}
+        </p>
+      )}
+      <h3>Account</h3>
+      <p>
+        Signed in to <span class="mono">{view.settings.server ?? "a server"}</span>
+        {view.status?.self ? ` as ${view.status.self.name}` : ""}.
+      </p>
+      <p>
+        <button type="button" class="danger" onClick={signOut} disabled={view.action != null}>
+          Sign out
+        </button>
+      </p>
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+      <p class="muted">
+        Pinhole {view.version}
+        {view.daemon.kind === "ready" ? `, service ${view.daemon.software}` : ""}
+      </p>
+    </section>
+  );
+}
