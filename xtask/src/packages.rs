@@ -38,6 +38,11 @@ pub const APP: &[(&str, &str)] = &[
     ("/usr/lib/*/pkgconfig/librsvg-2.0.pc", "librsvg2-dev"),
     ("node", "nodejs"),
     ("npm", "npm"),
+    // Its end-to-end test: a display, a session bus, WebKit's WebDriver (tauri-driver, which
+    // drives the app through it, is installed with cargo).
+    ("Xvfb", "xvfb"),
+    ("dbus-daemon", "dbus-daemon"),
+    ("WebKitWebDriver", "webkit2gtk-driver"),
 ];
 
 /// What the throughput benchmark needs on top of the lab.

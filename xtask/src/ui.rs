@@ -9,9 +9,29 @@ fn ui_dir() -> std::path::PathBuf {
     crate::root().join("ui")
 }
 
-/// Installs the UI's packages as locked and builds ui/dist.
+/// The tauri-driver release the end-to-end test is written against.
+const TAURI_DRIVER: &str = "2.1.0";
+
+/// Installs the UI's packages as locked and builds ui/dist; installs what the app's build and
+/// its end-to-end test need.
 pub fn build() -> Result<()> {
     packages::ensure(packages::APP)?;
+    let have_driver = std::process::Command::new("tauri-driver")
+        .arg("--help")
+        .output()
+        .is_ok();
+    if !have_driver {
+        crate::cmd(
+            "cargo",
+            &[
+                "install",
+                "tauri-driver",
+                "--version",
+                TAURI_DRIVER,
+                "--locked",
+            ],
+        )?;
+    }
     let ui = ui_dir();
     cmd_in(&ui, "npm", &["ci", "--no-audit", "--no-fund"])?;
     cmd_in(&ui, "npm", &["run", "build"])

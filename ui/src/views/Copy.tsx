@@ -18,7 +18,7 @@ export function Copy(props: { backend: Backend; text: string; label?: string; cl
       type="button"
       class={`copy ${props.class ?? ""}`}
       onClick={click}
-      aria-label={`Copy ${props.label ?? props.text}`}
+      aria-label={props.label ? `Copy ${props.label}: ${props.text}` : `Copy ${props.text}`}
       title="Click to copy"
     >
       <span class="mono">{props.text}</span>

@@ -5,6 +5,13 @@ import { errorText, type Backend } from "../backend";
 import type { View } from "../bindings";
 import { Copy } from "./Copy";
 
+/** pinholed's reason for a tunnel that is down only because it was switched off: it points at
+ * the CLI (`pinhole up`), which the switch replaces here. */
+function switchedOff(view: View): boolean {
+  const s = view.status;
+  return s?.state === "stopped" && (!s.reason || s.reason.includes("pinhole up"));
+}
+
 export function stateText(view: View): string {
   switch (view.action) {
     case "connecting":
@@ -22,7 +29,7 @@ export function stateText(view: View): string {
     case "connecting":
       return "Connecting…";
     case "stopped":
-      return view.status.reason ? "Tunnel down" : "Disconnected";
+      return switchedOff(view) ? "Disconnected" : "Tunnel down";
     case "session-expired":
       return "Session expired: sign in again";
     case "needs-login":
@@ -46,7 +53,7 @@ export function Header(props: { backend: Backend; view: View }) {
       setError(errorText(e));
     }
   };
-  const reason = view.status?.reason;
+  const reason = switchedOff(view) ? null : view.status?.reason;
   return (
     <header class="header">
       <div class="switch-line">

@@ -103,10 +103,11 @@ function PeerRow(props: { peer: PeerStatus; top: number; pos: number; size: numb
   const when = p.online ? ago(p.last_handshake) : ago(p.last_seen);
   return (
     <li style={{ top: `${props.top}px`, height: `${ROW}px` }} aria-setsize={props.size} aria-posinset={props.pos}>
-      <button type="button" class="peer-row" onClick={() => props.onOpen(p.node_key)} aria-label={`${p.name}, ${p.online ? "online" : "offline"}, ${pathLabel(p)}${where ? " " + where : ""}`}>
+      <button type="button" class="peer-row" data-peer={p.name} onClick={() => props.onOpen(p.node_key)}>
         <span class={`dot ${p.online ? "online" : "offline"}`} aria-hidden="true" />
         <span class="peer-main">
           <span class="peer-name">{p.name}</span>
+          <span class="sr-only">{p.online ? ", online, " : ", offline, "}</span>
           <span class="muted mono">{p.addresses[0] ?? ""}</span>
         </span>
         <span class="peer-path">

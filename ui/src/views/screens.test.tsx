@@ -11,7 +11,7 @@ describe("when pinholed cannot be used", () => {
     );
     await screen.findByRole("heading", { name: "The Pinhole service is not running" });
     expect(screen.getByText(/nothing answers at \/run\/pinhole\/pinholed.sock/)).toBeTruthy();
-    fireEvent.click(screen.getByRole("button", { name: "Copy the command" }));
+    fireEvent.click(screen.getByRole("button", { name: /^Copy the command/ }));
     fireEvent.click(screen.getByRole("button", { name: "Try again" }));
     await waitFor(() => expect(calls.map((c) => c.cmd)).toContain("retry"));
     expect(calls.find((c) => c.cmd === "copy_text")?.args).toEqual({ text: "sudo systemctl enable --now pinholed" });
@@ -77,7 +77,7 @@ describe("signing in", () => {
     );
     await screen.findByText("ABCD-EFGH");
     expect(screen.getByText(/Waiting for your browser/)).toBeTruthy();
-    fireEvent.click(screen.getByRole("button", { name: "Copy the sign-in code" }));
+    fireEvent.click(screen.getByRole("button", { name: "Copy the sign-in code: ABCD-EFGH" }));
     fireEvent.click(screen.getByRole("button", { name: "Cancel" }));
     await waitFor(() => expect(calls.map((c) => c.cmd)).toContain("cancel_sign_in"));
     expect(calls.find((c) => c.cmd === "copy_text")?.args).toEqual({ text: "ABCD-EFGH" });
@@ -95,11 +95,12 @@ describe("the main screen", () => {
     await screen.findByText("Connected");
     expect(screen.getByRole("switch", { name: "Connected" }).getAttribute("aria-checked")).toBe("true");
     expect(screen.getByText("laptop")).toBeTruthy();
-    expect(screen.getByRole("button", { name: "Copy address 100.64.0.1" })).toBeTruthy();
+    expect(screen.getByRole("button", { name: "Copy address 100.64.0.1: 100.64.0.1" })).toBeTruthy();
     const list = screen.getByRole("list");
-    expect(within(list).getByRole("button", { name: /^server, online, Direct 198.51.100.7:41641/ })).toBeTruthy();
-    expect(within(list).getByRole("button", { name: /^phone, online, Relayed via local/ })).toBeTruthy();
-    expect(within(list).getByRole("button", { name: /^old-nas, offline, Offline/ })).toBeTruthy();
+    const row = (name: RegExp) => within(list).getByRole("button", { name });
+    expect(row(/^server\W+online/).textContent).toContain("Direct198.51.100.7:41641");
+    expect(row(/^phone\W+online/).textContent).toContain("Relayedvia local");
+    expect(row(/^old-nas\W+offline/).textContent).toContain("Offline");
     expect(within(list).getByText(/seen 3 days ago/)).toBeTruthy();
     fireEvent.click(screen.getByRole("switch"));
     await waitFor(() => expect(calls.find((c) => c.cmd === "set_connected")?.args).toEqual({ on: false }));
@@ -109,9 +110,13 @@ describe("the main screen", () => {
     const { push } = start(view({ status: status({ state: "connecting", reason: "waiting for the network map" }) }));
     await screen.findByText("Connecting…");
     expect(screen.getByText("waiting for the network map")).toBeTruthy();
-    await push(view({ status: status({ state: "stopped" }) }));
+    await push(view({ status: status({ state: "stopped", reason: "the tunnel is down: `pinhole up` connects" }) }));
     await screen.findByText("Disconnected");
     expect(screen.getByRole("switch").getAttribute("aria-checked")).toBe("false");
+    expect(screen.queryByText(/pinhole up/)).toBeNull();
+    await push(view({ status: status({ state: "stopped", reason: "cannot create the TUN device: permission denied" }) }));
+    await screen.findByText("Tunnel down");
+    expect(screen.getByText("cannot create the TUN device: permission denied")).toBeTruthy();
   });
 
   it("follows pushed changes without asking", async () => {
@@ -135,7 +140,7 @@ describe("the main screen", () => {
     fireEvent.click(await screen.findByRole("button", { name: /^server/ }));
     await screen.findByRole("table");
     expect(screen.getByText("198.51.100.7:41641 (in use)")).toBeTruthy();
-    expect(screen.getByRole("button", { name: "Copy the peer's key" })).toBeTruthy();
+    expect(screen.getByRole("button", { name: /^Copy the peer's key: key-server/ })).toBeTruthy();
     fireEvent.click(screen.getByRole("button", { name: "Ping" }));
     await screen.findByText("Reply in 1.3 ms over a direct path (198.51.100.7:41641)");
     expect(calls.find((c) => c.cmd === "ping")?.args).toEqual({ peer: "key-server" });
