@@ -1,9 +1,9 @@
 //! The diagnostics bundle a person can send to whoever helps them: one JSON file with the app's
 //! view (pinholed's status, the last network check, the settings), a fresh network check, and
-//! the app's recent log. Written to the Downloads folder (`PINHOLE_APP_EXPORT_DIR` instead).
+//! pinholed's and the app's recent logs. Written to the Downloads folder (`PINHOLE_APP_EXPORT_DIR` instead).
 
 use crate::view::{ActionError, View};
-use pinhole_client::LocalApi;
+use pinhole_client::{LocalApi, LocalApiError};
 use pinhole_proto::ipc::Op;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -22,6 +22,17 @@ fn export_dir() -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
 }
 
+/// A request's answer, or what went wrong, as JSON; at most 10 s.
+async fn answer(
+    request: impl std::future::Future<Output = Result<serde_json::Value, LocalApiError>>,
+) -> serde_json::Value {
+    match tokio::time::timeout(Duration::from_secs(10), request).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => json!({ "error": e.to_string() }),
+        Err(_) => json!({ "error": "no answer within 10 s" }),
+    }
+}
+
 /// Builds the bundle's JSON.
 pub async fn bundle(view: &View, socket: &Path) -> serde_json::Value {
     // A fresh check: the network may have changed since the last one.
@@ -29,11 +40,13 @@ pub async fn bundle(view: &View, socket: &Path) -> serde_json::Value {
         let mut c = LocalApi::connect(socket).await?;
         c.request(Op::Netcheck).await
     };
-    let netcheck = match tokio::time::timeout(Duration::from_secs(10), netcheck).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => json!({ "error": e.to_string() }),
-        Err(_) => json!({ "error": "no answer within 10 s" }),
-    };
+    let netcheck = answer(netcheck).await;
+    // pinholed's own recent log.
+    let daemon_log = answer(async {
+        let mut c = LocalApi::connect(socket).await?;
+        c.request(Op::Logs { lines: None }).await
+    })
+    .await;
     json!({
         "created": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         "app": { "version": view.version, "os": std::env::consts::OS, "arch": std::env::consts::ARCH },
@@ -42,7 +55,8 @@ pub async fn bundle(view: &View, socket: &Path) -> serde_json::Value {
         "netcheck": netcheck,
         "last_netcheck": view.netcheck,
         "settings": view.settings,
-        "app_log": crate::log_ring::recent(),
+        "daemon_log": daemon_log.get("lines").cloned().unwrap_or(daemon_log),
+        "app_log": pinhole_logring::recent(pinhole_logring::LINES),
     })
 }
 

@@ -28,6 +28,8 @@ use view::{ActionError, Effect, View};
 struct Shared {
     commands: mpsc::Sender<Command>,
     view: watch::Receiver<View>,
+    /// pinholed's local API (for the diagnostics bundle's own requests).
+    socket: std::path::PathBuf,
 }
 
 /// Sends the controller a command carrying a reply channel and waits for the reply.
@@ -116,8 +118,7 @@ fn copy_text(app: AppHandle, text: String) -> Result<(), ActionError> {
 #[tauri::command]
 async fn export_diagnostics(shared: tauri::State<'_, Shared>) -> Result<String, ActionError> {
     let view = shared.view.borrow().clone();
-    let socket = controller::Config::from_env().socket;
-    diagnostics::export(&view, &socket)
+    diagnostics::export(&view, &shared.socket)
         .await
         .map(|p| p.display().to_string())
 }
@@ -257,11 +258,13 @@ pub fn run() -> anyhow::Result<()> {
             export_diagnostics
         ])
         .setup(move |app| {
+            let socket = cfg.socket.clone();
             let (commands, view_rx, mut effects) = controller::spawn(cfg);
             let start_minimised = view_rx.borrow().settings.start_minimised || minimised_arg;
             app.manage(Shared {
                 commands,
                 view: view_rx.clone(),
+                socket,
             });
             let handle = app.handle().clone();
             let first = tray::menu(&view_rx.borrow());

@@ -386,6 +386,22 @@ fn the_app_signs_in_shows_direct_and_relayed_peers_pings_and_signs_out() {
     wait_path(&d, "n3", "Relayed", Duration::from_secs(5));
     wait_path(&d, "n2", "Direct", Duration::from_secs(5));
     screens.check(&d, "3-peers");
+    // At 200% zoom the window is half as wide in CSS pixels: the layout reflows, nothing is
+    // cut off sideways.
+    d.set_window_size(480, 680).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let overflow = d
+        .exec(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+            json!([]),
+        )
+        .unwrap();
+    assert!(
+        overflow.as_i64().is_some_and(|o| o <= 0),
+        "the page scrolls sideways at 480 px: {overflow}"
+    );
+    screens.check(&d, "3b-peers-narrow");
+    d.set_window_size(960, 680).unwrap();
     d.click(&row("n2")).unwrap();
     d.wait_text("(in use)", Duration::from_secs(10)).unwrap();
     screens.check(&d, "5-peer-direct");
@@ -420,6 +436,15 @@ fn the_app_signs_in_shows_direct_and_relayed_peers_pings_and_signs_out() {
     assert_eq!(bundle["status"]["state"], "connected", "{bundle:#}");
     assert!(bundle["netcheck"]["regions"].is_array(), "{bundle:#}");
     assert!(bundle["app_log"].is_array());
+    let daemon_log = bundle["daemon_log"]
+        .as_array()
+        .expect("pinholed's log lines");
+    assert!(
+        daemon_log
+            .iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains("local API"))),
+        "{daemon_log:?}"
+    );
 
     // Memory while connected with its peers shown.
     let (session_pss_kib, _) = app_pid(&app).map(tree_pss_kib).unwrap_or((0, 0));

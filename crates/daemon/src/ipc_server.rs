@@ -6,8 +6,8 @@
 
 pub use crate::command::{Answer, Command};
 use pinhole_proto::ipc::{
-    encode, ClientFrame, DaemonFrame, Decoder, Event, FrameError, Hello, IpcError, Op, Reply,
-    Status, MAX_REQUEST_FRAME, VERSION,
+    encode, ClientFrame, DaemonFrame, Decoder, Event, FrameError, Hello, IpcError, LogLines, Op,
+    Reply, Status, MAX_REQUEST_FRAME, VERSION,
 };
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -114,6 +114,11 @@ impl Session {
             )),
             ClientFrame::Request(r) => match r.op {
                 Op::Status => reply(ok(r.id, &*status.borrow())),
+                Op::Logs { lines } => {
+                    let n = lines.map_or(pinhole_logring::LINES, |n| n as usize);
+                    let lines = pinhole_logring::recent(n);
+                    reply(ok(r.id, &LogLines { lines }))
+                }
                 Op::Subscribe => {
                     self.subscribed = true;
                     Outcome {
@@ -680,6 +685,27 @@ mod tests {
             DaemonFrame::Reply(Reply {
                 id: 5, ok: Some(v), ..
             }) => assert_eq!(v["state"], "connected"),
+            f => panic!("{f:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn logs_answer_with_the_last_lines_kept() {
+        pinhole_logring::push("first line\nsecond line for the logs test\n");
+        let mut input = hello(VERSION);
+        input.extend(encode(&ClientFrame::Request(Request {
+            id: 6,
+            op: Op::Logs { lines: Some(1) },
+        })));
+        let frames = exchange(input, None).await;
+        match &frames[1] {
+            DaemonFrame::Reply(Reply {
+                id: 6, ok: Some(v), ..
+            }) => {
+                let got: LogLines = serde_json::from_value(v.clone()).unwrap();
+                assert_eq!(got.lines.len(), 1, "{got:?}");
+                assert!(!got.lines[0].is_empty());
+            }
             f => panic!("{f:?}"),
         }
     }

@@ -54,8 +54,9 @@ fn run_daemon() -> Result<()> {
         .with_env_filter(
             EnvFilter::try_from_env("PINHOLE_LOG").unwrap_or_else(|_| EnvFilter::new(&args.log)),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Also kept in memory: the last lines go to the app's diagnostics (`logs`).
+        .with_writer(|| pinhole_logring::Tee)
+        .with_ansi(false)
         .init();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -910,10 +910,10 @@ impl<'a> Daemon<'a> {
             Op::Logout { credential } => self.feed(Input::Logout { credential, reply }).await,
             Op::Ping { peer, timeout_ms } => self.ping(&peer, timeout_ms, reply),
             Op::Netcheck => self.start_netcheck(Some(reply)),
-            Op::Status | Op::Subscribe => {
+            Op::Status | Op::Subscribe | Op::Logs { .. } => {
                 let _ = reply.send(Err(failure(
                     "bad-request",
-                    "status and subscribe are answered by the local API itself",
+                    "status, subscribe and logs are answered by the local API itself",
                 )));
             }
         }

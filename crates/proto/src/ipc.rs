@@ -98,6 +98,18 @@ pub enum Op {
     /// Examine the local network: UDP, public address and NAT mapping (STUN), latency to each
     /// relay region and to the coordination server; answered with a [`NetcheckReport`].
     Netcheck,
+    /// pinholed's last log lines (at most `lines`, default all it keeps), for a diagnostics
+    /// bundle; answered with [`LogLines`].
+    Logs {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lines: Option<u32>,
+    },
+}
+
+/// pinholed's recent log, oldest line first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLines {
+    pub lines: Vec<String>,
 }
 
 /// A secret string (an auth key) that debug output never shows.

@@ -208,6 +208,16 @@ impl Driver {
         }
     }
 
+    /// Resizes the window.
+    pub fn set_window_size(&self, width: u32, height: u32) -> Result<(), String> {
+        self.call(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .map(|_| ())
+    }
+
     /// Saves a PNG of the window.
     pub fn screenshot(&self, path: &Path) -> Result<(), String> {
         let v = self.call("GET", "/screenshot", None)?;

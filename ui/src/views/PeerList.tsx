@@ -4,8 +4,15 @@ import { useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { PeerStatus } from "../bindings";
 import { ago, bytes, pathLabel, pathWhere, rtt } from "../format";
 
-/** Each row's height in CSS pixels (fixed, so the list can place rows without measuring). */
-export const ROW = 64;
+/** Each row's height in rem (fixed, so the list can place rows without measuring them; in rem,
+ * so rows grow with the text when a person sets a larger font). */
+export const ROW_REM = 4.25;
+
+/** A row's height in CSS pixels at the page's current root font size. */
+function rowPx(): number {
+  const root = typeof getComputedStyle === "function" ? parseFloat(getComputedStyle(document.documentElement).fontSize) : NaN;
+  return ROW_REM * (Number.isFinite(root) && root > 0 ? root : 16);
+}
 const OVERSCAN = 6;
 
 export type SortKey = "name" | "path" | "rtt" | "traffic";
@@ -36,6 +43,7 @@ export function PeerList(props: { peers: PeerStatus[]; onOpen: (nodeKey: string)
   const [scrollTop, setScrollTop] = useState(0);
   const [height, setHeight] = useState(600);
   const box = useRef<HTMLDivElement>(null);
+  const ROW = rowPx();
   const shown = useMemo(() => filterPeers(props.peers, query, onlineOnly, sort), [props.peers, query, onlineOnly, sort]);
 
   useLayoutEffect(() => {
@@ -88,7 +96,7 @@ export function PeerList(props: { peers: PeerStatus[]; onOpen: (nodeKey: string)
         <div class="peer-scroll" ref={box} onScroll={(e) => setScrollTop((e.target as HTMLDivElement).scrollTop)}>
           <ul class="peer-list" style={{ height: `${shown.length * ROW}px` }}>
             {shown.slice(first, last).map((p, i) => (
-              <PeerRow key={p.node_key} peer={p} top={(first + i) * ROW} pos={first + i + 1} size={shown.length} onOpen={props.onOpen} />
+              <PeerRow key={p.node_key} peer={p} top={(first + i) * ROW} height={ROW} pos={first + i + 1} size={shown.length} onOpen={props.onOpen} />
             ))}
           </ul>
         </div>
@@ -97,12 +105,12 @@ export function PeerList(props: { peers: PeerStatus[]; onOpen: (nodeKey: string)
   );
 }
 
-function PeerRow(props: { peer: PeerStatus; top: number; pos: number; size: number; onOpen: (k: string) => void }) {
+function PeerRow(props: { peer: PeerStatus; top: number; height: number; pos: number; size: number; onOpen: (k: string) => void }) {
   const p = props.peer;
   const where = pathWhere(p);
   const when = p.online ? ago(p.last_handshake) : ago(p.last_seen);
   return (
-    <li style={{ top: `${props.top}px`, height: `${ROW}px` }} aria-setsize={props.size} aria-posinset={props.pos}>
+    <li style={{ top: `${props.top}px`, height: `${props.height}px` }} aria-setsize={props.size} aria-posinset={props.pos}>
       <button type="button" class="peer-row" data-peer={p.name} onClick={() => props.onOpen(p.node_key)}>
         <span class={`dot ${p.online ? "online" : "offline"}`} aria-hidden="true" />
         <span class="peer-main">

@@ -62,7 +62,7 @@ export function SettingsView(props: { backend: Backend; view: View }) {
         ))}
       </fieldset>
       <h3>Diagnostics</h3>
-      <p class="muted">One file with the status, a fresh network check and the app's recent log, to send to whoever helps you.</p>
+      <p class="muted">One file with the status, a fresh network check and the recent logs of the service and the app, to send to whoever helps you.</p>
       <p>
         <button type="button" onClick={exportBundle} disabled={busy}>
           {busy ? "Exporting…" : "Export diagnostics"}

@@ -2,6 +2,7 @@
 import { fireEvent, screen, waitFor, within } from "@testing-library/preact";
 import { describe, expect, it } from "vitest";
 import { start } from "../test/harness";
+import { ROW_REM } from "./PeerList";
 import { direct, manyPeers, offline, relayed, status, view } from "../test/fixtures";
 
 describe("when pinholed cannot be used", () => {
@@ -165,7 +166,7 @@ describe("the main screen", () => {
     expect(rows().length).toBeLessThan(40);
     expect(rows()[0].textContent).toContain("peer-0000");
     const scroller = document.querySelector(".peer-scroll") as HTMLDivElement;
-    scroller.scrollTop = 64 * 500;
+    scroller.scrollTop = ROW_REM * 16 * 500;
     fireEvent.scroll(scroller);
     await waitFor(() => expect(screen.getByText("peer-0500")).toBeTruthy());
     expect(screen.queryByText("peer-0000")).toBeNull();
