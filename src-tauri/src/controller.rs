@@ -42,6 +42,9 @@ impl Config {
 
 type Reply<T> = oneshot::Sender<Result<T, ActionError>>;
 
+/// How long before this node's sign-in expires the app warns.
+const EXPIRY_WARNING: Duration = Duration::from_secs(24 * 3600);
+
 /// What the window (through Tauri commands) and the tray ask for.
 #[derive(Debug)]
 pub enum Command {
@@ -84,6 +87,15 @@ enum Done {
     Netcheck(Result<NetcheckReport, ActionError>, Reply<NetcheckReport>),
 }
 
+/// What the task of an action that started needs: where pinholed and the stored sign-in are,
+/// and where its result and the person's answer go.
+struct Started {
+    reply: Reply<()>,
+    socket: PathBuf,
+    credential_name: String,
+    done: mpsc::UnboundedSender<Done>,
+}
+
 /// Starts the controller; it runs until every command sender is gone.
 pub fn spawn(
     cfg: Config,
@@ -113,6 +125,8 @@ pub struct Controller {
     opened_code: Option<String>,
     /// Whether "connect on start" has had its one chance.
     autoconnect_done: bool,
+    /// The sign-in expiry already warned about (once each).
+    expiry_warned: Option<String>,
 }
 
 impl Controller {
@@ -133,6 +147,7 @@ impl Controller {
             sign_in: None,
             opened_code: None,
             autoconnect_done: false,
+            expiry_warned: None,
         }
     }
 
@@ -201,6 +216,7 @@ impl Controller {
     fn on_status(&mut self, s: Status) {
         let before = self.view.status.take();
         self.notify_changes(before.as_ref(), &s);
+        self.warn_of_expiry(&s, std::time::SystemTime::now());
         // An interactive sign-in this app started: open its page once per code.
         if let (Some(p), Some(Action::SigningIn)) = (&s.login, self.view.action) {
             if self.opened_code.as_deref() != Some(p.code.as_str()) {
@@ -253,6 +269,38 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// Once per expiry, when this node's sign-in ends within a day: a notification (if on).
+    fn warn_of_expiry(&mut self, s: &Status, now: std::time::SystemTime) {
+        let Some(expires) = s.self_node.as_ref().and_then(|me| me.expires.as_ref()) else {
+            return;
+        };
+        if !self.view.settings.notify_session || self.expiry_warned.as_ref() == Some(expires) {
+            return;
+        }
+        let Ok(at) = humantime::parse_rfc3339(expires) else {
+            return;
+        };
+        let Ok(left) = at.duration_since(now) else {
+            return; // already expired: pinholed says session-expired
+        };
+        if left > EXPIRY_WARNING {
+            return;
+        }
+        self.expiry_warned = Some(expires.clone());
+        let hours = left.as_secs().div_ceil(3600);
+        let when = if hours <= 1 {
+            "within the hour".to_string()
+        } else {
+            format!("in {hours} hours")
+        };
+        let _ = self.effects.send(Effect::Notify {
+            title: "Pinhole: sign in again soon".into(),
+            body: format!(
+                "This device's sign-in expires {when} ({expires}); sign in again to stay connected."
+            ),
+        });
     }
 
     fn handle(&mut self, c: Command) {
@@ -308,8 +356,9 @@ impl Controller {
         }
     }
 
-    /// Starts an action unless pinholed is away or another one runs; false if refused.
-    fn begin(&mut self, action: Action, reply: &mut Option<Reply<()>>) -> bool {
+    /// Starts an action unless pinholed is away or another one runs (then `reply` says why);
+    /// what the action's task needs.
+    fn begin(&mut self, action: Action, reply: Reply<()>) -> Option<Started> {
         let refusal = if !self.view.ready() {
             Some("pinholed is not reachable; see above for how to start it")
         } else if self.view.action.is_some() {
@@ -318,15 +367,18 @@ impl Controller {
             None
         };
         if let Some(why) = refusal {
-            if let Some(r) = reply.take() {
-                let _ = r.send(Err(ActionError::new(why)));
-            }
-            return false;
+            let _ = reply.send(Err(ActionError::new(why)));
+            return None;
         }
         self.view.action = Some(action);
         self.view.error = None;
         self.publish();
-        true
+        Some(Started {
+            reply,
+            socket: self.cfg.socket.clone(),
+            credential_name: self.cfg.credential_name.clone(),
+            done: self.done_tx.clone(),
+        })
     }
 
     fn sign_in(&mut self, server: String, auth_key: Option<String>, reply: Reply<()>) {
@@ -337,11 +389,9 @@ impl Controller {
             )));
             return;
         }
-        let mut reply = Some(reply);
-        if !self.begin(Action::SigningIn, &mut reply) {
+        let Some(task) = self.begin(Action::SigningIn, reply) else {
             return;
-        }
-        let Some(reply) = reply else { return };
+        };
         // Remember the server for the next time, even if this sign-in fails.
         if self.view.settings.server.as_deref() != Some(server.as_str()) {
             self.view.settings.server = Some(server.clone());
@@ -350,11 +400,6 @@ impl Controller {
             }
         }
         self.opened_code = None;
-        let (socket, name, done) = (
-            self.cfg.socket.clone(),
-            self.cfg.credential_name.clone(),
-            self.done_tx.clone(),
-        );
         let auth_key = auth_key
             .map(|k| k.trim().to_string())
             .filter(|k| !k.is_empty());
@@ -365,16 +410,16 @@ impl Controller {
                 credential: None,
                 hostname: None,
             };
-            let r = request::<LoginResult>(&socket, op).await;
+            let r = request::<LoginResult>(&task.socket, op).await;
             // The person's session (from the browser sign-in) goes to the credential store.
             let r = match r {
                 Ok(res) => match &res.credential {
-                    Some(c) => store(name, c.clone()).await.map(|()| res),
+                    Some(c) => store(task.credential_name, c.clone()).await.map(|()| res),
                     None => Ok(res),
                 },
                 Err(e) => Err(e),
             };
-            let _ = done.send(Done::SignedIn(r, reply));
+            let _ = task.done.send(Done::SignedIn(r, task.reply));
         });
         self.sign_in = Some(task.abort_handle());
     }
@@ -385,50 +430,39 @@ impl Controller {
         } else {
             Action::Disconnecting
         };
-        let mut reply = Some(reply);
-        if !self.begin(action, &mut reply) {
+        let Some(task) = self.begin(action, reply) else {
             return;
-        }
-        let Some(reply) = reply else { return };
-        let (socket, name, done) = (
-            self.cfg.socket.clone(),
-            self.cfg.credential_name.clone(),
-            self.done_tx.clone(),
-        );
+        };
         tokio::spawn(async move {
             let op = if on {
                 // The stored session lets pinholed sign in again after it expired.
                 Op::Up {
-                    credential: load(name).await,
+                    credential: load(task.credential_name).await,
                 }
             } else {
                 Op::Down
             };
-            let r = request::<serde_json::Value>(&socket, op).await.map(|_| ());
-            let _ = done.send(Done::Switched(r, reply));
+            let r = request::<serde_json::Value>(&task.socket, op)
+                .await
+                .map(|_| ());
+            let _ = task.done.send(Done::Switched(r, task.reply));
         });
     }
 
     fn sign_out(&mut self, reply: Reply<()>) {
-        let mut reply = Some(reply);
-        if !self.begin(Action::SigningOut, &mut reply) {
+        let Some(task) = self.begin(Action::SigningOut, reply) else {
             return;
-        }
-        let Some(reply) = reply else { return };
-        let (socket, name, done) = (
-            self.cfg.socket.clone(),
-            self.cfg.credential_name.clone(),
-            self.done_tx.clone(),
-        );
+        };
         tokio::spawn(async move {
+            let name = task.credential_name;
             let credential = load(name.clone()).await;
-            let r = request::<pinhole_proto::ipc::LogoutResult>(&socket, Op::Logout { credential })
-                .await;
+            let op = Op::Logout { credential };
+            let r = request::<pinhole_proto::ipc::LogoutResult>(&task.socket, op).await;
             let r = match r {
                 Ok(res) => forget(name).await.map(|()| res.warning),
                 Err(e) => Err(e),
             };
-            let _ = done.send(Done::SignedOut(r, reply));
+            let _ = task.done.send(Done::SignedOut(r, task.reply));
         });
     }
 

@@ -71,6 +71,7 @@ fn me() -> SelfStatus {
         endpoints: vec![],
         nat: Nat::default(),
         home_relay: Some("local".into()),
+        expires: None,
     }
 }
 
@@ -630,6 +631,42 @@ async fn notifications_follow_the_settings() {
     app.until("expired", |v| state(v) == Some(State::SessionExpired))
         .await;
     assert!(app.effects.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_sign_in_that_expires_within_a_day_is_warned_of_once() {
+    let p = place("expiry");
+    let f = fake(State::Connected);
+    let in_a_week = std::time::SystemTime::now() + Duration::from_secs(7 * 86400);
+    let week = humantime::format_rfc3339_seconds(in_a_week).to_string();
+    f.set(|s| {
+        if let Some(me) = &mut s.self_node {
+            me.expires = Some(week.clone())
+        }
+    });
+    let _d = serve(&p.cfg.socket, f.clone());
+    let mut app = start(&p.cfg);
+    app.until("connected", |v| state(v) == Some(State::Connected))
+        .await;
+    let in_5h = std::time::SystemTime::now() + Duration::from_secs(5 * 3600 - 60);
+    let soon = humantime::format_rfc3339_seconds(in_5h).to_string();
+    f.set(|s| {
+        if let Some(me) = &mut s.self_node {
+            me.expires = Some(soon.clone())
+        }
+    });
+    let Effect::Notify { title, body } = app.effect().await else {
+        panic!("a notification")
+    };
+    assert!(title.contains("sign in again soon"), "{title}");
+    assert!(body.contains("in 5 hours"), "{body}");
+    // Further snapshots with the same expiry: no second warning.
+    f.set(|s| s.peers = vec![peer("server", Connection::Direct)]);
+    app.until("the peer", |v| {
+        v.status.as_ref().is_some_and(|s| !s.peers.is_empty())
+    })
+    .await;
+    assert!(app.effects.try_recv().is_err(), "warned once");
 }
 
 #[tokio::test]

@@ -132,6 +132,7 @@ mod tests {
                     endpoints: vec![],
                     nat: Nat::default(),
                     home_relay: None,
+                    expires: None,
                 },
             ),
             peers: vec![],

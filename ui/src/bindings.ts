@@ -73,7 +73,11 @@ export type State = "needs-login" | "stopped" | "connecting" | "connected" | "se
 
 export type LoginPrompt = { url: string, code: string, };
 
-export type SelfStatus = { name: string, node_key: string, addresses: Array<string>, endpoints: Array<string>, nat: Nat, home_relay: string | null, };
+export type SelfStatus = { name: string, node_key: string, addresses: Array<string>, endpoints: Array<string>, nat: Nat, home_relay: string | null, 
+/**
+ * When this node's sign-in expires (RFC 3339, UTC); none if it does not.
+ */
+expires?: string, };
 
 export type Nat = { mapping_varies_by_dest: boolean | null, udp: boolean | null, };
 

@@ -25,6 +25,19 @@ export function ago(rfc3339: string | null | undefined, now: number = Date.now()
   return `${d} day${d === 1 ? "" : "s"} ago`;
 }
 
+/** "in 40 min", "in 5 h", "in 3 days"; "now" once past. */
+export function until(rfc3339: string | null | undefined, now: number = Date.now()): string | null {
+  if (!rfc3339) return null;
+  const t = Date.parse(rfc3339);
+  if (Number.isNaN(t)) return null;
+  const s = Math.round((t - now) / 1000);
+  if (s <= 0) return "now";
+  if (s < 3600) return `in ${Math.max(1, Math.round(s / 60))} min`;
+  if (s < 86400) return `in ${Math.round(s / 3600)} h`;
+  const d = Math.round(s / 86400);
+  return `in ${d} day${d === 1 ? "" : "s"}`;
+}
+
 export function rtt(ms: number | null | undefined): string | null {
   if (ms == null) return null;
   return ms < 10 ? `${ms.toFixed(1)} ms` : `${Math.round(ms)} ms`;

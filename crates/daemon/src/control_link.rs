@@ -142,6 +142,7 @@ pub async fn sign_in(
         name: resp.name,
         addresses: resp.addresses,
         node_token: resp.node_token,
+        expires_at: resp.expires_at,
     };
     identity::save_registration(state_dir, &r)?;
     tracing::info!(name = %r.name, addresses = ?r.addresses, account = %resp.account, "registered");
@@ -475,6 +476,7 @@ mod tests {
             name: "a".into(),
             addresses: vec![],
             node_token: "token".into(),
+            expires_at: None,
         };
         let (_reflexive_tx, reflexive) = tokio::sync::watch::channel(Vec::new());
         let (_portmap_tx, portmapped) =

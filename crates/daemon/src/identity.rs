@@ -21,6 +21,10 @@ pub struct Registration {
     pub name: String,
     pub addresses: Vec<IpAddr>,
     pub node_token: String,
+    /// Milliseconds since the Unix epoch after which the node must sign in again; none =
+    /// never (registrations saved before this field read as none).
+    #[serde(default)]
+    pub expires_at: Option<i64>,
 }
 
 impl std::fmt::Debug for Registration {
@@ -210,6 +214,7 @@ mod tests {
             name: "a".into(),
             addresses: vec!["100.64.0.1".parse().unwrap()],
             node_token: "phn_secret".into(),
+            expires_at: Some(1_795_000_000_000),
         };
         save_registration(&d, &r).unwrap();
         assert_eq!(registration(&d).unwrap(), Some(r.clone()));

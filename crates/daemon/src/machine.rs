@@ -706,6 +706,7 @@ mod tests {
             name: "laptop".into(),
             addresses: vec!["100.64.0.1".parse().unwrap()],
             node_token: "pht_x".into(),
+            expires_at: None,
         }
     }
 

@@ -269,7 +269,7 @@ impl<'a> Daemon<'a> {
                     "this node".into(),
                     self.engine.public_key().to_base64(),
                     addresses.iter().map(|a| a.addr().to_string()).collect(),
-                    Vec::new(),
+                    None,
                 );
                 self.reporter.set_self(Some(me));
                 (None, None)
@@ -471,7 +471,7 @@ impl<'a> Daemon<'a> {
                 .iter()
                 .map(|a| a.to_string())
                 .collect(),
-            Vec::new(),
+            registration.expires_at,
         )));
         self.link = Some(Link { client, follower });
         None

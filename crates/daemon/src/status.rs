@@ -351,20 +351,21 @@ impl Reporter {
     }
 }
 
-/// This node as the status shows it.
+/// This node as the status shows it; `expires_at` in milliseconds since the Unix epoch.
 pub fn self_status(
     name: String,
     node_key: String,
     addresses: Vec<String>,
-    endpoints: Vec<String>,
+    expires_at: Option<i64>,
 ) -> SelfStatus {
     SelfStatus {
         name,
         node_key,
         addresses,
-        endpoints,
+        endpoints: Vec::new(),
         nat: Nat::default(),
         home_relay: None,
+        expires: expires_at.and_then(rfc3339_from_millis),
     }
 }
 
@@ -411,6 +412,16 @@ mod tests {
             candidates: vec![],
             pings_sent: 0,
         }
+    }
+
+    #[test]
+    fn this_nodes_expiry_reads_as_rfc3339() {
+        let me = self_status("a".into(), "k".into(), vec![], Some(1_795_000_000_000));
+        assert_eq!(me.expires.as_deref(), Some("2026-11-18T11:06:40Z"));
+        assert_eq!(
+            self_status("a".into(), "k".into(), vec![], None).expires,
+            None
+        );
     }
 
     #[test]

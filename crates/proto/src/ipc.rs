@@ -316,6 +316,10 @@ pub struct SelfStatus {
     pub endpoints: Vec<String>,
     pub nat: Nat,
     pub home_relay: Option<String>,
+    /// When this node's sign-in expires (RFC 3339, UTC); none if it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub expires: Option<String>,
 }
 
 /// What netcheck learned about the local network; none while unknown.
@@ -563,6 +567,7 @@ mod tests {
                 endpoints: vec!["192.0.2.1:41641".into()],
                 nat: Nat::default(),
                 home_relay: None,
+                expires: None,
             }),
             peers: vec![PeerStatus {
                 name: "server".into(),

@@ -3,6 +3,7 @@
 import { useState } from "preact/hooks";
 import { errorText, type Backend } from "../backend";
 import type { Settings, View } from "../bindings";
+import { until } from "../format";
 
 type Flag = "start_at_login" | "start_minimised" | "connect_on_start" | "notify_session" | "notify_relayed";
 
@@ -77,6 +78,7 @@ export function SettingsView(props: { backend: Backend; view: View }) {
       <p>
         Signed in to <span class="mono">{view.settings.server ?? "a server"}</span>
         {view.status?.self ? ` as ${view.status.self.name}` : ""}.
+        {view.status?.self?.expires && ` This device's sign-in expires ${until(view.status.self.expires)}.`}
       </p>
       <p>
         <button type="button" class="danger" onClick={signOut} disabled={view.action != null}>

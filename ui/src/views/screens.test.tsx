@@ -225,8 +225,13 @@ describe("the network view", () => {
 
 describe("settings", () => {
   it("saves a changed setting, exports diagnostics and signs out", async () => {
-    const { calls } = start(view({ status: status() }), { export_diagnostics: () => "/home/me/Downloads/pinhole-diagnostics.json" });
+    const expires = new Date(Date.now() + 3 * 86_400_000 + 60_000).toISOString();
+    const s = status();
+    const { calls } = start(view({ status: { ...s, self: s.self && { ...s.self, expires } } }), {
+      export_diagnostics: () => "/home/me/Downloads/pinhole-diagnostics.json",
+    });
     fireEvent.click(await screen.findByRole("button", { name: "Settings" }));
+    expect(screen.getByText(/sign-in expires in 3 days/)).toBeTruthy();
     fireEvent.click(screen.getByLabelText("Connect when the app starts"));
     await waitFor(() =>
       expect((calls.find((c) => c.cmd === "set_settings")?.args.settings as { connect_on_start: boolean }).connect_on_start).toBe(true),
