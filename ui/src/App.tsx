@@ -79,7 +79,14 @@ export function Screen(props: { backend: Backend; view: View }) {
           (peer ? (
             <PeerDetail backend={backend} peer={peer} onBack={() => setOpen(null)} />
           ) : (
-            <PeerList peers={view.status.peers} onOpen={setOpen} />
+            <>
+              {state === "stopped" && (
+                <p class="notice" role="status">
+                  Disconnected: switch on to reach your peers. The paths below are the last ones used.
+                </p>
+              )}
+              <PeerList peers={view.status.peers} onOpen={setOpen} />
+            </>
           ))}
         {tab === "network" && <Network backend={backend} view={view} />}
         {tab === "settings" && <SettingsView backend={backend} view={view} />}

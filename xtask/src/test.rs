@@ -76,7 +76,7 @@ fn remove_stale_namespaces() {
 
 const WINDOWS: &str = "x86_64-pc-windows-gnu";
 
-/// Checks that the daemon and the coordination server build for Windows. Skips, loudly and
+/// Checks that the daemon, the coordination server, the CLI and the app build for Windows. Skips, loudly and
 /// in the summary, only when the Rust target cannot be installed here; a missing MinGW compiler
 /// (ring builds C) or a build error fails the run. True if it ran.
 fn cross_check_windows(summary: &mut Summary) -> Result<bool> {
@@ -114,6 +114,9 @@ fn cross_check_windows(summary: &mut Summary) -> Result<bool> {
         "pinhole-client",
         "-p",
         "pinhole-cli",
+        // The desktop app (Tauri on WebView2).
+        "-p",
+        "pinhole-app",
     ];
     eprintln!("$ RUSTFLAGS=-Dwarnings cargo {}", args.join(" "));
     let status = Command::new("cargo")

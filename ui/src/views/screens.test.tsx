@@ -114,6 +114,7 @@ describe("the main screen", () => {
     await push(view({ status: status({ state: "stopped", reason: "the tunnel is down: `pinhole up` connects" }) }));
     await screen.findByText("Disconnected");
     expect(screen.getByRole("switch").getAttribute("aria-checked")).toBe("false");
+    expect(screen.getByText(/switch on to reach your peers/)).toBeTruthy();
     expect(screen.queryByText(/pinhole up/)).toBeNull();
     await push(view({ status: status({ state: "stopped", reason: "cannot create the TUN device: permission denied" }) }));
     await screen.findByText("Tunnel down");
