@@ -1,4 +1,5 @@
-//! `cargo xtask test`: everything CI runs — formatting, lints, unit, netsim, netlab and interop.
+//! `cargo xtask test`: everything CI runs — formatting, lints, unit, netsim, netlab, interop, and
+//! the desktop app (its UI's component tests and its end-to-end test).
 
 use crate::summary::Summary;
 use crate::{build_release_binaries, cmd, packages, require_root, ui};
@@ -76,9 +77,9 @@ fn remove_stale_namespaces() {
 
 const WINDOWS: &str = "x86_64-pc-windows-gnu";
 
-/// Checks that the daemon, the coordination server, the CLI and the app build for Windows. Skips, loudly and
-/// in the summary, only when the Rust target cannot be installed here; a missing MinGW compiler
-/// (ring builds C) or a build error fails the run. True if it ran.
+/// Checks that the daemon, the coordination server, the CLI and the app build for Windows.
+/// Skips, loudly and in the summary, only when the Rust target cannot be installed here; a
+/// missing MinGW compiler (ring builds C) or a build error fails the run. True if it ran.
 fn cross_check_windows(summary: &mut Summary) -> Result<bool> {
     const TARGET: &str = WINDOWS;
     let installed = Command::new("rustup")

@@ -39,8 +39,10 @@ pub struct Tee;
 
 impl Write for Tee {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // All of it or an error: a partial write would be offered again and kept twice.
         push(&String::from_utf8_lossy(buf));
-        std::io::stderr().write(buf)
+        std::io::stderr().write_all(buf)?;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
