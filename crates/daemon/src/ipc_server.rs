@@ -442,15 +442,20 @@ mod unix {
         if rc != 0 || out.is_null() {
             return vec![gid];
         }
-        let mut groups = vec![0 as libc::gid_t; 256];
+        // Apple's getgrouplist takes and returns the groups as C ints, the others as gid_t.
+        #[cfg(target_vendor = "apple")]
+        type Gid = libc::c_int;
+        #[cfg(not(target_vendor = "apple"))]
+        type Gid = libc::gid_t;
+        let mut groups: Vec<Gid> = vec![0; 256];
         let mut n = groups.len() as libc::c_int;
         // SAFETY: pw_name is a valid C string inside `buf`; `groups` has room for `n` entries.
-        let rc = unsafe { libc::getgrouplist(pw.pw_name, gid, groups.as_mut_ptr(), &mut n) };
+        let rc = unsafe { libc::getgrouplist(pw.pw_name, gid as Gid, groups.as_mut_ptr(), &mut n) };
         if rc < 0 {
             return vec![gid];
         }
         groups.truncate(n.max(0) as usize);
-        groups
+        groups.into_iter().map(|g| g as u32).collect()
     }
 
     /// Binds the socket at `path`: parent directory created, a stale socket replaced (a live
