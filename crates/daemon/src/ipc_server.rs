@@ -433,6 +433,9 @@ mod unix {
     }
 
     /// Every group the user `uid` is in (primary `gid` included).
+    // The casts between gid_t and `Gid` do nothing where they are the same type (Linux), and
+    // are needed where they are not (Apple).
+    #[allow(clippy::unnecessary_cast)]
     fn user_groups(uid: u32, gid: u32) -> Vec<u32> {
         let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
         let mut buf = vec![0 as libc::c_char; 16 * 1024];

@@ -21,6 +21,7 @@ mod prefs;
 mod relay_link;
 mod routes;
 mod run;
+mod service_notify;
 mod state_dir;
 mod status;
 mod tcp_race;

@@ -53,7 +53,9 @@ pub async fn run(args: Args) -> Result<()> {
     let (cmd_tx, cmds) = mpsc::channel::<Command>(16);
     let api = crate::ipc_server::serve(&args.socket, status_rx, cmd_tx).await?;
     let mut daemon = Daemon::new(&args, Reporter::new(status_tx)).await?;
+    crate::service_notify::notify("READY=1");
     let result = daemon.run(cmds).await;
+    crate::service_notify::notify("STOPPING=1");
     daemon.stop_dataplane();
     drop(api);
     result
