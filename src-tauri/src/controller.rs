@@ -508,7 +508,7 @@ async fn next_status(sub: &mut Option<LocalApi>) -> Result<Status, LocalApiError
 }
 
 /// One request on a connection of its own, its answer read as `T`.
-async fn request<T: serde::de::DeserializeOwned>(
+pub(crate) async fn request<T: serde::de::DeserializeOwned>(
     socket: &std::path::Path,
     op: Op,
 ) -> Result<T, ActionError> {

@@ -3,7 +3,6 @@
 //! pinholed's and the app's recent logs. Written to the Downloads folder (`PINHOLE_APP_EXPORT_DIR` instead).
 
 use crate::view::{ActionError, View};
-use pinhole_client::{LocalApi, LocalApiError};
 use pinhole_proto::ipc::Op;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -22,13 +21,12 @@ fn export_dir() -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
 }
 
-/// A request's answer, or what went wrong, as JSON; at most 10 s.
-async fn answer(
-    request: impl std::future::Future<Output = Result<serde_json::Value, LocalApiError>>,
-) -> serde_json::Value {
+/// pinholed's answer to `op`, or what went wrong, as JSON; at most 10 s.
+async fn answer(socket: &Path, op: Op) -> serde_json::Value {
+    let request = crate::controller::request::<serde_json::Value>(socket, op);
     match tokio::time::timeout(Duration::from_secs(10), request).await {
         Ok(Ok(v)) => v,
-        Ok(Err(e)) => json!({ "error": e.to_string() }),
+        Ok(Err(e)) => json!({ "error": e.message }),
         Err(_) => json!({ "error": "no answer within 10 s" }),
     }
 }
@@ -36,17 +34,9 @@ async fn answer(
 /// Builds the bundle's JSON.
 pub async fn bundle(view: &View, socket: &Path) -> serde_json::Value {
     // A fresh check: the network may have changed since the last one.
-    let netcheck = async {
-        let mut c = LocalApi::connect(socket).await?;
-        c.request(Op::Netcheck).await
-    };
-    let netcheck = answer(netcheck).await;
+    let netcheck = answer(socket, Op::Netcheck).await;
     // pinholed's own recent log.
-    let daemon_log = answer(async {
-        let mut c = LocalApi::connect(socket).await?;
-        c.request(Op::Logs { lines: None }).await
-    })
-    .await;
+    let daemon_log = answer(socket, Op::Logs { lines: None }).await;
     json!({
         "created": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         "app": { "version": view.version, "os": std::env::consts::OS, "arch": std::env::consts::ARCH },

@@ -1,8 +1,8 @@
 // Always at the top: the connect switch with the state in words, and this device's name and
 // overlay addresses (click to copy).
-import { useState } from "preact/hooks";
-import { errorText, type Backend } from "../backend";
+import type { Backend } from "../backend";
 import type { View } from "../bindings";
+import { Alert, useAction } from "./action";
 import { Copy } from "./Copy";
 
 /** pinholed's reason for a tunnel that is down only because it was switched off: it points at
@@ -41,18 +41,11 @@ export function stateText(view: View): string {
 
 export function Header(props: { backend: Backend; view: View }) {
   const { backend, view } = props;
-  const [error, setError] = useState<string | null>(null);
+  const switching = useAction();
   const state = view.status?.state;
   const on = state === "connected" || state === "connecting";
   const me = view.status?.self ?? null;
-  const toggle = async () => {
-    setError(null);
-    try {
-      await backend.setConnected(!on);
-    } catch (e) {
-      setError(errorText(e));
-    }
-  };
+  const toggle = () => switching.run(() => backend.setConnected(!on));
   const reason = switchedOff(view) ? null : view.status?.reason;
   return (
     <header class="header">
@@ -85,11 +78,7 @@ export function Header(props: { backend: Backend; view: View }) {
           </div>
         </div>
       )}
-      {(error ?? view.error?.message) && (
-        <p class="error" role="alert">
-          {error ?? view.error?.message}
-        </p>
-      )}
+      <Alert text={switching.error ?? view.error?.message} />
     </header>
   );
 }

@@ -1,9 +1,9 @@
 // This device's network, from pinholed's netcheck: UDP, the public address, the NAT's kind,
 // port mapping, the home relay and each region's latency as a bar chart.
-import { useState } from "preact/hooks";
-import { errorText, type Backend } from "../backend";
+import type { Backend } from "../backend";
 import type { View } from "../bindings";
 import { rtt } from "../format";
+import { Alert, useAction } from "./action";
 
 function yesNo(v: boolean | null | undefined, yes: string, no: string): string {
   return v == null ? "unknown" : v ? yes : no;
@@ -11,20 +11,8 @@ function yesNo(v: boolean | null | undefined, yes: string, no: string): string {
 
 export function Network(props: { backend: Backend; view: View }) {
   const { backend, view } = props;
-  const [running, setRunning] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const check = useAction();
   const report = view.netcheck;
-  const run = async () => {
-    setRunning(true);
-    setError(null);
-    try {
-      await backend.netcheck();
-    } catch (e) {
-      setError(errorText(e));
-    } finally {
-      setRunning(false);
-    }
-  };
   const me = view.status?.self;
   const regions = report?.regions ?? [];
   const worst = Math.max(1, ...regions.map((r) => r.latency_ms ?? 0));
@@ -32,15 +20,11 @@ export function Network(props: { backend: Backend; view: View }) {
     <section class="network" aria-labelledby="network-title">
       <h2 id="network-title">Network</h2>
       <p>
-        <button type="button" class="primary" onClick={run} disabled={running}>
-          {running ? "Checking…" : report ? "Check again" : "Check the network"}
+        <button type="button" class="primary" onClick={() => check.run(() => backend.netcheck())} disabled={check.busy}>
+          {check.busy ? "Checking…" : report ? "Check again" : "Check the network"}
         </button>
       </p>
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <Alert text={check.error} />
       {!report && me && (
         <p class="muted">
           Last known: UDP {yesNo(me.nat.udp, "works", "blocked")}, NAT mapping{" "}

@@ -1,27 +1,19 @@
 // One peer: its addresses and key, the path in use and why it is not direct when it is not,
 // every candidate endpoint and what pinging it has shown, and a Ping button.
 import { useState } from "preact/hooks";
-import { errorText, type Backend } from "../backend";
+import type { Backend } from "../backend";
 import type { PeerStatus, PingReply } from "../bindings";
 import { ago, bytes, pathLabel, pathWhere, rtt } from "../format";
+import { Alert, useAction } from "./action";
 import { Copy } from "./Copy";
 
 export function PeerDetail(props: { backend: Backend; peer: PeerStatus; onBack: () => void }) {
   const { backend, peer: p } = props;
-  const [pinging, setPinging] = useState(false);
+  const pinging = useAction();
   const [reply, setReply] = useState<PingReply | null>(null);
-  const [pingError, setPingError] = useState<string | null>(null);
   const ping = async () => {
-    setPinging(true);
-    setPingError(null);
     setReply(null);
-    try {
-      setReply(await backend.ping(p.node_key));
-    } catch (e) {
-      setPingError(errorText(e));
-    } finally {
-      setPinging(false);
-    }
+    setReply((await pinging.run(() => backend.ping(p.node_key))) ?? null);
   };
   const where = pathWhere(p);
   const candidates = p.candidates ?? [];
@@ -68,18 +60,14 @@ export function PeerDetail(props: { backend: Backend; peer: PeerStatus; onBack: 
         </dd>
       </dl>
       <div class="ping">
-        <button type="button" class="primary" onClick={ping} disabled={pinging || !p.online}>
-          {pinging ? "Pinging…" : "Ping"}
+        <button type="button" class="primary" onClick={ping} disabled={pinging.busy || !p.online}>
+          {pinging.busy ? "Pinging…" : "Ping"}
         </button>
         <span role="status" aria-live="polite" class="ping-result">
           {reply &&
             `Reply in ${rtt(reply.rtt_ms)} over ${reply.connection === "direct" ? `a direct path (${reply.endpoint ?? "?"})` : reply.connection === "relayed" ? `the relay ${reply.relay ?? ""}` : reply.connection}`}
         </span>
-        {pingError && (
-          <span role="alert" class="error">
-            {pingError}
-          </span>
-        )}
+        <Alert text={pinging.error} />
       </div>
       <h3>Candidate endpoints</h3>
       {candidates.length === 0 ? (

@@ -1,9 +1,10 @@
 // Settings (start at login, start minimised, connect on start, notifications), the
 // diagnostics export, and signing out.
 import { useState } from "preact/hooks";
-import { errorText, type Backend } from "../backend";
-import type { Settings, View } from "../bindings";
+import type { Backend } from "../backend";
+import type { View } from "../bindings";
 import { until } from "../format";
+import { Alert, useAction } from "./action";
 
 type Flag = "start_at_login" | "start_minimised" | "connect_on_start" | "notify_session" | "notify_relayed";
 
@@ -18,38 +19,14 @@ const FLAGS: [Flag, string][] = [
 export function SettingsView(props: { backend: Backend; view: View }) {
   const { backend, view } = props;
   const [message, setMessage] = useState<string | null>(null);
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-  const set = async (flag: Flag, on: boolean) => {
-    setError(null);
-    const next: Settings = { ...view.settings, [flag]: on };
-    try {
-      await backend.setSettings(next);
-    } catch (e) {
-      setError(errorText(e));
-    }
-  };
+  const action = useAction();
+  const set = (flag: Flag, on: boolean) => action.run(() => backend.setSettings({ ...view.settings, [flag]: on }));
   const exportBundle = async () => {
-    setBusy(true);
-    setError(null);
     setMessage(null);
-    try {
-      const path = await backend.exportDiagnostics();
-      setMessage(`Saved to ${path}`);
-    } catch (e) {
-      setError(errorText(e));
-    } finally {
-      setBusy(false);
-    }
+    const path = await action.run(() => backend.exportDiagnostics());
+    if (path) setMessage(`Saved to ${path}`);
   };
-  const signOut = async () => {
-    setError(null);
-    try {
-      await backend.signOut();
-    } catch (e) {
-      setError(errorText(e));
-    }
-  };
+  const signOut = () => action.run(() => backend.signOut());
   return (
     <section class="settings" aria-labelledby="settings-title">
       <h2 id="settings-title">Settings</h2>
@@ -65,8 +42,8 @@ export function SettingsView(props: { backend: Backend; view: View }) {
       <h3>Diagnostics</h3>
       <p class="muted">One file with the status, a fresh network check and the recent logs of the service and the app, to send to whoever helps you.</p>
       <p>
-        <button type="button" onClick={exportBundle} disabled={busy}>
-          {busy ? "Exporting…" : "Export diagnostics"}
+        <button type="button" onClick={exportBundle} disabled={action.busy}>
+          {action.busy ? "Exporting…" : "Export diagnostics"}
         </button>
       </p>
       {message && (
@@ -85,11 +62,7 @@ export function SettingsView(props: { backend: Backend; view: View }) {
           Sign out
         </button>
       </p>
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <Alert text={action.error} />
       <p class="muted">
         Pinhole {view.version}
         {view.daemon.kind === "ready" ? `, service ${view.daemon.software}` : ""}

@@ -1,8 +1,9 @@
 // Signing in: the server's address (remembered), then either the browser flow (the code to
 // approve, a copy button, "waiting for your browser…") or an auth key.
 import { useState } from "preact/hooks";
-import { errorText, type Backend } from "../backend";
+import type { Backend } from "../backend";
 import type { View } from "../bindings";
+import { Alert, useAction } from "./action";
 import { Copy } from "./Copy";
 
 export function SignIn(props: { backend: Backend; view: View }) {
@@ -10,19 +11,14 @@ export function SignIn(props: { backend: Backend; view: View }) {
   const [server, setServer] = useState(view.settings.server ?? "");
   const [useKey, setUseKey] = useState(false);
   const [key, setKey] = useState("");
-  const [error, setError] = useState<string | null>(null);
+  const signing = useAction();
   const signingIn = view.action === "signing-in";
   const prompt = view.status?.login;
   const expired = view.status?.state === "session-expired";
 
   const submit = async (e: Event) => {
     e.preventDefault();
-    setError(null);
-    try {
-      await backend.signIn(server, useKey ? key : null);
-    } catch (err) {
-      setError(errorText(err));
-    }
+    await signing.run(() => backend.signIn(server, useKey ? key : null));
   };
 
   if (signingIn) {
@@ -59,7 +55,7 @@ export function SignIn(props: { backend: Backend; view: View }) {
     );
   }
 
-  const shownError = error ?? view.error?.message ?? null;
+  const shownError = signing.error ?? view.error?.message ?? null;
   return (
     <main class="centre signin">
       <h1>Sign in to Pinhole</h1>
@@ -104,11 +100,7 @@ export function SignIn(props: { backend: Backend; view: View }) {
             />
           </>
         )}
-        {shownError && (
-          <p class="error" role="alert">
-            {shownError}
-          </p>
-        )}
+        <Alert text={shownError} />
         <button type="submit" class="primary">
           Sign in
         </button>
