@@ -244,6 +244,7 @@ mod tests {
                 DaemonLink::NotAllowed {
                     detail: "no".into(),
                     fix: "join".into(),
+                    joined_since_login: false,
                 },
                 "Not allowed to use Pinhole",
             ),

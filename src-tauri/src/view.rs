@@ -56,8 +56,14 @@ pub enum DaemonLink {
     },
     /// Nothing listens at the socket.
     NotRunning { socket: String, fix: String },
-    /// The socket's permissions or pinholed refuse this user.
-    NotAllowed { detail: String, fix: String },
+    /// The socket's permissions or pinholed refuse this user. `joined_since_login`: the user
+    /// is in the group pinhole now (the installer added them), which takes effect at the next
+    /// login.
+    NotAllowed {
+        detail: String,
+        fix: String,
+        joined_since_login: bool,
+    },
     /// pinholed speaks another version of the local API.
     WrongVersion { message: String, fix: String },
     /// Anything else (a broken socket, an unreadable answer).
@@ -72,10 +78,19 @@ impl DaemonLink {
                 socket: socket.to_string(),
                 fix: fix_not_running().to_string(),
             },
-            LocalApiError::NotAllowed { detail } => DaemonLink::NotAllowed {
-                detail: detail.clone(),
-                fix: fix_not_allowed().to_string(),
-            },
+            LocalApiError::NotAllowed { detail } => {
+                let joined_since_login = crate::group::joined_since_login();
+                DaemonLink::NotAllowed {
+                    detail: detail.clone(),
+                    fix: if joined_since_login {
+                        "Sign out of your desktop and in again (in a terminal until then: newgrp pinhole)"
+                    } else {
+                        fix_not_allowed()
+                    }
+                    .to_string(),
+                    joined_since_login,
+                }
+            }
             LocalApiError::WrongVersion { message } => DaemonLink::WrongVersion {
                 message: message.clone(),
                 fix: "Install the same release of the app and the Pinhole service (pinholed)."

@@ -31,7 +31,7 @@ export type DaemonLink = { "kind": "connecting" } | { "kind": "ready",
 /**
  * `pinholed 0.1.0`.
  */
-software: string, } | { "kind": "not-running", socket: string, fix: string, } | { "kind": "not-allowed", detail: string, fix: string, } | { "kind": "wrong-version", message: string, fix: string, } | { "kind": "unreachable", message: string, };
+software: string, } | { "kind": "not-running", socket: string, fix: string, } | { "kind": "not-allowed", detail: string, fix: string, joined_since_login: boolean, } | { "kind": "wrong-version", message: string, fix: string, } | { "kind": "unreachable", message: string, };
 
 export type Action = "signing-in" | "connecting" | "disconnecting" | "signing-out";
 

@@ -1,4 +1,5 @@
-//! `cargo xtask`: the project's entry points — `demo`, `test`, `bench …`, `fuzz`, `natlab`.
+//! `cargo xtask`: the project's entry points — `demo`, `test`, `bench …`, `fuzz`, `natlab`,
+//! `package`.
 
 mod bench;
 mod bench_connect;
@@ -7,6 +8,7 @@ mod bench_relay;
 mod demo;
 mod fuzz;
 mod natlab;
+mod package;
 mod packages;
 mod summary;
 mod test;
@@ -35,8 +37,9 @@ fn dispatch() -> Result<()> {
         ["bench", "connect", rest @ ..] => bench_connect::connect(rest),
         ["fuzz", rest @ ..] => fuzz::run(rest),
         ["natlab", rest @ ..] => natlab::run(rest),
+        ["package", rest @ ..] => package::run(rest),
         _ => bail!(
-            "usage: cargo xtask <command>\n\n  demo                 pinhole-control and three pinholed nodes in a namespace lab, pinging each other\n  test                 everything: fmt, clippy, unit, netsim, netlab, interop\n  bench throughput [--seconds N]\n                       iperf3 through raw veth, pinholed, wireguard-go and boringtun-cli\n  bench control [--nodes 1000,10000] [--probes 20]\n                       simulated nodes on one pinhole-control: fan-out latency, memory per node\n  bench relay [--seconds N] [--idle-clients N]\n                       relayed vs direct iperf3 through pinholed; relay packets/s, CPU, memory per idle client\n  bench connect [--runs N] [--pairs A:B,…] [--loss PCT] [--delay MS]\n                       NAT lab: time to the first packet and to a direct path, p50/p95 per pair\n  fuzz [--seconds N] [TARGET…]\n                       coverage-guided fuzzing of every parser (cargo fuzz), N s per target (default 60)\n  natlab [--profiles P,…] [--loss PCT] [--delay MS] [--jitter MS] [--full] [--strict]\n                       two nodes behind each pair of NAT profiles: path expected vs observed\n  natlab --shell A B   one NAT lab left running to explore by hand"
+            "usage: cargo xtask <command>\n\n  demo                 pinhole-control and three pinholed nodes in a namespace lab, pinging each other\n  test                 everything: fmt, clippy, unit, netsim, netlab, interop\n  bench throughput [--seconds N]\n                       iperf3 through raw veth, pinholed, wireguard-go and boringtun-cli\n  bench control [--nodes 1000,10000] [--probes 20]\n                       simulated nodes on one pinhole-control: fan-out latency, memory per node\n  bench relay [--seconds N] [--idle-clients N]\n                       relayed vs direct iperf3 through pinholed; relay packets/s, CPU, memory per idle client\n  bench connect [--runs N] [--pairs A:B,…] [--loss PCT] [--delay MS]\n                       NAT lab: time to the first packet and to a direct path, p50/p95 per pair\n  fuzz [--seconds N] [TARGET…]\n                       coverage-guided fuzzing of every parser (cargo fuzz), N s per target (default 60)\n  natlab [--profiles P,…] [--loss PCT] [--delay MS] [--jitter MS] [--full] [--strict]\n                       two nodes behind each pair of NAT profiles: path expected vs observed\n  natlab --shell A B   one NAT lab left running to explore by hand\n  package              the .deb, the .rpm and the Windows installer (target/packages/); says what it skipped"
         ),
     }
 }

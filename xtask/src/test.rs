@@ -1,5 +1,6 @@
-//! `cargo xtask test`: everything CI runs — formatting, lints, unit, netsim, netlab, interop, and
-//! the desktop app (its UI's component tests and its end-to-end test).
+//! `cargo xtask test`: everything CI runs — formatting, lints, unit, netsim, netlab, interop,
+//! the desktop app (its UI's component tests and its end-to-end test), the Windows and macOS
+//! cross-checks, the hosted-CI workflow's schema, and the packages.
 
 use crate::summary::Summary;
 use crate::{build_release_binaries, cmd, packages, require_root, ui};
@@ -43,14 +44,58 @@ fn steps(summary: &mut Summary) -> Result<()> {
     // netsim runs the engine on a simulated clock (the engine's sim-clock feature); it is
     // tested in a cargo run of its own, so that the feature never reaches the daemon's build
     // through feature unification.
-    summary.cargo_test("", &["--workspace", "--exclude", "pinhole-netsim"], &[])?;
+    // The package tests need the packages: they run at the end.
+    summary.cargo_test(
+        "",
+        &[
+            "--workspace",
+            "--exclude",
+            "pinhole-netsim",
+            "--exclude",
+            "pinhole-install-tests",
+        ],
+        &[],
+    )?;
     summary.cargo_test("", &["-p", "pinhole-netsim"], &[])?;
     ui::test(summary)?;
-    if cross_check_windows(summary)? {
+    let windows = cross_check_windows(summary)?;
+    if windows {
         test_windows_under_wine(summary)?;
     }
     cross_check_macos(summary)?;
-    Ok(())
+    lint_workflows()?;
+    // The .deb (installed, used, removed and purged here), the .rpm and the Windows installer
+    // (under Wine), built from this run's binaries.
+    crate::package::test(summary, windows)
+}
+
+/// Checks the hosted-CI workflows (.github/workflows) against GitHub's workflow schema with
+/// check-jsonschema (installed from PyPI into a virtualenv in target/ when missing).
+fn lint_workflows() -> Result<()> {
+    let venv = crate::root().join("target/lint-venv");
+    let checker = venv.join("bin/check-jsonschema");
+    if !checker.exists() {
+        packages::ensure(&[("/usr/lib/python3*/ensurepip/__init__.py", "python3-venv")])?;
+        cmd("python3", &["-m", "venv", &venv.to_string_lossy()])?;
+        cmd(
+            &venv.join("bin/pip").to_string_lossy(),
+            &["install", "--quiet", "check-jsonschema==0.39.0"],
+        )?;
+    }
+    let dir = crate::root().join(".github/workflows");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    if files.is_empty() {
+        anyhow::bail!("no workflow in {}", dir.display());
+    }
+    files.sort();
+    let mut args = vec!["--builtin-schema", "vendor.github-workflows"];
+    args.extend(files.iter().map(String::as_str));
+    cmd(&checker.to_string_lossy(), &args)
 }
 
 /// Checks that the node's crates (daemon, CLI, client, engine, formats, relay, control client,
@@ -140,9 +185,10 @@ fn remove_stale_namespaces() {
     }
 }
 
-const WINDOWS: &str = "x86_64-pc-windows-gnu";
+pub const WINDOWS: &str = "x86_64-pc-windows-gnu";
 
-/// Checks that the daemon, the coordination server, the CLI and the app build for Windows.
+/// Checks that the daemon, the coordination server and the CLI build for Windows, warnings
+/// failing the check (the app is built for Windows for its installer's test, after the tests).
 /// Skips, loudly and in the summary, only when the Rust target cannot be installed here; a
 /// missing MinGW compiler (ring builds C) or a build error fails the run. True if it ran.
 fn cross_check_windows(summary: &mut Summary) -> Result<bool> {
@@ -180,9 +226,6 @@ fn cross_check_windows(summary: &mut Summary) -> Result<bool> {
         "pinhole-client",
         "-p",
         "pinhole-cli",
-        // The desktop app (Tauri on WebView2).
-        "-p",
-        "pinhole-app",
     ];
     eprintln!("$ RUSTFLAGS=-Dwarnings cargo {}", args.join(" "));
     let status = Command::new("cargo")
@@ -197,30 +240,9 @@ fn cross_check_windows(summary: &mut Summary) -> Result<bool> {
 }
 
 /// Runs the Windows unit tests of the node's crates (the named-pipe local API, the credential
-/// store, the engine) under Wine. Wine 8 lacks `ProcessPrng`, which Rust's std needs: a small
-/// stand-in DLL is built with MinGW and put beside the test executables. Wine missing or a
-/// failing test fails the run.
+/// store, the service, the engine) under Wine. Wine missing or a failing test fails the run.
 fn test_windows_under_wine(summary: &mut Summary) -> Result<()> {
-    const WINE: &str = "/usr/lib/wine/wine64";
-    packages::ensure(&[(WINE, "wine64")])?;
-    let root = crate::root();
-    let target = root.join("target");
-    let stub_dir = target.join("wine-stub");
-    std::fs::create_dir_all(&stub_dir)?;
-    let source = stub_dir.join("bcryptprimitives.c");
-    std::fs::write(&source, include_str!("bcryptprimitives_stub.c"))?;
-    let dll = stub_dir.join("bcryptprimitives.dll");
-    cmd(
-        "x86_64-w64-mingw32-gcc",
-        &[
-            "-shared",
-            "-O2",
-            "-o",
-            dll.to_str().unwrap_or_default(),
-            source.to_str().unwrap_or_default(),
-            "-ladvapi32",
-        ],
-    )?;
+    let env = wine_env()?;
     let packages = [
         "-p",
         "pinhole-proto",
@@ -238,13 +260,24 @@ fn test_windows_under_wine(summary: &mut Summary) -> Result<()> {
     let mut build = vec!["test", "--no-run", "--target", WINDOWS];
     build.extend_from_slice(&packages);
     cmd("cargo", &build)?;
+    let target = crate::root().join("target");
     std::fs::copy(
-        &dll,
+        wine_stub()?,
         target.join(WINDOWS).join("debug/deps/bcryptprimitives.dll"),
     )?;
     let mut run = vec!["--target", WINDOWS];
     run.extend_from_slice(&packages);
-    let env = [
+    summary.cargo_test("windows, under Wine", &run, &env)?;
+    Ok(())
+}
+
+/// The environment that runs Windows executables under Wine (cargo's runner for the target,
+/// a prefix in target/, quiet, the stand-in DLL preferred; `PINHOLE_WINE_STUB` names it).
+pub fn wine_env() -> Result<Vec<(&'static str, String)>> {
+    const WINE: &str = "/usr/lib/wine/wine64";
+    packages::ensure(&[(WINE, "wine64")])?;
+    let target = crate::root().join("target");
+    Ok(vec![
         (
             "CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER",
             WINE.to_string(),
@@ -255,7 +288,31 @@ fn test_windows_under_wine(summary: &mut Summary) -> Result<()> {
         ),
         ("WINEDEBUG", "-all".to_string()),
         ("WINEDLLOVERRIDES", "bcryptprimitives=n,b".to_string()),
-    ];
-    summary.cargo_test("windows, under Wine", &run, &env)?;
-    Ok(())
+        (
+            "PINHOLE_WINE_STUB",
+            wine_stub()?.to_string_lossy().into_owned(),
+        ),
+    ])
+}
+
+/// Wine 8 lacks `ProcessPrng`, which Rust's std needs: a small stand-in DLL, built with MinGW,
+/// to put beside Windows executables run under Wine (never into a package).
+fn wine_stub() -> Result<std::path::PathBuf> {
+    let stub_dir = crate::root().join("target").join("wine-stub");
+    std::fs::create_dir_all(&stub_dir)?;
+    let source = stub_dir.join("bcryptprimitives.c");
+    std::fs::write(&source, include_str!("bcryptprimitives_stub.c"))?;
+    let dll = stub_dir.join("bcryptprimitives.dll");
+    cmd(
+        "x86_64-w64-mingw32-gcc",
+        &[
+            "-shared",
+            "-O2",
+            "-o",
+            dll.to_str().unwrap_or_default(),
+            source.to_str().unwrap_or_default(),
+            "-ladvapi32",
+        ],
+    )?;
+    Ok(dll)
 }

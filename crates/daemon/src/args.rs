@@ -55,21 +55,65 @@ pub struct Args {
     /// Log filter (tracing's syntax), overridden by PINHOLE_LOG.
     #[arg(long, default_value = "info")]
     pub log: String,
+    /// Manage pinholed's Windows service.
+    #[cfg(windows)]
+    #[command(subcommand)]
+    pub service: Option<ServiceArg>,
 }
 
+/// `pinholed service <install|uninstall|start|stop|run>` (Windows).
+#[cfg(windows)]
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum ServiceArg {
+    /// Manage pinholed's Windows service.
+    Service {
+        #[command(subcommand)]
+        command: crate::win_service::ServiceCommand,
+    },
+}
+
+#[cfg(windows)]
+fn default_state_dir() -> PathBuf {
+    program_data().join("Pinhole")
+}
+
+#[cfg(not(windows))]
 fn default_state_dir() -> PathBuf {
     if cfg!(target_os = "linux") {
         PathBuf::from("/var/lib/pinhole")
     } else if cfg!(target_os = "macos") {
         PathBuf::from("/Library/Application Support/Pinhole")
-    } else if cfg!(windows) {
-        let base = std::env::var_os("ProgramData").unwrap_or_else(|| "C:\\ProgramData".into());
-        PathBuf::from(base).join("Pinhole")
     } else {
         directories::ProjectDirs::from("", "", "pinhole")
             .map(|d| d.data_local_dir().to_path_buf())
             .unwrap_or_else(|| PathBuf::from("/var/lib/pinhole"))
     }
+}
+
+/// Windows' folder for machine-wide data (C:\\ProgramData), asked of the shell: a service's
+/// environment need not have %ProgramData% (Wine's does not), and the installer removes the
+/// state from the same folder.
+#[cfg(windows)]
+fn program_data() -> PathBuf {
+    use windows_sys::Win32::System::Com::CoTaskMemFree;
+    use windows_sys::Win32::UI::Shell::{FOLDERID_ProgramData, SHGetKnownFolderPath};
+    let mut raw: windows_sys::core::PWSTR = std::ptr::null_mut();
+    // SAFETY: valid out-pointer; the returned string is NUL-terminated and freed below.
+    let hr =
+        unsafe { SHGetKnownFolderPath(&FOLDERID_ProgramData, 0, std::ptr::null_mut(), &mut raw) };
+    let path = if hr >= 0 && !raw.is_null() {
+        // SAFETY: `raw` is a NUL-terminated wide string from the shell.
+        let len = (0..).take_while(|&i| unsafe { *raw.add(i) } != 0).count();
+        // SAFETY: `len` wide characters were just read from `raw`.
+        let wide = unsafe { std::slice::from_raw_parts(raw, len) };
+        Some(PathBuf::from(String::from_utf16_lossy(wide)))
+    } else {
+        None
+    };
+    // SAFETY: freeing what SHGetKnownFolderPath allocated (null is allowed).
+    unsafe { CoTaskMemFree(raw.cast()) };
+    path.or_else(|| std::env::var_os("ProgramData").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("C:\\ProgramData"))
 }
 
 fn default_socket() -> PathBuf {

@@ -30,6 +30,8 @@ mod tun_io;
 mod udp;
 #[cfg(windows)]
 mod win_security;
+#[cfg(windows)]
+mod win_service;
 
 use anyhow::Result;
 use clap::Parser;
@@ -51,14 +53,34 @@ fn main() {
 fn run_daemon() -> Result<()> {
     let args = args::Args::parse();
     real_clock()?;
-    tracing_subscriber::fmt()
+    #[cfg(windows)]
+    if let Some(args::ServiceArg::Service { command }) = args.service {
+        return win_service::command(command, args);
+    }
+    init_logging(&args.log, None);
+    serve(args)
+}
+
+/// Logs at `filter` (PINHOLE_LOG overrides it) to standard error, or to `file` when there is
+/// none to read (a Windows service); the last lines are also kept in memory for the app's
+/// diagnostics (`logs`).
+pub fn init_logging(filter: &str, file: Option<std::fs::File>) {
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("PINHOLE_LOG").unwrap_or_else(|_| EnvFilter::new(&args.log)),
+            EnvFilter::try_from_env("PINHOLE_LOG").unwrap_or_else(|_| EnvFilter::new(filter)),
         )
-        // Also kept in memory: the last lines go to the app's diagnostics (`logs`).
-        .with_writer(|| pinhole_logring::Tee)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    match file {
+        None => builder.with_writer(|| pinhole_logring::Tee).init(),
+        Some(file) => {
+            let tee = pinhole_logring::FileTee::new(file);
+            builder.with_writer(move || tee.clone()).init()
+        }
+    }
+}
+
+/// Runs the daemon until it is told to stop.
+pub fn serve(args: args::Args) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

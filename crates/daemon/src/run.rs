@@ -1296,9 +1296,11 @@ async fn shutdown_signal() -> &'static str {
             }
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
     {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "Ctrl-C",
+            _ = crate::win_service::stop_requested() => "the service control manager's stop",
+        }
     }
 }

@@ -1,11 +1,14 @@
 //! Readiness for service managers: with systemd's `Type=notify`, a datagram to `$NOTIFY_SOCKET`
-//! says `READY=1` once the local API serves and `STOPPING=1` when pinholed shuts down. Without
-//! the variable (a terminal, launchd, a Windows service) nothing is sent.
+//! says `READY=1` once the local API serves and `STOPPING=1` when pinholed shuts down; under
+//! Windows' service control manager the same notes become the states Running and StopPending.
+//! Without either (a terminal, launchd) nothing is sent.
 
 use std::path::Path;
 
 /// Tells the service manager `state` (`READY=1`, `STOPPING=1`), if one asked to be told.
 pub fn notify(state: &str) {
+    #[cfg(windows)]
+    crate::win_service::notify(state);
     if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
         if let Err(e) = send(Path::new(&path), state) {
             tracing::warn!("cannot tell the service manager {state}: {e}");

@@ -68,14 +68,14 @@ pub(crate) mod windows {
     /// Creates `dir` with [`SDDL`] as its access list; an existing directory is left as it is.
     pub fn create(dir: &Path) -> std::io::Result<()> {
         let descriptor = SecurityDescriptor::from_sddl(SDDL)?;
-        let mut attrs = SECURITY_ATTRIBUTES {
+        let attrs = SECURITY_ATTRIBUTES {
             nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
             lpSecurityDescriptor: descriptor.as_ptr(),
             bInheritHandle: 0,
         };
         let path = wide(dir);
         // SAFETY: `path` is NUL-terminated; `attrs` and its descriptor live until after the call.
-        let ok = unsafe { CreateDirectoryW(path.as_ptr(), &mut attrs) };
+        let ok = unsafe { CreateDirectoryW(path.as_ptr(), &attrs) };
         if ok != 0 {
             return Ok(());
         }
@@ -97,7 +97,7 @@ pub(crate) mod windows {
         let ok = unsafe {
             GetSecurityDescriptorDacl(descriptor.as_ptr(), &mut present, &mut dacl, &mut defaulted)
         };
-        let result = if ok == 0 || present == 0 {
+        if ok == 0 || present == 0 {
             Err(std::io::Error::last_os_error())
         } else {
             let path = wide(dir);
@@ -118,8 +118,7 @@ pub(crate) mod windows {
             } else {
                 Err(std::io::Error::from_raw_os_error(rc as i32))
             }
-        };
-        result
+        }
     }
 
     /// [`SDDL`] as the security API reads it back from the descriptor this module applies.

@@ -41,6 +41,16 @@ pub fn create(name: &str, addresses: &[IpNet], mtu: u16) -> Result<AsyncDevice> 
         // TSO/GSO super-packets in, GRO-coalesced packets out (see tun_io).
         builder = builder.offload(true);
     }
+    #[cfg(windows)]
+    {
+        // wintun.dll from pinholed's own folder, never from the DLL search path.
+        if let Some(dll) = std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.join("wintun.dll")))
+        {
+            builder = builder.wintun_file(dll.to_string_lossy().into_owned());
+        }
+    }
     let device = builder.build_async().with_context(|| {
         format!("cannot create TUN device {name:?} (is pinholed running as root?)")
     })?;
@@ -50,4 +60,31 @@ pub fn create(name: &str, addresses: &[IpNet], mtu: u16) -> Result<AsyncDevice> 
             .with_context(|| format!("cannot add address {n} to the TUN device"))?;
     }
     Ok(device)
+}
+
+#[cfg(all(test, windows))]
+mod tests {
+    use super::*;
+
+    /// A real wintun adapter: needs an administrator and the signed wintun.dll beside the test
+    /// executable, so it runs in the hosted CI's Windows job (`-- --ignored wintun`), not
+    /// under Wine.
+    #[test]
+    #[ignore = "needs Administrator and wintun.dll (the hosted CI's Windows job runs it)"]
+    fn a_wintun_adapter_comes_up_with_its_addresses() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let addresses: Vec<IpNet> = vec![
+                "198.18.7.1/24".parse().unwrap(),
+                "fd7a:115c:a1e0::7/128".parse().unwrap(),
+            ];
+            let device = create("PinholeTest", &addresses, DEFAULT_MTU).unwrap();
+            assert_eq!(device.name().unwrap(), "PinholeTest");
+            let have = device.addresses().unwrap();
+            assert!(have.contains(&"198.18.7.1".parse().unwrap()), "{have:?}");
+        });
+    }
 }

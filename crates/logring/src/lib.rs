@@ -50,12 +50,59 @@ impl Write for Tee {
     }
 }
 
+/// A writer that copies what it is given into a file and into the ring: the log of a process
+/// with no standard error to read (a Windows service).
+#[derive(Debug, Clone)]
+pub struct FileTee(std::sync::Arc<Mutex<std::fs::File>>);
+
+impl FileTee {
+    pub fn new(file: std::fs::File) -> Self {
+        FileTee(std::sync::Arc::new(Mutex::new(file)))
+    }
+}
+
+impl Write for FileTee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        push(&String::from_utf8_lossy(buf));
+        let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The ring is the process's: tests that read it take turns.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn a_file_tee_writes_the_file_and_the_ring() {
+        let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let path = std::env::temp_dir().join(format!("pinhole-logring-{}.log", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        let mut tee = FileTee::new(file);
+        let mut twin = tee.clone();
+        tee.write_all(b"first line of the file tee\n").unwrap();
+        twin.write_all(b"second line of the file tee\n").unwrap();
+        twin.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "first line of the file tee\nsecond line of the file tee\n"
+        );
+        assert!(recent(LINES).contains(&"second line of the file tee".to_string()));
+        let _ = std::fs::remove_file(&path);
+    }
+
     #[test]
     fn the_ring_keeps_the_last_lines_in_order() {
+        let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         for n in 0..(LINES + 5) {
             push(&format!("line {n}\n\n"));
         }

@@ -23,8 +23,13 @@ export function DaemonProblem(props: { backend: Backend; link: DaemonLink }) {
       fix = link.fix;
       break;
     case "not-allowed":
-      title = "You are not allowed to use Pinhole on this computer";
-      body = `${link.detail}. Add yourself to the group pinhole:`;
+      if (link.joined_since_login) {
+        title = "Pinhole can be used after your next login";
+        body = "You were added to the group pinhole, whose members may use Pinhole; that takes effect when you next log in.";
+      } else {
+        title = "You are not allowed to use Pinhole on this computer";
+        body = `${link.detail}. Add yourself to the group pinhole:`;
+      }
       fix = link.fix;
       break;
     case "wrong-version":

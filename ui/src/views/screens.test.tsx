@@ -25,11 +25,28 @@ describe("when pinholed cannot be used", () => {
           kind: "not-allowed",
           detail: "not allowed to talk to pinholed at /run/pinhole/pinholed.sock",
           fix: "sudo usermod -aG pinhole $USER   (then sign out of your desktop and in again)",
+          joined_since_login: false,
         },
       }),
     );
     await screen.findByRole("heading", { name: /not allowed to use Pinhole/ });
     expect(screen.getByText(/sudo usermod -aG pinhole \$USER/)).toBeTruthy();
+  });
+
+  it("tells a user the installer just added to the group to log in again", async () => {
+    start(
+      view({
+        daemon: {
+          kind: "not-allowed",
+          detail: "not allowed to talk to pinholed at /run/pinhole/pinholed.sock",
+          fix: "Sign out of your desktop and in again (in a terminal until then: newgrp pinhole)",
+          joined_since_login: true,
+        },
+      }),
+    );
+    await screen.findByRole("heading", { name: "Pinhole can be used after your next login" });
+    expect(screen.getByText(/takes effect when you next log in/)).toBeTruthy();
+    expect(screen.queryByText(/Add yourself/)).toBeNull();
   });
 
   it("says the versions differ", async () => {
