@@ -39,9 +39,10 @@ pub fn run(args: &[&str]) -> Result<()> {
         ["--test"] => {
             crate::require_root("the package tests (dpkg --install on this machine)")?;
             std::env::set_var(pinhole_testkit::REQUIRE_ALL, "1");
+            crate::ui::build()?;
             crate::build_release_binaries()?;
-            let mut summary = crate::summary::Summary::default();
             cmd("cargo", &["build", "-p", "pinhole-app"])?;
+            let mut summary = crate::summary::Summary::default();
             let result = test(&mut summary, true);
             summary.print(result.as_ref().err().map(|e| format!("{e:#}")).as_deref());
             return result;
@@ -53,20 +54,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     let out = crate::root().join("target/packages");
     std::fs::create_dir_all(&out)?;
     crate::ui::build()?;
-    cmd(
-        "cargo",
-        &[
-            "build",
-            "--release",
-            "-p",
-            "pinhole-daemon",
-            "-p",
-            "pinhole-cli",
-            "-p",
-            "pinhole-app",
-        ],
-    )?;
-    let release = crate::root().join("target/release");
+    let release = build_programs(Profile::Release, None)?;
     let linux = LinuxBinaries {
         pinhole: release.join("pinhole"),
         pinholed: release.join("pinholed"),
@@ -78,25 +66,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     built.push(rpm(&linux, &out)?);
     match wintun_dll() {
         Ok(wintun) => {
-            cmd(
-                "cargo",
-                &[
-                    "build",
-                    "--release",
-                    "--target",
-                    crate::test::WINDOWS,
-                    "-p",
-                    "pinhole-daemon",
-                    "-p",
-                    "pinhole-cli",
-                    "-p",
-                    "pinhole-app",
-                ],
-            )?;
-            let dir = crate::root()
-                .join("target")
-                .join(crate::test::WINDOWS)
-                .join("release");
+            let dir = build_programs(Profile::Release, Some(crate::test::WINDOWS))?;
             let bins = WindowsBinaries {
                 dir,
                 wintun: Some(wintun),
@@ -122,8 +92,8 @@ pub fn run(args: &[&str]) -> Result<()> {
 
 /// Packages the binaries the test run has built (release pinholed and pinhole, the app's
 /// debug build that its end-to-end test ran, and with `windows` the Windows debug builds and
-/// no wintun) into
-/// `target/packages/test` and runs the package tests (`crates/install-tests`) on them.
+/// no wintun) into `target/packages/test` and runs the package tests (`crates/install-tests`)
+/// on them.
 pub fn test(summary: &mut crate::summary::Summary, windows: bool) -> Result<()> {
     let root = crate::root();
     let out = root.join("target/packages/test");
@@ -134,7 +104,6 @@ pub fn test(summary: &mut crate::summary::Summary, windows: bool) -> Result<()> 
         ("makensis", "nsis"),
         ("7z", "p7zip-full"),
     ])?;
-    cmd("cargo", &["build", "-p", "pinhole-app"])?;
     let release = root.join("target/release");
     let linux = LinuxBinaries {
         pinhole: release.join("pinhole"),
@@ -146,29 +115,47 @@ pub fn test(summary: &mut crate::summary::Summary, windows: bool) -> Result<()> 
     let mut env = vec![("PINHOLE_PACKAGES_DIR", out.to_string_lossy().into_owned())];
     let mut args = vec!["-p", "pinhole-install-tests"];
     if windows {
-        let target = crate::test::WINDOWS;
-        cmd(
-            "cargo",
-            &[
-                "build",
-                "--target",
-                target,
-                "-p",
-                "pinhole-daemon",
-                "-p",
-                "pinhole-cli",
-                "-p",
-                "pinhole-app",
-            ],
-        )?;
-        let dir = root.join("target").join(target).join("debug");
+        let dir = build_programs(Profile::Debug, Some(crate::test::WINDOWS))?;
         nsis(&WindowsBinaries { dir, wintun: None }, &out)?;
         env.extend(crate::test::wine_env()?);
     } else {
-        // Only the Linux packages: the Windows installer's test is left out by name.
-        args.extend(["--test", "linux_packages"]);
+        // The Windows installer's test is left out by name.
+        args.extend(["--test", "linux_packages", "--test", "service_files"]);
     }
     summary.cargo_test("", &args, &env)
+}
+
+enum Profile {
+    Debug,
+    Release,
+}
+
+/// Builds what the packages hold (pinholed, pinhole, the app) for `target` (this machine's
+/// when None) and returns the directory they are in.
+fn build_programs(profile: Profile, target: Option<&str>) -> Result<PathBuf> {
+    let mut args = vec!["build"];
+    let mut dir = crate::root().join("target");
+    if let Some(t) = target {
+        args.extend(["--target", t]);
+        dir = dir.join(t);
+    }
+    match profile {
+        Profile::Debug => dir = dir.join("debug"),
+        Profile::Release => {
+            args.push("--release");
+            dir = dir.join("release");
+        }
+    }
+    args.extend([
+        "-p",
+        "pinhole-daemon",
+        "-p",
+        "pinhole-cli",
+        "-p",
+        "pinhole-app",
+    ]);
+    cmd("cargo", &args)?;
+    Ok(dir)
 }
 
 /// Lays out the files both Linux packages install, under `stage`.

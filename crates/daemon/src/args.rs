@@ -153,3 +153,25 @@ pub fn os_hostname() -> String {
     }
     "node".to_string()
 }
+
+#[cfg(all(test, windows))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_lives_in_the_machines_programdata_where_the_uninstaller_looks() {
+        let dir = default_state_dir();
+        assert!(dir.is_absolute(), "{}", dir.display());
+        assert!(dir.ends_with("Pinhole"));
+        let parent = dir.parent().unwrap();
+        assert!(parent.is_dir(), "{} exists", parent.display());
+        assert!(
+            parent
+                .to_string_lossy()
+                .to_lowercase()
+                .ends_with("programdata"),
+            "{}",
+            parent.display()
+        );
+    }
+}

@@ -52,7 +52,14 @@ pub fn create(name: &str, addresses: &[IpNet], mtu: u16) -> Result<AsyncDevice> 
         }
     }
     let device = builder.build_async().with_context(|| {
-        format!("cannot create TUN device {name:?} (is pinholed running as root?)")
+        if cfg!(windows) {
+            format!(
+                "cannot create the adapter {name:?} (is pinholed running as an administrator or \
+                 the service, with wintun.dll beside it?)"
+            )
+        } else {
+            format!("cannot create TUN device {name:?} (is pinholed running as root?)")
+        }
     })?;
     for n in rest_v4 {
         device
