@@ -16,6 +16,8 @@ const BORINGTUN_VERSION: &str = "0.7.1";
 enum Setup {
     Raw,
     Pinholed,
+    /// Another pinholed build (PINHOLE_BENCH_BASELINE=path), measured in the same run.
+    Baseline,
     WireguardGo,
     BoringtunCli,
 }
@@ -25,6 +27,7 @@ impl Setup {
         match self {
             Setup::Raw => "raw veth (limit)",
             Setup::Pinholed => "pinholed",
+            Setup::Baseline => "pinholed (baseline build)",
             Setup::WireguardGo => "wireguard-go",
             Setup::BoringtunCli => "boringtun-cli",
         }
@@ -33,6 +36,9 @@ impl Setup {
 
 struct Row {
     setup: Setup,
+    /// CPU seconds both pinholed processes used per second of the 1-stream TCP test, per
+    /// Gbit/s it carried.
+    cores_per_gbit: Option<f64>,
     tcp1: Option<f64>,
     tcp4: Option<f64>,
     udp: Option<f64>,
@@ -50,11 +56,13 @@ pub fn throughput(args: &[&str]) -> Result<()> {
     packages::ensure(packages::BENCH)?;
     build_release_binaries()?;
     let boringtun = boringtun_cli();
+    let baseline = std::env::var_os("PINHOLE_BENCH_BASELINE");
 
     let mut rows = Vec::new();
     for setup in [
         Setup::Raw,
         Setup::Pinholed,
+        Setup::Baseline,
         Setup::WireguardGo,
         Setup::BoringtunCli,
     ] {
@@ -62,8 +70,17 @@ pub fn throughput(args: &[&str]) -> Result<()> {
             eprintln!("!!! boringtun-cli unavailable: its row is left out !!!");
             continue;
         }
+        let ours = std::env::var_os("PINHOLED_BIN");
+        if setup == Setup::Baseline {
+            let Some(b) = &baseline else { continue };
+            std::env::set_var("PINHOLED_BIN", b);
+        }
         eprintln!("\n== {} ==", setup.label());
-        rows.push(measure(setup, boringtun.as_deref(), seconds)?);
+        let row = measure(setup, boringtun.as_deref(), seconds);
+        if let Some(ours) = ours {
+            std::env::set_var("PINHOLED_BIN", ours);
+        }
+        rows.push(row?);
     }
     let table = render(&rows, seconds);
     println!("\n{table}");
@@ -104,7 +121,7 @@ fn measure(setup: Setup, boringtun: Option<&str>, seconds: u32) -> Result<Row> {
     let (a, b) = (node_a(), node_b());
     let dst = match setup {
         Setup::Raw => b.underlay,
-        Setup::Pinholed => {
+        Setup::Pinholed | Setup::Baseline => {
             start_pinholed(&mut lab, "a", &config(&a, &b, true));
             start_pinholed(&mut lab, "b", &config(&b, &a, true));
             b.v4
@@ -134,7 +151,10 @@ fn measure(setup: Setup, boringtun: Option<&str>, seconds: u32) -> Result<Row> {
         bail!("iperf3 server did not start: {}", server.log_text());
     }
     let secs = seconds.to_string();
+    let lab_dir = lab.dir().to_string_lossy().into_owned();
+    let cpu_before = pinholed_cpu_seconds(&lab_dir);
     let tcp1 = iperf(&lab, &["-c", dst, "-t", &secs], seconds);
+    let cpu = pinholed_cpu_seconds(&lab_dir) - cpu_before;
     let tcp4 = iperf(&lab, &["-c", dst, "-t", &secs, "-P", "4"], seconds);
     // UDP at full speed; 1372-byte datagrams fit the tunnel MTU of 1420.
     let udp = iperf(
@@ -158,13 +178,61 @@ fn measure(setup: Setup, boringtun: Option<&str>, seconds: u32) -> Result<Row> {
         }
         None => (None, None),
     };
+    let tcp1 = tcp1.and_then(|v| v["end"]["sum_received"]["bits_per_second"].as_f64());
+    let cores_per_gbit = match (setup, tcp1) {
+        (Setup::Pinholed | Setup::Baseline, Some(bps)) if bps > 0.0 => {
+            Some(cpu / f64::from(seconds) / (bps / 1e9))
+        }
+        _ => None,
+    };
     Ok(Row {
         setup,
-        tcp1: tcp1.and_then(|v| v["end"]["sum_received"]["bits_per_second"].as_f64()),
+        cores_per_gbit,
+        tcp1,
         tcp4: tcp4.and_then(|v| v["end"]["sum_received"]["bits_per_second"].as_f64()),
         udp,
         udp_loss,
     })
+}
+
+/// CPU seconds (user + system) used so far by the pinholed processes whose command line names
+/// `lab_dir` (this lab's two), from /proc.
+fn pinholed_cpu_seconds(lab_dir: &str) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let mut total = 0.0;
+    for p in procs.flatten() {
+        let dir = p.path();
+        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let first = cmdline.split('\0').next().unwrap_or_default();
+        let program = std::path::Path::new(first)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // pinholed, or a baseline build under another name (pinholed-base, …).
+        if !program.starts_with("pinholed") || !cmdline.contains(lab_dir) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may hold spaces) in parentheses: utime and
+        // stime are the 12th and 13th of them.
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ut: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        total += (ut + st) / ticks;
+    }
+    total
 }
 
 pub(crate) fn iperf(lab: &Lab, args: &[&str], seconds: u32) -> Option<Value> {
@@ -195,16 +263,22 @@ fn render(rows: &[Row], seconds: u32) -> String {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let _ = writeln!(s);
-    let _ = writeln!(s, "| path | TCP 1 stream | TCP 4 streams | UDP (loss) |");
-    let _ = writeln!(s, "|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| path | TCP 1 stream | TCP 4 streams | UDP (loss) | pinholed cores per Gbit/s (TCP 1) |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|");
     for r in rows {
         let udp = match r.udp_loss {
             Some(l) => format!("{} ({l:.1}% lost)", fmt(r.udp, raw.and_then(|x| x.udp))),
             None => fmt(r.udp, raw.and_then(|x| x.udp)),
         };
+        let cpu = r
+            .cores_per_gbit
+            .map_or("–".to_string(), |c| format!("{c:.2}"));
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {cpu} |",
             r.setup.label(),
             fmt(r.tcp1, raw.and_then(|x| x.tcp1)),
             fmt(r.tcp4, raw.and_then(|x| x.tcp4)),
@@ -213,7 +287,7 @@ fn render(rows: &[Row], seconds: u32) -> String {
     }
     let by = |label: Setup| rows.iter().find(|r| r.setup == label).and_then(|r| r.tcp1);
     if let Some(p) = by(Setup::Pinholed) {
-        for other in [Setup::WireguardGo, Setup::BoringtunCli] {
+        for other in [Setup::Baseline, Setup::WireguardGo, Setup::BoringtunCli] {
             if let Some(o) = by(other) {
                 let _ = writeln!(
                     s,

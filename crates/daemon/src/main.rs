@@ -28,6 +28,7 @@ mod tcp_race;
 mod tun_device;
 mod tun_io;
 mod udp;
+mod udp_batch;
 #[cfg(windows)]
 mod win_security;
 #[cfg(windows)]

@@ -19,6 +19,7 @@ use crate::prefs::Prefs;
 use crate::relay_link::{self, Relays};
 use crate::status::{self, Headline, Reporter};
 use crate::tun_io::TunIo;
+use crate::udp_batch::{send_runs, BatchSocket, Batcher, Receiver};
 use crate::{args::Args, config, routes, state_dir, tun_device, udp};
 use anyhow::{Context, Result};
 use ipnet::IpNet;
@@ -114,6 +115,11 @@ struct Daemon<'a> {
     socket: UdpSocket,
     /// The socket's own address (read once: the loop sends to every peer's family with it).
     local: SocketAddr,
+    /// Batched sends and receives on `socket` (GSO, GRO, sendmmsg/recvmmsg where the kernel
+    /// has them).
+    udp: BatchSocket,
+    /// The datagrams of one flush, gathered into runs for GSO.
+    outgoing: Batcher,
     prefs: Prefs,
     reporter: Reporter,
     mapped: MappedPeers,
@@ -198,6 +204,12 @@ impl<'a> Daemon<'a> {
             Err(e) => return Err(e),
         };
         let local = socket.local_addr()?;
+        let udp = BatchSocket::new(&socket).context("cannot set up the UDP socket")?;
+        tracing::debug!(
+            gso_segments = udp.max_segments(),
+            gro_segments = udp.gro_segments(),
+            "UDP offloads"
+        );
         let mut engine = Engine::new(&private, now);
         let disco_private = identity::random_private_key()?;
         engine.set_disco_key(disco_private.clone());
@@ -237,6 +249,8 @@ impl<'a> Daemon<'a> {
             engine,
             socket,
             local,
+            udp,
+            outgoing: Batcher::default(),
             prefs,
             reporter,
             mapped: MappedPeers::new(None, args.state_dir.clone()),
@@ -593,7 +607,7 @@ impl<'a> Daemon<'a> {
         self.publish();
         let mut report = tokio::time::interval(Duration::from_secs(1));
         let mut shutdown = std::pin::pin!(shutdown_signal());
-        let mut udp_buf = vec![0u8; 65536];
+        let mut received = Receiver::default();
         loop {
             self.flush().await;
             let mut deadline = self.engine.poll_timeout();
@@ -637,15 +651,20 @@ impl<'a> Daemon<'a> {
                         }
                     }
                 }
-                r = self.socket.recv_from(&mut udp_buf) => {
-                    let now = Instant::now();
-                    match r {
-                        Ok((n, from)) => self.datagram(now, udp::canonical(from), &udp_buf[..n]),
-                        Err(e) => tracing::debug!("UDP receive: {e}"),
+                r = self.socket.readable() => {
+                    if let Err(e) = r {
+                        tracing::debug!("UDP receive: {e}");
                     }
-                    for _ in 1..BATCH {
-                        match self.socket.try_recv_from(&mut udp_buf) {
-                            Ok((n, from)) => self.datagram(now, udp::canonical(from), &udp_buf[..n]),
+                    let now = Instant::now();
+                    let mut total = 0;
+                    while total < BATCH {
+                        match self.udp.try_recv(&self.socket, &mut received) {
+                            Ok(n) => {
+                                total += n.max(1);
+                                for (from, d) in received.datagrams() {
+                                    self.datagram(now, udp::canonical(from), d);
+                                }
+                            }
                             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                             Err(e) => {
                                 tracing::debug!("UDP receive: {e}");
@@ -1152,12 +1171,26 @@ impl<'a> Daemon<'a> {
                 pinhole_engine::SocketRequest::Close { ids } => self.extra.close(&ids),
             }
         }
+        let max_segments = self.udp.max_segments();
         while let Some(t) = self.engine.poll_transmit() {
             if t.socket == pinhole_engine::MAIN_SOCKET {
-                send(&self.socket, &self.local, t).await;
+                let dst = udp::to_socket_family(&self.local, t.dst);
+                self.outgoing.push(dst, &t.payload, max_segments);
             } else {
                 self.extra.send(t.socket, t.dst, &t.payload).await;
             }
+        }
+        if !self.outgoing.is_empty() {
+            let (udp, socket) = (&self.udp, &self.socket);
+            let sent = send_runs(&self.outgoing, |dst, bytes, segment| {
+                udp.send(socket, dst, bytes, segment)
+            })
+            .await;
+            if let Some(e) = sent.first_error {
+                // UDP may lose datagrams anyway: WireGuard and disco resend what matters.
+                tracing::debug!(failed_runs = sent.failed, "UDP send: {e}");
+            }
+            self.outgoing.clear();
         }
         while let Some(t) = self.engine.poll_relay_transmit() {
             if self.dataplane.is_some() {
