@@ -294,7 +294,7 @@ async fn relay_rate(seconds: u32) -> Result<Rate> {
     let cpu = cpu_seconds(pid) - cpu0;
     let fwd = metric(server.metrics, "pinhole_relay_forwarded_packets_total ").await? - fwd0;
     let drops = metric(
-        addr,
+        server.metrics,
         "pinhole_relay_dropped_packets_total{reason=\"queue_full\"} ",
     )
     .await?;
