@@ -204,7 +204,7 @@ impl<'a> Daemon<'a> {
             Err(e) => return Err(e),
         };
         let local = socket.local_addr()?;
-        let udp = BatchSocket::new(&socket).context("cannot set up the UDP socket")?;
+        let udp = BatchSocket::new(&socket);
         tracing::debug!(
             gso_segments = udp.max_segments(),
             gro_segments = udp.gro_segments(),

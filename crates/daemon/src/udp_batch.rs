@@ -116,27 +116,37 @@ where
     sent
 }
 
-/// quinn-udp's view of the socket: what the kernel offers (probed when made).
+/// quinn-udp's view of the socket: what the kernel offers (probed when made). None where the
+/// OS refuses quinn-udp's socket options (Wine): then one datagram per call, as before.
 pub struct BatchSocket {
-    state: UdpSocketState,
+    state: Option<UdpSocketState>,
 }
 
 impl BatchSocket {
-    /// Sets `socket` up for GSO/GRO where the kernel has them.
-    pub fn new(socket: &UdpSocket) -> io::Result<BatchSocket> {
-        Ok(BatchSocket {
-            state: UdpSocketState::new(UdpSockRef::from(socket))?,
-        })
+    /// Sets `socket` up for GSO/GRO where the kernel has them, else for one datagram per call.
+    pub fn new(socket: &UdpSocket) -> BatchSocket {
+        match UdpSocketState::new(UdpSockRef::from(socket)) {
+            Ok(state) => BatchSocket { state: Some(state) },
+            Err(e) => {
+                tracing::info!("UDP offloads unavailable ({e}): one datagram per call");
+                BatchSocket::plain()
+            }
+        }
+    }
+
+    /// One datagram per send and per receive, no offloads.
+    pub fn plain() -> BatchSocket {
+        BatchSocket { state: None }
     }
 
     /// How many datagrams one send may carry (1 without GSO).
     pub fn max_segments(&self) -> usize {
-        self.state.max_gso_segments()
+        self.state.as_ref().map_or(1, |s| s.max_gso_segments())
     }
 
     /// How many datagrams one receive buffer may hold (1 without GRO).
     pub fn gro_segments(&self) -> usize {
-        self.state.gro_segments()
+        self.state.as_ref().map_or(1, |s| s.gro_segments())
     }
 
     /// Sends `contents` to `dst` (as `segment`-byte datagrams when given), waiting while the
@@ -148,6 +158,13 @@ impl BatchSocket {
         contents: &[u8],
         segment: Option<usize>,
     ) -> io::Result<()> {
+        let Some(state) = &self.state else {
+            // Without offloads runs hold one datagram; a longer one is cut here all the same.
+            for d in split(contents, segment.unwrap_or(0)) {
+                socket.send_to(d, dst).await?;
+            }
+            return Ok(());
+        };
         let transmit = Transmit {
             destination: dst,
             ecn: None,
@@ -157,7 +174,7 @@ impl BatchSocket {
         };
         socket
             .async_io(Interest::WRITABLE, || {
-                self.state.try_send(UdpSockRef::from(socket), &transmit)
+                state.try_send(UdpSockRef::from(socket), &transmit)
             })
             .await
     }
@@ -166,11 +183,22 @@ impl BatchSocket {
     /// datagrams it holds now.
     pub fn try_recv(&self, socket: &UdpSocket, rx: &mut Receiver) -> io::Result<usize> {
         rx.filled = 0;
+        let Some(state) = &self.state else {
+            let (len, addr) = socket.try_recv_from(&mut rx.bufs[0])?;
+            rx.meta[0] = RecvMeta {
+                addr,
+                len,
+                stride: len,
+                ..RecvMeta::default()
+            };
+            rx.filled = 1;
+            return Ok(1);
+        };
         let meta = &mut rx.meta;
         let mut slices: Vec<IoSliceMut<'_>> =
             rx.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
         let n = socket.try_io(Interest::READABLE, || {
-            self.state.recv(UdpSockRef::from(socket), &mut slices, meta)
+            state.recv(UdpSockRef::from(socket), &mut slices, meta)
         })?;
         rx.filled = n;
         Ok(rx.datagrams().count())
@@ -334,14 +362,24 @@ mod tests {
     }
 
     /// Real sockets on loopback: a GSO run arrives as separate datagrams (in order), through
-    /// GRO or not, and the fallback path (one datagram per send) delivers the same.
-    #[tokio::test]
-    async fn gso_and_plain_sends_arrive_as_the_datagrams_they_were() {
+    /// GRO or not, and the one-per-call path delivers the same; `plain` forces the fallback
+    /// that a system without quinn-udp's socket options (Wine) gets.
+    async fn loopback(plain: bool) {
         let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let rx_batch = BatchSocket::new(&rx).unwrap();
+        let make = |s: &UdpSocket| {
+            if plain {
+                BatchSocket::plain()
+            } else {
+                BatchSocket::new(s)
+            }
+        };
+        let rx_batch = make(&rx);
+        let tx_batch = make(&tx);
+        if plain {
+            assert_eq!((tx_batch.max_segments(), tx_batch.gro_segments()), (1, 1));
+        }
         let mut receiver = Receiver::default();
-        let tx_batch = BatchSocket::new(&tx).unwrap();
         let dst = rx.local_addr().unwrap();
         let mut b = Batcher::default();
         for i in 0..10u8 {
@@ -350,13 +388,13 @@ mod tests {
         b.push(dst, &[10; 300], tx_batch.max_segments());
         let gso = send_runs(&b, |d, bytes, seg| tx_batch.send(&tx, d, bytes, seg)).await;
         assert_eq!((gso.datagrams, gso.failed), (11, 0));
-        // The fallback: every datagram on its own.
+        // Every datagram on its own.
         let mut one = Batcher::default();
         for i in 11..14u8 {
             one.push(dst, &[i; 1200], 1);
         }
-        let plain = send_runs(&one, |d, bytes, seg| tx_batch.send(&tx, d, bytes, seg)).await;
-        assert_eq!((plain.runs, plain.datagrams), (3, 3));
+        let single = send_runs(&one, |d, bytes, seg| tx_batch.send(&tx, d, bytes, seg)).await;
+        assert_eq!((single.runs, single.datagrams), (3, 3));
         let mut got: Vec<(u8, usize)> = Vec::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while got.len() < 14 && std::time::Instant::now() < deadline {
@@ -376,5 +414,15 @@ mod tests {
         want.push((10, 300));
         want.extend((11..14u8).map(|i| (i, 1200)));
         assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn gso_and_single_sends_arrive_as_the_datagrams_they_were() {
+        loopback(false).await;
+    }
+
+    #[tokio::test]
+    async fn without_offloads_the_same_datagrams_arrive_one_per_call() {
+        loopback(true).await;
     }
 }
