@@ -7,6 +7,7 @@
 mod bindings;
 pub mod controller;
 mod diagnostics;
+#[cfg(unix)]
 mod group;
 pub mod log_ring;
 pub mod settings;

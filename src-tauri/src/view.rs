@@ -79,7 +79,10 @@ impl DaemonLink {
                 fix: fix_not_running().to_string(),
             },
             LocalApiError::NotAllowed { detail } => {
+                #[cfg(unix)]
                 let joined_since_login = crate::group::joined_since_login();
+                #[cfg(not(unix))]
+                let joined_since_login = false;
                 DaemonLink::NotAllowed {
                     detail: detail.clone(),
                     fix: if joined_since_login {

@@ -198,41 +198,22 @@ fn measure(setup: Setup, boringtun: Option<&str>, seconds: u32) -> Result<Row> {
 /// CPU seconds (user + system) used so far by the pinholed processes whose command line names
 /// `lab_dir` (this lab's two), from /proc.
 fn pinholed_cpu_seconds(lab_dir: &str) -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return 0.0;
     };
-    let mut total = 0.0;
-    for p in procs.flatten() {
-        let dir = p.path();
-        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        let first = cmdline.split('\0').next().unwrap_or_default();
-        let program = std::path::Path::new(first)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // pinholed, or a baseline build under another name (pinholed-base, …).
-        if !program.starts_with("pinholed") || !cmdline.contains(lab_dir) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
-            continue;
-        };
-        // Fields after the command name (which may hold spaces) in parentheses: utime and
-        // stime are the 12th and 13th of them.
-        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ut: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        total += (ut + st) / ticks;
-    }
-    total
+    procs
+        .flatten()
+        .filter_map(|p| {
+            let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            let program = std::path::Path::new(cmdline.split('\0').next()?).file_name()?;
+            // pinholed, or a baseline build under another name (pinholed-base, …).
+            let ours =
+                program.to_string_lossy().starts_with("pinholed") && cmdline.contains(lab_dir);
+            ours.then(|| crate::bench_relay::cpu_seconds(pid))
+        })
+        .sum()
 }
 
 pub(crate) fn iperf(lab: &Lab, args: &[&str], seconds: u32) -> Option<Value> {

@@ -170,7 +170,7 @@ async fn server_with_nodes(
     Ok((server, addr, keys))
 }
 
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     // utime and stime are fields 14 and 15 of /proc/PID/stat, in clock ticks.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // After the command name: state (field 3), …, utime (14), stime (15).

@@ -59,9 +59,20 @@ pub fn cmd(program: &str, args: &[&str]) -> Result<()> {
 
 /// Runs a command in `dir`, failing on a non-zero exit.
 pub fn cmd_in(dir: &Path, program: &str, args: &[&str]) -> Result<()> {
+    run_in(dir, program, args, &[])
+}
+
+/// Runs a command in the workspace root with extra environment variables, failing on a
+/// non-zero exit.
+pub fn cmd_env(program: &str, args: &[&str], envs: &[(&str, String)]) -> Result<()> {
+    run_in(&root(), program, args, envs)
+}
+
+fn run_in(dir: &Path, program: &str, args: &[&str], envs: &[(&str, String)]) -> Result<()> {
     eprintln!("$ {program} {}", args.join(" "));
     let status = Command::new(program)
         .args(args)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .current_dir(dir)
         .status()
         .with_context(|| format!("cannot run {program}"))?;

@@ -54,7 +54,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     let out = crate::root().join("target/packages");
     std::fs::create_dir_all(&out)?;
     crate::ui::build()?;
-    let release = build_programs(Profile::Release, None)?;
+    let release = build_programs(Profile::Release, None, &[])?;
     let linux = LinuxBinaries {
         pinhole: release.join("pinhole"),
         pinholed: release.join("pinholed"),
@@ -66,7 +66,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     built.push(rpm(&linux, &out)?);
     match wintun_dll() {
         Ok(wintun) => {
-            let dir = build_programs(Profile::Release, Some(crate::test::WINDOWS))?;
+            let dir = build_programs(Profile::Release, Some(crate::test::WINDOWS), &[])?;
             let bins = WindowsBinaries {
                 dir,
                 wintun: Some(wintun),
@@ -115,9 +115,10 @@ pub fn test(summary: &mut crate::summary::Summary, windows: bool) -> Result<()> 
     let mut env = vec![("PINHOLE_PACKAGES_DIR", out.to_string_lossy().into_owned())];
     let mut args = vec!["-p", "pinhole-install-tests"];
     if windows {
-        let dir = build_programs(Profile::Debug, Some(crate::test::WINDOWS))?;
+        let wine = crate::test::wine_env()?;
+        let dir = build_programs(Profile::Debug, Some(crate::test::WINDOWS), &wine)?;
         nsis(&WindowsBinaries { dir, wintun: None }, &out)?;
-        env.extend(crate::test::wine_env()?);
+        env.extend(wine);
     } else {
         // No Windows target here (already named in the summary): the installer's test is
         // left out by name, and said so.
@@ -136,8 +137,12 @@ enum Profile {
 }
 
 /// Builds what the packages hold (pinholed, pinhole, the app) for `target` (this machine's
-/// when None) and returns the directory they are in.
-fn build_programs(profile: Profile, target: Option<&str>) -> Result<PathBuf> {
+/// when None), with `envs`, and returns the directory they are in.
+fn build_programs(
+    profile: Profile,
+    target: Option<&str>,
+    envs: &[(&str, String)],
+) -> Result<PathBuf> {
     let mut args = vec!["build"];
     let mut dir = crate::root().join("target");
     if let Some(t) = target {
@@ -159,7 +164,7 @@ fn build_programs(profile: Profile, target: Option<&str>) -> Result<PathBuf> {
         "-p",
         "pinhole-app",
     ]);
-    cmd("cargo", &args)?;
+    crate::cmd_env("cargo", &args, envs)?;
     Ok(dir)
 }
 
@@ -167,7 +172,6 @@ fn build_programs(profile: Profile, target: Option<&str>) -> Result<PathBuf> {
 fn stage_linux(bins: &LinuxBinaries, stage: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(stage);
     let root = crate::root();
-    let installer = root.join("installer/linux");
     let put = |from: &Path, to: &str, mode: u32| -> Result<()> {
         let dest = stage.join(to);
         if let Some(dir) = dest.parent() {
@@ -190,43 +194,45 @@ fn stage_linux(bins: &LinuxBinaries, stage: &Path) -> Result<()> {
             &["--strip-debug", &stage.join(&dest).to_string_lossy()],
         )?;
     }
-    put(
-        &installer.join("pinholed.service"),
-        "usr/lib/systemd/system/pinholed.service",
-        0o644,
-    )?;
-    put(
-        &installer.join("pinhole.sysusers"),
-        "usr/lib/sysusers.d/pinhole.conf",
-        0o644,
-    )?;
-    put(
-        &installer.join("pinhole.desktop"),
-        "usr/share/applications/pinhole.desktop",
-        0o644,
-    )?;
-    for (png, size) in [
-        ("32x32.png", "32x32"),
-        ("64x64.png", "64x64"),
-        ("128x128.png", "128x128"),
-        ("128x128@2x.png", "256x256"),
-    ] {
-        put(
-            &root.join("icons/app").join(png),
-            &format!("usr/share/icons/hicolor/{size}/apps/pinhole.png"),
-            0o644,
-        )?;
+    // (source in the repository, where it is installed); all 0644.
+    let files = [
+        (
+            "installer/linux/pinholed.service",
+            "usr/lib/systemd/system/pinholed.service",
+        ),
+        (
+            "installer/linux/pinhole.sysusers",
+            "usr/lib/sysusers.d/pinhole.conf",
+        ),
+        (
+            "installer/linux/pinhole.desktop",
+            "usr/share/applications/pinhole.desktop",
+        ),
+        (
+            "icons/app/32x32.png",
+            "usr/share/icons/hicolor/32x32/apps/pinhole.png",
+        ),
+        (
+            "icons/app/64x64.png",
+            "usr/share/icons/hicolor/64x64/apps/pinhole.png",
+        ),
+        (
+            "icons/app/128x128.png",
+            "usr/share/icons/hicolor/128x128/apps/pinhole.png",
+        ),
+        (
+            "icons/app/128x128@2x.png",
+            "usr/share/icons/hicolor/256x256/apps/pinhole.png",
+        ),
+        ("installer/linux/doc/README", "usr/share/doc/pinhole/README"),
+        (
+            "installer/linux/doc/copyright",
+            "usr/share/doc/pinhole/copyright",
+        ),
+    ];
+    for (from, to) in files {
+        put(&root.join(from), to, 0o644)?;
     }
-    put(
-        &installer.join("doc/README"),
-        "usr/share/doc/pinhole/README",
-        0o644,
-    )?;
-    put(
-        &installer.join("doc/copyright"),
-        "usr/share/doc/pinhole/copyright",
-        0o644,
-    )?;
     Ok(())
 }
 

@@ -259,7 +259,7 @@ fn test_windows_under_wine(summary: &mut Summary) -> Result<()> {
     ];
     let mut build = vec!["test", "--no-run", "--target", WINDOWS];
     build.extend_from_slice(&packages);
-    cmd("cargo", &build)?;
+    crate::cmd_env("cargo", &build, &env)?;
     let target = crate::root().join("target");
     std::fs::copy(
         wine_stub()?,
@@ -271,13 +271,20 @@ fn test_windows_under_wine(summary: &mut Summary) -> Result<()> {
     Ok(())
 }
 
-/// The environment that runs Windows executables under Wine (cargo's runner for the target,
-/// a prefix in target/, quiet, the stand-in DLL preferred; `PINHOLE_WINE_STUB` names it).
+/// The environment that builds Windows executables and runs them under Wine: warnings fail
+/// the Windows build (for that target only, so the host's builds are untouched), cargo's runner
+/// for the target, a prefix in target/, quiet, the stand-in DLL preferred
+/// (`PINHOLE_WINE_STUB` names it). Every Windows build and run of the suite uses it, so they
+/// share one set of compiled dependencies.
 pub fn wine_env() -> Result<Vec<(&'static str, String)>> {
     const WINE: &str = "/usr/lib/wine/wine64";
     packages::ensure(&[(WINE, "wine64")])?;
     let target = crate::root().join("target");
     Ok(vec![
+        (
+            "CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUSTFLAGS",
+            "-Dwarnings".to_string(),
+        ),
         (
             "CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER",
             WINE.to_string(),

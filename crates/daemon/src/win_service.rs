@@ -49,17 +49,16 @@ static STOP: Notify = Notify::const_new();
 /// The SCM's handle for this service, once registered (only under the SCM).
 static STATUS: OnceLock<ServiceStatusHandle> = OnceLock::new();
 
-/// Runs `command`; `args` are pinholed's other options (the state directory and socket).
-pub fn command(command: ServiceCommand, args: crate::args::Args) -> Result<()> {
+/// Runs `command`.
+pub fn command(command: ServiceCommand) -> Result<()> {
     match command {
         ServiceCommand::Install => install(),
         ServiceCommand::Uninstall => uninstall(),
         ServiceCommand::Start => start(),
         ServiceCommand::Stop => stop(),
         ServiceCommand::Run => {
-            // The dispatcher calls service_main on a thread of its own; the options parsed
-            // here are the process's, which service_main parses again.
-            drop(args);
+            // The dispatcher calls service_main on a thread of its own, which reads the
+            // process's options (the state directory and socket) itself.
             service_dispatcher::start(NAME, ffi_service_main).context(
                 "cannot connect to the service control manager (`pinholed service run` is what \
                  the service runs; start pinholed from a terminal without it)",
@@ -262,10 +261,7 @@ fn unregister(name: &str) -> Result<bool> {
     let Ok(service) = scm.open_service(name, access) else {
         return Ok(false);
     };
-    if service.query_status()?.current_state != ServiceState::Stopped {
-        let _ = service.stop();
-        wait_for(&service, ServiceState::Stopped)?;
-    }
+    stop_and_wait(&service)?;
     service
         .delete()
         .context("cannot remove the service's registration")?;
@@ -292,14 +288,22 @@ fn stop() -> Result<()> {
     let service = scm
         .open_service(NAME, ServiceAccess::QUERY_STATUS | ServiceAccess::STOP)
         .context("the service is not registered")?;
-    if service.query_status()?.current_state != ServiceState::Stopped {
-        service
-            .stop()
-            .context("the service did not take the stop")?;
-        wait_for(&service, ServiceState::Stopped)?;
-    }
+    stop_and_wait(&service)?;
     println!("the service {NAME} is stopped");
     Ok(())
+}
+
+/// Asks a running `service` to stop and waits until it has. A refused stop (one already
+/// stopping refuses another) is an error only if the service does not stop all the same.
+fn stop_and_wait(service: &windows_service::service::Service) -> Result<()> {
+    if service.query_status()?.current_state == ServiceState::Stopped {
+        return Ok(());
+    }
+    let refused = service.stop().err();
+    wait_for(service, ServiceState::Stopped).map_err(|waited| match refused {
+        Some(e) => anyhow::Error::new(e).context("the service did not take the stop"),
+        None => waited,
+    })
 }
 
 /// Polls until the service is in `state` (30 s at most: a pinholed deleting a port mapping

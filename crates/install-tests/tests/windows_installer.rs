@@ -138,8 +138,14 @@ fn the_installer_sets_up_the_service_and_its_uninstaller_leaves_nothing_behind()
     // The service: registered to start with Windows, running, answering the CLI.
     let service = text(&prefix.wine(&["reg", "query", SERVICE_KEY]));
     assert!(service.contains("service run"), "{service}");
-    assert!(
-        service.contains("Start") && service.contains("0x2"),
+    // `Start    REG_DWORD    0x2`: SERVICE_AUTO_START.
+    let start = service
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&"Start"));
+    assert_eq!(
+        start.as_deref(),
+        Some(&["Start", "REG_DWORD", "0x2"][..]),
         "automatic start:\n{service}"
     );
     let status = prefix.wine(&[r"C:\Program Files\Pinhole\pinhole.exe", "status"]);
