@@ -49,6 +49,24 @@ impl Drop for ForgetEntry {
     }
 }
 
+/// Copies the lab's process logs to target/app-e2e/ when the test fails (the lab's directory
+/// goes with the lab): what pinholed and control said is what explains a failure.
+struct KeepLogs(Vec<(&'static str, PathBuf)>);
+
+impl Drop for KeepLogs {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (name, log) in &self.0 {
+            let to = artifacts().join(format!("{name}.log"));
+            if std::fs::copy(log, &to).is_ok() {
+                eprintln!("{name}'s log: {}", to.display());
+            }
+        }
+    }
+}
+
 /// Memory (proportional set size, KiB: shared pages split between their users) of `pid` and
 /// of every process below it (the app's WebKit processes), by program name.
 fn tree_pss_kib(pid: u32) -> Vec<(String, u64)> {
@@ -166,7 +184,7 @@ fn the_app_signs_in_shows_direct_and_relayed_peers_pings_and_signs_out() {
     // The network: n1 runs the app; n2 is reachable directly; n3 drops all UDP (relayed only).
     let mut lab = mesh::star(&["n1", "n2", "n3"]);
     let control = Control::new(&lab);
-    let _server = control.start(&mut lab);
+    let server = control.start(&mut lab);
     let add_user = format!(
         "echo 'correct horse battery' | {} --db {} user add alice",
         mesh::pinhole_control().display(),
@@ -176,8 +194,13 @@ fn the_app_signs_in_shows_direct_and_relayed_peers_pings_and_signs_out() {
         .expect("adding a user");
     let key = control.authkey_file(&lab);
     mesh::block_udp(&lab, "n3");
-    let _n2 = mesh::start_node(&mut lab, "n2", &key);
-    let _n3 = mesh::start_node(&mut lab, "n3", &key);
+    let n2 = mesh::start_node(&mut lab, "n2", &key);
+    let n3 = mesh::start_node(&mut lab, "n3", &key);
+    let mut logs = KeepLogs(vec![
+        ("control", server.log().to_path_buf()),
+        ("n2", n2.log().to_path_buf()),
+        ("n3", n3.log().to_path_buf()),
+    ]);
     let socket = lab.dir().join("n1.sock");
 
     // The desktop: Xvfb, and the drivers, in n1's namespace (the browser must reach control).
@@ -302,6 +325,7 @@ fn the_app_signs_in_shows_direct_and_relayed_peers_pings_and_signs_out() {
     screens.check(&d, "0-service-missing");
     // Once it runs, the app finds it by itself.
     let daemon = mesh::start_signed_out(&mut lab, "n1");
+    logs.0.push(("n1", daemon.log().to_path_buf()));
     d.wait_text("Sign in to Pinhole", Duration::from_secs(10))
         .unwrap();
     screens.check(&d, "1-sign-in");

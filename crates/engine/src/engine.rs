@@ -361,7 +361,7 @@ impl Engine {
                     peer.endpoint = settings.endpoint;
                     peer.udp_rx_at = None;
                 }
-                peer.relay = settings.relay.as_deref().map(Arc::from);
+                peer.set_relay(settings.relay.as_deref());
                 peer.settings = settings;
                 // A handshake waiting on a path that just changed: send it again now, on the
                 // new path, rather than at WireGuard's retry (REKEY_TIMEOUT, 5 s).
@@ -706,6 +706,9 @@ impl Engine {
             };
         // Authentic: the peer's timers run again (a handshake answered, a session renewed).
         peer.touched_at = Some(now);
+        if let Via::Relay { region, .. } = via {
+            peer.relay_seen(region);
+        }
         self.next_tick = self.next_tick.min(now + TIMER_TICK);
         if let Some(src) = src.filter(|_| !out.is_empty()) {
             peer.active_at = Some(now);

@@ -102,6 +102,10 @@ pub(crate) struct Peer {
     /// found the path on an extra socket).
     pub(crate) endpoint_socket: crate::engine::SocketId,
     pub(crate) relay: Option<Arc<str>>,
+    /// The relay region the peer's last authentic relayed packet came through: the way back
+    /// while the map names no home relay for it (the map can lag behind a peer that just came
+    /// up, and replies sent to its endpoint instead were lost where UDP is blocked).
+    pub(crate) relay_seen: Option<Arc<str>>,
     /// When an authentic packet last arrived over UDP (the direct path works while recent).
     pub(crate) udp_rx_at: Option<Instant>,
     /// When a packet was last sent over UDP.
@@ -133,6 +137,23 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
+    /// The relay to reach the peer through: its home relay from the map, else the one its
+    /// packets last came through.
+    pub(crate) fn set_relay(&mut self, from_map: Option<&str>) {
+        self.relay = from_map.map(Arc::from).or_else(|| self.relay_seen.clone());
+    }
+
+    /// An authentic packet from the peer came through `region`'s relay (which vouched for the
+    /// sender's key): remembered, and used while the map names no home relay.
+    pub(crate) fn relay_seen(&mut self, region: &Arc<str>) {
+        if self.relay_seen.as_ref() != Some(region) {
+            self.relay_seen = Some(region.clone());
+        }
+        if self.relay.is_none() {
+            self.relay = Some(region.clone());
+        }
+    }
+
     pub(crate) fn new(tunn: Tunn, settings: PeerSettings) -> Self {
         Peer {
             tunn,
@@ -140,6 +161,7 @@ impl Peer {
             endpoint: settings.endpoint,
             endpoint_socket: crate::engine::MAIN_SOCKET,
             relay: settings.relay.as_deref().map(Arc::from),
+            relay_seen: None,
             udp_rx_at: None,
             udp_tx_at: None,
             probe_at: None,

@@ -212,6 +212,61 @@ fn a_handshake_waiting_for_a_path_leaves_on_the_relay_as_soon_as_it_is_known() {
     assert!(matches!(path, Some(Path::Relayed(_))), "{path:?}");
 }
 
+/// Seen in the app's end-to-end test (once): the answering side's map did not name the
+/// initiator's home relay yet, so its replies went to the initiator's endpoint over UDP, which
+/// was blocked, and a ping through the relay got no answer. Replies now go back through the
+/// relay the peer's packets came through until the map names one.
+#[test]
+fn replies_go_back_through_the_relay_the_peer_came_through_before_the_map_names_it() {
+    let mut p = pair(8, 10, 30);
+    p.sim.block_udp(p.a, true);
+    p.sim.block_udp(p.b, true);
+    // b knows a's endpoint only.
+    let without_relay = PeerSettings {
+        public_key: p.a_key,
+        preshared_key: None,
+        allowed_ips: vec![format!("{A4}/32").parse().unwrap()],
+        endpoint: Some(p.sim.addr(p.a)),
+        candidates: Vec::new(),
+        disco_key: None,
+        persistent_keepalive: None,
+        relay: None,
+    };
+    p.sim.upsert_peer(p.b, without_relay.clone()).unwrap();
+    p.sim.send_tun(p.a, &udp_v4(A4, B4, 1, 2, b"ping"));
+    p.sim.advance(Duration::from_millis(200));
+    assert_eq!(
+        p.sim.take_tun(p.b).len(),
+        1,
+        "a's packet came through the relay"
+    );
+    p.sim.send_tun(p.b, &udp_v4(B4, A4, 2, 1, b"pong"));
+    p.sim.advance(Duration::from_millis(100));
+    let got = p.sim.take_tun(p.a);
+    assert_eq!(got.len(), 1, "b's reply went back through the relay");
+    assert_eq!(udp_payload(&got[0]), Some(&b"pong"[..]));
+    let path = p.sim.engine(p.b).peer(&p.a_key).map(|s| s.path);
+    assert_eq!(path, Some(Path::Relayed("fra".into())));
+    // The map's home relay wins once it names one; a map update without one keeps the way
+    // that works.
+    p.sim.upsert_peer(p.b, without_relay.clone()).unwrap();
+    let path = p.sim.engine(p.b).peer(&p.a_key).map(|s| s.path);
+    assert_eq!(path, Some(Path::Relayed("fra".into())));
+    p.sim
+        .upsert_peer(
+            p.b,
+            PeerSettings {
+                relay: Some("nyc".into()),
+                ..without_relay
+            },
+        )
+        .unwrap();
+    let path = p.sim.engine(p.b).peer(&p.a_key).map(|s| s.path);
+    assert_eq!(path, Some(Path::Relayed("nyc".into())));
+    let (at_a, at_b) = traffic(&mut p, 2);
+    assert_eq!((at_a, at_b), (20, 20));
+}
+
 fn local(addr: std::net::SocketAddr) -> pinhole_engine::Endpoint {
     pinhole_engine::Endpoint::new(addr, pinhole_engine::EndpointKind::Local)
 }
