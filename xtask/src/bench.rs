@@ -195,11 +195,18 @@ fn measure(setup: Setup, boringtun: Option<&str>, seconds: u32) -> Result<Row> {
     })
 }
 
-/// CPU seconds (user + system) used so far by the pinholed processes whose command line names
-/// `lab_dir` (this lab's two), from /proc.
+/// CPU seconds (user + system) used so far by the pinholed processes of the lab in `lab_dir`.
 fn pinholed_cpu_seconds(lab_dir: &str) -> f64 {
+    pinholed_pids(lab_dir)
+        .into_iter()
+        .map(crate::bench_relay::cpu_seconds)
+        .sum()
+}
+
+/// The pinholed processes whose command line names `lab_dir` (that lab's), from /proc.
+pub(crate) fn pinholed_pids(lab_dir: &str) -> Vec<u32> {
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return 0.0;
+        return Vec::new();
     };
     procs
         .flatten()
@@ -211,9 +218,9 @@ fn pinholed_cpu_seconds(lab_dir: &str) -> f64 {
             // pinholed, or a baseline build under another name (pinholed-base, …).
             let ours =
                 program.to_string_lossy().starts_with("pinholed") && cmdline.contains(lab_dir);
-            ours.then(|| crate::bench_relay::cpu_seconds(pid))
+            ours.then_some(pid)
         })
-        .sum()
+        .collect()
 }
 
 pub(crate) fn iperf(lab: &Lab, args: &[&str], seconds: u32) -> Option<Value> {

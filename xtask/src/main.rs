@@ -4,6 +4,7 @@
 mod bench;
 mod bench_connect;
 mod bench_control;
+mod bench_idle;
 mod bench_relay;
 mod demo;
 mod fuzz;
@@ -35,11 +36,12 @@ fn dispatch() -> Result<()> {
         ["bench", "control", rest @ ..] => bench_control::control(rest),
         ["bench", "relay", rest @ ..] => bench_relay::relay(rest),
         ["bench", "connect", rest @ ..] => bench_connect::connect(rest),
+        ["bench", "idle", rest @ ..] => bench_idle::idle(rest),
         ["fuzz", rest @ ..] => fuzz::run(rest),
         ["natlab", rest @ ..] => natlab::run(rest),
         ["package", rest @ ..] => package::run(rest),
         _ => bail!(
-            "usage: cargo xtask <command>\n\n  demo                 pinhole-control and three pinholed nodes in a namespace lab, pinging each other\n  test                 everything: fmt, clippy, unit, netsim, netlab, interop\n  bench throughput [--seconds N]\n                       iperf3 through raw veth, pinholed, wireguard-go and boringtun-cli\n  bench control [--nodes 1000,10000] [--probes 20]\n                       simulated nodes on one pinhole-control: fan-out latency, memory per node\n  bench relay [--seconds N] [--idle-clients N]\n                       relayed vs direct iperf3 through pinholed; relay packets/s, CPU, memory per idle client\n  bench connect [--runs N] [--pairs A:B,…] [--loss PCT] [--delay MS]\n                       NAT lab: time to the first packet and to a direct path, p50/p95 per pair\n  fuzz [--seconds N] [TARGET…]\n                       coverage-guided fuzzing of every parser (cargo fuzz), N s per target (default 60)\n  natlab [--profiles P,…] [--loss PCT] [--delay MS] [--jitter MS] [--full] [--strict]\n                       two nodes behind each pair of NAT profiles: path expected vs observed\n  natlab --shell A B   one NAT lab left running to explore by hand\n  package              the .deb, the .rpm and the Windows installer (target/packages/); says what it skipped"
+            "usage: cargo xtask <command>\n\n  demo                 pinhole-control and three pinholed nodes in a namespace lab, pinging each other\n  test                 everything: fmt, clippy, unit, netsim, netlab, interop\n  bench throughput [--seconds N]\n                       iperf3 through raw veth, pinholed, wireguard-go and boringtun-cli\n  bench control [--nodes 1000,10000] [--probes 20]\n                       simulated nodes on one pinhole-control: fan-out latency, memory per node\n  bench relay [--seconds N] [--idle-clients N]\n                       relayed vs direct iperf3 through pinholed; relay packets/s, CPU, memory per idle client\n  bench connect [--runs N] [--pairs A:B,…] [--loss PCT] [--delay MS]\n                       NAT lab: time to the first packet and to a direct path, p50/p95 per pair\n  bench idle [--peers 100,10000] [--seconds 60]\n                       pinholed with N online peers and no traffic: wake-ups/s, CPU, memory per peer\n  fuzz [--seconds N] [TARGET…]\n                       coverage-guided fuzzing of every parser (cargo fuzz), N s per target (default 60)\n  natlab [--profiles P,…] [--loss PCT] [--delay MS] [--jitter MS] [--full] [--strict]\n                       two nodes behind each pair of NAT profiles: path expected vs observed\n  natlab --shell A B   one NAT lab left running to explore by hand\n  package              the .deb, the .rpm and the Windows installer (target/packages/); says what it skipped"
         ),
     }
 }

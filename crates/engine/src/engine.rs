@@ -167,7 +167,8 @@ pub struct Engine {
     clock: Clock,
     rate_limiter: Arc<RateLimiter>,
     /// Peers by their 24-bit index (the upper bits of every session index boringtun hands out).
-    peers: HashMap<u32, Peer>,
+    /// Boxed: a map of 10,000 peers keeps spare slots of 16 bytes, not of a whole peer.
+    peers: HashMap<u32, Box<Peer>>,
     by_key: HashMap<Key, u32>,
     routes: AllowedIps<u32>,
     next_index: u32,
@@ -389,14 +390,10 @@ impl Engine {
             return Ok(());
         }
         let idx = self.allocate_index()?;
-        let tunn = Tunn::new(
-            self.private.clone(),
-            PublicKey::from(settings.public_key.0),
-            settings.preshared_key.map(|k| k.0),
-            settings.persistent_keepalive,
-            idx,
-            Some(self.rate_limiter.clone()),
-        );
+        // A peer kept alive needs its session from the start; the others get one on their
+        // first packet (see `Peer::tunn`).
+        let keepalive = settings.persistent_keepalive.is_some_and(|k| k > 0);
+        let tunn = keepalive.then(|| new_tunn(&self.private, &self.rate_limiter, &settings, idx));
         for net in &settings.allowed_ips {
             self.routes.insert(*net, idx);
         }
@@ -404,7 +401,7 @@ impl Engine {
         if settings.persistent_keepalive.is_some_and(|k| k > 0) {
             self.next_tick = self.next_tick.min(now + TIMER_TICK);
         }
-        let mut peer = Peer::new(tunn, settings.clone());
+        let mut peer = Peer::new(idx, tunn, settings.clone());
         set_discovery(
             &mut self.out,
             self.disco.as_ref(),
@@ -414,7 +411,7 @@ impl Engine {
             &settings,
             now,
         );
-        self.peers.insert(idx, peer);
+        self.peers.insert(idx, Box::new(peer));
         Ok(())
     }
 
@@ -465,7 +462,15 @@ impl Engine {
         if let Some(wake) = traffic(&mut self.out, &mut self.stats, own, &self.public, peer, now) {
             self.next_disco = self.next_disco.min(wake);
         }
-        match peer.tunn.encapsulate(packet, &mut self.buf) {
+        let tunn = peer.tunn.get_or_insert_with(|| {
+            new_tunn(
+                &self.private,
+                &self.rate_limiter,
+                &peer.settings,
+                peer.index,
+            )
+        });
+        match tunn.encapsulate(packet, &mut self.buf) {
             TunnResult::WriteToNetwork(out) => {
                 peer.tx_bytes += packet.len() as u64;
                 peer.tx_packets += 1;
@@ -661,8 +666,24 @@ impl Engine {
                     push_relay(out, stats, region, from, bytes);
                 }
             };
+        if peer.tunn.is_none() {
+            if !is_init {
+                // No session here: nothing but an initiation can be for this peer.
+                self.stats.rx_invalid += 1;
+                return;
+            }
+            peer.tunn = Some(new_tunn(
+                &self.private,
+                &self.rate_limiter,
+                &peer.settings,
+                peer.index,
+            ));
+        }
+        let Some(tunn) = peer.tunn.as_deref_mut() else {
+            return;
+        };
         let (out, src): (&[u8], Option<IpAddr>) =
-            match peer.tunn.decapsulate(src_ip, datagram, &mut self.buf) {
+            match tunn.decapsulate(src_ip, datagram, &mut self.buf) {
                 TunnResult::WriteToTunnelV4(out, src) => (out, Some(src.into())),
                 TunnResult::WriteToTunnelV6(out, src) => (out, Some(src.into())),
                 TunnResult::Done => (&[], None),
@@ -677,8 +698,7 @@ impl Engine {
                     // packet got through for 15 s, 1 run in 12 over a slow lossy relay).
                     peer.awaiting_confirmation |= is_init;
                     if !is_init {
-                        while let TunnResult::WriteToNetwork(out) =
-                            peer.tunn.decapsulate(None, &[], &mut self.buf)
+                        while let TunnResult::WriteToNetwork(out) = peer.next_queued(&mut self.buf)
                         {
                             reply_via(&mut self.out, &mut self.stats, peer, out);
                         }
@@ -753,9 +773,7 @@ impl Engine {
             // The initiator's first packet confirms a responder's session: what was queued
             // during the handshake goes now (checked only then, not on every packet).
             peer.awaiting_confirmation = false;
-            while let TunnResult::WriteToNetwork(bytes) =
-                peer.tunn.decapsulate(None, &[], &mut self.buf)
-            {
+            while let TunnResult::WriteToNetwork(bytes) = peer.next_queued(&mut self.buf) {
                 send_to_peer(&mut self.out, &mut self.stats, peer, now, bytes);
             }
         }
@@ -780,10 +798,15 @@ impl Engine {
         let mut busy = false;
         for peer in self.peers.values_mut() {
             if !peer.needs_timers(now) {
+                // Quiet for QUIET_AFTER: the session's keys are gone; so goes its memory.
+                peer.tunn = None;
                 continue;
             }
             busy = true;
-            match peer.tunn.update_timers(&mut self.buf) {
+            let Some(tunn) = peer.tunn.as_deref_mut() else {
+                continue;
+            };
+            match tunn.update_timers(&mut self.buf) {
                 TunnResult::WriteToNetwork(out) => {
                     send_to_peer(&mut self.out, &mut self.stats, peer, now, out)
                 }
@@ -799,9 +822,11 @@ impl Engine {
             if init_retry_due(peer, now) {
                 // A new initiation (a resent copy of the old one would be refused as a replay,
                 // and could not make up for a lost response).
-                if let TunnResult::WriteToNetwork(init) =
-                    peer.tunn.format_handshake_initiation(&mut self.buf, true)
-                {
+                let init = match peer.tunn.as_deref_mut() {
+                    Some(t) => t.format_handshake_initiation(&mut self.buf, true),
+                    None => TunnResult::Done,
+                };
+                if let TunnResult::WriteToNetwork(init) = init {
                     self.stats.tx_init_resent += 1;
                     peer.init_resent_at = Some(now);
                     send_to_peer(&mut self.out, &mut self.stats, peer, now, init);
@@ -897,6 +922,12 @@ impl Engine {
     /// Drop counters.
     pub fn stats(&self) -> &EngineStats {
         &self.stats
+    }
+
+    /// Peers holding WireGuard state now (those that talked within the last ten minutes, and
+    /// those kept alive).
+    pub fn sessions(&self) -> usize {
+        self.peers.values().filter(|p| p.tunn.is_some()).count()
     }
 
     /// The state of every peer.
@@ -1005,8 +1036,7 @@ fn probe_due(peer: &Peer, now: Instant) -> bool {
         .active_at
         .is_some_and(|t| now.saturating_duration_since(t) < PROBE_WHILE_ACTIVE);
     let session = peer
-        .tunn
-        .time_since_last_handshake()
+        .since_handshake()
         .is_some_and(|d| d < Duration::from_secs(170));
     if !active || !session {
         return false;
@@ -1019,6 +1049,23 @@ fn probe_due(peer: &Peer, now: Instant) -> bool {
         None => true,
         Some(_) => since(peer.udp_rx_at) >= HEARTBEAT_AFTER,
     }
+}
+
+/// A peer's WireGuard state, made when it is first needed.
+fn new_tunn(
+    private: &StaticSecret,
+    rate_limiter: &Arc<RateLimiter>,
+    settings: &PeerSettings,
+    index: u32,
+) -> Box<Tunn> {
+    Box::new(Tunn::new(
+        private.clone(),
+        PublicKey::from(settings.public_key.0),
+        settings.preshared_key.map(|k| k.0),
+        settings.persistent_keepalive,
+        index,
+        Some(rate_limiter.clone()),
+    ))
 }
 
 /// Where UDP to a peer without a confirmed direct path goes: its endpoint and every other
@@ -1040,7 +1087,7 @@ fn unproven(peer: &Peer) -> Vec<SocketAddr> {
 /// A WireGuard keepalive over UDP to the peer's endpoint, and while no direct path works to
 /// every candidate (only with a session: without one, boringtun would start a handshake).
 fn probe(out: &mut Outbox, stats: &mut EngineStats, peer: &mut Peer, now: Instant, buf: &mut [u8]) {
-    if peer.tunn.time_since_last_handshake().is_none() {
+    if peer.since_handshake().is_none() {
         return;
     }
     let targets = match peer.direct(now) {
@@ -1050,7 +1097,10 @@ fn probe(out: &mut Outbox, stats: &mut EngineStats, peer: &mut Peer, now: Instan
     if targets.is_empty() {
         return;
     }
-    if let TunnResult::WriteToNetwork(bytes) = peer.tunn.encapsulate(&[], buf) {
+    let Some(tunn) = peer.tunn.as_deref_mut() else {
+        return;
+    };
+    if let TunnResult::WriteToNetwork(bytes) = tunn.encapsulate(&[], buf) {
         stats.tx_probes += 1;
         peer.probe_at = Some(now);
         peer.udp_tx_at = Some(now);

@@ -1,7 +1,7 @@
 //! One WireGuard peer: its settings, its boringtun session and what it has done.
 
 use crate::discovery::{CandidateStatus, Discovery, PathReason};
-use boringtun::noise::Tunn;
+use boringtun::noise::{Tunn, TunnResult};
 use ipnet::IpNet;
 use pinhole_proto::disco::DiscoBox;
 use pinhole_proto::endpoint::{Endpoint, EndpointKind};
@@ -94,7 +94,13 @@ pub(crate) struct PeerDisco {
 }
 
 pub(crate) struct Peer {
-    pub(crate) tunn: Tunn,
+    /// The engine's index for the peer (boringtun's session index is built from it).
+    pub(crate) index: u32,
+    /// The WireGuard state (handshake, sessions, timers): made at the first packet for or from
+    /// the peer and dropped once it has been quiet for [`QUIET_AFTER`] (its keys are gone by
+    /// then). boringtun keeps eight session slots inline, 11 KiB a peer: a peer that does not
+    /// talk costs none of it, which is what keeps a map of 10,000 peers small.
+    pub(crate) tunn: Option<Box<Tunn>>,
     pub(crate) disco: Option<PeerDisco>,
     pub(crate) settings: PeerSettings,
     pub(crate) endpoint: Option<SocketAddr>,
@@ -137,6 +143,22 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
+    /// How long ago the current WireGuard session was made; none without one.
+    pub(crate) fn since_handshake(&self) -> Option<Duration> {
+        self.tunn
+            .as_ref()
+            .and_then(|t| t.time_since_last_handshake())
+    }
+
+    /// The next packet boringtun queued while a handshake was in flight, encrypted into `buf`
+    /// (`Done` when there is none).
+    pub(crate) fn next_queued<'b>(&mut self, buf: &'b mut [u8]) -> TunnResult<'b> {
+        match self.tunn.as_deref_mut() {
+            Some(t) => t.decapsulate(None, &[], buf),
+            None => TunnResult::Done,
+        }
+    }
+
     /// The relay to reach the peer through: its home relay from the map, else the one its
     /// packets last came through.
     pub(crate) fn set_relay(&mut self, from_map: Option<&str>) {
@@ -154,8 +176,9 @@ impl Peer {
         }
     }
 
-    pub(crate) fn new(tunn: Tunn, settings: PeerSettings) -> Self {
+    pub(crate) fn new(index: u32, tunn: Option<Box<Tunn>>, settings: PeerSettings) -> Self {
         Peer {
+            index,
             tunn,
             disco: None,
             endpoint: settings.endpoint,
@@ -189,7 +212,7 @@ impl Peer {
     /// handshakes are seconds apart (REKEY_TIMEOUT is 5 s).
     pub(crate) fn check_new_handshake(&mut self, now: Instant) -> bool {
         const MARGIN: Duration = Duration::from_millis(100);
-        let Some(since) = self.tunn.time_since_last_handshake() else {
+        let Some(since) = self.since_handshake() else {
             return false;
         };
         let established = now.checked_sub(since).unwrap_or(now);

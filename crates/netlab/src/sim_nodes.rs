@@ -1,6 +1,7 @@
 //! Simulated nodes for load on a coordination server: each registers (proving a fresh key) and
 //! holds its map stream open, as a real pinholed would, without a TUN device or WireGuard.
-//! `netlab-tool sim-nodes URL AUTHKEY_FILE COUNT HOLD_S` runs them inside a lab namespace.
+//! `netlab-tool sim-nodes URL AUTHKEY_FILE COUNT HOLD_S [--endpoints-first]` runs them inside a
+//! lab namespace.
 
 use anyhow::{Context, Result};
 use pinhole_control_client::ControlClient;
@@ -21,9 +22,26 @@ pub struct Report {
     pub connect_seconds: f64,
 }
 
+/// In which order the simulated nodes come up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Each node registers, opens its stream, then publishes its endpoint, while the others
+    /// do the same (every endpoint is sent to every stream already open: a crowd arriving).
+    Crowd,
+    /// Every node registers and publishes its endpoint first, then all open their streams
+    /// (no endpoint fan-out: a large network quickly, for measuring the node that joins it).
+    EndpointsFirst,
+}
+
 /// Registers `count` nodes at `url` with `authkey`, opens each one's map stream, publishes an
 /// endpoint for each, and holds the streams open for `hold`.
-pub async fn run(url: &str, authkey: &str, count: usize, hold: Duration) -> Result<Report> {
+pub async fn run(
+    url: &str,
+    authkey: &str,
+    count: usize,
+    hold: Duration,
+    order: Order,
+) -> Result<Report> {
     let client = ControlClient::new(url, None)?;
     let started = Instant::now();
     let registered = Arc::new(AtomicUsize::new(0));
@@ -42,8 +60,6 @@ pub async fn run(url: &str, authkey: &str, count: usize, hold: Duration) -> Resu
             };
             let r = client.register(&authkey, &private, &info).await?;
             registered.fetch_add(1, Ordering::Relaxed);
-            let mut stream = client.map(&r.node_token).await?;
-            stream.next().await?.context("the stream ended at once")?;
             let upd = NodeUpdate {
                 endpoints: Some(vec![pinhole_proto::endpoint::Endpoint::new(
                     ([203, 0, 113, (i % 250) as u8], 41641).into(),
@@ -51,31 +67,78 @@ pub async fn run(url: &str, authkey: &str, count: usize, hold: Duration) -> Resu
                 )]),
                 ..NodeUpdate::default()
             };
-            client.update(&r.node_token, &upd).await?;
+            let stream = match order {
+                Order::Crowd => {
+                    let mut stream = client.map(&r.node_token).await?;
+                    stream.next().await?.context("the stream ended at once")?;
+                    client.update(&r.node_token, &upd).await?;
+                    Some(stream)
+                }
+                Order::EndpointsFirst => {
+                    client.update(&r.node_token, &upd).await?;
+                    None
+                }
+            };
             drop(permit);
-            Ok::<_, anyhow::Error>(stream)
+            Ok::<_, anyhow::Error>((r.node_token, stream))
         }));
     }
-    let mut streams = Vec::with_capacity(count);
+    let mut opened = Vec::with_capacity(count);
     for t in tasks {
-        streams.push(t.await??);
+        opened.push(t.await??);
+    }
+    // Every stream is read from the moment it is open (what arrives: presence and endpoint
+    // changes of the others) until `stop`; unread, they would pile up in memory.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::with_capacity(count);
+    for (token, stream) in opened {
+        let (client, sem, mut stopped) = (client.clone(), sem.clone(), stopped.clone());
+        let (up_tx, up_rx) = tokio::sync::oneshot::channel();
+        let reader = tokio::spawn(async move {
+            let mut stream = match stream {
+                Some(s) => s,
+                None => {
+                    // Endpoints first: the stream now, as many at once as registrations were.
+                    let permit = sem.acquire_owned().await;
+                    let opened = async {
+                        let mut s = client.map(&token).await?;
+                        s.next().await?.context("the stream ended at once")?;
+                        Ok::<_, anyhow::Error>(s)
+                    }
+                    .await;
+                    drop(permit);
+                    match opened {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = up_tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+            };
+            let _ = up_tx.send(Ok(()));
+            loop {
+                tokio::select! {
+                    _ = stopped.changed() => break,
+                    m = stream.next_raw() => if !matches!(m, Ok(Some(_))) { break },
+                }
+            }
+        });
+        tasks.push((up_rx, reader));
+    }
+    let mut readers = Vec::with_capacity(count);
+    for (up, reader) in tasks {
+        up.await.context("a simulated node's task ended")??;
+        readers.push(reader);
     }
     let connect_seconds = started.elapsed().as_secs_f64();
     println!(
         "registered={} streams={} seconds={connect_seconds:.2}",
         registered.load(Ordering::Relaxed),
-        streams.len()
+        readers.len()
     );
-    // Held open, reading what arrives (presence and endpoint changes of the others).
-    let until = tokio::time::Instant::now() + hold;
-    let readers: Vec<_> = streams
-        .into_iter()
-        .map(|mut s| {
-            tokio::spawn(async move {
-                while let Ok(Ok(Some(_))) = tokio::time::timeout_at(until, s.next()).await {}
-            })
-        })
-        .collect();
+    tokio::time::sleep(hold).await;
+    let _ = stop.send(true);
     for r in readers {
         let _ = r.await;
     }

@@ -50,6 +50,11 @@ fn an_idle_engine_with_100_peers_has_no_timer() {
     let minute = Duration::from_secs(60);
     let idle = wakeups(&mut engine, start, start + minute);
     assert!(idle <= 1, "{idle} wake-ups in an idle minute");
+    assert_eq!(
+        engine.sessions(),
+        0,
+        "no WireGuard state for peers that never talked"
+    );
 
     // A packet for one peer: a handshake starts, its retries need the timers.
     let t0 = start + minute;
@@ -62,6 +67,7 @@ fn an_idle_engine_with_100_peers_has_no_timer() {
     );
     engine.handle_tun(t0, &packet);
     assert!(engine.poll_timeout() <= t0 + Duration::from_millis(250));
+    assert_eq!(engine.sessions(), 1);
     let busy = wakeups(&mut engine, t0, t0 + minute);
     assert!(busy >= 200, "the timers ran for the peer: {busy}");
     // Ten minutes after the last packet the engine is quiet again.
@@ -69,4 +75,9 @@ fn an_idle_engine_with_100_peers_has_no_timer() {
     wakeups(&mut engine, t0 + minute, later);
     let quiet = wakeups(&mut engine, later, later + minute);
     assert!(quiet <= 1, "{quiet} wake-ups in a quiet minute");
+    assert_eq!(
+        engine.sessions(),
+        0,
+        "the quiet peer's WireGuard state is gone"
+    );
 }

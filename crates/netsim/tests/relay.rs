@@ -267,6 +267,49 @@ fn replies_go_back_through_the_relay_the_peer_came_through_before_the_map_names_
     assert_eq!((at_a, at_b), (20, 20));
 }
 
+/// A peer's WireGuard state exists only while it talks: none before the first packet, gone
+/// ten minutes after the last authentic packet (the direct path's heartbeats go on for two
+/// minutes after the traffic; the keys expired at nine), made again by the next packet, which
+/// arrives (a new handshake) as the first one did.
+#[test]
+fn a_pair_quiet_for_ten_minutes_talks_again_on_new_sessions() {
+    let mut p = pair(9, 10, 30);
+    for h in [p.a, p.b] {
+        assert_eq!(p.sim.engine(h).sessions(), 0);
+    }
+    let (at_a, at_b) = traffic(&mut p, 2);
+    assert_eq!((at_a, at_b), (20, 20));
+    for h in [p.a, p.b] {
+        assert_eq!(p.sim.engine(h).sessions(), 1);
+    }
+    p.sim.advance(Duration::from_secs(11 * 60));
+    for h in [p.a, p.b] {
+        assert_eq!(
+            p.sim.engine(h).sessions(),
+            1,
+            "heartbeats until two minutes ago"
+        );
+    }
+    p.sim.advance(Duration::from_secs(2 * 60));
+    for h in [p.a, p.b] {
+        assert_eq!(
+            p.sim.engine(h).sessions(),
+            0,
+            "dropped after ten quiet minutes"
+        );
+    }
+    p.sim.send_tun(p.a, &udp_v4(A4, B4, 1, 2, b"again"));
+    p.sim.advance(Duration::from_millis(200));
+    let got = p.sim.take_tun(p.b);
+    assert_eq!(got.len(), 1, "the first packet after the quiet arrives");
+    assert_eq!(udp_payload(&got[0]), Some(&b"again"[..]));
+    let (at_a, at_b) = traffic(&mut p, 2);
+    assert_eq!((at_a, at_b), (20, 20));
+    for h in [p.a, p.b] {
+        assert_eq!(p.sim.engine(h).stats().rx_invalid, 0);
+    }
+}
+
 fn local(addr: std::net::SocketAddr) -> pinhole_engine::Endpoint {
     pinhole_engine::Endpoint::new(addr, pinhole_engine::EndpointKind::Local)
 }

@@ -4,9 +4,9 @@
 
 use pinhole_proto::key::PrivateKey;
 use pinhole_proto::relay::{self as wire, Decoder, Frame, FrameError};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// What went wrong talking to a relay.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +32,27 @@ pub struct RawClient {
 impl RawClient {
     /// Connects to `addr` and switches to the relay protocol on `/relay`.
     pub async fn upgrade(addr: SocketAddr) -> Result<RawClient, RawError> {
-        let mut io = TcpStream::connect(addr).await?;
+        Self::upgrade_from(addr, None).await
+    }
+
+    /// Like [`RawClient::upgrade`], from the local address `from` when given (many clients
+    /// on one machine from many loopback addresses, as real clients come from many hosts).
+    pub async fn upgrade_from(
+        addr: SocketAddr,
+        from: Option<IpAddr>,
+    ) -> Result<RawClient, RawError> {
+        let mut io = match from {
+            None => TcpStream::connect(addr).await?,
+            Some(ip) => {
+                let socket = if ip.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(addr).await?
+            }
+        };
         io.set_nodelay(true)?;
         let req = format!(
             "GET /relay HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: {}\r\n\r\n",
@@ -80,7 +100,16 @@ impl RawClient {
 
     /// Upgrades and proves `private`; an error unless the relay accepts.
     pub async fn connect(addr: SocketAddr, private: &PrivateKey) -> Result<RawClient, RawError> {
-        let mut c = RawClient::upgrade(addr).await?;
+        Self::connect_from(addr, private, None).await
+    }
+
+    /// Like [`RawClient::connect`], from the local address `from` when given.
+    pub async fn connect_from(
+        addr: SocketAddr,
+        private: &PrivateKey,
+        from: Option<IpAddr>,
+    ) -> Result<RawClient, RawError> {
+        let mut c = RawClient::upgrade_from(addr, from).await?;
         match c.prove(private, false).await? {
             Frame::ServerInfo { .. } => Ok(c),
             other => Err(RawError::NotAccepted(other)),

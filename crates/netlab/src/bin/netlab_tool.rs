@@ -56,6 +56,11 @@ fn main() -> Result<()> {
                 key.trim(),
                 count,
                 Duration::from_secs(hold),
+                if args.get(5).map(String::as_str) == Some("--endpoints-first") {
+                    pinhole_netlab::sim_nodes::Order::EndpointsFirst
+                } else {
+                    pinhole_netlab::sim_nodes::Order::Crowd
+                },
             ))?;
             println!("done registered={} streams={}", r.registered, r.streams);
         }
