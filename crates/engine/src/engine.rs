@@ -798,8 +798,12 @@ impl Engine {
         let mut busy = false;
         for peer in self.peers.values_mut() {
             if !peer.needs_timers(now) {
-                // Quiet for QUIET_AFTER: the session's keys are gone; so goes its memory.
-                peer.tunn = None;
+                // Quiet for QUIET_AFTER: the session's keys are gone; so goes its memory (and
+                // any initiation still waiting: the next packet starts a handshake afresh).
+                if peer.tunn.take().is_some() {
+                    peer.pending_init = None;
+                    peer.awaiting_confirmation = false;
+                }
                 continue;
             }
             busy = true;
