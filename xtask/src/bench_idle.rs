@@ -108,7 +108,7 @@ fn measure(peers: usize, seconds: u64) -> Result<Row> {
         );
     }
     let started = Instant::now();
-    let _node = mesh::start_node(&mut lab, "n1", &key);
+    let node = mesh::start_node(&mut lab, "n1", &key);
     let mut listed = 0;
     let mut online = 0;
     let complete = Lab::wait_for(Duration::from_secs(600), || {
@@ -134,7 +134,7 @@ fn measure(peers: usize, seconds: u64) -> Result<Row> {
     std::thread::sleep(Duration::from_secs(seconds));
     let (cpu1, switches1) = (cpu_seconds(pid), switches(pid));
     let window = t0.elapsed().as_secs_f64();
-    if !lab.is_running(&_node) {
+    if !lab.is_running(&node) {
         bail!("pinholed exited during the window");
     }
     Ok(Row {

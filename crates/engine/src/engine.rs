@@ -666,22 +666,19 @@ impl Engine {
                     push_relay(out, stats, region, from, bytes);
                 }
             };
-        if peer.tunn.is_none() {
-            if !is_init {
-                // No session here: nothing but an initiation can be for this peer.
-                self.stats.rx_invalid += 1;
-                return;
-            }
-            peer.tunn = Some(new_tunn(
+        if peer.tunn.is_none() && !is_init {
+            // No session here: nothing but an initiation can be for this peer.
+            self.stats.rx_invalid += 1;
+            return;
+        }
+        let tunn = peer.tunn.get_or_insert_with(|| {
+            new_tunn(
                 &self.private,
                 &self.rate_limiter,
                 &peer.settings,
                 peer.index,
-            ));
-        }
-        let Some(tunn) = peer.tunn.as_deref_mut() else {
-            return;
-        };
+            )
+        });
         let (out, src): (&[u8], Option<IpAddr>) =
             match tunn.decapsulate(src_ip, datagram, &mut self.buf) {
                 TunnResult::WriteToTunnelV4(out, src) => (out, Some(src.into())),

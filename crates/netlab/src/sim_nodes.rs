@@ -46,20 +46,24 @@ pub async fn run(
     let started = Instant::now();
     let registered = Arc::new(AtomicUsize::new(0));
     let sem = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
-    let mut tasks = Vec::with_capacity(count);
+    // Endpoints first: no stream opens until every node has published its endpoint.
+    let published = Arc::new(tokio::sync::Barrier::new(match order {
+        Order::Crowd => 1,
+        Order::EndpointsFirst => count,
+    }));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut nodes = Vec::with_capacity(count);
     for i in 0..count {
-        let (client, authkey, registered) =
-            (client.clone(), authkey.to_string(), registered.clone());
-        let permit = sem.clone().acquire_owned().await?;
-        tasks.push(tokio::spawn(async move {
-            let private = PrivateKey::from_bytes(rand::random());
-            let info = NodeInfo {
-                disco_key: Key(rand::random()),
-                hostname: format!("sim-{i}"),
-                os: "linux".into(),
-            };
-            let r = client.register(&authkey, &private, &info).await?;
-            registered.fetch_add(1, Ordering::Relaxed);
+        let (client, authkey, registered, sem, published, mut stopped) = (
+            client.clone(),
+            authkey.to_string(),
+            registered.clone(),
+            sem.clone(),
+            published.clone(),
+            stopped.clone(),
+        );
+        let (up_tx, up_rx) = tokio::sync::oneshot::channel();
+        let node = tokio::spawn(async move {
             let upd = NodeUpdate {
                 endpoints: Some(vec![pinhole_proto::endpoint::Endpoint::new(
                     ([203, 0, 113, (i % 250) as u8], 41641).into(),
@@ -67,56 +71,47 @@ pub async fn run(
                 )]),
                 ..NodeUpdate::default()
             };
-            let stream = match order {
-                Order::Crowd => {
-                    let mut stream = client.map(&r.node_token).await?;
-                    stream.next().await?.context("the stream ended at once")?;
-                    client.update(&r.node_token, &upd).await?;
-                    Some(stream)
+            let up = async {
+                let joined = async {
+                    let _permit = sem.clone().acquire_owned().await?;
+                    let private = PrivateKey::from_bytes(rand::random());
+                    let info = NodeInfo {
+                        disco_key: Key(rand::random()),
+                        hostname: format!("sim-{i}"),
+                        os: "linux".into(),
+                    };
+                    let r = client.register(&authkey, &private, &info).await?;
+                    registered.fetch_add(1, Ordering::Relaxed);
+                    if order == Order::EndpointsFirst {
+                        client.update(&r.node_token, &upd).await?;
+                    }
+                    Ok::<_, anyhow::Error>(r)
                 }
-                Order::EndpointsFirst => {
+                .await;
+                // Also after a failure: the others do not wait for this node forever.
+                published.wait().await;
+                let r = joined?;
+                let _permit = sem.acquire_owned().await?;
+                let mut stream = client.map(&r.node_token).await?;
+                stream.next().await?.context("the stream ended at once")?;
+                if order == Order::Crowd {
                     client.update(&r.node_token, &upd).await?;
-                    None
+                }
+                Ok::<_, anyhow::Error>(stream)
+            }
+            .await;
+            let mut stream = match up {
+                Ok(s) => {
+                    let _ = up_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = up_tx.send(Err(e));
+                    return;
                 }
             };
-            drop(permit);
-            Ok::<_, anyhow::Error>((r.node_token, stream))
-        }));
-    }
-    let mut opened = Vec::with_capacity(count);
-    for t in tasks {
-        opened.push(t.await??);
-    }
-    // Every stream is read from the moment it is open (what arrives: presence and endpoint
-    // changes of the others) until `stop`; unread, they would pile up in memory.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut tasks = Vec::with_capacity(count);
-    for (token, stream) in opened {
-        let (client, sem, mut stopped) = (client.clone(), sem.clone(), stopped.clone());
-        let (up_tx, up_rx) = tokio::sync::oneshot::channel();
-        let reader = tokio::spawn(async move {
-            let mut stream = match stream {
-                Some(s) => s,
-                None => {
-                    // Endpoints first: the stream now, as many at once as registrations were.
-                    let permit = sem.acquire_owned().await;
-                    let opened = async {
-                        let mut s = client.map(&token).await?;
-                        s.next().await?.context("the stream ended at once")?;
-                        Ok::<_, anyhow::Error>(s)
-                    }
-                    .await;
-                    drop(permit);
-                    match opened {
-                        Ok(s) => s,
-                        Err(e) => {
-                            let _ = up_tx.send(Err(e));
-                            return;
-                        }
-                    }
-                }
-            };
-            let _ = up_tx.send(Ok(()));
+            // Read from the moment it is open (presence and endpoint changes of the others)
+            // until `stop`: unread, the streams would pile up in memory.
             loop {
                 tokio::select! {
                     _ = stopped.changed() => break,
@@ -124,12 +119,12 @@ pub async fn run(
                 }
             }
         });
-        tasks.push((up_rx, reader));
+        nodes.push((up_rx, node));
     }
     let mut readers = Vec::with_capacity(count);
-    for (up, reader) in tasks {
+    for (up, node) in nodes {
         up.await.context("a simulated node's task ended")??;
-        readers.push(reader);
+        readers.push(node);
     }
     let connect_seconds = started.elapsed().as_secs_f64();
     println!(
