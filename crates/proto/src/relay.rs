@@ -20,6 +20,8 @@ pub const MAX_PACKET: usize = 64 * 1024;
 pub const MAX_FRAME: usize = MAX_PACKET + 32;
 /// Bytes in front of every frame's payload.
 pub const HEADER: usize = 5;
+/// What a packet frame adds to its packet: the header and the 32-byte key.
+pub const PACKET_OVERHEAD: usize = HEADER + 32;
 /// A reason for refusal longer than this is cut.
 const MAX_REASON: usize = 512;
 
@@ -128,7 +130,13 @@ impl Frame {
 
     /// A packet frame's bytes built without an intermediate copy of the packet.
     pub fn packet_bytes(send: bool, key: &Key, packet: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER + 32 + packet.len());
+        let mut out = Vec::with_capacity(PACKET_OVERHEAD + packet.len());
+        Frame::append_packet(send, key, packet, &mut out);
+        out
+    }
+
+    /// Appends a packet frame to `out` (a batch of frames for one connection).
+    pub fn append_packet(send: bool, key: &Key, packet: &[u8], out: &mut Vec<u8>) {
         out.push(if send {
             kind::SEND_PACKET
         } else {
@@ -137,7 +145,6 @@ impl Frame {
         out.extend_from_slice(&((32 + packet.len()) as u32).to_be_bytes());
         out.extend_from_slice(&key.0);
         out.extend_from_slice(packet);
-        out
     }
 
     /// Parses one frame's type and payload.
@@ -217,6 +224,17 @@ impl Decoder {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// The buffer to read the connection into directly, instead of [`Decoder::push`], with
+    /// room for `want` more bytes: what is read must be appended to it (as `read_buf` does).
+    pub fn buffer(&mut self, want: usize) -> &mut Vec<u8> {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        self.buf.reserve(want);
+        &mut self.buf
+    }
+
     /// The next whole frame, if one has arrived. An error means the stream is unusable.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         match self.next_raw()? {
@@ -261,6 +279,23 @@ impl Decoder {
             self.buf = Vec::new();
         }
     }
+}
+
+/// The length of the first `frames` whole frames in `bytes` (a batch made by this module's
+/// encoders); all of it when it holds fewer.
+pub fn frames_len(bytes: &[u8], frames: usize) -> usize {
+    let mut at = 0;
+    for _ in 0..frames {
+        let Some(h) = bytes.get(at..at + HEADER) else {
+            break;
+        };
+        let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+        if bytes.len() < at + HEADER + len {
+            break;
+        }
+        at += HEADER + len;
+    }
+    at
 }
 
 /// The client's proof that it holds `private`, for the relay whose key is `server`.
@@ -346,6 +381,61 @@ mod tests {
             Frame::packet_bytes(false, &k, &p),
             Frame::RecvPacket { src: k, packet: p }.to_bytes()
         );
+    }
+
+    #[test]
+    fn frames_len_finds_the_end_of_the_first_frames_of_a_batch() {
+        let k = Key([3; 32]);
+        let mut batch = Vec::new();
+        for n in [1usize, 1200, 0] {
+            Frame::append_packet(false, &k, &vec![9; n], &mut batch);
+        }
+        assert_eq!(frames_len(&batch, 0), 0);
+        assert_eq!(frames_len(&batch, 1), PACKET_OVERHEAD + 1);
+        assert_eq!(frames_len(&batch, 2), 2 * PACKET_OVERHEAD + 1201);
+        assert_eq!(frames_len(&batch, 3), batch.len());
+        assert_eq!(frames_len(&batch, 9), batch.len());
+        // The frames it counts decode, one by one, to the packets appended.
+        let mut d = Decoder::default();
+        d.push(&batch[..frames_len(&batch, 2)]);
+        assert!(
+            matches!(d.next_frame(), Ok(Some(Frame::RecvPacket { packet, .. })) if packet.len() == 1)
+        );
+        assert!(
+            matches!(d.next_frame(), Ok(Some(Frame::RecvPacket { packet, .. })) if packet.len() == 1200)
+        );
+        assert_eq!(d.next_frame(), Ok(None));
+        assert_eq!(d.pending(), 0);
+    }
+
+    #[test]
+    fn frames_read_into_the_buffer_in_pieces_decode_like_pushed_ones() {
+        let k = Key([4; 32]);
+        let mut bytes = Vec::new();
+        for n in [0usize, 1, 700, 1500] {
+            Frame::append_packet(true, &k, &vec![n as u8; n], &mut bytes);
+        }
+        for piece in [1, 5, 37, 1000, bytes.len()] {
+            let mut d = Decoder::default();
+            let mut got = Vec::new();
+            for c in bytes.chunks(piece) {
+                let buf = d.buffer(piece);
+                assert!(buf.capacity() - buf.len() >= piece);
+                buf.extend_from_slice(c);
+                while let Some(f) = d.next_frame().unwrap() {
+                    got.push(f);
+                }
+            }
+            let sizes: Vec<usize> = got
+                .iter()
+                .map(|f| match f {
+                    Frame::SendPacket { dst, packet } if *dst == k => packet.len(),
+                    f => panic!("{f:?}"),
+                })
+                .collect();
+            assert_eq!(sizes, [0, 1, 700, 1500], "pieces of {piece}");
+            assert_eq!(d.pending(), 0);
+        }
     }
 
     #[test]

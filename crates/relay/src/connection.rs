@@ -2,11 +2,12 @@
 //! then frames both ways until either side stops, a frame is bad, or the client goes silent.
 
 use crate::metrics;
-use crate::relay::{Forwarded, Relay, Shared};
+use crate::relay::{Forwarded, Outgoing, Registration, Relay, Shared, Target};
 use pinhole_proto::key::Key;
 use pinhole_proto::relay::{self as wire, Decoder, Frame, FrameError};
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -39,6 +40,9 @@ const READ_SMALL: usize = 2 * 1024;
 const READ_BIG: usize = 64 * 1024;
 /// Bytes written at most per batch.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Destinations one read's packets are grouped by at most; past this the groups made so far
+/// are forwarded and new ones begun (the lookup is a linear scan).
+const BATCH_DESTINATIONS: usize = 16;
 
 impl Relay {
     /// Serves one client (connected from `peer`, when known) on an upgraded connection until
@@ -116,14 +120,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 return e;
             }
         };
-        let (id, mut rx, close) = self.shared.register(key, network.clone());
+        let Registration {
+            id,
+            mut rx,
+            queued,
+            close,
+        } = self.shared.register(key, network.clone());
         metrics::add(&self.shared.metrics.accepted, 1);
         tracing::debug!(key = %key.short(), "relay client connected");
         let info = Frame::ServerInfo {
             keepalive_secs: self.shared.config.keepalive.as_secs().clamp(1, 3600) as u16,
         };
         let end = match self.write_now(&info.to_bytes()).await {
-            Ok(()) => self.serve(key, &network, &mut rx, &close).await,
+            Ok(()) => self.serve(key, &network, &mut rx, &queued, &close).await,
             Err(e) => ConnectionEnd::from(e),
         };
         self.shared.unregister(&key, id, &self.sent_to);
@@ -207,7 +216,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         &mut self,
         key: Key,
         network: &Arc<str>,
-        rx: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+        rx: &mut tokio::sync::mpsc::Receiver<Outgoing>,
+        queued: &AtomicUsize,
         close: &tokio::sync::Notify,
     ) -> ConnectionEnd {
         let keepalive = self.shared.config.keepalive;
@@ -219,8 +229,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
         let mut heard = Instant::now();
         let mut out: Vec<u8> = Vec::new();
-        let mut chunk: Vec<u8> = Vec::new();
         let mut want = READ_SMALL;
+        let mut batches = Batches::default();
         loop {
             // Replies made while reading (peer gone) go out before waiting again.
             if !out.is_empty() {
@@ -235,37 +245,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 }
                 out.clear();
             }
-            if chunk.capacity() < want {
-                chunk.reserve(want);
-            }
             tokio::select! {
-                r = self.io.read_buf(&mut chunk) => {
+                // Read straight into the decoder's buffer: the packets are copied once, into
+                // their destinations' batches.
+                r = self.io.read_buf(self.decoder.buffer(want)) => {
                     let n = match r {
                         Ok(0) => return ConnectionEnd::Closed,
                         Ok(n) => n,
                         Err(e) => return e.into(),
                     };
-                    self.decoder.push(&chunk);
-                    if n == chunk.capacity() {
+                    if n >= want {
                         want = READ_BIG;
-                        chunk.clear();
-                    } else if n < READ_SMALL && chunk.capacity() > READ_SMALL {
+                    } else if n < READ_SMALL {
                         want = READ_SMALL;
-                        chunk = Vec::new();
-                    } else {
-                        chunk.clear();
                     }
                     heard = Instant::now();
-                    if let Err(e) = self.handle_frames(&key, network, &mut out) {
+                    if let Err(e) = self.handle_frames(&key, network, &mut batches, n, &mut out) {
                         return e;
                     }
                 }
                 q = rx.recv() => {
                     let Some(first) = q else { return ConnectionEnd::ClosedByRelay };
-                    out.extend_from_slice(&first);
+                    queued.fetch_sub(first.packets, Ordering::Relaxed);
+                    // The first batch is written from where the sender's connection put it.
+                    if out.is_empty() {
+                        out = first.bytes;
+                    } else {
+                        out.extend_from_slice(&first.bytes);
+                    }
                     while out.len() < WRITE_BATCH {
                         match rx.try_recv() {
-                            Ok(more) => out.extend_from_slice(&more),
+                            Ok(more) => {
+                                queued.fetch_sub(more.packets, Ordering::Relaxed);
+                                out.extend_from_slice(&more.bytes);
+                            }
                             Err(_) => break,
                         }
                     }
@@ -282,34 +295,163 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         }
     }
 
+    /// Handles the whole frames read so far (`read` bytes came in last): packets are grouped by
+    /// destination, in order, and each group is forwarded as one batch.
     fn handle_frames(
         &mut self,
         key: &Key,
         network: &str,
+        batches: &mut Batches,
+        read: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), ConnectionEnd> {
         let m = &self.shared.metrics;
-        while let Some((kind, payload)) = self.decoder.next_raw()? {
+        let (mut packets, mut bytes) = (0u64, 0u64);
+        let mut result = Ok(());
+        loop {
+            let (kind, payload) = match self.decoder.next_raw() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    result = Err(e.into());
+                    break;
+                }
+            };
             if kind == wire::kind::SEND_PACKET && payload.len() >= 32 {
-                // The hot path: the packet is forwarded straight from the read buffer.
+                // The hot path: the packet is framed for its destination straight from the
+                // read buffer, into that destination's batch.
                 let mut dst = Key([0; 32]);
                 dst.0.copy_from_slice(&payload[..32]);
                 let packet = &payload[32..];
-                metrics::add(&m.packets_in, 1);
-                metrics::add(&m.bytes_in, packet.len() as u64);
-                if self.shared.forward(key, network, &dst, packet) == Forwarded::NoPeer {
-                    // Unknown destinations leave no trace: only peers that are here are noted.
-                    Frame::PeerGone { key: dst }.encode(out);
-                } else if self.sent_to.len() < MAX_DESTINATIONS && self.sent_to.insert(dst) {
-                    self.shared.note_sender(dst, *key);
+                packets += 1;
+                bytes += packet.len() as u64;
+                if batches.is_full_without(&dst) {
+                    forward_all(&self.shared, &mut self.sent_to, key, batches, out);
                 }
+                batches.push(&self.shared, network, key, dst, packet, read);
                 continue;
             }
-            match Frame::decode(kind, payload)? {
-                Frame::KeepAlive => metrics::add(&m.keepalives_in, 1),
-                _ => return Err(ConnectionEnd::Unexpected),
+            match Frame::decode(kind, payload) {
+                Ok(Frame::KeepAlive) => metrics::add(&m.keepalives_in, 1),
+                Ok(_) => {
+                    result = Err(ConnectionEnd::Unexpected);
+                    break;
+                }
+                Err(e) => {
+                    result = Err(e.into());
+                    break;
+                }
             }
         }
-        Ok(())
+        metrics::add(&m.packets_in, packets);
+        metrics::add(&m.bytes_in, bytes);
+        // What came before a bad frame is forwarded like any packet.
+        forward_all(&self.shared, &mut self.sent_to, key, batches, out);
+        result
+    }
+}
+
+/// Forwards every batch made so far; unknown destinations are answered with peer-gone.
+fn forward_all(
+    shared: &Shared,
+    sent_to: &mut HashSet<Key>,
+    key: &Key,
+    batches: &mut Batches,
+    out: &mut Vec<u8>,
+) {
+    let m = &shared.metrics;
+    for mut g in batches.groups.drain(..) {
+        if g.dropped > 0 {
+            metrics::add(&m.drops_queue_full, g.dropped as u64);
+        }
+        let Some(target) = &g.target else {
+            metrics::add(&m.drops_no_peer, g.dropped_no_peer as u64);
+            // Unknown destinations leave no trace: only peers that are here are noted.
+            Frame::PeerGone { key: g.dst }.encode(out);
+            continue;
+        };
+        if g.batch.packets == 0 {
+            continue;
+        }
+        // A group that took little of the room it was given gives the rest back before it
+        // waits in a queue.
+        if g.batch.bytes.capacity() > 2 * g.batch.bytes.len() + 4096 {
+            g.batch.bytes.shrink_to_fit();
+        }
+        if shared.deliver(target, g.batch) == Forwarded::NoPeer {
+            Frame::PeerGone { key: g.dst }.encode(out);
+        } else if sent_to.len() < MAX_DESTINATIONS && sent_to.insert(g.dst) {
+            shared.note_sender(g.dst, *key);
+        }
+    }
+}
+
+/// One read's packets for one destination.
+struct Group {
+    dst: Key,
+    /// Its queue, if it is connected in the sender's network.
+    target: Option<Target>,
+    /// Packets its queue had room for when it was looked up; more are dropped uncopied.
+    room: usize,
+    batch: Outgoing,
+    dropped: usize,
+    dropped_no_peer: usize,
+}
+
+/// One read's packets, framed for their destinations and grouped by destination in the order
+/// each was first named.
+#[derive(Default)]
+struct Batches {
+    groups: Vec<Group>,
+}
+
+impl Batches {
+    /// Whether adding a packet for `dst` would need one group more than allowed.
+    fn is_full_without(&self, dst: &Key) -> bool {
+        self.groups.len() >= BATCH_DESTINATIONS && !self.groups.iter().any(|g| g.dst == *dst)
+    }
+
+    /// Adds a packet from `src` to `dst` (in `network`); a new group starts with room for
+    /// `hint` bytes (what the last read brought, at most [`WRITE_BATCH`]).
+    fn push(
+        &mut self,
+        shared: &Shared,
+        network: &str,
+        src: &Key,
+        dst: Key,
+        packet: &[u8],
+        hint: usize,
+    ) {
+        let i = match self.groups.iter().position(|g| g.dst == dst) {
+            Some(i) => i,
+            None => {
+                let target = shared.target(network, &dst);
+                let room = target.as_ref().map_or(0, |t| shared.room(t));
+                self.groups.push(Group {
+                    dst,
+                    target,
+                    room,
+                    batch: Outgoing::default(),
+                    dropped: 0,
+                    dropped_no_peer: 0,
+                });
+                self.groups.len() - 1
+            }
+        };
+        let g = &mut self.groups[i];
+        if g.target.is_none() {
+            g.dropped_no_peer += 1;
+            return;
+        }
+        if g.batch.packets >= g.room {
+            g.dropped += 1;
+            return;
+        }
+        if g.batch.bytes.capacity() == 0 {
+            let need = wire::PACKET_OVERHEAD + packet.len();
+            g.batch.bytes = Vec::with_capacity(hint.clamp(need, WRITE_BATCH.max(need)));
+        }
+        Frame::append_packet(false, src, packet, &mut g.batch.bytes);
+        g.batch.packets += 1;
     }
 }

@@ -2,14 +2,16 @@
 //!
 //! Each client has a bounded queue of frames waiting to be written to it; forwarding never
 //! waits on a destination: when its queue is full the packet is dropped and counted, so a slow
-//! client never stalls the others.
+//! client never stalls the others. Packets travel in batches: what one read of a sender's
+//! connection held for one destination is one message on that destination's queue (one
+//! allocation and one wake-up for all of them), counted against the queue's bound frame by frame.
 
 use crate::authorize::{AuthCache, Authorizer};
 use crate::metrics::{self, Metrics};
 use pinhole_proto::key::{Key, PrivateKey};
-use pinhole_proto::relay::Frame;
+use pinhole_proto::relay::{frames_len, Frame, PACKET_OVERHEAD};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
@@ -47,11 +49,51 @@ impl Default for RelayConfig {
     }
 }
 
+/// Frames on their way to one client: whole encoded frames back to back, and how many of them
+/// are packets (counted against the client's queue bound; notices count nothing).
+#[derive(Debug, Default)]
+pub(crate) struct Outgoing {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) packets: usize,
+}
+
+impl Outgoing {
+    /// A notice (peer gone), outside the packet bound.
+    fn notice(bytes: Vec<u8>) -> Outgoing {
+        Outgoing { bytes, packets: 0 }
+    }
+
+    /// Keeps the first `n` packets only.
+    fn keep_first(&mut self, n: usize) {
+        let end = frames_len(&self.bytes, n);
+        self.bytes.truncate(end);
+        self.packets = n;
+    }
+
+    /// The packets' own bytes (without frame headers and keys).
+    fn packet_bytes(&self) -> u64 {
+        self.bytes
+            .len()
+            .saturating_sub(self.packets * PACKET_OVERHEAD) as u64
+    }
+}
+
+/// What a connection gets when it registers.
+pub(crate) struct Registration {
+    pub(crate) id: u64,
+    pub(crate) rx: mpsc::Receiver<Outgoing>,
+    /// Packets queued for this client and not yet taken off the queue; the connection subtracts
+    /// what it takes.
+    pub(crate) queued: Arc<AtomicUsize>,
+    pub(crate) close: Arc<Notify>,
+}
+
 /// A connected client as the others see it.
 pub(crate) struct Client {
     pub(crate) id: u64,
     pub(crate) network: Arc<str>,
-    pub(crate) tx: mpsc::Sender<Vec<u8>>,
+    pub(crate) tx: mpsc::Sender<Outgoing>,
+    queued: Arc<AtomicUsize>,
     /// Wakes the client's connection to close it (revoked, or replaced by a newer connection).
     pub(crate) close: Arc<Notify>,
 }
@@ -206,20 +248,19 @@ impl Shared {
     }
 
     /// Adds a client; a connection already there for the same key is closed (the newest wins).
-    pub(crate) fn register(
-        &self,
-        key: Key,
-        network: Arc<str>,
-    ) -> (u64, mpsc::Receiver<Vec<u8>>, Arc<Notify>) {
+    pub(crate) fn register(&self, key: Key, network: Arc<str>) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Every message holds a packet or a notice: as many messages as packets allowed.
         let (tx, rx) = mpsc::channel(self.config.queue_frames.max(1));
         let close = Arc::new(Notify::new());
+        let queued = Arc::new(AtomicUsize::new(0));
         let old = self.write_clients().insert(
             key,
             Client {
                 id,
                 network,
                 tx,
+                queued: queued.clone(),
                 close: close.clone(),
             },
         );
@@ -229,7 +270,12 @@ impl Shared {
                 self.metrics.clients.fetch_add(1, Ordering::Relaxed);
             }
         }
-        (id, rx, close)
+        Registration {
+            id,
+            rx,
+            queued,
+            close,
+        }
     }
 
     /// Removes a client (if this connection is still the one registered), forgets it as a
@@ -259,7 +305,7 @@ impl Shared {
         let clients = self.read_clients();
         for s in senders {
             if let Some(c) = clients.get(&s) {
-                let _ = c.tx.try_send(gone.clone());
+                let _ = c.tx.try_send(Outgoing::notice(gone.clone()));
             }
         }
     }
@@ -282,27 +328,140 @@ impl Shared {
         self.senders.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Queues `packet` from `src` to `dst` if `dst` is connected in the same network.
-    pub(crate) fn forward(&self, src: &Key, network: &str, dst: &Key, packet: &[u8]) -> Forwarded {
+    /// Where packets for `dst` go if it is connected in `network`: looked up once per
+    /// destination for all the packets of one read.
+    pub(crate) fn target(&self, network: &str, dst: &Key) -> Option<Target> {
         let clients = self.read_clients();
-        let Some(c) = clients.get(dst).filter(|c| &*c.network == network) else {
-            metrics::add(&self.metrics.drops_no_peer, 1);
-            return Forwarded::NoPeer;
-        };
-        match c.tx.try_send(Frame::packet_bytes(false, src, packet)) {
+        let c = clients.get(dst).filter(|c| &*c.network == network)?;
+        Some(Target {
+            tx: c.tx.clone(),
+            queued: c.queued.clone(),
+        })
+    }
+
+    /// Packets `target`'s queue has room for now (a packet beyond it would be dropped, so it
+    /// is not even copied).
+    pub(crate) fn room(&self, target: &Target) -> usize {
+        self.config
+            .queue_frames
+            .max(1)
+            .saturating_sub(target.queued.load(Ordering::Relaxed))
+    }
+
+    /// Queues `batch` (packets framed for `target`); what does not fit in its queue any more
+    /// is dropped, the oldest packets kept.
+    pub(crate) fn deliver(&self, target: &Target, mut batch: Outgoing) -> Forwarded {
+        let m = &self.metrics;
+        let n = batch.packets;
+        let limit = self.config.queue_frames.max(1);
+        let before = target.queued.fetch_add(n, Ordering::Relaxed);
+        let room = limit.saturating_sub(before).min(n);
+        if room < n {
+            target.queued.fetch_sub(n - room, Ordering::Relaxed);
+            metrics::add(&m.drops_queue_full, (n - room) as u64);
+            if room == 0 {
+                return Forwarded::QueueFull;
+            }
+            batch.keep_first(room);
+        }
+        let bytes = batch.packet_bytes();
+        match target.tx.try_send(batch) {
             Ok(()) => {
-                metrics::add(&self.metrics.packets_forwarded, 1);
-                metrics::add(&self.metrics.bytes_forwarded, packet.len() as u64);
+                metrics::add(&m.packets_forwarded, room as u64);
+                metrics::add(&m.bytes_forwarded, bytes);
                 Forwarded::Queued
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::add(&self.metrics.drops_queue_full, 1);
+                target.queued.fetch_sub(room, Ordering::Relaxed);
+                metrics::add(&m.drops_queue_full, room as u64);
                 Forwarded::QueueFull
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                metrics::add(&self.metrics.drops_no_peer, 1);
+                target.queued.fetch_sub(room, Ordering::Relaxed);
+                metrics::add(&m.drops_no_peer, room as u64);
                 Forwarded::NoPeer
             }
         }
+    }
+}
+
+/// A connected destination's queue, as a sender's connection holds it while it forwards one
+/// read's packets.
+pub(crate) struct Target {
+    tx: mpsc::Sender<Outgoing>,
+    queued: Arc<AtomicUsize>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StaticAuthorizer;
+
+    fn batch(src: &Key, sizes: &[usize]) -> Outgoing {
+        let mut b = Outgoing::default();
+        for &n in sizes {
+            Frame::append_packet(false, src, &vec![n as u8; n], &mut b.bytes);
+            b.packets += 1;
+        }
+        b
+    }
+
+    #[tokio::test]
+    async fn a_batch_past_the_queue_bound_keeps_its_first_packets_whole() {
+        let relay = Relay::new(
+            Arc::new(StaticAuthorizer::default()),
+            RelayConfig {
+                queue_frames: 5,
+                ..RelayConfig::default()
+            },
+        );
+        let shared = &relay.shared;
+        let (src, dst) = (Key([1; 32]), Key([2; 32]));
+        let mut reg = shared.register(dst, "acme".into());
+        assert!(shared.target("other", &dst).is_none());
+        assert!(shared.target("acme", &src).is_none());
+        let t = shared.target("acme", &dst).unwrap();
+        assert_eq!(shared.room(&t), 5);
+        assert_eq!(
+            shared.deliver(&t, batch(&src, &[10, 20, 30])),
+            Forwarded::Queued
+        );
+        assert_eq!(shared.room(&t), 2);
+        // Two of these fit; the third is dropped, the two are whole frames.
+        assert_eq!(
+            shared.deliver(&t, batch(&src, &[40, 50, 60])),
+            Forwarded::Queued
+        );
+        assert_eq!(shared.deliver(&t, batch(&src, &[70])), Forwarded::QueueFull);
+        assert_eq!(shared.room(&t), 0);
+        assert_eq!(reg.queued.load(Ordering::Relaxed), 5);
+        let first = reg.rx.try_recv().unwrap();
+        let second = reg.rx.try_recv().unwrap();
+        assert_eq!((first.packets, second.packets), (3, 2));
+        let mut d = pinhole_proto::relay::Decoder::default();
+        d.push(&second.bytes);
+        for n in [40, 50] {
+            assert_eq!(
+                d.next_frame(),
+                Ok(Some(Frame::RecvPacket {
+                    src,
+                    packet: vec![n as u8; n]
+                }))
+            );
+        }
+        assert_eq!(d.pending(), 0);
+        let m = &shared.metrics;
+        assert_eq!(m.packets_forwarded.load(Ordering::Relaxed), 5);
+        assert_eq!(m.bytes_forwarded.load(Ordering::Relaxed), 150);
+        assert_eq!(m.drops_queue_full.load(Ordering::Relaxed), 2);
+        // Taken off the queue (as the connection does), there is room again.
+        reg.queued.fetch_sub(5, Ordering::Relaxed);
+        assert_eq!(shared.room(&t), 5);
+        assert_eq!(shared.deliver(&t, batch(&src, &[80])), Forwarded::Queued);
+        // A destination gone since it was looked up: its packets count as no peer.
+        shared.unregister(&dst, reg.id, &HashSet::new());
+        drop(reg);
+        assert_eq!(shared.deliver(&t, batch(&src, &[90])), Forwarded::NoPeer);
+        assert_eq!(m.drops_no_peer.load(Ordering::Relaxed), 1);
     }
 }

@@ -177,6 +177,58 @@ async fn authorised_nodes_exchange_packets_and_strangers_are_refused() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_to_many_destinations_in_one_write_arrive_in_order_at_each() {
+    let s = server(RelayConfig::default()).await;
+    let (a, a_pub) = keys(1);
+    s.auth.allow(a_pub, "acme");
+    let mut ca = Client::ok(s.addr, &a).await;
+    // More destinations than one read's packets are grouped by, so groups are forwarded
+    // while the read is still being taken apart.
+    let mut dsts = Vec::new();
+    for n in 10..30u8 {
+        let (k, public) = keys(n);
+        s.auth.allow(public, "acme");
+        dsts.push((public, Client::ok(s.addr, &k).await));
+    }
+    let stranger = keys(99).1;
+    let mut write = Vec::new();
+    for round in 0..5 {
+        for (i, (dst, _)) in dsts.iter().enumerate() {
+            let body = format!("{i}:{round}:").into_bytes();
+            // Sizes from tiny to a full datagram, so frames straddle the relay's reads.
+            let mut body = body.clone();
+            body.resize(body.len() + (i * 97 + round * 311) % 1400, b'x');
+            packet(*dst, &body).encode(&mut write);
+        }
+        packet(stranger, b"nobody").encode(&mut write);
+    }
+    ca.raw.io.write_all(&write).await.unwrap();
+    for (i, (_, c)) in dsts.iter_mut().enumerate() {
+        for round in 0..5 {
+            match c.recv().await {
+                Frame::RecvPacket { src, packet } => {
+                    assert_eq!(src, a_pub);
+                    let want = format!("{i}:{round}:");
+                    assert!(packet.starts_with(want.as_bytes()), "{i} {round}");
+                    assert_eq!(packet.len(), want.len() + (i * 97 + round * 311) % 1400);
+                }
+                f => panic!("{f:?}"),
+            }
+        }
+    }
+    assert_eq!(ca.recv().await, Frame::PeerGone { key: stranger });
+    let m = get_metrics(s.metrics).await;
+    assert!(
+        m.contains("pinhole_relay_forwarded_packets_total 100"),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"pinhole_relay_dropped_packets_total{reason="no_peer"} 5"#),
+        "{m}"
+    );
+}
+
 /// GET /metrics over a plain socket (no HTTP client crate needed).
 async fn get_metrics(addr: SocketAddr) -> String {
     let out = get(addr, "/metrics").await;
