@@ -106,7 +106,7 @@ pub struct TableSizes {
     pub handshake_addresses: usize,
 }
 
-/// What happened to a packet handed to [`Relay::forward`].
+/// What happened to a batch handed to [`Shared::deliver`].
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Forwarded {
     Queued,
@@ -250,7 +250,8 @@ impl Shared {
     /// Adds a client; a connection already there for the same key is closed (the newest wins).
     pub(crate) fn register(&self, key: Key, network: Arc<str>) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        // Every message holds a packet or a notice: as many messages as packets allowed.
+        // Every message holds at least one packet or a notice, so the channel never fills
+        // before the packet bound (counted in `queued`) does, but for notices.
         let (tx, rx) = mpsc::channel(self.config.queue_frames.max(1));
         let close = Arc::new(Notify::new());
         let queued = Arc::new(AtomicUsize::new(0));
