@@ -361,15 +361,15 @@ fn forward_all(
 ) {
     let m = &shared.metrics;
     for mut g in batches.groups.drain(..) {
-        if g.dropped > 0 {
-            metrics::add(&m.drops_queue_full, g.dropped as u64);
-        }
         let Some(target) = &g.target else {
-            metrics::add(&m.drops_no_peer, g.dropped_no_peer as u64);
+            metrics::add(&m.drops_no_peer, g.dropped as u64);
             // Unknown destinations leave no trace: only peers that are here are noted.
             Frame::PeerGone { key: g.dst }.encode(out);
             continue;
         };
+        if g.dropped > 0 {
+            metrics::add(&m.drops_queue_full, g.dropped as u64);
+        }
         if g.batch.packets == 0 {
             continue;
         }
@@ -394,8 +394,8 @@ struct Group {
     /// Packets its queue had room for when it was looked up; more are dropped uncopied.
     room: usize,
     batch: Outgoing,
+    /// Packets dropped uncopied: no room in its queue, or (without a target) no such peer.
     dropped: usize,
-    dropped_no_peer: usize,
 }
 
 /// One read's packets, framed for their destinations and grouped by destination in the order
@@ -433,16 +433,12 @@ impl Batches {
                     room,
                     batch: Outgoing::default(),
                     dropped: 0,
-                    dropped_no_peer: 0,
                 });
                 self.groups.len() - 1
             }
         };
         let g = &mut self.groups[i];
-        if g.target.is_none() {
-            g.dropped_no_peer += 1;
-            return;
-        }
+        // No target: room is 0.
         if g.batch.packets >= g.room {
             g.dropped += 1;
             return;
