@@ -32,7 +32,26 @@ impl Setup {
             Setup::BoringtunCli => "boringtun-cli",
         }
     }
+
+    /// The name `--only` takes.
+    fn key(self) -> &'static str {
+        match self {
+            Setup::Raw => "raw",
+            Setup::Pinholed => "pinholed",
+            Setup::Baseline => "baseline",
+            Setup::WireguardGo => "wireguard-go",
+            Setup::BoringtunCli => "boringtun-cli",
+        }
+    }
 }
+
+const SETUPS: [Setup; 5] = [
+    Setup::Raw,
+    Setup::Pinholed,
+    Setup::Baseline,
+    Setup::WireguardGo,
+    Setup::BoringtunCli,
+];
 
 struct Row {
     setup: Setup,
@@ -46,11 +65,30 @@ struct Row {
 }
 
 pub fn throughput(args: &[&str]) -> Result<()> {
-    let seconds: u32 = match args {
-        [] => 5,
-        ["--seconds", n] => n.parse().context("--seconds takes a number")?,
-        _ => bail!("usage: cargo xtask bench throughput [--seconds N]"),
-    };
+    const USAGE: &str = "usage: cargo xtask bench throughput [--seconds N] [--only raw,pinholed,baseline,wireguard-go,boringtun-cli]";
+    let mut seconds: u32 = 5;
+    let mut only: Option<Vec<Setup>> = None;
+    let mut rest = args;
+    while let [flag, value, tail @ ..] = rest {
+        match *flag {
+            "--seconds" => seconds = value.parse().context("--seconds takes a number")?,
+            "--only" => {
+                let mut picked = Vec::new();
+                for name in value.split(',') {
+                    match SETUPS.iter().find(|s| s.key() == name) {
+                        Some(s) => picked.push(*s),
+                        None => bail!("--only: no setup named {name:?}\n{USAGE}"),
+                    }
+                }
+                only = Some(picked);
+            }
+            _ => bail!("{USAGE}"),
+        }
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        bail!("{USAGE}");
+    }
     require_root("cargo xtask bench")?;
     packages::ensure(packages::LAB)?;
     packages::ensure(packages::BENCH)?;
@@ -59,13 +97,10 @@ pub fn throughput(args: &[&str]) -> Result<()> {
     let baseline = std::env::var_os("PINHOLE_BENCH_BASELINE");
 
     let mut rows = Vec::new();
-    for setup in [
-        Setup::Raw,
-        Setup::Pinholed,
-        Setup::Baseline,
-        Setup::WireguardGo,
-        Setup::BoringtunCli,
-    ] {
+    for setup in SETUPS {
+        if only.as_ref().is_some_and(|o| !o.contains(&setup)) {
+            continue;
+        }
         if setup == Setup::BoringtunCli && boringtun.is_none() {
             eprintln!("!!! boringtun-cli unavailable: its row is left out !!!");
             continue;

@@ -26,6 +26,8 @@ mod state_dir;
 mod status;
 mod tcp_race;
 mod tun_device;
+#[cfg(target_os = "linux")]
+mod tun_gro;
 mod tun_io;
 mod udp;
 mod udp_batch;
