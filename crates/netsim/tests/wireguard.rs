@@ -264,3 +264,50 @@ fn no_route_is_counted() {
     assert_eq!(sim.engine(a).stats().tun_no_route, 1);
     assert_eq!(sim.engine(a).stats().tun_invalid, 1);
 }
+
+#[test]
+fn buffers_given_back_carry_the_next_packets_both_ways() {
+    let Pair { mut sim, a, b, .. } = pair(21, Link::default());
+    sim.send_tun(a, &udp_v4(A4, B4, 1000, 2000, b"handshake first"));
+    sim.advance(Duration::from_millis(100));
+    assert_eq!(sim.take_tun(b).len(), 1);
+    let (b_addr, a_addr) = (sim.addr(b), sim.addr(a));
+
+    // Sending: the payload buffer given back is the one the next datagram comes in.
+    let now = sim.now();
+    sim.engine(a)
+        .handle_tun(now, &udp_v4(A4, B4, 1000, 2000, b"one"));
+    let first = sim.engine(a).poll_transmit().expect("a datagram for b");
+    assert_eq!(first.dst, b_addr);
+    let given_back = first.payload.as_ptr();
+    sim.engine(a).recycle(first.payload);
+    sim.engine(a)
+        .handle_tun(now, &udp_v4(A4, B4, 1000, 2000, b"two, a longer one"));
+    let second = sim.engine(a).poll_transmit().expect("a datagram for b");
+    assert_eq!(second.payload.as_ptr(), given_back, "no new allocation");
+
+    // Receiving: the datagram written into the reused buffer decrypts to the second packet,
+    // and the packet buffer given back carries the next one.
+    sim.engine(b).handle_network(now, a_addr, &second.payload);
+    let packet = sim.engine(b).poll_tun().expect("the packet for b's TUN");
+    assert_eq!(udp_payload(&packet), Some(&b"two, a longer one"[..]));
+    let given_back = packet.as_ptr();
+    sim.engine(b).recycle(packet);
+    sim.engine(a)
+        .handle_tun(now, &udp_v4(A4, B4, 1000, 2000, b"three"));
+    let third = sim.engine(a).poll_transmit().expect("a datagram for b");
+    sim.engine(b).handle_network(now, a_addr, &third.payload);
+    let packet = sim.engine(b).poll_tun().expect("the packet for b's TUN");
+    assert_eq!(packet.as_ptr(), given_back, "no new allocation");
+    assert_eq!(udp_payload(&packet), Some(&b"three"[..]));
+
+    // An oversized buffer is not kept.
+    sim.engine(b).recycle(Vec::with_capacity(1 << 20));
+    sim.engine(a)
+        .handle_tun(now, &udp_v4(A4, B4, 1000, 2000, b"four"));
+    let fourth = sim.engine(a).poll_transmit().expect("a datagram for b");
+    sim.engine(b).handle_network(now, a_addr, &fourth.payload);
+    let packet = sim.engine(b).poll_tun().expect("the packet for b's TUN");
+    assert!(packet.capacity() < 1 << 20);
+    assert_eq!(udp_payload(&packet), Some(&b"four"[..]));
+}
