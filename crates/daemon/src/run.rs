@@ -1179,8 +1179,6 @@ impl<'a> Daemon<'a> {
             } else {
                 self.extra.send(t.socket, t.dst, &t.payload).await;
             }
-            // Copied into the send batch (or sent): the buffer carries the next packet.
-            self.engine.recycle(t.payload);
         }
         if !self.outgoing.is_empty() {
             let (udp, socket) = (&self.udp, &self.socket);
@@ -1230,7 +1228,6 @@ impl<'a> Daemon<'a> {
             if let Some(dp) = &mut self.dataplane {
                 dp.tun.queue(&p);
             }
-            self.engine.recycle(p);
         }
         if let Some(dp) = &mut self.dataplane {
             if let Err(e) = dp.tun.flush().await {

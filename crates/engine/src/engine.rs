@@ -44,12 +44,6 @@ const HANDSHAKE_RATE_LIMIT: u64 = 100;
 const MAX_PACKET: usize = 65535 + 32;
 /// Packets queued for the network or the TUN device before new ones are dropped.
 const MAX_QUEUE: usize = 4096;
-/// Buffers given back with [`Engine::recycle`] kept for the next packets (a flush's worth).
-const MAX_SPARE: usize = 256;
-/// Capacity of a new packet buffer: a 1,500-byte packet with WireGuard's 32 bytes and padding.
-const FRESH_CAPACITY: usize = 1600;
-/// A buffer larger than this is not kept (packets are at most an MTU and WireGuard's overhead).
-const MAX_SPARE_CAPACITY: usize = 4096;
 
 /// How often the direct path is probed while packets go through a relay.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -100,35 +94,12 @@ enum Via<'a> {
     Relay { region: &'a Arc<str>, from: Key },
 }
 
-/// What the engine wants sent: datagrams over UDP, packets through relays and decrypted packets
-/// to the TUN device; and the buffers given back for the next ones.
+/// What the engine wants sent: datagrams over UDP and packets through relays.
 #[derive(Default)]
 struct Outbox {
     udp: VecDeque<Transmit>,
     relay: VecDeque<RelayTransmit>,
     sockets: VecDeque<SocketRequest>,
-    tun: VecDeque<Vec<u8>>,
-    spare: Vec<Vec<u8>>,
-}
-
-impl Outbox {
-    /// `bytes` in a buffer of its own: a given-back one when there is one (no allocation in
-    /// the steady state).
-    fn copy(&mut self, bytes: &[u8]) -> Vec<u8> {
-        match self.spare.pop() {
-            Some(mut buf) => {
-                buf.clear();
-                buf.extend_from_slice(bytes);
-                buf
-            }
-            None => {
-                // Room for a full-size packet, so the buffer can carry any later one.
-                let mut buf = Vec::with_capacity(bytes.len().max(FRESH_CAPACITY));
-                buf.extend_from_slice(bytes);
-                buf
-            }
-        }
-    }
 }
 
 /// Something the engine wants its owner (and the user) to know.
@@ -211,6 +182,7 @@ pub struct Engine {
     out: Outbox,
     /// The last `now` the engine was given (for status snapshots).
     last_now: Instant,
+    tun_out: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     stats: EngineStats,
     buf: Vec<u8>,
@@ -239,6 +211,7 @@ impl Engine {
             next_rate_reset: now + Duration::from_secs(1),
             out: Outbox::default(),
             last_now: now,
+            tun_out: VecDeque::new(),
             events: VecDeque::new(),
             stats: EngineStats::default(),
             buf: vec![0u8; MAX_PACKET],
@@ -768,7 +741,7 @@ impl Engine {
                 peer,
                 src,
                 out,
-                &mut self.out,
+                &mut self.tun_out,
                 &mut self.stats,
             );
         }
@@ -934,15 +907,7 @@ impl Engine {
 
     /// The next decrypted IP packet to write to the TUN device.
     pub fn poll_tun(&mut self) -> Option<Vec<u8>> {
-        self.out.tun.pop_front()
-    }
-
-    /// Gives back a buffer from [`Engine::poll_tun`] or a [`Transmit`]'s payload once it was
-    /// written, to carry a later packet.
-    pub fn recycle(&mut self, buf: Vec<u8>) {
-        if self.out.spare.len() < MAX_SPARE && buf.capacity() <= MAX_SPARE_CAPACITY {
-            self.out.spare.push(buf);
-        }
+        self.tun_out.pop_front()
     }
 
     /// The next event.
@@ -1161,11 +1126,10 @@ fn push_udp_on(
         stats.queue_full += 1;
         return;
     }
-    let payload = out.copy(payload);
     out.udp.push_back(Transmit {
         socket,
         dst,
-        payload,
+        payload: payload.to_vec(),
     });
 }
 
@@ -1181,11 +1145,10 @@ fn push_relay(
         return;
     }
     stats.tx_relayed += 1;
-    let payload = out.copy(payload);
     out.relay.push_back(RelayTransmit {
         region,
         peer,
-        payload,
+        payload: payload.to_vec(),
     });
 }
 
@@ -1196,21 +1159,20 @@ fn deliver(
     peer: &mut Peer,
     src: IpAddr,
     packet: &[u8],
-    out: &mut Outbox,
+    tun_out: &mut VecDeque<Vec<u8>>,
     stats: &mut EngineStats,
 ) {
     if routes.lookup(src) != Some(&idx) {
         stats.rx_disallowed_source += 1;
         return;
     }
-    if out.tun.len() >= MAX_QUEUE {
+    if tun_out.len() >= MAX_QUEUE {
         stats.queue_full += 1;
         return;
     }
     peer.rx_bytes += packet.len() as u64;
     peer.rx_packets += 1;
-    let packet = out.copy(packet);
-    out.tun.push_back(packet);
+    tun_out.push_back(packet.to_vec());
 }
 
 /// Sets up (or updates, or removes) a peer's discovery from its settings: a disco peer when both
