@@ -18,6 +18,8 @@ fn command_timeout(op: &Op) -> Duration {
     match op {
         // A person approves the sign-in in a browser: as long as a device code lives.
         Op::Login { .. } | Op::Up { .. } => Duration::from_secs(20 * 60),
+        // A refresh of the status: a busy loop answers late, the last status is served then.
+        Op::Status | Op::Subscribe => Duration::from_secs(2),
         _ => Duration::from_secs(60),
     }
 }
@@ -175,6 +177,17 @@ fn snapshot(status: &watch::Receiver<Status>) -> DaemonFrame {
     }
 }
 
+/// A request whose answer is the status (status, subscribe).
+fn reads_status(frame: &[u8]) -> bool {
+    matches!(
+        serde_json::from_slice::<ClientFrame>(frame),
+        Ok(ClientFrame::Request(pinhole_proto::ipc::Request {
+            op: Op::Status | Op::Subscribe,
+            ..
+        }))
+    )
+}
+
 /// Serves one client until it leaves, breaks the protocol beyond repair, or the daemon stops.
 pub async fn serve_client<S>(
     stream: S,
@@ -199,6 +212,12 @@ pub async fn serve_client<S>(
         loop {
             match dec.next_frame() {
                 Ok(Some(frame)) => {
+                    if session.greeted && reads_status(&frame) {
+                        // The daemon rebuilds the status only while someone is connected:
+                        // have it brought up to date before it is read. If the loop does not
+                        // answer, the last one is served.
+                        let _ = run_command(commands.clone(), Op::Status).await;
+                    }
                     let out = session.frame(&frame, &status);
                     for f in &out.replies {
                         if wr.write_all(&encode(f)).await.is_err() {
@@ -800,6 +819,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn status_and_subscribe_are_read_after_the_daemon_brought_the_status_up_to_date() {
+        let (tx, rx) = watch::channel(status());
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(4);
+        // The daemon's side: each refresh changes the status before it answers.
+        let daemon = tokio::spawn(async move {
+            let mut n = 0;
+            while let Some(c) = cmd_rx.recv().await {
+                assert!(matches!(c.op, Op::Status | Op::Subscribe), "{:?}", c.op);
+                n += 1;
+                tx.send_modify(|s| s.reason = Some(format!("refresh {n}")));
+                let _ = c.reply.send(Ok(serde_json::Value::Null));
+            }
+        });
+        let task = tokio::spawn(serve_client(server, rx, cmd_tx));
+        let (mut crd, mut cwr) = tokio::io::split(client);
+        let mut input = hello(VERSION);
+        for (id, op) in [(1, Op::Status), (2, Op::Subscribe)] {
+            input.extend(encode(&ClientFrame::Request(Request { id, op })));
+        }
+        cwr.write_all(&input).await.unwrap();
+        let mut d = Decoder::new(usize::MAX);
+        let mut frames: Vec<DaemonFrame> = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while frames.len() < 4 {
+            let n = tokio::time::timeout(Duration::from_secs(5), crd.read(&mut buf))
+                .await
+                .expect("the daemon's frames")
+                .unwrap();
+            assert!(n > 0, "closed after {frames:?}");
+            d.push(&buf[..n]);
+            while let Ok(Some(f)) = d.next_frame() {
+                frames.push(serde_json::from_slice(&f).unwrap());
+            }
+        }
+        task.abort();
+        daemon.abort();
+        match &frames[1] {
+            DaemonFrame::Reply(Reply {
+                id: 1, ok: Some(v), ..
+            }) => assert_eq!(v["reason"], "refresh 1", "the status as refreshed"),
+            f => panic!("{f:?}"),
+        }
+        assert!(matches!(
+            &frames[2],
+            DaemonFrame::Reply(Reply { id: 2, .. })
+        ));
+        match &frames[3] {
+            DaemonFrame::Event {
+                event: Event::State { status },
+            } => assert_eq!(status.reason.as_deref(), Some("refresh 2")),
+            f => panic!("{f:?}"),
+        }
+    }
+
+    #[tokio::test]
     async fn up_and_down_go_to_the_daemon_loop_and_come_back_answered() {
         let mut input = hello(VERSION);
         input.extend(encode(&ClientFrame::Request(Request {
@@ -855,7 +930,11 @@ mod tests {
             },
         })));
         cwr.write_all(&input).await.unwrap();
+        let refresh = cmd_rx.recv().await.expect("the subscription's refresh");
+        assert!(matches!(refresh.op, Op::Status), "a refresh of the status");
+        let _ = refresh.reply.send(Ok(serde_json::Value::Null));
         let login = cmd_rx.recv().await.expect("the login reached the loop");
+        assert!(matches!(login.op, Op::Login { .. }));
         status_tx.send_modify(|s| {
             s.state = State::NeedsLogin;
             s.login = Some(pinhole_proto::ipc::LoginPrompt {

@@ -592,8 +592,16 @@ impl<'a> Daemon<'a> {
         })
     }
 
+    /// Relay connections follow what changed; the status is rebuilt while a local API client
+    /// is connected (with 10,000 peers a rebuild is several milliseconds of work, every second).
     fn publish(&mut self) {
         self.sync_relays();
+        if self.reporter.watched() {
+            self.rebuild_status();
+        }
+    }
+
+    fn rebuild_status(&mut self) {
         let head = self.headline();
         let relay_errors = self.relays.errors();
         self.reporter
@@ -637,8 +645,12 @@ impl<'a> Daemon<'a> {
                     return Ok(());
                 }
                 Some(c) = cmds.recv() => {
+                    // A status refresh rebuilt it already; anything else may change it.
+                    let refresh = matches!(c.op, Op::Status | Op::Subscribe);
                     self.command(c).await;
-                    self.publish();
+                    if !refresh {
+                        self.publish();
+                    }
                 }
                 r = recv_tun(&mut self.dataplane) => {
                     match r {
@@ -931,10 +943,15 @@ impl<'a> Daemon<'a> {
             Op::Logout { credential } => self.feed(Input::Logout { credential, reply }).await,
             Op::Ping { peer, timeout_ms } => self.ping(&peer, timeout_ms, reply),
             Op::Netcheck => self.start_netcheck(Some(reply)),
-            Op::Status | Op::Subscribe | Op::Logs { .. } => {
+            // The local API answers these itself; it asks first for a status up to date.
+            Op::Status | Op::Subscribe => {
+                self.rebuild_status();
+                let _ = reply.send(Ok(serde_json::Value::Null));
+            }
+            Op::Logs { .. } => {
                 let _ = reply.send(Err(failure(
                     "bad-request",
-                    "status, subscribe and logs are answered by the local API itself",
+                    "logs are answered by the local API itself",
                 )));
             }
         }

@@ -312,6 +312,13 @@ impl Reporter {
         self.self_node = node;
     }
 
+    /// Someone may read the status: a local API client is connected (the server itself holds
+    /// one receiver, each client one more). Without one, rebuilding it is wasted work; a client
+    /// has it rebuilt before its first read.
+    pub fn watched(&self) -> bool {
+        self.tx.receiver_count() > 1
+    }
+
     /// Rebuilds the status from the engine and the map; subscribers hear of real changes only.
     pub fn publish(
         &mut self,
@@ -416,6 +423,28 @@ mod tests {
             candidates: vec![],
             pings_sent: 0,
         }
+    }
+
+    #[test]
+    fn the_status_is_watched_while_a_client_holds_a_receiver_beside_the_servers() {
+        let (tx, server) = watch::channel(build(Inputs {
+            state: State::Connected,
+            reason: None,
+            self_node: None,
+            map_peers: vec![],
+            engine_peers: vec![],
+            rtts: &HashMap::new(),
+            nat: &Nat::default(),
+            relay_errors: &HashMap::new(),
+            now: Instant::now(),
+            wall_now: SystemTime::now(),
+        }));
+        let reporter = Reporter::new(tx);
+        assert!(!reporter.watched(), "only the server's receiver");
+        let client = server.clone();
+        assert!(reporter.watched());
+        drop(client);
+        assert!(!reporter.watched());
     }
 
     #[test]
