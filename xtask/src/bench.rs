@@ -231,7 +231,7 @@ fn measure(setup: Setup, boringtun: Option<&str>, seconds: u32) -> Result<Row> {
 }
 
 /// CPU seconds (user + system) used so far by the pinholed processes of the lab in `lab_dir`.
-fn pinholed_cpu_seconds(lab_dir: &str) -> f64 {
+pub(crate) fn pinholed_cpu_seconds(lab_dir: &str) -> f64 {
     pinholed_pids(lab_dir)
         .into_iter()
         .map(crate::bench_relay::cpu_seconds)

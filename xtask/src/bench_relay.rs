@@ -63,7 +63,7 @@ pub fn relay(args: &[&str]) -> Result<()> {
     eprintln!("\n== {idle} idle clients ==");
     let memory = rt.block_on(idle_memory(idle))?;
 
-    let report = render(seconds, direct, relayed, &rate, &memory);
+    let report = render(seconds, &direct, &relayed, &rate, &memory);
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("relay.md"), &report)?;
@@ -72,8 +72,15 @@ pub fn relay(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// iperf3 TCP (one stream) from n1 to n2 through pinholed, Gbit/s.
-fn through_pinholed(block_udp: bool, seconds: u32) -> Result<f64> {
+/// One path through pinholed: what iperf3 carried and what both nodes' pinholed spent on it.
+struct PathRun {
+    gbps: f64,
+    /// CPU seconds of both pinholed processes per second of the test, per Gbit/s carried.
+    cores_per_gbit: f64,
+}
+
+/// iperf3 TCP (one stream) from n1 to n2 through pinholed.
+fn through_pinholed(block_udp: bool, seconds: u32) -> Result<PathRun> {
     let mut lab = mesh::star(&["n1", "n2"]);
     if block_udp {
         mesh::block_udp(&lab, "n1");
@@ -113,13 +120,26 @@ fn through_pinholed(block_udp: bool, seconds: u32) -> Result<f64> {
     let secs = seconds.to_string();
     let mut argv = vec!["iperf3", "-J", "-c", &dst, "-t", &secs];
     argv.push("-Z");
+    let lab_dir = lab.dir().to_string_lossy().into_owned();
+    if crate::bench::pinholed_pids(&lab_dir).len() != 2 {
+        bail!("expected the lab's two pinholed processes in /proc");
+    }
+    let cpu0 = crate::bench::pinholed_cpu_seconds(&lab_dir);
+    let started = std::time::Instant::now();
     let out = lab.run("n1", &argv, Duration::from_secs(u64::from(seconds) + 30))?;
+    let cpu = crate::bench::pinholed_cpu_seconds(&lab_dir) - cpu0;
+    let elapsed = started.elapsed().as_secs_f64();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 output")?;
     let bps = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .with_context(|| format!("iperf3 failed: {}", v["error"]))?;
-    eprintln!("{want}: {:.2} Gbit/s", bps / 1e9);
-    Ok(bps / 1e9)
+    let gbps = bps / 1e9;
+    let cores_per_gbit = cpu / elapsed / gbps.max(1e-9);
+    eprintln!("{want}: {gbps:.2} Gbit/s, pinholed {cores_per_gbit:.2} cores per Gbit/s");
+    Ok(PathRun {
+        gbps,
+        cores_per_gbit,
+    })
 }
 
 /// A synthetic relay client: upgraded, authenticated; its socket and public key.
@@ -377,7 +397,7 @@ async fn idle_memory(n: usize) -> Result<Memory> {
     })
 }
 
-fn render(seconds: u32, direct: f64, relayed: f64, rate: &Rate, m: &Memory) -> String {
+fn render(seconds: u32, direct: &PathRun, relayed: &PathRun, rate: &Rate, m: &Memory) -> String {
     let mut s = String::new();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let _ = writeln!(
@@ -389,8 +409,17 @@ fn render(seconds: u32, direct: f64, relayed: f64, rate: &Rate, m: &Memory) -> S
     let _ = writeln!(s, "|---|---:|---:|---:|");
     let _ = writeln!(
         s,
-        "| iperf3 TCP through pinholed, relayed (UDP dropped) vs direct | {relayed:.2} Gbit/s | {direct:.2} Gbit/s | {:.2}× |",
-        relayed / direct.max(1e-9)
+        "| iperf3 TCP through pinholed, relayed (UDP dropped) vs direct | {:.2} Gbit/s | {:.2} Gbit/s | {:.2}× |",
+        relayed.gbps,
+        direct.gbps,
+        relayed.gbps / direct.gbps.max(1e-9)
+    );
+    let _ = writeln!(
+        s,
+        "| pinholed CPU per Gbit/s (both nodes), relayed vs direct | {:.2} cores | {:.2} cores | {:.2}× |",
+        relayed.cores_per_gbit,
+        direct.cores_per_gbit,
+        relayed.cores_per_gbit / direct.cores_per_gbit.max(1e-9)
     );
     let _ = writeln!(
         s,
