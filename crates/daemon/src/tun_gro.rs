@@ -402,6 +402,14 @@ mod tests {
         p[ip + 16..ip + 18].copy_from_slice(&c.to_be_bytes());
     }
 
+    /// The TCP checksum of an IPv4 packet (no IP options) made right again after an edit.
+    fn redo_tcp4_checksum(p: &mut [u8]) {
+        p[36..38].fill(0);
+        let len = p.len() - 20;
+        let sum = !fold(sum_words(&p[20..], pseudo_header(p, false, len)));
+        p[36..38].copy_from_slice(&sum.to_be_bytes());
+    }
+
     fn payload(n: usize, seed: u8) -> Vec<u8> {
         (0..n)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -538,10 +546,7 @@ mod tests {
                     1 => {
                         let mut p = tcp4(seqs[conn], flags, &data);
                         p[20..22].copy_from_slice(&40001u16.to_be_bytes());
-                        p[36..38].fill(0);
-                        let l = p.len() - 20;
-                        let s = !fold(sum_words(&p[20..], pseudo_header(&p, false, l)));
-                        p[36..38].copy_from_slice(&s.to_be_bytes());
+                        redo_tcp4_checksum(&mut p);
                         p
                     }
                     _ => tcp6(seqs[conn], flags, &data),
@@ -669,11 +674,9 @@ mod tests {
         let mut c = Coalescer::default();
         let other = |seq: u32, n: u8| {
             let mut p = tcp4(seq, TCP_ACK, &payload(500, n));
-            // Another source port, checksum redone.
+            // Another source port.
             p[20..22].copy_from_slice(&40001u16.to_be_bytes());
-            p[36..38].fill(0);
-            let s = !fold(sum_words(&p[20..], pseudo_header(&p, false, p.len() - 20)));
-            p[36..38].copy_from_slice(&s.to_be_bytes());
+            redo_tcp4_checksum(&mut p);
             p
         };
         let a: Vec<_> = (0..3u32)
@@ -747,11 +750,8 @@ mod tests {
         let mut c = Coalescer::default();
         let first = tcp4(0, TCP_ACK, &payload(100, 0));
         let mut second = tcp4(100, TCP_ACK, &payload(100, 1));
-        second[32] |= 0x01; // the AE bit beside the data offset, checksum redone
-        second[36..38].fill(0);
-        let l = second.len() - 20;
-        let sum = !fold(sum_words(&second[20..], pseudo_header(&second, false, l)));
-        second[36..38].copy_from_slice(&sum.to_be_bytes());
+        second[32] |= 0x01; // the AE bit beside the data offset
+        redo_tcp4_checksum(&mut second);
         for p in [&first, &second] {
             c.push(p);
         }
