@@ -1,6 +1,7 @@
 //! pinholed: creates the TUN device, owns the UDP socket and runs the engine in one loop.
 
 mod args;
+mod checksum;
 mod command;
 mod config;
 mod control_link;

@@ -2,6 +2,7 @@
 //! if they came from the TUN device; the replies are taken out of what the engine would write to
 //! the device, so the ping measures the whole path (encryption, UDP, the peer's kernel).
 
+use crate::checksum::checksum;
 use pinhole_engine::Key;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -156,23 +157,6 @@ fn echo_packet(
     let sum = checksum(icmp);
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
     p
-}
-
-/// The Internet checksum (RFC 1071); 0 over a block that carries a correct one.
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for chunk in bytes.chunks(2) {
-        let word = match chunk {
-            [a, b] => u16::from_be_bytes([*a, *b]),
-            [a] => u16::from_be_bytes([*a, 0]),
-            _ => 0,
-        };
-        sum += u32::from(word);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 #[cfg(test)]
