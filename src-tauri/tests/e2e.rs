@@ -482,7 +482,17 @@ fn the_app_signs_in_shows_direct_and_relayed_peers_pings_and_signs_out() {
     d.click("//button[@role='switch']").unwrap();
     d.wait_text("Connected", Duration::from_secs(20)).unwrap();
 
-    // Sign out: back to the sign-in screen, the server remembered, the session gone.
+    // Sign out: back to the sign-in screen, the server remembered, the session gone. The
+    // session is read from the store the app was told to use (PINHOLE_KEYRING above), whatever
+    // this process's environment says, and it must be there first.
+    let stored = |what: &str| {
+        pinhole_client::credentials::load_named_in("kernel", &entry)
+            .unwrap_or_else(|e| panic!("reading the app's credential entry {what}: {e}"))
+    };
+    assert!(
+        stored("while signed in").is_some(),
+        "the signed-in app keeps its session in the kernel keyring entry {entry}"
+    );
     d.click("//nav//button[normalize-space()='Settings']")
         .unwrap();
     d.click("//button[normalize-space()='Sign out']").unwrap();
@@ -493,9 +503,7 @@ fn the_app_signs_in_shows_direct_and_relayed_peers_pings_and_signs_out() {
         .unwrap();
     assert_eq!(server, json!(url), "the server is remembered");
     assert_eq!(
-        pinhole_client::credentials::load_named(&entry)
-            .ok()
-            .flatten(),
+        stored("after signing out"),
         None,
         "the session is gone from the credential store"
     );

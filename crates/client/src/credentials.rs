@@ -37,12 +37,19 @@ pub fn default_name() -> String {
 }
 
 fn entry(name: &str) -> Result<Entry> {
+    entry_in(&std::env::var("PINHOLE_KEYRING").unwrap_or_default(), name)
+}
+
+/// The entry `name` in the store `keyring` names (what `PINHOLE_KEYRING` takes; empty: the
+/// default). Only Linux has a choice.
+fn entry_in(keyring: &str, name: &str) -> Result<Entry> {
     #[cfg(target_os = "linux")]
     {
-        linux::entry(name)
+        linux::entry(keyring, name)
     }
     #[cfg(not(target_os = "linux"))]
     {
+        let _ = keyring;
         Entry::new(SERVICE, name).map_err(|e| CredentialError::Unavailable(e.to_string()))
     }
 }
@@ -55,9 +62,8 @@ mod linux {
     use keyring::Entry;
     use linux_keyutils::{KeyRing, KeyRingIdentifier};
 
-    pub fn entry(name: &str) -> Result<Entry> {
-        let choice = std::env::var("PINHOLE_KEYRING").unwrap_or_default();
-        match choice.as_str() {
+    pub fn entry(choice: &str, name: &str) -> Result<Entry> {
+        match choice {
             "kernel" => kernel(name),
             "secret-service" => secret_service(name),
             "" => {
@@ -125,7 +131,18 @@ pub fn forget() -> Result<()> {
 
 /// The sign-in stored under `name` (a program with its own entry, a test), if any.
 pub fn load_named(name: &str) -> Result<Option<Credential>> {
-    match entry(name)?.get_password() {
+    load_from(entry(name)?)
+}
+
+/// The sign-in stored under `name` in the store `keyring` names (as `PINHOLE_KEYRING` does:
+/// `kernel`, `secret-service`, or empty for the default), whatever this process's environment
+/// says: a test reads the very store the program under test was told to use.
+pub fn load_named_in(keyring: &str, name: &str) -> Result<Option<Credential>> {
+    load_from(entry_in(keyring, name)?)
+}
+
+fn load_from(entry: Entry) -> Result<Option<Credential>> {
+    match entry.get_password() {
         Ok(text) => match serde_json::from_str(&text) {
             Ok(c) => Ok(Some(c)),
             // Not ours or damaged: as if there were none; the next login replaces it.

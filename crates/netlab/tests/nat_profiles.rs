@@ -56,7 +56,7 @@ fn coturn_says(lab: &Lab, host: &str) -> (String, String) {
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
         out.lines()
-            .find(|l| l.contains(what) && l.contains("Dependent") || l.contains("Independent"))
+            .find(|l| l.contains(what) && (l.contains("Dependent") || l.contains("Independent")))
             .map(|l| {
                 if l.contains("Endpoint Independent") {
                     "independent"

@@ -73,21 +73,27 @@ async fn rfc_5780_mode_sees_the_other_port() {
     {
         return;
     }
-    // A free pair of ports: bind to 0 for the primary, then the next one as alternate.
-    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let primary = probe.local_addr().unwrap();
-    drop(probe);
-    let alternate = primary.port().wrapping_add(1);
-    let Ok(server) = StunServer::bind(StunConfig {
-        primary,
-        alternate_ip: None,
-        alternate_port: Some(alternate),
-    })
-    .await
-    else {
-        eprintln!("ports taken meanwhile; nothing to check");
-        return;
-    };
+    // A free pair of ports: bind to 0 for the primary, then the next one as alternate. Another
+    // program may take the next port meanwhile: a new pair is tried, and after 20 the test fails.
+    let mut bound = None;
+    for _ in 0..20 {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let primary = probe.local_addr().unwrap();
+        drop(probe);
+        let alternate = primary.port().wrapping_add(1);
+        if let Ok(server) = StunServer::bind(StunConfig {
+            primary,
+            alternate_ip: None,
+            alternate_port: Some(alternate),
+        })
+        .await
+        {
+            bound = Some((server, primary, alternate));
+            break;
+        }
+    }
+    let (server, primary, alternate) =
+        bound.expect("no free pair of neighbouring UDP ports on loopback in 20 tries");
     let task = tokio::spawn(server.run());
     tokio::time::sleep(Duration::from_millis(50)).await;
     // The client's follow-up asks for a change of address too, which a one-address server
