@@ -26,6 +26,10 @@ fn steps(summary: &mut Summary) -> Result<()> {
     packages::ensure(packages::TEST)?;
     remove_stale_namespaces();
     cmd("cargo", &["fmt", "--all", "--", "--check"])?;
+    cmd(
+        "cargo",
+        &["fmt", "--all", "--manifest-path", NETSIM, "--", "--check"],
+    )?;
     // The app (src-tauri) embeds the built web UI: it comes first.
     ui::build()?;
     cmd(
@@ -39,24 +43,33 @@ fn steps(summary: &mut Summary) -> Result<()> {
             "warnings",
         ],
     )?;
+    cmd(
+        "cargo",
+        &[
+            "clippy",
+            "--manifest-path",
+            NETSIM,
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    // The simulated clock stays out of every build of the product.
+    no_simulated_clock_in_the_workspace()?;
     // The system tests run the release daemon: what users get, and fast enough for 100 MiB.
+    // It is built as a contributor builds it, `cargo build --release` at the root, so every
+    // system test starts that pinholed.
     build_release_binaries()?;
-    // netsim runs the engine on a simulated clock (the engine's sim-clock feature); it is
-    // tested in a cargo run of its own, so that the feature never reaches the daemon's build
-    // through feature unification.
+    the_contributors_pinholed_starts()?;
     // The package tests need the packages: they run at the end.
     summary.cargo_test(
         "",
-        &[
-            "--workspace",
-            "--exclude",
-            "pinhole-netsim",
-            "--exclude",
-            "pinhole-install-tests",
-        ],
+        &["--workspace", "--exclude", "pinhole-install-tests"],
         &[],
     )?;
-    summary.cargo_test("", &["-p", "pinhole-netsim"], &[])?;
+    // netsim is a workspace of its own (it runs the engine on the simulated clock).
+    summary.cargo_test("", &["--manifest-path", NETSIM], &[])?;
     ui::test(summary)?;
     let windows = cross_check_windows(summary)?;
     if windows {
@@ -67,6 +80,109 @@ fn steps(summary: &mut Summary) -> Result<()> {
     // The .deb (installed, used, removed and purged here), the .rpm and the Windows installer
     // (under Wine), built from this run's binaries.
     crate::package::test(summary, windows)
+}
+
+/// netsim's manifest: a workspace of its own, outside the main one.
+const NETSIM: &str = "crates/netsim/Cargo.toml";
+
+/// Fails if any build of the main workspace would compile the engine with its simulated clock:
+/// cargo's resolved features for the whole workspace (what `cargo build` at the root unifies)
+/// must not include the engine's `sim-clock`.
+fn no_simulated_clock_in_the_workspace() -> Result<()> {
+    let out = Command::new("cargo")
+        .args([
+            "tree",
+            "--workspace",
+            "--edges",
+            "features",
+            "--invert",
+            "pinhole-engine",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(crate::root())
+        .output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tree = String::from_utf8_lossy(&out.stdout);
+    if !tree.contains("pinhole-engine") {
+        anyhow::bail!("cargo tree did not list pinhole-engine:\n{tree}");
+    }
+    if let Some(line) = tree.lines().find(|l| l.contains("sim-clock")) {
+        anyhow::bail!(
+            "a workspace build turns on the engine's simulated clock ({line}): only netsim, \
+             outside the workspace, may"
+        );
+    }
+    eprintln!("the workspace's feature graph has no sim-clock");
+    Ok(())
+}
+
+/// Starts the pinholed that `cargo build --release` at the root just built, in a namespace of
+/// its own, and asks it for its status over its local API with the CLI from the same build: a
+/// daemon that refuses to start (the simulated clock, a missing feature) fails the run here,
+/// before any system test.
+fn the_contributors_pinholed_starts() -> Result<()> {
+    use anyhow::Context;
+    use pinhole_netlab::{Lab, Topology};
+    use std::time::Duration;
+    let release = crate::root().join("target/release");
+    let (pinholed, pinhole) = (release.join("pinholed"), release.join("pinhole"));
+    let mut lab = Lab::build(&Topology::new().host("a")).context("building a one-host lab")?;
+    let dir = lab.dir().to_path_buf();
+    let (state, socket) = (dir.join("state"), dir.join("api.sock"));
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let argv = [
+        path(&pinholed),
+        "--state-dir".into(),
+        path(&state),
+        "--socket".into(),
+        path(&socket),
+        "--tun-name".into(),
+        "ph0".into(),
+        "--port".into(),
+        "0".into(),
+    ];
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let daemon = lab.spawn("a", &argv).context("starting pinholed")?;
+    let mut status = None;
+    let answered = Lab::wait_for(Duration::from_secs(15), || {
+        status = lab
+            .run(
+                "a",
+                &[
+                    &path(&pinhole),
+                    "--socket",
+                    &path(&socket),
+                    "status",
+                    "--json",
+                ],
+                Duration::from_secs(5),
+            )
+            .ok()
+            .filter(|o| o.status.success());
+        status.is_some()
+    });
+    let running = lab.is_running(&daemon);
+    let log = daemon.log_text();
+    lab.stop(&daemon, Duration::from_secs(5));
+    if !answered || !running {
+        anyhow::bail!(
+            "the pinholed of `cargo build --release` did not start and answer `pinhole status`:\n{log}"
+        );
+    }
+    let out = status.map(|o| o.stdout).unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_slice(&out)
+        .with_context(|| format!("pinhole status --json: {}", String::from_utf8_lossy(&out)))?;
+    eprintln!(
+        "the contributor's build of pinholed started and answered (state: {})",
+        json.get("state").unwrap_or(&serde_json::Value::Null)
+    );
+    Ok(())
 }
 
 /// Checks the hosted-CI workflows (.github/workflows) against GitHub's workflow schema with

@@ -91,14 +91,15 @@ pub fn serve(args: args::Args) -> Result<()> {
     runtime.block_on(run::run(args))
 }
 
-/// Fails when this pinholed was built with the engine's simulated clock (netsim's `sim-clock`
-/// feature reaching the daemon through cargo's feature unification): its WireGuard timers would
-/// not follow real time.
+/// Fails when this pinholed was built with the engine's simulated clock (`sim-clock`, which only
+/// netsim's own workspace turns on; a build that asks for it by hand would get it): its
+/// WireGuard timers would not follow real time.
 fn real_clock() -> Result<()> {
     if pinhole_engine::SIM_CLOCK {
         anyhow::bail!(
-            "this pinholed was built with the engine's simulated clock (the sim-clock feature \
-             that netsim turns on): build it on its own, `cargo build -p pinhole-daemon`"
+            "this pinholed was built with the engine's simulated clock (the sim-clock feature, \
+             for netsim only): build it without that feature, e.g. `cargo build --release` at \
+             the workspace root"
         );
     }
     Ok(())
@@ -114,8 +115,7 @@ mod clock_tests {
     fn the_daemon_runs_on_the_real_clock() {
         assert!(
             super::real_clock().is_ok(),
-            "the engine was built with sim-clock: run the daemon's tests with `cargo test -p \
-             pinhole-daemon` (cargo xtask test does), not together with netsim"
+            "the engine was built with sim-clock, which only netsim's own workspace may turn on"
         );
         let start = Instant::now();
         let mut engine = Engine::new(&PrivateKey::from_bytes([1; 32]), start);
