@@ -1,16 +1,18 @@
 //! `cargo xtask bench throughput`: iperf3 between two namespaces through raw veth (the limit),
-//! pinholed, Debian's wireguard-go and boringtun-cli, all in one run on the same topology.
+//! pinholed, the current wireguard-go (Debian 13's), Debian 12's older wireguard-go and
+//! boringtun-cli, all in one run on the same topology; every tunnel's CPU per Gbit/s counted
+//! the same way (both ends' processes, nanosecond CPU time).
 
-use crate::{build_release_binaries, cmd, packages, require_root, root};
+use crate::bench_report::{self, Versions};
+use crate::counterparts::{self, Counterpart};
+use crate::{build_release_binaries, packages, require_root};
 use anyhow::{bail, Context, Result};
 use pinhole_netlab::pinhole::{config, node_a, node_b, start_pinholed, two_hosts};
 use pinhole_netlab::stock::{self, Implementation};
 use pinhole_netlab::Lab;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::fmt::Write as _;
-use std::time::Duration;
-
-const BORINGTUN_VERSION: &str = "0.7.1";
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Setup {
@@ -18,7 +20,10 @@ enum Setup {
     Pinholed,
     /// Another pinholed build (PINHOLE_BENCH_BASELINE=path), measured in the same run.
     Baseline,
+    /// The current wireguard-go: the anchor.
     WireguardGo,
+    /// Debian 12's 2022 wireguard-go (no offloads): an extra row, not the anchor.
+    WireguardGo2022,
     BoringtunCli,
 }
 
@@ -28,7 +33,8 @@ impl Setup {
             Setup::Raw => "raw veth (limit)",
             Setup::Pinholed => "pinholed",
             Setup::Baseline => "pinholed (baseline build)",
-            Setup::WireguardGo => "wireguard-go",
+            Setup::WireguardGo => "wireguard-go (current)",
+            Setup::WireguardGo2022 => "wireguard-go (Debian 12, 2022)",
             Setup::BoringtunCli => "boringtun-cli",
         }
     }
@@ -40,22 +46,24 @@ impl Setup {
             Setup::Pinholed => "pinholed",
             Setup::Baseline => "baseline",
             Setup::WireguardGo => "wireguard-go",
+            Setup::WireguardGo2022 => "wireguard-go-2022",
             Setup::BoringtunCli => "boringtun-cli",
         }
     }
 }
 
-const SETUPS: [Setup; 5] = [
+const SETUPS: [Setup; 6] = [
     Setup::Raw,
     Setup::Pinholed,
     Setup::Baseline,
     Setup::WireguardGo,
+    Setup::WireguardGo2022,
     Setup::BoringtunCli,
 ];
 
 struct Row {
     setup: Setup,
-    /// CPU seconds both pinholed processes used per second of the 1-stream TCP test, per
+    /// CPU both ends' tunnel processes used during the 1-stream TCP test, as cores busy per
     /// Gbit/s it carried.
     cores_per_gbit: Option<f64>,
     tcp1: Option<f64>,
@@ -64,8 +72,17 @@ struct Row {
     udp_loss: Option<f64>,
 }
 
+/// What each setup runs, found before the first measurement so that a missing counterpart
+/// stops the run at once (the anchor) or leaves its row out, loudly (the others).
+struct Programs {
+    wireguard_go: Counterpart,
+    wireguard_go_2022: Option<Counterpart>,
+    boringtun: Option<Counterpart>,
+    baseline: Option<std::ffi::OsString>,
+}
+
 pub fn throughput(args: &[&str]) -> Result<()> {
-    const USAGE: &str = "usage: cargo xtask bench throughput [--seconds N] [--only raw,pinholed,baseline,wireguard-go,boringtun-cli]";
+    const USAGE: &str = "usage: cargo xtask bench throughput [--seconds N] [--only raw,pinholed,baseline,wireguard-go,wireguard-go-2022,boringtun-cli]";
     let mut seconds: u32 = 5;
     let mut only: Option<Vec<Setup>> = None;
     let mut rest = args;
@@ -93,81 +110,108 @@ pub fn throughput(args: &[&str]) -> Result<()> {
     packages::ensure(packages::LAB)?;
     packages::ensure(packages::BENCH)?;
     build_release_binaries()?;
-    let boringtun = boringtun_cli();
-    let baseline = std::env::var_os("PINHOLE_BENCH_BASELINE");
+    let programs = Programs {
+        wireguard_go: counterparts::wireguard_go_current()
+            .context("the current wireguard-go is the anchor of this bench")?,
+        wireguard_go_2022: counterparts::wireguard_go_installed(),
+        boringtun: counterparts::boringtun_cli()
+            .map_err(|e| eprintln!("!!! {e:#}: its row is left out !!!"))
+            .ok(),
+        baseline: std::env::var_os("PINHOLE_BENCH_BASELINE"),
+    };
+    let mut versions = Versions::new();
+    versions.add_from("iperf3", &["--version"]);
+    versions.add("wireguard-go (current)", &programs.wireguard_go.version);
+    if let Some(c) = &programs.wireguard_go_2022 {
+        versions.add("wireguard-go (Debian 12)", &c.version);
+    }
+    if let Some(c) = &programs.boringtun {
+        versions.add("boringtun-cli", &c.version);
+    }
+    if let Some(b) = &programs.baseline {
+        versions.add("pinholed (baseline build)", &b.to_string_lossy());
+    }
 
     let mut rows = Vec::new();
     for setup in SETUPS {
         if only.as_ref().is_some_and(|o| !o.contains(&setup)) {
             continue;
         }
-        if setup == Setup::BoringtunCli && boringtun.is_none() {
-            eprintln!("!!! boringtun-cli unavailable: its row is left out !!!");
+        let imp = match setup {
+            Setup::WireguardGo => Some(&programs.wireguard_go),
+            Setup::WireguardGo2022 => programs.wireguard_go_2022.as_ref(),
+            Setup::BoringtunCli => programs.boringtun.as_ref(),
+            _ => None,
+        };
+        if matches!(setup, Setup::WireguardGo2022 | Setup::BoringtunCli) && imp.is_none() {
+            eprintln!("!!! {} unavailable: its row is left out !!!", setup.label());
             continue;
         }
         let ours = std::env::var_os("PINHOLED_BIN");
         if setup == Setup::Baseline {
-            let Some(b) = &baseline else { continue };
+            let Some(b) = &programs.baseline else {
+                continue;
+            };
             std::env::set_var("PINHOLED_BIN", b);
         }
         eprintln!("\n== {} ==", setup.label());
-        let row = measure(setup, boringtun.as_deref(), seconds);
+        let row = measure(setup, imp, seconds, true);
         if let Some(ours) = ours {
             std::env::set_var("PINHOLED_BIN", ours);
         }
         rows.push(row?);
     }
-    let table = render(&rows, seconds);
-    println!("\n{table}");
-    let out = root().join("target/bench");
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("throughput.md"), &table)?;
-    eprintln!("(also written to target/bench/throughput.md)");
+    let (table, figures) = render(&rows, seconds);
+    bench_report::write("throughput", &table, figures, &versions)?;
     Ok(())
 }
 
-/// boringtun-cli from crates.io, installed into target/bench-tools on first use.
-fn boringtun_cli() -> Option<String> {
-    let tools = root().join("target/bench-tools");
-    let bin = tools.join("bin/boringtun-cli");
-    if !bin.exists() {
-        let root_arg = tools.to_string_lossy().into_owned();
-        if let Err(e) = cmd(
-            "cargo",
-            &[
-                "install",
-                "boringtun-cli",
-                "--version",
-                BORINGTUN_VERSION,
-                "--locked",
-                "--root",
-                &root_arg,
-            ],
-        ) {
-            eprintln!("!!! cannot install boringtun-cli {BORINGTUN_VERSION}: {e:#} !!!");
-            return None;
-        }
-    }
-    Some(bin.to_string_lossy().into_owned())
+/// iperf3 TCP, one stream, through `wireguard_go` on the throughput bench's two hosts: the
+/// anchor other benches put beside their own paths.
+pub(crate) fn wireguard_go_tcp1(
+    wireguard_go: &Counterpart,
+    seconds: u32,
+) -> Result<crate::bench_relay::PathRun> {
+    let row = measure(Setup::WireguardGo, Some(wireguard_go), seconds, false)?;
+    let bps = row.tcp1.context("iperf3 through wireguard-go failed")?;
+    Ok(crate::bench_relay::PathRun {
+        gbps: bps / 1e9,
+        cores_per_gbit: row.cores_per_gbit.unwrap_or(0.0),
+    })
 }
 
-fn measure(setup: Setup, boringtun: Option<&str>, seconds: u32) -> Result<Row> {
+/// One row; `full` adds the 4-stream and UDP tests to the 1-stream one.
+fn measure(setup: Setup, program: Option<&Counterpart>, seconds: u32, full: bool) -> Result<Row> {
     let mut lab = two_hosts();
     let (a, b) = (node_a(), node_b());
+    let lab_dir = lab.dir().to_string_lossy().into_owned();
+    // The tunnel's processes at both ends, to count their CPU: (program name, a word of their
+    // command line that is theirs alone).
+    let mut tunnel: Vec<(String, String)> = Vec::new();
     let dst = match setup {
         Setup::Raw => b.underlay,
         Setup::Pinholed | Setup::Baseline => {
             start_pinholed(&mut lab, "a", &config(&a, &b, true));
             start_pinholed(&mut lab, "b", &config(&b, &a, true));
+            tunnel.push(("pinholed".into(), lab_dir.clone()));
             b.v4
         }
-        Setup::WireguardGo | Setup::BoringtunCli => {
-            let imp = match (setup, boringtun) {
-                (Setup::BoringtunCli, Some(path)) => Implementation::BoringtunCli(path.into()),
-                _ => Implementation::WireguardGo,
+        Setup::WireguardGo | Setup::WireguardGo2022 | Setup::BoringtunCli => {
+            let path = program
+                .map(|p| p.path.to_string_lossy().into_owned())
+                .context("no program for this row")?;
+            let imp = match setup {
+                Setup::BoringtunCli => Implementation::BoringtunCli(path.clone()),
+                _ => Implementation::WireguardGo(path.clone()),
             };
-            stock::start(&mut lab, "a", &imp, &a, &b, true)?;
-            stock::start(&mut lab, "b", &imp, &b, &a, true)?;
+            let name = std::path::Path::new(&path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            for (host, me, peer) in [("a", &a, &b), ("b", &b, &a)] {
+                let ifname = stock::start(&mut lab, host, &imp, me, peer, true)?;
+                tunnel.push((name.clone(), ifname));
+            }
             b.v4
         }
     };
@@ -185,18 +229,36 @@ fn measure(setup: Setup, boringtun: Option<&str>, seconds: u32) -> Result<Row> {
     if !listening {
         bail!("iperf3 server did not start: {}", server.log_text());
     }
+    let pids: Vec<u32> = tunnel
+        .iter()
+        .flat_map(|(program, needle)| pids_matching(program, needle))
+        .collect();
+    if setup != Setup::Raw && pids.len() < 2 {
+        bail!(
+            "{}: found {} of the tunnel's processes in /proc",
+            setup.label(),
+            pids.len()
+        );
+    }
     let secs = seconds.to_string();
-    let lab_dir = lab.dir().to_string_lossy().into_owned();
-    let cpu_before = pinholed_cpu_seconds(&lab_dir);
+    let cpu_before = bench_report::cpu_ns_of(&pids);
+    let started = Instant::now();
     let tcp1 = iperf(&lab, &["-c", dst, "-t", &secs], seconds);
-    let cpu = pinholed_cpu_seconds(&lab_dir) - cpu_before;
-    let tcp4 = iperf(&lab, &["-c", dst, "-t", &secs, "-P", "4"], seconds);
+    let wall = started.elapsed();
+    let cpu = bench_report::cpu_ns_of(&pids).saturating_sub(cpu_before);
+    let tcp4 = full
+        .then(|| iperf(&lab, &["-c", dst, "-t", &secs, "-P", "4"], seconds))
+        .flatten();
     // UDP at full speed; 1372-byte datagrams fit the tunnel MTU of 1420.
-    let udp = iperf(
-        &lab,
-        &["-c", dst, "-t", &secs, "-u", "-b", "0", "-l", "1372"],
-        seconds,
-    );
+    let udp = full
+        .then(|| {
+            iperf(
+                &lab,
+                &["-c", dst, "-t", &secs, "-u", "-b", "0", "-l", "1372"],
+                seconds,
+            )
+        })
+        .flatten();
     let (udp, udp_loss) = match udp {
         Some(v) => {
             let sum = &v["end"]["sum"];
@@ -215,10 +277,8 @@ fn measure(setup: Setup, boringtun: Option<&str>, seconds: u32) -> Result<Row> {
     };
     let tcp1 = tcp1.and_then(|v| v["end"]["sum_received"]["bits_per_second"].as_f64());
     let cores_per_gbit = match (setup, tcp1) {
-        (Setup::Pinholed | Setup::Baseline, Some(bps)) if bps > 0.0 => {
-            Some(cpu / f64::from(seconds) / (bps / 1e9))
-        }
-        _ => None,
+        (Setup::Raw, _) | (_, None) => None,
+        (_, Some(bps)) => bench_report::cores_per_gbit(cpu, wall, bps),
     };
     Ok(Row {
         setup,
@@ -230,16 +290,20 @@ fn measure(setup: Setup, boringtun: Option<&str>, seconds: u32) -> Result<Row> {
     })
 }
 
-/// CPU seconds (user + system) used so far by the pinholed processes of the lab in `lab_dir`.
-pub(crate) fn pinholed_cpu_seconds(lab_dir: &str) -> f64 {
-    pinholed_pids(lab_dir)
-        .into_iter()
-        .map(crate::bench_relay::cpu_seconds)
-        .sum()
+/// CPU nanoseconds used so far by the pinholed processes of the lab in `lab_dir`.
+pub(crate) fn pinholed_cpu_ns(lab_dir: &str) -> u64 {
+    bench_report::cpu_ns_of(&pinholed_pids(lab_dir))
 }
 
 /// The pinholed processes whose command line names `lab_dir` (that lab's), from /proc.
 pub(crate) fn pinholed_pids(lab_dir: &str) -> Vec<u32> {
+    // pinholed, or a baseline build under another name (pinholed-base, …).
+    pids_matching("pinholed", lab_dir)
+}
+
+/// The processes whose program's file name starts with `program` and whose command line
+/// contains `needle`, from /proc.
+fn pids_matching(program: &str, needle: &str) -> Vec<u32> {
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -249,10 +313,8 @@ pub(crate) fn pinholed_pids(lab_dir: &str) -> Vec<u32> {
             let pid: u32 = p.file_name().to_str()?.parse().ok()?;
             let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
             let cmdline = String::from_utf8_lossy(&cmdline);
-            let program = std::path::Path::new(cmdline.split('\0').next()?).file_name()?;
-            // pinholed, or a baseline build under another name (pinholed-base, …).
-            let ours =
-                program.to_string_lossy().starts_with("pinholed") && cmdline.contains(lab_dir);
+            let name = std::path::Path::new(cmdline.split('\0').next()?).file_name()?;
+            let ours = name.to_string_lossy().starts_with(program) && cmdline.contains(needle);
             ours.then_some(pid)
         })
         .collect()
@@ -272,7 +334,7 @@ pub(crate) fn iperf(lab: &Lab, args: &[&str], seconds: u32) -> Option<Value> {
     Some(v)
 }
 
-fn render(rows: &[Row], seconds: u32) -> String {
+fn render(rows: &[Row], seconds: u32) -> (String, Value) {
     let raw = rows.iter().find(|r| r.setup == Setup::Raw);
     let fmt = |v: Option<f64>, base: Option<f64>| match (v, base) {
         (Some(v), Some(b)) if b > 0.0 => format!("{:.2} ({:.3}×)", v / 1e9, v / b),
@@ -282,13 +344,14 @@ fn render(rows: &[Row], seconds: u32) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "iperf3, {seconds} s per test, Gbit/s received (ratio to raw veth); two namespaces over veth, {} cores",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "iperf3, {seconds} s per test, Gbit/s received (ratio to raw veth); two namespaces over veth. \
+         CPU: both ends' tunnel processes during the 1-stream test (nanosecond CPU time of all \
+         their threads), as cores busy per Gbit/s carried."
     );
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "| path | TCP 1 stream | TCP 4 streams | UDP (loss) | pinholed cores per Gbit/s (TCP 1) |"
+        "| path | TCP 1 stream | TCP 4 streams | UDP (loss) | cores per Gbit/s (TCP 1) |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|");
     for r in rows {
@@ -309,8 +372,14 @@ fn render(rows: &[Row], seconds: u32) -> String {
         );
     }
     let by = |label: Setup| rows.iter().find(|r| r.setup == label).and_then(|r| r.tcp1);
+    let mut ratios = serde_json::Map::new();
     if let Some(p) = by(Setup::Pinholed) {
-        for other in [Setup::Baseline, Setup::WireguardGo, Setup::BoringtunCli] {
+        for other in [
+            Setup::WireguardGo,
+            Setup::Baseline,
+            Setup::WireguardGo2022,
+            Setup::BoringtunCli,
+        ] {
             if let Some(o) = by(other) {
                 let _ = writeln!(
                     s,
@@ -318,8 +387,22 @@ fn render(rows: &[Row], seconds: u32) -> String {
                     other.label(),
                     p / o
                 );
+                ratios.insert(format!("pinholed/{}", other.key()), json!(p / o));
             }
         }
     }
-    s
+    let figures = json!({
+        "seconds_per_test": seconds,
+        "rows": rows.iter().map(|r| json!({
+            "path": r.setup.key(),
+            "label": r.setup.label(),
+            "tcp1_bps": r.tcp1,
+            "tcp4_bps": r.tcp4,
+            "udp_bps": r.udp,
+            "udp_loss_percent": r.udp_loss,
+            "cores_per_gbit_tcp1": r.cores_per_gbit,
+        })).collect::<Vec<_>>(),
+        "tcp1_ratios": ratios,
+    });
+    (s, figures)
 }

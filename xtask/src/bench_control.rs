@@ -71,11 +71,27 @@ pub fn control(args: &[&str]) -> Result<()> {
         outcomes.push(rt.block_on(run(n, probes))?);
     }
     let report = report(&outcomes, probes);
-    let dir = root().join("target/bench");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("control.md"), &report)?;
-    println!("\n{report}");
-    println!("(written to target/bench/control.md)");
+    let figures = serde_json::json!({
+        "probes": probes,
+        "rows": outcomes.iter().map(|o| serde_json::json!({
+            "nodes": o.nodes,
+            "register_s": o.register_s,
+            "connect_s": o.connect_s,
+            "rss_idle_kib": o.rss_idle_kib,
+            "rss_connected_kib": o.rss_connected_kib,
+            "update_rtt_s": o.update_rtt,
+            "all_peers_s": o.all_peers,
+            "each_peer_s": o.each_peer,
+            "reconnects": o.reconnects,
+            "missing": o.missing,
+        })).collect::<Vec<_>>(),
+    });
+    crate::bench_report::write(
+        "control",
+        &report,
+        figures,
+        &crate::bench_report::Versions::new(),
+    )?;
     Ok(())
 }
 

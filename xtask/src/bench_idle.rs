@@ -2,11 +2,13 @@
 //! peers (simulated nodes registered with a local pinhole-control, holding their map streams,
 //! so they are online with an endpoint each) and no traffic. Over the measuring window it
 //! reports pinholed's wake-ups per second (voluntary context switches of all its threads: a
-//! thread switches out voluntarily once per wake-up, when it goes back to sleep), its CPU, and
-//! its memory per peer against the same node with no peers, measured in the same run.
+//! thread switches out voluntarily once per wake-up, when it goes back to sleep), its CPU
+//! (nanosecond CPU time of its threads), and its memory per peer against the same node with no
+//! peers, measured in the same run. A second window measures the same with a local API client
+//! subscribed to the status, as the open app is.
 
-use crate::bench_relay::cpu_seconds;
-use crate::{build_release_binaries, packages, require_root, root};
+use crate::bench_report::{self, cpu_ns, Versions};
+use crate::{build_release_binaries, packages, require_root};
 use anyhow::{bail, Context, Result};
 use pinhole_netlab::mesh::{self, Control};
 use pinhole_netlab::Lab;
@@ -17,15 +19,25 @@ use std::time::{Duration, Instant};
 /// the control and relay links) before the window starts.
 const SETTLE: Duration = Duration::from_secs(10);
 
+/// What pinholed did over one measuring window.
+struct Window {
+    wakeups_per_s: f64,
+    preempted_per_s: f64,
+    /// Share of one core over the window, in percent.
+    cpu_percent: f64,
+    /// Status snapshots the subscribed client received in the window.
+    snapshots: u64,
+}
+
 struct Row {
     peers: usize,
     /// Seconds from pinholed's start until its status listed every peer.
     map_s: f64,
     online: usize,
-    wakeups_per_s: f64,
-    preempted_per_s: f64,
-    /// Share of one core over the window, in percent.
-    cpu_percent: f64,
+    /// Nobody connected to the local API.
+    alone: Window,
+    /// A local API client subscribed to the status (the app open).
+    subscribed: Window,
     threads: usize,
     rss_kib: u64,
 }
@@ -65,11 +77,28 @@ pub fn idle(args: &[&str]) -> Result<()> {
         rows.push(measure(n, seconds)?);
     }
     let report = render(&rows, seconds);
-    println!("\n{report}");
-    let dir = root().join("target/bench");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("idle.md"), &report)?;
-    eprintln!("(also written to target/bench/idle.md)");
+    let window = |w: &Window| {
+        serde_json::json!({
+            "wakeups_per_s": w.wakeups_per_s,
+            "preempted_per_s": w.preempted_per_s,
+            "cpu_percent_of_core": w.cpu_percent,
+            "status_snapshots": w.snapshots,
+        })
+    };
+    let figures = serde_json::json!({
+        "window_s": seconds,
+        "settle_s": SETTLE.as_secs(),
+        "rows": rows.iter().map(|r| serde_json::json!({
+            "peers": r.peers,
+            "online": r.online,
+            "map_in_s": r.map_s,
+            "alone": window(&r.alone),
+            "subscribed": window(&r.subscribed),
+            "threads": r.threads,
+            "rss_kib": r.rss_kib,
+        })).collect::<Vec<_>>(),
+    });
+    bench_report::write("idle", &report, figures, &Versions::new())?;
     Ok(())
 }
 
@@ -129,23 +158,66 @@ fn measure(peers: usize, seconds: u64) -> Result<Row> {
         .copied()
         .context("pinholed's process")?;
     std::thread::sleep(SETTLE);
-    let (cpu0, switches0) = (cpu_seconds(pid), switches(pid));
-    let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(seconds));
-    let (cpu1, switches1) = (cpu_seconds(pid), switches(pid));
-    let window = t0.elapsed().as_secs_f64();
+    let alone = window(pid, seconds, || Ok(0))?;
+    let socket = lab.dir().join("n1.sock");
+    let subscribed = window(pid, seconds, || subscribe_for(&socket, seconds))?;
     if !lab.is_running(&node) {
-        bail!("pinholed exited during the window");
+        bail!("pinholed exited during the windows");
+    }
+    if subscribed.snapshots == 0 {
+        bail!("the subscribed client received no status in {seconds} s");
     }
     Ok(Row {
         peers,
         map_s,
         online,
-        wakeups_per_s: switches1.0.saturating_sub(switches0.0) as f64 / window,
-        preempted_per_s: switches1.1.saturating_sub(switches0.1) as f64 / window,
-        cpu_percent: (cpu1 - cpu0) / window * 100.0,
+        alone,
+        subscribed,
         threads: threads(pid),
         rss_kib: crate::bench_control::rss_kib(pid),
+    })
+}
+
+/// Measures `pid` while `during` runs (it returns the status snapshots it received), or for
+/// `seconds` of sleep when it returns at once.
+fn window(pid: u32, seconds: u64, during: impl FnOnce() -> Result<u64>) -> Result<Window> {
+    let (cpu0, switches0) = (cpu_ns(pid), switches(pid));
+    let t0 = Instant::now();
+    let snapshots = during()?;
+    if let Some(rest) = Duration::from_secs(seconds).checked_sub(t0.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    let (cpu1, switches1) = (cpu_ns(pid), switches(pid));
+    let wall = t0.elapsed();
+    let per_s = |n: u64| n as f64 / wall.as_secs_f64();
+    Ok(Window {
+        wakeups_per_s: per_s(switches1.0.saturating_sub(switches0.0)),
+        preempted_per_s: per_s(switches1.1.saturating_sub(switches0.1)),
+        cpu_percent: bench_report::percent_of_core(cpu1.saturating_sub(cpu0), wall),
+        snapshots,
+    })
+}
+
+/// Holds a status subscription on pinholed's local API at `socket` for `seconds`, reading
+/// every snapshot as the app does; returns how many arrived.
+fn subscribe_for(socket: &std::path::Path, seconds: u64) -> Result<u64> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut api = pinhole_client::local_api::LocalApi::connect(socket)
+            .await
+            .context("connecting to pinholed's local API")?;
+        api.request(pinhole_proto::ipc::Op::Subscribe)
+            .await
+            .context("subscribing")?;
+        let until = tokio::time::Instant::now() + Duration::from_secs(seconds);
+        let mut snapshots = 0;
+        while let Ok(next) = tokio::time::timeout_at(until, api.next_status()).await {
+            next.context("reading the subscription")?;
+            snapshots += 1;
+        }
+        Ok(snapshots)
     })
 }
 
@@ -179,16 +251,18 @@ fn render(rows: &[Row], seconds: u64) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "pinholed idle, {seconds} s window after the map is in and {} s to settle; no traffic. \
-         Wake-ups: voluntary context switches of all threads per second; memory per peer: RSS \
-         above the same node with no peers (same run).\n",
+        "pinholed idle, two {seconds} s windows after the map is in and {} s to settle; no \
+         traffic. Alone: nobody on the local API; subscribed: one client holding a status \
+         subscription (the app open). Wake-ups: voluntary context switches of all threads per \
+         second; CPU: nanosecond CPU time of all threads; memory per peer: RSS above the same \
+         node with no peers (same run).\n",
         SETTLE.as_secs()
     );
     let _ = writeln!(
         s,
-        "| peers | online | map in | wake-ups/s | preempted/s | CPU (% of a core) | threads | RSS | per peer |"
+        "| peers | online | map in | wake-ups/s alone / subscribed | preempted/s | CPU alone (% of a core) | CPU subscribed | snapshots | threads | RSS | per peer |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let per_peer = match base {
             Some(b) if r.peers > 0 => format!(
@@ -199,13 +273,17 @@ fn render(rows: &[Row], seconds: u64) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {:.1} s | {:.1} | {:.1} | {:.3} | {} | {:.1} MiB | {per_peer} |",
+            "| {} | {} | {:.1} s | {:.1} / {:.1} | {:.1} / {:.1} | {:.4} | {:.4} | {} | {} | {:.1} MiB | {per_peer} |",
             r.peers,
             r.online,
             r.map_s,
-            r.wakeups_per_s,
-            r.preempted_per_s,
-            r.cpu_percent,
+            r.alone.wakeups_per_s,
+            r.subscribed.wakeups_per_s,
+            r.alone.preempted_per_s,
+            r.subscribed.preempted_per_s,
+            r.alone.cpu_percent,
+            r.subscribed.cpu_percent,
+            r.subscribed.snapshots,
             r.threads,
             r.rss_kib as f64 / 1024.0,
         );

@@ -9,6 +9,7 @@
 //! 3. Memory: 10,000 authenticated idle clients; the server's RSS growth per client.
 
 use crate::bench_control::{create_authkey, raise_fd_limit, rss_kib, start_server};
+use crate::bench_report::{cores_per_gbit, cpu_ns, Versions};
 use crate::{build_release_binaries, packages, require_root, root};
 use anyhow::{bail, Context, Result};
 use pinhole_control_client::ControlClient;
@@ -53,6 +54,10 @@ pub fn relay(args: &[&str]) -> Result<()> {
     eprintln!("\n== iperf3 through pinholed: direct, then relayed ==");
     let direct = through_pinholed(false, seconds)?;
     let relayed = through_pinholed(true, seconds)?;
+    let wireguard_go = crate::counterparts::wireguard_go_current()
+        .context("the current wireguard-go is this bench's anchor for the direct path")?;
+    eprintln!("\n== iperf3 through the current wireguard-go, direct ==");
+    let anchor = crate::bench::wireguard_go_tcp1(&wireguard_go, seconds)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -63,20 +68,40 @@ pub fn relay(args: &[&str]) -> Result<()> {
     eprintln!("\n== {idle} idle clients ==");
     let memory = rt.block_on(idle_memory(idle))?;
 
-    let report = render(seconds, &direct, &relayed, &rate, &memory);
-    let dir = root().join("target/bench");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("relay.md"), &report)?;
-    println!("\n{report}");
-    println!("(written to target/bench/relay.md)");
+    let report = render(seconds, &direct, &relayed, &anchor, &rate, &memory);
+    let per_client = memory.rss_after_kib.saturating_sub(memory.rss_before_kib) as f64
+        / memory.clients.max(1) as f64;
+    let figures = serde_json::json!({
+        "seconds_per_path": seconds,
+        "direct": {"bps": direct.gbps * 1e9, "cores_per_gbit": direct.cores_per_gbit},
+        "relayed": {"bps": relayed.gbps * 1e9, "cores_per_gbit": relayed.cores_per_gbit},
+        "wireguard_go_direct": {"bps": anchor.gbps * 1e9, "cores_per_gbit": anchor.cores_per_gbit},
+        "relay_alone": {
+            "forwarded_bps": rate.forwarded_gbps * 1e9,
+            "forwarded_pps": rate.forwarded_pps,
+            "offered_pps": rate.sent_pps,
+            "tcp_sink_bps": rate.baseline_gbps * 1e9,
+            "cores_per_gbit": rate.cpu_per_gbit,
+            "queue_full_drops": rate.drops,
+        },
+        "idle_clients": {
+            "clients": memory.clients,
+            "kib_per_client": per_client,
+            "connect_s": memory.connect_s,
+        },
+    });
+    let mut versions = Versions::new();
+    versions.add_from("iperf3", &["--version"]);
+    versions.add("wireguard-go (current)", &wireguard_go.version);
+    crate::bench_report::write("relay", &report, figures, &versions)?;
     Ok(())
 }
 
-/// One path through pinholed: what iperf3 carried and what both nodes' pinholed spent on it.
-struct PathRun {
-    gbps: f64,
-    /// CPU seconds of both pinholed processes per second of the test, per Gbit/s carried.
-    cores_per_gbit: f64,
+/// One path through a tunnel: what iperf3 carried and what both ends' processes spent on it.
+pub(crate) struct PathRun {
+    pub(crate) gbps: f64,
+    /// Both ends' CPU, as cores busy per Gbit/s carried.
+    pub(crate) cores_per_gbit: f64,
 }
 
 /// iperf3 TCP (one stream) from n1 to n2 through pinholed.
@@ -124,17 +149,17 @@ fn through_pinholed(block_udp: bool, seconds: u32) -> Result<PathRun> {
     if crate::bench::pinholed_pids(&lab_dir).len() != 2 {
         bail!("expected the lab's two pinholed processes in /proc");
     }
-    let cpu0 = crate::bench::pinholed_cpu_seconds(&lab_dir);
+    let cpu0 = crate::bench::pinholed_cpu_ns(&lab_dir);
     let started = std::time::Instant::now();
     let out = lab.run("n1", &argv, Duration::from_secs(u64::from(seconds) + 30))?;
-    let cpu = crate::bench::pinholed_cpu_seconds(&lab_dir) - cpu0;
-    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = crate::bench::pinholed_cpu_ns(&lab_dir).saturating_sub(cpu0);
+    let elapsed = started.elapsed();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 output")?;
     let bps = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .with_context(|| format!("iperf3 failed: {}", v["error"]))?;
     let gbps = bps / 1e9;
-    let cores_per_gbit = cpu / elapsed / gbps.max(1e-9);
+    let cores_per_gbit = crate::bench_report::cores_per_gbit(cpu, elapsed, bps).unwrap_or(0.0);
     eprintln!("{want}: {gbps:.2} Gbit/s, pinholed {cores_per_gbit:.2} cores per Gbit/s");
     Ok(PathRun {
         gbps,
@@ -199,21 +224,6 @@ async fn server_with_nodes(
         keys.push(t.await?.context("registering a node")?);
     }
     Ok((server, addr, keys))
-}
-
-pub(crate) fn cpu_seconds(pid: u32) -> f64 {
-    // utime and stime are fields 14 and 15 of /proc/PID/stat, in clock ticks.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the command name: state (field 3), …, utime (14), stime (15).
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
-    match (field(11), field(12)) {
-        (Some(u), Some(s)) => (u + s) as f64 / hz,
-        _ => 0.0,
-    }
 }
 
 struct Rate {
@@ -318,11 +328,12 @@ async fn relay_rate(seconds: u32) -> Result<Rate> {
         }));
     }
     let fwd0 = metric(server.metrics, "pinhole_relay_forwarded_packets_total ").await?;
-    let cpu0 = cpu_seconds(pid);
+    let cpu0 = cpu_ns(pid);
     let t = Instant::now();
     let sent = blast(senders, seconds).await?;
-    let elapsed = t.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid) - cpu0;
+    let wall = t.elapsed();
+    let elapsed = wall.as_secs_f64();
+    let cpu = cpu_ns(pid).saturating_sub(cpu0);
     let fwd = metric(server.metrics, "pinhole_relay_forwarded_packets_total ").await? - fwd0;
     let drops = metric(
         server.metrics,
@@ -338,11 +349,7 @@ async fn relay_rate(seconds: u32) -> Result<Rate> {
         sent_pps: sent as f64 / elapsed,
         forwarded_pps: fwd as f64 / elapsed,
         forwarded_gbps,
-        cpu_per_gbit: if forwarded_gbps > 0.0 {
-            cpu / elapsed / forwarded_gbps
-        } else {
-            0.0
-        },
+        cpu_per_gbit: cores_per_gbit(cpu, wall, forwarded_gbps * 1e9).unwrap_or(0.0),
         drops,
     };
     eprintln!(
@@ -397,7 +404,14 @@ async fn idle_memory(n: usize) -> Result<Memory> {
     })
 }
 
-fn render(seconds: u32, direct: &PathRun, relayed: &PathRun, rate: &Rate, m: &Memory) -> String {
+fn render(
+    seconds: u32,
+    direct: &PathRun,
+    relayed: &PathRun,
+    anchor: &PathRun,
+    rate: &Rate,
+    m: &Memory,
+) -> String {
     let mut s = String::new();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let _ = writeln!(
@@ -423,6 +437,20 @@ fn render(seconds: u32, direct: &PathRun, relayed: &PathRun, rate: &Rate, m: &Me
     );
     let _ = writeln!(
         s,
+        "| iperf3 TCP, pinholed relayed vs the current wireguard-go direct (same two-host lab shape) | {:.2} Gbit/s | {:.2} Gbit/s | {:.2}× |",
+        relayed.gbps,
+        anchor.gbps,
+        relayed.gbps / anchor.gbps.max(1e-9)
+    );
+    let _ = writeln!(
+        s,
+        "| iperf3 TCP, pinholed direct vs the current wireguard-go direct | {:.2} Gbit/s | {:.2} Gbit/s | {:.2}× |",
+        direct.gbps,
+        anchor.gbps,
+        direct.gbps / anchor.gbps.max(1e-9)
+    );
+    let _ = writeln!(
+        s,
         "| relay alone: {PAIRS} senders of {PACKET}-byte packets, forwarded vs the same senders into a TCP sink | {:.2} Gbit/s ({:.0} packets/s) | {:.2} Gbit/s | {:.2}× |",
         rate.forwarded_gbps,
         rate.forwarded_pps,
@@ -431,7 +459,7 @@ fn render(seconds: u32, direct: &PathRun, relayed: &PathRun, rate: &Rate, m: &Me
     );
     let _ = writeln!(
         s,
-        "| relay CPU per Gbit/s forwarded | {:.2} cores | | |",
+        "| relay CPU per Gbit/s forwarded (nanosecond CPU time of its threads) | {:.2} cores | | |",
         rate.cpu_per_gbit
     );
     let per = (m.rss_after_kib.saturating_sub(m.rss_before_kib)) as f64 / m.clients as f64;

@@ -6,6 +6,8 @@ mod bench_connect;
 mod bench_control;
 mod bench_idle;
 mod bench_relay;
+mod bench_report;
+mod counterparts;
 mod demo;
 mod fuzz;
 mod natlab;
@@ -41,7 +43,7 @@ fn dispatch() -> Result<()> {
         ["natlab", rest @ ..] => natlab::run(rest),
         ["package", rest @ ..] => package::run(rest),
         _ => bail!(
-            "usage: cargo xtask <command>\n\n  demo                 pinhole-control and three pinholed nodes in a namespace lab, pinging each other\n  test                 everything: fmt, clippy, unit, netsim, netlab, interop\n  bench throughput [--seconds N] [--only raw,pinholed,baseline,wireguard-go,boringtun-cli]\n                       iperf3 through raw veth, pinholed, wireguard-go and boringtun-cli\n  bench control [--nodes 1000,10000] [--probes 20]\n                       simulated nodes on one pinhole-control: fan-out latency, memory per node\n  bench relay [--seconds N] [--idle-clients N]\n                       relayed vs direct iperf3 through pinholed; relay packets/s, CPU, memory per idle client\n  bench connect [--runs N] [--pairs A:B,…] [--loss PCT] [--delay MS]\n                       NAT lab: time to the first packet and to a direct path, p50/p95 per pair\n  bench idle [--peers 100,10000] [--seconds 60]\n                       pinholed with N online peers and no traffic: wake-ups/s, CPU, memory per peer\n  fuzz [--seconds N] [TARGET…]\n                       coverage-guided fuzzing of every parser (cargo fuzz), N s per target (default 60)\n  natlab [--profiles P,…] [--loss PCT] [--delay MS] [--jitter MS] [--full] [--strict]\n                       two nodes behind each pair of NAT profiles: path expected vs observed\n  natlab --shell A B   one NAT lab left running to explore by hand\n  package              the .deb, the .rpm and the Windows installer (target/packages/); says what it skipped"
+            "usage: cargo xtask <command>\n\n  demo                 pinhole-control and three pinholed nodes in a namespace lab, pinging each other\n  test                 everything: fmt, clippy, unit, netsim, netlab, interop\n  bench throughput [--seconds N] [--only raw,pinholed,baseline,wireguard-go,wireguard-go-2022,boringtun-cli]\n                       iperf3 through raw veth, pinholed, the current wireguard-go (Debian 13's), Debian 12's and boringtun-cli\n  bench control [--nodes 1000,10000] [--probes 20]\n                       simulated nodes on one pinhole-control: fan-out latency, memory per node\n  bench relay [--seconds N] [--idle-clients N]\n                       relayed vs direct iperf3 through pinholed; relay packets/s, CPU, memory per idle client\n  bench connect [--runs N] [--pairs A:B,…] [--loss PCT] [--delay MS]\n                       NAT lab: time to the first packet and to a direct path, p50/p95 per pair\n  bench idle [--peers 100,10000] [--seconds 60]\n                       pinholed with N online peers and no traffic: wake-ups/s, CPU, memory per peer\n  fuzz [--seconds N] [TARGET…]\n                       coverage-guided fuzzing of every parser (cargo fuzz), N s per target (default 60)\n  natlab [--profiles P,…] [--loss PCT] [--delay MS] [--jitter MS] [--full] [--strict]\n                       two nodes behind each pair of NAT profiles: path expected vs observed\n  natlab --shell A B   one NAT lab left running to explore by hand\n  package              the .deb, the .rpm and the Windows installer (target/packages/); says what it skipped"
         ),
     }
 }
@@ -84,26 +86,11 @@ fn run_in(dir: &Path, program: &str, args: &[&str], envs: &[(&str, String)]) -> 
     Ok(())
 }
 
-/// Builds pinholed, pinhole-control, pinhole-relay, pinhole and netlab-tool in release mode and points the lab helpers at them.
+/// Builds the workspace's default members in release mode, as a contributor does with
+/// `cargo build --release` at the root (pinholed, pinhole-control, pinhole-relay, pinhole,
+/// netlab-tool and the tools; not the app), and points the lab helpers at those binaries.
 pub fn build_release_binaries() -> Result<()> {
-    cmd(
-        "cargo",
-        &[
-            "build",
-            "--release",
-            "-p",
-            "pinhole-daemon",
-            "-p",
-            "pinhole-netlab",
-            "-p",
-            "pinhole-control",
-            "-p",
-            "pinhole-cli",
-            "-p",
-            "pinhole-relay",
-            "--bins",
-        ],
-    )?;
+    cmd("cargo", &["build", "--release"])?;
     let target = root().join("target/release");
     std::env::set_var("PINHOLED_BIN", target.join("pinholed"));
     std::env::set_var("NETLAB_TOOL_BIN", target.join("netlab-tool"));

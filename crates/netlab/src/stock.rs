@@ -10,8 +10,8 @@ static N: AtomicU32 = AtomicU32::new(0);
 /// A userspace WireGuard implementation that speaks the UAPI (`wg`) interface.
 #[derive(Debug, Clone)]
 pub enum Implementation {
-    /// Debian's wireguard-go.
-    WireguardGo,
+    /// wireguard-go at the given path (or a name on the PATH: Debian's package).
+    WireguardGo(String),
     /// boringtun-cli at the given path.
     BoringtunCli(String),
 }
@@ -33,11 +33,9 @@ pub fn start(
         N.fetch_add(1, Ordering::Relaxed)
     );
     match imp {
-        Implementation::WireguardGo => lab.spawn_env(
-            host,
-            &["wireguard-go", "-f", &ifname],
-            &[("LOG_LEVEL", "error")],
-        )?,
+        Implementation::WireguardGo(path) => {
+            lab.spawn_env(host, &[path, "-f", &ifname], &[("LOG_LEVEL", "error")])?
+        }
         Implementation::BoringtunCli(path) => {
             lab.spawn(host, &[path, "-f", "--disable-drop-privileges", &ifname])?
         }
