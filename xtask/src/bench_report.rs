@@ -204,15 +204,22 @@ mod tests {
     fn this_process_cpu_time_is_read_in_nanoseconds() {
         let me = std::process::id();
         let before = cpu_ns(me);
-        // Burn a little CPU: far less than one 10 ms clock tick would show.
+        // Burn 2 ms of CPU (a fifth of one 10 ms clock tick), then sleep so that the kernel
+        // books this thread's run time (a running thread's schedstat is updated when it
+        // switches out or at a tick).
+        let start = std::time::Instant::now();
         let mut x = 0u64;
-        for i in 0..200_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(std::hint::black_box(i));
+        while start.elapsed() < Duration::from_millis(2) {
+            x = x.wrapping_mul(31).wrapping_add(std::hint::black_box(1));
         }
         std::hint::black_box(x);
+        std::thread::sleep(Duration::from_millis(1));
         let after = cpu_ns(me);
+        assert!(
+            after.saturating_sub(before) >= 1_000_000,
+            "{after} - {before} < 1 ms"
+        );
         assert!(before > 0, "no schedstat for this process");
-        assert!(after > before, "{after} <= {before}");
         assert_eq!(cpu_ns(u32::MAX), 0);
     }
 }

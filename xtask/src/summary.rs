@@ -1,11 +1,13 @@
 //! The test run's summary: how many tests ran in each suite (read from cargo's and the test
-//! harness's output as it goes by) and every step that was skipped, with why. A suite is named
+//! harness's output as it goes by), how long each step took, and every step that was skipped,
+//! with why. A suite is named
 //! by its package and target, which cargo tells for each test executable when asked for JSON.
 
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// One test executable's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,9 +22,25 @@ pub struct Suite {
 pub struct Summary {
     suites: Vec<Suite>,
     skipped: Vec<(String, String)>,
+    /// Steps that finished, with how long each took.
+    steps: Vec<(String, Duration)>,
+    /// The step running now, and since when.
+    current: Option<(String, Instant)>,
 }
 
 impl Summary {
+    /// Starts timing the step `name`, ending the one before it.
+    pub fn step(&mut self, name: &str) {
+        self.end_step();
+        self.current = Some((name.to_string(), Instant::now()));
+    }
+
+    fn end_step(&mut self) {
+        if let Some((name, since)) = self.current.take() {
+            self.steps.push((name, since.elapsed()));
+        }
+    }
+
     /// Records a step of the run that did not run, and why.
     pub fn skip(&mut self, step: &str, why: &str) {
         eprintln!("\n!!! SKIPPED: {step}: {why} !!!\n");
@@ -87,7 +105,8 @@ impl Summary {
     /// The table, the skips, and a closing line of the form `N passed, N failed`; `failed_step`
     /// names a step that failed outside the test suites (formatting, lints, a build), which
     /// counts as one failure there.
-    pub fn print(&self, failed_step: Option<&str>) {
+    pub fn print(&mut self, failed_step: Option<&str>) {
+        self.end_step();
         let width = self
             .suites
             .iter()
@@ -117,6 +136,14 @@ impl Summary {
             .filter(|s| s.passed + s.failed + s.ignored == 0)
             .count();
         eprintln!("({empty} suites with no tests not listed)");
+        if !self.steps.is_empty() {
+            eprintln!("steps:");
+            for (name, took) in &self.steps {
+                eprintln!("  {:>8}  {name}", minutes(*took));
+            }
+            let total: Duration = self.steps.iter().map(|(_, d)| *d).sum();
+            eprintln!("  {:>8}  in all", minutes(total));
+        }
         if self.skipped.is_empty() {
             eprintln!("skipped steps: none");
         } else {
@@ -129,8 +156,33 @@ impl Summary {
             eprintln!("failed: {step}");
             failed = failed.max(1);
         }
-        eprintln!("{passed} passed, {failed} failed, {ignored} skipped");
+        eprintln!("{}", closing_line(passed, failed, ignored, &self.skipped));
     }
+}
+
+/// `M:SS` (or `H:MM:SS`).
+fn minutes(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// `N passed, N failed, N ignored, N steps skipped (names)`: ignored tests and skipped steps
+/// apart, every skipped step by name.
+fn closing_line(passed: u64, failed: u64, ignored: u64, skipped: &[(String, String)]) -> String {
+    let mut line = format!("{passed} passed, {failed} failed, {ignored} ignored, ");
+    match skipped.len() {
+        0 => line.push_str("no step skipped"),
+        n => {
+            let names: Vec<&str> = skipped.iter().map(|(s, _)| s.as_str()).collect();
+            let steps = if n == 1 { "step" } else { "steps" };
+            line.push_str(&format!("{n} {steps} skipped ({})", names.join("; ")));
+        }
+    }
+    line
 }
 
 /// Each test executable of `cargo test ARGS` and the suite name for it ("package: target"),
@@ -240,6 +292,28 @@ fn result_counts(line: &str) -> Option<(u64, u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_closing_line_names_skipped_steps_apart_from_ignored_tests() {
+        assert_eq!(
+            closing_line(10, 0, 2, &[]),
+            "10 passed, 0 failed, 2 ignored, no step skipped"
+        );
+        let skipped = [
+            (
+                "macOS check for aarch64-apple-darwin".to_string(),
+                "no target".to_string(),
+            ),
+            ("Windows unit tests".to_string(), "no target".to_string()),
+        ];
+        assert_eq!(
+            closing_line(10, 1, 0, &skipped),
+            "10 passed, 1 failed, 0 ignored, 2 steps skipped (macOS check for \
+             aarch64-apple-darwin; Windows unit tests)"
+        );
+        assert_eq!(minutes(Duration::from_secs(75)), "1:15");
+        assert_eq!(minutes(Duration::from_secs(3725)), "1:02:05");
+    }
 
     #[test]
     fn reads_cargo_and_libtest_lines() {

@@ -22,16 +22,20 @@ fn steps(summary: &mut Summary) -> Result<()> {
     // Every test must do its real part: one that cannot (no root, no PostgreSQL, …) fails.
     std::env::set_var(pinhole_testkit::REQUIRE_ALL, "1");
     require_root("cargo xtask test")?;
+    summary.step("packages");
     packages::ensure(packages::LAB)?;
     packages::ensure(packages::TEST)?;
     remove_stale_namespaces();
+    summary.step("cargo fmt --check");
     cmd("cargo", &["fmt", "--all", "--", "--check"])?;
     cmd(
         "cargo",
         &["fmt", "--all", "--manifest-path", NETSIM, "--", "--check"],
     )?;
     // The app (src-tauri) embeds the built web UI: it comes first.
+    summary.step("the UI's build (npm ci, type check, ui/dist)");
     ui::build()?;
+    summary.step("cargo clippy");
     cmd(
         "cargo",
         &[
@@ -56,27 +60,38 @@ fn steps(summary: &mut Summary) -> Result<()> {
         ],
     )?;
     // The simulated clock stays out of every build of the product.
+    summary.step("no sim-clock in the workspace's feature graph");
     no_simulated_clock_in_the_workspace()?;
     // The system tests run the release daemon: what users get, and fast enough for 100 MiB.
     // It is built as a contributor builds it, `cargo build --release` at the root, so every
     // system test starts that pinholed.
+    summary.step("cargo build --release");
     build_release_binaries()?;
+    summary.step("the contributor's pinholed starts");
     the_contributors_pinholed_starts()?;
     // The package tests need the packages: they run at the end.
+    summary.step("cargo test --workspace");
     summary.cargo_test(
         "",
         &["--workspace", "--exclude", "pinhole-install-tests"],
         &[],
     )?;
     // netsim is a workspace of its own (it runs the engine on the simulated clock).
+    summary.step("netsim's tests");
     summary.cargo_test("", &["--manifest-path", NETSIM], &[])?;
+    summary.step("the UI's component tests");
     ui::test(summary)?;
+    summary.step("Windows cross-check");
     let windows = cross_check_windows(summary)?;
     if windows {
+        summary.step("Windows unit tests under Wine");
         test_windows_under_wine(summary)?;
     }
+    summary.step("macOS checks");
     cross_check_macos(summary)?;
+    summary.step("hosted-CI workflow lint");
     lint_workflows()?;
+    summary.step("packages: .deb, .rpm, Windows installer");
     // The .deb (installed, used, removed and purged here), the .rpm and the Windows installer
     // (under Wine), built from this run's binaries.
     crate::package::test(summary, windows)

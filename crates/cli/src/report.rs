@@ -47,6 +47,28 @@ fn yes_no(v: Option<bool>, yes: &str, no: &str) -> String {
     }
 }
 
+/// Whether the mapping varies by destination, and what that makes the NAT; a public address that
+/// is one of this host's own is no NAT at all.
+fn nat_kind(r: &NetcheckReport) -> String {
+    let own = r
+        .public_endpoints
+        .iter()
+        .any(|p| r.local_endpoints.contains(p));
+    match r.mapping_varies_by_dest {
+        Some(false) if own => "no (no NAT: the public address is this host's own)".into(),
+        Some(true) => "yes (a hard NAT, the port changes with each destination: direct paths \
+                       need the peer's NAT to be easy, or a port mapping)"
+            .into(),
+        Some(false) => "no (an easy NAT, the same public port for every destination: hole \
+                        punching works)"
+            .into(),
+        None if own => "unknown (one STUN answer; the public address is this host's own, so \
+                        likely no NAT)"
+            .into(),
+        None => "unknown (fewer than two STUN answers)".into(),
+    }
+}
+
 pub fn netcheck(r: &NetcheckReport) -> String {
     let mut out = String::new();
     let udp = match r.udp {
@@ -64,15 +86,7 @@ pub fn netcheck(r: &NetcheckReport) -> String {
         "public address: {}",
         list_or(&r.public_endpoints, "unknown")
     );
-    let _ = writeln!(
-        out,
-        "NAT mapping varies by destination: {}",
-        yes_no(
-            r.mapping_varies_by_dest,
-            "yes (a hard NAT: direct paths are harder)",
-            "no"
-        )
-    );
+    let _ = writeln!(out, "NAT mapping varies by destination: {}", nat_kind(r));
     let family = |v: Option<bool>| match v {
         Some(true) => "yes",
         Some(false) => "no answer",
@@ -200,9 +214,21 @@ mod tests {
             },
         };
         let text = netcheck(&r);
+        let mut easy = r.clone();
+        easy.mapping_varies_by_dest = Some(false);
+        assert!(netcheck(&easy).contains("destination: no (an easy NAT"));
+        easy.local_endpoints = easy.public_endpoints.clone();
+        assert!(netcheck(&easy)
+            .contains("destination: no (no NAT: the public address is this host's own)"));
+        let mut hard = r.clone();
+        hard.mapping_varies_by_dest = Some(true);
+        assert!(netcheck(&hard).contains("destination: yes (a hard NAT"));
         assert!(text.contains("UDP: yes"));
         assert!(text.contains("public address: 203.0.113.5:40000"));
-        assert!(text.contains("NAT mapping varies by destination: unknown"));
+        assert!(
+            text.contains("NAT mapping varies by destination: unknown (fewer than two STUN"),
+            "{text}"
+        );
         assert!(text.contains("fra (Frankfurt): 12.5 ms"));
         assert!(text.contains("nyc (New York): no STUN answer from 198.51.100.2:3478"));
         assert!(text.contains("https://control.example reachable, 3.0 ms"));

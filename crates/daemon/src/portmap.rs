@@ -211,7 +211,7 @@ async fn map_pcp_or_pmp(gw: IpAddr, port: NonZeroU16) -> Result<(Held, Mapped), 
             let mapped = checked(Protocol::Pcp, external_ip, m.external_port().get(), gw, &m)?;
             return Ok((Held::Pmp(m), mapped));
         }
-        Err(e) => format!("PCP: {e:?}"),
+        Err(e) => pcp_in_words(gw, &e),
     };
     match crab_nat::natpmp::port_mapping(gw.into(), InternetProtocol::Udp, port, options).await {
         Ok(m) => {
@@ -219,13 +219,88 @@ async fn map_pcp_or_pmp(gw: IpAddr, port: NonZeroU16) -> Result<(Held, Mapped), 
                 Ok(ip) => IpAddr::V4(ip),
                 Err(e) => {
                     let _ = m.try_drop().await;
-                    return Err(format!("NAT-PMP gave no external address: {e:?}"));
+                    return Err(format!(
+                        "NAT-PMP: the gateway {gw} mapped the port but gave no external address ({})",
+                        natpmp_in_words(gw, &e)
+                    ));
                 }
             };
             let mapped = checked(Protocol::NatPmp, ip, m.external_port().get(), gw, &m)?;
             Ok((Held::Pmp(m), mapped))
         }
-        Err(e) => Err(format!("{pcp_error}; NAT-PMP: {e:?} (gateway {gw})")),
+        Err(e) => Err(format!("{pcp_error}; {}", natpmp_in_words(gw, &e))),
+    }
+}
+
+/// How long one gateway request waits for an answer, all retries included.
+fn answer_wait() -> Duration {
+    let mut wait = TIMEOUTS.initial_timeout;
+    let mut total = wait;
+    for _ in 0..TIMEOUTS.max_retries {
+        wait = (wait * 2).min(TIMEOUTS.max_retry_timeout.unwrap_or(wait * 2));
+        total += wait;
+    }
+    total
+}
+
+/// A socket error on the way to the gateway, or silence from it, in words.
+fn gateway_silence(protocol: &str, gw: IpAddr, socket: Option<&std::io::Error>) -> String {
+    use std::io::ErrorKind;
+    let Some(e) = socket else {
+        return format!(
+            "the gateway {gw} did not answer {protocol} within {:.1} s",
+            answer_wait().as_secs_f64()
+        );
+    };
+    match e.kind() {
+        ErrorKind::ConnectionRefused => {
+            format!("the gateway {gw} refused {protocol} (nothing listens for it there)")
+        }
+        ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable => {
+            format!("{protocol}: the gateway {gw} cannot be reached from here")
+        }
+        ErrorKind::PermissionDenied => {
+            format!("{protocol}: a local firewall stopped the request to the gateway {gw}")
+        }
+        _ => format!("{protocol}: the request to the gateway {gw} failed ({e})"),
+    }
+}
+
+/// Why PCP failed, in words.
+fn pcp_in_words(gw: IpAddr, e: &crab_nat::pcp::Failure) -> String {
+    use crab_nat::pcp::Failure;
+    match e {
+        Failure::Socket(io) => gateway_silence("PCP", gw, Some(io)),
+        Failure::Timeout => gateway_silence("PCP", gw, None),
+        Failure::NotAuthorized(_) => format!("the gateway {gw} does not allow PCP mappings"),
+        other => format!("PCP: the gateway {gw} said no ({other})"),
+    }
+}
+
+/// Why NAT-PMP failed, in words.
+fn natpmp_in_words(gw: IpAddr, e: &crab_nat::natpmp::Failure) -> String {
+    use crab_nat::natpmp::Failure;
+    match e {
+        Failure::Socket(io) => gateway_silence("NAT-PMP", gw, Some(io)),
+        Failure::Timeout => gateway_silence("NAT-PMP", gw, None),
+        Failure::NotAuthorized => format!("the gateway {gw} does not allow NAT-PMP mappings"),
+        other => format!("NAT-PMP: the gateway {gw} said no ({other})"),
+    }
+}
+
+/// Why no UPnP gateway was found, in words.
+fn upnp_search_in_words(e: &igd_next::SearchError) -> String {
+    match e {
+        igd_next::SearchError::NoResponseWithinTimeout => {
+            format!("no gateway answered UPnP within {} s", SSDP_WAIT.as_secs())
+        }
+        igd_next::SearchError::IoError(io) => match io.kind() {
+            std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable => {
+                "UPnP: no network to search for a gateway on".to_string()
+            }
+            _ => format!("UPnP: searching for a gateway failed ({io})"),
+        },
+        other => format!("UPnP: a gateway answered but its description was unusable ({other})"),
     }
 }
 
@@ -256,7 +331,7 @@ async fn map_upnp(port: NonZeroU16) -> Result<(Held, Mapped), String> {
     options.gateway_ip_version = igd_next::GatewayIpVersion::V4;
     let gateway = igd_next::aio::tokio::search_gateway(options)
         .await
-        .map_err(|e| format!("UPnP: no gateway answered ({e})"))?;
+        .map_err(|e| upnp_search_in_words(&e))?;
     let gw = gateway.addr.ip();
     let client = source_toward(gw).ok_or_else(|| format!("UPnP: no route to {gw}"))?;
     let ip = gateway
@@ -433,6 +508,37 @@ mod tests {
         let onlink = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
                       ppp0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\n";
         assert_eq!(parse_proc_route(onlink), None);
+    }
+
+    #[test]
+    fn gateway_failures_are_said_in_words() {
+        use std::io::{Error, ErrorKind};
+        let gw: IpAddr = "192.168.1.1".parse().unwrap();
+        let refused = crab_nat::pcp::Failure::Socket(Error::from(ErrorKind::ConnectionRefused));
+        assert_eq!(
+            pcp_in_words(gw, &refused),
+            "the gateway 192.168.1.1 refused PCP (nothing listens for it there)"
+        );
+        assert_eq!(
+            natpmp_in_words(gw, &crab_nat::natpmp::Failure::Timeout),
+            "the gateway 192.168.1.1 did not answer NAT-PMP within 1.8 s"
+        );
+        let unreachable =
+            crab_nat::natpmp::Failure::Socket(Error::from(ErrorKind::NetworkUnreachable));
+        assert_eq!(
+            natpmp_in_words(gw, &unreachable),
+            "NAT-PMP: the gateway 192.168.1.1 cannot be reached from here"
+        );
+        assert_eq!(
+            upnp_search_in_words(&igd_next::SearchError::NoResponseWithinTimeout),
+            "no gateway answered UPnP within 2 s"
+        );
+        for text in [
+            pcp_in_words(gw, &refused),
+            natpmp_in_words(gw, &unreachable),
+        ] {
+            assert!(!text.contains("Os {") && !text.contains("kind:"), "{text}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::mapped_peers::MappedPeers;
 use pinhole_engine::Key;
 use pinhole_engine::{Engine, Path, PathReason, PeerStatus as EnginePeer};
 use pinhole_proto::control::Node;
-use pinhole_proto::endpoint::Endpoint;
+use pinhole_proto::endpoint::{Endpoint, EndpointKind};
 use pinhole_proto::ipc::{
     Candidate, Connection, LoginPrompt, Nat, PeerStatus, SelfStatus, State, Status,
 };
@@ -101,7 +101,21 @@ pub fn path_fields(path: &Path) -> (Connection, Option<String>, Option<String>) 
 pub fn why_not_direct(e: &EnginePeer, nat: &Nat, peer_endpoints: &[Endpoint]) -> String {
     let hard_here = nat.mapping_varies_by_dest == Some(true);
     let hard_there = mapping_varies(peer_endpoints);
+    // The peer published endpoints but none a STUN server saw: its UDP does not get out.
+    let peer_without_udp =
+        !peer_endpoints.is_empty() && !peer_endpoints.iter().any(|p| p.kind == EndpointKind::Stun);
     match e.reason {
+        Some(
+            PathReason::Trying { .. }
+            | PathReason::NoAnswer { .. }
+            | PathReason::OneWay { .. }
+            | PathReason::NoCandidates,
+        ) if nat.udp == Some(false) => {
+            "UDP is blocked on this network (no STUN server answered)".into()
+        }
+        Some(PathReason::NoAnswer { pings }) if peer_without_udp => format!(
+            "the peer's network blocks UDP (no STUN server saw it, and none of its pings arrived; {pings} of ours unanswered)"
+        ),
         Some(PathReason::NoDisco) => {
             "the peer is a plain WireGuard peer: only its configured endpoint is tried".into()
         }
@@ -112,11 +126,6 @@ pub fn why_not_direct(e: &EnginePeer, nat: &Nat, peer_endpoints: &[Endpoint]) ->
             format!("trying {n} endpoint{s} ({pings} pings so far)")
         }
         Some(PathReason::Lost) => "the direct path stopped answering; trying again".into(),
-        Some(PathReason::NoAnswer { .. } | PathReason::OneWay { .. })
-            if nat.udp == Some(false) =>
-        {
-            "UDP blocked on this network".into()
-        }
         Some(PathReason::NoAnswer { .. } | PathReason::OneWay { .. })
             if hard_here && hard_there =>
         {
@@ -181,7 +190,13 @@ fn peer(
         (Path::Relayed(_), true) => {
             let (connection, _, r) = path_fields(&path);
             relay = r;
-            let why = e.map(|e| why_not_direct(e, i.nat, peer_endpoints));
+            let why = e.map(|e| {
+                let why = why_not_direct(e, i.nat, peer_endpoints);
+                match &relay {
+                    Some(r) => format!("{why}; relayed through {r}"),
+                    None => why,
+                }
+            });
             (connection, why)
         }
         _ if !online => (
@@ -578,7 +593,7 @@ mod tests {
         assert_eq!(s.peers[0].relay.as_deref(), Some("local"));
         assert_eq!(
             s.peers[0].path_reason.as_deref(),
-            Some("no direct path: 192.0.2.2:41641 does not answer over UDP")
+            Some("no direct path: 192.0.2.2:41641 does not answer over UDP; relayed through local")
         );
         assert_eq!(s.peers[1].connection, Connection::Connecting);
         assert_eq!(
@@ -613,9 +628,21 @@ mod tests {
         ];
         let peer_easy = [ep("10.0.0.2:41641 local"), ep("198.51.100.7:41641 stun")];
         let no_answer = with(PathReason::NoAnswer { pings: 38 });
+        for reason in [
+            PathReason::NoAnswer { pings: 38 },
+            PathReason::Trying { pings: 43 },
+            PathReason::NoCandidates,
+        ] {
+            assert_eq!(
+                why_not_direct(&with(reason), &blocked, &peer_easy),
+                "UDP is blocked on this network (no STUN server answered)"
+            );
+        }
+        let peer_blocked = [ep("10.0.0.2:41641 local")];
         assert_eq!(
-            why_not_direct(&no_answer, &blocked, &peer_easy),
-            "UDP blocked on this network"
+            why_not_direct(&no_answer, &easy, &peer_blocked),
+            "the peer's network blocks UDP (no STUN server saw it, and none of its pings \
+             arrived; 38 of ours unanswered)"
         );
         assert_eq!(
             why_not_direct(&no_answer, &hard, &peer_hard),

@@ -1038,7 +1038,9 @@ impl Discovery {
         let just_pinged = self
             .last_ping
             .is_some_and(|t| now.saturating_duration_since(t) < PONG_WAIT);
-        if (self.round.is_some() && self.failed_rounds == 0) || just_pinged {
+        // Trying only until the first round fails: the retries after it (backed off) do not
+        // hide what the first one showed.
+        if self.failed_rounds == 0 && (self.round.is_some() || just_pinged) {
             return Some(PathReason::Trying {
                 pings: self.pings_sent,
             });

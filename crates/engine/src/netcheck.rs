@@ -54,8 +54,8 @@ pub struct Report {
     pub udp: Option<bool>,
     /// Distinct public addresses seen.
     pub public: Vec<SocketAddr>,
-    /// Whether servers at different addresses saw different mappings (a hard NAT); unknown
-    /// with fewer than two answering addresses.
+    /// Whether servers at different addresses, or two ports of one server, saw different
+    /// mappings (a hard NAT); unknown with fewer than two answers.
     pub mapping_varies_by_dest: Option<bool>,
     pub probes: Vec<Probe>,
     /// The region with the lowest latency.
@@ -254,11 +254,13 @@ impl Netcheck {
         public.sort();
         public.dedup();
         // Compare mappings seen by servers at different IPs, per address family. With one
-        // server IP, two of its ports still show a mapping that depends on the destination
-        // port (the common hard NAT); that they agree does not rule out one that depends on
-        // the address only, so that stays unknown.
+        // server IP, two of its ports still tell: different mappings are a mapping that
+        // depends on the destination (the common hard NAT); the same mapping is an
+        // endpoint-independent one (an address-dependent mapping that keeps the port for
+        // every port of one address is rare, and a second server address would show it).
         let mut varies = None;
         let mut port_varies = false;
+        let mut port_agrees = false;
         for p in &answered {
             for q in &answered {
                 let (Some(a), Some(b)) = (p.mapped, q.mapped) else {
@@ -269,13 +271,16 @@ impl Netcheck {
                 }
                 if p.server.addr.ip() != q.server.addr.ip() {
                     varies = Some(varies.unwrap_or(false) || a != b);
-                } else if p.server.addr.port() != q.server.addr.port() && a != b {
-                    port_varies = true;
+                } else if p.server.addr.port() != q.server.addr.port() {
+                    port_varies |= a != b;
+                    port_agrees |= a == b;
                 }
             }
         }
         if port_varies {
             varies = Some(true);
+        } else if port_agrees && varies.is_none() {
+            varies = Some(false);
         }
         let preferred_region = answered
             .iter()
@@ -404,8 +409,8 @@ mod tests {
         assert_eq!(run("203.0.113.5:40000", "203.0.113.5:40001"), Some(true));
         assert_eq!(
             run("203.0.113.5:40000", "203.0.113.5:40000"),
-            None,
-            "the same mapping from one server's two ports cannot rule out an address-dependent one"
+            Some(false),
+            "the same mapping from one server's two ports: endpoint-independent"
         );
     }
 

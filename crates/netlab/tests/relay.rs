@@ -114,12 +114,14 @@ fn nodes_without_udp_reach_each_other_through_the_relay() {
             r._nodes[i].log_text()
         );
         assert_eq!(p["relay"], "local", "{st:#}");
-        // Why not direct: still trying (the first round), or, after it, UDP blocked.
+        // Why not direct: UDP is blocked here (the netcheck knows), or, before its answer is
+        // in, still trying (the first round); and through which relay.
         let why = p["path_reason"].as_str().unwrap_or("");
         assert!(
-            why == "UDP blocked on this network" || why.starts_with("trying "),
+            why.starts_with("UDP is blocked on this network") || why.starts_with("trying "),
             "{st:#}"
         );
+        assert!(why.ends_with("; relayed through local"), "{st:#}");
         assert!(p["rx_bytes"].as_u64().unwrap_or(0) > 0, "{st:#}");
     }
     let (_, table, _) = pinhole(lab, "n1", &["status"]);

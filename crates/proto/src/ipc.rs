@@ -184,7 +184,7 @@ pub struct NetcheckReport {
     /// This node's address:port as STUN servers saw it.
     pub public_endpoints: Vec<String>,
     /// Whether the NAT maps to a different port per destination (a hard NAT); unknown with
-    /// fewer than two STUN answers.
+    /// fewer than two STUN answers (two ports of one server count as two).
     pub mapping_varies_by_dest: Option<bool>,
     /// Whether IPv4 / IPv6 STUN servers answered; unknown without a server of that family.
     #[serde(default)]

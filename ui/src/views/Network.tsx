@@ -9,6 +9,25 @@ function yesNo(v: boolean | null | undefined, yes: string, no: string): string {
   return v == null ? "unknown" : v ? yes : no;
 }
 
+/// What the NAT is, from the netcheck: no NAT when the public address is one of this host's own;
+/// a hard NAT when the mapping varies by destination; an easy one when it does not.
+export function natKind(r: {
+  mapping_varies_by_dest: boolean | null | undefined;
+  public_endpoints: string[];
+  local_endpoints: string[];
+}): string {
+  const own = r.public_endpoints.some((p) => r.local_endpoints.includes(p));
+  if (r.mapping_varies_by_dest === true) {
+    return "hard NAT: the mapping varies by destination (direct paths need the peer's NAT to be easy, or a port mapping)";
+  }
+  if (r.mapping_varies_by_dest === false) {
+    return own
+      ? "no NAT: the public address is this device's own"
+      : "easy NAT: the mapping is the same for every destination (hole punching works)";
+  }
+  return own ? "likely no NAT (one STUN answer, and it is this device's own address)" : "unknown (fewer than two STUN answers)";
+}
+
 export function Network(props: { backend: Backend; view: View }) {
   const { backend, view } = props;
   const check = useAction();
@@ -41,11 +60,7 @@ export function Network(props: { backend: Backend; view: View }) {
             <dd class="mono">{report.public_endpoints.join(", ") || "unknown"}</dd>
             <dt>NAT</dt>
             <dd>
-              {yesNo(
-                report.mapping_varies_by_dest,
-                "mapping varies by destination (a hard NAT: direct paths need the peer's help)",
-                "mapping is the same for every destination (hole punching works)",
-              )}
+              {natKind(report)}
             </dd>
             <dt>Port mapping</dt>
             <dd>

@@ -3,6 +3,7 @@ import { fireEvent, screen, waitFor, within } from "@testing-library/preact";
 import { describe, expect, it } from "vitest";
 import { start } from "../test/harness";
 import { ROW_REM } from "./PeerList";
+import { natKind } from "./Network";
 import { direct, manyPeers, offline, relayed, status, view } from "../test/fixtures";
 
 describe("when pinholed cannot be used", () => {
@@ -208,6 +209,17 @@ describe("the main screen", () => {
   });
 });
 
+describe("the NAT's kind", () => {
+  const base = { local_endpoints: ["10.0.0.2:41641"], public_endpoints: ["192.0.2.1:41641"] };
+  it("says easy, hard, none or unknown, and why", () => {
+    expect(natKind({ ...base, mapping_varies_by_dest: false })).toMatch(/^easy NAT/);
+    expect(natKind({ ...base, mapping_varies_by_dest: true })).toMatch(/^hard NAT/);
+    expect(natKind({ ...base, mapping_varies_by_dest: null })).toMatch(/^unknown \(fewer than two/);
+    const publicHost = { local_endpoints: ["192.0.2.1:41641"], public_endpoints: ["192.0.2.1:41641"] };
+    expect(natKind({ ...publicHost, mapping_varies_by_dest: false })).toMatch(/^no NAT/);
+  });
+});
+
 describe("the network view", () => {
   it("runs a check and shows UDP, the NAT and each region's latency", async () => {
     const report = {
@@ -232,7 +244,7 @@ describe("the network view", () => {
     fireEvent.click(screen.getByRole("button", { name: "Check the network" }));
     await waitFor(() => expect(calls.map((c) => c.cmd)).toContain("netcheck"));
     await push(view({ status: status(), netcheck: report }));
-    await screen.findByText(/mapping varies by destination/);
+    await screen.findByText(/hard NAT: the mapping varies by destination/);
     expect(screen.getByText("works")).toBeTruthy();
     expect(screen.getByText(/none \(no gateway answered\)/)).toBeTruthy();
     const regions = screen.getByRole("list", { name: "Latency to each relay region" });
