@@ -53,6 +53,8 @@ fn steps(summary: &mut Summary) -> Result<()> {
             "clippy",
             "--manifest-path",
             NETSIM,
+            "--target-dir",
+            "target",
             "--all-targets",
             "--",
             "-D",
@@ -78,7 +80,11 @@ fn steps(summary: &mut Summary) -> Result<()> {
     )?;
     // netsim is a workspace of its own (it runs the engine on the simulated clock).
     summary.step("netsim's tests");
-    summary.cargo_test("", &["--manifest-path", NETSIM], &[])?;
+    summary.cargo_test(
+        "",
+        &["--manifest-path", NETSIM, "--target-dir", "target"],
+        &[],
+    )?;
     summary.step("the UI's component tests");
     ui::test(summary)?;
     summary.step("Windows cross-check");
@@ -97,7 +103,9 @@ fn steps(summary: &mut Summary) -> Result<()> {
     crate::package::test(summary, windows)
 }
 
-/// netsim's manifest: a workspace of its own, outside the main one.
+/// netsim's manifest: a workspace of its own, outside the main one. Its builds share the root's
+/// `target/` (`--target-dir target`, run from the root; its `.cargo/config.toml` says the same for
+/// a cargo run inside crates/netsim), so nothing is built into crates/netsim/target.
 const NETSIM: &str = "crates/netsim/Cargo.toml";
 
 /// Fails if any build of the main workspace would compile the engine with its simulated clock:
