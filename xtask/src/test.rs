@@ -61,6 +61,25 @@ fn steps(summary: &mut Summary) -> Result<()> {
             "warnings",
         ],
     )?;
+    // The fuzz targets (a workspace of their own, built by nothing else here) compile and are
+    // lint-clean; fuzzing itself is `cargo xtask fuzz`, outside the tests.
+    summary.step("the fuzz targets compile (clippy)");
+    cmd(
+        "cargo",
+        &["fmt", "--all", "--manifest-path", FUZZ, "--", "--check"],
+    )?;
+    cmd(
+        "cargo",
+        &[
+            "clippy",
+            "--manifest-path",
+            FUZZ,
+            "--bins",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     // The simulated clock stays out of every build of the product.
     summary.step("no sim-clock in the workspace's feature graph");
     no_simulated_clock_in_the_workspace()?;
@@ -102,6 +121,9 @@ fn steps(summary: &mut Summary) -> Result<()> {
     // (under Wine), built from this run's binaries.
     crate::package::test(summary, windows)
 }
+
+/// The fuzz targets' manifest (cargo-fuzz's crate, outside the workspace).
+const FUZZ: &str = "fuzz/Cargo.toml";
 
 /// netsim's manifest: a workspace of its own, outside the main one. Its builds share the root's
 /// `target/` (`--target-dir target`, run from the root; its `.cargo/config.toml` says the same for
