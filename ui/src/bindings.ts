@@ -140,7 +140,7 @@ local_endpoints: Array<string>,
 public_endpoints: Array<string>, 
 /**
  * Whether the NAT maps to a different port per destination (a hard NAT); unknown with
- * fewer than two STUN answers.
+ * fewer than two STUN answers (two ports of one server count as two).
  */
 mapping_varies_by_dest: boolean | null, 
 /**
