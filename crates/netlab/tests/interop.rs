@@ -7,6 +7,11 @@ use common::*;
 use pinhole_netlab::skip_without_root;
 use pinhole_netlab::stock::{self, Implementation};
 
+/// Debian's wireguard-go, from the PATH.
+fn wireguard_go() -> Implementation {
+    Implementation::WireguardGo("wireguard-go".into())
+}
+
 #[test]
 fn pinholed_initiates_to_wireguard_go() {
     if skip_without_root("pinholed_initiates_to_wireguard_go") {
@@ -14,15 +19,8 @@ fn pinholed_initiates_to_wireguard_go() {
     }
     let mut lab = two_hosts();
     let (a, b) = (node_a(), node_b());
-    let ifname = stock::start(
-        &mut lab,
-        "b",
-        &Implementation::WireguardGo("wireguard-go".into()),
-        &b,
-        &a,
-        false,
-    )
-    .expect("starting wireguard-go");
+    let ifname =
+        stock::start(&mut lab, "b", &wireguard_go(), &b, &a, false).expect("starting wireguard-go");
     let pa = start_pinholed(&mut lab, "a", &config(&a, &b, true));
     assert!(
         ping(&lab, "a", b.v4),
@@ -49,15 +47,8 @@ fn wireguard_go_initiates_to_pinholed() {
     let (a, b) = (node_a(), node_b());
     // pinholed does not know where the peer is: it must answer the handshake and learn it.
     let pa = start_pinholed(&mut lab, "a", &config(&a, &b, false));
-    let ifname = stock::start(
-        &mut lab,
-        "b",
-        &Implementation::WireguardGo("wireguard-go".into()),
-        &b,
-        &a,
-        true,
-    )
-    .expect("starting wireguard-go");
+    let ifname =
+        stock::start(&mut lab, "b", &wireguard_go(), &b, &a, true).expect("starting wireguard-go");
     assert!(
         ping(&lab, "b", a.v4),
         "wireguard-go → pinholed over IPv4\n{}",
