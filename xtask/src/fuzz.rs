@@ -18,12 +18,15 @@ const TARGETS: &[&str] = &[
     "wgconf",
     "control_api",
     "disco",
+    "datagram",
 ];
 
 struct Outcome {
     target: String,
     runs: u64,
     per_second: u64,
+    /// Code edges covered at the end (libFuzzer's `cov:`).
+    coverage: u64,
     added: usize,
     crash: Option<String>,
 }
@@ -56,13 +59,14 @@ pub fn run(args: &[&str]) -> Result<()> {
         outcomes.push(fuzz_one(t, seconds)?);
     }
     eprintln!("\n== fuzzing, {seconds} s per target ==");
-    eprintln!("target            executions   exec/s  new corpus  crash");
+    eprintln!("target            executions   exec/s  coverage  new corpus  crash");
     for o in &outcomes {
         eprintln!(
-            "{:16} {:>11} {:>8} {:>11}  {}",
+            "{:16} {:>11} {:>8} {:>9} {:>11}  {}",
             o.target,
             o.runs,
             o.per_second,
+            o.coverage,
             o.added,
             o.crash.as_deref().unwrap_or("none")
         );
@@ -141,6 +145,12 @@ fn fuzz_one(target: &str, seconds: u64) -> Result<Outcome> {
     };
     let runs = stat("number_of_executed_units");
     let per_second = stat("average_exec_per_sec");
+    let coverage = log
+        .lines()
+        .rev()
+        .filter_map(|l| l.split_once(" cov: "))
+        .find_map(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
     let crash = if out.status.success() {
         None
     } else {
@@ -168,6 +178,7 @@ fn fuzz_one(target: &str, seconds: u64) -> Result<Outcome> {
         target: target.to_string(),
         runs,
         per_second,
+        coverage,
         added,
         crash,
     })

@@ -102,11 +102,13 @@ impl DiscoBox {
     /// A packet carrying `msg`, sealed with `nonce` (which must never repeat for this pair of
     /// keys: 24 random bytes do).
     pub fn seal(&self, nonce: [u8; NONCE_LEN], msg: &Message) -> Vec<u8> {
-        let plain = encode(msg);
-        let sealed = self
-            .inner
-            .encrypt(&nonce.into(), plain.as_slice())
-            .unwrap_or_default();
+        self.seal_plaintext(nonce, &encode(msg))
+    }
+
+    /// A packet carrying any plaintext, valid or not (what a peer holding the key could send:
+    /// the fuzz targets use it to reach the decoder behind the box).
+    pub fn seal_plaintext(&self, nonce: [u8; NONCE_LEN], plain: &[u8]) -> Vec<u8> {
+        let sealed = self.inner.encrypt(&nonce.into(), plain).unwrap_or_default();
         let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&self.own.0);
