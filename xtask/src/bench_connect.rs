@@ -98,6 +98,16 @@ pub fn connect(args: &[&str]) -> Result<()> {
                     if m.direct.is_some() {
                         pings.push(Some(m.pings as f64));
                     }
+                    if let Some(report) = &m.miss_report {
+                        let dir = crate::root().join("target/bench/connect-misses");
+                        std::fs::create_dir_all(&dir)?;
+                        let file = dir.join(format!("{a}-{b}-run{i}.log"));
+                        std::fs::write(&file, report)?;
+                        eprintln!(
+                            "{case} run {i}: never direct; both nodes' status and logs in {}",
+                            file.display()
+                        );
+                    }
                 }
                 Err(e) => {
                     failed += 1;

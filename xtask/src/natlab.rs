@@ -150,6 +150,7 @@ pub fn run(args: &[&str]) -> Result<()> {
                 c.verdict == Verdict::NoConnectivity
                     || (o.strict
                         && (c.flaps > 0
+                            || !c.held_traffic()
                             || !matches!(
                                 c.verdict,
                                 Verdict::DirectAsExpected | Verdict::RelayedAsExpected

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 /// How often the daemon measures the relay regions on its own (and re-chooses its home).
 pub const AUTO_NETCHECK_EVERY: Duration = Duration::from_secs(300);
+/// A lost direct path brings the netcheck forward, but to no sooner than this after the last
+/// one (many peers lost at once, or a path that flaps, ask STUN once).
+pub const RESTUN_GAP: Duration = Duration::from_secs(10);
 
 /// What comes in.
 #[derive(Debug)]
@@ -47,6 +50,9 @@ pub enum Input<R> {
     SignInDone(Result<Signed, IpcError>),
     /// The shell tried to bring the tunnel up: done, or why not.
     TunnelStarted(Result<(), String>),
+    /// A peer's direct path stopped answering: this node's public address may have changed
+    /// (its router rebooted or gave it a new port), so STUN is asked again soon.
+    DirectLost,
     /// The tunnel broke while up (the device could not be read).
     TunnelFailed(String),
     /// Control signed this node out (removed, expired): why.
@@ -174,6 +180,8 @@ pub struct Machine<R> {
     tun_error: Option<String>,
     /// When the daemon's own netcheck is due (while signed in).
     netcheck_at: Instant,
+    /// When the last netcheck started.
+    netcheck_started: Option<Instant>,
     home_relay: Option<String>,
 }
 
@@ -191,6 +199,7 @@ impl<R> Machine<R> {
             login_error: None,
             tun_error: None,
             netcheck_at: now,
+            netcheck_started: None,
             home_relay: None,
         }
     }
@@ -319,9 +328,16 @@ impl<R> Machine<R> {
                     self.netcheck_at = now;
                 }
             }
+            Input::DirectLost => {
+                if self.signed_in() {
+                    let soonest = self.netcheck_started.map_or(now, |t| t + RESTUN_GAP);
+                    self.netcheck_at = self.netcheck_at.min(soonest.max(now));
+                }
+            }
             Input::Tick { relay_regions } => {
                 if self.signed_in() && relay_regions && now >= self.netcheck_at {
                     self.netcheck_at = now + AUTO_NETCHECK_EVERY;
+                    self.netcheck_started = Some(now);
                     out.push(Action::StartNetcheck);
                 }
             }
@@ -1078,6 +1094,30 @@ mod tests {
         assert_eq!(names(&m.handle(later, tick())), ["netcheck"]);
         let mut out: Machine<u32> = Machine::new(false, true, Some(S.into()), now);
         assert!(out.handle(now, Input::NetworkChanged).is_empty());
+        assert_eq!(out.next_wake(), None, "signed out: nothing to measure");
+    }
+
+    #[test]
+    fn a_lost_direct_path_asks_stun_again_at_most_every_10_s() {
+        let now = t0();
+        let mut m = connected(now);
+        let tick = || Input::Tick {
+            relay_regions: true,
+        };
+        assert_eq!(names(&m.handle(now, tick())), ["netcheck"]);
+        // Lost 3 s after a netcheck: the next one 10 s after that one, not in five minutes.
+        let lost = now + Duration::from_secs(3);
+        assert!(m.handle(lost, Input::DirectLost).is_empty());
+        assert_eq!(m.next_wake(), Some(now + RESTUN_GAP));
+        assert!(m.handle(lost, tick()).is_empty(), "not yet");
+        assert_eq!(names(&m.handle(now + RESTUN_GAP, tick())), ["netcheck"]);
+        // Lost long after the last one: at once; a second loss meanwhile changes nothing.
+        let much_later = now + Duration::from_secs(60);
+        m.handle(much_later, Input::DirectLost);
+        m.handle(much_later + Duration::from_secs(1), Input::DirectLost);
+        assert_eq!(m.next_wake(), Some(much_later));
+        let mut out: Machine<u32> = Machine::new(false, true, Some(S.into()), now);
+        assert!(out.handle(now, Input::DirectLost).is_empty());
         assert_eq!(out.next_wake(), None, "signed out: nothing to measure");
     }
 

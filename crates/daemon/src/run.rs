@@ -1252,9 +1252,14 @@ impl<'a> Daemon<'a> {
             }
         }
         let mut changed = false;
+        let mut direct_lost = false;
         while let Some(e) = self.engine.poll_event() {
             changed = true;
             match e {
+                Event::DirectLost { peer } => {
+                    tracing::info!(peer = %peer.short(), "direct path lost: relayed while a new one is sought; asking STUN for this node's address again");
+                    direct_lost = true;
+                }
                 Event::HandshakeCompleted { peer } => {
                     tracing::info!(peer = %peer.short(), "handshake completed")
                 }
@@ -1266,6 +1271,9 @@ impl<'a> Daemon<'a> {
         // A new handshake or endpoint shows in the status at once, not at the next tick.
         if changed {
             self.publish();
+        }
+        if direct_lost {
+            self.feed(Input::DirectLost).await;
         }
     }
 }

@@ -18,7 +18,8 @@
 //! a peer whose NAT maps endpoint-independently, asks the shell for [`BIRTHDAY_SOCKETS`] extra
 //! sockets after a round found nothing, pings the peer's public endpoint from each (each opens a
 //! mapping on a random port that lets the peer in), and tells the peer (`Birthday` through the
-//! relay), which pings random ports of its address ([`PROBE_FIRST`] at once, then
+//! relay, again every [`BIRTHDAY_CALL_EVERY`] until a probe arrives: the peer may not be at the
+//! relay yet, or not yet know the address), which pings random ports of its address ([`PROBE_FIRST`] at once, then
 //! [`PROBE_BATCH`] every [`PROBE_EVERY`] for [`PROBE_FOR`]). With 256 mappings open, the first
 //! probes hit one with a chance of about 64%, all 1,664 with about 1 − e^(−6.6); the path is
 //! then the extra socket that was hit, kept while it is used.
@@ -87,8 +88,19 @@ pub const PREDICT_AHEAD: u16 = 16;
 pub const BIRTHDAY_SOCKETS: u16 = 256;
 /// When, after its sockets opened, each pings the peer (the second in case the first was lost).
 const BIRTHDAY_PINGS_AT: [Duration; 2] = [Duration::ZERO, Duration::from_millis(2500)];
-/// How long birthday sockets stay open (the peer probes for [`PROBE_FOR`]).
-const BIRTHDAY_FOR: Duration = Duration::from_secs(6);
+/// How long birthday sockets stay open: the peer probes for [`PROBE_FOR`], starting at most
+/// [`BIRTHDAY_CALL_FOR`] and [`BIRTHDAY_ASK_KEPT`] (and a relay's delay) after they opened.
+const BIRTHDAY_FOR: Duration = Duration::from_secs(7);
+/// The peer is asked to probe again this often until its first probe arrives, for this long
+/// (so that probes it starts on the last call still end while the sockets are open): the ask
+/// goes through the relay, where the peer may not be yet, and the peer refuses an address its
+/// map does not list yet; either is only a matter of a moment after both sides came up.
+const BIRTHDAY_CALL_EVERY: Duration = Duration::from_millis(500);
+const BIRTHDAY_CALL_FOR: Duration = Duration::from_millis(2500);
+/// An ask for an address the map does not list yet is kept this long on the probing side: the
+/// map that lists it (the peer's STUN-seen address) may come a moment after the ask, which
+/// took the relay; probing starts when it does.
+const BIRTHDAY_ASK_KEPT: Duration = Duration::from_secs(1);
 /// Sockets asked for and not given within this long are not waited for.
 const BIRTHDAY_ASK_WAIT: Duration = Duration::from_secs(3);
 /// A peer endpoint pinged this long without an answer starts birthday probing (where it
@@ -97,6 +109,9 @@ const BIRTHDAY_ASK_WAIT: Duration = Duration::from_secs(3);
 const BIRTHDAY_AFTER: Duration = Duration::from_millis(250);
 /// Birthday probing with one peer at most this often (either side).
 const BIRTHDAY_GAP: Duration = Duration::from_secs(60);
+/// A peer heard through the relay this recently is taken to be there (birthday probing asks
+/// it through the relay, which drops what is sent to a node not connected to it).
+const AT_RELAY_FOR: Duration = Duration::from_secs(60);
 /// Random ports probed at first (a hit with a chance of about 64%), then at a time, how often,
 /// and for how long (1,664 probes in all; all miss with a chance of about e^−6.6).
 pub const PROBE_FIRST: u16 = 256;
@@ -217,6 +232,8 @@ enum Birthday {
         sockets: Vec<SocketId>,
         /// Steps of [`BIRTHDAY_PINGS_AT`] sent.
         step: usize,
+        /// `Birthday` messages sent (one every [`BIRTHDAY_CALL_EVERY`] until a probe arrives).
+        calls: u32,
         /// Sockets the peer's probes reached (the peer may use any of them).
         hit: Vec<SocketId>,
     },
@@ -275,6 +292,11 @@ pub struct Discovery {
     own_random: bool,
     birthday: Option<Birthday>,
     probing: Option<Probing>,
+    /// The peer's latest ask to probe an address the map did not list then, and when.
+    birthday_asked: Option<(IpAddr, Instant)>,
+    /// When an authentic packet from the peer last came through a relay: it is there to be
+    /// asked to probe.
+    heard_via_relay: Option<Instant>,
     last_birthday: Option<Instant>,
     /// Birthday sockets kept open (the peer's probes reached them), and when they were last
     /// used (a ping arrived, or a trusted path leaves from it).
@@ -326,6 +348,16 @@ impl Discovery {
                 self.round = None;
             }
             self.next_round = Some(now);
+        }
+        // The peer asked to be probed at an address the map did not list yet: now it may.
+        if let Some((ip, at)) = self.birthday_asked.take() {
+            if now.saturating_duration_since(at) < BIRTHDAY_ASK_KEPT {
+                if self.published_stun_ip(ip) {
+                    self.start_probing(now, ip);
+                } else {
+                    self.birthday_asked = Some((ip, at));
+                }
+            }
         }
     }
 
@@ -454,11 +486,25 @@ impl Discovery {
     ) -> Option<SocketAddr> {
         let i = self.pending.iter().position(|p| p.tx == tx)?;
         let sent = self.pending[i];
-        if sent.to != from || sent.socket != socket {
-            // Answered from somewhere else than asked: not proof of this path.
+        if sent.socket != socket {
+            // Answered to another of this node's sockets: proves nothing about either.
             return None;
         }
         self.pending.remove(i);
+        if sent.to != from {
+            // Answered from another address than pinged: the peer's NAT sent the answer
+            // through the mapping it holds toward this very address (one that maps by
+            // destination gives this node its own port once the peer sends to it), and that
+            // mapping lets this node in whatever the NAT's filtering. That path is proven, not
+            // the one pinged; a path in use whose answers now come from elsewhere gives way to
+            // it at once (its heartbeats would never be answered from it again, and it would
+            // be dropped, relayed for a moment, when its trust ran out).
+            if self.best == Some(sent.to) {
+                if let Some(p) = self.path_mut(sent.to) {
+                    p.last_pong = None;
+                }
+            }
+        }
         self.pongs_received += 1;
         self.observed_self = Some(observed);
         let rtt = now.saturating_duration_since(sent.at);
@@ -719,8 +765,15 @@ impl Discovery {
         stun.all(|a| a == first).then_some(first)
     }
 
+    /// An authentic packet from the peer came through a relay (a WireGuard packet, a call).
+    pub fn heard_via_relay(&mut self, now: Instant) {
+        self.heard_via_relay = Some(now);
+    }
+
     /// After a round found nothing: asks for birthday sockets when this side's NAT uses
-    /// random ports and the peer's does not (and none were asked for lately).
+    /// random ports and the peer's does not (and none were asked for lately), once the peer
+    /// is known to be at the relay (its window would pass unused otherwise: the lab's lossy
+    /// runs asked a peer that reached the relay up to 2.3 s later).
     fn maybe_birthday(&mut self, now: Instant) -> Vec<Send> {
         let recent = self
             .last_birthday
@@ -731,7 +784,16 @@ impl Discovery {
             .and_then(|e| self.path(e))
             .and_then(|p| p.first_ping)
             .is_some_and(|t| now.saturating_duration_since(t) >= BIRTHDAY_AFTER);
-        if !self.own_random || recent || self.birthday.is_some() || !self.active(now) || !tried {
+        let at_relay = self
+            .heard_via_relay
+            .is_some_and(|t| now.saturating_duration_since(t) < AT_RELAY_FOR);
+        if !self.own_random
+            || recent
+            || self.birthday.is_some()
+            || !self.active(now)
+            || !tried
+            || !at_relay
+        {
             return Vec::new();
         }
         self.last_birthday = Some(now);
@@ -746,17 +808,15 @@ impl Discovery {
         let target = self.easy_peer_endpoint();
         match (&self.birthday, target) {
             (Some(Birthday::Asked { .. }), Some(target)) if !ids.is_empty() => {
-                let sockets = ids.len().min(usize::from(u16::MAX)) as u16;
                 self.birthday = Some(Birthday::Open {
                     started: now,
                     target,
                     sockets: ids,
                     step: 0,
+                    calls: 0,
                     hit: Vec::new(),
                 });
-                let mut out = vec![Send::Birthday { sockets }];
-                out.extend(self.birthday_step(now));
-                out
+                self.birthday_step(now)
             }
             _ => vec![Send::CloseSockets(ids)],
         }
@@ -765,16 +825,37 @@ impl Discovery {
     /// The peer opened birthday mappings on `ip` toward this node: random ports there are
     /// probed for a while. Only an address the peer published (a STUN endpoint of its own) is
     /// probed, and not while a direct path works or a probe ran lately.
+    /// An address the map does not list yet is kept for [`BIRTHDAY_ASK_KEPT`] and probed if
+    /// the map lists it by then (see [`Discovery::set_candidates`]).
     pub fn birthday_called(&mut self, now: Instant, ip: IpAddr) -> Vec<Send> {
-        let published = self.paths.iter().any(|p| {
+        if !self.published_stun_ip(ip) {
+            self.birthday_asked = Some((ip, now));
+            return Vec::new();
+        }
+        if self.start_probing(now, ip) {
+            self.birthday_step(now)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Whether `ip` is the address of one of the peer's published STUN endpoints.
+    fn published_stun_ip(&self, ip: IpAddr) -> bool {
+        self.paths.iter().any(|p| {
             p.published && p.endpoint.kind == EndpointKind::Stun && p.endpoint.addr.ip() == ip
-        });
+        })
+    }
+
+    /// Starts probing random ports of `ip` (its batches go out from [`Discovery::poll`]),
+    /// unless a direct path works or a probe ran lately.
+    fn start_probing(&mut self, now: Instant, ip: IpAddr) -> bool {
         let recent = self
             .probing
             .is_some_and(|p| now.saturating_duration_since(p.started) < BIRTHDAY_GAP);
-        if !published || recent || self.trusted_best(now).is_some() {
-            return Vec::new();
+        if recent || self.trusted_best(now).is_some() {
+            return false;
         }
+        self.birthday_asked = None;
         self.probing = Some(Probing {
             ip,
             started: now,
@@ -782,7 +863,7 @@ impl Discovery {
             done: false,
         });
         self.active_until = Some(now + ACTIVE_FOR);
-        self.birthday_step(now)
+        true
     }
 
     /// What birthday probing has due: the open sockets' pings, the next batch of random
@@ -818,6 +899,7 @@ impl Discovery {
                 target,
                 sockets,
                 mut step,
+                mut calls,
                 hit,
             }) => {
                 let since = now.saturating_duration_since(started);
@@ -851,11 +933,22 @@ impl Discovery {
                     if ping {
                         out.extend(sockets.iter().map(|s| Send::PingFrom(*s, target)));
                     }
+                    // The mappings are open (the pings above left first): ask the peer to
+                    // probe, and again until one of its probes arrives.
+                    if hit.is_empty()
+                        && since < BIRTHDAY_CALL_FOR
+                        && since >= BIRTHDAY_CALL_EVERY * calls
+                    {
+                        calls = (since.as_millis() / BIRTHDAY_CALL_EVERY.as_millis()) as u32 + 1;
+                        let n = sockets.len().min(usize::from(u16::MAX)) as u16;
+                        out.push(Send::Birthday { sockets: n });
+                    }
                     self.birthday = Some(Birthday::Open {
                         started,
                         target,
                         sockets,
                         step,
+                        calls,
                         hit,
                     });
                 }
@@ -898,9 +991,19 @@ impl Discovery {
         }
         match &self.birthday {
             Some(Birthday::Asked { at }) => consider(*at + BIRTHDAY_ASK_WAIT),
-            Some(Birthday::Open { started, step, .. }) => {
+            Some(Birthday::Open {
+                started,
+                step,
+                calls,
+                hit,
+                ..
+            }) => {
                 if let Some(d) = BIRTHDAY_PINGS_AT.get(*step) {
                     consider(*started + *d);
+                }
+                let call = BIRTHDAY_CALL_EVERY * *calls;
+                if hit.is_empty() && call < BIRTHDAY_CALL_FOR {
+                    consider(*started + call);
                 }
                 consider(*started + BIRTHDAY_FOR);
             }
@@ -1353,22 +1456,51 @@ mod tests {
         assert_eq!(s.first(), Some(&Send::CallMeMaybe), "{s:?}");
     }
 
+    /// A pong from another address than pinged proves the address it came from (the peer's
+    /// NAT answered through its mapping toward this node), not the one pinged; one with an
+    /// unknown id, or to another of this node's sockets, proves nothing. A path in use whose
+    /// answers start coming from elsewhere gives way at once (netsim's lossy matrix saw an
+    /// address-dependent NAT answer from its STUN port, then, once its side had sent to this
+    /// node, from the port it maps toward it: the old path was relayed for a moment when its
+    /// trust ran out).
     #[test]
-    fn a_pong_from_another_address_than_pinged_proves_nothing() {
+    fn a_pong_from_another_address_proves_that_address_not_the_one_pinged() {
         let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let obs: SocketAddr = OBS.parse().unwrap();
         let mut d = Discovery::new();
         let wan = ep("198.51.100.7:2000", EndpointKind::Stun);
         d.set_candidates(t0, &[wan]);
         let mut n = 0;
         let s = d.note_traffic(t0).unwrap_or_default();
         let ids = send(&mut d, t0, &s, &mut n);
-        let other: SocketAddr = "198.51.100.7:2001".parse().unwrap();
-        assert_eq!(d.pong(t0, other, ids[0].1, OBS.parse().unwrap()), None);
+        assert_eq!(d.pong(t0, wan.addr, TxId([200; 12]), obs), None);
+        assert_eq!(d.pong_on(t0, 7, wan.addr, ids[0].1, obs), None);
+        assert_eq!(d.trusted_best(t0), None, "unknown id, other socket");
+        // Answered from the pinged address: that path.
+        assert_eq!(d.pong(t0 + ms(20), wan.addr, ids[0].1, obs), Some(wan.addr));
+        // A heartbeat answered from the port the peer's NAT now maps toward this node.
+        let mapped: SocketAddr = "198.51.100.7:2001".parse().unwrap();
+        let beat = d.poll(t0 + HEARTBEAT + ms(20));
+        let ids = send(&mut d, t0 + HEARTBEAT + ms(20), &beat, &mut n);
+        assert_eq!(ids[0].0, wan.addr, "{beat:?}");
         assert_eq!(
-            d.pong(t0, wan.addr, TxId([200; 12]), OBS.parse().unwrap()),
-            None
+            d.pong(t0 + HEARTBEAT + ms(40), mapped, ids[0].1, obs),
+            Some(mapped)
         );
-        assert_eq!(d.trusted_best(t0), None);
+        assert_eq!(d.trusted_best(t0 + HEARTBEAT + ms(40)), Some(mapped));
+        // No moment without a direct path: the old one is not waited out.
+        let mut t = t0 + HEARTBEAT + ms(40);
+        while t < t0 + Duration::from_secs(8) {
+            t += ms(100);
+            let s = d.poll(t);
+            for (to, tx) in send(&mut d, t, &s, &mut n) {
+                if to == mapped {
+                    d.pong(t, mapped, tx, obs);
+                }
+            }
+            assert_eq!(d.trusted_best(t), Some(mapped), "at {:?}", t - t0);
+        }
     }
 
     #[test]
@@ -1477,19 +1609,24 @@ mod tests {
             ep("198.51.100.7:41641", EndpointKind::Stun),
         ];
         // The random-port side: once the peer's endpoint went 0.25 s unanswered, sockets are
-        // asked.
+        // asked, but only once the peer has been heard through the relay (the ask goes there).
         let mut d = Discovery::new();
         d.set_own_random(true);
         d.set_candidates(t0, &easy);
         let mut n = 0;
         let first = d.note_traffic(t0).unwrap();
         send(&mut d, t0, &first, &mut n);
-        let asked = d.poll(t0 + BIRTHDAY_AFTER);
+        assert!(!d
+            .poll(t0 + BIRTHDAY_AFTER)
+            .iter()
+            .any(|s| matches!(s, Send::OpenSockets(_))));
+        d.heard_via_relay(t0 + BIRTHDAY_AFTER + ms(50));
+        let asked = d.poll(t0 + BIRTHDAY_AFTER + ms(100));
         assert!(
             asked.contains(&Send::OpenSockets(BIRTHDAY_SOCKETS)),
             "{asked:?}"
         );
-        let opened = d.sockets_opened(t0 + BIRTHDAY_AFTER, vec![1, 2, 3]);
+        let opened = d.sockets_opened(t0 + BIRTHDAY_AFTER + ms(100), vec![1, 2, 3]);
         assert!(opened.contains(&Send::Birthday { sockets: 3 }));
         assert!(opened.contains(&Send::PingFrom(2, easy[1].addr)));
         // Sockets nobody asked for go back.
@@ -1498,12 +1635,13 @@ mod tests {
             vec![Send::CloseSockets(vec![7])]
         );
         // The window ends: sockets no probe reached are closed.
-        let end = d.poll(t0 + BIRTHDAY_AFTER + BIRTHDAY_FOR);
+        let end = d.poll(t0 + BIRTHDAY_AFTER + ms(100) + BIRTHDAY_FOR);
         assert!(end.contains(&Send::CloseSockets(vec![1, 2, 3])), "{end:?}");
 
         // Not when this side's NAT keeps its port, nor toward a peer with random ports.
         let mut keeps = Discovery::new();
         keeps.set_candidates(t0, &easy);
+        keeps.heard_via_relay(t0);
         let first = keeps.note_traffic(t0).unwrap();
         send(&mut keeps, t0, &first, &mut n);
         assert!(!keeps
@@ -1512,6 +1650,7 @@ mod tests {
             .any(|s| matches!(s, Send::OpenSockets(_))));
         let mut hard_peer = Discovery::new();
         hard_peer.set_own_random(true);
+        hard_peer.heard_via_relay(t0);
         hard_peer.set_candidates(
             t0,
             &[
@@ -1559,5 +1698,99 @@ mod tests {
             batches,
             (PROBE_FOR.as_millis() / PROBE_EVERY.as_millis()) as usize
         );
+    }
+
+    /// The ask goes through the relay, where the peer may not be yet, and the peer refuses an
+    /// address its map does not list yet (the lab's lossy runs missed both ways): it is sent
+    /// again every 0.5 s until a probe arrives, at most until 2.5 s into the window, so that
+    /// probes started by the last one still end while the sockets are open.
+    #[test]
+    fn the_birthday_ask_is_repeated_until_a_probe_arrives() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let easy = [ep("198.51.100.7:41641", EndpointKind::Stun)];
+        let asks = |s: &[Send]| {
+            s.iter()
+                .filter(|s| matches!(s, Send::Birthday { .. }))
+                .count()
+        };
+        let open = |d: &mut Discovery, n: &mut u8| {
+            d.set_own_random(true);
+            d.heard_via_relay(t0);
+            d.set_candidates(t0, &easy);
+            let first = d.note_traffic(t0).unwrap();
+            send(d, t0, &first, n);
+            assert!(d
+                .poll(t0 + BIRTHDAY_AFTER)
+                .contains(&Send::OpenSockets(BIRTHDAY_SOCKETS)));
+            d.sockets_opened(t0 + BIRTHDAY_AFTER, vec![1, 2, 3])
+        };
+        let mut n = 0;
+        // Nobody answers: asked at 0, 0.5, 1, 1.5 and 2 s into the window, then no more.
+        let mut d = Discovery::new();
+        let start = t0 + BIRTHDAY_AFTER;
+        let first = open(&mut d, &mut n);
+        assert_eq!(asks(&first), 1, "{first:?}");
+        // The sockets' pings leave before the ask (their mappings must exist first).
+        let ask_at = first
+            .iter()
+            .position(|s| matches!(s, Send::Birthday { .. }));
+        let ping_at = first.iter().position(|s| matches!(s, Send::PingFrom(..)));
+        assert!(ping_at < ask_at, "{first:?}");
+        let mut at = vec![Duration::ZERO];
+        let mut t = start;
+        while t < start + BIRTHDAY_FOR {
+            t = d.next_wake(t).unwrap().min(start + BIRTHDAY_FOR);
+            if asks(&d.poll(t)) > 0 {
+                at.push(t - start);
+            }
+        }
+        assert_eq!(at, [0, 500, 1000, 1500, 2000].map(ms));
+
+        // A probe arrived on socket 2 at 0.7 s: no ask after that.
+        let mut d = Discovery::new();
+        open(&mut d, &mut n);
+        assert_eq!(asks(&d.poll(start + ms(500))), 1);
+        let peer = easy[0].addr;
+        d.ping_received_on(start + ms(700), 2, peer);
+        let mut t = start + ms(700);
+        while t < start + BIRTHDAY_FOR {
+            t = d.next_wake(t).unwrap().min(start + BIRTHDAY_FOR);
+            assert_eq!(asks(&d.poll(t)), 0, "asked again at {:?}", t - start);
+        }
+
+        // The peer's side: an ask for an address its map does not list yet waits; the map
+        // that lists it within a second starts the probes (their first batch on the poll the
+        // engine makes after new candidates), and a repeated ask changes nothing.
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let hard = [ep("203.0.113.9:20001", EndpointKind::Stun)];
+        let mut cone = Discovery::new();
+        assert!(cone.birthday_called(t0, ip).is_empty());
+        assert!(cone.birthday_called(t0 + ms(500), ip).is_empty());
+        assert!(cone.poll(t0 + ms(600)).is_empty(), "nothing to probe yet");
+        cone.set_candidates(t0 + ms(1400), &hard);
+        assert!(cone.poll(t0 + ms(1400)).contains(&Send::ProbeRandom {
+            ip,
+            count: PROBE_FIRST
+        }));
+        assert!(cone.birthday_called(t0 + ms(1500), ip).is_empty());
+        // Kept no longer than a second: a map that comes later probes nothing.
+        let mut late = Discovery::new();
+        assert!(late.birthday_called(t0, ip).is_empty());
+        late.set_candidates(t0 + BIRTHDAY_ASK_KEPT, &hard);
+        assert!(!late
+            .poll(t0 + BIRTHDAY_ASK_KEPT)
+            .iter()
+            .any(|s| matches!(s, Send::ProbeRandom { .. })));
+        // Nor a map that lists another address.
+        let mut other = Discovery::new();
+        assert!(other
+            .birthday_called(t0, "192.0.2.50".parse().unwrap())
+            .is_empty());
+        other.set_candidates(t0 + ms(100), &hard);
+        assert!(!other
+            .poll(t0 + ms(100))
+            .iter()
+            .any(|s| matches!(s, Send::ProbeRandom { .. })));
     }
 }

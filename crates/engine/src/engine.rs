@@ -109,6 +109,10 @@ pub enum Event {
     HandshakeCompleted { peer: Key },
     /// The peer's endpoint changed (it roamed, or its NAT mapping changed).
     EndpointChanged { peer: Key, endpoint: SocketAddr },
+    /// The direct path to the peer stopped answering and none replaces it: packets go
+    /// through the relay while discovery looks for a new one. This node's own public address
+    /// may have changed (its router rebooted): the shell asks STUN again.
+    DirectLost { peer: Key },
 }
 
 /// Counters of what the engine dropped and why; all only grow.
@@ -540,11 +544,19 @@ impl Engine {
             }
         };
         self.stats.rx_disco += 1;
+        if let Via::Relay { from, .. } = via {
+            if from == peer.settings.public_key {
+                d.state.heard_via_relay(now);
+            }
+        }
         let sends = match (msg, via) {
             (Message::Ping { tx, node_key }, Via::Udp(socket, from)) => {
                 if node_key != peer.settings.public_key {
                     self.stats.rx_invalid += 1;
                     return;
+                }
+                if socket != MAIN_SOCKET {
+                    tracing::debug!(peer = %node_key.short(), socket, %from, "ping on a birthday socket");
                 }
                 let pong = seal(own, d, &Message::Pong { tx, observed: from });
                 self.stats.tx_disco += 1;
@@ -567,7 +579,9 @@ impl Engine {
                     self.stats.rx_invalid += 1;
                     return;
                 }
-                d.state.birthday_called(now, ip)
+                let sends = d.state.birthday_called(now, ip);
+                tracing::debug!(peer = %from.short(), %ip, probing = !sends.is_empty(), "birthday probing asked");
+                sends
             }
             (Message::CallMeMaybe { endpoints }, Via::Relay { from, .. }) => {
                 if from != peer.settings.public_key {
@@ -725,6 +739,9 @@ impl Engine {
         peer.touched_at = Some(now);
         if let Via::Relay { region, .. } = via {
             peer.relay_seen(region);
+            if let Some(d) = &mut peer.disco {
+                d.state.heard_via_relay(now);
+            }
         }
         self.next_tick = self.next_tick.min(now + TIMER_TICK);
         if let Some(src) = src.filter(|_| !out.is_empty()) {
@@ -878,7 +895,16 @@ impl Engine {
                     }
                 }
             }
-            if peer.path(now) != before {
+            let after = peer.path(now);
+            // A proven path (a pong came back), not an endpoint tried for want of a relay.
+            let direct = peer.direct(now).is_some();
+            if peer.was_direct && !direct {
+                self.events.push_back(Event::DirectLost {
+                    peer: peer.settings.public_key,
+                });
+            }
+            peer.was_direct = direct;
+            if after != before {
                 resend_pending_init(&mut self.out, &mut self.stats, peer, now);
             }
             next = next.min(disco_wake(peer, now));
@@ -1300,6 +1326,7 @@ fn perform(
             Send::Ping(to) => ping(out, stats, own, public, d, now, MAIN_SOCKET, to),
             Send::PingFrom(socket, to) => ping(out, stats, own, public, d, now, socket, to),
             Send::ProbeRandom { ip, count } => {
+                tracing::debug!(peer = %peer.settings.public_key.short(), %ip, count, "birthday probes");
                 for _ in 0..count {
                     let port: u16 = own.rng.gen_range(1024..=65535);
                     let to = SocketAddr::new(ip, port);
@@ -1308,6 +1335,7 @@ fn perform(
             }
             Send::Birthday { sockets } => {
                 let Some(region) = peer.relay.clone() else {
+                    tracing::debug!(peer = %peer.settings.public_key.short(), "birthday sockets open, but the peer has no relay to ask it through");
                     continue;
                 };
                 let ip = own
@@ -1316,8 +1344,10 @@ fn perform(
                     .find(|e| e.kind == EndpointKind::Stun && e.addr.is_ipv4())
                     .map(|e| e.addr.ip());
                 let Some(ip) = ip else {
+                    tracing::debug!(peer = %peer.settings.public_key.short(), "birthday sockets open, but no STUN server has seen this node's IPv4 address");
                     continue;
                 };
+                tracing::debug!(peer = %peer.settings.public_key.short(), %ip, sockets, "birthday sockets open: asking the peer to probe");
                 let packet = seal(own, d, &Message::Birthday { ip, sockets });
                 stats.tx_disco += 1;
                 push_relay(out, stats, region, peer.settings.public_key, &packet);

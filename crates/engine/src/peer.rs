@@ -132,6 +132,8 @@ pub(crate) struct Peer {
     /// attempt went out (a new one is sent every second for a while: see the engine).
     pub(crate) init_resent_at: Option<Instant>,
     pub(crate) init_first_at: Option<Instant>,
+    /// Whether the peer last had a proven direct path (to notice the moment it no longer has).
+    pub(crate) was_direct: bool,
     /// This side answered a handshake initiation and its queue waits for the initiator's first
     /// packet to confirm the session.
     pub(crate) awaiting_confirmation: bool,
@@ -195,6 +197,7 @@ impl Peer {
             pending_init: None,
             init_resent_at: None,
             init_first_at: None,
+            was_direct: false,
             awaiting_confirmation: false,
             handshakes: 0,
             rx_bytes: 0,

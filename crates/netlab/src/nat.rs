@@ -87,6 +87,11 @@ pub enum Granting {
 /// A `seq` router's ports: the next of these for every new flow, wrapping around.
 const SEQ_FIRST_PORT: u16 = 20000;
 const SEQ_PORTS: u16 = 1024;
+/// The seed of a hashing router's port choice, and the one it has after a reboot
+/// ([`crate::natlab::reboot`]): every mapping comes back on another port, as a rebooted
+/// router allocates them afresh.
+pub const HASH_SEED: &str = "0x5eed";
+pub const REBOOTED_HASH_SEED: &str = "0xb007";
 
 /// The UDP ports of the STUN server miniupnpd asks whether its public address is reachable
 /// (the lab's public addresses are in a reserved range, which miniupnpd refuses otherwise);
@@ -183,7 +188,7 @@ impl Profile {
         // The external port: a hash of what the mapping depends on (nft hands the hash to NAT
         // in host byte order, so the ports spread over the whole range: still one per input).
         let hashed = |what: &str| {
-            format!("snat ip to {wan_ip} : jhash {what} mod 40000 seed 0x5eed offset 20000")
+            format!("snat ip to {wan_ip} : jhash {what} mod 40000 seed {HASH_SEED} offset 20000")
         };
         let snat = match (mapping, ports) {
             (_, Ports::Random) => format!("snat ip to {wan_ip} random"),

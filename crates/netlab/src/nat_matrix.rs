@@ -268,8 +268,20 @@ pub struct Outcome {
     pub flaps: u32,
     /// How long it was watched.
     pub held_for: Duration,
+    /// Pings sent while it was watched (both ways), and how many came back: a held path
+    /// carries traffic.
+    pub hold_pings: u32,
+    pub hold_answered: u32,
     pub a: Seen,
     pub b: Seen,
+}
+
+impl Outcome {
+    /// Whether the path carried traffic while it was held: every ping but at most one came
+    /// back (one may fall into a rekey or a path change).
+    pub fn held_traffic(&self) -> bool {
+        self.hold_answered + 1 >= self.hold_pings
+    }
 }
 
 /// Options of a run.
@@ -434,6 +446,7 @@ pub fn run(case: &Case, opts: &RunOptions) -> Result<Outcome, String> {
     let (mut a, mut b) = (seen(lab, "a"), seen(lab, "b"));
     let mut flaps = 0;
     let mut held_for = Duration::ZERO;
+    let (mut hold_pings, mut hold_answered) = (0u32, 0u32);
     if seconds_to_ping.is_some() {
         // Keep traffic flowing while the path may still improve (a relayed path is given the
         // whole time: it must not turn direct where none is expected).
@@ -443,8 +456,10 @@ pub fn run(case: &Case, opts: &RunOptions) -> Result<Outcome, String> {
         let mut was = both(&a, &b);
         let hold = Instant::now();
         while hold.elapsed() < opts.hold {
-            ping_once(lab, "a", addr_b);
-            ping_once(lab, "b", addr_a);
+            for (from, to) in [("a", addr_b), ("b", addr_a)] {
+                hold_pings += 1;
+                hold_answered += u32::from(ping_once(lab, from, to));
+            }
             let now = both(&seen(lab, "a"), &seen(lab, "b"));
             if now != was {
                 flaps += 1;
@@ -478,6 +493,8 @@ pub fn run(case: &Case, opts: &RunOptions) -> Result<Outcome, String> {
         seconds_to_path,
         flaps,
         held_for,
+        hold_pings,
+        hold_answered,
         a,
         b,
     })
@@ -514,7 +531,7 @@ pub fn settle(
 
 /// How one pair of nodes met: how long after both were up each had the other in its map,
 /// and from then on, how long to the first packet and to a direct path.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Meeting {
     /// Seconds from both up to both listing the other (the map has arrived on both sides).
     pub known: f64,
@@ -527,6 +544,9 @@ pub struct Meeting {
     pub direct_from_up: Option<f64>,
     /// Disco pings both sides had sent by then (candidates, predicted ports, birthday probes).
     pub pings: u64,
+    /// A run that wanted a direct path and never got one: both nodes' status and logs (what
+    /// the bench keeps to read why).
+    pub miss_report: Option<String>,
 }
 
 /// Starts `case`'s lab and measures how its nodes meet: pings from a every few tens of
@@ -603,6 +623,17 @@ pub fn meet(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let miss_report = (want_direct && direct.is_none()).then(|| {
+        let mut r = String::new();
+        for (host, st, proc) in [("a", &sa, &running.procs[1]), ("b", &sb, &running.procs[2])] {
+            let st = serde_json::to_string_pretty(st).unwrap_or_default();
+            r.push_str(&format!(
+                "== {host}: status\n{st}\n== {host}: log\n{}\n",
+                proc.log_text()
+            ));
+        }
+        r
+    });
     match first_packet {
         Some(first) => Ok(Meeting {
             known,
@@ -610,6 +641,7 @@ pub fn meet(
             direct,
             direct_from_up,
             pings: pings_sent(&sa) + pings_sent(&sb),
+            miss_report,
         }),
         None => Err(format!("{case}: no ping answered within {deadline:?}")),
     }
@@ -631,10 +663,12 @@ fn first_reply_at(log: &str) -> Option<f64> {
         .and_then(|t| t.parse().ok())
 }
 
-/// Runs `case` until direct, then flushes the connection tracking (every mapping) of a's
-/// router, as a router reboot or `conntrack -F` does, and measures how long until both sides
-/// are direct again while pings flow. The seconds, or why it did not recover within `within`.
-pub fn recovery_after_flush(case: &Case, within: Duration) -> Result<f64, String> {
+/// Runs `case` until direct, then reboots a's router ([`crate::natlab::reboot`]: its
+/// mappings are forgotten and come back on new ports), and measures with pings flowing how
+/// long until both sides are direct again over a's new port. Fails if the path never broke
+/// (the reboot must be seen), if a's endpoint at b did not change, or if it did not recover
+/// within `within`; the seconds from the reboot to direct again.
+pub fn recovery_after_reboot(case: &Case, within: Duration) -> Result<f64, String> {
     let running = start(case, Impairment::default())?;
     let (lab, addr_a, addr_b) = (&running.lab, &running.addr_a, &running.addr_b);
     settle(
@@ -643,38 +677,62 @@ pub fn recovery_after_flush(case: &Case, within: Duration) -> Result<f64, String
         Duration::from_secs(30),
         running.up_at,
     );
-    if both(&seen(lab, "a"), &seen(lab, "b")) != Some(Path::Direct) {
-        return Err(format!("{case}: never direct before the flush"));
+    let before = seen(lab, "b");
+    if both(&seen(lab, "a"), &before) != Some(Path::Direct) {
+        return Err(format!("{case}: never direct before the reboot"));
     }
     let router = crate::natlab::Plan::router(0);
-    lab.run_ok(&router, &["conntrack", "-F"], Duration::from_secs(10))
-        .map_err(|e| format!("conntrack -F in {router}: {e}"))?;
-    let flushed = Instant::now();
-    let mut lost_direct = false;
-    while flushed.elapsed() < within {
+    crate::natlab::reboot(lab, &router).map_err(|e| format!("rebooting {router}: {e}"))?;
+    let rebooted = Instant::now();
+    let mut broke_at = None;
+    while rebooted.elapsed() < within {
         ping_once(lab, "a", addr_b);
         ping_once(lab, "b", addr_a);
-        match both(&seen(lab, "a"), &seen(lab, "b")) {
-            Some(Path::Direct) if lost_direct || flushed.elapsed() > Duration::from_secs(6) => {
-                return Ok(flushed.elapsed().as_secs_f64());
+        let (a, b) = (seen(lab, "a"), seen(lab, "b"));
+        match both(&a, &b) {
+            Some(Path::Direct) if broke_at.is_some() => {
+                if b.endpoint == before.endpoint {
+                    return Err(format!(
+                        "{case}: direct again, but b still reaches a at its old endpoint {:?}",
+                        b.endpoint
+                    ));
+                }
+                let secs = rebooted.elapsed().as_secs_f64();
+                eprintln!(
+                    "{case}: the path broke {:.1} s after the reboot, direct again after {secs:.1} s ({:?} → {:?})",
+                    broke_at.unwrap_or_default(),
+                    before.endpoint,
+                    b.endpoint
+                );
+                return Ok(secs);
             }
             Some(Path::Direct) => {}
-            _ => lost_direct = true,
+            _ => {
+                broke_at.get_or_insert(rebooted.elapsed().as_secs_f64());
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(format!(
-        "{case}: not direct again {} s after the flush: a {:?}, b {:?}",
-        within.as_secs(),
-        seen(lab, "a"),
-        seen(lab, "b")
-    ))
+    Err(match broke_at {
+        None => format!(
+            "{case}: still direct {} s after the reboot: the path never broke (a {:?}, b {:?})",
+            within.as_secs(),
+            seen(lab, "a"),
+            seen(lab, "b")
+        ),
+        Some(_) => format!(
+            "{case}: not direct again {} s after the reboot: a {:?}, b {:?}",
+            within.as_secs(),
+            seen(lab, "a"),
+            seen(lab, "b")
+        ),
+    })
 }
 
 /// The results as a Markdown table, with the count of each verdict.
 pub fn markdown(outcomes: &[Outcome]) -> String {
     let mut s = String::from(
-        "| case | expected | observed | verdict | to ping (s) | to path (s) | changes in hold | a's endpoint or relay | RTT (ms) | a's reason |\n\
+        "| case | expected | observed | verdict | to ping (s) | to path (s) | hold: path changes, pings answered | a's endpoint or relay | RTT (ms) | a's reason |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for o in outcomes {
@@ -685,7 +743,7 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
             _ => "–".into(),
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} in {} s | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} in {} s, {}/{} pings answered | {} | {} | {} |\n",
             o.case,
             o.expected,
             o.observed.map_or("none".into(), |p| p.to_string()),
@@ -694,6 +752,8 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
             secs(o.seconds_to_path),
             o.flaps,
             o.held_for.as_secs(),
+            o.hold_answered,
+            o.hold_pings,
             via,
             o.a.rtt_ms.map_or("–".into(), |r| format!("{r:.1}")),
             o.a.reason.as_deref().unwrap_or("–").replace('|', "/"),
@@ -873,6 +933,8 @@ mod tests {
             seconds_to_path: Some(0.2),
             flaps: 0,
             held_for: Duration::from_secs(30),
+            hold_pings: 60,
+            hold_answered: 60,
             a: Seen::default(),
             b: Seen::default(),
         };

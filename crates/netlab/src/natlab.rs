@@ -334,3 +334,24 @@ pub fn apply(
     }
     Ok(())
 }
+
+/// Reboots router `host` as far as its NAT goes: every mapping is forgotten (`conntrack -F`)
+/// and new ones get other ports (the port hash is seeded anew), so the path through it breaks
+/// until both sides learn its new public port. A router whose profile preserves ports keeps
+/// them, as such routers do.
+pub fn reboot(lab: &Lab, host: &str) -> Result<(), LabError> {
+    let t = Duration::from_secs(10);
+    let before = lab.dir().join(format!("{host}.nft"));
+    let rules = std::fs::read_to_string(&before)?;
+    let after = lab.dir().join(format!("{host}-rebooted.nft"));
+    std::fs::write(
+        &after,
+        format!(
+            "flush ruleset\n{}",
+            rules.replace(crate::nat::HASH_SEED, crate::nat::REBOOTED_HASH_SEED)
+        ),
+    )?;
+    lab.run_ok(host, &["nft", "-f", &after.to_string_lossy()], t)?;
+    lab.run_ok(host, &["conntrack", "-F"], t)?;
+    Ok(())
+}
