@@ -25,22 +25,27 @@ pub const TARGETS: &[(&str, Target)] = &[
 /// Disco: a message's plaintext decodes without panicking, and what decodes re-encodes to the
 /// same bytes; a sealed packet opens only with the right key, to the same message, and any
 /// input as a packet is refused or opens to a message that re-encodes (never a panic).
+///
+/// The boxes are made once (each is an X25519 agreement: made per input, they were most of
+/// the target's time, 549 inputs a second in a 10-minute run).
 pub fn disco(data: &[u8]) {
     use crate::disco::{decode, encode, DiscoBox};
+    use std::sync::OnceLock;
+    static BOXES: OnceLock<[DiscoBox; 3]> = OnceLock::new();
+    let [seal_box, open_box, stranger] = BOXES.get_or_init(|| {
+        let key = |b: u8| PrivateKey::from_bytes([b; 32]);
+        [
+            DiscoBox::new(&key(1), &key(2).public_key()),
+            DiscoBox::new(&key(2), &key(1).public_key()),
+            DiscoBox::new(&key(4), &key(3).public_key()),
+        ]
+    });
     if let Ok(m) = decode(data) {
         assert_eq!(encode(&m), data, "{m:?} re-encoded differently");
-        let (a, b) = (
-            PrivateKey::from_bytes([1; 32]),
-            PrivateKey::from_bytes([2; 32]),
-        );
-        let sealed = DiscoBox::new(&a, &b.public_key()).seal([7; 24], &m);
-        assert_eq!(DiscoBox::new(&b, &a.public_key()).open(&sealed), Ok(m));
+        let sealed = seal_box.seal([7; 24], &m);
+        assert_eq!(open_box.open(&sealed), Ok(m));
     }
-    let (a, b) = (
-        PrivateKey::from_bytes([3; 32]),
-        PrivateKey::from_bytes([4; 32]),
-    );
-    if let Ok(m) = DiscoBox::new(&b, &a.public_key()).open(data) {
+    if let Ok(m) = stranger.open(data) {
         // Only a forged box could open here: the fuzzer cannot forge Poly1305.
         panic!("an arbitrary input opened as {m:?}");
     }
