@@ -18,9 +18,10 @@
 //! a peer whose NAT maps endpoint-independently, asks the shell for [`BIRTHDAY_SOCKETS`] extra
 //! sockets after a round found nothing, pings the peer's public endpoint from each (each opens a
 //! mapping on a random port that lets the peer in), and tells the peer (`Birthday` through the
-//! relay, again every [`BIRTHDAY_CALL_EVERY`] until a probe arrives: the peer may not be at the
-//! relay yet, or not yet know the address), which pings random ports of its address ([`PROBE_FIRST`] at once, then
-//! [`PROBE_BATCH`] every [`PROBE_EVERY`] for [`PROBE_FOR`]). With 256 mappings open, the first
+//! relay, once the peer has been heard there, and again every [`BIRTHDAY_CALL_EVERY`] until a
+//! probe arrives: the peer may not yet know the address), which pings random ports of its
+//! address ([`PROBE_FIRST`] at once, then [`PROBE_BATCH`] every [`PROBE_EVERY`] for
+//! [`PROBE_FOR`]). With 256 mappings open, the first
 //! probes hit one with a chance of about 64%, all 1,664 with about 1 − e^(−6.6); the path is
 //! then the extra socket that was hit, kept while it is used.
 
@@ -825,6 +826,7 @@ impl Discovery {
     /// The peer opened birthday mappings on `ip` toward this node: random ports there are
     /// probed for a while. Only an address the peer published (a STUN endpoint of its own) is
     /// probed, and not while a direct path works or a probe ran lately.
+    ///
     /// An address the map does not list yet is kept for [`BIRTHDAY_ASK_KEPT`] and probed if
     /// the map lists it by then (see [`Discovery::set_candidates`]).
     pub fn birthday_called(&mut self, now: Instant, ip: IpAddr) -> Vec<Send> {
@@ -1702,7 +1704,7 @@ mod tests {
 
     /// The ask goes through the relay, where the peer may not be yet, and the peer refuses an
     /// address its map does not list yet (the lab's lossy runs missed both ways): it is sent
-    /// again every 0.5 s until a probe arrives, at most until 2.5 s into the window, so that
+    /// again every 0.5 s until a probe arrives, the last at 2 s into the window, so that
     /// probes started by the last one still end while the sockets are open.
     #[test]
     fn the_birthday_ask_is_repeated_until_a_probe_arrives() {
