@@ -166,15 +166,19 @@ pub fn throughput(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// One path through a tunnel: what iperf3 carried and what both ends' processes spent on it.
+pub(crate) struct PathRun {
+    pub(crate) gbps: f64,
+    /// Both ends' CPU, as cores busy per Gbit/s carried.
+    pub(crate) cores_per_gbit: f64,
+}
+
 /// iperf3 TCP, one stream, through `wireguard_go` on the throughput bench's two hosts: the
 /// anchor other benches put beside their own paths.
-pub(crate) fn wireguard_go_tcp1(
-    wireguard_go: &Counterpart,
-    seconds: u32,
-) -> Result<crate::bench_relay::PathRun> {
+pub(crate) fn wireguard_go_tcp1(wireguard_go: &Counterpart, seconds: u32) -> Result<PathRun> {
     let row = measure(Setup::WireguardGo, Some(wireguard_go), seconds, false)?;
     let bps = row.tcp1.context("iperf3 through wireguard-go failed")?;
-    Ok(crate::bench_relay::PathRun {
+    Ok(PathRun {
         gbps: bps / 1e9,
         cores_per_gbit: row.cores_per_gbit.unwrap_or(0.0),
     })

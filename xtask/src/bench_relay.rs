@@ -8,6 +8,7 @@
 //!    Gbit/s forwarded. Baseline: the same senders writing into a plain TCP sink.
 //! 3. Memory: 10,000 authenticated idle clients; the server's RSS growth per client.
 
+use crate::bench::PathRun;
 use crate::bench_control::{create_authkey, raise_fd_limit, rss_kib, start_server};
 use crate::bench_report::{cores_per_gbit, cpu_ns, Versions};
 use crate::{build_release_binaries, packages, require_root, root};
@@ -95,13 +96,6 @@ pub fn relay(args: &[&str]) -> Result<()> {
     versions.add("wireguard-go (current)", &wireguard_go.version);
     crate::bench_report::write("relay", &report, figures, &versions)?;
     Ok(())
-}
-
-/// One path through a tunnel: what iperf3 carried and what both ends' processes spent on it.
-pub(crate) struct PathRun {
-    pub(crate) gbps: f64,
-    /// Both ends' CPU, as cores busy per Gbit/s carried.
-    pub(crate) cores_per_gbit: f64,
 }
 
 /// iperf3 TCP (one stream) from n1 to n2 through pinholed.

@@ -66,7 +66,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     built.push(rpm(&linux, &out)?);
     match wintun_dll() {
         Ok(wintun) => {
-            let dir = build_programs(Profile::Release, Some(crate::test::WINDOWS), &[])?;
+            let dir = build_programs(Profile::Release, Some(crate::windows::WINDOWS), &[])?;
             let bins = WindowsBinaries {
                 dir,
                 wintun: Some(wintun),
@@ -115,8 +115,8 @@ pub fn test(summary: &mut crate::summary::Summary, windows: bool) -> Result<()> 
     let mut env = vec![("PINHOLE_PACKAGES_DIR", out.to_string_lossy().into_owned())];
     let mut args = vec!["-p", "pinhole-install-tests"];
     if windows {
-        let wine = crate::test::wine_env()?;
-        let dir = build_programs(Profile::Debug, Some(crate::test::WINDOWS), &wine)?;
+        let wine = crate::windows::wine_env()?;
+        let dir = build_programs(Profile::Debug, Some(crate::windows::WINDOWS), &wine)?;
         nsis(&WindowsBinaries { dir, wintun: None }, &out)?;
         env.extend(wine);
     } else {

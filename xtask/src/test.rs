@@ -3,6 +3,7 @@
 //! cross-checks, the hosted-CI workflow's schema, and the packages.
 
 use crate::summary::Summary;
+use crate::windows::{wine_env, wine_stub, WINDOWS};
 use crate::{build_release_binaries, cmd, packages, require_root, ui};
 use anyhow::Result;
 use std::process::Command;
@@ -296,6 +297,8 @@ fn cross_check_macos(summary: &mut Summary) -> Result<()> {
         let mut args = vec!["check", "--target", target];
         for p in [
             "pinhole-daemon",
+            "pinhole-dataplane",
+            "pinhole-portmap",
             "pinhole-cli",
             "pinhole-client",
             "pinhole-engine",
@@ -346,8 +349,6 @@ fn remove_stale_namespaces() {
     }
 }
 
-pub const WINDOWS: &str = "x86_64-pc-windows-gnu";
-
 /// Checks that the daemon, the coordination server and the CLI build for Windows, warnings
 /// failing the check (the app is built for Windows for its installer's test, after the tests).
 /// Skips, loudly and in the summary, only when the Rust target cannot be installed here; a
@@ -373,6 +374,10 @@ fn cross_check_windows(summary: &mut Summary) -> Result<bool> {
         TARGET,
         "-p",
         "pinhole-daemon",
+        "-p",
+        "pinhole-dataplane",
+        "-p",
+        "pinhole-portmap",
         "-p",
         "pinhole-engine",
         "-p",
@@ -412,6 +417,10 @@ fn test_windows_under_wine(summary: &mut Summary) -> Result<()> {
         "-p",
         "pinhole-daemon",
         "-p",
+        "pinhole-dataplane",
+        "-p",
+        "pinhole-portmap",
+        "-p",
         "pinhole-client",
         "-p",
         "pinhole-cli",
@@ -430,57 +439,4 @@ fn test_windows_under_wine(summary: &mut Summary) -> Result<()> {
     run.extend_from_slice(&packages);
     summary.cargo_test("windows, under Wine", &run, &env)?;
     Ok(())
-}
-
-/// The environment that builds Windows executables and runs them under Wine: warnings fail
-/// the Windows build (for that target only, so the host's builds are untouched), cargo's runner
-/// for the target, a prefix in target/, quiet, the stand-in DLL preferred
-/// (`PINHOLE_WINE_STUB` names it). Every Windows build and run of the suite uses it, so they
-/// share one set of compiled dependencies.
-pub fn wine_env() -> Result<Vec<(&'static str, String)>> {
-    const WINE: &str = "/usr/lib/wine/wine64";
-    packages::ensure(&[(WINE, "wine64")])?;
-    let target = crate::root().join("target");
-    Ok(vec![
-        (
-            "CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUSTFLAGS",
-            "-Dwarnings".to_string(),
-        ),
-        (
-            "CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER",
-            WINE.to_string(),
-        ),
-        (
-            "WINEPREFIX",
-            target.join("wineprefix").to_string_lossy().into_owned(),
-        ),
-        ("WINEDEBUG", "-all".to_string()),
-        ("WINEDLLOVERRIDES", "bcryptprimitives=n,b".to_string()),
-        (
-            "PINHOLE_WINE_STUB",
-            wine_stub()?.to_string_lossy().into_owned(),
-        ),
-    ])
-}
-
-/// Wine 8 lacks `ProcessPrng`, which Rust's std needs: a small stand-in DLL, built with MinGW,
-/// to put beside Windows executables run under Wine (never into a package).
-fn wine_stub() -> Result<std::path::PathBuf> {
-    let stub_dir = crate::root().join("target").join("wine-stub");
-    std::fs::create_dir_all(&stub_dir)?;
-    let source = stub_dir.join("bcryptprimitives.c");
-    std::fs::write(&source, include_str!("bcryptprimitives_stub.c"))?;
-    let dll = stub_dir.join("bcryptprimitives.dll");
-    cmd(
-        "x86_64-w64-mingw32-gcc",
-        &[
-            "-shared",
-            "-O2",
-            "-o",
-            dll.to_str().unwrap_or_default(),
-            source.to_str().unwrap_or_default(),
-            "-ladvapi32",
-        ],
-    )?;
-    Ok(dll)
 }

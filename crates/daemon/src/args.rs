@@ -68,8 +68,25 @@ pub enum ServiceArg {
     /// Manage pinholed's Windows service.
     Service {
         #[command(subcommand)]
-        command: crate::win_service::ServiceCommand,
+        command: ServiceCommand,
     },
+}
+
+/// `pinholed service …`: what the installer and an administrator do with the service.
+#[cfg(windows)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum ServiceCommand {
+    /// Register pinholed (this executable) as an automatic LocalSystem service, restarted on
+    /// failure. Re-registering updates the executable's path.
+    Install,
+    /// Stop the service (waiting for it) and remove its registration. The state stays.
+    Uninstall,
+    /// Start the registered service and wait until it runs.
+    Start,
+    /// Stop the running service and wait until it has stopped.
+    Stop,
+    /// What the service control manager runs: not for a terminal.
+    Run,
 }
 
 #[cfg(windows)]

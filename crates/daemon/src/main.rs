@@ -1,41 +1,11 @@
 //! pinholed: creates the TUN device, owns the UDP socket and runs the engine in one loop.
 
 mod args;
-mod checksum;
-mod command;
-mod config;
-mod control_link;
-mod decide;
-mod endpoints;
-mod extra_sockets;
-mod headline;
-mod identity;
-mod ipc_server;
-mod machine;
-mod mapped_peers;
-mod netcheck;
-mod netmap;
-mod netwatch;
-mod pinger;
-mod portmap;
-mod prefs;
-mod relay_link;
-mod routes;
+mod connectivity;
+mod control;
+mod local_api;
+mod platform;
 mod run;
-mod service_notify;
-mod state_dir;
-mod status;
-mod tcp_race;
-mod tun_device;
-#[cfg(target_os = "linux")]
-mod tun_gro;
-mod tun_io;
-mod udp;
-mod udp_batch;
-#[cfg(windows)]
-mod win_security;
-#[cfg(windows)]
-mod win_service;
 
 use anyhow::Result;
 use clap::Parser;

@@ -5,26 +5,29 @@
 //! the state machine in `machine.rs`; this file carries out its actions (tasks, the TUN device,
 //! talking to control) and feeds their results back. Peers come from a static file or control.
 
-use crate::command::{failure, Answer, Command};
-use crate::control_link::{self, ControlMsg, SignIn, SignedIn};
-use crate::extra_sockets::ExtraSockets;
-use crate::identity::{self, Registration};
-use crate::machine::{Action, Input, Machine, SignInStart, Signed};
-use crate::mapped_peers::MappedPeers;
-use crate::netcheck;
-use crate::netwatch;
-use crate::pinger::{Pinger, Target};
-use crate::portmap;
-use crate::prefs::Prefs;
-use crate::relay_link::{self, Relays};
-use crate::status::{self, Headline, Reporter};
-use crate::tun_io::TunIo;
-use crate::udp_batch::{send_runs, BatchSocket, Batcher, Receiver};
-use crate::{args::Args, config, routes, state_dir, tun_device, udp};
+use crate::connectivity::netcheck;
+use crate::connectivity::pinger::{Pinger, Target};
+use crate::connectivity::relay_link::{self, Relays};
+use crate::control::control_link::{self, ControlMsg, SignIn, SignedIn};
+use crate::control::machine::{Action, Input, Machine, SignInStart, Signed};
+use crate::control::mapped_peers::MappedPeers;
+use crate::local_api::command::{failure, Answer, Command};
+use crate::local_api::prefs::Prefs;
+use crate::local_api::status::{self, Headline, Reporter};
+use crate::platform::identity::{self, Registration};
+use crate::platform::netwatch;
+use crate::{
+    args::Args, control::config, platform::routes, platform::state_dir, platform::tun_device,
+};
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 use pinhole_control_client::ControlClient;
+use pinhole_dataplane::extra_sockets::ExtraSockets;
+use pinhole_dataplane::tun_io::TunIo;
+use pinhole_dataplane::udp;
+use pinhole_dataplane::udp_batch::{send_runs, BatchSocket, Batcher, Receiver};
 use pinhole_engine::{Engine, Event, Key, Netcheck, PeerSettings, PrivateKey, RelayEvent};
+use pinhole_portmap as portmap;
 use pinhole_proto::ipc::{
     Credential, LoginPrompt, LogoutResult, Nat, Op, PingReply, PortMapCheck, State, Status,
 };
@@ -52,11 +55,11 @@ pub async fn run(args: Args) -> Result<()> {
         peers: Vec::new(),
     });
     let (cmd_tx, cmds) = mpsc::channel::<Command>(16);
-    let api = crate::ipc_server::serve(&args.socket, status_rx, cmd_tx).await?;
+    let api = crate::local_api::ipc_server::serve(&args.socket, status_rx, cmd_tx).await?;
     let mut daemon = Daemon::new(&args, Reporter::new(status_tx)).await?;
-    crate::service_notify::notify("READY=1");
+    crate::platform::service_notify::notify("READY=1");
     let result = daemon.run(cmds).await;
-    crate::service_notify::notify("STOPPING=1");
+    crate::platform::service_notify::notify("STOPPING=1");
     daemon.stop_dataplane();
     drop(api);
     result
@@ -201,7 +204,7 @@ impl<'a> Daemon<'a> {
                 tracing::warn!("UDP port {port} unavailable ({e:#}); using any port");
                 udp::bind(0)?
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let local = socket.local_addr()?;
         let udp = BatchSocket::new(&socket);
@@ -579,7 +582,7 @@ impl<'a> Daemon<'a> {
     }
 
     fn headline(&self) -> Headline {
-        crate::headline::headline(&crate::headline::Facts {
+        crate::local_api::headline::headline(&crate::local_api::headline::Facts {
             static_config: matches!(self.mode, Mode::Static { .. }),
             signing_in: self.machine.signing_in(),
             signed_in: self.machine.signed_in(),
@@ -1228,7 +1231,7 @@ impl<'a> Daemon<'a> {
                     .map_or(pinhole_engine::Path::None, |e| e.path);
                 self.reporter
                     .set_rtt(pending.peer, rtt.as_secs_f64() * 1000.0);
-                let (connection, endpoint, relay) = crate::status::path_fields(&path);
+                let (connection, endpoint, relay) = crate::local_api::status::path_fields(&path);
                 let r = PingReply {
                     peer: pending.name.clone(),
                     address: pending.address.to_string(),
@@ -1358,7 +1361,7 @@ async fn shutdown_signal() -> &'static str {
     {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => "Ctrl-C",
-            _ = crate::win_service::stop_requested() => "the service control manager's stop",
+            _ = crate::platform::win_service::stop_requested() => "the service control manager's stop",
         }
     }
 }

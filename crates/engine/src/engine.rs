@@ -17,6 +17,7 @@ use crate::allowed_ips::AllowedIps;
 use crate::clock::Clock;
 use crate::discovery::{Discovery, Send};
 use crate::peer::{Path, Peer, PeerDisco, PeerSettings, PeerStatus, MAX_CANDIDATES};
+use crate::transmit::{RelayTransmit, SocketId, SocketRequest, Transmit, MAIN_SOCKET};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -53,39 +54,6 @@ const HEARTBEAT_AFTER: Duration = Duration::from_secs(8);
 const PROBE_WHILE_ACTIVE: Duration = Duration::from_secs(120);
 /// A packet over UDP is answered with a keepalive over UDP unless one went out this recently.
 const ANSWER_GAP: Duration = Duration::from_secs(1);
-
-/// Which local UDP socket a datagram leaves from or came in on: the main one (the WireGuard
-/// port), or an extra one the shell opened when asked (birthday probing).
-pub type SocketId = u16;
-/// The main socket.
-pub const MAIN_SOCKET: SocketId = 0;
-
-/// A UDP datagram to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// The socket to send from.
-    pub socket: SocketId,
-    pub dst: SocketAddr,
-    pub payload: Vec<u8>,
-}
-
-/// What the engine asks of the shell's sockets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SocketRequest {
-    /// Open `count` extra UDP sockets (any port) for the peer, and say which with
-    /// [`Engine::sockets_opened`]; fewer (or none) is an answer too.
-    Open { for_peer: Key, count: u16 },
-    /// Close these extra sockets.
-    Close { ids: Vec<SocketId> },
-}
-
-/// A packet to send through a relay: to the node with key `peer`, via the relay of `region`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayTransmit {
-    pub region: Arc<str>,
-    pub peer: Key,
-    pub payload: Vec<u8>,
-}
 
 /// Where an incoming packet came from.
 #[derive(Debug, Clone, Copy)]

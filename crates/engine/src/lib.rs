@@ -10,19 +10,18 @@ mod home_relay;
 mod netcheck;
 mod peer;
 mod relay_client;
+mod transmit;
 
 pub use allowed_ips::AllowedIps;
 pub use discovery::{stun_port_spread, CandidateStatus, PathReason};
-pub use engine::{
-    Engine, EngineError, EngineStats, Event, RelayTransmit, SocketId, SocketRequest, Transmit,
-    MAIN_SOCKET, TIMER_TICK,
-};
+pub use engine::{Engine, EngineError, EngineStats, Event, TIMER_TICK};
 pub use home_relay::choose_home;
 pub use netcheck::{Netcheck, Probe, Report as NetcheckReport, StunServer, NETCHECK_TIMEOUT};
 pub use peer::{Path, PeerSettings, PeerStatus, DIRECT_TRUST};
 pub use pinhole_proto::endpoint::{Endpoint, EndpointKind};
 pub use pinhole_proto::key::{Key, PrivateKey};
 pub use relay_client::{RelayClient, RelayEvent};
+pub use transmit::{RelayTransmit, SocketId, SocketRequest, Transmit, MAIN_SOCKET};
 
 /// Whether this build runs WireGuard on the simulated clock (the `sim-clock` feature, for netsim).
 /// The daemon refuses to run on it: only the real clock keeps real tunnels alive.

@@ -140,7 +140,7 @@ impl Netcheck {
             let dst = s.server.addr;
             self.servers[i].sent.push((tx, now));
             self.queue.push_back(Transmit {
-                socket: crate::engine::MAIN_SOCKET,
+                socket: crate::transmit::MAIN_SOCKET,
                 dst,
                 payload: stun::binding_request(tx),
             });
@@ -167,7 +167,7 @@ impl Netcheck {
         };
         self.hairpin_sent = Some(now);
         self.queue.push_back(Transmit {
-            socket: crate::engine::MAIN_SOCKET,
+            socket: crate::transmit::MAIN_SOCKET,
             dst: public,
             payload: stun::binding_request(self.hairpin_tx()),
         });

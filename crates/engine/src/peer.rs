@@ -106,7 +106,7 @@ pub(crate) struct Peer {
     pub(crate) endpoint: Option<SocketAddr>,
     /// The local socket the endpoint is reached from (the main one unless birthday probing
     /// found the path on an extra socket).
-    pub(crate) endpoint_socket: crate::engine::SocketId,
+    pub(crate) endpoint_socket: crate::transmit::SocketId,
     pub(crate) relay: Option<Arc<str>>,
     /// The relay region the peer's last authentic relayed packet came through: the way back
     /// while the map names no home relay for it (the map can lag behind a peer that just came
@@ -184,7 +184,7 @@ impl Peer {
             tunn,
             disco: None,
             endpoint: settings.endpoint,
-            endpoint_socket: crate::engine::MAIN_SOCKET,
+            endpoint_socket: crate::transmit::MAIN_SOCKET,
             relay: settings.relay.as_deref().map(Arc::from),
             relay_seen: None,
             udp_rx_at: None,

@@ -5,7 +5,7 @@
 //! them on. Each pass through the public network is delayed once: a round trip between two
 //! sites, or between a site and control, takes twice the delay.
 
-use crate::natlab::PUBLIC;
+use crate::mesh::PUBLIC;
 use crate::{Lab, LabError, Proc};
 use rand::{Rng, SeedableRng};
 use std::collections::BinaryHeap;

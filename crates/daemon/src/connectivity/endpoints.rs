@@ -3,8 +3,9 @@
 //! then the gateway's port mapping, then the addresses STUN servers saw. Each is published with
 //! its kind.
 
+use pinhole_dataplane::udp::source_toward;
 use pinhole_proto::endpoint::{Endpoint, EndpointKind};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 
 /// Most endpoints published.
 const MAX: usize = 16;
@@ -65,17 +66,6 @@ pub fn merge(
         }
     }
     out
-}
-
-/// The address the OS would send from toward `dst` (a connected UDP socket sends nothing).
-pub fn source_toward(dst: IpAddr) -> Option<IpAddr> {
-    let bind: SocketAddr = match dst {
-        IpAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
-        IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let s = UdpSocket::bind(bind).ok()?;
-    s.connect(SocketAddr::new(dst, 9)).ok()?;
-    Some(s.local_addr().ok()?.ip())
 }
 
 fn usable(ip: &IpAddr) -> bool {

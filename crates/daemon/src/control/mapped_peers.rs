@@ -1,9 +1,9 @@
 //! Applies the coordination server's map to the engine: peers added, updated and removed as
 //! the map changes, all of them dropped when control signs the node out.
 
-use crate::control_link::ControlMsg;
-use crate::identity;
-use crate::netmap::{self, NetMap, PeerChange};
+use crate::control::control_link::ControlMsg;
+use crate::control::netmap::{self, NetMap, PeerChange};
+use crate::platform::identity;
 use pinhole_engine::Engine;
 use pinhole_proto::control::MapMessage;
 use std::path::PathBuf;

@@ -5,6 +5,7 @@
 //! installer registers and removes the service with `pinholed service install|uninstall`:
 //! LocalSystem, automatic start, restarted on failure.
 
+use crate::args::ServiceCommand;
 use anyhow::{Context, Result};
 use std::ffi::{OsStr, OsString};
 use std::sync::OnceLock;
@@ -27,22 +28,6 @@ const DISPLAY_NAME: &str = "Pinhole helper (pinholed)";
 const DESCRIPTION: &str =
     "Pinhole mesh VPN: owns the Pinhole network adapter and the tunnel; the app and the pinhole \
      command talk to it.";
-
-/// `pinholed service …`: what the installer and an administrator do with the service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
-pub enum ServiceCommand {
-    /// Register pinholed (this executable) as an automatic LocalSystem service, restarted on
-    /// failure. Re-registering updates the executable's path.
-    Install,
-    /// Stop the service (waiting for it) and remove its registration. The state stays.
-    Uninstall,
-    /// Start the registered service and wait until it runs.
-    Start,
-    /// Stop the running service and wait until it has stopped.
-    Stop,
-    /// What the service control manager runs: not for a terminal.
-    Run,
-}
 
 /// Set by a stop or shutdown control; the daemon's loop waits on it like on Ctrl-C.
 static STOP: Notify = Notify::const_new();
@@ -105,7 +90,7 @@ fn service_main(_scm_arguments: Vec<OsString>) {
 fn run() -> Result<()> {
     use clap::Parser;
     let args = crate::args::Args::try_parse()?;
-    crate::state_dir::prepare(&args.state_dir)?;
+    crate::platform::state_dir::prepare(&args.state_dir)?;
     let log = std::fs::File::create(args.state_dir.join("pinholed.log"))
         .context("cannot create pinholed.log in the state directory")?;
     crate::init_logging(&args.log, Some(log));

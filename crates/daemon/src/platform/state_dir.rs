@@ -33,7 +33,7 @@ pub fn prepare(dir: &Path) -> Result<()> {
 #[cfg(windows)]
 pub(crate) mod windows {
     //! The state directory's access list, set with the Windows security API.
-    use crate::win_security::SecurityDescriptor;
+    use crate::platform::win_security::SecurityDescriptor;
     #[cfg(test)]
     use std::ffi::c_void;
     use std::os::windows::ffi::OsStrExt;

@@ -7,10 +7,10 @@
 //! `R` is whatever the shell answers a client with (a oneshot sender there, a number in the
 //! tests): the machine decides who is answered what, and when.
 
-use crate::command::{failure, Answer};
-use crate::control_link::How;
-use crate::decide;
-use crate::identity::Registration;
+use crate::control::control_link::How;
+use crate::control::decide;
+use crate::local_api::command::{failure, Answer};
+use crate::platform::identity::Registration;
 use pinhole_proto::ipc::{Credential, IpcError, LoginPrompt, LoginResult, Secret};
 use pinhole_proto::key::Key;
 use std::time::{Duration, Instant};

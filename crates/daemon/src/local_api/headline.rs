@@ -2,7 +2,7 @@
 //! `session-expired`) and why, derived from what the daemon knows: pure, so every combination is
 //! a unit test.
 
-use crate::status::Headline;
+use crate::local_api::status::Headline;
 use pinhole_proto::ipc::{LoginPrompt, State};
 
 /// What the daemon knows that decides its state.

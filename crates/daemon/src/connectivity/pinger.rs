@@ -2,7 +2,7 @@
 //! if they came from the TUN device; the replies are taken out of what the engine would write to
 //! the device, so the ping measures the whole path (encryption, UDP, the peer's kernel).
 
-use crate::checksum::checksum;
+use pinhole_dataplane::checksum::checksum;
 use pinhole_engine::Key;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};

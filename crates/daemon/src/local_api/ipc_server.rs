@@ -4,7 +4,7 @@
 //! operations run concurrently with the subscription; a client that sends garbage, too much,
 //! the wrong version or nothing gets an error or is dropped, and the others are served as before.
 
-pub use crate::command::{Answer, Command};
+pub use crate::local_api::command::{Answer, Command};
 use pinhole_proto::ipc::{
     encode, ClientFrame, DaemonFrame, Decoder, Event, FrameError, Hello, IpcError, LogLines, Op,
     Reply, Status, MAX_REQUEST_FRAME, VERSION,
@@ -326,7 +326,7 @@ mod pipe {
     //! The named pipe: remote clients rejected by the pipe itself; its security descriptor
     //! admits SYSTEM, administrators and interactive (logged-on, local) users only.
     use super::{serve_client, Command, Status};
-    use crate::win_security::SecurityDescriptor;
+    use crate::platform::win_security::SecurityDescriptor;
     use anyhow::{Context, Result};
     use std::ffi::OsString;
     use std::os::windows::ffi::OsStrExt;

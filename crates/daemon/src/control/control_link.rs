@@ -3,8 +3,8 @@
 //! publishing this node's endpoints. Messages go to the daemon's loop over a channel; when control
 //! is unreachable, nothing is sent and the loop keeps the last map.
 
-use crate::endpoints;
-use crate::identity::{self, Registration};
+use crate::connectivity::endpoints;
+use crate::platform::identity::{self, Registration};
 use anyhow::{bail, Context, Result};
 use pinhole_control_client::{ClientError, ControlClient, DevicePoll};
 use pinhole_proto::control::{MapMessage, NodeInfo, NodeUpdate, MAP_KEEPALIVE_SECS};
@@ -208,7 +208,7 @@ pub struct Discovered {
     /// This node's addresses as STUN servers saw them (netcheck).
     pub reflexive: tokio::sync::watch::Receiver<Vec<SocketAddr>>,
     /// The port mapping the gateway granted.
-    pub portmapped: tokio::sync::watch::Receiver<crate::portmap::State>,
+    pub portmapped: tokio::sync::watch::Receiver<pinhole_portmap::State>,
     /// Told when the OS says the network changed.
     pub network_changed: std::sync::Arc<tokio::sync::Notify>,
 }
@@ -480,7 +480,7 @@ mod tests {
         };
         let (_reflexive_tx, reflexive) = tokio::sync::watch::channel(Vec::new());
         let (_portmap_tx, portmapped) =
-            tokio::sync::watch::channel(crate::portmap::State::default());
+            tokio::sync::watch::channel(pinhole_portmap::State::default());
         let (tx, mut rx) = mpsc::channel(16);
         let node = Following {
             client,

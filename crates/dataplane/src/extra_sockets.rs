@@ -1,14 +1,16 @@
-//! Extra UDP sockets the engine asks for (birthday probing: many mappings on a NAT that gives
+//! Extra UDP sockets opened on request (birthday probing: many mappings on a NAT that gives
 //! every destination a random port). Each is bound to any free port; a task per socket hands
 //! what arrives to the loop, tagged with the socket's id; closing one stops its task.
 
-use pinhole_engine::SocketId;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+/// An extra socket's id (0 is left for the main socket: ids start at 1).
+pub type SocketId = u16;
 
 /// Most extra sockets open at once (a bound on what a misbehaving peer could make us open).
 const MAX_OPEN: usize = 512;
@@ -106,8 +108,20 @@ impl ExtraSockets {
         self.rx.recv().await
     }
 
+    /// How many are open.
     pub fn len(&self) -> usize {
         self.open.len()
+    }
+
+    /// Whether none is open.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+}
+
+impl Default for ExtraSockets {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -3,7 +3,7 @@
 //! node's own UDP socket from the daemon's loop (the engine's sans-IO `Netcheck`), so the public
 //! address they find is the one peers would use.
 
-use crate::endpoints;
+use crate::connectivity::endpoints;
 use pinhole_control_client::ControlClient;
 use pinhole_engine::{NetcheckReport as Found, StunServer};
 use pinhole_proto::control::RelayMap;

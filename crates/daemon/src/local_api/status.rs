@@ -1,7 +1,7 @@
 //! The status the local API reports: the daemon's state, this node, and every peer with its path,
 //! built from the coordination server's map and the engine's view of each peer.
 
-use crate::mapped_peers::MappedPeers;
+use crate::control::mapped_peers::MappedPeers;
 use pinhole_engine::Key;
 use pinhole_engine::{Engine, Path, PathReason, PeerStatus as EnginePeer};
 use pinhole_proto::control::Node;

@@ -1,13 +1,13 @@
-//! Port mapping: asks the gateway to forward a public UDP port to this node's WireGuard port,
-//! by PCP, then NAT-PMP (crab_nat), then UPnP IGD (igd-next); renews it at half its lifetime,
-//! maps again when the network changes, and deletes it when told to stop. The public address
-//! it gets is published as a `portmap` endpoint: peers behind NATs that change the port per
-//! destination can still reach this node there.
+//! Port mapping: asks the gateway to forward a public UDP port to a local one, by PCP, then
+//! NAT-PMP (crab_nat), then UPnP IGD (igd-next); renews it at half its lifetime, maps again when
+//! the network changes, and deletes it when told to stop. pinholed publishes the public address
+//! it gets as a `portmap` endpoint: peers behind NATs that change the port per destination can
+//! still reach the node there.
 
-use crate::endpoints::source_toward;
 use crab_nat::{InternetProtocol, PortMappingOptions, TimeoutConfig};
 use igd_next::aio::tokio::Tokio;
 use igd_next::PortMappingProtocol;
+use pinhole_dataplane::udp::source_toward;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU16;

@@ -136,7 +136,7 @@ impl Dialer {
         let authority = &t.authority;
         let base: Box<dyn Stream> = match &self.proxy {
             None => {
-                let tcp = crate::tcp_race::connect(&t.host, t.port)
+                let tcp = crate::connectivity::tcp_race::connect(&t.host, t.port)
                     .await
                     .map_err(|e| DialError::Connect(authority.clone(), e))?;
                 let _ = tcp.set_nodelay(true);
@@ -195,7 +195,7 @@ impl Proxy {
     /// A tunnel to `authority` through the proxy (HTTP CONNECT, with hyper).
     async fn connect(&self, authority: &str) -> Result<Box<dyn Stream>, DialError> {
         let at = format!("proxy {}:{}", self.host, self.port);
-        let tcp = crate::tcp_race::connect(&self.host, self.port)
+        let tcp = crate::connectivity::tcp_race::connect(&self.host, self.port)
             .await
             .map_err(|e| DialError::Connect(at.clone(), e))?;
         let _ = tcp.set_nodelay(true);

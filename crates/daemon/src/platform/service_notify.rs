@@ -8,7 +8,7 @@ use std::path::Path;
 /// Tells the service manager `state` (`READY=1`, `STOPPING=1`), if one asked to be told.
 pub fn notify(state: &str) {
     #[cfg(windows)]
-    crate::win_service::notify(state);
+    crate::platform::win_service::notify(state);
     if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
         if let Err(e) = send(Path::new(&path), state) {
             tracing::warn!("cannot tell the service manager {state}: {e}");

@@ -2,8 +2,8 @@
 //! functions that return the decision, unit-tested for every case (the failure paths too);
 //! the state machine in `machine.rs` applies them and `run.rs` carries out its actions.
 
-use crate::command::failure;
-use crate::control_link::How;
+use crate::control::control_link::How;
+use crate::local_api::command::failure;
 use pinhole_proto::ipc::{Credential, IpcError, Secret};
 
 /// What the daemon knows that these decisions depend on.

@@ -1,0 +1,15 @@
+//! What differs by operating system: the service managers (`win_service`, `service_notify`),
+//! the state directory and its protection (`state_dir`, `win_security`), the node's identity on
+//! disk (`identity`), the TUN device (`tun_device`), routes (`routes`) and network change
+//! watching (`netwatch`).
+
+pub mod identity;
+pub mod netwatch;
+pub mod routes;
+pub mod service_notify;
+pub mod state_dir;
+pub mod tun_device;
+#[cfg(windows)]
+pub mod win_security;
+#[cfg(windows)]
+pub mod win_service;
