@@ -5,7 +5,7 @@ mod connectivity;
 mod control;
 mod local_api;
 mod platform;
-mod run;
+mod shell;
 
 use anyhow::Result;
 use clap::Parser;
@@ -58,7 +58,7 @@ pub fn serve(args: args::Args) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run::run(args))
+    runtime.block_on(shell::run(args))
 }
 
 /// Fails when this pinholed was built with the engine's simulated clock (`sim-clock`, which only
