@@ -299,6 +299,7 @@ fn cross_check_macos(summary: &mut Summary) -> Result<()> {
             "pinhole-daemon",
             "pinhole-dataplane",
             "pinhole-portmap",
+            "pinhole-relay-dial",
             "pinhole-cli",
             "pinhole-client",
             "pinhole-engine",
@@ -349,6 +350,20 @@ fn remove_stale_namespaces() {
     }
 }
 
+/// The crates a node runs (pinholed, the CLI, the app's client library and what they are made
+/// of): checked for Windows and their unit tests run under Wine.
+const NODE_CRATES: [&str; 9] = [
+    "pinhole-proto",
+    "pinhole-engine",
+    "pinhole-daemon",
+    "pinhole-dataplane",
+    "pinhole-portmap",
+    "pinhole-relay-dial",
+    "pinhole-client",
+    "pinhole-cli",
+    "pinhole-wsio",
+];
+
 /// Checks that the daemon, the coordination server and the CLI build for Windows, warnings
 /// failing the check (the app is built for Windows for its installer's test, after the tests).
 /// Skips, loudly and in the summary, only when the Rust target cannot be installed here; a
@@ -368,31 +383,14 @@ fn cross_check_windows(summary: &mut Summary) -> Result<bool> {
     }
     packages::ensure(&[("x86_64-w64-mingw32-gcc", "gcc-mingw-w64-x86-64")])?;
     // Warnings fail the check too: code behind cfg(unix) leaves things unused elsewhere.
-    let args = [
-        "check",
-        "--target",
-        TARGET,
-        "-p",
-        "pinhole-daemon",
-        "-p",
-        "pinhole-dataplane",
-        "-p",
-        "pinhole-portmap",
-        "-p",
-        "pinhole-engine",
-        "-p",
-        "pinhole-proto",
-        "-p",
-        "pinhole-control",
-        "-p",
-        "pinhole-control-client",
-        "-p",
-        "pinhole-relay",
-        "-p",
-        "pinhole-client",
-        "-p",
-        "pinhole-cli",
-    ];
+    let mut args = vec!["check", "--target", TARGET];
+    for p in
+        NODE_CRATES
+            .iter()
+            .chain(&["pinhole-control", "pinhole-control-client", "pinhole-relay"])
+    {
+        args.extend(["-p", p]);
+    }
     eprintln!("$ RUSTFLAGS=-Dwarnings cargo {}", args.join(" "));
     let status = Command::new("cargo")
         .args(args)
@@ -409,24 +407,7 @@ fn cross_check_windows(summary: &mut Summary) -> Result<bool> {
 /// store, the service, the engine) under Wine. Wine missing or a failing test fails the run.
 fn test_windows_under_wine(summary: &mut Summary) -> Result<()> {
     let env = wine_env()?;
-    let packages = [
-        "-p",
-        "pinhole-proto",
-        "-p",
-        "pinhole-engine",
-        "-p",
-        "pinhole-daemon",
-        "-p",
-        "pinhole-dataplane",
-        "-p",
-        "pinhole-portmap",
-        "-p",
-        "pinhole-client",
-        "-p",
-        "pinhole-cli",
-        "-p",
-        "pinhole-wsio",
-    ];
+    let packages: Vec<&str> = NODE_CRATES.iter().flat_map(|p| ["-p", p]).collect();
     let mut build = vec!["test", "--no-run", "--target", WINDOWS];
     build.extend_from_slice(&packages);
     crate::cmd_env("cargo", &build, &env)?;

@@ -197,7 +197,6 @@ impl WgConfig {
                 return Err(err(line, ConfigErrorKind::NotKeyValue));
             };
             let (k, v) = (k.trim(), v.trim());
-            let lower = k.to_ascii_lowercase();
             match section {
                 Section::None => {
                     return Err(err(line, ConfigErrorKind::OutsideSection(k.into())));
@@ -206,130 +205,153 @@ impl WgConfig {
                     let Some(i) = iface.as_mut() else {
                         return Err(err(line, ConfigErrorKind::OutsideSection(k.into())));
                     };
-                    match lower.as_str() {
-                        "privatekey" => {
-                            let key = PrivateKey::from_base64(v).map_err(|source| {
-                                err(
-                                    line,
-                                    ConfigErrorKind::BadKey {
-                                        key: "PrivateKey",
-                                        source,
-                                    },
-                                )
-                            })?;
-                            set_once(line, "PrivateKey", &mut i.private_key, key)?;
-                        }
-                        "address" => i.addresses.extend(parse_nets(line, "Address", v)?),
-                        "listenport" => {
-                            let p = parse_u16(line, "ListenPort", v)?;
-                            set_once(line, "ListenPort", &mut i.listen_port, p)?;
-                        }
-                        "mtu" => {
-                            let m = parse_u16(line, "MTU", v)?;
-                            if !(576..=9000).contains(&m) {
-                                return Err(invalid(
-                                    line,
-                                    "MTU",
-                                    v,
-                                    "must be between 576 and 9000",
-                                ));
-                            }
-                            set_once(line, "MTU", &mut i.mtu, m)?;
-                        }
-                        _ => {
-                            return Err(err(
-                                line,
-                                ConfigErrorKind::UnknownKey {
-                                    key: k.into(),
-                                    section: "Interface",
-                                },
-                            ))
-                        }
-                    }
+                    i.set(line, k, v)?;
                 }
                 Section::Peer => {
                     let Some(p) = peers.last_mut() else {
                         return Err(err(line, ConfigErrorKind::OutsideSection(k.into())));
                     };
-                    match lower.as_str() {
-                        "publickey" => {
-                            let key = parse_key(line, "PublicKey", v)?;
-                            set_once(line, "PublicKey", &mut p.public_key, key)?;
-                        }
-                        "presharedkey" => {
-                            let key = parse_key(line, "PresharedKey", v)?;
-                            set_once(line, "PresharedKey", &mut p.preshared_key, key)?;
-                        }
-                        "allowedips" => p.allowed_ips.extend(parse_nets(line, "AllowedIPs", v)?),
-                        "endpoint" => {
-                            let ep = v.parse::<SocketAddr>().map_err(|_| {
-                                invalid(line, "Endpoint", v, "expected IP:PORT or [IPv6]:PORT")
-                            })?;
-                            set_once(line, "Endpoint", &mut p.endpoint, ep)?;
-                        }
-                        "persistentkeepalive" => {
-                            let ka = if v.eq_ignore_ascii_case("off") {
-                                0
-                            } else {
-                                parse_u16(line, "PersistentKeepalive", v)?
-                            };
-                            set_once(line, "PersistentKeepalive", &mut p.persistent_keepalive, ka)?;
-                        }
-                        _ => {
-                            return Err(err(
-                                line,
-                                ConfigErrorKind::UnknownKey {
-                                    key: k.into(),
-                                    section: "Peer",
-                                },
-                            ))
-                        }
-                    }
+                    p.set(line, k, v)?;
                 }
             }
         }
+        finish(iface, peers)
+    }
+}
 
-        let iface = iface.ok_or(err(0, ConfigErrorKind::NoInterface))?;
-        let private_key = iface.private_key.ok_or(err(
-            iface.line,
+impl PartialInterface {
+    /// One `key = value` line of the [Interface] section.
+    fn set(&mut self, line: usize, k: &str, v: &str) -> Result<(), ConfigError> {
+        match k.to_ascii_lowercase().as_str() {
+            "privatekey" => {
+                let key = PrivateKey::from_base64(v).map_err(|source| {
+                    err(
+                        line,
+                        ConfigErrorKind::BadKey {
+                            key: "PrivateKey",
+                            source,
+                        },
+                    )
+                })?;
+                set_once(line, "PrivateKey", &mut self.private_key, key)?;
+            }
+            "address" => self.addresses.extend(parse_nets(line, "Address", v)?),
+            "listenport" => {
+                let p = parse_u16(line, "ListenPort", v)?;
+                set_once(line, "ListenPort", &mut self.listen_port, p)?;
+            }
+            "mtu" => {
+                let m = parse_u16(line, "MTU", v)?;
+                if !(576..=9000).contains(&m) {
+                    return Err(invalid(line, "MTU", v, "must be between 576 and 9000"));
+                }
+                set_once(line, "MTU", &mut self.mtu, m)?;
+            }
+            _ => {
+                return Err(err(
+                    line,
+                    ConfigErrorKind::UnknownKey {
+                        key: k.into(),
+                        section: "Interface",
+                    },
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PartialPeer {
+    /// One `key = value` line of a [Peer] section.
+    fn set(&mut self, line: usize, k: &str, v: &str) -> Result<(), ConfigError> {
+        match k.to_ascii_lowercase().as_str() {
+            "publickey" => {
+                let key = parse_key(line, "PublicKey", v)?;
+                set_once(line, "PublicKey", &mut self.public_key, key)?;
+            }
+            "presharedkey" => {
+                let key = parse_key(line, "PresharedKey", v)?;
+                set_once(line, "PresharedKey", &mut self.preshared_key, key)?;
+            }
+            "allowedips" => self.allowed_ips.extend(parse_nets(line, "AllowedIPs", v)?),
+            "endpoint" => {
+                let ep = v
+                    .parse::<SocketAddr>()
+                    .map_err(|_| invalid(line, "Endpoint", v, "expected IP:PORT or [IPv6]:PORT"))?;
+                set_once(line, "Endpoint", &mut self.endpoint, ep)?;
+            }
+            "persistentkeepalive" => {
+                let ka = if v.eq_ignore_ascii_case("off") {
+                    0
+                } else {
+                    parse_u16(line, "PersistentKeepalive", v)?
+                };
+                set_once(
+                    line,
+                    "PersistentKeepalive",
+                    &mut self.persistent_keepalive,
+                    ka,
+                )?;
+            }
+            _ => {
+                return Err(err(
+                    line,
+                    ConfigErrorKind::UnknownKey {
+                        key: k.into(),
+                        section: "Peer",
+                    },
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The whole file read: the interface and the peers checked for what they must have.
+fn finish(
+    iface: Option<PartialInterface>,
+    peers: Vec<PartialPeer>,
+) -> Result<WgConfig, ConfigError> {
+    let iface = iface.ok_or(err(0, ConfigErrorKind::NoInterface))?;
+    let private_key = iface.private_key.ok_or(err(
+        iface.line,
+        ConfigErrorKind::Missing {
+            key: "PrivateKey",
+            section: "Interface",
+        },
+    ))?;
+    let mut out_peers: Vec<PeerConfig> = Vec::with_capacity(peers.len());
+    for p in peers {
+        let public_key = p.public_key.ok_or(err(
+            p.line,
             ConfigErrorKind::Missing {
-                key: "PrivateKey",
-                section: "Interface",
+                key: "PublicKey",
+                section: "Peer",
             },
         ))?;
-        let mut out_peers: Vec<PeerConfig> = Vec::with_capacity(peers.len());
-        for p in peers {
-            let public_key = p.public_key.ok_or(err(
+        if out_peers.iter().any(|q| q.public_key == public_key) {
+            return Err(err(
                 p.line,
-                ConfigErrorKind::Missing {
-                    key: "PublicKey",
-                    section: "Peer",
-                },
-            ))?;
-            if out_peers.iter().any(|q| q.public_key == public_key) {
-                return Err(err(
-                    p.line,
-                    ConfigErrorKind::DuplicatePeer(public_key.to_base64()),
-                ));
-            }
-            out_peers.push(PeerConfig {
-                public_key,
-                preshared_key: p.preshared_key,
-                allowed_ips: p.allowed_ips,
-                endpoint: p.endpoint,
-                persistent_keepalive: p.persistent_keepalive.filter(|&k| k != 0),
-            });
+                ConfigErrorKind::DuplicatePeer(public_key.to_base64()),
+            ));
         }
-        Ok(WgConfig {
-            interface: InterfaceConfig {
-                private_key,
-                addresses: iface.addresses,
-                listen_port: iface.listen_port,
-                mtu: iface.mtu,
-            },
-            peers: out_peers,
-        })
+        out_peers.push(PeerConfig {
+            public_key,
+            preshared_key: p.preshared_key,
+            allowed_ips: p.allowed_ips,
+            endpoint: p.endpoint,
+            persistent_keepalive: p.persistent_keepalive.filter(|&k| k != 0),
+        });
     }
+    Ok(WgConfig {
+        interface: InterfaceConfig {
+            private_key,
+            addresses: iface.addresses,
+            listen_port: iface.listen_port,
+            mtu: iface.mtu,
+        },
+        peers: out_peers,
+    })
 }
 
 #[cfg(test)]

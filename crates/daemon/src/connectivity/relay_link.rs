@@ -1,29 +1,22 @@
-//! The relay connections' I/O: one task per relay region in use (the home region, and the
-//! regions of peers packets go to), each driving an [`RelayClient`] over TCP, TLS when the URL
-//! is `https`, an HTTP CONNECT proxy when one is configured (with Basic credentials from its
-//! URL), and the HTTP upgrade to the relay protocol (or a WebSocket carrying it when the plain
-//! upgrade is refused on the way); the HTTP exchanges are hyper's. Packets to send come in over
-//! a bounded channel; packets received and connection changes go out to the daemon's loop.
+//! The relay connections: one task per relay region in use (the home region, and the regions of
+//! peers packets go to), each driving a [`RelayClient`] over a stream the [`Dialer`] opened
+//! (TCP, an HTTP CONNECT proxy, TLS, the upgrade to the relay protocol: `pinhole-relay-dial`).
+//! Packets to send come in over a bounded channel; packets received and connection changes go
+//! out to the daemon's loop.
 
-use hyper::header::HeaderValue;
-use hyper_util::rt::TokioIo;
 use pinhole_engine::{Key, PrivateKey, RelayClient, RelayEvent, RelayTransmit};
 use pinhole_proto::control::RelayMap;
-use pinhole_proto::relay::UPGRADE_PROTOCOL;
+pub use pinhole_relay_dial::Dialer;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Packets waiting for one region's connection before more are dropped.
 const SEND_QUEUE: usize = 1024;
-/// How long opening a connection (TCP, proxy, TLS, upgrade) may take.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest HTTP response head accepted from a relay or proxy.
-const MAX_HEAD: usize = 16 * 1024;
 
 /// Something a relay connection reports to the daemon.
 pub struct Incoming {
@@ -36,325 +29,6 @@ pub struct Incoming {
 pub struct RegionState {
     pub connected: bool,
     pub error: Option<String>,
-}
-
-/// How to reach relays: TLS trust, an optional HTTP proxy, and whether to go straight to
-/// WebSockets (for networks that pass nothing else).
-#[derive(Clone)]
-pub struct Dialer {
-    tls: Arc<tokio_rustls::rustls::ClientConfig>,
-    proxy: Option<Proxy>,
-    websocket_only: bool,
-}
-
-/// An HTTP proxy reached with CONNECT, with Basic credentials when its URL has them.
-#[derive(Clone)]
-struct Proxy {
-    host: String,
-    port: u16,
-    /// `Basic …` for Proxy-Authorization (never logged).
-    auth: Option<HeaderValue>,
-}
-
-/// Why a relay could not be dialled.
-#[derive(Debug, thiserror::Error)]
-pub enum DialError {
-    #[error("invalid relay URL {0}")]
-    Url(String),
-    #[error("cannot connect to {0}: {1}")]
-    Connect(String, std::io::Error),
-    #[error("the proxy refused to connect to {0}: {1}")]
-    Proxy(String, String),
-    #[error("TLS with {0}: {1}")]
-    Tls(String, std::io::Error),
-    #[error("{0} did not switch to the relay protocol: {1}")]
-    Upgrade(String, String),
-    #[error("HTTP with {0}: {1}")]
-    Http(String, String),
-    #[error("timed out connecting to {0}")]
-    Timeout(String),
-}
-
-/// A connection to a relay, after the upgrade.
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-impl Dialer {
-    /// Trusts the system's web roots plus `extra_ca_pem`; `proxy` is
-    /// `http://[user:pass@]host:port`.
-    pub fn new(
-        extra_ca_pem: Option<&[u8]>,
-        proxy: Option<&str>,
-        websocket_only: bool,
-    ) -> anyhow::Result<Dialer> {
-        use tokio_rustls::rustls;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(pem) = extra_ca_pem {
-            for cert in rustls_pemfile::certs(&mut &pem[..]) {
-                roots.add(cert?)?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Dialer {
-            tls: Arc::new(config),
-            proxy: proxy.map(Proxy::parse).transpose()?,
-            websocket_only,
-        })
-    }
-
-    /// Opens `url` and upgrades it to the relay protocol (or a WebSocket carrying it, when the
-    /// plain upgrade is refused on the way or WebSockets are asked for).
-    async fn dial(&self, url: &str) -> Result<Box<dyn Stream>, DialError> {
-        tokio::time::timeout(DIAL_TIMEOUT, self.dial_inner(url))
-            .await
-            .map_err(|_| DialError::Timeout(url.to_string()))?
-    }
-
-    async fn dial_inner(&self, url: &str) -> Result<Box<dyn Stream>, DialError> {
-        let t = Target::parse(url)?;
-        if !self.websocket_only {
-            let stream = self.open(&t).await?;
-            match upgrade_plain(stream, &t).await {
-                Err(DialError::Upgrade(_, status)) => {
-                    tracing::debug!(%url, %status, "plain upgrade refused: trying a WebSocket")
-                }
-                other => return other,
-            }
-        }
-        let stream = self.open(&t).await?;
-        upgrade_websocket(stream, &t).await
-    }
-
-    /// TCP to the relay (through the proxy's CONNECT tunnel when there is one), then TLS for
-    /// `https`.
-    async fn open(&self, t: &Target) -> Result<Box<dyn Stream>, DialError> {
-        let authority = &t.authority;
-        let base: Box<dyn Stream> = match &self.proxy {
-            None => {
-                let tcp = crate::connectivity::tcp_race::connect(&t.host, t.port)
-                    .await
-                    .map_err(|e| DialError::Connect(authority.clone(), e))?;
-                let _ = tcp.set_nodelay(true);
-                Box::new(tcp)
-            }
-            Some(p) => p.connect(authority).await?,
-        };
-        if !t.tls {
-            return Ok(base);
-        }
-        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(t.host.clone())
-            .map_err(|_| DialError::Url(t.url.clone()))?;
-        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
-        let s = connector
-            .connect(name, base)
-            .await
-            .map_err(|e| DialError::Tls(authority.clone(), e))?;
-        Ok(Box::new(s))
-    }
-}
-
-impl Proxy {
-    fn parse(url: &str) -> anyhow::Result<Proxy> {
-        use base64::Engine as _;
-        // The URL is not repeated in errors: it may hold a password.
-        let u = reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("invalid proxy URL: {e}"))?;
-        if u.scheme() != "http" {
-            anyhow::bail!("proxy URL: only http:// proxies (HTTP CONNECT) are supported");
-        }
-        let host = u
-            .host_str()
-            .ok_or_else(|| anyhow::anyhow!("the proxy URL has no host"))?;
-        let auth = if u.username().is_empty() {
-            None
-        } else {
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8()
-                    .map(|c| c.into_owned())
-                    .map_err(|_| anyhow::anyhow!("the proxy credentials are not valid UTF-8"))
-            };
-            let user = decode(u.username())?;
-            let pass = decode(u.password().unwrap_or(""))?;
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-            let mut v = HeaderValue::from_str(&format!("Basic {token}"))?;
-            v.set_sensitive(true);
-            Some(v)
-        };
-        Ok(Proxy {
-            host: host.trim_matches(['[', ']']).to_string(),
-            port: u.port().unwrap_or(8080),
-            auth,
-        })
-    }
-
-    /// A tunnel to `authority` through the proxy (HTTP CONNECT, with hyper).
-    async fn connect(&self, authority: &str) -> Result<Box<dyn Stream>, DialError> {
-        let at = format!("proxy {}:{}", self.host, self.port);
-        let tcp = crate::connectivity::tcp_race::connect(&self.host, self.port)
-            .await
-            .map_err(|e| DialError::Connect(at.clone(), e))?;
-        let _ = tcp.set_nodelay(true);
-        let mut req = hyper::Request::builder()
-            .method(hyper::Method::CONNECT)
-            .uri(authority)
-            .header(hyper::header::HOST, authority);
-        if let Some(a) = &self.auth {
-            req = req.header(hyper::header::PROXY_AUTHORIZATION, a.clone());
-        }
-        let req = req
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .map_err(|e| DialError::Http(at.clone(), e.to_string()))?;
-        let resp = send_upgrade(TokioIo::new(tcp), req, &at).await?;
-        if !resp.status().is_success() {
-            let why = match resp.status() {
-                hyper::StatusCode::PROXY_AUTHENTICATION_REQUIRED if self.auth.is_some() => {
-                    "407: the proxy refused the user name and password".to_string()
-                }
-                hyper::StatusCode::PROXY_AUTHENTICATION_REQUIRED => {
-                    "407: the proxy wants a user name and password (http://user:pass@host:port)"
-                        .to_string()
-                }
-                s => s.to_string(),
-            };
-            return Err(DialError::Proxy(authority.to_string(), why));
-        }
-        let upgraded = hyper::upgrade::on(resp)
-            .await
-            .map_err(|e| DialError::Http(at, e.to_string()))?;
-        Ok(Box::new(TokioIo::new(upgraded)))
-    }
-}
-
-/// Sends one request on a fresh HTTP/1.1 connection over `io` and returns the response; the
-/// connection is driven in the background with upgrades enabled (CONNECT tunnels and protocol
-/// switches hand the connection over afterwards).
-async fn send_upgrade<I>(
-    io: I,
-    req: hyper::Request<http_body_util::Empty<bytes::Bytes>>,
-    at: &str,
-) -> Result<hyper::Response<hyper::body::Incoming>, DialError>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        .max_buf_size(MAX_HEAD)
-        .handshake(io)
-        .await
-        .map_err(|e| DialError::Http(at.to_string(), e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::trace!("relay HTTP connection: {e}");
-        }
-    });
-    sender
-        .send_request(req)
-        .await
-        .map_err(|e| DialError::Http(at.to_string(), e.to_string()))
-}
-
-/// A relay URL taken apart.
-struct Target {
-    url: String,
-    tls: bool,
-    /// Host name or address, without brackets.
-    host: String,
-    port: u16,
-    /// `host:port` as it goes into Host and CONNECT (IPv6 in brackets).
-    authority: String,
-    path: String,
-}
-
-impl Target {
-    fn parse(url: &str) -> Result<Target, DialError> {
-        let bad = || DialError::Url(url.to_string());
-        let u = reqwest::Url::parse(url).map_err(|_| bad())?;
-        let tls = match u.scheme() {
-            "https" => true,
-            "http" => false,
-            _ => return Err(bad()),
-        };
-        let host = u
-            .host_str()
-            .ok_or_else(bad)?
-            .trim_matches(['[', ']'])
-            .to_string();
-        let port = u
-            .port_or_known_default()
-            .unwrap_or(if tls { 443 } else { 80 });
-        let authority = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        Ok(Target {
-            url: url.to_string(),
-            tls,
-            host,
-            port,
-            authority,
-            path: u.path().to_string(),
-        })
-    }
-}
-
-/// `GET /relay` with `Upgrade: pinhole-relay` (hyper's HTTP/1.1 client): after the 101, relay
-/// frames on the connection itself.
-async fn upgrade_plain(stream: Box<dyn Stream>, t: &Target) -> Result<Box<dyn Stream>, DialError> {
-    let req = hyper::Request::builder()
-        .method(hyper::Method::GET)
-        .uri(t.path.as_str())
-        .header(hyper::header::HOST, t.authority.as_str())
-        .header(hyper::header::CONNECTION, "Upgrade")
-        .header(hyper::header::UPGRADE, UPGRADE_PROTOCOL)
-        .header(
-            hyper::header::USER_AGENT,
-            concat!("pinhole/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|_| DialError::Url(t.url.clone()))?;
-    let resp = send_upgrade(TokioIo::new(stream), req, &t.authority).await?;
-    if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
-        let status = format!(
-            "HTTP/1.1 {} {}",
-            resp.status().as_u16(),
-            resp.status().canonical_reason().unwrap_or("")
-        );
-        return Err(DialError::Upgrade(
-            t.url.clone(),
-            status.trim_end().to_string(),
-        ));
-    }
-    let upgraded = hyper::upgrade::on(resp)
-        .await
-        .map_err(|e| DialError::Http(t.authority.clone(), e.to_string()))?;
-    Ok(Box::new(TokioIo::new(upgraded)))
-}
-
-/// The same path as a WebSocket: relay frames in binary messages.
-async fn upgrade_websocket(
-    stream: Box<dyn Stream>,
-    t: &Target,
-) -> Result<Box<dyn Stream>, DialError> {
-    use pinhole_wsio::tokio_tungstenite;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let scheme = if t.tls { "wss" } else { "ws" };
-    let ws_url = format!("{scheme}://{}{}", t.authority, t.path);
-    let mut req = ws_url
-        .into_client_request()
-        .map_err(|_| DialError::Url(t.url.clone()))?;
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        tokio_tungstenite::tungstenite::http::HeaderValue::from_static(UPGRADE_PROTOCOL),
-    );
-    let (ws, _) = tokio_tungstenite::client_async(req, stream)
-        .await
-        .map_err(|e| DialError::Upgrade(t.url.clone(), format!("WebSocket: {e}")))?;
-    Ok(Box::new(pinhole_wsio::WsByteStream::new(ws)))
 }
 
 /// How long a connection to a relay region other than the home one stays open with nothing
@@ -966,7 +640,7 @@ mod tests {
             |req: axum::extract::Request, next: axum::middleware::Next| async move {
                 let plain = req.headers().get("upgrade").is_some_and(|v| {
                     v.as_bytes()
-                        .eq_ignore_ascii_case(UPGRADE_PROTOCOL.as_bytes())
+                        .eq_ignore_ascii_case(pinhole_proto::relay::UPGRADE_PROTOCOL.as_bytes())
                 });
                 if plain {
                     use axum::response::IntoResponse;
@@ -1090,14 +764,5 @@ mod tests {
         });
         wait_connected(&mut r).await;
         assert_eq!(clients(&other), 1);
-    }
-
-    #[test]
-    fn proxies_must_be_http() {
-        assert!(Dialer::new(None, Some("http://[::1]:3128"), false).is_ok());
-        let e = Dialer::new(None, Some("socks5://127.0.0.1:1080"), false)
-            .err()
-            .unwrap();
-        assert!(e.to_string().contains("only http://"), "{e}");
     }
 }

@@ -27,14 +27,7 @@ impl Engine {
         if let Some(wake) = traffic(&mut self.out, &mut self.stats, own, &self.public, peer, now) {
             self.next_disco = self.next_disco.min(wake);
         }
-        let tunn = peer.tunn.get_or_insert_with(|| {
-            new_tunn(
-                &self.private,
-                &self.rate_limiter,
-                &peer.settings,
-                peer.index,
-            )
-        });
+        let tunn = session(&self.private, &self.rate_limiter, peer);
         match tunn.encapsulate(packet, &mut self.buf) {
             TunnResult::WriteToNetwork(out) => {
                 peer.tx_bytes += packet.len() as u64;
@@ -79,15 +72,12 @@ impl Engine {
     /// WireGuard's checks before a datagram reaches a session: the handshake rate limit (a
     /// cookie reply under load), then the session index it is for, or the peer whose static key
     /// an initiation carries. None when it goes no further (counted).
-    pub(super) fn session_of(
+    fn session_of(
         &mut self,
         via: Via<'_>,
+        src_ip: Option<IpAddr>,
         datagram: &[u8],
     ) -> Option<(u32, bool, bool)> {
-        let src_ip = match via {
-            Via::Udp(_, from) => Some(from.ip()),
-            Via::Relay { .. } => None,
-        };
         let mut cookie = [0u8; 64];
         let packet = match self
             .rate_limiter
@@ -139,7 +129,7 @@ impl Engine {
             Via::Udp(_, from) => Some(from.ip()),
             Via::Relay { .. } => None,
         };
-        let Some((idx, is_data, is_init)) = self.session_of(via, datagram) else {
+        let Some((idx, is_data, is_init)) = self.session_of(via, src_ip, datagram) else {
             return;
         };
         let Some(peer) = self.peers.get_mut(&idx) else {
@@ -168,14 +158,7 @@ impl Engine {
             self.stats.rx_invalid += 1;
             return;
         }
-        let tunn = peer.tunn.get_or_insert_with(|| {
-            new_tunn(
-                &self.private,
-                &self.rate_limiter,
-                &peer.settings,
-                peer.index,
-            )
-        });
+        let tunn = session(&self.private, &self.rate_limiter, peer);
         let (out, src): (&[u8], Option<IpAddr>) =
             match tunn.decapsulate(src_ip, datagram, &mut self.buf) {
                 TunnResult::WriteToTunnelV4(out, src) => (out, Some(src.into())),
@@ -261,15 +244,26 @@ impl Engine {
             // The initiator's first packet confirms a responder's session: what was queued
             // during the handshake goes now (checked only then, not on every packet).
             peer.awaiting_confirmation = false;
-            while let TunnResult::WriteToNetwork(bytes) = peer.next_queued(&mut self.buf) {
-                send_to_peer(&mut self.out, &mut self.stats, peer, now, bytes);
-            }
+            send_queued(&mut self.out, &mut self.stats, peer, now, &mut self.buf);
         }
         if (!is_data || peer.handshakes == 0) && peer.check_new_handshake(now) {
             self.events.push_back(Event::HandshakeCompleted {
                 peer: peer.settings.public_key,
             });
         }
+    }
+}
+
+/// Sends what WireGuard queued for `peer` while its handshake was in flight.
+fn send_queued(
+    out: &mut Outbox,
+    stats: &mut EngineStats,
+    peer: &mut Peer,
+    now: Instant,
+    buf: &mut [u8],
+) {
+    while let TunnResult::WriteToNetwork(bytes) = peer.next_queued(buf) {
+        send_to_peer(out, stats, peer, now, bytes);
     }
 }
 
@@ -350,6 +344,16 @@ fn roam(
 }
 
 /// A peer's WireGuard state, made when it is first needed.
+/// The peer's WireGuard state, made on first use.
+fn session<'p>(
+    private: &StaticSecret,
+    rate_limiter: &Arc<RateLimiter>,
+    peer: &'p mut Peer,
+) -> &'p mut Tunn {
+    peer.tunn
+        .get_or_insert_with(|| new_tunn(private, rate_limiter, &peer.settings, peer.index))
+}
+
 pub(super) fn new_tunn(
     private: &StaticSecret,
     rate_limiter: &Arc<RateLimiter>,
