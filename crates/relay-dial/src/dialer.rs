@@ -2,17 +2,15 @@
 //! the proxy, TLS for `https`, then the HTTP upgrade to the relay protocol, or a WebSocket
 //! carrying it when the plain upgrade is refused on the way (or WebSockets are asked for).
 
+use crate::common::{send_upgrade, DialError, SetupError, Stream};
 use crate::proxy::Proxy;
 use hyper_util::rt::TokioIo;
 use pinhole_proto::relay::UPGRADE_PROTOCOL;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How long opening a connection (TCP, proxy, TLS, upgrade) may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest HTTP response head accepted from a relay or proxy.
-const MAX_HEAD: usize = 16 * 1024;
 
 /// How to reach relays: TLS trust, an optional HTTP proxy, and whether to go straight to
 /// WebSockets (for networks that pass nothing else).
@@ -22,40 +20,6 @@ pub struct Dialer {
     proxy: Option<Proxy>,
     websocket_only: bool,
 }
-
-/// Why a dialer could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    #[error("the extra CA certificates: {0}")]
-    Ca(String),
-    #[error("TLS set-up: {0}")]
-    Tls(String),
-    #[error("{0}")]
-    Proxy(String),
-}
-
-/// Why a relay could not be dialled.
-#[derive(Debug, thiserror::Error)]
-pub enum DialError {
-    #[error("invalid relay URL {0}")]
-    Url(String),
-    #[error("cannot connect to {0}: {1}")]
-    Connect(String, std::io::Error),
-    #[error("the proxy refused to connect to {0}: {1}")]
-    Proxy(String, String),
-    #[error("TLS with {0}: {1}")]
-    Tls(String, std::io::Error),
-    #[error("{0} did not switch to the relay protocol: {1}")]
-    Upgrade(String, String),
-    #[error("HTTP with {0}: {1}")]
-    Http(String, String),
-    #[error("timed out connecting to {0}")]
-    Timeout(String),
-}
-
-/// A connection to a relay, after the upgrade.
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 impl Dialer {
     /// Trusts the system's web roots plus `extra_ca_pem`; `proxy` is
@@ -136,33 +100,6 @@ impl Dialer {
             .map_err(|e| DialError::Tls(authority.clone(), e))?;
         Ok(Box::new(s))
     }
-}
-
-/// Sends one request on a fresh HTTP/1.1 connection over `io` and returns the response; the
-/// connection is driven in the background with upgrades enabled (CONNECT tunnels and protocol
-/// switches hand the connection over afterwards).
-pub(crate) async fn send_upgrade<I>(
-    io: I,
-    req: hyper::Request<http_body_util::Empty<bytes::Bytes>>,
-    at: &str,
-) -> Result<hyper::Response<hyper::body::Incoming>, DialError>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        .max_buf_size(MAX_HEAD)
-        .handshake(io)
-        .await
-        .map_err(|e| DialError::Http(at.to_string(), e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::trace!("relay HTTP connection: {e}");
-        }
-    });
-    sender
-        .send_request(req)
-        .await
-        .map_err(|e| DialError::Http(at.to_string(), e.to_string()))
 }
 
 /// A relay URL taken apart.

@@ -4,8 +4,10 @@
 //! it where a middlebox refuses the plain upgrade. What goes over the stream is the relay
 //! client's business (`pinhole_engine::RelayClient`, sans-IO).
 
+mod common;
 mod dialer;
 mod proxy;
 pub mod tcp_race;
 
-pub use dialer::{DialError, Dialer, SetupError, Stream};
+pub use common::{DialError, SetupError, Stream};
+pub use dialer::Dialer;

@@ -1,7 +1,7 @@
 //! The HTTP proxy a relay is reached through when one is configured: its URL read (Basic
 //! credentials from it, never logged), and a CONNECT tunnel opened through it with hyper.
 
-use crate::dialer::{send_upgrade, DialError, SetupError, Stream};
+use crate::common::{send_upgrade, DialError, SetupError, Stream};
 use hyper::header::HeaderValue;
 use hyper_util::rt::TokioIo;
 

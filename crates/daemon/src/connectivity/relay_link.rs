@@ -7,6 +7,7 @@
 use pinhole_engine::{Key, PrivateKey, RelayClient, RelayEvent, RelayTransmit};
 use pinhole_proto::control::RelayMap;
 pub use pinhole_relay_dial::Dialer;
+use pinhole_relay_dial::Stream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -246,11 +247,6 @@ async fn run_region(
 ) {
     let mut client = RelayClient::new(private, std::time::Instant::now());
     let mut attempt = 0usize;
-    let set_state = |connected: bool, error: Option<String>| {
-        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-        s.connected = connected;
-        s.error = error;
-    };
     loop {
         // Wait for the backoff, holding packets that arrive meanwhile.
         loop {
@@ -285,76 +281,108 @@ async fn run_region(
                     tracing::warn!(%region, "relay: {e}");
                 }
                 client.handle_disconnected(std::time::Instant::now(), &e.to_string());
-                set_state(false, Some(e.to_string()));
+                set_state(&state, false, Some(msg));
                 forward_events(&region, &mut client, &events).await;
                 continue;
             }
         };
-        let now = std::time::Instant::now();
-        client.handle_connected(now);
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut out = Vec::new();
-        loop {
-            while let Some(w) = client.poll_write() {
-                out.extend_from_slice(&w);
-            }
-            if !out.is_empty() {
-                // Flushed: TLS and WebSockets send only then.
-                let written = async {
-                    stream.write_all(&out).await?;
-                    stream.flush().await
-                };
-                if let Err(e) = written.await {
-                    client.handle_disconnected(std::time::Instant::now(), &format!("write: {e}"));
-                    out.clear();
-                    break;
-                }
-                out.clear();
-            }
-            let connected = client.is_connected();
-            if connected {
-                set_state(true, None);
-            }
-            forward_events(&region, &mut client, &events).await;
-            if client.wants_close() {
-                break;
-            }
-            let deadline = client
-                .poll_timeout()
-                .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(60));
-            tokio::select! {
-                r = stream.read(&mut buf) => {
-                    let now = std::time::Instant::now();
-                    match r {
-                        Ok(0) => {
-                            client.handle_disconnected(now, "the relay closed the connection");
-                            break;
-                        }
-                        Ok(n) => client.handle_input(now, &buf[..n]),
-                        Err(e) => {
-                            client.handle_disconnected(now, &format!("read: {e}"));
-                            break;
-                        }
-                    }
-                }
-                m = rx.recv() => match m {
-                    Some((dst, p)) => {
-                        client.send(&dst, &p);
-                        while let Ok((dst, p)) = rx.try_recv() {
-                            client.send(&dst, &p);
-                            if out.len() > 256 * 1024 { break; }
-                        }
-                    }
-                    None => return,
-                },
-                _ = tokio::time::sleep_until(Instant::from_std(deadline)) => {
-                    client.handle_timeout(std::time::Instant::now());
-                }
-            }
+        client.handle_connected(std::time::Instant::now());
+        if !serve(
+            &region,
+            stream.as_mut(),
+            &mut client,
+            &mut rx,
+            &events,
+            &state,
+        )
+        .await
+        {
+            return;
         }
-        set_state(false, client.last_error().map(str::to_string));
+        set_state(&state, false, client.last_error().map(str::to_string));
         forward_events(&region, &mut client, &events).await;
     }
+}
+
+/// A connected stream served until it ends: what the client writes goes out, what arrives
+/// goes in, packets to send are handed over, timers run. False when the packet channel closed
+/// (the region is no longer wanted).
+async fn serve(
+    region: &Arc<str>,
+    stream: &mut (dyn Stream + '_),
+    client: &mut RelayClient,
+    rx: &mut mpsc::Receiver<(Key, Vec<u8>)>,
+    events: &mpsc::Sender<Incoming>,
+    state: &Mutex<RegionState>,
+) -> bool {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::new();
+    loop {
+        while let Some(w) = client.poll_write() {
+            out.extend_from_slice(&w);
+        }
+        if !out.is_empty() {
+            // Flushed: TLS and WebSockets send only then.
+            let written = async {
+                stream.write_all(&out).await?;
+                stream.flush().await
+            };
+            if let Err(e) = written.await {
+                client.handle_disconnected(std::time::Instant::now(), &format!("write: {e}"));
+                out.clear();
+                break;
+            }
+            out.clear();
+        }
+        let connected = client.is_connected();
+        if connected {
+            set_state(state, true, None);
+        }
+        forward_events(region, client, events).await;
+        if client.wants_close() {
+            break;
+        }
+        let deadline = client
+            .poll_timeout()
+            .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(60));
+        tokio::select! {
+            r = stream.read(&mut buf) => {
+                let now = std::time::Instant::now();
+                match r {
+                    Ok(0) => {
+                        client.handle_disconnected(now, "the relay closed the connection");
+                        break;
+                    }
+                    Ok(n) => client.handle_input(now, &buf[..n]),
+                    Err(e) => {
+                        client.handle_disconnected(now, &format!("read: {e}"));
+                        break;
+                    }
+                }
+            }
+            m = rx.recv() => match m {
+                Some((dst, p)) => {
+                    client.send(&dst, &p);
+                    while let Ok((dst, p)) = rx.try_recv() {
+                        client.send(&dst, &p);
+                        if out.len() > 256 * 1024 { break; }
+                    }
+                }
+                None => return false,
+            },
+            _ = tokio::time::sleep_until(Instant::from_std(deadline)) => {
+                client.handle_timeout(std::time::Instant::now());
+            }
+        }
+    }
+    true
+}
+
+/// Records a region's connection state for the status.
+fn set_state(state: &Mutex<RegionState>, connected: bool, error: Option<String>) {
+    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+    s.connected = connected;
+    s.error = error;
 }
 
 async fn forward_events(

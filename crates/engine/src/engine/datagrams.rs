@@ -71,7 +71,8 @@ impl Engine {
 
     /// WireGuard's checks before a datagram reaches a session: the handshake rate limit (a
     /// cookie reply under load), then the session index it is for, or the peer whose static key
-    /// an initiation carries. None when it goes no further (counted).
+    /// an initiation carries; a peer that exists, is the relay's sender, and has a session
+    /// unless this starts one. None when it goes no further (counted).
     fn session_of(
         &mut self,
         via: Via<'_>,
@@ -118,6 +119,23 @@ impl Engine {
         };
         let is_data = matches!(packet, Packet::PacketData(_));
         let is_init = matches!(packet, Packet::HandshakeInit(_));
+        let Some(peer) = self.peers.get(&idx) else {
+            self.stats.rx_unknown_peer += 1;
+            return None;
+        };
+        if let Via::Relay { from, .. } = via {
+            if from != peer.settings.public_key {
+                // The relay vouches for the sender's key: a packet for another peer's session
+                // is not the sender's to send.
+                self.stats.rx_invalid += 1;
+                return None;
+            }
+        }
+        if peer.tunn.is_none() && !is_init {
+            // No session here: nothing but an initiation can be for this peer.
+            self.stats.rx_invalid += 1;
+            return None;
+        }
         Some((idx, is_data, is_init))
     }
 
@@ -133,17 +151,8 @@ impl Engine {
             return;
         };
         let Some(peer) = self.peers.get_mut(&idx) else {
-            self.stats.rx_unknown_peer += 1;
             return;
         };
-        if let Via::Relay { from, .. } = via {
-            if from != peer.settings.public_key {
-                // The relay vouches for the sender's key: a packet for another peer's session is not
-                // the sender's to send.
-                self.stats.rx_invalid += 1;
-                return;
-            }
-        }
         // Replies go back the way the packet came.
         let reply_via =
             |out: &mut Outbox, stats: &mut EngineStats, peer: &Peer, bytes: &[u8]| match via {
@@ -153,11 +162,6 @@ impl Engine {
                     push_relay(out, stats, region, from, bytes);
                 }
             };
-        if peer.tunn.is_none() && !is_init {
-            // No session here: nothing but an initiation can be for this peer.
-            self.stats.rx_invalid += 1;
-            return;
-        }
         let tunn = session(&self.private, &self.rate_limiter, peer);
         let (out, src): (&[u8], Option<IpAddr>) =
             match tunn.decapsulate(src_ip, datagram, &mut self.buf) {
