@@ -34,37 +34,7 @@ const PAIRS: &[(&str, &str)] = &[
 ];
 
 pub fn connect(args: &[&str]) -> Result<()> {
-    let mut runs = 50usize;
-    let mut pairs: Vec<(String, String)> = PAIRS
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    let mut impair = Impairment::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match *a {
-            "--runs" => runs = it.next().context(USAGE)?.parse().context("--runs")?,
-            "--pairs" => {
-                pairs = it
-                    .next()
-                    .context(USAGE)?
-                    .split(',')
-                    .map(|p| {
-                        let (a, b) = p.split_once(':').context("a pair is A:B")?;
-                        Ok((a.to_string(), b.to_string()))
-                    })
-                    .collect::<Result<_>>()?;
-            }
-            "--loss" => {
-                impair.loss_percent = it.next().context(USAGE)?.parse().context("--loss")?
-            }
-            "--delay" => {
-                let ms: u64 = it.next().context(USAGE)?.parse().context("--delay")?;
-                impair.delay = Duration::from_millis(ms);
-            }
-            other => bail!("unknown option {other:?}\n{USAGE}"),
-        }
-    }
+    let (runs, pairs, impair) = options(args)?;
     require_root("cargo xtask bench connect")?;
     packages::ensure(packages::LAB)?;
     build_release_binaries()?;
@@ -84,41 +54,21 @@ pub fn connect(args: &[&str]) -> Result<()> {
         // A relayed pair is measured to its first packet; a direct one to the path.
         let deadline = Duration::from_secs(15);
         let want_direct = expected == Path::Direct;
-        // One entry per run; None where the run never got there.
-        let (mut known, mut first, mut direct, mut from_up, mut pings) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut failed = 0;
-        for i in 0..runs {
-            match nat_matrix::meet(&case, impair, deadline, want_direct) {
-                Ok(m) => {
-                    known.push(Some(m.known));
-                    first.push(Some(m.first_packet));
-                    direct.push(m.direct);
-                    from_up.push(m.direct.and(m.direct_from_up));
-                    if m.direct.is_some() {
-                        pings.push(Some(m.pings as f64));
-                    }
-                    if let Some(report) = &m.miss_report {
-                        let dir = crate::root().join("target/bench/connect-misses");
-                        std::fs::create_dir_all(&dir)?;
-                        let file = dir.join(format!("{a}-{b}-run{i}.log"));
-                        std::fs::write(&file, report)?;
-                        eprintln!(
-                            "{case} run {i}: never direct; both nodes' status and logs in {}",
-                            file.display()
-                        );
-                    }
-                }
-                Err(e) => {
-                    failed += 1;
-                    known.push(None);
-                    first.push(None);
-                    direct.push(None);
-                    from_up.push(None);
-                    eprintln!("{case} run {i}: {e}");
-                }
-            }
-        }
+        let PairRuns {
+            known,
+            first,
+            direct,
+            from_up,
+            pings,
+            failed,
+        } = run_pair(
+            &format!("{a}-{b}"),
+            &case,
+            impair,
+            runs,
+            deadline,
+            want_direct,
+        )?;
         let reached = direct.iter().flatten().count();
         let (p_direct, p_from_up) = if want_direct {
             (
@@ -176,6 +126,102 @@ pub fn connect(args: &[&str]) -> Result<()> {
     });
     bench_report::write("connect", &table, figures, &Versions::new())?;
     Ok(())
+}
+
+/// One pair's runs: one entry per run in each list (None where the run never got there), and
+/// how many runs had no connectivity at all.
+#[derive(Default)]
+struct PairRuns {
+    known: Vec<Option<f64>>,
+    first: Vec<Option<f64>>,
+    direct: Vec<Option<f64>>,
+    from_up: Vec<Option<f64>>,
+    pings: Vec<Option<f64>>,
+    failed: usize,
+}
+
+/// Runs one pair `runs` times; a run that never goes direct leaves both nodes' status and
+/// logs in target/bench/connect-misses/.
+fn run_pair(
+    name: &str,
+    case: &Case,
+    impair: Impairment,
+    runs: usize,
+    deadline: Duration,
+    want_direct: bool,
+) -> Result<PairRuns> {
+    let mut r = PairRuns::default();
+    for i in 0..runs {
+        match nat_matrix::meet(case, impair, deadline, want_direct) {
+            Ok(m) => {
+                r.known.push(Some(m.known));
+                r.first.push(Some(m.first_packet));
+                r.direct.push(m.direct);
+                r.from_up.push(m.direct.and(m.direct_from_up));
+                if m.direct.is_some() {
+                    r.pings.push(Some(m.pings as f64));
+                }
+                if let Some(report) = &m.miss_report {
+                    let dir = crate::root().join("target/bench/connect-misses");
+                    std::fs::create_dir_all(&dir)?;
+                    let file = dir.join(format!("{name}-run{i}.log"));
+                    std::fs::write(&file, report)?;
+                    eprintln!(
+                        "{case} run {i}: never direct; both nodes' status and logs in {}",
+                        file.display()
+                    );
+                }
+            }
+            Err(e) => {
+                r.failed += 1;
+                r.known.push(None);
+                r.first.push(None);
+                r.direct.push(None);
+                r.from_up.push(None);
+                eprintln!("{case} run {i}: {e}");
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// Pairs of NAT profiles, by name.
+type Pairs = Vec<(String, String)>;
+
+/// `--runs N --pairs A:B,… --loss PCT --delay MS`.
+fn options(args: &[&str]) -> Result<(usize, Pairs, Impairment)> {
+    let mut runs = 50usize;
+    let mut pairs: Vec<(String, String)> = PAIRS
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let mut impair = Impairment::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--runs" => runs = it.next().context(USAGE)?.parse().context("--runs")?,
+            "--pairs" => {
+                pairs = it
+                    .next()
+                    .context(USAGE)?
+                    .split(',')
+                    .map(|p| {
+                        let (a, b) = p.split_once(':').context("a pair is A:B")?;
+                        Ok((a.to_string(), b.to_string()))
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            "--loss" => {
+                impair.loss_percent = it.next().context(USAGE)?.parse().context("--loss")?
+            }
+            "--delay" => {
+                let ms: u64 = it.next().context(USAGE)?.parse().context("--delay")?;
+                impair.delay = Duration::from_millis(ms);
+            }
+            other => bail!("unknown option {other:?}\n{USAGE}"),
+        }
+    }
+    Ok((runs, pairs, impair))
 }
 
 /// The `p` percentile (nearest rank) of runs where None is a run that never got there: misses

@@ -232,27 +232,7 @@ async fn run(n: usize, probes: usize) -> Result<Outcome> {
 
     // Register every node.
     let started = Instant::now();
-    let sem = Arc::new(Semaphore::new(REGISTER_CONCURRENCY));
-    let mut regs = Vec::with_capacity(n);
-    for i in 0..n {
-        let permit = sem.clone().acquire_owned().await?;
-        let client = client.clone();
-        let authkey = authkey.clone();
-        regs.push(tokio::spawn(async move {
-            let _permit = permit;
-            let info = NodeInfo {
-                disco_key: random_key(),
-                hostname: format!("sim-{i}"),
-                os: "linux".into(),
-            };
-            let private = PrivateKey::from_bytes(rand::random());
-            client.register(&authkey, &private, &info).await
-        }));
-    }
-    let mut tokens = Vec::with_capacity(n);
-    for r in regs {
-        tokens.push(r.await?.context("registering a simulated node")?.node_token);
-    }
+    let tokens = register_all(&client, &authkey, n).await?;
     let register_s = started.elapsed().as_secs_f64();
     eprintln!("registered {n} nodes in {register_s:.1} s");
     let rss_idle_kib = rss_kib(pid);
@@ -334,6 +314,69 @@ async fn run(n: usize, probes: usize) -> Result<Outcome> {
     let rss_connected_kib = rss_kib(pid);
 
     // Probes: one node publishes a new endpoint; every other node must see it.
+    let seen = probe_updates(&client, &tokens, probes, &mut seen_rx).await?;
+    for r in readers {
+        r.abort();
+    }
+    drop(server);
+    Ok(Outcome {
+        nodes: n,
+        register_s,
+        connect_s,
+        rss_idle_kib,
+        rss_connected_kib,
+        update_rtt: seen.update_rtt,
+        all_peers: seen.all_peers,
+        each_peer: seen.each_peer,
+        reconnects: reconnects.load(Ordering::Relaxed),
+        missing: seen.missing,
+    })
+}
+
+/// Registers `n` simulated nodes (a few at a time); their node tokens.
+async fn register_all(client: &ControlClient, authkey: &str, n: usize) -> Result<Vec<String>> {
+    let sem = Arc::new(Semaphore::new(REGISTER_CONCURRENCY));
+    let mut regs = Vec::with_capacity(n);
+    for i in 0..n {
+        let permit = sem.clone().acquire_owned().await?;
+        let client = client.clone();
+        let authkey = authkey.to_string();
+        regs.push(tokio::spawn(async move {
+            let _permit = permit;
+            let info = NodeInfo {
+                disco_key: random_key(),
+                hostname: format!("sim-{i}"),
+                os: "linux".into(),
+            };
+            let private = PrivateKey::from_bytes(rand::random());
+            client.register(&authkey, &private, &info).await
+        }));
+    }
+    let mut tokens = Vec::with_capacity(n);
+    for r in regs {
+        tokens.push(r.await?.context("registering a simulated node")?.node_token);
+    }
+    Ok(tokens)
+}
+
+/// What the probes saw: each update's round trip, when all peers and each peer saw it, and
+/// how many sightings never came.
+struct Probed {
+    update_rtt: Vec<f64>,
+    all_peers: Vec<f64>,
+    each_peer: Vec<f64>,
+    missing: usize,
+}
+
+/// `probes` times, one random node publishes a new endpoint; every other node's stream must
+/// show it (`seen_rx` hears each sighting).
+async fn probe_updates(
+    client: &ControlClient,
+    tokens: &[String],
+    probes: usize,
+    seen_rx: &mut mpsc::UnboundedReceiver<(u32, Instant)>,
+) -> Result<Probed> {
+    let n = tokens.len();
     let mut update_rtt = Vec::new();
     let mut all_peers = Vec::new();
     let mut each_peer = Vec::new();
@@ -370,20 +413,10 @@ async fn run(n: usize, probes: usize) -> Result<Outcome> {
         each_peer.extend(lat);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for r in readers {
-        r.abort();
-    }
-    drop(server);
-    Ok(Outcome {
-        nodes: n,
-        register_s,
-        connect_s,
-        rss_idle_kib,
-        rss_connected_kib,
+    Ok(Probed {
         update_rtt,
         all_peers,
         each_peer,
-        reconnects: reconnects.load(Ordering::Relaxed),
         missing,
     })
 }

@@ -78,6 +78,23 @@ pub fn run() -> Result<()> {
         .iter()
         .map(|(n, _)| control.address_of(&lab, n))
         .collect();
+    let mut failures = ping_all(&lab, &addrs)?;
+    failures += check_paths(&lab, &addrs)?;
+    failures += show_cli(&lab);
+    for p in &procs {
+        lab.stop(p, Duration::from_secs(5));
+    }
+    lab.stop(&server, Duration::from_secs(5));
+    drop(lab);
+    println!("\nlab removed (namespaces, TUN devices, processes)");
+    if failures > 0 {
+        bail!("{failures} check(s) failed");
+    }
+    Ok(())
+}
+
+/// Every node pings every other's address over the tunnel; the failures.
+fn ping_all(lab: &pinhole_netlab::Lab, addrs: &[String]) -> Result<usize> {
     let mut failures = 0;
     for (i, (from, _)) in NODES.iter().enumerate() {
         for (j, to) in addrs.iter().enumerate() {
@@ -105,8 +122,12 @@ pub fn run() -> Result<()> {
             );
         }
     }
+    Ok(failures)
+}
 
-    // Each pair on the path its two NATs allow.
+/// Each pair on the path its two NATs allow; the pairs that are not.
+fn check_paths(lab: &pinhole_netlab::Lab, addrs: &[String]) -> Result<usize> {
+    let mut failures = 0;
     println!();
     for (i, (a, pa)) in NODES.iter().enumerate() {
         for (b, pb) in NODES.iter().skip(i + 1) {
@@ -115,7 +136,7 @@ pub fn run() -> Result<()> {
                 Path::Direct => "direct",
                 Path::Relayed => "relayed",
             };
-            let got = path_between(&lab, &addrs, a, b);
+            let got = path_between(lab, addrs, a, b);
             let verdict = if got == want { "ok  " } else { "FAIL" };
             if got != want {
                 failures += 1;
@@ -123,10 +144,16 @@ pub fn run() -> Result<()> {
             println!("[{verdict}] {a} ({pa}) ↔ {b} ({pb}): {got}, expected {want}");
         }
     }
+    Ok(failures)
+}
 
+/// What a user sees from the CLI on the nodes: `pinhole status` everywhere, pings and
+/// netchecks; the commands that failed.
+fn show_cli(lab: &pinhole_netlab::Lab) -> usize {
+    let mut failures = 0;
     for (n, _) in NODES {
         println!("\n$ pinhole status    (on {n})");
-        let (ok, table, err) = mesh::pinhole(&lab, n, &["status"]);
+        let (ok, table, err) = mesh::pinhole(lab, n, &["status"]);
         if !ok {
             failures += 1;
             println!("FAIL: {err}");
@@ -140,23 +167,14 @@ pub fn run() -> Result<()> {
         ("n4", &["netcheck"][..]),
     ] {
         println!("\n$ pinhole {}    (on {host})", args.join(" "));
-        let (ok, out, err) = mesh::pinhole(&lab, host, args);
+        let (ok, out, err) = mesh::pinhole(lab, host, args);
         if !ok {
             failures += 1;
             println!("FAIL: {err}");
         }
         print!("{out}");
     }
-    for p in &procs {
-        lab.stop(p, Duration::from_secs(5));
-    }
-    lab.stop(&server, Duration::from_secs(5));
-    drop(lab);
-    println!("\nlab removed (namespaces, TUN devices, processes)");
-    if failures > 0 {
-        bail!("{failures} check(s) failed");
-    }
-    Ok(())
+    failures
 }
 
 /// The path both `a` and `b` report for each other ("direct" only when both do), after

@@ -185,29 +185,7 @@ impl Profile {
             } => (mapping, filtering, ports),
         };
         let timeout = self.udp_timeout.unwrap_or(180);
-        // The external port: a hash of what the mapping depends on (nft hands the hash to NAT
-        // in host byte order, so the ports spread over the whole range: still one per input).
-        let hashed = |what: &str| {
-            format!("snat ip to {wan_ip} : jhash {what} mod 40000 seed {HASH_SEED} offset 20000")
-        };
-        let snat = match (mapping, ports) {
-            (_, Ports::Random) => format!("snat ip to {wan_ip} random"),
-            // A counter through a map of ports: nft would hand the counter itself to NAT in
-            // host byte order (ports 256 apart on the wire); mapped values are ports as such.
-            (_, Ports::Sequential) => {
-                let ports: Vec<String> = (0..SEQ_PORTS)
-                    .map(|i| format!("{i} : {}", SEQ_FIRST_PORT + i))
-                    .collect();
-                format!(
-                    "snat ip to {wan_ip} : numgen inc mod {SEQ_PORTS} map {{ {} }}",
-                    ports.join(", ")
-                )
-            }
-            (Mapping::Eim, Ports::Preserve) => format!("snat ip to {wan_ip}"),
-            (Mapping::Eim, _) => hashed("ip saddr . udp sport"),
-            (Mapping::Adm, _) => hashed("ip saddr . udp sport . ip daddr"),
-            (Mapping::Adpm, _) => hashed("ip saddr . udp sport . ip daddr . udp dport"),
-        };
+        let snat = snat_rule(mapping, ports, wan_ip);
         let mut r = String::new();
         r.push_str("table ip natlab {\n");
         r.push_str(&format!(
@@ -266,6 +244,13 @@ impl Profile {
              update @contacted {{ ct reply proto-dst . ip daddr }}\n"
         ));
         r.push_str("  }\n");
+        r.push_str(&self.filter_chains(wan, lan));
+        Some(r)
+    }
+
+    /// The router's firewall chains: what the inside may send and what may come in.
+    fn filter_chains(&self, wan: &str, lan: &str) -> String {
+        let mut r = String::new();
         // The router's firewall: the inside goes out; only replies and mapped packets come in.
         r.push_str(
             "  chain forward {\n    type filter hook forward priority filter; policy drop;\n",
@@ -298,7 +283,7 @@ impl Profile {
         r.push_str(&format!(
             "    iifname \"{wan}\" meta l4proto udp ct state new drop\n  }}\n}}\n"
         ));
-        Some(r)
+        r
     }
 
     /// The sysctls (name, value) of the router's namespace for this profile.
@@ -478,6 +463,33 @@ impl fmt::Display for Profile {
             None => {}
         }
         Ok(())
+    }
+}
+
+/// The rule that translates a router's outbound UDP as its mapping and port allocation say.
+fn snat_rule(mapping: Mapping, ports: Ports, wan_ip: &str) -> String {
+    // The external port: a hash of what the mapping depends on (nft hands the hash to NAT
+    // in host byte order, so the ports spread over the whole range: still one per input).
+    let hashed = |what: &str| {
+        format!("snat ip to {wan_ip} : jhash {what} mod 40000 seed {HASH_SEED} offset 20000")
+    };
+    match (mapping, ports) {
+        (_, Ports::Random) => format!("snat ip to {wan_ip} random"),
+        // A counter through a map of ports: nft would hand the counter itself to NAT in
+        // host byte order (ports 256 apart on the wire); mapped values are ports as such.
+        (_, Ports::Sequential) => {
+            let ports: Vec<String> = (0..SEQ_PORTS)
+                .map(|i| format!("{i} : {}", SEQ_FIRST_PORT + i))
+                .collect();
+            format!(
+                "snat ip to {wan_ip} : numgen inc mod {SEQ_PORTS} map {{ {} }}",
+                ports.join(", ")
+            )
+        }
+        (Mapping::Eim, Ports::Preserve) => format!("snat ip to {wan_ip}"),
+        (Mapping::Eim, _) => hashed("ip saddr . udp sport"),
+        (Mapping::Adm, _) => hashed("ip saddr . udp sport . ip daddr"),
+        (Mapping::Adpm, _) => hashed("ip saddr . udp sport . ip daddr . udp dport"),
     }
 }
 
