@@ -1,6 +1,6 @@
-//! `cargo xtask test`: everything CI runs — formatting, lints, unit, netsim, netlab, interop,
-//! the desktop app (its UI's component tests and its end-to-end test), the Windows and macOS
-//! cross-checks, the hosted-CI workflow's schema, and the packages.
+//! `cargo xtask test`: everything CI runs — formatting, lints, the code's shape, unit, netsim,
+//! netlab, interop, the desktop app (its UI's component tests and its end-to-end test), the
+//! Windows and macOS cross-checks, the hosted-CI workflow's schema, and the packages.
 
 use crate::summary::Summary;
 use crate::windows::{wine_env, wine_stub, WINDOWS};
@@ -81,6 +81,9 @@ fn steps(summary: &mut Summary) -> Result<()> {
             "warnings",
         ],
     )?;
+    // The code's shape: no file over 800 lines of code, no function over 120, no import circle.
+    summary.step("the code's shape (cargo xtask shape)");
+    crate::shape::run(&["--quiet"])?;
     // The simulated clock stays out of every build of the product.
     summary.step("no sim-clock in the workspace's feature graph");
     no_simulated_clock_in_the_workspace()?;

@@ -32,6 +32,26 @@ pub struct Prepared {
     port_mapping: PortMapCheck,
 }
 
+impl Prepared {
+    /// A netcheck prepared with only these STUN servers (nothing else known), for tests.
+    #[cfg(test)]
+    pub fn with_servers(servers: Vec<StunServer>) -> Prepared {
+        Prepared {
+            servers,
+            regions: Vec::new(),
+            control: ControlCheck {
+                url: None,
+                reachable: false,
+                latency_ms: None,
+                error: None,
+            },
+            local: Vec::new(),
+            port: 0,
+            port_mapping: PortMapCheck::default(),
+        }
+    }
+}
+
 /// A relay map's `host:port`, or `:port` meaning the coordination server's host.
 fn stun_target(stun: &str, control_host: Option<&str>) -> Option<String> {
     match stun.strip_prefix(':') {

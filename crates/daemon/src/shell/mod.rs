@@ -42,11 +42,12 @@ use pinhole_dataplane::tun_io::TunIo;
 use pinhole_dataplane::udp;
 use pinhole_dataplane::udp_batch::{send_runs, BatchSocket, Batcher, Receiver};
 use pinhole_engine::{Engine, Event, Key, Netcheck, PeerSettings, PrivateKey, RelayEvent};
-use pinhole_portmap as portmap;
 use pinhole_proto::ipc::{
-    Credential, LoginPrompt, LogoutResult, Nat, Op, PingReply, PortMapCheck, State, Status,
+    Credential, LoginPrompt, LogoutResult, Nat, Op, PingReply, State, Status,
 };
 use pinhole_proto::stun;
+use port_mapping::PortMapping;
+use probing::Probes;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -154,12 +155,8 @@ struct Daemon<'a> {
     /// This node's addresses as STUN servers saw them (the last netcheck), for the map stream
     /// task to publish.
     reflexive: watch::Sender<Vec<SocketAddr>>,
-    /// What the port mapper holds on the gateway (a `portmap` endpoint to publish), and the
-    /// port mapper itself while signed in.
-    portmapped: watch::Sender<portmap::State>,
-    portmapper: Option<PortMapper>,
-    /// A port mapper told to stop, still deleting its mapping.
-    portmap_stopping: Option<JoinHandle<()>>,
+    /// The port mapper (running while signed in).
+    port_mapping: PortMapping,
     /// Settled changes of this machine's addresses (from the OS), and the map-stream task's
     /// cue to publish the endpoints again at once.
     network: mpsc::Receiver<()>,
@@ -171,26 +168,12 @@ struct Daemon<'a> {
     /// The client of the last coordination server used (see `client`).
     control_client: std::sync::Mutex<Option<ControlClient>>,
     /// Netchecks whose preparation (DNS, control check) is done, for the loop to probe.
-    netcheck_tx: mpsc::Sender<(netcheck::Prepared, Option<oneshot::Sender<Answer>>)>,
-    netcheck_rx: mpsc::Receiver<(netcheck::Prepared, Option<oneshot::Sender<Answer>>)>,
     /// The STUN probes in flight and who waits for them.
-    probing: Option<Probing>,
+    probes: Probes,
     /// Connections to relays: the home region, and the regions of peers reached through one.
     relays: Relays,
     /// Extra UDP sockets the engine asked for (birthday probing).
     extra: ExtraSockets,
-}
-
-/// The port-mapping task and its command channel.
-struct PortMapper {
-    commands: mpsc::Sender<portmap::Command>,
-    task: JoinHandle<()>,
-}
-
-/// A netcheck's STUN probes in flight.
-struct Probing {
-    netcheck: Netcheck,
-    waiters: Vec<(netcheck::Prepared, Option<oneshot::Sender<Answer>>)>,
 }
 
 impl<'a> Daemon<'a> {
@@ -240,7 +223,6 @@ impl<'a> Daemon<'a> {
             }
         }
         let ident = rand::random::<u16>();
-        let (netcheck_tx, netcheck_rx) = mpsc::channel(4);
         let ca = match &args.control_ca {
             Some(p) => {
                 Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?)
@@ -259,9 +241,7 @@ impl<'a> Daemon<'a> {
         let mut d = Daemon {
             relays: Relays::new(private.clone(), dialer),
             node_private: private,
-            netcheck_tx,
-            netcheck_rx,
-            probing: None,
+            probes: Probes::new(),
             args,
             mode,
             engine,
@@ -283,9 +263,7 @@ impl<'a> Daemon<'a> {
             control_client: std::sync::Mutex::new(None),
             relay_regions: Vec::new(),
             reflexive: watch::Sender::new(Vec::new()),
-            portmapped: watch::Sender::new(portmap::State::default()),
-            portmapper: None,
-            portmap_stopping: None,
+            port_mapping: PortMapping::new(!args.no_port_mapping, local.port()),
             extra: ExtraSockets::new(),
             network: netwatch::watch(),
             network_changed: std::sync::Arc::new(tokio::sync::Notify::new()),
@@ -368,7 +346,7 @@ impl<'a> Daemon<'a> {
                 }
                 Action::Follow { registration } => self.follow(registration),
                 Action::Unfollow => {
-                    self.stop_port_mapping();
+                    self.port_mapping.stop();
                     self.link = None;
                     self.mapped.reset(&mut self.engine, None);
                     self.relay_regions.clear();
@@ -422,7 +400,7 @@ impl<'a> Daemon<'a> {
                 biased;
                 signal = &mut shutdown => {
                     tracing::info!("{signal}: shutting down");
-                    if let Some(pm) = self.stop_port_mapping() {
+                    if let Some(pm) = self.port_mapping.stop() {
                         // The gateway's mapping is deleted before the daemon goes (briefly:
                         // a gateway that does not answer is not waited for).
                         let _ = tokio::time::timeout(Duration::from_secs(3), pm).await;
@@ -471,7 +449,7 @@ impl<'a> Daemon<'a> {
                         }
                     }
                 }
-                Some((prepared, reply)) = self.netcheck_rx.recv() => self.netcheck_prepared(prepared, reply),
+                Some(prepared) = self.probes.recv() => self.probes.handle_prepared(Instant::now(), prepared),
                 Some(()) = self.network.recv() => self.network_moved().await,
                 _ = report.tick() => self.publish(),
                 _ = tokio::time::sleep_until(deadline) => {}
@@ -487,11 +465,7 @@ impl<'a> Daemon<'a> {
         if let Some(d) = self.pinger.next_deadline() {
             deadline = deadline.min(d);
         }
-        if let Some(d) = self
-            .probing
-            .as_ref()
-            .and_then(|p| p.netcheck.poll_timeout())
-        {
+        if let Some(d) = self.probes.poll_timeout() {
             deadline = deadline.min(d);
         }
         if let Some(d) = self.machine.next_wake() {

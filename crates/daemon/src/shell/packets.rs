@@ -113,9 +113,7 @@ impl Daemon<'_> {
     /// A datagram from the network: STUN answers to netcheck, the rest to the engine.
     pub(super) fn datagram(&mut self, now: Instant, from: std::net::SocketAddr, data: &[u8]) {
         if stun::is_stun(data) {
-            if let Some(p) = &mut self.probing {
-                p.netcheck.handle_stun(now, from, data);
-            }
+            self.probes.handle_stun(now, from, data);
             return;
         }
         self.engine.handle_network(now, from, data);
@@ -186,10 +184,8 @@ impl Daemon<'_> {
                 self.relays.send(t);
             }
         }
-        if let Some(p) = &mut self.probing {
-            while let Some(t) = p.netcheck.poll_transmit() {
-                send(&self.socket, &self.local, t).await;
-            }
+        while let Some(t) = self.probes.poll_transmit() {
+            send(&self.socket, &self.local, t).await;
         }
         let now = Instant::now();
         while let Some(p) = self.engine.poll_tun() {

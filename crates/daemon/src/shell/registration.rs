@@ -90,11 +90,11 @@ impl Daemon<'_> {
             tx,
             control_link::Discovered {
                 reflexive: self.reflexive.subscribe(),
-                portmapped: self.portmapped.subscribe(),
+                portmapped: self.port_mapping.subscribe(),
                 network_changed: self.network_changed.clone(),
             },
         ));
-        self.start_port_mapping();
+        self.port_mapping.start();
         self.mapped.reset(&mut self.engine, Some(rx));
         self.relay_regions.clear();
         self.reporter.set_home_relay(None);
