@@ -1,6 +1,7 @@
 //! What pinholed does about `up`, `login` and `logout`, decided from what it knows: pure
 //! functions that return the decision, unit-tested for every case (the failure paths too);
-//! the state machine in `machine.rs` applies them and `run.rs` carries out its actions.
+//! the state machine in [`crate::control::machine`] applies them and the shell
+//! ([`crate::shell`]) carries out its actions.
 
 use crate::control::control_link::How;
 use crate::local_api::command::failure;

@@ -1,8 +1,8 @@
 //! The daemon's control logic as a sans-IO state machine: signing in, following a
 //! registration, being signed out by control, up/down, logout, the periodic netcheck and the
 //! choice of home relay. It takes inputs (IPC requests, sign-in results, control events,
-//! tunnel results, netcheck results, the time) and returns [`Action`]s for the shell in
-//! `run.rs`, which owns the sockets, tasks and devices and feeds the results back.
+//! tunnel results, netcheck results, the time) and returns [`Action`]s for the shell
+//! ([`crate::shell`]), which owns the sockets, tasks and devices and feeds the results back.
 //!
 //! `R` is whatever the shell answers a client with (a oneshot sender there, a number in the
 //! tests): the machine decides who is answered what, and when.
