@@ -29,7 +29,7 @@ fn run_daemon() -> Result<()> {
     real_clock()?;
     #[cfg(windows)]
     if let Some(args::ServiceArg::Service { command }) = args.service {
-        return win_service::command(command);
+        return platform::win_service::command(command);
     }
     init_logging(&args.log, None);
     serve(args)
