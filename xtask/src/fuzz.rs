@@ -19,6 +19,7 @@ const TARGETS: &[&str] = &[
     "control_api",
     "disco",
     "datagram",
+    "dns",
 ];
 
 struct Outcome {

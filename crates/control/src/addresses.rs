@@ -68,28 +68,6 @@ pub fn next_v4(max: Option<u32>, used: impl FnOnce() -> Vec<u32>) -> Option<u32>
     }
 }
 
-/// A DNS-style label from a hostname: lower case letters, digits and dashes, at most 63 bytes.
-pub fn node_name(hostname: &str) -> String {
-    let mut out = String::new();
-    for c in hostname.chars() {
-        if out.len() >= 63 {
-            break;
-        }
-        let c = c.to_ascii_lowercase();
-        if c.is_ascii_alphanumeric() {
-            out.push(c);
-        } else if !out.is_empty() && !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    let out = out.trim_end_matches('-').to_string();
-    if out.is_empty() {
-        "node".to_string()
-    } else {
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,13 +104,5 @@ mod tests {
         let v6 = v6_for(&net.addr(), Ipv4Addr::new(100, 64, 0, 7));
         assert!(net.contains(&v6));
         assert_eq!(v6.segments()[6..], [0x6440, 0x0007]);
-    }
-
-    #[test]
-    fn names_are_dns_labels() {
-        assert_eq!(node_name("Laptop.Example.COM"), "laptop-example-com");
-        assert_eq!(node_name("  "), "node");
-        assert_eq!(node_name("a__b--"), "a-b");
-        assert_eq!(node_name(&"x".repeat(100)).len(), 63);
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::secret::{self, TokenKind};
 use crate::state::{ms, now_ms};
-use crate::store::{Store, StoreError};
+use crate::store::{NodeRow, Store, StoreError};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -183,27 +183,27 @@ pub async fn list_nodes(store: &Store, json: bool) -> Result<String, AdminError>
     Ok(out)
 }
 
+/// The node with id or name `which` (a name must be unambiguous across accounts).
+pub async fn one_node(store: &Store, which: &str) -> Result<NodeRow, AdminError> {
+    let rows = store.all_nodes(now_ms()).await?;
+    let mut matches = rows
+        .into_iter()
+        .filter(|r| r.id == which || r.name == which);
+    match (matches.next(), matches.next()) {
+        (Some(one), None) => Ok(one),
+        (None, _) => Err(AdminError::Invalid(format!(
+            "no node with id or name {which:?} (see `node list`)"
+        ))),
+        (Some(_), Some(_)) => Err(AdminError::Invalid(format!(
+            "{which:?} names nodes in several accounts: give the id"
+        ))),
+    }
+}
+
 /// Removes a node by id or by name (a name must be unambiguous).
 pub async fn remove_node(store: &Store, which: &str) -> Result<String, AdminError> {
     let now = now_ms();
-    let rows = store.all_nodes(now).await?;
-    let matches: Vec<_> = rows
-        .iter()
-        .filter(|r| r.id == which || r.name == which)
-        .collect();
-    let row = match matches.as_slice() {
-        [one] => *one,
-        [] => {
-            return Err(AdminError::Invalid(format!(
-                "no node with id or name {which:?} (see `node list`)"
-            )))
-        }
-        _ => {
-            return Err(AdminError::Invalid(format!(
-                "{which:?} names nodes in several accounts: give the id"
-            )))
-        }
-    };
+    let row = one_node(store, which).await?;
     store.remove_node(&row.id, now).await?;
     store
         .notify(&format!("cli {} {}", row.account_id, row.id))

@@ -319,7 +319,7 @@ async fn insert_new_node(
     now: i64,
     expires_at: Option<i64>,
 ) -> Result<String, ApiErr> {
-    let base = addresses::node_name(hostname);
+    let base = pinhole_dns::label::label(hostname);
     // One allocation at a time in this instance; other instances (PostgreSQL) are told apart by
     // the unique constraints, and a retry after a clash skips ahead by a random stride.
     let _one_at_a_time = st.alloc_lock.lock().await;
@@ -345,11 +345,11 @@ async fn insert_new_node(
             (_, None) => None,
         };
         let ip = addresses::next_v4(max, || used).ok_or(StoreError::AddressesExhausted)?;
-        let mut name = base.clone();
         let mut n = 1;
+        let mut name = base.clone();
         while st.store.name_taken(&who.account_id, &name).await? {
             n += 1;
-            name = format!("{base}-{n}");
+            name = pinhole_dns::label::numbered(&base, n);
         }
         let id = secret::new_id();
         let r = st

@@ -363,6 +363,7 @@ mod tests {
         Node {
             id: id.into(),
             name: id.into(),
+            dns_name: String::new(),
             node_key: Key([k; 32]),
             disco_key: Key([k; 32]),
             addresses: vec![],

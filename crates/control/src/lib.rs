@@ -8,6 +8,7 @@ pub mod api;
 pub mod device;
 pub mod duration;
 pub mod hub;
+pub mod names;
 pub mod ratelimit;
 pub mod register_proof;
 pub mod relay_auth;

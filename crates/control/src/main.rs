@@ -36,9 +36,12 @@ enum Command {
     /// Manages auth keys for machines that join without a person.
     #[command(subcommand)]
     Authkey(AuthkeyCmd),
-    /// Lists and removes nodes.
+    /// Lists, renames and removes nodes.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Sets an account's options (its DNS suffix).
+    #[command(subcommand)]
+    Account(AccountCmd),
     /// Signs people out.
     #[command(subcommand)]
     Session(SessionCmd),
@@ -139,6 +142,20 @@ enum NodeCmd {
     },
     /// Removes a node by id or name; it has to sign in again.
     Remove { node: String },
+    /// Renames a node (its DNS name follows); the name must be a free DNS label.
+    Rename { node: String, name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountCmd {
+    /// Changes an account's options.
+    Set {
+        /// The account.
+        name: String,
+        /// The DNS suffix of the account's names (`nas.SUFFIX`); `pinhole.internal` by default.
+        #[arg(long)]
+        dns_suffix: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,6 +297,16 @@ async fn command(cli: Cli) -> Result<()> {
         Command::Node(NodeCmd::Remove { node }) => {
             let name = admin::remove_node(&store, &node).await?;
             eprintln!("node {name} removed");
+            Ok(())
+        }
+        Command::Node(NodeCmd::Rename { node, name }) => {
+            let (old, new) = pinhole_control::names::rename_node(&store, &node, &name).await?;
+            eprintln!("node {old} renamed to {new}");
+            Ok(())
+        }
+        Command::Account(AccountCmd::Set { name, dns_suffix }) => {
+            let suffix = pinhole_control::names::set_dns_suffix(&store, &name, &dns_suffix).await?;
+            eprintln!("account {name}: DNS suffix {suffix}");
             Ok(())
         }
         Command::Session(SessionCmd::Revoke { user }) => {

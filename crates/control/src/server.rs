@@ -142,6 +142,7 @@ impl Server {
             stop_rx.clone(),
         ));
         tasks.spawn(sweeper(state.clone(), stop_rx.clone()));
+        tasks.spawn(renames(state.clone(), stop_rx.clone()));
         if let Some(relay) = &state.relay {
             tasks.spawn(relay.clone().run_rechecks());
         }
@@ -344,6 +345,47 @@ async fn sweep(st: &AppState, n: u64) -> Result<(), StoreError> {
         st.store.purge_removed(now, PURGE_AFTER_MS).await?;
     }
     Ok(())
+}
+
+/// How often rows an operator changed (renames, a new DNS suffix) are looked for.
+const RENAMES_EVERY: Duration = Duration::from_millis(500);
+/// How far behind the newest change seen each look starts.
+const RENAMES_OVERLAP_MS: i64 = 2_000;
+
+/// Sends nodes an operator changed (`node rename`, `account set --dns-suffix`) to the maps.
+async fn renames(st: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(RENAMES_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Changes made before this server started are in the maps it builds anyway. Rows are read
+    // a little behind the newest mark seen (a change committed in the same millisecond as a
+    // read, or by a slightly slower clock, is not missed) and each change is sent once.
+    let mut seen = st.now_ms();
+    let mut sent: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let since = seen - RENAMES_OVERLAP_MS;
+        sent.retain(|_, at| *at > since);
+        match st.store.changed_nodes(since).await {
+            Ok(rows) => {
+                for (id, account, at) in rows {
+                    seen = seen.max(at);
+                    if sent.get(&id) == Some(&at) {
+                        continue;
+                    }
+                    sent.insert(id.clone(), at);
+                    if st.hub.is_loaded(&account) {
+                        if let Err(e) = st.publish(&account, &id).await {
+                            tracing::warn!("sending a renamed node: {e}");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("looking for renamed nodes: {e}"),
+        }
+    }
 }
 
 /// PostgreSQL: hears other instances' node changes and applies them to this one's streams.

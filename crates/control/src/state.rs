@@ -274,6 +274,7 @@ impl AppState {
         Some(Node {
             id: row.id.clone(),
             name: row.name.clone(),
+            dns_name: crate::names::dns_name(row),
             node_key,
             disco_key,
             addresses: vec![IpAddr::V4(v4), IpAddr::V6(v6)],

@@ -32,7 +32,7 @@ pub enum DbKind {
 /// A handle on the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     kind: DbKind,
     url: String,
 }
@@ -104,6 +104,8 @@ pub struct NodeRow {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub online: i64,
+    /// The account's DNS suffix, if it set one.
+    pub dns_suffix: Option<String>,
 }
 
 /// A node about to be inserted.
@@ -128,7 +130,7 @@ pub const INSTANCE_STALE_MS: i64 = 45_000;
 const NODE_COLUMNS: &str =
     "n.id, n.account_id, a.name AS account_name, n.user_id, u.name AS user_name, \
      n.node_key, n.disco_key, n.hostname, n.name, n.os, n.ipv4, n.endpoints, n.home_relay, \
-     n.last_seen, n.created_at, n.expires_at, \
+     n.last_seen, n.created_at, n.expires_at, a.dns_suffix, \
      (SELECT COUNT(*) FROM presence p JOIN instances i ON i.id = p.instance_id \
       WHERE p.node_id = n.id AND p.streams > 0 AND i.seen > $1) AS online";
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::pg::Postgres;
-use pinhole_control::admin;
+use pinhole_control::{admin, names};
 use pinhole_control::{Server, Settings, Store, TlsFiles};
 use pinhole_control_client::{ClientError, ControlClient, DevicePoll, MapStream};
 use pinhole_proto::control::{MapMessage, NodeInfo, NodeUpdate, RegisterRequest, RegisterResponse};
@@ -849,6 +849,71 @@ async fn expired_and_removed_nodes_leave_the_map(db: &str) {
     long_server.shutdown().await;
 }
 
+/// Names: hostnames become unique DNS labels, every map carries DNS names, and an operator's
+/// rename or new suffix reaches the peers' maps at once; bad names and suffixes are refused
+/// in words and change nothing.
+async fn names_are_dns_names_and_renames_reach_the_map(db: &str) {
+    let h = Harness::new(db).await;
+    let key = h.authkey("default", true, None).await;
+    let a = register(&h, &key, 1, "Jane's Laptop.example.com").await;
+    assert_eq!(a.name, "jane-s-laptop");
+    let b = register(&h, &key, 2, "b").await;
+    let mut sb = h.client.map(&b.node_token).await.unwrap();
+    match next(&mut sb).await {
+        MapMessage::Full {
+            self_node, peers, ..
+        } => {
+            assert_eq!(self_node.dns_name, "b.pinhole.internal");
+            assert_eq!(peers[0].dns_name, "jane-s-laptop.pinhole.internal");
+        }
+        m => panic!("{m:?}"),
+    }
+    let store = h.store().await;
+    let renamed = |name: &'static str| move |m: &MapMessage| matches!(m, MapMessage::PeerChanged { peer } if peer.dns_name == name);
+    let started = std::time::Instant::now();
+    let (old, new) = names::rename_node(&store, &a.node_id, "nas").await.unwrap();
+    assert_eq!((old.as_str(), new.as_str()), ("jane-s-laptop", "nas"));
+    until(&mut sb, renamed("nas.pinhole.internal")).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the rename took {took:?} to reach the map"
+    );
+
+    let e = names::rename_node(&store, &a.node_id, "B")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("try \"b\""), "{e}");
+    let e = names::rename_node(&store, &a.node_id, "b")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("called \"b\""), "{e}");
+    let e = names::rename_node(&store, "nobody", "x").await.unwrap_err();
+    assert!(e.to_string().contains("no node"), "{e}");
+
+    let e = names::set_dns_suffix(&store, "default", "bad_suffix")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not a DNS suffix"), "{e}");
+    let e = names::set_dns_suffix(&store, "nobody", "corp.example")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no account"), "{e}");
+    let suffix = names::set_dns_suffix(&store, "default", "Corp.Example.")
+        .await
+        .unwrap();
+    assert_eq!(suffix, "corp.example");
+    until(&mut sb, renamed("nas.corp.example")).await;
+    until(
+        &mut sb,
+        |m| matches!(m, MapMessage::SelfChanged { node } if node.dns_name == "b.corp.example"),
+    )
+    .await;
+    // A later sign-in keeps the name the operator gave.
+    let again = register(&h, &key, 1, "Jane's Laptop").await;
+    assert_eq!(again.name, "nas");
+}
+
 async fn map_resumes_after_restart(db: &str) {
     let mut h = Harness::new(db).await;
     let key = h.authkey("default", true, None).await;
@@ -967,6 +1032,7 @@ scenarios!(
     trusted_proxies_name_the_client,
     unknown_device_codes_count_against_the_address,
     expired_and_removed_nodes_leave_the_map,
+    names_are_dns_names_and_renames_reach_the_map,
     map_resumes_after_restart;
     postgres only: two_instances_share_changes
 );

@@ -151,6 +151,10 @@ pub struct NodeUpdate {
 pub struct Node {
     pub id: String,
     pub name: String,
+    /// The name under the account's DNS suffix (`nas.pinhole.internal`); empty from a server
+    /// that predates names.
+    #[serde(default)]
+    pub dns_name: String,
     pub node_key: Key,
     pub disco_key: Key,
     pub addresses: Vec<IpAddr>,
@@ -294,6 +298,7 @@ mod tests {
         Node {
             id: "n1".into(),
             name: "laptop".into(),
+            dns_name: String::new(),
             node_key: Key([1; 32]),
             disco_key: Key([2; 32]),
             addresses: vec!["100.64.0.1".parse().unwrap()],

@@ -167,6 +167,7 @@ mod tests {
         Node {
             id: id.into(),
             name: id.into(),
+            dns_name: String::new(),
             node_key: private.public_key(),
             disco_key: Key([9; 32]),
             addresses: vec!["100.64.0.2".parse().unwrap()],

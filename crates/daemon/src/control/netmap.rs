@@ -176,6 +176,7 @@ mod tests {
         Node {
             id: id.into(),
             name: id.into(),
+            dns_name: String::new(),
             node_key: Key([k; 32]),
             disco_key: Key([k + 1; 32]),
             addresses: vec![format!("100.64.0.{k}").parse().unwrap()],

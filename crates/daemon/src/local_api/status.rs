@@ -404,6 +404,7 @@ mod tests {
         Node {
             id: name.into(),
             name: name.into(),
+            dns_name: String::new(),
             node_key: Key([k; 32]),
             disco_key: Key([k + 1; 32]),
             addresses: vec![format!("100.64.0.{k}").parse().unwrap()],

@@ -1,0 +1,11 @@
+//! Names inside the tunnel, sans-IO: node names as DNS labels ([`label`]), the account's zone
+//! built from the map ([`zone`]), and the server that answers it and forwards every other
+//! query to the system's resolvers ([`server`]). The daemon moves the bytes and keeps the time.
+
+pub mod fuzzing;
+pub mod label;
+pub mod server;
+pub mod zone;
+
+pub use server::{Server, Stats};
+pub use zone::{check_suffix, Lookup, Zone, ZoneError, ZoneNode, DEFAULT_SUFFIX};
