@@ -5,7 +5,7 @@
 use crate::settings::Settings;
 use crate::view::{Action, ActionError, DaemonLink, View};
 use pinhole_proto::ipc::{
-    Candidate, Connection, ControlCheck, EndpointKind, LoginPrompt, Nat, NetcheckReport,
+    Candidate, Connection, ControlCheck, DnsStatus, EndpointKind, LoginPrompt, Nat, NetcheckReport,
     PeerStatus, PingReply, PortMapCheck, RegionLatency, SelfStatus, State, Status,
 };
 use ts_rs::{Config, TS};
@@ -21,6 +21,7 @@ pub fn typescript() -> String {
         ActionError::decl(&cfg),
         Settings::decl(&cfg),
         Status::decl(&cfg),
+        DnsStatus::decl(&cfg),
         State::decl(&cfg),
         LoginPrompt::decl(&cfg),
         SelfStatus::decl(&cfg),

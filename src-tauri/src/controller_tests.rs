@@ -65,6 +65,7 @@ impl Fake {
 
 fn me() -> SelfStatus {
     SelfStatus {
+        dns_name: "laptop.pinhole.internal".into(),
         name: "laptop".into(),
         node_key: "k".into(),
         addresses: vec!["100.64.0.1".into()],
@@ -77,6 +78,7 @@ fn me() -> SelfStatus {
 
 fn status(state: State) -> Status {
     Status {
+        dns: None,
         state,
         reason: None,
         login: None,
@@ -87,6 +89,7 @@ fn status(state: State) -> Status {
 
 fn peer(name: &str, connection: Connection) -> PeerStatus {
     PeerStatus {
+        dns_name: format!("{name}.pinhole.internal"),
         name: name.into(),
         node_key: format!("key-{name}"),
         addresses: vec!["100.64.0.2".into()],

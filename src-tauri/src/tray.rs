@@ -121,11 +121,13 @@ mod tests {
         v.daemon = daemon;
         v.action = action;
         v.status = state.map(|state| Status {
+            dns: None,
             state,
             reason: None,
             login: None,
             self_node: matches!(state, State::Connected | State::Stopped | State::Connecting).then(
                 || SelfStatus {
+                    dns_name: String::new(),
                     name: "laptop".into(),
                     node_key: "k".into(),
                     addresses: vec!["100.64.0.1".into(), "fd7a:115c:a1e0::1".into()],

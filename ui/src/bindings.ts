@@ -67,13 +67,40 @@ reason?: string,
 /**
  * An interactive sign-in waiting for approval.
  */
-login?: LoginPrompt, self: SelfStatus | null, peers: Array<PeerStatus>, };
+login?: LoginPrompt, self: SelfStatus | null, peers: Array<PeerStatus>, 
+/**
+ * Names inside the tunnel, while the node has a map.
+ */
+dns?: DnsStatus, };
+
+export type DnsStatus = { 
+/**
+ * The account's DNS suffix (`pinhole.internal`): peers are `NAME.SUFFIX`.
+ */
+suffix: string, 
+/**
+ * The addresses pinholed answers DNS on, inside the tunnel (`100.100.100.100`).
+ */
+servers: Array<string>, 
+/**
+ * The resolvers queries for other names are forwarded to (the system's own).
+ */
+upstreams: Array<string>, 
+/**
+ * Questions answered from the map, and forwarded, since pinholed started.
+ */
+answered: number, forwarded: number, };
 
 export type State = "needs-login" | "stopped" | "connecting" | "connected" | "session-expired";
 
 export type LoginPrompt = { url: string, code: string, };
 
-export type SelfStatus = { name: string, node_key: string, addresses: Array<string>, endpoints: Array<string>, nat: Nat, home_relay: string | null, 
+export type SelfStatus = { name: string, 
+/**
+ * The name under the account's DNS suffix (`laptop.pinhole.internal`); empty when there
+ * is none (a static configuration).
+ */
+dns_name: string, node_key: string, addresses: Array<string>, endpoints: Array<string>, nat: Nat, home_relay: string | null, 
 /**
  * When this node's sign-in expires (RFC 3339, UTC); none if it does not.
  */
@@ -81,7 +108,12 @@ expires?: string, };
 
 export type Nat = { mapping_varies_by_dest: boolean | null, udp: boolean | null, };
 
-export type PeerStatus = { name: string, node_key: string, addresses: Array<string>, online: boolean, connection: Connection, endpoint: string | null, relay: string | null, rtt_ms: number | null, path_reason: string | null, 
+export type PeerStatus = { name: string, 
+/**
+ * The name other programs reach the peer by (`nas.pinhole.internal`); empty when there
+ * is none (a static configuration).
+ */
+dns_name: string, node_key: string, addresses: Array<string>, online: boolean, connection: Connection, endpoint: string | null, relay: string | null, rtt_ms: number | null, path_reason: string | null, 
 /**
  * RFC 3339, UTC.
  */

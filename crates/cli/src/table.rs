@@ -1,6 +1,7 @@
 //! `pinhole status` as a table, like `tailscale status`: this node, then one line per peer with
 //! its address, whether it is online, its path (`direct 198.51.100.7:41641 (stun)` with the
-//! kind of the candidate / `relayed via REGION`), RTT, traffic and last handshake.
+//! kind of the candidate / `relayed via REGION`), RTT, traffic and last handshake; then the
+//! names peers answer to (`NAME.SUFFIX` through the node's DNS server).
 
 use pinhole_proto::ipc::{Connection, PeerStatus, State, Status};
 use std::fmt::Write as _;
@@ -64,8 +65,13 @@ pub fn render(s: &Status) -> String {
     if let Some(me) = &s.self_node {
         let _ = writeln!(
             out,
-            "this node: {} {}{}",
+            "this node: {}{} {}{}",
             me.name,
+            if me.dns_name.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", me.dns_name)
+            },
             me.addresses.join(" "),
             if me.endpoints.is_empty() {
                 String::new()
@@ -133,6 +139,19 @@ pub fn render(s: &Status) -> String {
             p.path_reason.as_deref().unwrap_or("")
         );
     }
+    if let Some(dns) = &s.dns {
+        let _ = writeln!(
+            out,
+            "names: NAME.{} (or NAME), answered by {}{}",
+            dns.suffix,
+            dns.servers.join(" and "),
+            if dns.upstreams.is_empty() {
+                String::new()
+            } else {
+                format!("; other names go to {}", dns.upstreams.join(" "))
+            }
+        );
+    }
     out
 }
 
@@ -143,6 +162,7 @@ mod tests {
     fn peer(name: &str, c: Connection) -> PeerStatus {
         PeerStatus {
             name: name.into(),
+            dns_name: format!("{name}.pinhole.internal"),
             node_key: "k".into(),
             addresses: vec!["100.64.0.2".into()],
             online: c != Connection::Offline,
@@ -168,6 +188,13 @@ mod tests {
             reason: None,
             login: None,
             self_node: None,
+            dns: Some(pinhole_proto::ipc::DnsStatus {
+                suffix: "pinhole.internal".into(),
+                servers: vec!["100.100.100.100".into()],
+                upstreams: vec!["127.0.0.53:53".into()],
+                answered: 3,
+                forwarded: 1,
+            }),
             peers: vec![
                 PeerStatus {
                     endpoint_kind: Some(pinhole_proto::ipc::EndpointKind::PeerReflexive),
@@ -189,6 +216,10 @@ mod tests {
         assert!(t.contains("1.5 KiB"));
         assert!(t.contains("12 B"));
         assert!(t.contains("old: not connected"));
+        assert!(
+            t.ends_with("names: NAME.pinhole.internal (or NAME), answered by 100.100.100.100; other names go to 127.0.0.53:53\n"),
+            "{t}"
+        );
         let header = t.lines().nth(1).unwrap();
         assert!(
             header.starts_with("NAME") && header.ends_with("LAST HANDSHAKE"),
@@ -204,6 +235,7 @@ mod tests {
             login: None,
             self_node: None,
             peers: vec![],
+            dns: None,
         };
         assert_eq!(
             render(&s),

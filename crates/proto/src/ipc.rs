@@ -297,6 +297,25 @@ pub struct Status {
     #[serde(rename = "self")]
     pub self_node: Option<SelfStatus>,
     pub peers: Vec<PeerStatus>,
+    /// Names inside the tunnel, while the node has a map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub dns: Option<DnsStatus>,
+}
+
+/// The node's DNS server: where it answers, for which suffix, where other names go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct DnsStatus {
+    /// The account's DNS suffix (`pinhole.internal`): peers are `NAME.SUFFIX`.
+    pub suffix: String,
+    /// The addresses pinholed answers DNS on, inside the tunnel (`100.100.100.100`).
+    pub servers: Vec<String>,
+    /// The resolvers queries for other names are forwarded to (the system's own).
+    pub upstreams: Vec<String>,
+    /// Questions answered from the map, and forwarded, since pinholed started.
+    pub answered: u64,
+    pub forwarded: u64,
 }
 
 /// Where to approve an interactive sign-in.
@@ -311,6 +330,10 @@ pub struct LoginPrompt {
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct SelfStatus {
     pub name: String,
+    /// The name under the account's DNS suffix (`laptop.pinhole.internal`); empty when there
+    /// is none (a static configuration).
+    #[serde(default)]
+    pub dns_name: String,
     pub node_key: String,
     pub addresses: Vec<String>,
     pub endpoints: Vec<String>,
@@ -348,6 +371,10 @@ pub enum Connection {
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct PeerStatus {
     pub name: String,
+    /// The name other programs reach the peer by (`nas.pinhole.internal`); empty when there
+    /// is none (a static configuration).
+    #[serde(default)]
+    pub dns_name: String,
     pub node_key: String,
     pub addresses: Vec<String>,
     pub online: bool,
@@ -562,6 +589,7 @@ mod tests {
             login: None,
             self_node: Some(SelfStatus {
                 name: "laptop".into(),
+                dns_name: "laptop.pinhole.internal".into(),
                 node_key: "k".into(),
                 addresses: vec!["100.64.0.1".into()],
                 endpoints: vec!["192.0.2.1:41641".into()],
@@ -571,6 +599,7 @@ mod tests {
             }),
             peers: vec![PeerStatus {
                 name: "server".into(),
+                dns_name: "server.pinhole.internal".into(),
                 node_key: "k2".into(),
                 addresses: vec!["100.64.0.2".into()],
                 online: true,
@@ -594,6 +623,13 @@ mod tests {
                 }],
                 disco_pings_sent: 3,
             }],
+            dns: Some(DnsStatus {
+                suffix: "pinhole.internal".into(),
+                servers: vec!["100.100.100.100".into()],
+                upstreams: vec![],
+                answered: 0,
+                forwarded: 0,
+            }),
         };
         let v: serde_json::Value = serde_json::to_value(&s).unwrap();
         assert_eq!(v["state"], "connected");
@@ -602,6 +638,9 @@ mod tests {
         assert_eq!(v["peers"][0]["relay"], serde_json::Value::Null);
         assert_eq!(v["peers"][0]["endpoint_kind"], "stun");
         assert_eq!(v["peers"][0]["candidates"][0]["kind"], "stun");
+        assert_eq!(v["self"]["dns_name"], "laptop.pinhole.internal");
+        assert_eq!(v["peers"][0]["dns_name"], "server.pinhole.internal");
+        assert_eq!(v["dns"]["suffix"], "pinhole.internal");
         assert_eq!(serde_json::from_value::<Status>(v).unwrap(), s);
     }
 }

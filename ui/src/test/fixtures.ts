@@ -28,6 +28,7 @@ export function status(over: Partial<Status> = {}): Status {
     state: "connected",
     self: {
       name: "laptop",
+      dns_name: "laptop.pinhole.internal",
       node_key: "c2VsZmtleQ==",
       addresses: ["100.64.0.1", "fd7a:115c:a1e0::1"],
       endpoints: ["192.0.2.1:41641"],
@@ -42,6 +43,7 @@ export function status(over: Partial<Status> = {}): Status {
 export function peer(name: string, over: Partial<PeerStatus> = {}): PeerStatus {
   return {
     name,
+    dns_name: `${name}.pinhole.internal`,
     node_key: `key-${name}`,
     addresses: [`100.64.0.${name.length + 10}`],
     online: true,

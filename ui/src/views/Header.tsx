@@ -70,7 +70,7 @@ export function Header(props: { backend: Backend; view: View }) {
       </div>
       {me && (
         <div class="me">
-          <div class="me-name">{me.name}</div>
+          <div class="me-name" title={me.dns_name || undefined}>{me.name}</div>
           <div class="addresses">
             {me.addresses.map((a) => (
               <Copy key={a} backend={backend} text={a} label={`address ${a}`} />

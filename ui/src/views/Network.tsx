@@ -1,5 +1,6 @@
 // This device's network, from pinholed's netcheck: UDP, the public address, the NAT's kind,
-// port mapping, the home relay and each region's latency as a bar chart.
+// port mapping, the home relay and each region's latency as a bar chart; and names: the DNS
+// suffix peers answer under, where pinholed answers, and where other names go.
 import type { Backend } from "../backend";
 import type { View } from "../bindings";
 import { rtt } from "../format";
@@ -35,6 +36,7 @@ export function Network(props: { backend: Backend; view: View }) {
   const me = view.status?.self;
   const regions = report?.regions ?? [];
   const worst = Math.max(1, ...regions.map((r) => r.latency_ms ?? 0));
+  const dns = view.status?.dns;
   return (
     <section class="network" aria-labelledby="network-title">
       <h2 id="network-title">Network</h2>
@@ -50,6 +52,23 @@ export function Network(props: { backend: Backend; view: View }) {
           {yesNo(me.nat.mapping_varies_by_dest, "varies by destination (hard NAT)", "the same for every destination")}, home relay{" "}
           {me.home_relay ?? "none"}.
         </p>
+      )}
+      {dns && (
+        <>
+          <h3>Names</h3>
+          <dl class="facts names">
+            <dt>Peers answer as</dt>
+            <dd class="mono">NAME.{dns.suffix}</dd>
+            <dt>Answered by</dt>
+            <dd class="mono">{dns.servers.join(", ")}</dd>
+            <dt>Other names</dt>
+            <dd class="mono">{dns.upstreams.join(", ") || "not forwarded"}</dd>
+            <dt>Questions</dt>
+            <dd>
+              {dns.answered} answered from the map, {dns.forwarded} forwarded
+            </dd>
+          </dl>
+        </>
       )}
       {report && (
         <>

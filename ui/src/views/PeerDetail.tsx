@@ -1,4 +1,4 @@
-// One peer: its addresses and key, the path in use and why it is not direct when it is not,
+// One peer: its DNS name, addresses and key, the path in use and why it is not direct when it is not,
 // every candidate endpoint and what pinging it has shown, and a Ping button.
 import { useState } from "preact/hooks";
 import type { Backend } from "../backend";
@@ -28,6 +28,14 @@ export function PeerDetail(props: { backend: Backend; peer: PeerStatus; onBack: 
       <dl class="facts">
         <dt>Status</dt>
         <dd>{p.online ? "Online" : `Offline${p.last_seen ? `, last seen ${ago(p.last_seen)}` : ""}`}</dd>
+        {p.dns_name && (
+          <>
+            <dt>Name</dt>
+            <dd>
+              <Copy backend={backend} text={p.dns_name} label={`name ${p.dns_name}`} class="dns-name" />
+            </dd>
+          </>
+        )}
         <dt>Addresses</dt>
         <dd class="addresses">
           {p.addresses.map((a) => (

@@ -24,7 +24,7 @@ export function filterPeers(peers: PeerStatus[], query: string, onlineOnly: bool
   const shown = peers.filter(
     (p) =>
       (!onlineOnly || p.online) &&
-      (q === "" || p.name.toLowerCase().includes(q) || p.addresses.some((a) => a.toLowerCase().includes(q))),
+      (q === "" || p.name.toLowerCase().includes(q) || p.dns_name.toLowerCase().includes(q) || p.addresses.some((a) => a.toLowerCase().includes(q))),
   );
   const byName = (a: PeerStatus, b: PeerStatus) => a.name.localeCompare(b.name);
   const cmp: Record<SortKey, (a: PeerStatus, b: PeerStatus) => number> = {
@@ -116,7 +116,7 @@ function PeerRow(props: { peer: PeerStatus; top: number; height: number; pos: nu
         <span class="peer-main">
           <span class="peer-name">{p.name}</span>
           <span class="sr-only">{p.online ? ", online, " : ", offline, "}</span>
-          <span class="muted mono">{p.addresses[0] ?? ""}</span>
+          <span class="muted mono" title={p.dns_name || undefined}>{p.addresses[0] ?? ""}</span>
         </span>
         <span class="peer-path">
           <span class={`badge path-${p.connection}`}>{pathLabel(p)}</span>

@@ -161,6 +161,8 @@ describe("the main screen", () => {
     await screen.findByRole("table");
     expect(screen.getByText("198.51.100.7:41641 (in use)")).toBeTruthy();
     expect(screen.getByRole("button", { name: /^Copy the peer's key: key-server/ })).toBeTruthy();
+    fireEvent.click(screen.getByRole("button", { name: "Copy name server.pinhole.internal: server.pinhole.internal" }));
+    await waitFor(() => expect(calls.find((c) => c.cmd === "copy_text")?.args).toEqual({ text: "server.pinhole.internal" }));
     fireEvent.click(screen.getByRole("button", { name: "Ping" }));
     await screen.findByText("Reply in 1.3 ms over a direct path (198.51.100.7:41641)");
     expect(calls.find((c) => c.cmd === "ping")?.args).toEqual({ peer: "key-server" });
@@ -239,8 +241,12 @@ describe("the network view", () => {
       preferred_relay: "local",
       control: { url: "https://pinhole.example.com", reachable: true, latency_ms: 2.5, error: null },
     };
-    const { calls, push } = start(view({ status: status() }), { netcheck: () => report });
+    const dns = { suffix: "corp.example", servers: ["100.100.100.100"], upstreams: ["127.0.0.53:53"], answered: 12, forwarded: 3 };
+    const { calls, push } = start(view({ status: status({ dns }) }), { netcheck: () => report });
     fireEvent.click(await screen.findByRole("button", { name: "Network" }));
+    expect(screen.getByText("NAME.corp.example")).toBeTruthy();
+    expect(screen.getByText("100.100.100.100")).toBeTruthy();
+    expect(screen.getByText("12 answered from the map, 3 forwarded")).toBeTruthy();
     fireEvent.click(screen.getByRole("button", { name: "Check the network" }));
     await waitFor(() => expect(calls.map((c) => c.cmd)).toContain("netcheck"));
     await push(view({ status: status(), netcheck: report }));

@@ -44,6 +44,11 @@ impl MappedPeers {
         self.map.peers().collect()
     }
 
+    /// This node as the map has it.
+    pub fn self_node(&self) -> Option<&pinhole_proto::control::Node> {
+        self.map.self_node()
+    }
+
     /// The relays of the last map.
     pub fn relay_map(&self) -> Option<&pinhole_proto::control::RelayMap> {
         self.map.relay_map()
@@ -63,12 +68,18 @@ impl MappedPeers {
         self.endpoints.clear();
     }
 
-    /// A peer of the map by name, overlay address, or node key (base64, or its start).
+    /// A peer of the map by name or DNS name (any case, a final dot allowed), overlay
+    /// address, or node key (base64, or its start).
     pub fn find(&self, what: &str) -> Option<&pinhole_proto::control::Node> {
         let peers: Vec<_> = self.map.peers().collect();
+        let name = what.strip_suffix('.').unwrap_or(what);
         peers
             .iter()
-            .find(|n| n.name == what || n.addresses.iter().any(|a| a.to_string() == what))
+            .find(|n| {
+                n.name.eq_ignore_ascii_case(name)
+                    || (!n.dns_name.is_empty() && n.dns_name.eq_ignore_ascii_case(name))
+                    || n.addresses.iter().any(|a| a.to_string() == what)
+            })
             .or_else(|| {
                 let mut by_key = peers
                     .iter()
@@ -204,6 +215,28 @@ mod tests {
             .peer(&pinhole_engine::public_key(&peer))
             .expect("peer configured");
         assert_eq!(status.endpoint, Some("192.0.2.2:41641".parse().unwrap()));
+        // `pinhole ping` finds the peer by name, DNS name (any case, a final dot) or address.
+        mp.apply(
+            &mut engine,
+            ControlMsg::Map(Box::new(MapMessage::PeerChanged {
+                peer: Node {
+                    name: "nas".into(),
+                    dns_name: "nas.pinhole.internal".into(),
+                    ..node("b", &peer)
+                },
+            })),
+        );
+        for what in [
+            "nas",
+            "NAS",
+            "nas.pinhole.internal",
+            "Nas.Pinhole.Internal.",
+            "100.64.0.2",
+        ] {
+            assert_eq!(mp.find(what).map(|n| n.id.as_str()), Some("b"), "{what}");
+        }
+        assert!(mp.find("nas.other.example").is_none());
+        assert_eq!(mp.self_node().map(|n| n.id.as_str()), Some("me"));
         mp.apply(
             &mut engine,
             ControlMsg::Map(Box::new(MapMessage::Goodbye {

@@ -37,6 +37,11 @@ pub struct Applied {
 }
 
 impl NetMap {
+    /// This node as the map has it.
+    pub fn self_node(&self) -> Option<&Node> {
+        self.self_node.as_ref()
+    }
+
     pub fn peers(&self) -> impl Iterator<Item = &Node> {
         self.peers.values()
     }

@@ -627,6 +627,7 @@ mod tests {
 
     fn status() -> Status {
         Status {
+            dns: None,
             state: State::Connected,
             reason: None,
             login: None,

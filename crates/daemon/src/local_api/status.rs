@@ -7,7 +7,7 @@ use pinhole_engine::{Engine, Path, PathReason, PeerStatus as EnginePeer};
 use pinhole_proto::control::Node;
 use pinhole_proto::endpoint::{Endpoint, EndpointKind};
 use pinhole_proto::ipc::{
-    Candidate, Connection, LoginPrompt, Nat, PeerStatus, SelfStatus, State, Status,
+    Candidate, Connection, DnsStatus, LoginPrompt, Nat, PeerStatus, SelfStatus, State, Status,
 };
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -35,6 +35,8 @@ pub struct Inputs<'a> {
     pub nat: &'a Nat,
     /// Why a relay region cannot be reached, for regions whose connection is down.
     pub relay_errors: &'a HashMap<String, String>,
+    /// The DNS server's state, while there is a map.
+    pub dns: Option<DnsStatus>,
     pub now: Instant,
     pub wall_now: SystemTime,
 }
@@ -58,6 +60,7 @@ pub fn build(i: Inputs<'_>) -> Status {
             &i,
         );
         p.last_seen = n.last_seen.and_then(rfc3339_from_millis);
+        p.dns_name = n.dns_name.clone();
         peers.push(p);
     }
     // Static mode: peers known only to the engine.
@@ -82,6 +85,7 @@ pub fn build(i: Inputs<'_>) -> Status {
         login: None,
         self_node: i.self_node.clone(),
         peers,
+        dns: i.dns.clone(),
     }
 }
 
@@ -250,6 +254,7 @@ fn peer(
         .or_else(|| e.and_then(|e| i.rtts.get(&e.public_key).copied()));
     PeerStatus {
         name,
+        dns_name: String::new(),
         node_key,
         addresses,
         online,
@@ -341,9 +346,13 @@ impl Reporter {
         engine: &Engine,
         mapped: &MappedPeers,
         relay_errors: &HashMap<String, String>,
+        dns: Option<DnsStatus>,
     ) {
         if let Some(me) = &mut self.self_node {
             me.nat = self.nat.clone();
+            if let Some(n) = mapped.self_node() {
+                me.dns_name = n.dns_name.clone();
+            }
             me.home_relay = self.home_relay.clone();
             if !mapped.endpoints.is_empty() {
                 me.endpoints = mapped
@@ -362,6 +371,7 @@ impl Reporter {
             rtts: &self.rtts,
             nat: &self.nat,
             relay_errors,
+            dns,
             now: Instant::now(),
             wall_now: SystemTime::now(),
         });
@@ -386,6 +396,7 @@ pub fn self_status(
 ) -> SelfStatus {
     SelfStatus {
         name,
+        dns_name: String::new(),
         node_key,
         addresses,
         endpoints: Vec::new(),
@@ -444,6 +455,7 @@ mod tests {
     #[test]
     fn the_status_is_watched_while_a_client_holds_a_receiver_beside_the_servers() {
         let (tx, server) = watch::channel(build(Inputs {
+            dns: None,
             state: State::Connected,
             reason: None,
             self_node: None,
@@ -484,6 +496,7 @@ mod tests {
         };
         let rtts = HashMap::from([(Key([2; 32]), 1.5)]);
         let s = build(Inputs {
+            dns: None,
             state: State::Connected,
             reason: None,
             self_node: None,
@@ -534,6 +547,7 @@ mod tests {
         let a = node("a", 2, true);
         let status = |e: EnginePeer| {
             build(Inputs {
+                dns: None,
                 state: State::Connected,
                 reason: None,
                 self_node: None,
@@ -579,6 +593,7 @@ mod tests {
         waiting.last_sent = Some(now - Duration::from_secs(1));
         let errors = HashMap::from([("fra".to_string(), "connection refused".to_string())]);
         let s = build(Inputs {
+            dns: None,
             state: State::Connected,
             reason: None,
             self_node: None,

@@ -5,6 +5,7 @@
 
 pub mod identity;
 pub mod netwatch;
+pub mod resolvers;
 pub mod routes;
 pub mod service_notify;
 pub mod state_dir;

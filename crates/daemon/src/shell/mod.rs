@@ -12,6 +12,7 @@
 //! path), [`probing`] (netcheck's STUN probes), [`relaying`] (relay links), [`port_mapping`],
 //! [`operations`] (the local API's requests) and [`report`] (the status it serves).
 
+mod names;
 mod operations;
 mod packets;
 mod port_mapping;
@@ -36,6 +37,7 @@ use crate::{
 };
 use anyhow::{Context, Result};
 use ipnet::IpNet;
+use names::Names;
 use pinhole_control_client::ControlClient;
 use pinhole_dataplane::extra_sockets::ExtraSockets;
 use pinhole_dataplane::tun_io::TunIo;
@@ -64,6 +66,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn run(args: Args) -> Result<()> {
     state_dir::prepare(&args.state_dir)?;
     let (status_tx, status_rx) = watch::channel(Status {
+        dns: None,
         state: State::Stopped,
         reason: Some("starting".into()),
         login: None,
@@ -174,6 +177,8 @@ struct Daemon<'a> {
     relays: Relays,
     /// Extra UDP sockets the engine asked for (birthday probing).
     extra: ExtraSockets,
+    /// The DNS server inside the tunnel.
+    names: Names,
 }
 
 impl<'a> Daemon<'a> {
@@ -265,6 +270,7 @@ impl<'a> Daemon<'a> {
             reflexive: watch::Sender::new(Vec::new()),
             port_mapping: PortMapping::new(!args.no_port_mapping, local.port()),
             extra: ExtraSockets::new(),
+            names: Names::new(crate::platform::resolvers::system()),
             network: netwatch::watch(),
             network_changed: std::sync::Arc::new(tokio::sync::Notify::new()),
         };
@@ -450,6 +456,7 @@ impl<'a> Daemon<'a> {
                     }
                 }
                 Some(prepared) = self.probes.recv() => self.probes.handle_prepared(Instant::now(), prepared),
+                (from, answer) = self.names.recv_upstream() => self.names.handle_upstream(from, &answer),
                 Some(()) = self.network.recv() => self.network_moved().await,
                 _ = report.tick() => self.publish(),
                 _ = tokio::time::sleep_until(deadline) => {}
@@ -468,6 +475,9 @@ impl<'a> Daemon<'a> {
         if let Some(d) = self.probes.poll_timeout() {
             deadline = deadline.min(d);
         }
+        if let Some(d) = self.names.poll_timeout() {
+            deadline = deadline.min(d);
+        }
         if let Some(d) = self.machine.next_wake() {
             deadline = deadline.min(d);
         }
@@ -479,6 +489,7 @@ impl<'a> Daemon<'a> {
     async fn after_wake(&mut self) {
         let now = Instant::now();
         self.engine.handle_timeout(now);
+        self.names.handle_timeout(now);
         self.netcheck_timeout(now).await;
         let relay_regions = self
             .mapped

@@ -125,14 +125,20 @@ impl Daemon<'_> {
         };
         let now = Instant::now();
         for i in 0..n {
-            self.engine.handle_tun(now, dp.tun.packet(i));
+            let packet = dp.tun.packet(i);
+            if !self.names.handle_tun(now, packet) {
+                self.engine.handle_tun(now, packet);
+            }
         }
         let mut total = n;
         while total < BATCH {
             match dp.tun.try_recv_batch() {
                 Ok(n) => {
                     for i in 0..n {
-                        self.engine.handle_tun(now, dp.tun.packet(i));
+                        let packet = dp.tun.packet(i);
+                        if !self.names.handle_tun(now, packet) {
+                            self.engine.handle_tun(now, packet);
+                        }
                     }
                     total += n;
                 }
@@ -187,6 +193,7 @@ impl Daemon<'_> {
         while let Some(t) = self.probes.poll_transmit() {
             send(&self.socket, &self.local, t).await;
         }
+        self.names.flush_upstream().await;
         let now = Instant::now();
         while let Some(p) = self.engine.poll_tun() {
             if let Some((pending, rtt)) = self.pinger.take_reply(now, &p) {
@@ -215,6 +222,9 @@ impl Daemon<'_> {
             }
         }
         if let Some(dp) = &mut self.dataplane {
+            while let Some(p) = self.names.poll_tun() {
+                dp.tun.queue(&p);
+            }
             if let Err(e) = dp.tun.flush().await {
                 tracing::debug!("TUN write: {e}");
             }

@@ -162,7 +162,15 @@ impl Daemon<'_> {
     pub(super) async fn control_message(&mut self, msg: ControlMsg) {
         let signed_out = matches!(msg, ControlMsg::SignedOut(_))
             || matches!(&msg, ControlMsg::Map(m) if matches!(**m, pinhole_proto::control::MapMessage::Goodbye { .. }));
+        let names_may_change = !matches!(
+            &msg,
+            ControlMsg::Unreachable(_) | ControlMsg::Endpoints(_)
+        ) && !matches!(&msg, ControlMsg::Map(m) if matches!(**m, pinhole_proto::control::MapMessage::PeersOnline { .. } | pinhole_proto::control::MapMessage::Keepalive));
         self.mapped.apply(&mut self.engine, msg);
+        if names_may_change {
+            self.names
+                .set_map(self.mapped.self_node(), self.mapped.map_peers().into_iter());
+        }
         if let Some(why) = self.mapped.signed_out.clone().filter(|_| signed_out) {
             self.feed(Input::SignedOut(why)).await;
         }

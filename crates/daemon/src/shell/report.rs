@@ -30,7 +30,8 @@ impl Daemon<'_> {
     pub(super) fn rebuild_status(&mut self) {
         let head = self.headline();
         let relay_errors = self.relays.errors();
+        let dns = self.mapped.has_map.then(|| self.names.status());
         self.reporter
-            .publish(head, &self.engine, &self.mapped, &relay_errors);
+            .publish(head, &self.engine, &self.mapped, &relay_errors, dns);
     }
 }
