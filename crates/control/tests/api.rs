@@ -903,11 +903,16 @@ async fn names_are_dns_names_and_renames_reach_the_map(db: &str) {
         .await
         .unwrap();
     assert_eq!(suffix, "corp.example");
-    until(&mut sb, renamed("nas.corp.example")).await;
-    until(
-        &mut sb,
-        |m| matches!(m, MapMessage::SelfChanged { node } if node.dns_name == "b.corp.example"),
-    )
+    // The peer's new name and this node's own, in either order.
+    let (mut peer_seen, mut self_seen) = (false, false);
+    until(&mut sb, |m| {
+        match m {
+            MapMessage::PeerChanged { peer } => peer_seen |= peer.dns_name == "nas.corp.example",
+            MapMessage::SelfChanged { node } => self_seen |= node.dns_name == "b.corp.example",
+            _ => {}
+        }
+        peer_seen && self_seen
+    })
     .await;
     // A later sign-in keeps the name the operator gave.
     let again = register(&h, &key, 1, "Jane's Laptop").await;
