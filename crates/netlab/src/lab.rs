@@ -66,6 +66,11 @@ fn command_error(cmd: &str, out: &Output) -> LabError {
     }
 }
 
+/// Where `ip netns exec` finds files to mount over /etc for namespace `ns`.
+fn netns_etc(ns: &str) -> std::path::PathBuf {
+    Path::new("/etc/netns").join(ns)
+}
+
 /// Runs a command to completion, failing on a non-zero exit.
 fn sh(argv: &[&str]) -> Result<Output, LabError> {
     let cmd = argv.join(" ");
@@ -146,6 +151,17 @@ impl Lab {
     /// A directory for this lab's files (configs, logs); removed on drop.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Gives `host` a resolv.conf of its own: `ip netns exec` mounts
+    /// /etc/netns/NAMESPACE/resolv.conf over /etc/resolv.conf for what it starts there (set it
+    /// before starting them). The directory goes when the lab does; the machine's own
+    /// /etc/resolv.conf is never touched.
+    pub fn set_resolv_conf(&self, host: &str, text: &str) -> Result<(), LabError> {
+        let dir = netns_etc(self.ns(host)?);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("resolv.conf"), text)?;
+        Ok(())
     }
 
     fn in_ns(&self, host: &str, argv: &[&str]) -> Result<Command, LabError> {
@@ -357,6 +373,7 @@ impl Drop for Lab {
                 }
             }
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            let _ = std::fs::remove_dir_all(netns_etc(ns));
         }
         if std::env::var_os("NETLAB_KEEP_LOGS").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
