@@ -375,6 +375,8 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
             let _ = std::fs::remove_dir_all(netns_etc(ns));
         }
+        // /etc/netns itself, if no other lab (or anything else) still has a file there.
+        let _ = std::fs::remove_dir(Path::new("/etc/netns"));
         if std::env::var_os("NETLAB_KEEP_LOGS").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
