@@ -87,6 +87,11 @@ servers: Array<string>,
  */
 upstreams: Array<string>, 
 /**
+ * How the system's resolver is pointed at pinholed (`/etc/resolv.conf (managed by
+ * pinholed)`), or why it is not.
+ */
+os: string, 
+/**
  * Questions answered from the map, and forwarded, since pinholed started.
  */
 answered: number, forwarded: number, };

@@ -142,14 +142,15 @@ pub fn render(s: &Status) -> String {
     if let Some(dns) = &s.dns {
         let _ = writeln!(
             out,
-            "names: NAME.{} (or NAME), answered by {}{}",
+            "names: NAME.{} (or NAME), answered by {}{}\nsystem resolver: {}",
             dns.suffix,
             dns.servers.join(" and "),
             if dns.upstreams.is_empty() {
                 String::new()
             } else {
                 format!("; other names go to {}", dns.upstreams.join(" "))
-            }
+            },
+            dns.os
         );
     }
     out
@@ -192,6 +193,7 @@ mod tests {
                 suffix: "pinhole.internal".into(),
                 servers: vec!["100.100.100.100".into()],
                 upstreams: vec!["127.0.0.53:53".into()],
+                os: "/etc/resolv.conf (managed by pinholed)".into(),
                 answered: 3,
                 forwarded: 1,
             }),
@@ -217,7 +219,7 @@ mod tests {
         assert!(t.contains("12 B"));
         assert!(t.contains("old: not connected"));
         assert!(
-            t.ends_with("names: NAME.pinhole.internal (or NAME), answered by 100.100.100.100; other names go to 127.0.0.53:53\n"),
+            t.ends_with("names: NAME.pinhole.internal (or NAME), answered by 100.100.100.100; other names go to 127.0.0.53:53\nsystem resolver: /etc/resolv.conf (managed by pinholed)\n"),
             "{t}"
         );
         let header = t.lines().nth(1).unwrap();

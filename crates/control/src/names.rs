@@ -1,21 +1,11 @@
-//! Names (DNS) on control: each node's DNS name (its unique label under the account's suffix),
-//! the operator's renames and suffix changes, and how a running server hears of them (rows
-//! marked changed, read every half second and published to the maps).
+//! Names (DNS) on control: the account's DNS suffix (a node's DNS name is its unique label
+//! under it), the operator's renames and suffix changes, and how a running server hears of
+//! them (rows marked changed, read every half second and published to the maps).
 
 use crate::admin::AdminError;
 use crate::state::now_ms;
-use crate::store::{AccountRow, NodeRow, Store, StoreError};
+use crate::store::{AccountRow, Store, StoreError};
 use pinhole_dns::label;
-
-/// A node's DNS name: its label under its account's suffix.
-pub fn dns_name(row: &NodeRow) -> String {
-    let suffix = row
-        .dns_suffix
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .unwrap_or(pinhole_dns::DEFAULT_SUFFIX);
-    format!("{}.{suffix}", row.name)
-}
 
 impl Store {
     /// Sets an account's DNS suffix (none: the default) and marks its nodes changed.

@@ -243,6 +243,16 @@ impl From<StoreError> for ApiErr {
     }
 }
 
+/// A node's DNS name: its label under its account's suffix.
+pub fn dns_name(row: &NodeRow) -> String {
+    let suffix = row
+        .dns_suffix
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(pinhole_dns::DEFAULT_SUFFIX);
+    format!("{}.{suffix}", row.name)
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -274,7 +284,7 @@ impl AppState {
         Some(Node {
             id: row.id.clone(),
             name: row.name.clone(),
-            dns_name: crate::names::dns_name(row),
+            dns_name: dns_name(row),
             node_key,
             disco_key,
             addresses: vec![IpAddr::V4(v4), IpAddr::V6(v6)],

@@ -105,6 +105,9 @@ impl Lab {
             sh(&["ip", "netns", "add", &ns])?;
             lab.namespaces.insert(host.clone(), ns.clone());
             sh(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+            // Every host has a resolv.conf of its own (empty until a test sets one): a pinholed
+            // that manages its DNS writes there, never to the machine's.
+            lab.set_resolv_conf(host, &format!("# netlab: {host}'s own resolv.conf\n"))?;
         }
         for host in &topology.forwarding {
             let ns = lab.ns(host)?.to_string();
@@ -148,15 +151,22 @@ impl Lab {
             .ok_or_else(|| LabError::UnknownHost(host.to_string()))
     }
 
+    /// What `host`'s resolv.conf says now (pinholed may have rewritten it).
+    pub fn resolv_conf(&self, host: &str) -> Result<String, LabError> {
+        Ok(std::fs::read_to_string(
+            netns_etc(self.ns(host)?).join("resolv.conf"),
+        )?)
+    }
+
     /// A directory for this lab's files (configs, logs); removed on drop.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Gives `host` a resolv.conf of its own: `ip netns exec` mounts
-    /// /etc/netns/NAMESPACE/resolv.conf over /etc/resolv.conf for what it starts there (set it
-    /// before starting them). The directory goes when the lab does; the machine's own
-    /// /etc/resolv.conf is never touched.
+    /// Sets `host`'s own resolv.conf: `ip netns exec` mounts /etc/netns/NAMESPACE/resolv.conf
+    /// over /etc/resolv.conf for what it starts there (set it before starting them). Every
+    /// host has one from the start; the directory goes when the lab does, and the machine's
+    /// own /etc/resolv.conf is never touched.
     pub fn set_resolv_conf(&self, host: &str, text: &str) -> Result<(), LabError> {
         let dir = netns_etc(self.ns(host)?);
         std::fs::create_dir_all(&dir)?;

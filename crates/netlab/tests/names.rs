@@ -136,3 +136,131 @@ fn peers_answer_by_name_and_other_names_go_to_the_systems_resolver() {
         "{table}"
     );
 }
+
+/// Waits until `host`'s resolv.conf satisfies `want`; the last text read.
+fn wait_resolv_conf(lab: &Lab, host: &str, want: impl Fn(&str) -> bool) -> (bool, String) {
+    let mut last = String::new();
+    let ok = Lab::wait_for(Duration::from_secs(10), || {
+        last = lab.resolv_conf(host).unwrap_or_default();
+        want(&last)
+    });
+    (ok, last)
+}
+
+/// `getent ahostsv4 NAME` in `host`: the IPv4 addresses any program resolving through the
+/// system gets.
+fn getent(lab: &Lab, host: &str, name: &str) -> String {
+    lab.run(host, &["getent", "ahostsv4", name], Duration::from_secs(10))
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_managed_resolv_conf_is_put_back_after_down_logout_and_a_crash() {
+    if skip_without_root("a_managed_resolv_conf_is_put_back_after_down_logout_and_a_crash") {
+        return;
+    }
+    let mut lab = mesh::star(&["n1", "n2"]);
+    let _upstream = lab
+        .spawn(
+            PUBLIC,
+            &[
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--listen-address=198.18.1.1",
+                "--bind-interfaces",
+                "--address=/outside.example/192.0.2.80",
+                "--user=root",
+                "--pid-file=",
+            ],
+        )
+        .expect("starting dnsmasq");
+    let original =
+        "# the system's own\nsearch corp.example\nnameserver 198.18.1.1\noptions edns0\n";
+    lab.set_resolv_conf("n1", original)
+        .expect("n1's resolv.conf");
+    let control = Control::new(&lab);
+    let _server = control.start(&mut lab);
+    let key = control.authkey_file(&lab);
+    let n1 = start_node(&mut lab, "n1", &key);
+    let _n2 = start_node(&mut lab, "n2", &key);
+    let n2_addr = control.address_of(&lab, "n2");
+    let managed = |t: &str| t.contains("nameserver 100.100.100.100");
+    let (ok, text) = wait_resolv_conf(&lab, "n1", managed);
+    assert!(
+        ok,
+        "resolv.conf never pointed at pinholed:\n{text}\n{}",
+        n1.log_text()
+    );
+    assert!(
+        text.contains("search pinhole.internal corp.example"),
+        "{text}"
+    );
+    assert!(text.contains("options edns0"), "{text}");
+
+    // Every program on the machine: full names, bare names through the search domain, and
+    // outside names through the resolver the system had.
+    assert!(
+        Lab::wait_for(Duration::from_secs(10), || getent(
+            &lab,
+            "n1",
+            "n2.pinhole.internal"
+        )
+        .starts_with(&n2_addr)),
+        "getent n2.pinhole.internal: {}",
+        getent(&lab, "n1", "n2.pinhole.internal")
+    );
+    assert!(getent(&lab, "n1", "n2").starts_with(&n2_addr), "bare name");
+    assert!(getent(&lab, "n1", "outside.example").starts_with("192.0.2.80"));
+    let ping = lab
+        .run(
+            "n1",
+            &["ping", "-c", "1", "-W", "2", "n2"],
+            Duration::from_secs(10),
+        )
+        .expect("ping n2");
+    assert!(ping.status.success(), "ping n2 by name: {ping:?}");
+    let st = status_json(&lab, "n1");
+    assert_eq!(
+        st["dns"]["os"], "/etc/resolv.conf (managed by pinholed)",
+        "{st}"
+    );
+
+    // down puts the system's file back byte for byte; up points it at pinholed again.
+    let (ok, _, err) = mesh::pinhole(&lab, "n1", &["down"]);
+    assert!(ok, "{err}");
+    assert_eq!(lab.resolv_conf("n1").unwrap(), original);
+    let (ok, _, err) = mesh::pinhole(&lab, "n1", &["up"]);
+    assert!(ok, "{err}");
+    assert!(wait_resolv_conf(&lab, "n1", managed).0);
+
+    // kill -9 leaves it pointed at pinholed; the next start puts it back first, then manages
+    // it again once up (the original is still what down restores).
+    lab.kill(&n1);
+    assert!(managed(&lab.resolv_conf("n1").unwrap()));
+    let n1 = start_node(&mut lab, "n1", &key);
+    assert!(
+        wait_line(
+            &n1,
+            &["put back the resolv.conf a previous pinholed left"],
+            Duration::from_secs(10)
+        )
+        .is_some(),
+        "{}",
+        n1.log_text()
+    );
+    assert!(wait_resolv_conf(&lab, "n1", managed).0, "{}", n1.log_text());
+    assert!(Lab::wait_for(Duration::from_secs(10), || getent(
+        &lab, "n1", "n2"
+    )
+    .starts_with(&n2_addr)));
+
+    // logout: the system's file again.
+    let (ok, _, err) = mesh::pinhole(&lab, "n1", &["logout"]);
+    assert!(ok, "{err}");
+    let (ok, text) = wait_resolv_conf(&lab, "n1", |t| t == original);
+    assert!(ok, "after logout:\n{text}");
+}

@@ -313,6 +313,9 @@ pub struct DnsStatus {
     pub servers: Vec<String>,
     /// The resolvers queries for other names are forwarded to (the system's own).
     pub upstreams: Vec<String>,
+    /// How the system's resolver is pointed at pinholed (`/etc/resolv.conf (managed by
+    /// pinholed)`), or why it is not.
+    pub os: String,
     /// Questions answered from the map, and forwarded, since pinholed started.
     pub answered: u64,
     pub forwarded: u64,
@@ -627,6 +630,7 @@ mod tests {
                 suffix: "pinhole.internal".into(),
                 servers: vec!["100.100.100.100".into()],
                 upstreams: vec![],
+                os: "/etc/resolv.conf (managed by pinholed)".into(),
                 answered: 0,
                 forwarded: 0,
             }),

@@ -61,6 +61,8 @@ export function Network(props: { backend: Backend; view: View }) {
             <dd class="mono">NAME.{dns.suffix}</dd>
             <dt>Answered by</dt>
             <dd class="mono">{dns.servers.join(", ")}</dd>
+            <dt>System resolver</dt>
+            <dd>{dns.os}</dd>
             <dt>Other names</dt>
             <dd class="mono">{dns.upstreams.join(", ") || "not forwarded"}</dd>
             <dt>Questions</dt>

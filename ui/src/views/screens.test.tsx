@@ -241,12 +241,13 @@ describe("the network view", () => {
       preferred_relay: "local",
       control: { url: "https://pinhole.example.com", reachable: true, latency_ms: 2.5, error: null },
     };
-    const dns = { suffix: "corp.example", servers: ["100.100.100.100"], upstreams: ["127.0.0.53:53"], answered: 12, forwarded: 3 };
+    const dns = { suffix: "corp.example", servers: ["100.100.100.100"], upstreams: ["127.0.0.53:53"], os: "/etc/resolv.conf (managed by pinholed)", answered: 12, forwarded: 3 };
     const { calls, push } = start(view({ status: status({ dns }) }), { netcheck: () => report });
     fireEvent.click(await screen.findByRole("button", { name: "Network" }));
     expect(screen.getByText("NAME.corp.example")).toBeTruthy();
     expect(screen.getByText("100.100.100.100")).toBeTruthy();
     expect(screen.getByText("12 answered from the map, 3 forwarded")).toBeTruthy();
+    expect(screen.getByText("/etc/resolv.conf (managed by pinholed)")).toBeTruthy();
     fireEvent.click(screen.getByRole("button", { name: "Check the network" }));
     await waitFor(() => expect(calls.map((c) => c.cmd)).toContain("netcheck"));
     await push(view({ status: status(), netcheck: report }));

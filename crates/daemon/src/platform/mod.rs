@@ -5,6 +5,7 @@
 
 pub mod identity;
 pub mod netwatch;
+pub mod os_dns;
 pub mod resolvers;
 pub mod routes;
 pub mod service_notify;

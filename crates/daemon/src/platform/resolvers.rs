@@ -1,27 +1,7 @@
-//! The resolvers this machine used before pinholed: where the DNS server inside the tunnel
-//! forwards names that are not the account's (read once, at start).
+//! The resolvers a resolv.conf names: where the DNS server inside the tunnel forwards names
+//! that are not the account's.
 
 use std::net::{IpAddr, SocketAddr};
-
-/// The system's resolvers: on Unix the `nameserver` lines of /etc/resolv.conf (a local stub
-/// such as systemd-resolved's 127.0.0.53 included: pinholed's own socket is outside the
-/// tunnel); none elsewhere, where the OS sends only the account's suffix to pinholed.
-pub fn system() -> Vec<SocketAddr> {
-    #[cfg(unix)]
-    {
-        match std::fs::read_to_string("/etc/resolv.conf") {
-            Ok(text) => nameservers(&text),
-            Err(e) => {
-                tracing::info!("no resolvers to forward other names to (/etc/resolv.conf: {e})");
-                Vec::new()
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        Vec::new()
-    }
-}
 
 /// The `nameserver` addresses of a resolv.conf, port 53, without pinholed's own (a
 /// resolv.conf pointing at it must not make it forward to itself).

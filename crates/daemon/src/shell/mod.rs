@@ -179,6 +179,9 @@ struct Daemon<'a> {
     extra: ExtraSockets,
     /// The DNS server inside the tunnel.
     names: Names,
+    /// How the system's resolver is pointed at it, and why it could not be, if it could not.
+    os_dns: Box<dyn crate::platform::os_dns::OsDns>,
+    os_dns_error: Option<String>,
 }
 
 impl<'a> Daemon<'a> {
@@ -237,6 +240,8 @@ impl<'a> Daemon<'a> {
         let dialer =
             relay_link::Dialer::new(ca.as_deref(), args.proxy.as_deref(), args.relay_websocket)?;
         let prefs = Prefs::load(&args.state_dir);
+        // First of all, a crashed pinholed's resolver settings are put back.
+        let os_dns = crate::platform::os_dns::for_this_system(&args.state_dir);
         let machine = Machine::new(
             matches!(mode, Mode::Static { .. }),
             prefs.want_up,
@@ -270,7 +275,9 @@ impl<'a> Daemon<'a> {
             reflexive: watch::Sender::new(Vec::new()),
             port_mapping: PortMapping::new(!args.no_port_mapping, local.port()),
             extra: ExtraSockets::new(),
-            names: Names::new(crate::platform::resolvers::system()),
+            names: Names::new(os_dns.upstreams()),
+            os_dns,
+            os_dns_error: None,
             network: netwatch::watch(),
             network_changed: std::sync::Arc::new(tokio::sync::Notify::new()),
         };
@@ -355,6 +362,7 @@ impl<'a> Daemon<'a> {
                     self.port_mapping.stop();
                     self.link = None;
                     self.mapped.reset(&mut self.engine, None);
+                    self.sync_os_dns();
                     self.relay_regions.clear();
                     self.reporter.set_self(None);
                     self.reporter.set_home_relay(None);
@@ -406,6 +414,7 @@ impl<'a> Daemon<'a> {
                 biased;
                 signal = &mut shutdown => {
                     tracing::info!("{signal}: shutting down");
+                    self.revert_os_dns();
                     if let Some(pm) = self.port_mapping.stop() {
                         // The gateway's mapping is deleted before the daemon goes (briefly:
                         // a gateway that does not answer is not waited for).

@@ -67,6 +67,7 @@ impl Names {
             suffix: self.suffix.clone(),
             servers: self.addresses().iter().map(|a| a.to_string()).collect(),
             upstreams: self.upstreams().iter().map(|a| a.to_string()).collect(),
+            os: String::new(),
             answered: stats.answered,
             forwarded: stats.forwarded,
         }

@@ -1,5 +1,6 @@
-//! The data path: bringing the TUN device and its routes up and down, datagrams and TUN
-//! packets into the engine, and each flush of what the engine wants sent or written.
+//! The data path: bringing the TUN device and its routes up and down (and the system's
+//! resolver pointed at the DNS server inside it while it is up), datagrams and TUN packets
+//! into the engine, and each flush of what the engine wants sent or written.
 
 use super::*;
 
@@ -65,13 +66,45 @@ impl Daemon<'_> {
             "pinholed is up"
         );
         self.dataplane = Some(dp);
+        self.sync_os_dns();
         Ok(())
+    }
+
+    /// Points the system's resolver at the DNS server while the tunnel is up with a map, and
+    /// puts it back otherwise. A failure is kept for the status; names by address still work.
+    pub(super) fn sync_os_dns(&mut self) {
+        if self.dataplane.is_none() || !self.mapped.has_map {
+            self.revert_os_dns();
+            return;
+        }
+        let cfg = crate::platform::os_dns::DnsConfig {
+            server: IpAddr::V4(pinhole_dns::SERVER_V4),
+            suffix: self.names.status().suffix,
+        };
+        match self.os_dns.apply(&cfg) {
+            Ok(()) => self.os_dns_error = None,
+            Err(e) => {
+                let e = e.to_string();
+                if self.os_dns_error.as_ref() != Some(&e) {
+                    tracing::warn!("the system's resolver is not pointed at pinholed: {e}");
+                }
+                self.os_dns_error = Some(e);
+            }
+        }
+    }
+
+    /// Puts the system's resolver back as it was.
+    pub(super) fn revert_os_dns(&mut self) {
+        if let Err(e) = self.os_dns.revert() {
+            tracing::warn!("putting the system's resolver back: {e}");
+        }
     }
 
     pub(super) fn stop_dataplane(&mut self) {
         let Some(dp) = self.dataplane.take() else {
             return;
         };
+        self.revert_os_dns();
         for net in dp.routes.iter().rev() {
             routes::remove(&dp.name, net);
         }

@@ -170,6 +170,7 @@ impl Daemon<'_> {
         if names_may_change {
             self.names
                 .set_map(self.mapped.self_node(), self.mapped.map_peers().into_iter());
+            self.sync_os_dns();
         }
         if let Some(why) = self.mapped.signed_out.clone().filter(|_| signed_out) {
             self.feed(Input::SignedOut(why)).await;

@@ -30,7 +30,14 @@ impl Daemon<'_> {
     pub(super) fn rebuild_status(&mut self) {
         let head = self.headline();
         let relay_errors = self.relays.errors();
-        let dns = self.mapped.has_map.then(|| self.names.status());
+        let dns = self.mapped.has_map.then(|| {
+            let mut s = self.names.status();
+            s.os = match &self.os_dns_error {
+                Some(e) => format!("not configured: {e}"),
+                None => self.os_dns.describe(),
+            };
+            s
+        });
         self.reporter
             .publish(head, &self.engine, &self.mapped, &relay_errors, dns);
     }
