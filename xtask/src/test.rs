@@ -303,6 +303,7 @@ fn cross_check_macos(summary: &mut Summary) -> Result<()> {
             "pinhole-dataplane",
             "pinhole-portmap",
             "pinhole-relay-dial",
+            "pinhole-dns",
             "pinhole-cli",
             "pinhole-client",
             "pinhole-engine",
@@ -355,13 +356,14 @@ fn remove_stale_namespaces() {
 
 /// The crates a node runs (pinholed, the CLI, the app's client library and what they are made
 /// of): checked for Windows and their unit tests run under Wine.
-const NODE_CRATES: [&str; 9] = [
+const NODE_CRATES: [&str; 10] = [
     "pinhole-proto",
     "pinhole-engine",
     "pinhole-daemon",
     "pinhole-dataplane",
     "pinhole-portmap",
     "pinhole-relay-dial",
+    "pinhole-dns",
     "pinhole-client",
     "pinhole-cli",
     "pinhole-wsio",

@@ -572,6 +572,7 @@ mod pipe_tests {
         let name = format!(r"\\.\pipe\pinholed-test-{}", std::process::id());
         let path = std::path::Path::new(&name);
         let (_status_tx, status_rx) = watch::channel(Status {
+            dns: None,
             state: State::Stopped,
             reason: None,
             login: None,

@@ -6,6 +6,7 @@
 pub mod identity;
 pub mod netwatch;
 pub mod os_dns;
+#[cfg(any(all(unix, not(target_os = "macos")), test))]
 pub mod resolvers;
 pub mod routes;
 pub mod service_notify;

@@ -1,13 +1,16 @@
 //! Telling the operating system about the DNS server inside the tunnel, behind one small
 //! trait: a managed /etc/resolv.conf (backed up in the state directory, restored on down and
-//! exit, and at the next start after a crash), and on macOS a /etc/resolver/SUFFIX file that
-//! sends only the account's names to pinholed. What the system had is put back exactly.
+//! exit, and at the next start after a crash); on macOS a /etc/resolver/SUFFIX file and on
+//! Windows an NRPT rule, which send only the account's names to pinholed. What the system had
+//! is put back exactly.
 
-use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(any(unix, test))]
+use std::path::PathBuf;
 
 /// The first line of a resolv.conf pinholed wrote: how it knows the file is its own.
+#[cfg(any(unix, test))]
 const MARK: &str =
     "# Written by pinholed while its tunnel is up; the system's own is restored when it goes down.";
 
@@ -23,10 +26,13 @@ pub struct DnsConfig {
 /// Why the system could not be told (or put back); the daemon goes on without names.
 #[derive(Debug, thiserror::Error)]
 pub enum OsDnsError {
+    #[cfg(any(all(unix, not(target_os = "macos")), test))]
     #[error("cannot read {0}: {1}")]
-    Read(PathBuf, std::io::Error),
+    Read(String, std::io::Error),
     #[error("cannot write {0}: {1}")]
-    Write(PathBuf, std::io::Error),
+    Write(String, std::io::Error),
+    /// The system's resolver is someone else's to manage.
+    #[cfg(any(all(unix, not(target_os = "macos")), test))]
     #[error("{0}")]
     Unsupported(String),
 }
@@ -61,33 +67,15 @@ pub fn for_this_system(state_dir: &Path) -> Box<dyn OsDns> {
     #[cfg(windows)]
     {
         let _ = state_dir;
-        Box::new(Unconfigured(
-            "Windows: the NRPT rule for the suffix is not written yet; use the peers' addresses"
-                .into(),
-        ))
+        let mut nrpt = nrpt::Nrpt::system();
+        if let Err(e) = nrpt.recover() {
+            tracing::warn!("removing the NRPT rule a crashed pinholed left: {e}");
+        }
+        Box::new(nrpt)
     }
 }
 
-/// A system pinholed does not configure (yet): it says so, and forwards nowhere.
-#[cfg(windows)]
-pub struct Unconfigured(pub String);
-
-#[cfg(windows)]
-impl OsDns for Unconfigured {
-    fn apply(&mut self, _: &DnsConfig) -> Result<(), OsDnsError> {
-        Err(OsDnsError::Unsupported(self.0.clone()))
-    }
-    fn revert(&mut self) -> Result<(), OsDnsError> {
-        Ok(())
-    }
-    fn describe(&self) -> String {
-        self.0.clone()
-    }
-    fn upstreams(&self) -> Vec<SocketAddr> {
-        Vec::new()
-    }
-}
-
+#[cfg(any(all(unix, not(target_os = "macos")), test))]
 /// /etc/resolv.conf managed by pinholed: every name goes to its server (which answers the
 /// account's and forwards the rest to the nameservers the file had), the original search
 /// domains and options kept, the original saved in the state directory.
@@ -99,6 +87,7 @@ pub struct ResolvConf {
     applied: Option<DnsConfig>,
 }
 
+#[cfg(any(all(unix, not(target_os = "macos")), test))]
 impl ResolvConf {
     pub fn new(path: &Path, state_dir: &Path) -> Self {
         Self {
@@ -124,19 +113,20 @@ impl ResolvConf {
     }
 
     fn read(&self) -> Result<String, OsDnsError> {
-        std::fs::read_to_string(&self.path).map_err(|e| OsDnsError::Read(self.path.clone(), e))
+        std::fs::read_to_string(&self.path)
+            .map_err(|e| OsDnsError::Read(self.path.display().to_string(), e))
     }
 
     /// Writes in place (truncate, write, sync): the file may be a bind mount, which cannot be
     /// replaced by a rename.
     fn write(&self, text: &str) -> Result<(), OsDnsError> {
-        let err = |e| OsDnsError::Write(self.path.clone(), e);
+        let err = |e| OsDnsError::Write(self.path.display().to_string(), e);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .truncate(true)
             .open(&self.path)
             .map_err(err)?;
-        f.write_all(text.as_bytes()).map_err(err)?;
+        std::io::Write::write_all(&mut f, text.as_bytes()).map_err(err)?;
         f.sync_all().map_err(err)
     }
 
@@ -156,6 +146,7 @@ impl ResolvConf {
     }
 }
 
+#[cfg(any(all(unix, not(target_os = "macos")), test))]
 impl OsDns for ResolvConf {
     fn apply(&mut self, cfg: &DnsConfig) -> Result<(), OsDnsError> {
         if self.applied.as_ref() == Some(cfg) {
@@ -170,7 +161,7 @@ impl OsDns for ResolvConf {
         let original = self.original()?;
         if self.applied.is_none() {
             std::fs::write(&self.backup, &original)
-                .map_err(|e| OsDnsError::Write(self.backup.clone(), e))?;
+                .map_err(|e| OsDnsError::Write(self.backup.display().to_string(), e))?;
         }
         self.write(&managed(&original, cfg))?;
         tracing::info!(file = %self.path.display(), server = %cfg.server, suffix = %cfg.suffix, "resolv.conf points at pinholed's DNS server");
@@ -211,6 +202,7 @@ impl OsDns for ResolvConf {
     }
 }
 
+#[cfg(any(all(unix, not(target_os = "macos")), test))]
 /// The file pinholed writes: its server, the suffix first among the original search domains,
 /// the original options.
 pub fn managed(original: &str, cfg: &DnsConfig) -> String {
@@ -266,9 +258,11 @@ impl OsDns for MacResolver {
         if self.written.as_ref().is_some_and(|w| *w != file) {
             self.revert()?;
         }
-        std::fs::create_dir_all(&self.dir).map_err(|e| OsDnsError::Write(self.dir.clone(), e))?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| OsDnsError::Write(self.dir.display().to_string(), e))?;
         let text = format!("{MARK}\nnameserver {}\nsearch_order 1\n", cfg.server);
-        std::fs::write(&file, text).map_err(|e| OsDnsError::Write(file.clone(), e))?;
+        std::fs::write(&file, text)
+            .map_err(|e| OsDnsError::Write(file.display().to_string(), e))?;
         self.written = Some(file);
         Ok(())
     }
@@ -278,7 +272,7 @@ impl OsDns for MacResolver {
             match std::fs::remove_file(&f) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(OsDnsError::Write(f, e)),
+                Err(e) => return Err(OsDnsError::Write(f.display().to_string(), e)),
             }
         }
         Ok(())
@@ -296,6 +290,9 @@ impl OsDns for MacResolver {
         Vec::new()
     }
 }
+
+#[cfg(windows)]
+mod nrpt;
 
 #[cfg(test)]
 mod tests {
@@ -377,13 +374,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 
+    #[cfg(unix)]
     #[test]
     fn a_link_is_left_alone_with_a_reason() {
         let d = temp("link");
         let target = d.join("stub-resolv.conf");
         std::fs::write(&target, "nameserver 127.0.0.53\n").unwrap();
         let file = d.join("resolv.conf");
-        #[cfg(unix)]
         std::os::unix::fs::symlink(&target, &file).unwrap();
         let mut rc = ResolvConf::new(&file, &d);
         let e = rc.apply(&cfg("pinhole.internal")).unwrap_err();
