@@ -438,6 +438,7 @@ impl Controller {
                 // The stored session lets pinholed sign in again after it expired.
                 Op::Up {
                     credential: load(task.credential_name).await,
+                    accept_dns: None,
                 }
             } else {
                 Op::Down

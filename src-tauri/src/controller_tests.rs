@@ -455,7 +455,7 @@ async fn browser_sign_in_opens_the_page_once_stores_the_session_and_up_hands_it_
         .unwrap();
     let ops = f.ops();
     assert!(
-        matches!(ops.last(), Some(Op::Up { credential: Some(c) }) if c.session_token == "phs_from_browser"),
+        matches!(ops.last(), Some(Op::Up { credential: Some(c), .. }) if c.session_token == "phs_from_browser"),
         "{ops:?}"
     );
     // Signing out hands the session to pinholed and removes it from the store.

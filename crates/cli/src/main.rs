@@ -49,7 +49,12 @@ enum Command {
         hostname: Option<String>,
     },
     /// Connects: brings the tunnel up (and keeps it up across restarts).
-    Up,
+    Up {
+        /// Point this machine's resolver at pinholed's DNS server, so peers answer by name
+        /// (`ssh nas`); `--accept-dns=false` leaves the system's DNS alone. Remembered.
+        #[arg(long, value_name = "BOOL")]
+        accept_dns: Option<bool>,
+    },
     /// Disconnects: takes the tunnel down and keeps it down; stays signed in.
     Down,
     /// Signs out: this device leaves the network and the stored session is revoked and removed.
@@ -144,9 +149,16 @@ async fn run(cli: Cli) -> Result<()> {
                 .transpose()?;
             login(&cli.socket, server, key, hostname).await
         }
-        Command::Up => {
+        Command::Up { accept_dns } => {
             let credential = stored_credential().await;
-            request(&cli.socket, Op::Up { credential }).await?;
+            request(
+                &cli.socket,
+                Op::Up {
+                    credential,
+                    accept_dns,
+                },
+            )
+            .await?;
             println!("pinhole is up");
             Ok(())
         }

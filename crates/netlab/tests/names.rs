@@ -237,6 +237,24 @@ fn a_managed_resolv_conf_is_put_back_after_down_logout_and_a_crash() {
     assert!(ok, "{err}");
     assert!(wait_resolv_conf(&lab, "n1", managed).0);
 
+    // --accept-dns=false leaves the system's DNS alone (remembered); names still answer at
+    // 100.100.100.100 for those who ask there.
+    let (ok, _, err) = mesh::pinhole(&lab, "n1", &["up", "--accept-dns=false"]);
+    assert!(ok, "{err}");
+    assert_eq!(lab.resolv_conf("n1").unwrap(), original);
+    let st = status_json(&lab, "n1");
+    assert!(
+        st["dns"]["os"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("left alone"),
+        "{st}"
+    );
+    assert_eq!(dig(&lab, "n1", &["n2.pinhole.internal"], false), n2_addr);
+    let (ok, _, err) = mesh::pinhole(&lab, "n1", &["up", "--accept-dns=true"]);
+    assert!(ok, "{err}");
+    assert!(wait_resolv_conf(&lab, "n1", managed).0);
+
     // kill -9 leaves it pointed at pinholed; the next start puts it back first, then manages
     // it again once up (the original is still what down restores).
     lab.kill(&n1);

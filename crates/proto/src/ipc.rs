@@ -62,6 +62,10 @@ pub enum Op {
     Up {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         credential: Option<Credential>,
+        /// Whether the system's resolver is pointed at the DNS server inside the tunnel
+        /// (remembered; absent: as before, on at first).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        accept_dns: Option<bool>,
     },
     /// Disconnect: take the tunnel down and keep it down; stay signed in.
     Down,
@@ -545,7 +549,10 @@ mod tests {
             f,
             ClientFrame::Request(Request {
                 id: 2,
-                op: Op::Up { credential: None }
+                op: Op::Up {
+                    credential: None,
+                    accept_dns: None
+                }
             })
         );
         let f: ClientFrame =

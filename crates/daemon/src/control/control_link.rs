@@ -146,6 +146,13 @@ pub async fn sign_in(
     };
     identity::save_registration(state_dir, &r)?;
     tracing::info!(name = %r.name, addresses = ?r.addresses, account = %resp.account, "registered");
+    let asked = pinhole_dns::label::label(&info.hostname);
+    if asked != r.name {
+        tracing::info!(
+            "this node is {} in the account's map, not {asked}: another node has that name, or the operator renamed this one",
+            r.name
+        );
+    }
     Ok(SignedIn {
         registration: r,
         session_token: made_here.then_some(token),

@@ -881,7 +881,10 @@ mod tests {
         let mut input = hello(VERSION);
         input.extend(encode(&ClientFrame::Request(Request {
             id: 1,
-            op: Op::Up { credential: None },
+            op: Op::Up {
+                credential: None,
+                accept_dns: None,
+            },
         })));
         input.extend(encode(&ClientFrame::Request(Request {
             id: 2,

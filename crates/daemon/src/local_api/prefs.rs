@@ -1,4 +1,5 @@
-//! What the user asked for that outlives a restart: whether the tunnel should be up.
+//! What the user asked for that outlives a restart: whether the tunnel should be up, and
+//! whether the system's resolver is pointed at the DNS server inside it.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -8,24 +9,39 @@ const FILE: &str = "prefs.json";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prefs {
     pub want_up: bool,
+    #[serde(default = "yes")]
+    pub accept_dns: bool,
     #[serde(skip)]
     path: PathBuf,
 }
 
 impl Prefs {
-    /// The saved preferences, or the defaults (up) if there are none or they are unreadable.
+    /// The saved preferences, or the defaults (up, DNS on) if there are none or they are
+    /// unreadable.
     pub fn load(state_dir: &Path) -> Prefs {
         let path = state_dir.join(FILE);
-        let want_up = std::fs::read(&path)
+        let saved = std::fs::read(&path)
             .ok()
-            .and_then(|b| serde_json::from_slice::<Prefs>(&b).ok())
-            .is_none_or(|p| p.want_up);
-        Prefs { want_up, path }
+            .and_then(|b| serde_json::from_slice::<Prefs>(&b).ok());
+        Prefs {
+            want_up: saved.as_ref().is_none_or(|p| p.want_up),
+            accept_dns: saved.as_ref().is_none_or(|p| p.accept_dns),
+            path,
+        }
+    }
+
+    pub fn set_want_up(&mut self, up: bool) {
+        self.want_up = up;
+        self.save();
+    }
+
+    pub fn set_accept_dns(&mut self, on: bool) {
+        self.accept_dns = on;
+        self.save();
     }
 
     /// Saves them; a failure is logged (the daemon still does what was asked).
-    pub fn set_want_up(&mut self, up: bool) {
-        self.want_up = up;
+    fn save(&self) {
         let r = serde_json::to_vec(self)
             .map_err(std::io::Error::other)
             .and_then(|b| std::fs::write(&self.path, b));
@@ -33,6 +49,10 @@ impl Prefs {
             tracing::warn!(file = %self.path.display(), "cannot save preferences: {e}");
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[cfg(test)]
@@ -48,6 +68,12 @@ mod tests {
         assert!(!Prefs::load(&d).want_up);
         std::fs::write(d.join(FILE), "garbage").unwrap();
         assert!(Prefs::load(&d).want_up);
+        // DNS is on unless turned off; an older file without the field means on.
+        std::fs::write(d.join(FILE), r#"{"want_up":false}"#).unwrap();
+        assert!(Prefs::load(&d).accept_dns && !Prefs::load(&d).want_up);
+        Prefs::load(&d).set_accept_dns(false);
+        let p = Prefs::load(&d);
+        assert!(!p.accept_dns && !p.want_up);
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -7,7 +7,16 @@ impl Daemon<'_> {
     pub(super) async fn command(&mut self, c: Command) {
         let Command { op, reply } = c;
         match op {
-            Op::Up { credential } => self.feed(Input::Up { credential, reply }).await,
+            Op::Up {
+                credential,
+                accept_dns,
+            } => {
+                if let Some(on) = accept_dns {
+                    self.prefs.set_accept_dns(on);
+                }
+                self.feed(Input::Up { credential, reply }).await;
+                self.sync_os_dns();
+            }
             Op::Down => {
                 self.feed(Input::Down { reply }).await;
                 tracing::info!("the tunnel is down; `pinhole up` brings it back");

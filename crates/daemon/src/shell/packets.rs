@@ -73,7 +73,7 @@ impl Daemon<'_> {
     /// Points the system's resolver at the DNS server while the tunnel is up with a map, and
     /// puts it back otherwise. A failure is kept for the status; names by address still work.
     pub(super) fn sync_os_dns(&mut self) {
-        if self.dataplane.is_none() || !self.mapped.has_map {
+        if self.dataplane.is_none() || !self.mapped.has_map || !self.prefs.accept_dns {
             self.revert_os_dns();
             return;
         }

@@ -33,6 +33,10 @@ impl Daemon<'_> {
         let dns = self.mapped.has_map.then(|| {
             let mut s = self.names.status();
             s.os = match &self.os_dns_error {
+                _ if !self.prefs.accept_dns => {
+                    "left alone (pinhole up --accept-dns=false): names answer at 100.100.100.100 only"
+                        .to_string()
+                }
                 Some(e) => format!("not configured: {e}"),
                 None => self.os_dns.describe(),
             };
