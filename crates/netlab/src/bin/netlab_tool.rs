@@ -7,6 +7,8 @@
 //! with a coordination server and hold their map streams open.
 //! `netlab-tool nat-type STUN_SERVER LOCAL_PORT`: RFC 5780 behaviour discovery, as JSON.
 //! `netlab-tool impair DEVICE DELAY_S JITTER_S LOSS_PCT`: the public network's delay forwarder.
+//! `netlab-tool dns-latency SERVER NAME COUNT`: COUNT queries one at a time; prints
+//! `answered=N lost=N bad=N p50_us=N p99_us=N max_us=N`.
 
 use anyhow::{bail, Context, Result};
 use pinhole_netlab::tools;
@@ -81,8 +83,27 @@ fn main() -> Result<()> {
             };
             pinhole_netlab::impair::run(arg(1)?, imp, rand::random())?;
         }
+        "dns-latency" => {
+            let count: u32 = arg(3)?.parse().context("bad count")?;
+            let mut r = tools::dns_latency(addr(1)?, arg(2)?, count)?;
+            r.rtts.sort();
+            let pct = |p: usize| {
+                r.rtts
+                    .get((r.rtts.len() * p / 100).min(r.rtts.len().saturating_sub(1)))
+                    .map_or(0, |d| d.as_micros())
+            };
+            println!(
+                "answered={} lost={} bad={} p50_us={} p99_us={} max_us={}",
+                r.rtts.len(),
+                r.lost,
+                r.bad,
+                pct(50),
+                pct(99),
+                r.rtts.last().map_or(0, |d| d.as_micros())
+            );
+        }
         other => {
-            bail!("unknown command {other:?} (serve, send, junk, sim-nodes, nat-type, impair)")
+            bail!("unknown command {other:?} (serve, send, junk, sim-nodes, nat-type, impair, dns-latency)")
         }
     }
     Ok(())
