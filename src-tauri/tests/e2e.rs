@@ -429,6 +429,9 @@ fn the_app_signs_in_shows_direct_and_relayed_peers_pings_and_signs_out() {
     d.set_window_size(960, 680).unwrap();
     d.click(&row("n2")).unwrap();
     d.wait_text("(in use)", Duration::from_secs(10)).unwrap();
+    // The peer's DNS name, with its copy button.
+    d.find("//button[starts-with(@aria-label,'Copy name n2.pinhole.internal')]")
+        .unwrap();
     screens.check(&d, "5-peer-direct");
 
     // The network view.
@@ -437,6 +440,11 @@ fn the_app_signs_in_shows_direct_and_relayed_peers_pings_and_signs_out() {
     d.click("//button[normalize-space()='Check the network']")
         .unwrap();
     d.wait_text("Relay regions", Duration::from_secs(15))
+        .unwrap();
+    // Names: the suffix peers answer under, and where pinholed answers.
+    d.wait_text("NAME.pinhole.internal", Duration::from_secs(5))
+        .unwrap();
+    d.wait_text("100.100.100.100", Duration::from_secs(1))
         .unwrap();
     screens.check(&d, "6-network");
 
