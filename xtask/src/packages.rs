@@ -17,14 +17,17 @@ pub const LAB: &[(&str, &str)] = &[
 
 /// What the test suite needs on top of the lab: a PostgreSQL server for the control API tests,
 /// a third-party STUN server (coturn) for netcheck, curl to approve a sign-in like a browser,
-/// dig to ask a node's DNS server, and dnsmasq (the binary only: `dnsmasq-base` starts no
-/// service) as the lab's upstream resolver.
+/// dig to ask a node's DNS server, dnsmasq (the binary only: `dnsmasq-base` starts no
+/// service) as the lab's upstream resolver, and dbus-daemon for a lab's own system bus.
 pub const TEST: &[(&str, &str)] = &[
     ("/usr/lib/postgresql/*/bin/initdb", "postgresql"),
     ("turnserver", "coturn"),
     ("curl", "curl"),
     ("dig", "bind9-dnsutils"),
     ("dnsmasq", "dnsmasq-base"),
+    // The lab's private D-Bus system bus, for systemd-resolved (downloaded by its test, never
+    // installed: the package would take over the machine's resolv.conf).
+    ("dbus-daemon", "dbus"),
 ];
 
 /// What the desktop app needs to build (Tauri on WebKitGTK, the tray through libayatana) and its

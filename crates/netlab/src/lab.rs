@@ -178,7 +178,21 @@ impl Lab {
         let ns = self.ns(host)?;
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns]).args(argv);
+        // The lab's own D-Bus system bus (nothing listens there unless a test starts one): a
+        // pinholed in the lab never reaches the machine's bus, its systemd-resolved included.
+        c.env("DBUS_SYSTEM_BUS_ADDRESS", self.system_bus_address());
         Ok(c)
+    }
+
+    /// Where the lab's processes look for the D-Bus system bus: a socket in the lab's
+    /// directory.
+    pub fn system_bus_address(&self) -> String {
+        format!("unix:path={}", self.system_bus_path().display())
+    }
+
+    /// The socket of the lab's D-Bus system bus.
+    pub fn system_bus_path(&self) -> std::path::PathBuf {
+        self.dir.join("system_bus_socket")
     }
 
     /// Runs `argv` in `host` to completion (killed after `timeout`), whatever its exit status.

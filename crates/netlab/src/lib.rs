@@ -13,6 +13,7 @@ pub mod nat_matrix;
 pub mod nat_probe;
 pub mod natlab;
 pub mod pinhole;
+pub mod resolved;
 pub mod sim_nodes;
 pub mod stock;
 pub mod tools;

@@ -13,6 +13,11 @@ pub const PORT: u16 = 51820;
 /// else the release or debug build in the workspace's target directory, but only one newer than
 /// every source file it was built from (cargo's dep-info file beside it lists them): a system
 /// test never runs a binary left over from older sources. Panics with what to do otherwise.
+/// The workspace's target directory (downloaded counterparts are kept there too).
+pub fn workspace_target() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target")
+}
+
 pub(crate) fn workspace_binary(env_var: &str, name: &str, package: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env_var) {
         return PathBuf::from(p);

@@ -2,7 +2,8 @@
 //! `dig` in one node's namespace asking its pinholed at 100.100.100.100 for the other's name
 //! (A, AAAA, PTR, NXDOMAIN), an outside name answered by the lab's own upstream resolver
 //! (dnsmasq in the public namespace, named by the node's private resolv.conf), a rename by the
-//! operator reaching the answers, `pinhole ping NAME`, and the names in `pinhole status`.
+//! operator reaching the answers, `pinhole ping NAME`, and the names in `pinhole status`; then
+//! the system told: a managed resolv.conf, and a real systemd-resolved on the lab's own D-Bus.
 
 use pinhole_netlab::mesh::{self, start_node, status_json, wait_line, Control, PUBLIC};
 use pinhole_netlab::{skip_without_root, Lab};
@@ -281,4 +282,111 @@ fn a_managed_resolv_conf_is_put_back_after_down_logout_and_a_crash() {
     assert!(ok, "{err}");
     let (ok, text) = wait_resolv_conf(&lab, "n1", |t| t == original);
     assert!(ok, "after logout:\n{text}");
+}
+
+#[test]
+fn systemd_resolved_sends_the_accounts_names_to_pinholed() {
+    if skip_without_root("systemd_resolved_sends_the_accounts_names_to_pinholed") {
+        return;
+    }
+    let bins = pinhole_netlab::resolved::binaries(
+        &pinhole_netlab::pinhole::workspace_target().join("systemd-resolved"),
+    )
+    .unwrap_or_else(|e| panic!("Debian's systemd-resolved: {e}"));
+    let mut lab = mesh::star(&["n1", "n2"]);
+    let _upstream = lab
+        .spawn(
+            PUBLIC,
+            &[
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--listen-address=198.18.1.1",
+                "--bind-interfaces",
+                "--address=/outside.example/192.0.2.80",
+                "--user=root",
+                "--pid-file=",
+            ],
+        )
+        .expect("starting dnsmasq");
+    // n1's programs ask resolved's stub; resolved's own upstream is the lab's dnsmasq.
+    let original = "nameserver 127.0.0.53\nsearch corp.example\n";
+    lab.set_resolv_conf("n1", original).expect("n1's resolv.conf");
+    let resolved = pinhole_netlab::resolved::start(&mut lab, "n1", "198.18.1.1", &bins)
+        .unwrap_or_else(|e| panic!("systemd-resolved in n1: {e}"));
+    let resolvectl = resolved.resolvectl.to_string_lossy().into_owned();
+    let control = Control::new(&lab);
+    let _server = control.start(&mut lab);
+    let key = control.authkey_file(&lab);
+    let n1 = start_node(&mut lab, "n1", &key);
+    let _n2 = start_node(&mut lab, "n2", &key);
+    let n2_addr = control.address_of(&lab, "n2");
+    let query = |name: &str| -> String {
+        lab.run("n1", &[&resolvectl, "query", "--legend=no", name], Duration::from_secs(10))
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let answered = Lab::wait_for(Duration::from_secs(15), || {
+        query("n2.pinhole.internal").contains(&n2_addr)
+    });
+    assert!(
+        answered,
+        "resolvectl query: {}\npinholed:\n{}\nresolved:\n{}",
+        query("n2.pinhole.internal"),
+        n1.log_text(),
+        resolved.daemon.log_text()
+    );
+    // The tunnel's link: our server, the suffix as its search domain, not the default route.
+    let link = lab
+        .run_ok("n1", &[&resolvectl, "status", "ph0"], Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("resolvectl status ph0: {e}"));
+    assert!(link.contains("100.100.100.100"), "{link}");
+    assert!(link.contains("pinhole.internal"), "{link}");
+    assert!(link.contains("-DefaultRoute"), "{link}");
+    // The bare name through the link's search domain; every program through the stub: the
+    // full name and an outside name. The system's resolv.conf is not touched.
+    assert!(query("n2").contains(&n2_addr), "bare name: {}", query("n2"));
+    assert!(getent(&lab, "n1", "n2.pinhole.internal").starts_with(&n2_addr));
+    assert!(getent(&lab, "n1", "outside.example").starts_with("192.0.2.80"));
+    let ping = lab
+        .run(
+            "n1",
+            &["ping", "-c", "1", "-W", "2", "n2.pinhole.internal"],
+            Duration::from_secs(10),
+        )
+        .expect("ping n2");
+    assert!(ping.status.success(), "ping n2 by name: {ping:?}");
+    assert_eq!(lab.resolv_conf("n1").unwrap(), original);
+    let st = status_json(&lab, "n1");
+    assert!(
+        st["dns"]["os"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("systemd-resolved: 100.100.100.100 for .pinhole.internal on ph0"),
+        "{st}"
+    );
+
+    // down: the link is reverted (and gone); names are no longer ours; up brings them back.
+    let (ok, _, err) = mesh::pinhole(&lab, "n1", &["down"]);
+    assert!(ok, "{err}");
+    assert!(
+        Lab::wait_for(Duration::from_secs(10), || !query("n2.pinhole.internal").contains(&n2_addr)),
+        "still answered after down"
+    );
+    let (ok, _, err) = mesh::pinhole(&lab, "n1", &["up"]);
+    assert!(ok, "{err}");
+    assert!(Lab::wait_for(Duration::from_secs(15), || {
+        query("n2.pinhole.internal").contains(&n2_addr)
+    }));
+    // kill -9: resolved forgets the link with the device; a restart configures it again.
+    lab.kill(&n1);
+    assert!(Lab::wait_for(Duration::from_secs(10), || !query("n2.pinhole.internal").contains(&n2_addr)));
+    let n1 = start_node(&mut lab, "n1", &key);
+    assert!(
+        Lab::wait_for(Duration::from_secs(15), || query("n2.pinhole.internal").contains(&n2_addr)),
+        "{}",
+        n1.log_text()
+    );
 }

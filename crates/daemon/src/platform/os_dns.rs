@@ -19,6 +19,8 @@ const MARK: &str =
 pub struct DnsConfig {
     /// pinholed's DNS server (100.100.100.100).
     pub server: IpAddr,
+    /// The tunnel's device, once up (systemd-resolved configures DNS per link).
+    pub interface: Option<String>,
     /// The account's suffix: a search domain, and on macOS the only names sent to us.
     pub suffix: String,
 }
@@ -50,7 +52,7 @@ pub trait OsDns: Send {
 }
 
 /// The way this system is configured; a crash's leftovers are put back first.
-pub fn for_this_system(state_dir: &Path) -> Box<dyn OsDns> {
+pub async fn for_this_system(state_dir: &Path) -> Box<dyn OsDns> {
     #[cfg(target_os = "macos")]
     {
         let _ = state_dir;
@@ -61,6 +63,11 @@ pub fn for_this_system(state_dir: &Path) -> Box<dyn OsDns> {
         let mut rc = ResolvConf::new(Path::new("/etc/resolv.conf"), state_dir);
         if let Err(e) = rc.recover() {
             tracing::warn!("putting back the resolv.conf a crashed pinholed left: {e}");
+        }
+        #[cfg(target_os = "linux")]
+        if resolved::Resolved::present().await {
+            tracing::info!("systemd-resolved runs here: the tunnel's link gets the account's names");
+            return Box::new(resolved::Resolved::start());
         }
         Box::new(rc)
     }
@@ -293,6 +300,8 @@ impl OsDns for MacResolver {
 
 #[cfg(windows)]
 mod nrpt;
+#[cfg(target_os = "linux")]
+mod resolved;
 
 #[cfg(test)]
 mod tests {
@@ -301,6 +310,7 @@ mod tests {
     fn cfg(suffix: &str) -> DnsConfig {
         DnsConfig {
             server: "100.100.100.100".parse().unwrap(),
+            interface: Some("ph0".into()),
             suffix: suffix.into(),
         }
     }

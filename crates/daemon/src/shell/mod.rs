@@ -241,7 +241,7 @@ impl<'a> Daemon<'a> {
             relay_link::Dialer::new(ca.as_deref(), args.proxy.as_deref(), args.relay_websocket)?;
         let prefs = Prefs::load(&args.state_dir);
         // First of all, a crashed pinholed's resolver settings are put back.
-        let os_dns = crate::platform::os_dns::for_this_system(&args.state_dir);
+        let os_dns = crate::platform::os_dns::for_this_system(&args.state_dir).await;
         let machine = Machine::new(
             matches!(mode, Mode::Static { .. }),
             prefs.want_up,

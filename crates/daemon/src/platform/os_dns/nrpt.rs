@@ -152,6 +152,7 @@ mod tests {
         let mut n = Nrpt::at(RegKey::predef(HKEY_CURRENT_USER), &base);
         let cfg = |s: &str| DnsConfig {
             server: "100.100.100.100".parse().unwrap(),
+            interface: None,
             suffix: s.into(),
         };
         n.apply(&cfg("pinhole.internal")).unwrap();
