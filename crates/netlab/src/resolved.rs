@@ -60,16 +60,21 @@ pub fn binaries(dir: &Path) -> Result<Binaries, String> {
     Ok(found)
 }
 
-/// The bus and resolved running for a host; they stop with the lab.
+/// The bus and resolved running for a host; they stop with the lab (everything in its
+/// namespaces is killed).
 pub struct Running {
     pub resolvectl: PathBuf,
     pub daemon: Proc,
-    pub bus: Proc,
 }
 
 /// Starts the lab's D-Bus system bus and systemd-resolved in `host`, forwarding names that
 /// are no link's to `upstream` (an address in the lab). Waits until resolvectl answers.
-pub fn start(lab: &mut Lab, host: &str, upstream: &str, bins: &Binaries) -> Result<Running, LabError> {
+pub fn start(
+    lab: &mut Lab,
+    host: &str,
+    upstream: &str,
+    bins: &Binaries,
+) -> Result<Running, LabError> {
     let dir = lab.dir().join(format!("resolved-{host}"));
     std::fs::create_dir_all(&dir)?;
     let bus_conf = dir.join("bus.conf");
@@ -84,6 +89,7 @@ pub fn start(lab: &mut Lab, host: &str, upstream: &str, bins: &Binaries) -> Resu
   <policy context="default">
     <allow user="*"/>
     <allow own="*"/>
+    <allow send_type="method_call"/>
     <allow send_destination="*"/>
     <allow receive_sender="*"/>
   </policy>
@@ -92,17 +98,6 @@ pub fn start(lab: &mut Lab, host: &str, upstream: &str, bins: &Binaries) -> Resu
             lab.system_bus_path().display()
         ),
     )?;
-    let bus = lab.spawn(
-        host,
-        &["dbus-daemon", "--nofork", "--config-file", &bus_conf.to_string_lossy()],
-    )?;
-    let socket = lab.system_bus_path();
-    if !Lab::wait_for(Duration::from_secs(10), || socket.exists()) {
-        return Err(LabError::Plan(format!(
-            "the lab's D-Bus did not start:\n{}",
-            bus.log_text()
-        )));
-    }
     // Its user, in files only its mount namespace sees.
     let mut passwd = std::fs::read_to_string("/etc/passwd")?;
     passwd.push_str("systemd-resolve:x:991:991:resolver:/run/systemd/resolve:/usr/sbin/nologin\n");
@@ -113,27 +108,40 @@ pub fn start(lab: &mut Lab, host: &str, upstream: &str, bins: &Binaries) -> Resu
     let script = format!(
         "set -e; mount --make-rprivate /; mount -t tmpfs tmpfs /run; mkdir -p /run/systemd; \
          mount --bind {d}/passwd /etc/passwd; mount --bind {d}/group /etc/group; \
+         dbus-daemon --fork --config-file={d}/bus.conf; \
          mkdir -p /run/systemd/resolved.conf.d; \
          printf '[Resolve]\\nDNS={upstream}\\nLLMNR=no\\nMulticastDNS=no\\nDNSSEC=no\\n' > /run/systemd/resolved.conf.d/lab.conf; \
          exec {daemon}",
         d = dir.display(),
         daemon = bins.daemon.display(),
     );
+    // The bus runs in the same mount namespace: it must know the daemon's user too.
     let daemon = lab.spawn(host, &["unshare", "-m", "bash", "-c", &script])?;
     let resolvectl = bins.resolvectl.clone();
+    let mut last = String::new();
     let up = Lab::wait_for(Duration::from_secs(10), || {
-        lab.run(host, &[&resolvectl.to_string_lossy(), "status"], Duration::from_secs(5))
-            .is_ok_and(|o| o.status.success())
+        match lab.run(
+            host,
+            &[&resolvectl.to_string_lossy(), "status"],
+            Duration::from_secs(5),
+        ) {
+            Ok(o) if o.status.success() => true,
+            Ok(o) => {
+                last = String::from_utf8_lossy(&o.stderr).into_owned();
+                false
+            }
+            Err(e) => {
+                last = e.to_string();
+                false
+            }
+        }
     });
     if !up {
         return Err(LabError::Plan(format!(
-            "systemd-resolved did not answer resolvectl:\n{}",
+            "systemd-resolved did not answer resolvectl ({}):\n{}",
+            last.trim(),
             daemon.log_text()
         )));
     }
-    Ok(Running {
-        resolvectl,
-        daemon,
-        bus,
-    })
+    Ok(Running { resolvectl, daemon })
 }

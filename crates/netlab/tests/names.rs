@@ -284,6 +284,17 @@ fn a_managed_resolv_conf_is_put_back_after_down_logout_and_a_crash() {
     assert!(ok, "after logout:\n{text}");
 }
 
+/// `resolvectl query NAME` in n1 (on the lab's bus): its output, empty if it failed.
+fn rq(lab: &Lab, resolvectl: &str, name: &str) -> String {
+    lab.run(
+        "n1",
+        &[resolvectl, "query", "--legend=no", name],
+        Duration::from_secs(10),
+    )
+    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    .unwrap_or_default()
+}
+
 #[test]
 fn systemd_resolved_sends_the_accounts_names_to_pinholed() {
     if skip_without_root("systemd_resolved_sends_the_accounts_names_to_pinholed") {
@@ -313,7 +324,8 @@ fn systemd_resolved_sends_the_accounts_names_to_pinholed() {
         .expect("starting dnsmasq");
     // n1's programs ask resolved's stub; resolved's own upstream is the lab's dnsmasq.
     let original = "nameserver 127.0.0.53\nsearch corp.example\n";
-    lab.set_resolv_conf("n1", original).expect("n1's resolv.conf");
+    lab.set_resolv_conf("n1", original)
+        .expect("n1's resolv.conf");
     let resolved = pinhole_netlab::resolved::start(&mut lab, "n1", "198.18.1.1", &bins)
         .unwrap_or_else(|e| panic!("systemd-resolved in n1: {e}"));
     let resolvectl = resolved.resolvectl.to_string_lossy().into_owned();
@@ -323,31 +335,34 @@ fn systemd_resolved_sends_the_accounts_names_to_pinholed() {
     let n1 = start_node(&mut lab, "n1", &key);
     let _n2 = start_node(&mut lab, "n2", &key);
     let n2_addr = control.address_of(&lab, "n2");
-    let query = |name: &str| -> String {
-        lab.run("n1", &[&resolvectl, "query", "--legend=no", name], Duration::from_secs(10))
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    };
     let answered = Lab::wait_for(Duration::from_secs(15), || {
-        query("n2.pinhole.internal").contains(&n2_addr)
+        rq(&lab, &resolvectl, "n2.pinhole.internal").contains(&n2_addr)
     });
     assert!(
         answered,
         "resolvectl query: {}\npinholed:\n{}\nresolved:\n{}",
-        query("n2.pinhole.internal"),
+        rq(&lab, &resolvectl, "n2.pinhole.internal"),
         n1.log_text(),
         resolved.daemon.log_text()
     );
     // The tunnel's link: our server, the suffix as its search domain, not the default route.
     let link = lab
-        .run_ok("n1", &[&resolvectl, "status", "ph0"], Duration::from_secs(10))
+        .run_ok(
+            "n1",
+            &[&resolvectl, "status", "ph0"],
+            Duration::from_secs(10),
+        )
         .unwrap_or_else(|e| panic!("resolvectl status ph0: {e}"));
     assert!(link.contains("100.100.100.100"), "{link}");
     assert!(link.contains("pinhole.internal"), "{link}");
     assert!(link.contains("-DefaultRoute"), "{link}");
     // The bare name through the link's search domain; every program through the stub: the
     // full name and an outside name. The system's resolv.conf is not touched.
-    assert!(query("n2").contains(&n2_addr), "bare name: {}", query("n2"));
+    assert!(
+        rq(&lab, &resolvectl, "n2").contains(&n2_addr),
+        "bare name: {}",
+        rq(&lab, &resolvectl, "n2")
+    );
     assert!(getent(&lab, "n1", "n2.pinhole.internal").starts_with(&n2_addr));
     assert!(getent(&lab, "n1", "outside.example").starts_with("192.0.2.80"));
     let ping = lab
@@ -372,20 +387,35 @@ fn systemd_resolved_sends_the_accounts_names_to_pinholed() {
     let (ok, _, err) = mesh::pinhole(&lab, "n1", &["down"]);
     assert!(ok, "{err}");
     assert!(
-        Lab::wait_for(Duration::from_secs(10), || !query("n2.pinhole.internal").contains(&n2_addr)),
+        Lab::wait_for(Duration::from_secs(10), || !rq(
+            &lab,
+            &resolvectl,
+            "n2.pinhole.internal"
+        )
+        .contains(&n2_addr)),
         "still answered after down"
     );
     let (ok, _, err) = mesh::pinhole(&lab, "n1", &["up"]);
     assert!(ok, "{err}");
     assert!(Lab::wait_for(Duration::from_secs(15), || {
-        query("n2.pinhole.internal").contains(&n2_addr)
+        rq(&lab, &resolvectl, "n2.pinhole.internal").contains(&n2_addr)
     }));
     // kill -9: resolved forgets the link with the device; a restart configures it again.
     lab.kill(&n1);
-    assert!(Lab::wait_for(Duration::from_secs(10), || !query("n2.pinhole.internal").contains(&n2_addr)));
+    assert!(Lab::wait_for(Duration::from_secs(10), || !rq(
+        &lab,
+        &resolvectl,
+        "n2.pinhole.internal"
+    )
+    .contains(&n2_addr)));
     let n1 = start_node(&mut lab, "n1", &key);
     assert!(
-        Lab::wait_for(Duration::from_secs(15), || query("n2.pinhole.internal").contains(&n2_addr)),
+        Lab::wait_for(Duration::from_secs(15), || rq(
+            &lab,
+            &resolvectl,
+            "n2.pinhole.internal"
+        )
+        .contains(&n2_addr)),
         "{}",
         n1.log_text()
     );

@@ -66,7 +66,9 @@ pub async fn for_this_system(state_dir: &Path) -> Box<dyn OsDns> {
         }
         #[cfg(target_os = "linux")]
         if resolved::Resolved::present().await {
-            tracing::info!("systemd-resolved runs here: the tunnel's link gets the account's names");
+            tracing::info!(
+                "systemd-resolved runs here: the tunnel's link gets the account's names"
+            );
             return Box::new(resolved::Resolved::start());
         }
         Box::new(rc)

@@ -167,7 +167,11 @@ async fn configure(
 
 async fn revert_link(index: u32) -> Result<(), String> {
     let idx = i32::try_from(index).map_err(|_| "a device index out of range".to_string())?;
-    call("RevertLink", &(idx,)).await
+    match call("RevertLink", &(idx,)).await {
+        // The device went first (down removes it): resolved forgot the link with it.
+        Err(e) if e.contains("NoSuchLink") => Ok(()),
+        r => r,
+    }
 }
 
 /// One method call on resolved's manager.
