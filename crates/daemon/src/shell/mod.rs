@@ -465,7 +465,7 @@ impl<'a> Daemon<'a> {
                     }
                 }
                 Some(prepared) = self.probes.recv() => self.probes.handle_prepared(Instant::now(), prepared),
-                (from, answer) = self.names.recv_upstream() => self.names.handle_upstream(from, &answer),
+                _ = self.names.upstream_readable() => self.names.read_upstream(),
                 Some(()) = self.network.recv() => self.network_moved().await,
                 _ = report.tick() => self.publish(),
                 _ = tokio::time::sleep_until(deadline) => {}

@@ -29,6 +29,8 @@ pub struct Names {
     v6: Option<Ipv6Addr>,
     /// Opened at the first forwarded query.
     socket: Option<UdpSocket>,
+    /// Where answers from resolvers are read into (made with the socket).
+    buf: Option<Vec<u8>>,
     /// What the zone was last built from, to rebuild it only when names or addresses change.
     built_from: Vec<ZoneNode>,
     suffix: String,
@@ -42,6 +44,7 @@ impl Names {
             server: Server::new(Zone::empty(), upstreams),
             v6: None,
             socket: None,
+            buf: None,
             built_from: Vec::new(),
             suffix: pinhole_dns::DEFAULT_SUFFIX.to_string(),
             serial: 0,
@@ -175,24 +178,36 @@ impl Names {
     }
 
     /// The next answer from a resolver; never resolves before a query was forwarded.
-    pub async fn recv_upstream(&self) -> (SocketAddr, Vec<u8>) {
+    /// Resolves when a resolver's answer waits on the socket; never before a query was
+    /// forwarded. (Cheap to make on every turn of the loop: nothing is allocated here.)
+    pub async fn upstream_readable(&self) {
         let Some(s) = &self.socket else {
             return std::future::pending().await;
         };
-        let mut buf = vec![0u8; MAX_ANSWER];
-        loop {
-            match s.recv_from(&mut buf).await {
-                Ok((n, from)) => {
-                    buf.truncate(n);
-                    return (pinhole_dataplane::udp::canonical(from), buf);
-                }
-                Err(e) => tracing::debug!("DNS forwarding socket: {e}"),
-            }
+        if let Err(e) = s.readable().await {
+            tracing::debug!("DNS forwarding socket: {e}");
         }
     }
 
-    pub fn handle_upstream(&mut self, from: SocketAddr, answer: &[u8]) {
-        self.server.handle_upstream(from, answer);
+    /// Takes the resolvers' answers waiting on the socket, into one buffer kept for it.
+    pub fn read_upstream(&mut self) {
+        let Some(s) = &self.socket else {
+            return;
+        };
+        let buf = self.buf.get_or_insert_with(|| vec![0u8; MAX_ANSWER]);
+        loop {
+            match s.try_recv_from(buf) {
+                Ok((n, from)) => {
+                    let from = pinhole_dataplane::udp::canonical(from);
+                    self.server.handle_upstream(from, &buf[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!("DNS forwarding socket: {e}");
+                    break;
+                }
+            }
+        }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
