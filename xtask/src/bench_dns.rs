@@ -45,35 +45,20 @@ pub fn dns(args: &[&str]) -> Result<()> {
     build_release_binaries()?;
 
     let mut lab = mesh::star(&["n1", "n2"]);
-    let dnsmasq = |listen: &str, port: &str, address: &str| -> Vec<String> {
-        [
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--user=root",
-            "--pid-file=",
-            "--cache-size=0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([
-            format!("--listen-address={listen}"),
-            format!("--port={port}"),
-            format!("--address={address}"),
-        ])
-        .collect()
-    };
-    let upstream = dnsmasq("198.18.1.1", "53", "/outside.example/192.0.2.80");
-    let upstream: Vec<&str> = upstream.iter().map(String::as_str).collect();
-    lab.spawn(PUBLIC, &upstream)
-        .context("starting the upstream dnsmasq")?;
-    let local = dnsmasq("127.0.0.1", "5353", "/n2.lab.example/100.64.0.2");
-    let local: Vec<&str> = local.iter().map(String::as_str).collect();
-    lab.spawn("n1", &local)
-        .context("starting n1's local dnsmasq")?;
+    mesh::start_dnsmasq(
+        &mut lab,
+        PUBLIC,
+        "198.18.1.1",
+        53,
+        &["/outside.example/192.0.2.80"],
+    );
+    mesh::start_dnsmasq(
+        &mut lab,
+        "n1",
+        "127.0.0.1",
+        5353,
+        &["/n2.lab.example/100.64.0.2"],
+    );
     lab.set_resolv_conf("n1", "nameserver 198.18.1.1\n")?;
     let control = Control::new(&lab);
     let _server = control.start(&mut lab);

@@ -241,24 +241,15 @@ impl<C: Clone> Server<C> {
     }
 
     fn forward(&mut self, now: Instant, client: C, query: &Message, question: Query, bytes: &[u8]) {
-        let Some(first) = self.upstreams.first().copied() else {
-            self.error(
-                client,
-                query.metadata.id,
-                OpCode::Query,
-                ResponseCode::ServFail,
-            );
-            return;
+        // No resolver to ask, or too many questions waiting already: SERVFAIL at once.
+        let first = match self.upstreams.first() {
+            Some(first) if self.pending.len() < MAX_PENDING => *first,
+            _ => {
+                let id = query.metadata.id;
+                self.error(client, id, OpCode::Query, ResponseCode::ServFail);
+                return;
+            }
         };
-        if self.pending.len() >= MAX_PENDING {
-            self.error(
-                client,
-                query.metadata.id,
-                OpCode::Query,
-                ResponseCode::ServFail,
-            );
-            return;
-        }
         let ours = loop {
             let candidate = rand::random::<u16>();
             if !self.pending.contains_key(&candidate) {

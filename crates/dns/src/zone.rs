@@ -97,16 +97,6 @@ impl Zone {
         }
     }
 
-    /// The suffix, as text without the final dot.
-    pub fn suffix(&self) -> String {
-        self.suffix.to_ascii().trim_end_matches('.').to_string()
-    }
-
-    /// The fully qualified name of the node called `name`.
-    pub fn fqdn(&self, name: &str) -> String {
-        format!("{name}.{}", self.suffix())
-    }
-
     /// How many names the zone holds.
     pub fn len(&self) -> usize {
         self.by_name.len()
@@ -383,6 +373,5 @@ mod tests {
         assert!(check_suffix("bad_label.internal").is_err());
         assert!(check_suffix("a..b").is_err());
         assert!(Zone::new("my corp", [], vec![], 1).is_err());
-        assert_eq!(zone().fqdn("nas"), "nas.pinhole.internal");
     }
 }

@@ -323,6 +323,40 @@ pub fn first_line_time(p: &Proc, parts: &[&str]) -> Option<f64> {
         .and_then(line_time)
 }
 
+/// Starts dnsmasq in `host` as a lab resolver on `listen:port`: no upstream, no hosts file,
+/// no cache, answering only `addresses` (dnsmasq's `/NAME/ADDRESS`; an empty address is
+/// NXDOMAIN), each query logged to its output.
+pub fn start_dnsmasq(
+    lab: &mut Lab,
+    host: &str,
+    listen: &str,
+    port: u16,
+    addresses: &[&str],
+) -> Proc {
+    let mut argv: Vec<String> = [
+        "dnsmasq",
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        "--cache-size=0",
+        "--log-queries",
+        "--log-facility=-",
+        "--user=root",
+        "--pid-file=",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.push(format!("--listen-address={listen}"));
+    argv.push(format!("--port={port}"));
+    argv.extend(addresses.iter().map(|a| format!("--address={a}")));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    lab.spawn(host, &argv)
+        .expect("starting dnsmasq (`cargo xtask test` installs dnsmasq-base)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

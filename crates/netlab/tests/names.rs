@@ -30,26 +30,13 @@ fn peers_answer_by_name_and_other_names_go_to_the_systems_resolver() {
     }
     let mut lab = mesh::star(&["n1", "n2"]);
     // The lab's upstream resolver: one outside name, one that does not exist.
-    let upstream = lab
-        .spawn(
-            PUBLIC,
-            &[
-                "dnsmasq",
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--listen-address=198.18.1.1",
-                "--bind-interfaces",
-                "--address=/outside.example/192.0.2.80",
-                "--address=/nowhere.example/",
-                "--log-queries",
-                "--log-facility=-",
-                "--user=root",
-                "--pid-file=",
-            ],
-        )
-        .expect("starting dnsmasq (`cargo xtask test` installs dnsmasq-base)");
+    let upstream = mesh::start_dnsmasq(
+        &mut lab,
+        PUBLIC,
+        "198.18.1.1",
+        53,
+        &["/outside.example/192.0.2.80", "/nowhere.example/"],
+    );
     lab.set_resolv_conf("n1", "nameserver 198.18.1.1\n")
         .expect("n1's resolv.conf");
     let control = Control::new(&lab);
@@ -162,23 +149,13 @@ fn a_managed_resolv_conf_is_put_back_after_down_logout_and_a_crash() {
         return;
     }
     let mut lab = mesh::star(&["n1", "n2"]);
-    let _upstream = lab
-        .spawn(
-            PUBLIC,
-            &[
-                "dnsmasq",
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--listen-address=198.18.1.1",
-                "--bind-interfaces",
-                "--address=/outside.example/192.0.2.80",
-                "--user=root",
-                "--pid-file=",
-            ],
-        )
-        .expect("starting dnsmasq");
+    let _upstream = mesh::start_dnsmasq(
+        &mut lab,
+        PUBLIC,
+        "198.18.1.1",
+        53,
+        &["/outside.example/192.0.2.80"],
+    );
     let original =
         "# the system's own\nsearch corp.example\nnameserver 198.18.1.1\noptions edns0\n";
     lab.set_resolv_conf("n1", original)
@@ -305,23 +282,13 @@ fn systemd_resolved_sends_the_accounts_names_to_pinholed() {
     )
     .unwrap_or_else(|e| panic!("Debian's systemd-resolved: {e}"));
     let mut lab = mesh::star(&["n1", "n2"]);
-    let _upstream = lab
-        .spawn(
-            PUBLIC,
-            &[
-                "dnsmasq",
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--listen-address=198.18.1.1",
-                "--bind-interfaces",
-                "--address=/outside.example/192.0.2.80",
-                "--user=root",
-                "--pid-file=",
-            ],
-        )
-        .expect("starting dnsmasq");
+    let _upstream = mesh::start_dnsmasq(
+        &mut lab,
+        PUBLIC,
+        "198.18.1.1",
+        53,
+        &["/outside.example/192.0.2.80"],
+    );
     // n1's programs ask resolved's stub; resolved's own upstream is the lab's dnsmasq.
     let original = "nameserver 127.0.0.53\nsearch corp.example\n";
     lab.set_resolv_conf("n1", original)

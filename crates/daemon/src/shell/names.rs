@@ -63,6 +63,11 @@ impl Names {
         self.server.upstreams()
     }
 
+    /// The account's DNS suffix, as the map last gave it.
+    pub fn suffix(&self) -> &str {
+        &self.suffix
+    }
+
     /// The server as `pinhole status` shows it.
     pub fn status(&self) -> pinhole_proto::ipc::DnsStatus {
         let stats = self.server.stats();
@@ -127,7 +132,8 @@ impl Names {
     /// Takes a packet read from the TUN device if it is for the DNS server: true if it was
     /// (answered, forwarded or dropped here), false for the engine to route.
     pub fn handle_tun(&mut self, now: Instant, packet: &[u8]) -> bool {
-        let Some(dst) = ip_udp::destination(packet) else {
+        // Only the destination is read for every packet; the rest only for ours.
+        let Some(dst) = pinhole_proto::ip::destination(packet) else {
             return false;
         };
         if dst != IpAddr::V4(DNS_V4) && Some(dst) != self.v6.map(IpAddr::V6) {

@@ -80,7 +80,7 @@ impl Daemon<'_> {
         let cfg = crate::platform::os_dns::DnsConfig {
             server: IpAddr::V4(pinhole_dns::SERVER_V4),
             interface: self.dataplane.as_ref().map(|dp| dp.name.clone()),
-            suffix: self.names.status().suffix,
+            suffix: self.names.suffix().to_string(),
         };
         match self.os_dns.apply(&cfg) {
             Ok(()) => self.os_dns_error = None,
