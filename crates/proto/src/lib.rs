@@ -4,6 +4,8 @@
 pub mod control;
 pub mod disco;
 pub mod endpoint;
+#[cfg(feature = "serde")]
+pub mod filter;
 pub mod fuzzing;
 pub mod ip;
 #[cfg(feature = "serde")]
