@@ -5,6 +5,7 @@ mod allowed_ips;
 mod clock;
 mod discovery;
 mod engine;
+pub mod filter;
 pub mod fuzzing;
 mod home_relay;
 mod netcheck;

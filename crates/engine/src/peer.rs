@@ -76,6 +76,8 @@ pub struct PeerStatus {
     pub tx_bytes: u64,
     pub rx_packets: u64,
     pub tx_packets: u64,
+    /// Packets from the peer that the policy's filter refused.
+    pub filtered_packets: u64,
 }
 
 /// How long a direct path is trusted after the last packet that came over it. Longer than
@@ -141,6 +143,7 @@ pub(crate) struct Peer {
     pub(crate) rx_bytes: u64,
     pub(crate) tx_bytes: u64,
     pub(crate) rx_packets: u64,
+    pub(crate) filtered_packets: u64,
     pub(crate) tx_packets: u64,
 }
 
@@ -203,6 +206,7 @@ impl Peer {
             rx_bytes: 0,
             tx_bytes: 0,
             rx_packets: 0,
+            filtered_packets: 0,
             tx_packets: 0,
         }
     }
@@ -311,6 +315,7 @@ impl Peer {
             rx_bytes: self.rx_bytes,
             tx_bytes: self.tx_bytes,
             rx_packets: self.rx_packets,
+            filtered_packets: self.filtered_packets,
             tx_packets: self.tx_packets,
         }
     }

@@ -27,6 +27,9 @@ impl Engine {
         if let Some(wake) = traffic(&mut self.out, &mut self.stats, own, &self.public, peer, now) {
             self.next_disco = self.next_disco.min(wake);
         }
+        if let Some(f) = &mut self.filter {
+            f.outbound(packet, now);
+        }
         let tunn = session(&self.private, &self.rate_limiter, peer);
         match tunn.encapsulate(packet, &mut self.buf) {
             TunnResult::WriteToNetwork(out) => {
@@ -222,12 +225,13 @@ impl Engine {
             {
                 self.next_disco = self.next_disco.min(wake);
             }
+            let filter = self.filter.as_mut().map(|f| (f, now));
             deliver(
                 &self.routes,
-                idx,
-                peer,
+                (idx, peer),
                 src,
                 out,
+                filter,
                 &mut self.tun_out,
                 &mut self.stats,
             );
@@ -415,19 +419,28 @@ pub(super) fn push_relay(
     });
 }
 
-/// Hands a decrypted packet to the TUN queue if its source is one of the sender's allowed IPs.
+/// Hands a decrypted packet to the TUN queue if its source is one of the sender's allowed IPs
+/// and the policy's filter (if any) lets it in.
 fn deliver(
     routes: &AllowedIps<u32>,
-    idx: u32,
-    peer: &mut Peer,
+    (idx, peer): (u32, &mut Peer),
     src: IpAddr,
     packet: &[u8],
+    filter: Option<(&mut Filter, Instant)>,
     tun_out: &mut VecDeque<Vec<u8>>,
     stats: &mut EngineStats,
 ) {
     if routes.lookup(src) != Some(&idx) {
         stats.rx_disallowed_source += 1;
         return;
+    }
+    if let Some((f, now)) = filter {
+        if let Err(why) = f.inbound(packet, now) {
+            tracing::trace!(?why, peer = %peer.settings.public_key.short(), "packet refused by the policy");
+            peer.filtered_packets += 1;
+            stats.rx_filtered += 1;
+            return;
+        }
     }
     if tun_out.len() >= MAX_QUEUE {
         stats.queue_full += 1;

@@ -29,6 +29,7 @@ use timers::{probe, resend_pending_init, unproven};
 use crate::allowed_ips::AllowedIps;
 use crate::clock::Clock;
 use crate::discovery::{Discovery, Send};
+use crate::filter::Filter;
 use crate::peer::{Path, Peer, PeerDisco, PeerSettings, PeerStatus, MAX_CANDIDATES};
 use crate::transmit::{RelayTransmit, SocketId, SocketRequest, Transmit, MAIN_SOCKET};
 use boringtun::noise::errors::WireGuardError;
@@ -38,6 +39,7 @@ use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use pinhole_proto::disco::{self, DiscoBox, Message, TxId};
 use pinhole_proto::endpoint::{Endpoint, EndpointKind};
+use pinhole_proto::filter::FilterRule;
 use pinhole_proto::ip;
 use pinhole_proto::key::{Key, PrivateKey};
 use rand::rngs::StdRng;
@@ -124,6 +126,8 @@ pub struct EngineStats {
     pub rx_disco: u64,
     /// Packets dropped because the owner did not drain a queue.
     pub queue_full: u64,
+    /// Decrypted packets the policy's filter refused.
+    pub rx_filtered: u64,
 }
 
 /// Configuration errors.
@@ -168,6 +172,8 @@ pub struct Engine {
     /// The last `now` the engine was given (for status snapshots).
     last_now: Instant,
     tun_out: VecDeque<Vec<u8>>,
+    /// The policy's inbound filter; none: everything comes in (an account without a policy).
+    filter: Option<Filter>,
     events: VecDeque<Event>,
     stats: EngineStats,
     buf: Vec<u8>,
@@ -197,10 +203,26 @@ impl Engine {
             out: Outbox::default(),
             last_now: now,
             tun_out: VecDeque::new(),
+            filter: None,
             events: VecDeque::new(),
             stats: EngineStats::default(),
             buf: vec![0u8; MAX_PACKET],
         }
+    }
+
+    /// Sets the policy's inbound filter (`None`: let everything in). A new filter keeps the
+    /// flows this node opened; what the old rules let in is judged again by the new ones.
+    pub fn set_filter(&mut self, rules: Option<&[FilterRule]>, now: Instant) {
+        match (rules, &mut self.filter) {
+            (None, f) => *f = None,
+            (Some(r), Some(f)) => f.set_rules(r),
+            (Some(r), f) => *f = Some(Filter::new(r, now)),
+        }
+    }
+
+    /// The filter, if a policy set one.
+    pub fn filter(&self) -> Option<&Filter> {
+        self.filter.as_ref()
     }
 
     /// The node's public key.
