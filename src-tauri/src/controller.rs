@@ -439,6 +439,7 @@ impl Controller {
                 Op::Up {
                     credential: load(task.credential_name).await,
                     accept_dns: None,
+                    advertise_tags: None,
                 }
             } else {
                 Op::Down

@@ -73,6 +73,8 @@ fn me() -> SelfStatus {
         nat: Nat::default(),
         home_relay: Some("local".into()),
         expires: None,
+        tags: vec![],
+        policy: false,
     }
 }
 

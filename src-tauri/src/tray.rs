@@ -135,6 +135,8 @@ mod tests {
                     nat: Nat::default(),
                     home_relay: None,
                     expires: None,
+                    tags: vec![],
+                    policy: false,
                 },
             ),
             peers: vec![],

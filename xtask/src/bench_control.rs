@@ -347,6 +347,7 @@ async fn register_all(client: &ControlClient, authkey: &str, n: usize) -> Result
                 disco_key: random_key(),
                 hostname: format!("sim-{i}"),
                 os: "linux".into(),
+                tags: Vec::new(),
             };
             let private = PrivateKey::from_bytes(rand::random());
             client.register(&authkey, &private, &info).await

@@ -206,6 +206,7 @@ async fn server_with_nodes(
                 disco_key: Key(rand::random()),
                 hostname: format!("r{i}"),
                 os: "linux".into(),
+                tags: Vec::new(),
             };
             client
                 .register(&authkey, &private, &info)

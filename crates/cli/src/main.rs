@@ -54,6 +54,11 @@ enum Command {
         /// (`ssh nas`); `--accept-dns=false` leaves the system's DNS alone. Remembered.
         #[arg(long, value_name = "BOOL")]
         accept_dns: Option<bool>,
+        /// Ask for tags (comma-separated, e.g. tag:server; "" for none): the node then belongs
+        /// to its tags, not to you. Refused unless the account's policy lists you as an owner
+        /// of each tag. Remembered.
+        #[arg(long, value_name = "TAGS", value_delimiter = ',')]
+        advertise_tags: Option<Vec<String>>,
     },
     /// Disconnects: takes the tunnel down and keeps it down; stays signed in.
     Down,
@@ -149,13 +154,19 @@ async fn run(cli: Cli) -> Result<()> {
                 .transpose()?;
             login(&cli.socket, server, key, hostname).await
         }
-        Command::Up { accept_dns } => {
+        Command::Up {
+            accept_dns,
+            advertise_tags,
+        } => {
             let credential = stored_credential().await;
+            let advertise_tags =
+                advertise_tags.map(|t| t.into_iter().filter(|t| !t.is_empty()).collect());
             request(
                 &cli.socket,
                 Op::Up {
                     credential,
                     accept_dns,
+                    advertise_tags,
                 },
             )
             .await?;

@@ -179,6 +179,9 @@ mod tests {
             endpoint_kind: None,
             candidates: vec![],
             disco_pings_sent: 0,
+            tags: vec![],
+            filtered_packets: 0,
+            may_reach: None,
         }
     }
 

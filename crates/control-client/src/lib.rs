@@ -488,6 +488,7 @@ mod tests {
             disco_key: PrivateKey::from_bytes([2; 32]).public_key(),
             hostname: "a".into(),
             os: "linux".into(),
+            tags: Vec::new(),
         };
         let req = RegisterRequest::new(&PrivateKey::from_bytes([3; 32]), &challenge, &info);
         let sent = tokio::time::timeout(
@@ -507,6 +508,7 @@ mod tests {
             endpoints: Some(vec![]),
             home_relay: None,
             disco_key: None,
+            tags: None,
         };
         let sent =
             tokio::time::timeout(Duration::from_secs(2), client.update("phn_token", &upd)).await;

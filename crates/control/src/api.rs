@@ -147,6 +147,8 @@ struct Registrar {
     user_name: Option<String>,
     /// A one-off auth key to mark used.
     one_off_key: Option<String>,
+    /// Tags the auth key gives.
+    key_tags: Vec<String>,
 }
 
 async fn registrar(
@@ -183,6 +185,7 @@ async fn registrar(
                 user_id: None,
                 user_name: None,
                 one_off_key: (k.reusable == 0).then_some(k.id),
+                key_tags: crate::policy::tags_of(&k.tags),
             })
         }
         Some(TokenKind::Session) => {
@@ -193,6 +196,7 @@ async fn registrar(
                 user_id: Some(s.user_id),
                 user_name: Some(s.user_name),
                 one_off_key: None,
+                key_tags: Vec::new(),
             })
         }
         _ => Err(st.token_failed(
@@ -254,6 +258,15 @@ pub async fn register(
             ));
         }
     }
+    // Tags are granted (or the registration refused) before anything is written.
+    let tags = granted_tags(
+        &st,
+        &who.account_id,
+        who.user_name.as_deref(),
+        &req.tags,
+        &who.key_tags,
+    )
+    .await?;
     if let Some(id) = &who.one_off_key {
         if !st.store.use_auth_key(id, now).await? {
             return Err(ApiErr::unauthorized("this auth key was used already"));
@@ -290,6 +303,7 @@ pub async fn register(
             .await?
         }
     };
+    st.store.set_node_tags(&node_id, &tags, now).await?;
     st.load_account(&who.account_id).await?;
     let node = st
         .publish(&who.account_id, &node_id)
@@ -306,6 +320,26 @@ pub async fn register(
         user: who.user_name,
     }))
 }
+
+/// The tags a node gets: its auth key's, or those it asks for that its user owns under the
+/// account's policy; a tag it may not have is a refusal in words.
+async fn granted_tags(
+    st: &AppState,
+    account_id: &str,
+    user: Option<&str>,
+    asked: &[String],
+    key_tags: &[String],
+) -> Result<Vec<String>, ApiErr> {
+    if asked.len() > MAX_TAGS {
+        return Err(ApiErr::bad_request(format!("at most {MAX_TAGS} tags")));
+    }
+    let policy = st.policy_of(account_id).await?;
+    crate::policy::grant_tags(policy.as_deref(), user, asked, key_tags)
+        .map_err(|m| ApiErr::new(StatusCode::FORBIDDEN, "tag_not_allowed", m))
+}
+
+/// Most tags one node may have.
+const MAX_TAGS: usize = 32;
 
 #[allow(clippy::too_many_arguments)]
 async fn insert_new_node(
@@ -500,7 +534,7 @@ impl Stream for MapBody {
     }
 }
 
-/// `PATCH /api/v1/node`: a node changes its own endpoints, home relay or disco key.
+/// `PATCH /api/v1/node`: a node changes its own endpoints, home relay, disco key or tags.
 pub async fn update_node(
     State(st): St,
     Extension(client): Extension<ClientAddr>,
@@ -528,6 +562,16 @@ pub async fn update_node(
         return Err(ApiErr::bad_request(
             "the disco key must differ from the node key",
         ));
+    }
+    if let Some(asked) = &upd.tags {
+        let mut asked = asked.clone();
+        asked.sort();
+        asked.dedup();
+        if asked != crate::policy::tags_of(&row.tags) {
+            let tags =
+                granted_tags(&st, &row.account_id, row.user_name.as_deref(), &asked, &[]).await?;
+            st.store.set_node_tags(&row.id, &tags, st.now_ms()).await?;
+        }
     }
     let endpoints = upd.endpoints.as_deref().map(format_endpoints);
     let disco = upd.disco_key.map(|k| k.to_base64());

@@ -42,6 +42,9 @@ enum Command {
     /// Sets an account's options (its DNS suffix).
     #[command(subcommand)]
     Account(AccountCmd),
+    /// Shows, checks and sets an account's access policy (Tailscale/Headscale format, HuJSON).
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Signs people out.
     #[command(subcommand)]
     Session(SessionCmd),
@@ -126,6 +129,10 @@ enum AuthkeyCmd {
         expiry: Lifetime,
         #[arg(long, default_value = DEFAULT_ACCOUNT)]
         account: String,
+        /// Tags the nodes it registers get (comma-separated, e.g. tag:server); such nodes belong
+        /// to their tags, not to a person.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
     },
     /// Lists auth keys (never the keys themselves: only their ids).
     List,
@@ -155,6 +162,29 @@ enum AccountCmd {
         /// The DNS suffix of the account's names (`nas.SUFFIX`); `pinhole.internal` by default.
         #[arg(long)]
         dns_suffix: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCmd {
+    /// Prints the account's policy as it was written.
+    Get {
+        #[arg(long, default_value = DEFAULT_ACCOUNT)]
+        account: String,
+    },
+    /// Checks a policy file and runs its tests, without setting it.
+    Check { file: PathBuf },
+    /// Sets the account's policy; one that does not read or fails its tests is refused and
+    /// the old one stays. Every node follows within a second.
+    Set {
+        file: PathBuf,
+        #[arg(long, default_value = DEFAULT_ACCOUNT)]
+        account: String,
+    },
+    /// Removes the account's policy: everyone reaches everyone again.
+    Remove {
+        #[arg(long, default_value = DEFAULT_ACCOUNT)]
+        account: String,
     },
 }
 
@@ -272,13 +302,16 @@ async fn command(cli: Cli) -> Result<()> {
             reusable,
             expiry,
             account,
+            tags,
         }) => {
-            println!(
-                "{}",
-                admin::create_auth_key(&store, &account, reusable, expiry.0).await?
-            );
+            let key = admin::create_auth_key(&store, &account, reusable, expiry.0).await?;
+            if !tags.is_empty() {
+                pinhole_control::policy::tag_auth_key(&store, &key, &tags).await?;
+            }
+            println!("{key}");
             Ok(())
         }
+        Command::Policy(cmd) => policy_command(&store, cmd).await,
         Command::Authkey(AuthkeyCmd::List) => {
             print!("{}", admin::list_auth_keys(&store).await?);
             Ok(())
@@ -315,6 +348,34 @@ async fn command(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn policy_command(store: &Store, cmd: PolicyCmd) -> Result<()> {
+    use pinhole_control::policy;
+    let read = |file: &PathBuf| {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+    };
+    match cmd {
+        PolicyCmd::Get { account } => match policy::get(store, &account).await? {
+            Some(text) => print!("{text}"),
+            None => eprintln!("account {account} has no policy: everyone reaches everyone"),
+        },
+        PolicyCmd::Check { file } => {
+            policy::check(&read(&file)?)?;
+            eprintln!("{}: the policy reads and its tests pass", file.display());
+        }
+        PolicyCmd::Set { file, account } => {
+            for w in policy::set(store, &account, &read(&file)?).await? {
+                eprintln!("warning: {w}");
+            }
+            eprintln!("account {account}: policy set from {}", file.display());
+        }
+        PolicyCmd::Remove { account } => {
+            policy::remove(store, &account).await?;
+            eprintln!("account {account}: policy removed, everyone reaches everyone");
+        }
+    }
+    Ok(())
 }
 
 async fn serve(store: Store, a: ServeArgs) -> Result<()> {

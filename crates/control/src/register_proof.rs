@@ -122,6 +122,7 @@ mod tests {
             disco_key: Key([5; 32]),
             hostname: "a".into(),
             os: "linux".into(),
+            tags: Vec::new(),
         }
     }
 

@@ -143,6 +143,7 @@ impl Server {
         ));
         tasks.spawn(sweeper(state.clone(), stop_rx.clone()));
         tasks.spawn(renames(state.clone(), stop_rx.clone()));
+        tasks.spawn(policies(state.clone(), stop_rx.clone()));
         if let Some(relay) = &state.relay {
             tasks.spawn(relay.clone().run_rechecks());
         }
@@ -384,6 +385,47 @@ async fn renames(st: Arc<AppState>, mut stop: watch::Receiver<bool>) {
                 }
             }
             Err(e) => tracing::warn!("looking for renamed nodes: {e}"),
+        }
+    }
+}
+
+/// How often accounts whose policy changed are looked for (a change reaches every node within
+/// a second).
+const POLICIES_EVERY: Duration = Duration::from_millis(200);
+
+/// Applies policies an operator set (`policy set`, here or on another instance) to the maps.
+async fn policies(st: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(POLICIES_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = st.now_ms();
+    let mut applied: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let since = seen - RENAMES_OVERLAP_MS;
+        applied.retain(|_, at| *at > since);
+        let rows = match st.store.changed_policies(since).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!("looking for changed policies: {e}");
+                continue;
+            }
+        };
+        for (account, at) in rows {
+            seen = seen.max(at);
+            if applied.get(&account) == Some(&at) || !st.hub.is_loaded(&account) {
+                continue;
+            }
+            match st.policy_of(&account).await {
+                Ok(p) => {
+                    applied.insert(account.clone(), at);
+                    tracing::info!(%account, policy = p.is_some(), "applying the account's policy");
+                    st.hub.set_policy(&account, p);
+                }
+                Err(e) => tracing::warn!("reading a changed policy: {e}"),
+            }
         }
     }
 }

@@ -281,6 +281,7 @@ impl AppState {
         };
         let v4 = Ipv4Addr::from(u32::try_from(row.ipv4).ok()?);
         let v6 = crate::addresses::v6_for(&self.ula, v4);
+        let tags = crate::policy::tags_of(&row.tags);
         Some(Node {
             id: row.id.clone(),
             name: row.name.clone(),
@@ -293,8 +294,10 @@ impl AppState {
             online: row.online > 0,
             last_seen: row.last_seen,
             os: row.os.clone(),
-            user: row.user_name.clone(),
+            // A tagged node belongs to its tags, not to whoever set it up.
+            user: row.user_name.clone().filter(|_| tags.is_empty()),
             expires_at: row.expires_at,
+            tags,
         })
     }
 
@@ -338,8 +341,21 @@ impl AppState {
         let now = self.now_ms();
         let rows = self.store.nodes_in_account(account_id, now).await?;
         let nodes = rows.iter().filter_map(|r| self.to_node(r, now)).collect();
-        self.hub.load(account_id, nodes);
+        let policy = self.policy_of(account_id).await?;
+        self.hub.load(account_id, nodes, policy);
         Ok(())
+    }
+
+    /// The account's policy as the hub uses it; none if it has none.
+    pub async fn policy_of(
+        &self,
+        account_id: &str,
+    ) -> Result<Option<std::sync::Arc<pinhole_policy::Policy>>, StoreError> {
+        Ok(self
+            .store
+            .policy(account_id)
+            .await?
+            .map(|text| std::sync::Arc::new(crate::policy::parse_stored(account_id, &text))))
     }
 }
 

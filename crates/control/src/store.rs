@@ -73,6 +73,8 @@ pub struct AuthKeyRow {
     pub expires_at: Option<i64>,
     pub used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// Tags given to the nodes it registers (comma-separated).
+    pub tags: String,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -106,6 +108,8 @@ pub struct NodeRow {
     pub online: i64,
     /// The account's DNS suffix, if it set one.
     pub dns_suffix: Option<String>,
+    /// The node's tags (comma-separated).
+    pub tags: String,
 }
 
 /// A node about to be inserted.
@@ -130,7 +134,7 @@ pub const INSTANCE_STALE_MS: i64 = 45_000;
 const NODE_COLUMNS: &str =
     "n.id, n.account_id, a.name AS account_name, n.user_id, u.name AS user_name, \
      n.node_key, n.disco_key, n.hostname, n.name, n.os, n.ipv4, n.endpoints, n.home_relay, \
-     n.last_seen, n.created_at, n.expires_at, a.dns_suffix, \
+     n.last_seen, n.created_at, n.expires_at, a.dns_suffix, n.tags, \
      (SELECT COUNT(*) FROM presence p JOIN instances i ON i.id = p.instance_id \
       WHERE p.node_id = n.id AND p.streams > 0 AND i.seen > $1) AS online";
 
@@ -348,7 +352,7 @@ impl Store {
 
     const AUTH_KEY_SELECT: &'static str =
         "SELECT k.id, k.account_id, a.name AS account_name, k.reusable, k.created_at, \
-         k.expires_at, k.used_at, k.revoked_at FROM auth_keys k JOIN accounts a ON a.id = k.account_id";
+         k.expires_at, k.used_at, k.revoked_at, k.tags FROM auth_keys k JOIN accounts a ON a.id = k.account_id";
 
     pub async fn auth_key_by_hash(&self, key_hash: &str) -> Result<Option<AuthKeyRow>, StoreError> {
         Ok(sqlx::query_as::<_, AuthKeyRow>(&format!(

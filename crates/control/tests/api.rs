@@ -93,6 +93,7 @@ fn info(n: u8, host: &str) -> NodeInfo {
         disco_key: Key([n.wrapping_add(100); 32]),
         hostname: host.into(),
         os: "linux".into(),
+        tags: Vec::new(),
     }
 }
 
@@ -252,6 +253,7 @@ async fn map_stream_sends_full_map_then_deltas(db: &str) {
         endpoints: Some(eps.clone()),
         home_relay: Some("local".into()),
         disco_key: None,
+        tags: None,
     };
     let started = std::time::Instant::now();
     let me = h.client.update(&b.node_token, &upd).await.unwrap();
@@ -1038,9 +1040,154 @@ scenarios!(
     unknown_device_codes_count_against_the_address,
     expired_and_removed_nodes_leave_the_map,
     names_are_dns_names_and_renames_reach_the_map,
-    map_resumes_after_restart;
+    map_resumes_after_restart,
+    policies_shape_maps_and_reach_nodes_within_a_second;
     postgres only: two_instances_share_changes
 );
+
+const TEAM_POLICY: &str = r#"{
+  // group:dev may reach tag:server on 22 and 443; the server reaches nobody.
+  "groups": { "group:dev": ["alice"] },
+  "tagOwners": { "tag:server": ["group:dev"] },
+  "acls": [ { "action": "accept", "src": ["group:dev"], "dst": ["tag:server:22,443"] }, ],
+}"#;
+
+/// A full map's peers and policy.
+fn full(
+    m: MapMessage,
+) -> (
+    Vec<pinhole_proto::control::Node>,
+    Option<pinhole_proto::filter::NodePolicy>,
+) {
+    match m {
+        MapMessage::Full { peers, policy, .. } => (peers, policy),
+        other => panic!("expected a full map, got {other:?}"),
+    }
+}
+
+async fn policies_shape_maps_and_reach_nodes_within_a_second(db: &str) {
+    use pinhole_control::policy;
+    use pinhole_proto::filter::{describe, PortRange};
+    let h = Harness::new(db).await;
+    let store = h.store().await;
+    for user in ["alice", "carol"] {
+        admin::add_user(&store, "default", user, "a long password")
+            .await
+            .unwrap();
+    }
+    policy::set(&store, "default", TEAM_POLICY).await.unwrap();
+    let alice_s = sign_in(&h, "alice", "a long password").await;
+    let carol_s = sign_in(&h, "carol", "a long password").await;
+    let server_key = h.authkey("default", false, None).await;
+    policy::tag_auth_key(&store, &server_key, &["tag:server".to_string()])
+        .await
+        .unwrap();
+    let alice = register(&h, &alice_s, 1, "alice-laptop").await;
+    let server = register(&h, &server_key, 2, "db-server").await;
+    let carol = register(&h, &carol_s, 3, "carol-laptop").await;
+
+    // Tags go to their owners only, in words.
+    let mut asks = info(4, "carol-server");
+    asks.tags = vec!["tag:server".into()];
+    let e = h
+        .client
+        .register(&carol_s, &private(4), &asks)
+        .await
+        .unwrap_err();
+    assert_eq!(api_status(&e), 403);
+    assert!(
+        e.to_string().contains("carol may not tag nodes tag:server"),
+        "{e}"
+    );
+
+    // The outsider's map has no trace of the server, on the wire.
+    let mut carol_map = h.client.map(&carol.node_token).await.unwrap();
+    let raw = tokio::time::timeout(WAIT, carol_map.next_raw())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    assert!(
+        !text.contains(&private(2).public_key().to_base64()),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&server.node_id) && !text.contains("db-server"),
+        "{text}"
+    );
+    // The developer sees the server (a tagged node: no user), and what she may reach on it.
+    let mut alice_map = h.client.map(&alice.node_token).await.unwrap();
+    let (peers, share) = full(next(&mut alice_map).await);
+    assert_eq!(
+        peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["db-server"]
+    );
+    assert_eq!(peers[0].tags, ["tag:server"]);
+    assert_eq!(peers[0].user, None);
+    let share = share.expect("a policy share");
+    assert!(
+        share.filter.is_empty(),
+        "the server may reach nobody: {share:?}"
+    );
+    assert_eq!(describe(&share.reach[0].allow), "ports 22 and 443 and ping");
+    // The server's filter lets alice's addresses in on 22 and 443.
+    let mut server_map = h.client.map(&server.node_token).await.unwrap();
+    let (peers, share) = full(next(&mut server_map).await);
+    assert_eq!(peers.len(), 1);
+    let filter = share.unwrap().filter;
+    assert!(filter[0]
+        .src
+        .iter()
+        .any(|n| n.contains(&alice.addresses[0])));
+    assert_eq!(filter[0].ports, [PortRange::one(22), PortRange::one(443)]);
+
+    // A refused policy changes nothing.
+    let e = policy::set(
+        &store,
+        "default",
+        r#"{ "acls": [ { "action": "accept", "src": ["group:ops"], "dst": ["*:*"] } ] }"#,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("line 1, column 43: unknown group"),
+        "{e}"
+    );
+    assert_eq!(
+        policy::get(&store, "default").await.unwrap().as_deref(),
+        Some(TEAM_POLICY)
+    );
+
+    // A looser policy reaches the server's stream within a second.
+    let t = std::time::Instant::now();
+    policy::set(
+        &store,
+        "default",
+        &TEAM_POLICY.replace("22,443", "22,443,5432"),
+    )
+    .await
+    .unwrap();
+    let m = until(&mut server_map, |m| matches!(m, MapMessage::Policy { .. })).await;
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let MapMessage::Policy { policy: Some(p) } = m else {
+        panic!("{m:?}")
+    };
+    assert!(p.filter[0].ports.contains(&PortRange::one(5432)));
+
+    // No policy: the outsider sees the server again, and her filter goes.
+    policy::remove(&store, "default").await.unwrap();
+    until(
+        &mut carol_map,
+        |m| matches!(m, MapMessage::PeerChanged { peer } if peer.id == server.node_id),
+    )
+    .await;
+    until(&mut carol_map, |m| {
+        matches!(m, MapMessage::Policy { policy: None })
+    })
+    .await;
+}
 
 /// HTTPS with a certificate the client trusts through an extra CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

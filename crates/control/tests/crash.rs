@@ -127,6 +127,7 @@ async fn burst_kill_restart(db: &str, name: &str) {
                 disco_key: Key([9; 32]),
                 hostname: format!("burst-{i}"),
                 os: "linux".into(),
+                tags: Vec::new(),
             };
             let Ok(r) = client
                 .register(&key, &PrivateKey::from_bytes(k), &info)

@@ -91,6 +91,7 @@ fn info(host: &str) -> NodeInfo {
         disco_key: Key([0x55; 32]),
         hostname: host.into(),
         os: "linux".into(),
+        tags: Vec::new(),
     }
 }
 

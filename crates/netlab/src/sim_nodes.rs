@@ -79,6 +79,7 @@ pub async fn run(
                         disco_key: Key(rand::random()),
                         hostname: format!("sim-{i}"),
                         os: "linux".into(),
+                        tags: Vec::new(),
                     };
                     let r = client.register(&authkey, &private, &info).await?;
                     registered.fetch_add(1, Ordering::Relaxed);

@@ -15,6 +15,7 @@
 //! - `POST /logout` with a session token: revokes it.
 
 use crate::endpoint::Endpoint;
+use crate::filter::NodePolicy;
 use crate::key::{Key, PrivateKey};
 use crate::key_proof::{self, Purpose};
 use base64::engine::general_purpose::STANDARD;
@@ -52,6 +53,8 @@ pub struct NodeInfo {
     pub disco_key: Key,
     pub hostname: String,
     pub os: String,
+    /// Tags the node asks for (`pinhole up --advertise-tags`); its user must own them.
+    pub tags: Vec<String>,
 }
 
 /// A node asks to join: its keys, how it calls itself, and the proof that it holds the private
@@ -62,6 +65,9 @@ pub struct RegisterRequest {
     pub disco_key: Key,
     pub hostname: String,
     pub os: String,
+    /// Tags asked for; granted only to their owners (the policy's `tagOwners`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// The challenge, as the server gave it.
     pub challenge: String,
     /// HMAC proof of key possession ([`key_proof`], purpose Register), standard base64.
@@ -87,6 +93,7 @@ impl RegisterRequest {
             disco_key: info.disco_key,
             hostname: info.hostname.clone(),
             os: info.os.clone(),
+            tags: info.tags.clone(),
             challenge: challenge.challenge.clone(),
             proof: STANDARD.encode(proof),
         }
@@ -144,6 +151,9 @@ pub struct NodeUpdate {
     pub home_relay: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disco_key: Option<Key>,
+    /// The node's tags (an empty list: none); refused unless its user owns every one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
 }
 
 /// One node as the others see it.
@@ -165,8 +175,12 @@ pub struct Node {
     /// Milliseconds since the Unix epoch; none if it never connected.
     pub last_seen: Option<i64>,
     pub os: String,
+    /// The person the node belongs to; none for a tagged node (it belongs to its tags).
     pub user: Option<String>,
     pub expires_at: Option<i64>,
+    /// The node's tags (`tag:server`), from its auth key or granted to its owner.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// Whether a node is connected to control, and when it last was.
@@ -222,7 +236,13 @@ pub enum MapMessage {
         self_node: Node,
         peers: Vec<Node>,
         relay_map: RelayMap,
+        /// This node's part of the account's policy; none: the account has no policy and
+        /// everything is allowed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        policy: Option<NodePolicy>,
     },
+    /// This node's part of the policy changed (none: the account's policy was removed).
+    Policy { policy: Option<NodePolicy> },
     /// A peer appeared or changed.
     PeerChanged { peer: Node },
     /// Only peers' presence changed (they connected or went away): the short form of
@@ -309,6 +329,7 @@ mod tests {
             os: "linux".into(),
             user: None,
             expires_at: None,
+            tags: Vec::new(),
         }
     }
 
@@ -318,6 +339,7 @@ mod tests {
             self_node: node(),
             peers: vec![node()],
             relay_map: RelayMap::default(),
+            policy: None,
         };
         let text = serde_json::to_string(&m).unwrap();
         assert!(text.starts_with(r#"{"type":"full","self":{"#), "{text}");

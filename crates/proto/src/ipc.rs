@@ -66,6 +66,10 @@ pub enum Op {
         /// (remembered; absent: as before, on at first).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         accept_dns: Option<bool>,
+        /// Tags to ask control for (an empty list: none); refused unless this node's user owns
+        /// them under the account's policy (absent: as before).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        advertise_tags: Option<Vec<String>>,
     },
     /// Disconnect: take the tunnel down and keep it down; stay signed in.
     Down,
@@ -350,6 +354,13 @@ pub struct SelfStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "ts", ts(optional))]
     pub expires: Option<String>,
+    /// This node's tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "ts", ts(as = "Option<Vec<String>>", optional))]
+    pub tags: Vec<String>,
+    /// Whether the account has an access policy (this node's packets are filtered by it).
+    #[serde(default)]
+    pub policy: bool,
 }
 
 /// What netcheck learned about the local network; none while unknown.
@@ -411,6 +422,18 @@ pub struct PeerStatus {
     /// Disco pings sent to the peer in all (its candidates, predicted ports, birthday probes).
     #[serde(default)]
     pub disco_pings_sent: u32,
+    /// The peer's tags (a tagged node belongs to its tags, not to a person).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "ts", ts(as = "Option<Vec<String>>", optional))]
+    pub tags: Vec<String>,
+    /// Packets from the peer that the account's policy refused.
+    #[serde(default)]
+    pub filtered_packets: u64,
+    /// What this node may reach on the peer under the account's policy, in words ("ports 22
+    /// and 443 and ping", "nothing"); none when the account has no policy (everything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub may_reach: Option<String>,
 }
 
 /// One of a peer's candidate endpoints, as discovery has seen it.
@@ -551,7 +574,8 @@ mod tests {
                 id: 2,
                 op: Op::Up {
                     credential: None,
-                    accept_dns: None
+                    accept_dns: None,
+                    advertise_tags: None,
                 }
             })
         );
@@ -606,6 +630,8 @@ mod tests {
                 nat: Nat::default(),
                 home_relay: None,
                 expires: None,
+                tags: vec![],
+                policy: false,
             }),
             peers: vec![PeerStatus {
                 name: "server".into(),
@@ -632,6 +658,9 @@ mod tests {
                     pongs: 2,
                 }],
                 disco_pings_sent: 3,
+                tags: vec![],
+                filtered_packets: 0,
+                may_reach: None,
             }],
             dns: Some(DnsStatus {
                 suffix: "pinhole.internal".into(),

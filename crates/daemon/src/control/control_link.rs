@@ -80,6 +80,8 @@ impl std::fmt::Debug for How {
 pub struct SignIn {
     pub how: How,
     pub hostname: String,
+    /// Tags to ask for (`pinhole up --advertise-tags`).
+    pub tags: Vec<String>,
     /// Keep retrying while control is unreachable (a service starting before the network);
     /// otherwise fail at once with a clear error (a person is waiting).
     pub patient: bool,
@@ -108,6 +110,7 @@ pub async fn sign_in(
         disco_key,
         hostname: how.hostname.clone(),
         os: std::env::consts::OS.to_string(),
+        tags: how.tags.clone(),
     };
     let stored_session = matches!(how.how, How::Session(_));
     let (mut token, mut made_here) = match how.how {
@@ -392,6 +395,7 @@ async fn publish(
         endpoints: Some(eps.clone()),
         home_relay: None,
         disco_key: Some(node.disco_key),
+        tags: None,
     };
     match node.client.update(&node.reg.node_token, &upd).await {
         Ok(_) => {

@@ -49,6 +49,11 @@ impl MappedPeers {
         self.map.self_node()
     }
 
+    /// This node's share of the account's policy, if it has one.
+    pub fn policy(&self) -> Option<&pinhole_proto::filter::NodePolicy> {
+        self.map.policy()
+    }
+
     /// The relays of the last map.
     pub fn relay_map(&self) -> Option<&pinhole_proto::control::RelayMap> {
         self.map.relay_map()
@@ -129,9 +134,21 @@ impl MappedPeers {
                 netmap::Applied {
                     changes: self.map.clear(),
                     goodbye: Some(reason),
+                    policy_changed: true,
                 }
             }
         };
+        if applied.policy_changed {
+            let policy = self.map.policy();
+            engine.set_filter(policy.map(|p| p.filter.as_slice()), now);
+            match policy {
+                Some(p) => tracing::info!(
+                    rules = p.filter.len(),
+                    "the account's policy applies: packet filter set"
+                ),
+                None => tracing::info!("no policy: every peer may reach this node"),
+            }
+        }
         for change in applied.changes {
             match change {
                 PeerChange::Upsert { name, settings } => {
@@ -189,6 +206,7 @@ mod tests {
             os: "linux".into(),
             user: None,
             expires_at: None,
+            tags: Vec::new(),
         }
     }
 
@@ -209,6 +227,7 @@ mod tests {
                 self_node: me_node,
                 peers: vec![node("b", &peer)],
                 relay_map: RelayMap::default(),
+                policy: None,
             })),
         );
         let status = engine

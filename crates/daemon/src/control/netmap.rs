@@ -1,9 +1,11 @@
 //! The network map as this node last heard it from control, and what each message changes for
-//! the engine: which peers to add or update, which to remove. Pure: no I/O.
+//! the engine: which peers to add or update, which to remove, and this node's share of the
+//! account's policy (its packet filter). Pure: no I/O.
 
 use ipnet::IpNet;
 use pinhole_engine::PeerSettings;
 use pinhole_proto::control::{MapMessage, Node, RelayMap};
+use pinhole_proto::filter::NodePolicy;
 use pinhole_proto::key::Key;
 use std::collections::HashMap;
 
@@ -26,12 +28,16 @@ pub struct NetMap {
     self_node: Option<Node>,
     peers: HashMap<String, Node>,
     relay_map: Option<RelayMap>,
+    /// This node's share of the policy; none: the account has none (everything allowed).
+    policy: Option<NodePolicy>,
 }
 
 /// What applying a message did.
 #[derive(Debug, Default, PartialEq)]
 pub struct Applied {
     pub changes: Vec<PeerChange>,
+    /// The policy's share changed: the engine's filter follows.
+    pub policy_changed: bool,
     /// The server ended this node's membership, with its reason.
     pub goodbye: Option<String>,
 }
@@ -46,6 +52,11 @@ impl NetMap {
         self.peers.values()
     }
 
+    /// This node's share of the account's policy, if the account has one.
+    pub fn policy(&self) -> Option<&NodePolicy> {
+        self.policy.as_ref()
+    }
+
     /// The relays as the server last described them.
     pub fn relay_map(&self) -> Option<&RelayMap> {
         self.relay_map.as_ref()
@@ -58,8 +69,11 @@ impl NetMap {
                 self_node,
                 peers,
                 relay_map,
+                policy,
             } => {
                 self.relay_map = Some(relay_map);
+                out.policy_changed = self.policy != policy;
+                self.policy = policy;
                 let own_key = self_node.node_key;
                 self.self_node = Some(self_node);
                 let incoming: HashMap<String, Node> = peers
@@ -101,6 +115,10 @@ impl NetMap {
             MapMessage::PeerRemoved { id, .. } => self.remove(&id, &mut out.changes),
             MapMessage::SelfChanged { node } => self.self_node = Some(node),
             MapMessage::RelayMap { relay_map } => self.relay_map = Some(relay_map),
+            MapMessage::Policy { policy } => {
+                out.policy_changed = self.policy != policy;
+                self.policy = policy;
+            }
             MapMessage::Keepalive => {}
             MapMessage::Goodbye { reason } => {
                 out.changes = self.clear();
@@ -119,6 +137,7 @@ impl NetMap {
         }
         self.self_node = None;
         self.relay_map = None;
+        self.policy = None;
         changes
     }
 
@@ -192,6 +211,7 @@ mod tests {
             os: "linux".into(),
             user: None,
             expires_at: None,
+            tags: Vec::new(),
         }
     }
 
@@ -200,6 +220,7 @@ mod tests {
             self_node: me,
             peers,
             relay_map: RelayMap::default(),
+            policy: None,
         }
     }
 

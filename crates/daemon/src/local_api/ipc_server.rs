@@ -884,6 +884,7 @@ mod tests {
             op: Op::Up {
                 credential: None,
                 accept_dns: None,
+                advertise_tags: None,
             },
         })));
         input.extend(encode(&ClientFrame::Request(Request {

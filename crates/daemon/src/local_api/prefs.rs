@@ -1,5 +1,5 @@
-//! What the user asked for that outlives a restart: whether the tunnel should be up, and
-//! whether the system's resolver is pointed at the DNS server inside it.
+//! What the user asked for that outlives a restart: whether the tunnel should be up, whether
+//! the system's resolver is pointed at the DNS server inside it, and the tags the node asks for.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -11,6 +11,9 @@ pub struct Prefs {
     pub want_up: bool,
     #[serde(default = "yes")]
     pub accept_dns: bool,
+    /// Tags this node asks control for (`pinhole up --advertise-tags`).
+    #[serde(default)]
+    pub advertise_tags: Vec<String>,
     #[serde(skip)]
     path: PathBuf,
 }
@@ -26,6 +29,7 @@ impl Prefs {
         Prefs {
             want_up: saved.as_ref().is_none_or(|p| p.want_up),
             accept_dns: saved.as_ref().is_none_or(|p| p.accept_dns),
+            advertise_tags: saved.map(|p| p.advertise_tags).unwrap_or_default(),
             path,
         }
     }
@@ -37,6 +41,11 @@ impl Prefs {
 
     pub fn set_accept_dns(&mut self, on: bool) {
         self.accept_dns = on;
+        self.save();
+    }
+
+    pub fn set_advertise_tags(&mut self, tags: Vec<String>) {
+        self.advertise_tags = tags;
         self.save();
     }
 

@@ -6,6 +6,7 @@ use pinhole_engine::Key;
 use pinhole_engine::{Engine, Path, PathReason, PeerStatus as EnginePeer};
 use pinhole_proto::control::Node;
 use pinhole_proto::endpoint::{Endpoint, EndpointKind};
+use pinhole_proto::filter::{self, NodePolicy};
 use pinhole_proto::ipc::{
     Candidate, Connection, DnsStatus, LoginPrompt, Nat, PeerStatus, SelfStatus, State, Status,
 };
@@ -37,6 +38,8 @@ pub struct Inputs<'a> {
     pub relay_errors: &'a HashMap<String, String>,
     /// The DNS server's state, while there is a map.
     pub dns: Option<DnsStatus>,
+    /// This node's share of the account's policy; none: the account has no policy.
+    pub policy: Option<&'a NodePolicy>,
     pub now: Instant,
     pub wall_now: SystemTime,
 }
@@ -61,6 +64,15 @@ pub fn build(i: Inputs<'_>) -> Status {
         );
         p.last_seen = n.last_seen.and_then(rfc3339_from_millis);
         p.dns_name = n.dns_name.clone();
+        p.tags = n.tags.clone();
+        p.may_reach = i.policy.map(|pol| {
+            let allow = pol
+                .reach
+                .iter()
+                .find(|r| r.id == n.id)
+                .map(|r| r.allow.as_slice());
+            filter::describe(allow.unwrap_or_default())
+        });
         peers.push(p);
     }
     // Static mode: peers known only to the engine.
@@ -282,6 +294,9 @@ fn peer(
                 .collect()
         }),
         disco_pings_sent: e.map_or(0, |e| e.pings_sent),
+        tags: Vec::new(),
+        filtered_packets: e.map_or(0, |e| e.filtered_packets),
+        may_reach: None,
     }
 }
 
@@ -352,7 +367,9 @@ impl Reporter {
             me.nat = self.nat.clone();
             if let Some(n) = mapped.self_node() {
                 me.dns_name = n.dns_name.clone();
+                me.tags = n.tags.clone();
             }
+            me.policy = mapped.policy().is_some();
             me.home_relay = self.home_relay.clone();
             if !mapped.endpoints.is_empty() {
                 me.endpoints = mapped
@@ -372,6 +389,7 @@ impl Reporter {
             nat: &self.nat,
             relay_errors,
             dns,
+            policy: mapped.policy(),
             now: Instant::now(),
             wall_now: SystemTime::now(),
         });
@@ -403,6 +421,8 @@ pub fn self_status(
         nat: Nat::default(),
         home_relay: None,
         expires: expires_at.and_then(rfc3339_from_millis),
+        tags: Vec::new(),
+        policy: false,
     }
 }
 
@@ -426,6 +446,7 @@ mod tests {
             os: "linux".into(),
             user: None,
             expires_at: None,
+            tags: Vec::new(),
         }
     }
 
@@ -443,6 +464,7 @@ mod tests {
             tx_bytes: 20,
             rx_packets: 1,
             tx_packets: 1,
+            filtered_packets: 0,
             disco: false,
             rtt: None,
             endpoint_kind: None,
@@ -456,6 +478,7 @@ mod tests {
     fn the_status_is_watched_while_a_client_holds_a_receiver_beside_the_servers() {
         let (tx, server) = watch::channel(build(Inputs {
             dns: None,
+            policy: None,
             state: State::Connected,
             reason: None,
             self_node: None,
@@ -497,6 +520,7 @@ mod tests {
         let rtts = HashMap::from([(Key([2; 32]), 1.5)]);
         let s = build(Inputs {
             dns: None,
+            policy: None,
             state: State::Connected,
             reason: None,
             self_node: None,
@@ -548,6 +572,7 @@ mod tests {
         let status = |e: EnginePeer| {
             build(Inputs {
                 dns: None,
+                policy: None,
                 state: State::Connected,
                 reason: None,
                 self_node: None,
@@ -594,6 +619,7 @@ mod tests {
         let errors = HashMap::from([("fra".to_string(), "connection refused".to_string())]);
         let s = build(Inputs {
             dns: None,
+            policy: None,
             state: State::Connected,
             reason: None,
             self_node: None,

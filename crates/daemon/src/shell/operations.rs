@@ -10,7 +10,14 @@ impl Daemon<'_> {
             Op::Up {
                 credential,
                 accept_dns,
+                advertise_tags,
             } => {
+                if let Some(tags) = advertise_tags {
+                    if let Err(e) = self.set_tags(tags).await {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                }
                 if let Some(on) = accept_dns {
                     self.prefs.set_accept_dns(on);
                 }

@@ -1,6 +1,6 @@
 //! Sign-in and registration as the loop performs them: the control client, the sign-in task
 //! and its prompts, following a registration (the map stream), leaving, the map's messages,
-//! and the home relay published to control.
+//! the home relay published to control, and the tags the node asks for.
 
 use super::*;
 
@@ -48,6 +48,7 @@ impl Daemon<'_> {
         };
         let how = SignIn {
             hostname: self.hostname(start.hostname),
+            tags: self.prefs.advertise_tags.clone(),
             how: start.how,
             patient: start.patient,
             interactive_fallback: start.interactive_fallback,
@@ -207,6 +208,45 @@ impl Daemon<'_> {
         self.publish();
     }
 
+    /// `pinhole up --advertise-tags`: asks control for the tags at once when signed in (a
+    /// refusal is the answer, and nothing changes), and remembers them for the next sign-in.
+    pub(super) async fn set_tags(
+        &mut self,
+        mut tags: Vec<String>,
+    ) -> Result<(), pinhole_proto::ipc::IpcError> {
+        tags.sort();
+        tags.dedup();
+        if tags == self.prefs.advertise_tags {
+            return Ok(());
+        }
+        if let Some(r) = self.machine.registration().cloned() {
+            let client = self
+                .client(&r.control_url)
+                .map_err(|e| failure("bad-server", format!("{e:#}")))?;
+            let upd = pinhole_proto::control::NodeUpdate {
+                tags: Some(tags.clone()),
+                ..Default::default()
+            };
+            let asked =
+                tokio::time::timeout(Duration::from_secs(10), client.update(&r.node_token, &upd));
+            match asked.await {
+                Ok(Ok(_)) => tracing::info!(?tags, "tags granted"),
+                Ok(Err(e)) => {
+                    return Err(failure(
+                        "tags-refused",
+                        format!("the coordination server refused the tags: {e}"),
+                    ))
+                }
+                Err(_) => return Err(failure(
+                    "control-unreachable",
+                    "the coordination server did not answer within 10 s: the tags are unchanged",
+                )),
+            }
+        }
+        self.prefs.set_advertise_tags(tags);
+        Ok(())
+    }
+
     /// Tells control this node's new home relay (peers reach it there) and shows it.
     pub(super) fn publish_home_relay(&mut self, code: String) {
         tracing::info!(region = %code, "home relay chosen");
@@ -220,6 +260,7 @@ impl Daemon<'_> {
                 endpoints: None,
                 home_relay: Some(code),
                 disco_key: None,
+                tags: None,
             };
             if let Err(e) = client.update(&token, &upd).await {
                 tracing::warn!("publishing the home relay: {e}");

@@ -1,14 +1,19 @@
 //! The live network map in memory: per account, every node's current record (serialised once per
-//! change) and the map streams open on this instance. A change is turned into one line of JSON and
-//! handed to every stream of the account; a stream that cannot keep up is closed, and its node
-//! reconnects and starts again from a full map.
+//! change), the account's policy applied to them ([`view`]), and the map streams open on this
+//! instance. A change is turned into one line of JSON and handed to every stream of the account
+//! whose node may see it; a stream that cannot keep up is closed, and its node reconnects and
+//! starts again from a full map.
+
+mod view;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use pinhole_policy::Policy;
 use pinhole_proto::control::{MapMessage, Node, Presence, RelayMap};
 use pinhole_proto::key::Key;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
+use view::{same_identity, sees, PolicyView};
 
 /// Lines queued for one stream before it counts as too slow and is closed.
 pub const STREAM_QUEUE: usize = 512;
@@ -31,6 +36,56 @@ struct Account {
     streams: HashMap<String, Vec<Stream>>,
     /// Nodes whose presence changed since the last flush.
     presence_changed: std::collections::HashSet<String>,
+    /// The account's policy (none: everyone sees and reaches everyone) and what it means for
+    /// the nodes here.
+    policy: Option<Arc<Policy>>,
+    view: Option<PolicyView>,
+}
+
+impl Account {
+    /// Applies the policy to the nodes afresh and tells every stream what that changed for
+    /// it: peers that appeared or went out of sight, and its own share of the policy.
+    fn rebuild_view(&mut self) {
+        let old = self.view.take();
+        self.view = self
+            .policy
+            .as_ref()
+            .map(|p| PolicyView::new(p, self.nodes.values().map(|e| &e.node)));
+        let mut lines: Vec<(String, Vec<Bytes>)> = Vec::new();
+        for viewer in self.streams.keys() {
+            let mut out = Vec::new();
+            for (id, e) in &self.nodes {
+                if id == viewer {
+                    continue;
+                }
+                let (before, now) = (
+                    sees(old.as_ref(), viewer, id),
+                    sees(self.view.as_ref(), viewer, id),
+                );
+                if before && !now {
+                    out.push(to_line(&MapMessage::PeerRemoved {
+                        id: id.clone(),
+                        node_key: e.node.node_key,
+                    }));
+                } else if now && !before {
+                    out.push(line_with(br#"{"type":"peer_changed","peer":"#, &e.json));
+                }
+            }
+            let share = |v: Option<&PolicyView>| v.and_then(|v| v.share(viewer)).cloned();
+            let new_share = share(self.view.as_ref());
+            if share(old.as_ref()) != new_share || old.is_some() != self.view.is_some() {
+                out.push(to_line(&MapMessage::Policy { policy: new_share }));
+            }
+            if !out.is_empty() {
+                lines.push((viewer.clone(), out));
+            }
+        }
+        for (viewer, out) in lines {
+            for line in out {
+                send_to(self, &viewer, line);
+            }
+        }
+    }
 }
 
 struct Entry {
@@ -110,17 +165,31 @@ impl Hub {
         self.lock().accounts.contains_key(account)
     }
 
-    /// Fills an account's nodes from the database (no-op if another stream loaded it first).
-    pub fn load(&self, account: &str, nodes: Vec<Node>) {
+    /// Fills an account's nodes and policy from the database (no-op if another stream loaded
+    /// it first).
+    pub fn load(&self, account: &str, nodes: Vec<Node>, policy: Option<Arc<Policy>>) {
         let mut inner = self.lock();
         if inner.accounts.contains_key(account) {
             return;
         }
-        let mut a = Account::default();
+        let mut a = Account {
+            policy,
+            ..Account::default()
+        };
         for node in nodes {
             a.nodes.insert(node.id.clone(), entry(node));
         }
+        a.rebuild_view();
         inner.accounts.insert(account.to_string(), a);
+    }
+
+    /// The account's policy changed (none: removed): every node's map and filter follow.
+    pub fn set_policy(&self, account: &str, policy: Option<Arc<Policy>>) {
+        let mut inner = self.lock();
+        if let Some(a) = inner.accounts.get_mut(account) {
+            a.policy = policy;
+            a.rebuild_view();
+        }
     }
 
     /// Opens a stream for `node_id`; none if the node is not in the account.
@@ -140,7 +209,7 @@ impl Hub {
         parts.push(head.freeze());
         let mut first = true;
         for (id, e) in &a.nodes {
-            if id == node_id {
+            if id == node_id || !sees(a.view.as_ref(), node_id, id) {
                 continue;
             }
             parts.push(if first {
@@ -153,6 +222,10 @@ impl Hub {
         let mut tail = BytesMut::with_capacity(32 + self.relay_map_json.len());
         tail.put_slice(br#"],"relay_map":"#);
         tail.put_slice(&self.relay_map_json);
+        if let Some(share) = a.view.as_ref().and_then(|v| v.share(node_id)) {
+            tail.put_slice(br#","policy":"#);
+            tail.put_slice(&serde_json::to_vec(share).unwrap_or_else(|_| b"null".to_vec()));
+        }
         tail.put_slice(b"}\n");
         parts.push(tail.freeze());
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
@@ -193,6 +266,10 @@ impl Hub {
         let Some(a) = inner.accounts.get_mut(account) else {
             return;
         };
+        let identity_changed = a
+            .nodes
+            .get(&node.id)
+            .is_none_or(|old| !same_identity(&old.node, &node));
         let presence_only = match a.nodes.get(&node.id) {
             Some(old) if old.node == node => return,
             Some(old) => {
@@ -215,13 +292,29 @@ impl Hub {
         let self_line = line_with(br#"{"type":"self_changed","node":"#, &e.json);
         let id = e.node.id.clone();
         a.nodes.insert(id.clone(), e);
+        // Who may see it (and what each node's filter lets in) may change with its identity:
+        // nodes that see it only from now on get it from the rebuild, the rest below.
+        let before: Option<std::collections::HashSet<String>> =
+            (identity_changed && a.policy.is_some()).then(|| {
+                let b = a
+                    .streams
+                    .keys()
+                    .filter(|v| sees(a.view.as_ref(), v, &id))
+                    .cloned()
+                    .collect();
+                a.rebuild_view();
+                b
+            });
+        let view = a.view.take();
         broadcast(a, |to| {
             if to == id {
-                self_line.clone()
+                Some(self_line.clone())
             } else {
-                peer_line.clone()
+                let saw = before.as_ref().is_none_or(|b| b.contains(to));
+                (saw && sees(view.as_ref(), to, &id)).then(|| peer_line.clone())
             }
         });
+        a.view = view;
     }
 
     /// Sends the presence changes gathered since the last call, one line per account.
@@ -246,8 +339,23 @@ impl Hub {
             if peers.is_empty() {
                 continue;
             }
-            let line = to_line(&MapMessage::PeersOnline { peers });
-            broadcast(a, |_| line.clone());
+            let view = a.view.take();
+            match &view {
+                None => {
+                    let line = to_line(&MapMessage::PeersOnline { peers });
+                    broadcast(a, |_| Some(line.clone()));
+                }
+                // Each node hears only of the peers it may see.
+                Some(v) => broadcast(a, |to| {
+                    let mine: Vec<Presence> = peers
+                        .iter()
+                        .filter(|p| p.id != to && v.sees(to, &p.id))
+                        .cloned()
+                        .collect();
+                    (!mine.is_empty()).then(|| to_line(&MapMessage::PeersOnline { peers: mine }))
+                }),
+            }
+            a.view = view;
         }
     }
 
@@ -269,7 +377,15 @@ impl Hub {
                 let _ = s.tx.try_send(goodbye.clone());
             }
         }
-        broadcast(a, |_| removed.clone());
+        let view = a.view.take();
+        broadcast(a, |to| {
+            sees(view.as_ref(), to, node_id).then(|| removed.clone())
+        });
+        a.view = view;
+        if a.policy.is_some() {
+            // Its addresses leave the others' filters.
+            a.rebuild_view();
+        }
         Some(e.node.node_key)
     }
 
@@ -332,11 +448,14 @@ pub fn to_line(m: &MapMessage) -> Bytes {
     Bytes::from(v)
 }
 
-/// Queues a line on every stream of the account; streams that are full or gone are dropped.
-fn broadcast(a: &mut Account, line_for: impl Fn(&str) -> Bytes) {
+/// Queues a line on every stream of the account that gets one; streams that are full or gone
+/// are dropped.
+fn broadcast(a: &mut Account, line_for: impl Fn(&str) -> Option<Bytes>) {
     let mut dead: Vec<(String, u64)> = Vec::new();
     for (node_id, list) in &a.streams {
-        let line = line_for(node_id);
+        let Some(line) = line_for(node_id) else {
+            continue;
+        };
         for s in list {
             if s.tx.try_send(line.clone()).is_err() {
                 dead.push((node_id.clone(), s.id));
@@ -352,6 +471,11 @@ fn broadcast(a: &mut Account, line_for: impl Fn(&str) -> Bytes) {
             }
         }
     }
+}
+
+/// Queues a line on the streams of one node.
+fn send_to(a: &mut Account, node_id: &str, line: Bytes) {
+    broadcast(a, |to| (to == node_id).then(|| line.clone()));
 }
 
 #[cfg(test)]
@@ -374,6 +498,7 @@ mod tests {
             os: "linux".into(),
             user: None,
             expires_at: None,
+            tags: Vec::new(),
         }
     }
 
@@ -386,7 +511,7 @@ mod tests {
     #[test]
     fn full_map_then_deltas() {
         let hub = Hub::new(&RelayMap::default());
-        hub.load("acc", vec![node("a", 1), node("b", 2)]);
+        hub.load("acc", vec![node("a", 1), node("b", 2)], None);
         let mut sa = hub.subscribe("acc", "a").unwrap();
         let full = sa.full_map.concat();
         let full = parse_map_line(full.strip_suffix(b"\n").unwrap()).unwrap();
@@ -457,7 +582,7 @@ mod tests {
     fn full_maps_come_out_in_bounded_chunks() {
         let hub = Hub::new(&RelayMap::default());
         let nodes: Vec<Node> = (0..50).map(|i| node(&format!("n{i}"), i)).collect();
-        hub.load("acc", nodes);
+        hub.load("acc", nodes, None);
         let mut s = hub.subscribe("acc", "n0").unwrap();
         let mut whole = Vec::new();
         let mut chunks = 0;
@@ -476,8 +601,8 @@ mod tests {
     #[test]
     fn accounts_do_not_see_each_other() {
         let hub = Hub::new(&RelayMap::default());
-        hub.load("one", vec![node("a", 1)]);
-        hub.load("two", vec![node("x", 9)]);
+        hub.load("one", vec![node("a", 1)], None);
+        hub.load("two", vec![node("x", 9)], None);
         let mut sx = hub.subscribe("two", "x").unwrap();
         hub.upsert("one", node("c", 3));
         assert!(sx.rx.try_recv().is_err());
@@ -488,7 +613,7 @@ mod tests {
     #[test]
     fn a_slow_stream_is_closed_not_waited_for() {
         let hub = Hub::new(&RelayMap::default());
-        hub.load("acc", vec![node("a", 1), node("b", 2)]);
+        hub.load("acc", vec![node("a", 1), node("b", 2)], None);
         let sa = hub.subscribe("acc", "a").unwrap();
         for i in 0..=STREAM_QUEUE {
             let mut b = node("b", 2);
