@@ -108,6 +108,9 @@ fn peer(name: &str, connection: Connection) -> PeerStatus {
         endpoint_kind: None,
         candidates: vec![],
         disco_pings_sent: 0,
+        tags: vec![],
+        filtered_packets: 0,
+        may_reach: None,
     }
 }
 

@@ -109,7 +109,15 @@ dns_name: string, node_key: string, addresses: Array<string>, endpoints: Array<s
 /**
  * When this node's sign-in expires (RFC 3339, UTC); none if it does not.
  */
-expires?: string, };
+expires?: string, 
+/**
+ * This node's tags.
+ */
+tags?: Array<string>, 
+/**
+ * Whether the account has an access policy (this node's packets are filtered by it).
+ */
+policy: boolean, };
 
 export type Nat = { mapping_varies_by_dest: boolean | null, udp: boolean | null, };
 
@@ -140,7 +148,20 @@ candidates?: Array<Candidate>,
 /**
  * Disco pings sent to the peer in all (its candidates, predicted ports, birthday probes).
  */
-disco_pings_sent: number, };
+disco_pings_sent: number, 
+/**
+ * The peer's tags (a tagged node belongs to its tags, not to a person).
+ */
+tags?: Array<string>, 
+/**
+ * Packets from the peer that the account's policy refused.
+ */
+filtered_packets: number, 
+/**
+ * What this node may reach on the peer under the account's policy, in words ("ports 22
+ * and 443 and ping", "nothing"); none when the account has no policy (everything).
+ */
+may_reach?: string, };
 
 export type Connection = "direct" | "relayed" | "connecting" | "idle" | "offline";
 

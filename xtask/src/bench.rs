@@ -7,7 +7,9 @@ use crate::bench_report::{self, Versions};
 use crate::counterparts::{self, Counterpart};
 use crate::{build_release_binaries, packages, require_root};
 use anyhow::{bail, Context, Result};
-use pinhole_netlab::pinhole::{config, node_a, node_b, start_pinholed, two_hosts};
+use pinhole_netlab::pinhole::{
+    config, node_a, node_b, start_pinholed, start_pinholed_with, two_hosts,
+};
 use pinhole_netlab::stock::{self, Implementation};
 use pinhole_netlab::Lab;
 use serde_json::{json, Value};
@@ -18,6 +20,8 @@ use std::time::{Duration, Instant};
 enum Setup {
     Raw,
     Pinholed,
+    /// pinholed enforcing a 1,000-rule policy at both ends ([`crate::bench_policy`]).
+    PinholedPolicy,
     /// Another pinholed build (PINHOLE_BENCH_BASELINE=path), measured in the same run.
     Baseline,
     /// The current wireguard-go: the anchor.
@@ -32,6 +36,7 @@ impl Setup {
         match self {
             Setup::Raw => "raw veth (limit)",
             Setup::Pinholed => "pinholed",
+            Setup::PinholedPolicy => "pinholed, 1,000-rule policy",
             Setup::Baseline => "pinholed (baseline build)",
             Setup::WireguardGo => "wireguard-go (current)",
             Setup::WireguardGo2022 => "wireguard-go (Debian 12, 2022)",
@@ -44,6 +49,7 @@ impl Setup {
         match self {
             Setup::Raw => "raw",
             Setup::Pinholed => "pinholed",
+            Setup::PinholedPolicy => "policy",
             Setup::Baseline => "baseline",
             Setup::WireguardGo => "wireguard-go",
             Setup::WireguardGo2022 => "wireguard-go-2022",
@@ -52,9 +58,10 @@ impl Setup {
     }
 }
 
-const SETUPS: [Setup; 6] = [
+const SETUPS: [Setup; 7] = [
     Setup::Raw,
     Setup::Pinholed,
+    Setup::PinholedPolicy,
     Setup::Baseline,
     Setup::WireguardGo,
     Setup::WireguardGo2022,
@@ -82,7 +89,7 @@ struct Programs {
 }
 
 pub fn throughput(args: &[&str]) -> Result<()> {
-    const USAGE: &str = "usage: cargo xtask bench throughput [--seconds N] [--only raw,pinholed,baseline,wireguard-go,wireguard-go-2022,boringtun-cli]";
+    const USAGE: &str = "usage: cargo xtask bench throughput [--seconds N] [--only raw,pinholed,policy,baseline,wireguard-go,wireguard-go-2022,boringtun-cli]";
     let mut seconds: u32 = 5;
     let mut only: Option<Vec<Setup>> = None;
     let mut rest = args;
@@ -197,6 +204,23 @@ fn measure(setup: Setup, program: Option<&Counterpart>, seconds: u32, full: bool
         Setup::Pinholed | Setup::Baseline => {
             start_pinholed(&mut lab, "a", &config(&a, &b, true));
             start_pinholed(&mut lab, "b", &config(&b, &a, true));
+            tunnel.push(("pinholed".into(), lab_dir.clone()));
+            b.v4
+        }
+        Setup::PinholedPolicy => {
+            let (fa, fb, rules) = crate::bench_policy::filters(&a, &b, lab.dir())?;
+            eprintln!("b's packet filter: {rules} rules (a's: none, replies only)");
+            for (host, me, peer, filter) in [("a", &a, &b, &fa), ("b", &b, &a, &fb)] {
+                let conf = lab.dir().join(format!("{host}.conf"));
+                std::fs::write(&conf, config(me, peer, true))?;
+                let argv = [
+                    "--config",
+                    conf.to_str().unwrap_or(""),
+                    "--filter",
+                    filter.to_str().unwrap_or(""),
+                ];
+                start_pinholed_with(&mut lab, host, &argv);
+            }
             tunnel.push(("pinholed".into(), lab_dir.clone()));
             b.v4
         }
@@ -379,6 +403,7 @@ fn render(rows: &[Row], seconds: u32) -> (String, Value) {
     let mut ratios = serde_json::Map::new();
     if let Some(p) = by(Setup::Pinholed) {
         for other in [
+            Setup::PinholedPolicy,
             Setup::WireguardGo,
             Setup::Baseline,
             Setup::WireguardGo2022,
@@ -395,8 +420,19 @@ fn render(rows: &[Row], seconds: u32) -> (String, Value) {
             }
         }
     }
+    if rows.iter().any(|r| r.setup == Setup::PinholedPolicy) {
+        let _ = writeln!(
+            s,
+            "\nThe policy row: {} rules in the receiver's filter, a new flow checked against all of them; \
+             {} bytes of memory per tracked flow (at most {} flows).",
+            crate::bench_policy::RULES,
+            pinhole_engine::filter::Filter::bytes_per_flow(),
+            pinhole_engine::filter::MAX_FLOWS
+        );
+    }
     let figures = json!({
         "seconds_per_test": seconds,
+        "filter_bytes_per_flow": pinhole_engine::filter::Filter::bytes_per_flow(),
         "rows": rows.iter().map(|r| json!({
             "path": r.setup.key(),
             "label": r.setup.label(),

@@ -134,7 +134,7 @@ impl Drop for ServerProc {
     }
 }
 
-fn control_bin() -> PathBuf {
+pub(crate) fn control_bin() -> PathBuf {
     root().join("target/release/pinhole-control")
 }
 

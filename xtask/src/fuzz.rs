@@ -20,6 +20,7 @@ const TARGETS: &[&str] = &[
     "disco",
     "datagram",
     "dns",
+    "filter",
 ];
 
 struct Outcome {

@@ -6,6 +6,8 @@ mod bench_connect;
 mod bench_control;
 mod bench_dns;
 mod bench_idle;
+mod bench_policy;
+mod bench_policy_fanout;
 mod bench_relay;
 mod bench_report;
 mod counterparts;
@@ -43,12 +45,13 @@ fn dispatch() -> Result<()> {
         ["bench", "connect", rest @ ..] => bench_connect::connect(rest),
         ["bench", "idle", rest @ ..] => bench_idle::idle(rest),
         ["bench", "dns", rest @ ..] => bench_dns::dns(rest),
+        ["bench", "policy", rest @ ..] => bench_policy_fanout::policy(rest),
         ["fuzz", rest @ ..] => fuzz::run(rest),
         ["natlab", rest @ ..] => natlab::run(rest),
         ["shape", rest @ ..] => shape::run(rest),
         ["package", rest @ ..] => package::run(rest),
         _ => bail!(
-            "usage: cargo xtask <command>\n\n  demo                 pinhole-control and three pinholed nodes in a namespace lab, pinging each other\n  test                 everything: fmt, clippy, unit, netsim, netlab, interop\n  bench throughput [--seconds N] [--only raw,pinholed,baseline,wireguard-go,wireguard-go-2022,boringtun-cli]\n                       iperf3 through raw veth, pinholed, the current wireguard-go (Debian 13's), Debian 12's and boringtun-cli\n  bench control [--nodes 1000,10000] [--probes 20]\n                       simulated nodes on one pinhole-control: fan-out latency, memory per node\n  bench relay [--seconds N] [--idle-clients N]\n                       relayed vs direct iperf3 through pinholed; relay packets/s, CPU, memory per idle client\n  bench connect [--runs N] [--pairs A:B,…] [--loss PCT] [--delay MS]\n                       NAT lab: time to the first packet and to a direct path, p50/p95 per pair\n  bench idle [--peers 100,10000] [--seconds 60]\n                       pinholed with N online peers and no traffic: wake-ups/s, CPU, memory per peer\n  bench dns [--queries 10000]\n                       a peer's name from pinholed's DNS server, and a forwarded one: p50/p99 beside dnsmasq\n  fuzz [--seconds N] [TARGET…]\n                       coverage-guided fuzzing of every parser (cargo fuzz), N s per target (default 60)\n  natlab [--profiles P,…] [--loss PCT] [--delay MS] [--jitter MS] [--full] [--strict]\n                       two nodes behind each pair of NAT profiles: path expected vs observed\n  natlab --shell A B   one NAT lab left running to explore by hand\n  shape [--quiet] [--root DIR]\n                       no file over 800 lines of code, no function over 120, no import circle\n  package              the .deb, the .rpm and the Windows installer (target/packages/); says what it skipped"
+            "usage: cargo xtask <command>\n\n  demo                 pinhole-control and three pinholed nodes in a namespace lab, pinging each other\n  test                 everything: fmt, clippy, unit, netsim, netlab, interop\n  bench throughput [--seconds N] [--only raw,pinholed,policy,baseline,wireguard-go,wireguard-go-2022,boringtun-cli]\n                       iperf3 through raw veth, pinholed, the current wireguard-go (Debian 13's), Debian 12's and boringtun-cli\n  bench control [--nodes 1000,10000] [--probes 20]\n                       simulated nodes on one pinhole-control: fan-out latency, memory per node\n  bench relay [--seconds N] [--idle-clients N]\n                       relayed vs direct iperf3 through pinholed; relay packets/s, CPU, memory per idle client\n  bench connect [--runs N] [--pairs A:B,…] [--loss PCT] [--delay MS]\n                       NAT lab: time to the first packet and to a direct path, p50/p95 per pair\n  bench idle [--peers 100,10000] [--seconds 60]\n                       pinholed with N online peers and no traffic: wake-ups/s, CPU, memory per peer\n  bench dns [--queries 10000]\n                       a peer's name from pinholed's DNS server, and a forwarded one: p50/p99 beside dnsmasq\n  bench policy [--nodes 100] [--changes 10]\n                       a policy change reaching every node's map stream: p50/p95/max\n  fuzz [--seconds N] [TARGET…]\n                       coverage-guided fuzzing of every parser (cargo fuzz), N s per target (default 60)\n  natlab [--profiles P,…] [--loss PCT] [--delay MS] [--jitter MS] [--full] [--strict]\n                       two nodes behind each pair of NAT profiles: path expected vs observed\n  natlab --shell A B   one NAT lab left running to explore by hand\n  shape [--quiet] [--root DIR]\n                       no file over 800 lines of code, no function over 120, no import circle\n  package              the .deb, the .rpm and the Windows installer (target/packages/); says what it skipped"
         ),
     }
 }

@@ -139,6 +139,7 @@ pub fn render(s: &Status) -> String {
             p.path_reason.as_deref().unwrap_or("")
         );
     }
+    policy_lines(s, &mut out);
     if let Some(dns) = &s.dns {
         let _ = writeln!(
             out,
@@ -154,6 +155,30 @@ pub fn render(s: &Status) -> String {
         );
     }
     out
+}
+
+/// What the account's policy allows, peer by peer: what this node may reach on each, and the
+/// packets each sent that the policy refused.
+fn policy_lines(s: &Status, out: &mut String) {
+    if !s.self_node.as_ref().is_some_and(|m| m.policy) {
+        return;
+    }
+    let _ = writeln!(out, "access policy:");
+    for p in &s.peers {
+        let reach = p.may_reach.as_deref().unwrap_or("nothing");
+        let _ = write!(out, "  {}: you may reach {reach}", p.name);
+        if !p.tags.is_empty() {
+            let _ = write!(out, " ({})", p.tags.join(", "));
+        }
+        match p.filtered_packets {
+            0 => {}
+            1 => out.push_str("; 1 packet from it refused by the policy"),
+            n => {
+                let _ = write!(out, "; {n} packets from it refused by the policy");
+            }
+        }
+        out.push('\n');
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +208,44 @@ mod tests {
             filtered_packets: 0,
             may_reach: None,
         }
+    }
+
+    #[test]
+    fn the_policy_is_said_in_words() {
+        let me = pinhole_proto::ipc::SelfStatus {
+            name: "laptop".into(),
+            dns_name: String::new(),
+            node_key: "k".into(),
+            addresses: vec![],
+            endpoints: vec![],
+            nat: Default::default(),
+            home_relay: None,
+            expires: None,
+            tags: vec![],
+            policy: true,
+        };
+        let s = Status {
+            state: State::Connected,
+            reason: None,
+            login: None,
+            self_node: Some(me),
+            dns: None,
+            peers: vec![
+                PeerStatus {
+                    tags: vec!["tag:server".into()],
+                    filtered_packets: 3,
+                    may_reach: Some("ports 22 and 443".into()),
+                    ..peer("db", Connection::Direct)
+                },
+                peer("phone", Connection::Idle),
+            ],
+        };
+        let t = render(&s);
+        assert!(
+            t.contains("  db: you may reach ports 22 and 443 (tag:server); 3 packets from it refused by the policy\n"),
+            "{t}"
+        );
+        assert!(t.contains("  phone: you may reach nothing\n"), "{t}");
     }
 
     #[test]

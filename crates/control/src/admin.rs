@@ -96,6 +96,18 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+impl Store {
+    /// Every auth key (never the keys themselves), oldest first.
+    pub async fn auth_keys(&self) -> Result<Vec<crate::store::AuthKeyRow>, StoreError> {
+        Ok(sqlx::query_as::<_, crate::store::AuthKeyRow>(&format!(
+            "{} ORDER BY k.created_at",
+            Self::AUTH_KEY_SELECT
+        ))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
 pub async fn list_auth_keys(store: &Store) -> Result<String, AdminError> {
     let now = now_ms();
     let mut out = format!(

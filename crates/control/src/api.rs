@@ -182,8 +182,8 @@ async fn registrar(
             Ok(Registrar {
                 account_id: k.account_id,
                 account_name: k.account_name,
-                user_id: None,
-                user_name: None,
+                user_id: k.user_id,
+                user_name: k.user_name,
                 one_off_key: (k.reusable == 0).then_some(k.id),
                 key_tags: crate::policy::tags_of(&k.tags),
             })

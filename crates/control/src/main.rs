@@ -133,6 +133,10 @@ enum AuthkeyCmd {
         /// to their tags, not to a person.
         #[arg(long, value_delimiter = ',')]
         tags: Vec<String>,
+        /// The person whose nodes it registers (a user of the account): the policy's rules
+        /// for that user and their groups apply to those nodes.
+        #[arg(long)]
+        user: Option<String>,
     },
     /// Lists auth keys (never the keys themselves: only their ids).
     List,
@@ -303,10 +307,11 @@ async fn command(cli: Cli) -> Result<()> {
             expiry,
             account,
             tags,
+            user,
         }) => {
             let key = admin::create_auth_key(&store, &account, reusable, expiry.0).await?;
-            if !tags.is_empty() {
-                pinhole_control::policy::tag_auth_key(&store, &key, &tags).await?;
+            if !tags.is_empty() || user.is_some() {
+                pinhole_control::policy::own_auth_key(&store, &key, &tags, user.as_deref()).await?;
             }
             println!("{key}");
             Ok(())

@@ -281,7 +281,7 @@ impl AppState {
         };
         let v4 = Ipv4Addr::from(u32::try_from(row.ipv4).ok()?);
         let v6 = crate::addresses::v6_for(&self.ula, v4);
-        let tags = crate::policy::tags_of(&row.tags);
+        let tags = crate::policy::grants::tags_of(&row.tags);
         Some(Node {
             id: row.id.clone(),
             name: row.name.clone(),
@@ -351,11 +351,9 @@ impl AppState {
         &self,
         account_id: &str,
     ) -> Result<Option<std::sync::Arc<pinhole_policy::Policy>>, StoreError> {
-        Ok(self
-            .store
-            .policy(account_id)
-            .await?
-            .map(|text| std::sync::Arc::new(crate::policy::parse_stored(account_id, &text))))
+        Ok(self.store.policy(account_id).await?.map(|text| {
+            std::sync::Arc::new(crate::policy::grants::parse_stored(account_id, &text))
+        }))
     }
 }
 

@@ -75,6 +75,9 @@ pub struct AuthKeyRow {
     pub revoked_at: Option<i64>,
     /// Tags given to the nodes it registers (comma-separated).
     pub tags: String,
+    /// The person whose nodes it registers, if it belongs to one.
+    pub user_id: Option<String>,
+    pub user_name: Option<String>,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -350,9 +353,10 @@ impl Store {
         Ok(id)
     }
 
-    const AUTH_KEY_SELECT: &'static str =
+    pub(crate) const AUTH_KEY_SELECT: &'static str =
         "SELECT k.id, k.account_id, a.name AS account_name, k.reusable, k.created_at, \
-         k.expires_at, k.used_at, k.revoked_at, k.tags FROM auth_keys k JOIN accounts a ON a.id = k.account_id";
+         k.expires_at, k.used_at, k.revoked_at, k.tags, k.user_id, u.name AS user_name \
+         FROM auth_keys k JOIN accounts a ON a.id = k.account_id LEFT JOIN users u ON u.id = k.user_id";
 
     pub async fn auth_key_by_hash(&self, key_hash: &str) -> Result<Option<AuthKeyRow>, StoreError> {
         Ok(sqlx::query_as::<_, AuthKeyRow>(&format!(
@@ -361,15 +365,6 @@ impl Store {
         ))
         .bind(key_hash)
         .fetch_optional(&self.pool)
-        .await?)
-    }
-
-    pub async fn auth_keys(&self) -> Result<Vec<AuthKeyRow>, StoreError> {
-        Ok(sqlx::query_as::<_, AuthKeyRow>(&format!(
-            "{} ORDER BY k.created_at",
-            Self::AUTH_KEY_SELECT
-        ))
-        .fetch_all(&self.pool)
         .await?)
     }
 

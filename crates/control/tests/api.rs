@@ -1079,7 +1079,7 @@ async fn policies_shape_maps_and_reach_nodes_within_a_second(db: &str) {
     let alice_s = sign_in(&h, "alice", "a long password").await;
     let carol_s = sign_in(&h, "carol", "a long password").await;
     let server_key = h.authkey("default", false, None).await;
-    policy::tag_auth_key(&store, &server_key, &["tag:server".to_string()])
+    policy::own_auth_key(&store, &server_key, &["tag:server".to_string()], None)
         .await
         .unwrap();
     let alice = register(&h, &alice_s, 1, "alice-laptop").await;
@@ -1099,6 +1099,37 @@ async fn policies_shape_maps_and_reach_nodes_within_a_second(db: &str) {
         e.to_string().contains("carol may not tag nodes tag:server"),
         "{e}"
     );
+
+    // A node asks for tags later (pinhole up --advertise-tags): the same rule.
+    let e = h
+        .client
+        .update(
+            &carol.node_token,
+            &NodeUpdate {
+                tags: Some(vec!["tag:server".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(api_status(&e), 403);
+    let spare = register(&h, &alice_s, 5, "alice-spare").await;
+    let tagged = h
+        .client
+        .update(
+            &spare.node_token,
+            &NodeUpdate {
+                tags: Some(vec!["tag:server".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("alice owns tag:server");
+    assert_eq!(
+        (tagged.tags, tagged.user),
+        (vec!["tag:server".to_string()], None)
+    );
+    h.client.delete_self(&spare.node_token).await.unwrap();
 
     // The outsider's map has no trace of the server, on the wire.
     let mut carol_map = h.client.map(&carol.node_token).await.unwrap();

@@ -20,6 +20,11 @@ pub struct Args {
     /// of a coordination server.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// With --config: what may come in through the tunnel, as a JSON list of packet filter
+    /// rules (the form control sends a node for its account's policy; `src`, `dst`, `ports`,
+    /// `protos`). Replies to what this node sent always come in.
+    #[arg(long, value_name = "FILE", requires = "config")]
+    pub filter: Option<PathBuf>,
     /// The coordination server to join through (e.g. https://control.example.com). Remembered
     /// in the state directory after the first registration.
     #[arg(long, value_name = "URL", conflicts_with = "config")]

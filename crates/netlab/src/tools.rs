@@ -197,3 +197,49 @@ pub fn dns_latency(server: SocketAddr, name: &str, count: u32) -> std::io::Resul
     }
     Ok(out)
 }
+
+/// Accepts TCP connections on every address in `listen` for `duration`; each is greeted with
+/// `hello from PORT\n` and closed. Prints `listening` once every socket is bound.
+pub fn greet(listen: &[SocketAddr], duration: Duration) -> std::io::Result<()> {
+    let listeners = listen
+        .iter()
+        .map(TcpListener::bind)
+        .collect::<std::io::Result<Vec<_>>>()?;
+    println!("listening");
+    let deadline = Instant::now() + duration;
+    for l in &listeners {
+        l.set_nonblocking(true)?;
+    }
+    while Instant::now() < deadline {
+        let mut idle = true;
+        for l in &listeners {
+            if let Ok((mut s, _)) = l.accept() {
+                idle = false;
+                let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+                let _ = s.set_nonblocking(false);
+                let _ = writeln!(s, "hello from {port}");
+            }
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    Ok(())
+}
+
+/// One TCP connection attempt to `dst` within `timeout`: `connected` (the greeting was read),
+/// `refused`, or `timeout` (what a dropped SYN looks like).
+pub fn probe(dst: SocketAddr, timeout: Duration) -> &'static str {
+    match TcpStream::connect_timeout(&dst, timeout) {
+        Ok(mut s) => {
+            let _ = s.set_read_timeout(Some(timeout));
+            let mut buf = [0u8; 64];
+            match s.read(&mut buf) {
+                Ok(n) if n > 0 => "connected",
+                _ => "timeout",
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => "refused",
+        Err(_) => "timeout",
+    }
+}

@@ -34,6 +34,7 @@ export function status(over: Partial<Status> = {}): Status {
       endpoints: ["192.0.2.1:41641"],
       nat: { mapping_varies_by_dest: false, udp: true },
       home_relay: "local",
+      policy: false,
     },
     peers: [],
     ...over,
@@ -56,6 +57,7 @@ export function peer(name: string, over: Partial<PeerStatus> = {}): PeerStatus {
     rx_bytes: 0,
     tx_bytes: 0,
     disco_pings_sent: 0,
+    filtered_packets: 0,
     ...over,
   };
 }

@@ -1,5 +1,6 @@
 // One peer: its DNS name, addresses and key, the path in use and why it is not direct when it is not,
-// every candidate endpoint and what pinging it has shown, and a Ping button.
+// what the account's policy lets this device reach on it (and what it refused from it), every
+// candidate endpoint and what pinging it has shown, and a Ping button.
 import { useState } from "preact/hooks";
 import type { Backend } from "../backend";
 import type { PeerStatus, PingReply } from "../bindings";
@@ -62,6 +63,23 @@ export function PeerDetail(props: { backend: Backend; peer: PeerStatus; onBack: 
         <dd>
           received {bytes(p.rx_bytes)}, sent {bytes(p.tx_bytes)}
         </dd>
+        {p.may_reach != null && (
+          <>
+            <dt>Access</dt>
+            <dd class="access">
+              You may reach {p.may_reach}
+              {p.tags?.length ? ` (${p.tags.join(", ")})` : ""}
+            </dd>
+          </>
+        )}
+        {p.filtered_packets > 0 && (
+          <>
+            <dt>Refused</dt>
+            <dd class="refused">
+              {p.filtered_packets} {p.filtered_packets === 1 ? "packet" : "packets"} refused by the policy
+            </dd>
+          </>
+        )}
         <dt>Key</dt>
         <dd>
           <Copy backend={backend} text={p.node_key} label="the peer's key" class="key" />

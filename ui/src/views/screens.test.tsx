@@ -168,6 +168,21 @@ describe("the main screen", () => {
     expect(calls.find((c) => c.cmd === "ping")?.args).toEqual({ peer: "key-server" });
   });
 
+  it("says what the policy lets this device reach on a peer, and what it refused", async () => {
+    const db = { ...direct, name: "db", tags: ["tag:server"], may_reach: "ports 22 and 443", filtered_packets: 3 };
+    start(view({ status: status({ peers: [db, relayed] }) }));
+    fireEvent.click(await screen.findByRole("button", { name: /^db/ }));
+    await screen.findByRole("heading", { name: /db/ });
+    expect(screen.getByText("You may reach ports 22 and 443 (tag:server)")).toBeTruthy();
+    expect(screen.getByText("3 packets refused by the policy")).toBeTruthy();
+    fireEvent.click(screen.getByRole("button", { name: "← All peers" }));
+    fireEvent.click(await screen.findByRole("button", { name: /^phone/ }));
+    await screen.findByRole("heading", { name: /phone/ });
+    // No policy in the account: nothing to say.
+    expect(screen.queryByText(/You may reach/)).toBeNull();
+    expect(screen.queryByText(/refused by the policy/)).toBeNull();
+  });
+
   it("says why a ping failed", async () => {
     start(view({ status: status({ peers: [direct] }) }), {
       ping: () => {

@@ -611,6 +611,94 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_shapes_every_streams_map_and_follows_changes() {
+        const P: &str = r#"{ "groups": { "group:dev": ["ann"] }, "tagOwners": { "tag:db": ["ann"] },
+            "acls": [ { "action": "accept", "src": ["group:dev"], "dst": ["tag:db:5432"] } ] }"#;
+        let policy = Arc::new(pinhole_policy::load(P).unwrap());
+        let mut ann = node("ann", 1);
+        ann.user = Some("ann".into());
+        ann.addresses = vec!["100.64.0.1".parse().unwrap()];
+        let mut db = node("db", 2);
+        db.tags = vec!["tag:db".into()];
+        db.addresses = vec!["100.64.0.2".parse().unwrap()];
+        let mut bob = node("bob", 3);
+        bob.user = Some("bob".into());
+        bob.addresses = vec!["100.64.0.3".parse().unwrap()];
+        let hub = Hub::new(&RelayMap::default());
+        hub.load(
+            "acc",
+            vec![ann.clone(), db.clone(), bob.clone()],
+            Some(policy),
+        );
+        let full = |s: &mut Subscription| match parse_map_line(
+            std::mem::replace(
+                &mut s.full_map,
+                FullMap {
+                    parts: Vec::new().into_iter(),
+                },
+            )
+            .concat()
+            .strip_suffix(b"\n")
+            .unwrap(),
+        )
+        .unwrap()
+        {
+            MapMessage::Full { peers, policy, .. } => {
+                (peers.into_iter().map(|p| p.id).collect::<Vec<_>>(), policy)
+            }
+            m => panic!("{m:?}"),
+        };
+        let mut sb = hub.subscribe("acc", "bob").unwrap();
+        let (peers, share) = full(&mut sb);
+        assert!(peers.is_empty(), "bob may see nobody: {peers:?}");
+        assert_eq!(share, Some(pinhole_proto::filter::NodePolicy::default()));
+        let mut sd = hub.subscribe("acc", "db").unwrap();
+        let (peers, share) = full(&mut sd);
+        assert_eq!(peers, ["ann"]);
+        assert_eq!(
+            share.unwrap().filter[0].ports,
+            [pinhole_proto::filter::PortRange::one(5432)]
+        );
+        // ann's endpoints change: db hears of it, bob does not.
+        ann.endpoints = vec!["192.0.2.1:1".parse().unwrap()];
+        hub.upsert("acc", ann.clone());
+        assert!(matches!(recv(&mut sd.rx), MapMessage::PeerChanged { peer } if peer.id == "ann"));
+        assert!(sb.rx.try_recv().is_err());
+        // bob joins the group's rule through a new policy: he sees db, and db's filter lets him in.
+        let looser = P.replace(r#"["ann"] },"#, r#"["ann", "bob"] },"#);
+        hub.set_policy(
+            "acc",
+            Some(Arc::new(pinhole_policy::load(&looser).unwrap())),
+        );
+        assert!(matches!(recv(&mut sb.rx), MapMessage::PeerChanged { peer } if peer.id == "db"));
+        assert!(matches!(
+            recv(&mut sb.rx),
+            MapMessage::Policy { policy: Some(_) }
+        ));
+        assert!(sb.rx.try_recv().is_err());
+        assert!(matches!(recv(&mut sd.rx), MapMessage::PeerChanged { peer } if peer.id == "bob"));
+        let MapMessage::Policy { policy: Some(p) } = recv(&mut sd.rx) else {
+            panic!()
+        };
+        assert!(p.filter[0]
+            .src
+            .iter()
+            .any(|n| n.contains(&"100.64.0.3".parse::<std::net::IpAddr>().unwrap())));
+        // Tagging bob's node takes it out of the group's reach.
+        bob.tags = vec!["tag:db".into()];
+        hub.upsert("acc", bob);
+        let mut got = Vec::new();
+        while let Ok(b) = sb.rx.try_recv() {
+            got.push(parse_map_line(&b[..b.len() - 1]).unwrap());
+        }
+        assert!(
+            got.iter()
+                .any(|m| matches!(m, MapMessage::PeerRemoved { id, .. } if id == "db")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
     fn a_slow_stream_is_closed_not_waited_for() {
         let hub = Hub::new(&RelayMap::default());
         hub.load("acc", vec![node("a", 1), node("b", 2)], None);

@@ -266,4 +266,51 @@ mod tests {
         assert!(!dir.join("control.json").exists(), "registration forgotten");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn the_policy_share_becomes_the_engines_filter_and_goes_with_it() {
+        use pinhole_proto::filter::{FilterRule, NodePolicy, PortRange};
+        let dir = std::env::temp_dir().join(format!("pinholed-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let me = pinhole_engine::private_key_from_bytes([1; 32]);
+        let mut engine = Engine::new(&me, Instant::now());
+        let mut mp = MappedPeers::new(None, dir.clone());
+        let share = NodePolicy {
+            filter: vec![FilterRule {
+                src: vec!["100.64.0.2/32".parse().unwrap()],
+                dst: vec!["100.64.0.1/32".parse().unwrap()],
+                ports: vec![PortRange::one(22)],
+                protos: vec![],
+            }],
+            reach: vec![],
+        };
+        let full = |policy| {
+            ControlMsg::Map(Box::new(MapMessage::Full {
+                self_node: node("me", &me),
+                peers: vec![],
+                relay_map: RelayMap::default(),
+                policy,
+            }))
+        };
+        mp.apply(&mut engine, full(None));
+        assert!(engine.filter().is_none(), "no policy, no filter");
+        mp.apply(&mut engine, full(Some(share.clone())));
+        assert_eq!(engine.filter().map(|f| f.rules()), Some(1));
+        assert_eq!(mp.policy(), Some(&share));
+        let mut looser = share.clone();
+        looser.filter.push(looser.filter[0].clone());
+        mp.apply(
+            &mut engine,
+            ControlMsg::Map(Box::new(MapMessage::Policy {
+                policy: Some(looser),
+            })),
+        );
+        assert_eq!(engine.filter().map(|f| f.rules()), Some(2));
+        mp.apply(
+            &mut engine,
+            ControlMsg::Map(Box::new(MapMessage::Policy { policy: None })),
+        );
+        assert!(engine.filter().is_none(), "the policy was removed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -230,6 +230,18 @@ impl<'a> Daemon<'a> {
                     .with_context(|| format!("peer {}", p.public_key.to_base64()))?;
             }
         }
+        if let Some(path) = &args.filter {
+            let text =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let rules: Vec<pinhole_proto::filter::FilterRule> = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not a list of filter rules", path.display()))?;
+            tracing::info!(
+                rules = rules.len(),
+                "packet filter set from {}",
+                path.display()
+            );
+            engine.set_filter(Some(&rules), now);
+        }
         let ident = rand::random::<u16>();
         let ca = match &args.control_ca {
             Some(p) => {

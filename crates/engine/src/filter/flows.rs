@@ -3,6 +3,10 @@
 
 use super::packet::{FragmentKey, Tuple, TCP, UDP};
 use std::collections::HashMap;
+
+/// The tables' hasher: aHash with per-process random keys (SipHash cost a measurable share of
+/// the per-packet lookup; a fixed-key hash would let a peer aim collisions).
+type Hasher = ahash::RandomState;
 use std::net::IpAddr;
 
 /// A flow as seen from this node, the same for both directions.
@@ -70,8 +74,8 @@ pub const FRAGMENT_LIFETIME: u32 = 30;
 
 /// Bounded maps of flows and fragments.
 pub struct Tables {
-    pub flows: HashMap<FlowKey, Flow>,
-    pub fragments: HashMap<FragmentKey, u32>,
+    pub flows: HashMap<FlowKey, Flow, Hasher>,
+    pub fragments: HashMap<FragmentKey, u32, Hasher>,
     max_flows: usize,
     max_fragments: usize,
     /// Entries dropped to make room before they expired.
@@ -81,8 +85,8 @@ pub struct Tables {
 impl Tables {
     pub fn new(max_flows: usize, max_fragments: usize) -> Tables {
         Tables {
-            flows: HashMap::new(),
-            fragments: HashMap::new(),
+            flows: HashMap::default(),
+            fragments: HashMap::default(),
             max_flows,
             max_fragments,
             evicted: 0,
@@ -130,7 +134,7 @@ impl Tables {
 
 /// Drops the eighth of the entries that expire first; returns how many went.
 fn evict_oldest<K: Clone + Eq + std::hash::Hash, V>(
-    map: &mut HashMap<K, V>,
+    map: &mut HashMap<K, V, Hasher>,
     expiry: impl Fn(&V) -> u32,
 ) -> usize {
     let mut times: Vec<u32> = map.values().map(&expiry).collect();

@@ -9,6 +9,9 @@
 //! `netlab-tool impair DEVICE DELAY_S JITTER_S LOSS_PCT`: the public network's delay forwarder.
 //! `netlab-tool dns-latency SERVER NAME COUNT`: COUNT queries one at a time; prints
 //! `answered=N lost=N bad=N p50_us=N p99_us=N max_us=N`.
+//! `netlab-tool greet LISTEN[,LISTEN…] SECONDS`: accept TCP connections on each, greet, close.
+//! `netlab-tool probe DST TIMEOUT_MS`: one TCP connection attempt; prints `connected`,
+//! `refused` or `timeout`.
 
 use anyhow::{bail, Context, Result};
 use pinhole_netlab::tools;
@@ -102,8 +105,20 @@ fn main() -> Result<()> {
                 r.rtts.last().map_or(0, |d| d.as_micros())
             );
         }
+        "greet" => {
+            let listen = arg(1)?
+                .split(',')
+                .map(|a| a.parse().with_context(|| format!("bad address {a:?}")))
+                .collect::<Result<Vec<SocketAddr>>>()?;
+            let secs: u64 = arg(2)?.parse().context("bad seconds")?;
+            tools::greet(&listen, Duration::from_secs(secs))?;
+        }
+        "probe" => {
+            let ms: u64 = arg(2)?.parse().context("bad milliseconds")?;
+            println!("{}", tools::probe(addr(1)?, Duration::from_millis(ms)));
+        }
         other => {
-            bail!("unknown command {other:?} (serve, send, junk, sim-nodes, nat-type, impair, dns-latency)")
+            bail!("unknown command {other:?} (serve, send, junk, sim-nodes, nat-type, impair, dns-latency, greet, probe)")
         }
     }
     Ok(())
