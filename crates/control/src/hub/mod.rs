@@ -473,9 +473,21 @@ fn broadcast(a: &mut Account, line_for: impl Fn(&str) -> Option<Bytes>) {
     }
 }
 
-/// Queues a line on the streams of one node.
+/// Queues a line on the streams of one node; those that are full or gone are dropped.
 fn send_to(a: &mut Account, node_id: &str, line: Bytes) {
-    broadcast(a, |to| (to == node_id).then(|| line.clone()));
+    let Some(list) = a.streams.get_mut(node_id) else {
+        return;
+    };
+    list.retain(|s| {
+        let ok = s.tx.try_send(line.clone()).is_ok();
+        if !ok {
+            tracing::debug!(node = %node_id, "map stream too slow or gone: closed");
+        }
+        ok
+    });
+    if list.is_empty() {
+        a.streams.remove(node_id);
+    }
 }
 
 #[cfg(test)]
