@@ -32,13 +32,18 @@ fn team() -> (Sim, HostId, HostId, Key, Key) {
     let (k1, k2) = (sim.key(), sim.key());
     let dev = sim.add_host("192.0.2.1:51820".parse().unwrap(), k1);
     let server = sim.add_host("198.51.100.2:51820".parse().unwrap(), k2);
-    let (dk, sk) = (sim.engine(dev).public_key(), sim.engine(server).public_key());
+    let (dk, sk) = (
+        sim.engine(dev).public_key(),
+        sim.engine(server).public_key(),
+    );
     let now = sim.now();
     let server_addr = sim.addr(server);
     sim.engine(dev)
         .upsert_peer(now, peer(sk, SERVER, Some(server_addr)))
         .unwrap();
-    sim.engine(server).upsert_peer(now, peer(dk, DEV, None)).unwrap();
+    sim.engine(server)
+        .upsert_peer(now, peer(dk, DEV, None))
+        .unwrap();
     let server_filter = vec![FilterRule {
         src: vec![format!("{DEV}/32").parse().unwrap()],
         dst: vec![format!("{SERVER}/32").parse().unwrap()],
@@ -72,7 +77,12 @@ fn allowed_ports_pass_others_are_refused_and_counted() {
     // developer's own filter lets nothing new in.
     sim.send_tun(server, &udp_v4(SERVER, DEV, 22, 40000, b"banner"));
     let got = arrived(&mut sim, dev);
-    assert_eq!(got.iter().filter_map(|p| udp_payload(p)).collect::<Vec<_>>(), vec![&b"banner"[..]]);
+    assert_eq!(
+        got.iter()
+            .filter_map(|p| udp_payload(p))
+            .collect::<Vec<_>>(),
+        vec![&b"banner"[..]]
+    );
 }
 
 #[test]
@@ -85,7 +95,10 @@ fn a_node_that_ignores_its_filter_still_cannot_get_in() {
     sim.send_tun(dev, &udp_v4(DEV, SERVER, 40000, 22, b"hello"));
     assert_eq!(arrived(&mut sim, server).len(), 1);
     sim.send_tun(server, &udp_v4(SERVER, DEV, 5555, 8080, b"unasked"));
-    sim.send_tun(server, &udp_v4(SERVER, DEV, 22, 40001, b"not the open flow"));
+    sim.send_tun(
+        server,
+        &udp_v4(SERVER, DEV, 22, 40001, b"not the open flow"),
+    );
     assert!(arrived(&mut sim, dev).is_empty());
     assert_eq!(sim.engine(dev).peer(&sk).unwrap().filtered_packets, 2);
 }
@@ -99,14 +112,23 @@ fn a_looser_policy_opens_the_port_at_once_and_keeps_sessions() {
     let looser = vec![FilterRule {
         src: vec![format!("{DEV}/32").parse().unwrap()],
         dst: vec![format!("{SERVER}/32").parse().unwrap()],
-        ports: vec![PortRange::one(22), PortRange::one(443), PortRange::one(5432)],
+        ports: vec![
+            PortRange::one(22),
+            PortRange::one(443),
+            PortRange::one(5432),
+        ],
         protos: Vec::new(),
     }];
     let now = sim.now();
     sim.engine(server).set_filter(Some(&looser), now);
     sim.send_tun(dev, &udp_v4(DEV, SERVER, 40000, 5432, b"let in"));
     let got = arrived(&mut sim, server);
-    assert_eq!(got.iter().filter_map(|p| udp_payload(p)).collect::<Vec<_>>(), vec![&b"let in"[..]]);
+    assert_eq!(
+        got.iter()
+            .filter_map(|p| udp_payload(p))
+            .collect::<Vec<_>>(),
+        vec![&b"let in"[..]]
+    );
     // Same WireGuard session: a policy change is not a reconnect.
     assert_eq!(sim.engine(server).peers()[0].handshakes, handshakes_before);
 }
