@@ -7,9 +7,7 @@ use crate::bench_report::{self, Versions};
 use crate::counterparts::{self, Counterpart};
 use crate::{build_release_binaries, packages, require_root};
 use anyhow::{bail, Context, Result};
-use pinhole_netlab::pinhole::{
-    config, node_a, node_b, start_pinholed, start_pinholed_with, two_hosts,
-};
+use pinhole_netlab::pinhole::{config, node_a, node_b, start_pinholed, two_hosts};
 use pinhole_netlab::stock::{self, Implementation};
 use pinhole_netlab::Lab;
 use serde_json::{json, Value};
@@ -208,19 +206,7 @@ fn measure(setup: Setup, program: Option<&Counterpart>, seconds: u32, full: bool
             b.v4
         }
         Setup::PinholedPolicy => {
-            let (fa, fb, rules) = crate::bench_policy::filters(&a, &b, lab.dir())?;
-            eprintln!("b's packet filter: {rules} rules (a's: none, replies only)");
-            for (host, me, peer, filter) in [("a", &a, &b, &fa), ("b", &b, &a, &fb)] {
-                let conf = lab.dir().join(format!("{host}.conf"));
-                std::fs::write(&conf, config(me, peer, true))?;
-                let argv = [
-                    "--config",
-                    conf.to_str().unwrap_or(""),
-                    "--filter",
-                    filter.to_str().unwrap_or(""),
-                ];
-                start_pinholed_with(&mut lab, host, &argv);
-            }
+            crate::bench_policy::start(&mut lab, &a, &b)?;
             tunnel.push(("pinholed".into(), lab_dir.clone()));
             b.v4
         }

@@ -5,7 +5,8 @@
 //! them and established flows go through the flow table.
 
 use anyhow::{Context, Result};
-use pinhole_netlab::pinhole::Node;
+use pinhole_netlab::pinhole::{config, start_pinholed_with, Node};
+use pinhole_netlab::Lab;
 use pinhole_policy::{Member, Policy};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -54,4 +55,18 @@ pub fn filters(a: &Node, b: &Node, dir: &Path) -> Result<(PathBuf, PathBuf, usiz
     std::fs::write(&pa, serde_json::to_vec(&fa)?)?;
     std::fs::write(&pb, serde_json::to_vec(&fb)?)?;
     Ok((pa, pb, fb.len()))
+}
+
+/// Starts pinholed at both ends of the bench's lab, each with its filter.
+pub fn start(lab: &mut Lab, a: &Node, b: &Node) -> Result<()> {
+    let (fa, fb, rules) = filters(a, b, lab.dir())?;
+    eprintln!("b's packet filter: {rules} rules (a's: none, replies only)");
+    for (host, me, peer, filter) in [("a", a, b, &fa), ("b", b, a, &fb)] {
+        let conf = lab.dir().join(format!("{host}.conf"));
+        std::fs::write(&conf, config(me, peer, true))?;
+        let conf = conf.to_string_lossy().into_owned();
+        let filter = filter.to_string_lossy().into_owned();
+        start_pinholed_with(lab, host, &["--config", &conf, "--filter", &filter]);
+    }
+    Ok(())
 }
