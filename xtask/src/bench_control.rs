@@ -134,7 +134,7 @@ impl Drop for ServerProc {
     }
 }
 
-pub(crate) fn control_bin() -> PathBuf {
+fn control_bin() -> PathBuf {
     root().join("target/release/pinhole-control")
 }
 
@@ -199,19 +199,39 @@ pub(crate) fn start_server(dir: &Path, db: &str) -> Result<(ServerProc, SocketAd
 
 /// A reusable auth key for the database at `db`, made with the operator command.
 pub(crate) fn create_authkey(db: &str) -> Result<String> {
-    let out = Command::new(control_bin())
-        .args([
-            "--db",
-            db,
-            "authkey",
-            "create",
-            "--reusable",
-            "--expiry",
-            "1d",
-        ])
-        .output()?;
+    control_cli(
+        db,
+        &["authkey", "create", "--reusable", "--expiry", "1d"],
+        None,
+    )
+}
+
+/// Runs `pinhole-control --db DB ARGS…` (with `stdin` written to it, if any); its stdout,
+/// trimmed, or its stderr as the error.
+pub(crate) fn control_cli(db: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    use std::io::Write as _;
+    let mut child = Command::new(control_bin())
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(text.as_bytes())?;
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("authkey create: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "pinhole-control {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }

@@ -4,7 +4,7 @@
 //! policy, and each stream's time to its `policy` line is recorded, from the start of the
 //! command (its own process start and database write included).
 
-use crate::bench_control::{control_bin, start_server};
+use crate::bench_control::{control_cli as control, start_server};
 use crate::bench_report::{self, Versions};
 use crate::cmd;
 use anyhow::{bail, Context, Result};
@@ -13,8 +13,6 @@ use pinhole_proto::control::NodeInfo;
 use pinhole_proto::key::{Key, PrivateKey};
 use serde_json::json;
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -63,33 +61,6 @@ pub fn policy(args: &[&str]) -> Result<()> {
         "max_ms": sorted[sorted.len() - 1] });
     bench_report::write("policy", &md, figures, &Versions::new())?;
     Ok(())
-}
-
-fn control(db: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let mut child = Command::new(control_bin())
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .context("stdin")?
-            .write_all(text.as_bytes())?;
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "pinhole-control {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
 async fn run(dir: &std::path::Path, db: &str, n: usize, changes: usize) -> Result<Vec<f64>> {

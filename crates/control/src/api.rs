@@ -249,6 +249,7 @@ pub async fn register(
     let os: String = req.os.chars().filter(|c| !c.is_control()).collect();
 
     let existing = st.store.node_by_key(&node_key, now).await?;
+    let had_tags = existing.as_ref().is_some_and(|e| !e.tags.is_empty());
     if let Some(e) = &existing {
         if e.account_id != who.account_id {
             return Err(ApiErr::new(
@@ -303,7 +304,9 @@ pub async fn register(
             .await?
         }
     };
-    st.store.set_node_tags(&node_id, &tags, now).await?;
+    if !tags.is_empty() || had_tags {
+        st.store.set_node_tags(&node_id, &tags).await?;
+    }
     st.load_account(&who.account_id).await?;
     let node = st
         .publish(&who.account_id, &node_id)
@@ -333,7 +336,13 @@ async fn granted_tags(
     if asked.len() > MAX_TAGS {
         return Err(ApiErr::bad_request(format!("at most {MAX_TAGS} tags")));
     }
-    let policy = st.policy_of(account_id).await?;
+    // The policy says who owns a tag: read only when a node asks for tags itself (most
+    // registrations ask for none; an auth key's tags need no owner).
+    let policy = if asked.is_empty() || !key_tags.is_empty() {
+        None
+    } else {
+        st.policy_of(account_id).await?
+    };
     crate::policy::grant_tags(policy.as_deref(), user, asked, key_tags)
         .map_err(|m| ApiErr::new(StatusCode::FORBIDDEN, "tag_not_allowed", m))
 }
@@ -570,7 +579,7 @@ pub async fn update_node(
         if asked != crate::policy::tags_of(&row.tags) {
             let tags =
                 granted_tags(&st, &row.account_id, row.user_name.as_deref(), &asked, &[]).await?;
-            st.store.set_node_tags(&row.id, &tags, st.now_ms()).await?;
+            st.store.set_node_tags(&row.id, &tags).await?;
         }
     }
     let endpoints = upd.endpoints.as_deref().map(format_endpoints);

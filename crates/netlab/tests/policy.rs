@@ -200,7 +200,7 @@ fn the_policy_decides_who_reaches_what_and_changes_within_a_second() {
         opened.as_millis()
     );
     assert!(opened < Duration::from_secs(1), "{opened:?}");
-    // Sessions went on: no new handshake was needed for it.
+    // The ports the old policy opened still connect under the new one.
     assert_eq!(probe(&lab, "dev", &srv_addr, 22, 3000), "connected");
 
     // No policy: everyone reaches everyone again, the outsider sees the server.

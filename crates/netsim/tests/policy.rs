@@ -36,14 +36,11 @@ fn team() -> (Sim, HostId, HostId, Key, Key) {
         sim.engine(dev).public_key(),
         sim.engine(server).public_key(),
     );
-    let now = sim.now();
     let server_addr = sim.addr(server);
-    sim.engine(dev)
-        .upsert_peer(now, peer(sk, SERVER, Some(server_addr)))
+    sim.upsert_peer(dev, peer(sk, SERVER, Some(server_addr)))
         .unwrap();
-    sim.engine(server)
-        .upsert_peer(now, peer(dk, DEV, None))
-        .unwrap();
+    sim.upsert_peer(server, peer(dk, DEV, None)).unwrap();
+    let now = sim.now();
     let server_filter = vec![FilterRule {
         src: vec![format!("{DEV}/32").parse().unwrap()],
         dst: vec![format!("{SERVER}/32").parse().unwrap()],

@@ -2,7 +2,7 @@
 //! them or they it), its inbound packet filter, and what it may reach on each peer.
 
 use crate::model::{Acl, Policy};
-use crate::target::Target;
+use crate::target::{Dst, Target};
 use ipnet::IpNet;
 use pinhole_proto::filter::{Access, FilterRule, NodePolicy, PeerAccess, PortRange};
 use std::net::IpAddr;
@@ -54,19 +54,6 @@ impl NodeSet {
     }
 }
 
-/// One rule with its names resolved to nodes.
-struct Resolved<'a> {
-    acl: &'a Acl,
-    src: NodeSet,
-    /// The rule's source addresses that are not nodes' (CIDRs, hosts, `*`).
-    src_nets: Vec<IpNet>,
-    /// Per destination entry: the nodes it names.
-    dst: Vec<NodeSet>,
-    all_dst: NodeSet,
-    /// Whether a destination is `autogroup:self`.
-    own_devices: bool,
-}
-
 /// Every node's share of the policy, by the index of the node in the list it was made from.
 pub struct View {
     members: Vec<Member>,
@@ -74,9 +61,10 @@ pub struct View {
     rules: Vec<ResolvedRule>,
 }
 
-/// What a rule keeps after resolution: who it lets in, where, on what.
+/// A rule with its names resolved to nodes: who it lets in, where, on what.
 struct ResolvedRule {
     src: NodeSet,
+    /// The rule's source addresses that are not nodes' (CIDRs, hosts, `*`).
     src_nets: Vec<IpNet>,
     /// Per destination entry: its nodes, ports, and whether it is `autogroup:self`.
     dst: Vec<(NodeSet, Vec<PortRange>, bool)>,
@@ -84,35 +72,36 @@ struct ResolvedRule {
     protos: Vec<u8>,
 }
 
+impl ResolvedRule {
+    fn own_devices(&self) -> bool {
+        self.dst.iter().any(|(_, _, own)| *own)
+    }
+}
+
 impl Policy {
     /// Applies the policy to `members`. A policy without `acls` lets everyone see and reach
-    /// everyone.
+    /// everyone (as one rule `* → *:*`).
     pub fn view(&self, members: Vec<Member>) -> View {
         let n = members.len();
-        let Some(acls) = &self.acls else {
-            let mut all = NodeSet::with_len(n);
-            (0..n).for_each(|i| all.insert(i));
-            let any = ResolvedRule {
-                src: all.clone(),
-                src_nets: vec![any_v4(), any_v6()],
-                dst: vec![(all.clone(), vec![PortRange::ALL], false)],
-                all_dst: all.clone(),
-                protos: Vec::new(),
-            };
-            return View {
-                visible: vec![all; n],
-                members,
-                rules: vec![any],
-            };
-        };
-        let resolved: Vec<Resolved<'_>> = acls.iter().map(|a| self.resolve(a, &members)).collect();
+        let allow_all = [Acl {
+            pos: Default::default(),
+            src: vec![Target::Any],
+            dst: vec![Dst {
+                pos: Default::default(),
+                target: Target::Any,
+                ports: vec![PortRange::ALL],
+            }],
+            protos: Vec::new(),
+        }];
+        let acls = self.acls.as_deref().unwrap_or(&allow_all);
+        let rules: Vec<ResolvedRule> = acls.iter().map(|a| self.resolve(a, &members)).collect();
         let mut visible = vec![NodeSet::with_len(n); n];
-        for r in &resolved {
-            if r.own_devices {
+        for r in &rules {
+            if r.own_devices() {
                 // Only pairs of the same user's untagged nodes, plus the rule's other entries.
                 for d in r.all_dst.iter() {
                     for s in r.src.iter() {
-                        if self.pair_allowed(r, &members, s, d) {
+                        if pair_allowed(r, &members, s, d) {
                             visible[d].insert(s);
                             visible[s].insert(d);
                         }
@@ -133,21 +122,6 @@ impl Policy {
             // A node is not its own peer.
             v.0[i / 64] &= !(1 << (i % 64));
         }
-        let rules = resolved
-            .into_iter()
-            .map(|r| ResolvedRule {
-                protos: r.acl.protos.clone(),
-                dst: r
-                    .dst
-                    .into_iter()
-                    .zip(&r.acl.dst)
-                    .map(|(set, d)| (set, d.ports.clone(), d.target == Target::OwnDevices))
-                    .collect(),
-                src: r.src,
-                src_nets: r.src_nets,
-                all_dst: r.all_dst,
-            })
-            .collect();
         View {
             members,
             visible,
@@ -155,7 +129,7 @@ impl Policy {
         }
     }
 
-    fn resolve<'a>(&self, acl: &'a Acl, members: &[Member]) -> Resolved<'a> {
+    fn resolve(&self, acl: &Acl, members: &[Member]) -> ResolvedRule {
         let n = members.len();
         let mut src = NodeSet::with_len(n);
         let mut src_nets = Vec::new();
@@ -172,33 +146,32 @@ impl Policy {
             }
         }
         let mut all_dst = NodeSet::with_len(n);
-        let mut own_devices = false;
         let dst = acl
             .dst
             .iter()
             .map(|d| {
+                let own = d.target == Target::OwnDevices;
                 let mut set = NodeSet::with_len(n);
-                own_devices |= d.target == Target::OwnDevices;
                 for (i, m) in members.iter().enumerate() {
-                    let named = match &d.target {
-                        Target::OwnDevices => m.tags.is_empty() && m.user.is_some(),
-                        t => self.names(t, m),
+                    let named = if own {
+                        m.tags.is_empty() && m.user.is_some()
+                    } else {
+                        self.names(&d.target, m)
                     };
                     if named {
                         set.insert(i);
                     }
                 }
                 all_dst.union(&set);
-                set
+                (set, d.ports.clone(), own)
             })
             .collect();
-        Resolved {
-            acl,
+        ResolvedRule {
             src,
             src_nets,
             dst,
             all_dst,
-            own_devices,
+            protos: acl.protos.clone(),
         }
     }
 
@@ -223,14 +196,13 @@ impl Policy {
             Target::Net(net) => m.addresses.iter().any(|a| net.contains(a)),
         }
     }
+}
 
-    /// For a rule with `autogroup:self`: whether node `s` may reach node `d` through it.
-    fn pair_allowed(&self, r: &Resolved<'_>, members: &[Member], s: usize, d: usize) -> bool {
-        r.dst.iter().zip(&r.acl.dst).any(|(set, entry)| {
-            set.contains(d)
-                && (entry.target != Target::OwnDevices || same_person(&members[s], &members[d]))
-        })
-    }
+/// For a rule with `autogroup:self`: whether node `s` may reach node `d` through it.
+fn pair_allowed(r: &ResolvedRule, members: &[Member], s: usize, d: usize) -> bool {
+    r.dst
+        .iter()
+        .any(|(set, _, own)| set.contains(d) && (!own || same_person(&members[s], &members[d])))
 }
 
 fn same_person(a: &Member, b: &Member) -> bool {

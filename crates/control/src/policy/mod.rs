@@ -47,16 +47,10 @@ impl Store {
         .await?)
     }
 
-    /// Sets a node's tags and marks it changed (its map entry and everyone's view follow).
-    pub async fn set_node_tags(
-        &self,
-        id: &str,
-        tags: &[String],
-        now: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE nodes SET tags = $1, changed_at = $2 WHERE id = $3")
+    /// Sets a node's tags (its caller publishes the node: registration and its own update).
+    pub async fn set_node_tags(&self, id: &str, tags: &[String]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET tags = $1 WHERE id = $2")
             .bind(tags.join(","))
-            .bind(now)
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -113,10 +107,10 @@ pub async fn own_auth_key(
     Ok(())
 }
 
-/// `policy check FILE`: reads the policy and runs its tests; the warnings on success.
-pub fn check(text: &str) -> Result<Vec<String>, AdminError> {
+/// `policy check FILE`: reads the policy and runs its tests.
+pub fn check(text: &str) -> Result<(), AdminError> {
     pinhole_policy::load(text)
-        .map(|_| Vec::new())
+        .map(|_| ())
         .map_err(|e| AdminError::Invalid(format!("the policy is refused: {e}")))
 }
 
