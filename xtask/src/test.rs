@@ -34,7 +34,7 @@ fn steps(summary: &mut Summary) -> Result<()> {
         &["fmt", "--all", "--manifest-path", NETSIM, "--", "--check"],
     )?;
     // The app (src-tauri) embeds the built web UI: it comes first.
-    summary.step("the UI's build (npm ci, type check, ui/dist)");
+    summary.step("the UI's build (npm ci, type check, ui/dist; the test OpenID provider's npm ci)");
     ui::build()?;
     summary.step("cargo clippy");
     cmd(

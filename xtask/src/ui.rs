@@ -13,7 +13,7 @@ fn ui_dir() -> std::path::PathBuf {
 const TAURI_DRIVER: &str = "2.1.0";
 
 /// Installs the UI's packages as locked and builds ui/dist; installs what the app's build and
-/// its end-to-end test need.
+/// its end-to-end test need, and the test OpenID provider's packages.
 pub fn build() -> Result<()> {
     packages::ensure(packages::APP)?;
     let have_driver = std::process::Command::new("tauri-driver")
@@ -32,6 +32,9 @@ pub fn build() -> Result<()> {
             ],
         )?;
     }
+    // The OpenID provider the control tests and the app's e2e test sign in through.
+    let idp = crate::root().join("crates/control/tests/oidc-provider");
+    cmd_in(&idp, "npm", &["ci", "--no-audit", "--no-fund"])?;
     let ui = ui_dir();
     cmd_in(&ui, "npm", &["ci", "--no-audit", "--no-fund"])?;
     cmd_in(&ui, "npm", &["run", "build"])

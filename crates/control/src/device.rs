@@ -17,7 +17,7 @@ use std::time::Instant;
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// The URL people reach the server at.
-fn base_url(st: &AppState, headers: &HeaderMap) -> String {
+pub(crate) fn base_url(st: &AppState, headers: &HeaderMap) -> String {
     if let Some(u) = &st.settings.public_url {
         return u.trim_end_matches('/').to_string();
     }
@@ -171,13 +171,18 @@ pub struct PageQuery {
 }
 
 /// `GET /device`: the sign-in page.
-pub async fn page(Query(q): Query<PageQuery>) -> Html<String> {
+pub async fn page(State(st): State<Arc<AppState>>, Query(q): Query<PageQuery>) -> Html<String> {
     let code = q
         .code
         .as_deref()
         .and_then(secret::normalise_user_code)
         .unwrap_or_default();
-    Html(page_html(&code, None, ""))
+    Html(page_html(&code, None, "", provider_label(&st).as_deref()))
+}
+
+/// The identity provider's name for the page's button, when the server signs in through one.
+fn provider_label(st: &AppState) -> Option<String> {
+    st.settings.oidc.as_ref().map(|p| p.label())
 }
 
 #[derive(Deserialize)]
@@ -195,6 +200,7 @@ pub async fn approve(
 ) -> Response {
     let Ok(Form(form)) = form else {
         return page_response(
+            &st,
             StatusCode::BAD_REQUEST,
             "",
             "",
@@ -203,6 +209,7 @@ pub async fn approve(
     };
     let Some(code) = secret::normalise_user_code(&form.user_code) else {
         return page_response(
+            &st,
             StatusCode::BAD_REQUEST,
             "",
             &form.username,
@@ -215,6 +222,7 @@ pub async fn approve(
     for key in [&user_key, &ip_key] {
         if let Err(wait) = st.signin_limiter.check(key, now_i) {
             return page_response(
+                &st,
                 StatusCode::TOO_MANY_REQUESTS,
                 &code,
                 &form.username,
@@ -234,6 +242,7 @@ pub async fn approve(
         st.signin_limiter.fail(&ip_key, now_i);
         tracing::info!(client = %client.0.ip(), "sign-in with an unknown or expired code");
         return page_response(
+            &st,
             StatusCode::BAD_REQUEST,
             "",
             &form.username,
@@ -258,6 +267,7 @@ pub async fn approve(
         st.signin_limiter.fail(&ip_key, now_i);
         tracing::info!(client = %client.0.ip(), "failed sign-in");
         return page_response(
+            &st,
             StatusCode::UNAUTHORIZED,
             &code,
             &form.username,
@@ -281,8 +291,19 @@ fn dummy_hash() -> String {
 }
 
 /// The sign-in page again with an error; the code and user name stay filled in.
-fn page_response(status: StatusCode, code: &str, username: &str, error: &str) -> Response {
-    (status, Html(page_html(code, Some(error), username))).into_response()
+pub(crate) fn page_response(
+    st: &AppState,
+    status: StatusCode,
+    code: &str,
+    username: &str,
+    error: &str,
+) -> Response {
+    let label = provider_label(st);
+    (
+        status,
+        Html(page_html(code, Some(error), username, label.as_deref())),
+    )
+        .into_response()
 }
 
 fn escape(s: &str) -> String {
@@ -304,29 +325,45 @@ box-shadow:0 1px 4px #0002}h1{font-size:1.3rem;margin-top:0}label{display:block;
 input{width:100%;box-sizing:border-box;padding:.5rem;font-size:1rem}\
 #user_code{letter-spacing:.2em;text-transform:uppercase}\
 button{margin-top:1.2rem;width:100%;padding:.6rem;font-size:1rem;background:#2457d6;color:#fff;\
-border:0;border-radius:.4rem}.error{color:#b00020}";
+border:0;border-radius:.4rem}.error{color:#b00020}.or{margin:1.2rem 0 0;color:#555}";
 
-fn page_html(code: &str, error: Option<&str>, username: &str) -> String {
+fn page_html(code: &str, error: Option<&str>, username: &str, provider: Option<&str>) -> String {
     let error = error
         .map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape(e)))
         .unwrap_or_default();
+    // With an identity provider, its button comes first (Enter in the code field takes it) and
+    // skips the password fields' checks; the password stays for users made with `user add`.
+    let (intro, oidc) = match provider {
+        Some(p) => (
+            "Enter the code your device shows, then continue with your organisation's sign-in.",
+            format!(
+                r#"<button type="submit" id="oidc" formaction="/oidc/start" formnovalidate>Continue with {}</button>
+<p class="or">or with a Pinhole user name and password:</p>"#,
+                escape(p)
+            ),
+        ),
+        None => (
+            "Enter the code your device shows, then your user name and password.",
+            String::new(),
+        ),
+    };
     format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <title>Sign in to Pinhole</title><style>{STYLE}</style></head><body><main>
 <h1>Sign in a device to Pinhole</h1>
-<p>Enter the code your device shows, then your user name and password.</p>{error}
+<p>{intro}</p>{error}
 <form method="post" action="/device">
 <label for="user_code">Code</label><input id="user_code" name="user_code" value="{code}" autocomplete="off" required>
-<label for="username">User name</label><input id="username" name="username" value="{username}" autocomplete="username" required>
+{oidc}<label for="username">User name</label><input id="username" name="username" value="{username}" autocomplete="username" required>
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
-<button type="submit">Approve device</button></form></main></body></html>"#,
+<button type="submit" id="approve">Approve device</button></form></main></body></html>"#,
         code = escape(code),
         username = escape(username),
     )
 }
 
-fn done_html(user: &str) -> String {
+pub(crate) fn done_html(user: &str) -> String {
     format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Device approved</title><style>{STYLE}</style></head><body><main>
@@ -342,10 +379,12 @@ mod tests {
 
     #[test]
     fn pages_escape_what_people_typed() {
-        let p = page_html("<b>", Some("x<script>"), "\"me\"");
+        let p = page_html("<b>", Some("x<script>"), "\"me\"", Some("<id>"));
         assert!(!p.contains("<b>"));
         assert!(!p.contains("x<script>"));
         assert!(p.contains("&quot;me&quot;"));
+        assert!(p.contains("Continue with &lt;id&gt;"));
+        assert!(!page_html("", None, "", None).contains("oidc"));
     }
 
     #[test]

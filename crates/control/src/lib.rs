@@ -9,6 +9,7 @@ pub mod device;
 pub mod duration;
 pub mod hub;
 pub mod names;
+pub mod oidc;
 pub mod policy;
 pub mod ratelimit;
 pub mod register_proof;

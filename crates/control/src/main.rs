@@ -103,6 +103,32 @@ struct ServeArgs {
     /// How long a person's sign-in session lasts.
     #[arg(long, default_value = "30d", value_parser = lifetime)]
     session_expiry: Lifetime,
+    /// Sign people in through this OpenID Connect provider: its issuer URL, exactly as its
+    /// discovery document gives it (e.g. https://login.example.com/realms/acme). Register
+    /// PUBLIC_URL/oidc/callback there as the redirect URI.
+    #[arg(long, value_name = "URL", requires_all = ["oidc_client_id", "oidc_client_secret_file"])]
+    oidc_issuer: Option<String>,
+    /// This server's client id at the provider.
+    #[arg(long, value_name = "ID", requires = "oidc_issuer")]
+    oidc_client_id: Option<String>,
+    /// A file holding the client secret (its first line).
+    #[arg(long, value_name = "FILE", requires = "oidc_issuer")]
+    oidc_client_secret_file: Option<PathBuf>,
+    /// The ID token claim whose value names a person's account; without it, their email's
+    /// domain does (alice@example.com joins the account example.com).
+    #[arg(long, value_name = "CLAIM", requires = "oidc_issuer")]
+    oidc_account_claim: Option<String>,
+    /// Only people with an email at this domain may sign in through the provider (repeat for
+    /// several); without it, anyone the provider vouches for.
+    #[arg(
+        long = "oidc-allowed-domain",
+        value_name = "DOMAIN",
+        requires = "oidc_issuer"
+    )]
+    oidc_allowed_domains: Vec<String>,
+    /// A scope to ask for besides openid, email and profile (e.g. groups; repeat for several).
+    #[arg(long = "oidc-scope", value_name = "SCOPE", requires = "oidc_issuer")]
+    oidc_scopes: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -384,6 +410,7 @@ async fn policy_command(store: &Store, cmd: PolicyCmd) -> Result<()> {
 }
 
 async fn serve(store: Store, a: ServeArgs) -> Result<()> {
+    let oidc = oidc_config(&a)?;
     let tls = match (a.tls_cert, a.tls_key, a.insecure_http) {
         (Some(cert), Some(key), false) => Some(TlsFiles { cert, key }),
         (None, None, true) => None,
@@ -462,6 +489,12 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
         },
         ..Settings::default()
     };
+    let mut settings = settings;
+    if let Some(cfg) = oidc {
+        let provider = pinhole_control::oidc::Provider::new(cfg, settings.clock.clone())
+            .context("cannot set up the HTTP client for the identity provider")?;
+        settings.oidc = Some(std::sync::Arc::new(provider));
+    }
     if tls.is_none() {
         tracing::warn!(
             "serving plain HTTP (--insecure-http): tokens cross the network in clear text"
@@ -475,6 +508,43 @@ async fn serve(store: Store, a: ServeArgs) -> Result<()> {
         stun.abort();
     }
     Ok(())
+}
+
+/// `--oidc-*`: the identity provider, if one is named.
+fn oidc_config(a: &ServeArgs) -> Result<Option<pinhole_control::oidc::OidcConfig>> {
+    let (Some(issuer), Some(client_id), Some(secret_file)) = (
+        &a.oidc_issuer,
+        &a.oidc_client_id,
+        &a.oidc_client_secret_file,
+    ) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(secret_file).with_context(|| {
+        format!(
+            "cannot read the OIDC client secret {}",
+            secret_file.display()
+        )
+    })?;
+    let client_secret = text.lines().next().unwrap_or("").trim().to_string();
+    if client_secret.is_empty() {
+        bail!(
+            "the OIDC client secret file {} is empty",
+            secret_file.display()
+        );
+    }
+    if url::Url::parse(issuer).is_err() {
+        bail!("--oidc-issuer {issuer:?} is not a URL (e.g. https://login.example.com)");
+    }
+    Ok(Some(pinhole_control::oidc::OidcConfig {
+        issuer: issuer.clone(),
+        client_id: client_id.clone(),
+        client_secret,
+        extra_scopes: a.oidc_scopes.clone(),
+        mapping: pinhole_control::oidc::claims::Mapping {
+            account_claim: a.oidc_account_claim.clone(),
+            allowed_domains: a.oidc_allowed_domains.clone(),
+        },
+    }))
 }
 
 /// `--trusted-proxy`: a network, or one address.

@@ -241,6 +241,8 @@ fn control_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/device", get(device::page).post(device::approve))
+        .route("/oidc/start", post(crate::oidc::flow::start))
+        .route("/oidc/callback", get(crate::oidc::flow::callback))
         .nest(API_PREFIX, api)
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))

@@ -39,6 +39,8 @@ pub struct Settings {
     pub relay_secret_hash: Option<[u8; 32]>,
     /// Load balancers and reverse proxies whose `X-Forwarded-For` names the real client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Sign-in through an identity provider (OpenID Connect), besides passwords.
+    pub oidc: Option<std::sync::Arc<crate::oidc::Provider>>,
     /// The clock expiries and limits are read from (tests move it forward instead of sleeping).
     pub clock: Clock,
 }
@@ -77,6 +79,7 @@ impl Default for Settings {
             metrics_listen: None,
             relay_secret_hash: None,
             trusted_proxies: Vec::new(),
+            oidc: None,
             clock: Clock::default(),
         }
     }
@@ -351,9 +354,13 @@ impl AppState {
         &self,
         account_id: &str,
     ) -> Result<Option<std::sync::Arc<pinhole_policy::Policy>>, StoreError> {
-        Ok(self.store.policy(account_id).await?.map(|text| {
-            std::sync::Arc::new(crate::policy::grants::parse_stored(account_id, &text))
-        }))
+        let Some(text) = self.store.policy(account_id).await? else {
+            return Ok(None);
+        };
+        let mut policy = crate::policy::grants::parse_stored(account_id, &text);
+        let idp = self.store.idp_groups(account_id).await?;
+        crate::policy::grants::add_idp_groups(&mut policy, &idp);
+        Ok(Some(std::sync::Arc::new(policy)))
     }
 }
 

@@ -89,6 +89,20 @@ pub fn parse_stored(account_id: &str, text: &str) -> Policy {
     })
 }
 
+/// Adds the users an identity provider puts in a group (`(user, "dev,ops")`) to the policy's
+/// groups of the same name (`group:dev`); groups the policy does not name are left out.
+pub fn add_idp_groups(policy: &mut Policy, users: &[(String, String)]) {
+    for (user, groups) in users {
+        for g in groups.split(',').filter(|g| !g.is_empty()) {
+            if let Some(members) = policy.groups.get_mut(&format!("group:{g}")) {
+                if !members.contains(user) {
+                    members.push(user.clone());
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +110,27 @@ mod tests {
     const P: &str = r#"{ "groups": { "group:dev": ["alice"] },
         "tagOwners": { "tag:server": ["group:dev"], "tag:db": ["bob"] },
         "acls": [] }"#;
+
+    #[test]
+    fn the_providers_groups_join_the_groups_the_policy_names() {
+        let mut p = Policy::parse(P).unwrap();
+        let users = vec![
+            ("carol@x.org".to_string(), "dev,ops".to_string()),
+            ("alice".to_string(), "dev".to_string()),
+        ];
+        add_idp_groups(&mut p, &users);
+        assert_eq!(p.groups["group:dev"], vec!["alice", "carol@x.org"]);
+        assert!(
+            !p.groups.contains_key("group:ops"),
+            "a group the policy does not name"
+        );
+        // carol may now tag nodes tag:server, like every member of group:dev.
+        let tags = vec!["tag:server".to_string()];
+        assert_eq!(
+            grant_tags(Some(&p), Some("carol@x.org"), &tags, &[]).unwrap(),
+            tags
+        );
+    }
 
     #[test]
     fn tags_go_to_their_owners_only() {
