@@ -1,7 +1,8 @@
 //! The app end to end: the real pinhole-app under Xvfb, driven through WebDriver (tauri-driver
 //! with WebKitWebDriver), against a real pinholed and pinhole-control in a namespace lab. It
-//! signs in through the browser flow (the code approved on the server's sign-in page, driven
-//! the same way in MiniBrowser), sees one peer direct and one relayed (behind a firewall that
+//! signs in through the browser flow (the code entered on the server's sign-in page, then the
+//! organisation's identity provider — oidc-provider, started in the lab — in MiniBrowser,
+//! driven the same way), sees one peer direct and one relayed (behind a firewall that
 //! drops UDP), opens each and pings it, checks the network, exports diagnostics, switches off
 //! and on, and signs out. axe-core runs on every screen (no serious or critical findings), and
 //! every screen is saved as a PNG in target/app-e2e/.
@@ -18,6 +19,48 @@ use webdriver::Driver;
 const APP_DRIVER_PORT: u16 = 4444;
 const BROWSER_DRIVER_PORT: u16 = 4446;
 const MINIBROWSER: &str = "/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser";
+
+/// The test OpenID provider: where it listens in the public namespace, and its client secret.
+const IDP_PORT: u16 = 9555;
+const IDP_SECRET: &str = "an e2e-only client secret";
+
+fn idp_issuer() -> String {
+    format!("http://198.18.1.1:{IDP_PORT}")
+}
+
+/// Starts oidc-provider (crates/control/tests/oidc-provider) in the public namespace with
+/// pinhole-control's callback registered; waits until it listens.
+fn start_idp(lab: &mut Lab) -> pinhole_netlab::Proc {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/control/tests/oidc-provider/provider.mjs");
+    assert!(
+        script.with_file_name("node_modules").is_dir(),
+        "the test OpenID provider's packages: run npm ci in {} (cargo xtask test does)",
+        script
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
+    let port = IDP_PORT.to_string();
+    let redirect = format!("{}/oidc/callback", mesh::control_url());
+    let p = lab
+        .spawn_env(
+            PUBLIC,
+            &["node", script.to_str().expect("a UTF-8 path")],
+            &[
+                ("OIDC_HOST", "198.18.1.1"),
+                ("OIDC_PORT", &port),
+                ("OIDC_CLIENT_SECRET", IDP_SECRET),
+                ("OIDC_REDIRECT_URIS", &redirect),
+            ],
+        )
+        .expect("starting the OpenID provider");
+    let up = Lab::wait_for(Duration::from_secs(15), || {
+        p.log_text().contains(&idp_issuer())
+    });
+    assert!(up, "the OpenID provider did not start:\n{}", p.log_text());
+    p
+}
 
 fn have(cmd: &str) -> bool {
     std::process::Command::new("sh")
@@ -183,16 +226,26 @@ fn the_app_signs_in_shows_direct_and_relayed_peers_pings_and_signs_out() {
 
     // The network: n1 runs the app; n2 is reachable directly; n3 drops all UDP (relayed only).
     let mut lab = mesh::star(&["n1", "n2", "n3"]);
+    // People sign in through the organisation's identity provider: oidc-provider (certified) in
+    // the public namespace beside pinhole-control; alice@example.com lands in account example.com.
+    let idp = start_idp(&mut lab);
+    let secret_file = lab.dir().join("oidc-client-secret");
+    std::fs::write(&secret_file, IDP_SECRET).expect("writing the client secret");
     let control = Control::new(&lab);
-    let server = control.start(&mut lab);
-    let add_user = format!(
-        "echo 'correct horse battery' | {} --db {} user add alice",
-        mesh::pinhole_control().display(),
-        control.db
+    let server = control.start_with(
+        &mut lab,
+        &[
+            "--oidc-issuer",
+            &idp_issuer(),
+            "--oidc-client-id",
+            "pinhole",
+            "--oidc-client-secret-file",
+            secret_file.to_str().expect("a UTF-8 path"),
+            "--oidc-scope",
+            "groups",
+        ],
     );
-    lab.run_ok(PUBLIC, &["sh", "-c", &add_user], Duration::from_secs(30))
-        .expect("adding a user");
-    let key = control.authkey_file(&lab);
+    let key = control.authkey_file_in(&lab, "example.com");
     mesh::block_udp(&lab, "n3");
     let n2 = mesh::start_node(&mut lab, "n2", &key);
     let n3 = mesh::start_node(&mut lab, "n3", &key);
@@ -369,13 +422,19 @@ fn the_app_signs_in_shows_direct_and_relayed_peers_pings_and_signs_out() {
         .unwrap_or_else(|e| panic!("no browser session: {e}\n{}", browser_driver.log_text()));
         b.navigate(&page).unwrap();
         b.type_into("//input[@id='user_code']", &code).unwrap();
-        b.type_into("//input[@id='username']", "alice").unwrap();
-        b.type_into("//input[@id='password']", "correct horse battery")
+        b.click("//button[@id='oidc']").unwrap();
+        b.wait_text("Example IdP", Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{e}\nidp:\n{}", idp.log_text()));
+        b.type_into("//input[@id='login']", "alice@example.com")
             .unwrap();
-        b.click("//button[@type='submit']").unwrap();
+        b.type_into("//input[@id='password']", "any password")
+            .unwrap();
+        b.screenshot(&dir.join("2b-identity-provider.png")).unwrap();
+        b.click("//button[@id='idp-submit']").unwrap();
         b.wait_text("Device approved", Duration::from_secs(10))
-            .unwrap();
-        b.screenshot(&dir.join("2b-server-approval.png")).unwrap();
+            .unwrap_or_else(|e| panic!("{e}\ncontrol:\n{}", server.log_text()));
+        assert!(b.text().contains("alice@example.com"), "{}", b.text());
+        b.screenshot(&dir.join("2c-server-approval.png")).unwrap();
         b.quit();
     }
 

@@ -5,7 +5,9 @@
 pub mod addresses;
 pub mod admin;
 pub mod api;
+pub mod clock;
 pub mod device;
+pub mod device_oidc;
 pub mod duration;
 pub mod hub;
 pub mod names;

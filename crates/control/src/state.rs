@@ -11,7 +11,9 @@ use pinhole_proto::control::{ApiError, Node, RelayMap};
 use pinhole_proto::endpoint::Endpoint;
 use pinhole_proto::key::Key;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+pub use crate::clock::{ms, now_ms, Clock};
 
 /// Server settings that handlers read.
 #[derive(Debug, Clone)]
@@ -43,25 +45,6 @@ pub struct Settings {
     pub oidc: Option<std::sync::Arc<crate::oidc::Provider>>,
     /// The clock expiries and limits are read from (tests move it forward instead of sleeping).
     pub clock: Clock,
-}
-
-/// The server's clock: the real one, plus an offset that only tests move (forward).
-#[derive(Debug, Clone, Default)]
-pub struct Clock {
-    offset_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
-}
-
-impl Clock {
-    /// Milliseconds since the Unix epoch, as this server sees them.
-    pub fn now_ms(&self) -> i64 {
-        now_ms().saturating_add(self.offset_ms.load(std::sync::atomic::Ordering::Relaxed))
-    }
-
-    /// Moves this clock (and every copy of it) forward.
-    pub fn advance(&self, by: Duration) {
-        self.offset_ms
-            .fetch_add(ms(by), std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 impl Default for Settings {
@@ -254,19 +237,6 @@ pub fn dns_name(row: &NodeRow) -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or(pinhole_dns::DEFAULT_SUFFIX);
     format!("{}.{suffix}", row.name)
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Milliseconds in `d`, saturating.
-pub fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl AppState {

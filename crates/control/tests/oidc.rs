@@ -373,6 +373,22 @@ async fn sign_in_through_the_provider(db: &str) {
     assert!(body.contains("ID token has expired"), "{body}");
     assert!(matches!(poll(&client, &device).await, DevicePoll::Pending));
 
+    // A form on another site posting a code here is refused before the provider is involved.
+    let code = client.device_code().await.unwrap();
+    let r = browser()
+        .post(format!("{base}/oidc/start"))
+        .header("origin", "https://evil.example")
+        .form(&[("user_code", code.user_code.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("was not started from this server"));
+
     // An unknown code never reaches the provider.
     let (status, _, body) = start(&browser(), &base, "BCDF-GHJK").await;
     assert_eq!(status, 400);

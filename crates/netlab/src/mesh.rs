@@ -175,7 +175,23 @@ impl Control {
 
     /// A new reusable auth key, written to a 0600 file; the file's path.
     pub fn authkey_file(&self, lab: &Lab) -> PathBuf {
-        let key = self.cli(lab, &["authkey", "create", "--reusable", "--expiry", "1d"]);
+        self.authkey_file_in(lab, "default")
+    }
+
+    /// Like [`Control::authkey_file`], for nodes of `account`.
+    pub fn authkey_file_in(&self, lab: &Lab, account: &str) -> PathBuf {
+        let key = self.cli(
+            lab,
+            &[
+                "authkey",
+                "create",
+                "--reusable",
+                "--expiry",
+                "1d",
+                "--account",
+                account,
+            ],
+        );
         let path = lab.dir().join("authkey");
         std::fs::write(&path, key.trim()).expect("writing the auth key");
         #[cfg(unix)]

@@ -1,14 +1,13 @@
 //! Sign-in with the organisation's identity provider (OpenID Connect): the provider's discovery
 //! document and keys (fetched when first needed, kept ten minutes), the authorization code flow
 //! with PKCE, state and nonce, and the ID token's signature and claims verified with the
-//! `openidconnect` crate on this server's clock. The device page's handlers are in [`flow`]; who
-//! the verified claims name, in [`claims`]; what is kept, in [`store`].
+//! `openidconnect` crate on this server's clock. Who the verified claims name: [`claims`]; what
+//! is kept: [`store`]; the device page's handlers: `crate::device_oidc`.
 
 pub mod claims;
-pub mod flow;
 pub mod store;
 
-use crate::state::Clock;
+use crate::clock::Clock;
 use claims::Refused;
 use openidconnect::core::{CoreClient, CoreProviderMetadata, CoreResponseType};
 use openidconnect::{

@@ -4,9 +4,9 @@
 //! browser, redeems the code, verifies the ID token, finds or creates the user and approves the
 //! device. Every refusal is the sign-in page again with the reason in words.
 
-use super::claims::{self, Refused};
-use super::store::NewLogin;
 use crate::device::{base_url, done_html, page_response};
+use crate::oidc::claims::{self, Refused};
+use crate::oidc::store::NewLogin;
 use crate::secret;
 use crate::state::{ms, AppState, ClientAddr};
 use crate::store::UserRow;
@@ -44,6 +44,21 @@ pub async fn start(
             "This server does not sign in through an identity provider.",
         );
     };
+    // Only this server's own page starts a sign-in: a form on another site posting someone's
+    // code here would have a victim already signed in at the provider approve it unawares.
+    let base = base_url(&st, &headers);
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    if origin.is_some_and(|o| o.trim_end_matches('/') != base) {
+        tracing::warn!(origin = ?origin, "a sign-in start from another site was refused");
+        return page_response(
+            &st,
+            StatusCode::FORBIDDEN,
+            "",
+            "",
+            "This sign-in was not started from this server's page: open the link your device \
+             shows and start there.",
+        );
+    }
     let Some(code) = form
         .ok()
         .and_then(|Form(f)| secret::normalise_user_code(&f.user_code))
@@ -80,7 +95,7 @@ pub async fn start(
             "That code is unknown or has expired: start signing in again on your device.",
         );
     };
-    let redirect_uri = format!("{}/oidc/callback", base_url(&st, &headers));
+    let redirect_uri = format!("{base}/oidc/callback");
     let auth = match provider.authorize(&redirect_uri).await {
         Ok(a) => a,
         Err(Refused(msg)) => return page_response(&st, StatusCode::BAD_GATEWAY, &code, "", &msg),
