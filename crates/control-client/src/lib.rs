@@ -509,6 +509,7 @@ mod tests {
             home_relay: None,
             disco_key: None,
             tags: None,
+            advertised_routes: None,
         };
         let sent =
             tokio::time::timeout(Duration::from_secs(2), client.update("phn_token", &upd)).await;

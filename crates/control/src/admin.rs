@@ -1,7 +1,7 @@
 //! The operator's commands: users, auth keys, sessions and nodes, straight on the database.
 
+use crate::clock::{ms, now_ms};
 use crate::secret::{self, TokenKind};
-use crate::state::{ms, now_ms};
 use crate::store::{NodeRow, Store, StoreError};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;

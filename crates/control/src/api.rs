@@ -582,6 +582,9 @@ pub async fn update_node(
             st.store.set_node_tags(&row.id, &tags).await?;
         }
     }
+    if let Some(offered) = &upd.advertised_routes {
+        offer_routes(&st, &row, offered).await?;
+    }
     let endpoints = upd.endpoints.as_deref().map(format_endpoints);
     let disco = upd.disco_key.map(|k| k.to_base64());
     st.store
@@ -600,6 +603,37 @@ pub async fn update_node(
         .await?
         .ok_or_else(|| ApiErr::not_found("the node was removed"))?;
     Ok(Json(fresh))
+}
+
+/// A node's new offer of routes: checked, recorded, and approved where the policy's
+/// `autoApprovers` say so (its caller publishes the node).
+async fn offer_routes(
+    st: &AppState,
+    row: &crate::store::NodeRow,
+    offered: &[ipnet::IpNet],
+) -> Result<(), ApiErr> {
+    let offered = crate::routes::check_offered(offered, st.ula).map_err(ApiErr::bad_request)?;
+    if offered == crate::routes::parse(&row.advertised_routes) {
+        return Ok(());
+    }
+    st.store.set_advertised_routes(&row.id, &offered).await?;
+    let Some(policy) = st.policy_of(&row.account_id).await? else {
+        return Ok(());
+    };
+    let tags = crate::policy::tags_of(&row.tags);
+    let auto = policy.auto_approved(row.user_name.as_deref(), &tags, &offered);
+    let mut approved = crate::routes::parse(&row.approved_routes);
+    if auto.iter().all(|r| approved.contains(r)) {
+        return Ok(());
+    }
+    approved.extend(auto);
+    approved.sort();
+    approved.dedup();
+    tracing::info!(node = %row.name, routes = %crate::routes::format(&approved), "routes approved by the policy's autoApprovers");
+    st.store
+        .set_approved_routes(&row.id, &approved, None)
+        .await?;
+    Ok(())
 }
 
 /// `DELETE /api/v1/node`: the node leaves (logout).

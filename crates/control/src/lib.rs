@@ -16,6 +16,7 @@ pub mod policy;
 pub mod ratelimit;
 pub mod register_proof;
 pub mod relay_auth;
+pub mod routes;
 pub mod secret;
 pub mod server;
 pub mod state;

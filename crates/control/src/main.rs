@@ -45,6 +45,9 @@ enum Command {
     /// Shows, checks and sets an account's access policy (Tailscale/Headscale format, HuJSON).
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Lists, approves and revokes the routes nodes offer (subnets, exit nodes).
+    #[command(subcommand)]
+    Route(RouteCmd),
     /// Signs people out.
     #[command(subcommand)]
     Session(SessionCmd),
@@ -181,6 +184,28 @@ enum NodeCmd {
     Remove { node: String },
     /// Renames a node (its DNS name follows); the name must be a free DNS label.
     Rename { node: String, name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum RouteCmd {
+    /// Lists every node's offered routes and whether they are approved.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approves routes of a node (by id or name): CIDRs, `all` (everything it offers) or `exit`
+    /// (0.0.0.0/0 and ::/0: an exit node). Its peers that accept routes use them at once.
+    Approve {
+        node: String,
+        #[arg(required = true)]
+        routes: Vec<String>,
+    },
+    /// Takes approvals back (CIDRs, `all` or `exit`); peers stop using those routes.
+    Revoke {
+        node: String,
+        #[arg(required = true)]
+        routes: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -366,6 +391,24 @@ async fn command(cli: Cli) -> Result<()> {
         Command::Node(NodeCmd::Rename { node, name }) => {
             let (old, new) = pinhole_control::names::rename_node(&store, &node, &name).await?;
             eprintln!("node {old} renamed to {new}");
+            Ok(())
+        }
+        Command::Route(RouteCmd::List { json }) => {
+            print!("{}", pinhole_control::routes::list(&store, json).await?);
+            Ok(())
+        }
+        Command::Route(RouteCmd::Approve { node, routes }) => {
+            eprintln!(
+                "{}",
+                pinhole_control::routes::approve(&store, &node, &routes).await?
+            );
+            Ok(())
+        }
+        Command::Route(RouteCmd::Revoke { node, routes }) => {
+            eprintln!(
+                "{}",
+                pinhole_control::routes::revoke(&store, &node, &routes).await?
+            );
             Ok(())
         }
         Command::Account(AccountCmd::Set { name, dns_suffix }) => {

@@ -271,6 +271,7 @@ impl AppState {
             user: row.user_name.clone().filter(|_| tags.is_empty()),
             expires_at: row.expires_at,
             tags,
+            routes: crate::routes::served(row),
         })
     }
 

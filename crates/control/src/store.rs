@@ -113,6 +113,9 @@ pub struct NodeRow {
     pub dns_suffix: Option<String>,
     /// The node's tags (comma-separated).
     pub tags: String,
+    /// Routes it offers, and routes control approved (comma-separated CIDRs).
+    pub advertised_routes: String,
+    pub approved_routes: String,
 }
 
 /// A node about to be inserted.
@@ -137,7 +140,8 @@ pub const INSTANCE_STALE_MS: i64 = 45_000;
 const NODE_COLUMNS: &str =
     "n.id, n.account_id, a.name AS account_name, n.user_id, u.name AS user_name, \
      n.node_key, n.disco_key, n.hostname, n.name, n.os, n.ipv4, n.endpoints, n.home_relay, \
-     n.last_seen, n.created_at, n.expires_at, a.dns_suffix, n.tags, \
+     n.last_seen, n.created_at, n.expires_at, a.dns_suffix, n.tags, n.advertised_routes, \
+     n.approved_routes, \
      (SELECT COUNT(*) FROM presence p JOIN instances i ON i.id = p.instance_id \
       WHERE p.node_id = n.id AND p.streams > 0 AND i.seen > $1) AS online";
 

@@ -254,6 +254,7 @@ async fn map_stream_sends_full_map_then_deltas(db: &str) {
         home_relay: Some("local".into()),
         disco_key: None,
         tags: None,
+        advertised_routes: None,
     };
     let started = std::time::Instant::now();
     let me = h.client.update(&b.node_token, &upd).await.unwrap();
@@ -296,6 +297,108 @@ async fn map_stream_sends_full_map_then_deltas(db: &str) {
     .await;
     let e = h.client.map(&c.node_token).await.err().expect("dead token");
     assert_eq!(api_status(&e), 401);
+}
+
+/// Routes: offered by a node, approved by the operator (or by the policy's autoApprovers),
+/// and only then in its peers' maps; offers that cannot be routed are refused in words.
+async fn routes_are_offered_approved_and_mapped(db: &str) {
+    use pinhole_control::routes;
+    let h = Harness::new(db).await;
+    let key = h.authkey("default", true, None).await;
+    let a = register(&h, &key, 1, "a").await;
+    let b = register(&h, &key, 2, "router").await;
+    let mut stream = h.client.map(&a.node_token).await.unwrap();
+    next(&mut stream).await;
+    let nets = |v: &[&str]| -> Vec<ipnet::IpNet> { v.iter().map(|s| s.parse().unwrap()).collect() };
+    let offer = |routes: Vec<ipnet::IpNet>| NodeUpdate {
+        advertised_routes: Some(routes),
+        ..NodeUpdate::default()
+    };
+    let mine = h
+        .client
+        .update(
+            &b.node_token,
+            &offer(nets(&["192.168.1.0/24", "0.0.0.0/0", "::/0"])),
+        )
+        .await
+        .unwrap();
+    assert!(
+        mine.routes.is_empty(),
+        "offered, not approved: {:?}",
+        mine.routes
+    );
+    let store = h.store().await;
+    let listed = routes::list(&store, false).await.unwrap();
+    assert!(
+        listed.contains("192.168.1.0/24") && listed.contains("waiting for approval"),
+        "{listed}"
+    );
+    // Approved by the operator: the peer's map follows.
+    routes::approve(&store, "router", &["192.168.1.0/24".into()])
+        .await
+        .unwrap();
+    let seen = until(&mut stream, |m| {
+        matches!(m, MapMessage::PeerChanged { peer } if peer.id == b.node_id && !peer.routes.is_empty())
+    })
+    .await;
+    let MapMessage::PeerChanged { peer } = seen else {
+        unreachable!()
+    };
+    assert_eq!(peer.routes, nets(&["192.168.1.0/24"]));
+    assert!(!peer.is_exit_node());
+    routes::approve(&store, "router", &["exit".into()])
+        .await
+        .unwrap();
+    until(&mut stream, |m| matches!(m, MapMessage::PeerChanged { peer } if peer.id == b.node_id && peer.is_exit_node())).await;
+    routes::revoke(&store, "router", &["all".into()])
+        .await
+        .unwrap();
+    until(&mut stream, |m| matches!(m, MapMessage::PeerChanged { peer } if peer.id == b.node_id && peer.routes.is_empty())).await;
+
+    // Offers that cannot be routed.
+    for (bad, words) in [
+        (vec!["192.168.1.5/24"], "the network is 192.168.1.0/24"),
+        (vec!["0.0.0.0/0"], "both 0.0.0.0/0 and ::/0"),
+        (vec!["100.64.0.0/12"], "mesh's own addresses"),
+    ] {
+        let e = h
+            .client
+            .update(&b.node_token, &offer(nets(&bad)))
+            .await
+            .unwrap_err();
+        assert_eq!(api_status(&e), 400, "{bad:?}");
+        assert!(e.to_string().contains(words), "{bad:?}: {e}");
+    }
+
+    // The policy's autoApprovers approve what a tagged router offers inside its prefixes.
+    pinhole_control::policy::set(
+        &store,
+        "default",
+        r#"{ "tagOwners": { "tag:router": [] },
+             "autoApprovers": { "routes": { "10.0.0.0/8": ["tag:router"] }, "exitNode": ["tag:router"] },
+             "acls": [ { "action": "accept", "src": ["*"], "dst": ["*:*"] } ] }"#,
+    )
+    .await
+    .unwrap();
+    let tagged = h.authkey("default", false, None).await;
+    pinhole_control::policy::own_auth_key(&store, &tagged, &["tag:router".to_string()], None)
+        .await
+        .unwrap();
+    let c = register(&h, &tagged, 3, "router-2").await;
+    let node = h
+        .client
+        .update(
+            &c.node_token,
+            &offer(nets(&["10.1.0.0/16", "172.16.0.0/12", "0.0.0.0/0", "::/0"])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        node.routes,
+        nets(&["0.0.0.0/0", "10.1.0.0/16", "::/0"]),
+        "172.16.0.0/12 waits for the operator"
+    );
+    assert!(node.is_exit_node());
 }
 
 async fn accounts_are_isolated(db: &str) {
@@ -1027,6 +1130,7 @@ macro_rules! scenarios {
 
 scenarios!(
     registration_gives_stable_unique_addresses,
+    routes_are_offered_approved_and_mapped,
     auth_keys_are_checked,
     map_stream_sends_full_map_then_deltas,
     accounts_are_isolated,

@@ -170,6 +170,44 @@ impl Policy {
         })
     }
 
+    /// The routes in `offered` that `autoApprovers` approves for a node of `user` with `tags`:
+    /// each route inside an approved prefix whose approvers name the node (its tag, or for an
+    /// untagged node its user or a group of its user); the default routes (an exit node) when
+    /// `exitNode` names it.
+    pub fn auto_approved(
+        &self,
+        user: Option<&str>,
+        tags: &[String],
+        offered: &[IpNet],
+    ) -> Vec<IpNet> {
+        let names_node = |owners: &[String]| {
+            owners.iter().any(|o| {
+                if tags.is_empty() {
+                    let Some(u) = user.map(user_name) else {
+                        return false;
+                    };
+                    *o == u || self.groups.get(o).is_some_and(|m| m.contains(&u))
+                } else {
+                    tags.contains(o)
+                }
+            })
+        };
+        offered
+            .iter()
+            .filter(|r| {
+                if r.prefix_len() == 0 {
+                    names_node(&self.auto_approvers.exit_node)
+                } else {
+                    self.auto_approvers
+                        .routes
+                        .iter()
+                        .any(|(net, owners)| net.contains(*r) && names_node(owners))
+                }
+            })
+            .copied()
+            .collect()
+    }
+
     /// The user names the policy mentions (in groups, owners and rules), for warnings about
     /// names that are no user of the account.
     pub fn user_names(&self) -> Vec<String> {

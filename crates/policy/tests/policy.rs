@@ -217,3 +217,31 @@ fn a_thousand_rules_apply_to_a_hundred_nodes_quickly() {
     );
     assert!(view.node_policy(0).filter[0].ports == vec![PortRange::one(1000)]);
 }
+
+#[test]
+fn auto_approvers_approve_routes_inside_their_prefixes_for_the_nodes_they_name() {
+    let p = Policy::parse(
+        r#"{ "groups": { "group:net": ["alice"] }, "tagOwners": { "tag:router": ["alice"] },
+             "autoApprovers": { "routes": { "10.0.0.0/8": ["group:net", "tag:router"] },
+                                "exitNode": ["tag:router"] },
+             "acls": [] }"#,
+    )
+    .unwrap();
+    let nets = |v: &[&str]| -> Vec<ipnet::IpNet> { v.iter().map(|s| s.parse().unwrap()).collect() };
+    let offered = nets(&["10.1.0.0/16", "192.168.0.0/24", "0.0.0.0/0", "::/0"]);
+    let tag = vec!["tag:router".to_string()];
+    assert_eq!(
+        p.auto_approved(None, &tag, &offered),
+        nets(&["10.1.0.0/16", "0.0.0.0/0", "::/0"])
+    );
+    assert_eq!(
+        p.auto_approved(Some("alice"), &[], &offered),
+        nets(&["10.1.0.0/16"]),
+        "group:net, no exit node"
+    );
+    assert!(p.auto_approved(Some("bob"), &[], &offered).is_empty());
+    // A wider offer than the approved prefix is not inside it.
+    assert!(p
+        .auto_approved(None, &tag, &nets(&["10.0.0.0/7"]))
+        .is_empty());
+}

@@ -154,6 +154,10 @@ pub struct NodeUpdate {
     /// The node's tags (an empty list: none); refused unless its user owns every one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
+    /// The routes the node offers to forward (`pinhole up --advertise-routes`; an exit node
+    /// offers `0.0.0.0/0` and `::/0`); an empty list: none. Used once control approves them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertised_routes: Option<Vec<ipnet::IpNet>>,
 }
 
 /// One node as the others see it.
@@ -181,6 +185,22 @@ pub struct Node {
     /// The node's tags (`tag:server`), from its auth key or granted to its owner.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The routes it forwards for its peers: offered by it and approved by control (`0.0.0.0/0`
+    /// and `::/0`: an exit node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<ipnet::IpNet>,
+}
+
+impl Node {
+    /// Whether the node forwards all traffic for its peers (both default routes approved).
+    pub fn is_exit_node(&self) -> bool {
+        let default = |v4: bool| {
+            self.routes
+                .iter()
+                .any(|r| r.prefix_len() == 0 && matches!(r, ipnet::IpNet::V4(_)) == v4)
+        };
+        default(true) && default(false)
+    }
 }
 
 /// Whether a node is connected to control, and when it last was.
@@ -330,6 +350,7 @@ mod tests {
             user: None,
             expires_at: None,
             tags: Vec::new(),
+            routes: Vec::new(),
         }
     }
 

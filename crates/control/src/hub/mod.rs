@@ -511,6 +511,7 @@ mod tests {
             user: None,
             expires_at: None,
             tags: Vec::new(),
+            routes: Vec::new(),
         }
     }
 

@@ -396,6 +396,7 @@ async fn publish(
         home_relay: None,
         disco_key: Some(node.disco_key),
         tags: None,
+        advertised_routes: None,
     };
     match node.client.update(&node.reg.node_token, &upd).await {
         Ok(_) => {

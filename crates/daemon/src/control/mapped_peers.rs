@@ -207,6 +207,7 @@ mod tests {
             user: None,
             expires_at: None,
             tags: Vec::new(),
+            routes: Vec::new(),
         }
     }
 

@@ -447,6 +447,7 @@ mod tests {
             user: None,
             expires_at: None,
             tags: Vec::new(),
+            routes: Vec::new(),
         }
     }
 

@@ -254,6 +254,7 @@ mod tests {
             user: None,
             expires_at: None,
             tags: Vec::new(),
+            routes: Vec::new(),
         }
     }
 

@@ -261,6 +261,7 @@ impl Daemon<'_> {
                 home_relay: Some(code),
                 disco_key: None,
                 tags: None,
+                advertised_routes: None,
             };
             if let Err(e) = client.update(&token, &upd).await {
                 tracing::warn!("publishing the home relay: {e}");
