@@ -21,7 +21,11 @@ use std::time::{Duration, Instant};
 
 /// How long a person may spend at the provider.
 const LOGIN_TTL: Duration = Duration::from_secs(600);
-const COOKIE: &str = "pinhole_oidc";
+/// The browser's mark is a cookie named after its sign-in, so that two sign-ins under way in
+/// one browser keep their own.
+fn cookie_name(state_hash: &str) -> String {
+    format!("pinhole_oidc_{}", &state_hash[..state_hash.len().min(16)])
+}
 
 #[derive(Deserialize)]
 pub struct StartForm {
@@ -101,8 +105,9 @@ pub async fn start(
         Err(Refused(msg)) => return page_response(&st, StatusCode::BAD_GATEWAY, &code, "", &msg),
     };
     let browser = format!("{}{}", secret::new_id(), secret::new_id());
+    let state_hash = secret::hash_token(&auth.state);
     let login = NewLogin {
-        state_hash: &secret::hash_token(&auth.state),
+        state_hash: &state_hash,
         code_hash: &row.code_hash,
         nonce: &auth.nonce,
         pkce_verifier: &auth.pkce_verifier,
@@ -115,9 +120,14 @@ pub async fn start(
         return crate::state::ApiErr::from(e).into_response();
     }
     tracing::info!(issuer = %provider.issuer(), "device sign-in sent to the identity provider");
-    let secure = if st.settings.tls { "; Secure" } else { "" };
+    let secure = if base.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
     let cookie = format!(
-        "{COOKIE}={browser}; Path=/oidc; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        "{}={browser}; Path=/oidc; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        cookie_name(&state_hash),
         LOGIN_TTL.as_secs()
     );
     let mut r = StatusCode::SEE_OTHER.into_response();
@@ -150,15 +160,16 @@ pub struct CallbackQuery {
     error_description: Option<String>,
 }
 
-/// The browser's mark from [`start`], if it sent one.
-fn browser_cookie(headers: &HeaderMap) -> Option<String> {
+/// The browser's mark for the sign-in with this state hash, if it sent one.
+fn browser_cookie(headers: &HeaderMap, state_hash: &str) -> Option<String> {
+    let name = cookie_name(state_hash);
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
 
@@ -197,10 +208,10 @@ async fn finish(st: &AppState, headers: &HeaderMap, q: CallbackQuery) -> Result<
         .oidc
         .clone()
         .ok_or_else(|| bad("This server does not sign in through an identity provider."))?;
-    let state = q.state.as_deref().unwrap_or_default();
+    let state_hash = secret::hash_token(q.state.as_deref().unwrap_or_default());
     let login = st
         .store
-        .take_oidc_login(&secret::hash_token(state))
+        .take_oidc_login(&state_hash)
         .await
         .map_err(db)?
         .ok_or_else(|| {
@@ -212,8 +223,8 @@ async fn finish(st: &AppState, headers: &HeaderMap, q: CallbackQuery) -> Result<
             "The sign-in took too long at the identity provider: start again on your device.",
         ));
     }
-    let same_browser =
-        browser_cookie(headers).is_some_and(|b| secret::hash_token(&b) == login.browser_hash);
+    let same_browser = browser_cookie(headers, &state_hash)
+        .is_some_and(|b| secret::hash_token(&b) == login.browser_hash);
     if !same_browser {
         return Err(bad(
             "This sign-in was started in another browser (or its cookie was refused): open the \
@@ -330,11 +341,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(
             header::COOKIE,
-            HeaderValue::from_static("a=1; pinhole_oidc=xyz; b=2"),
+            HeaderValue::from_static("a=1; pinhole_oidc_0123456789abcdef=xyz; pinhole_oidc_ffff=2"),
         );
-        assert_eq!(browser_cookie(&h).as_deref(), Some("xyz"));
-        let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("pinhole_oidcx=1"));
-        assert_eq!(browser_cookie(&h), None);
+        let hash = "0123456789abcdef0123";
+        assert_eq!(browser_cookie(&h, hash).as_deref(), Some("xyz"));
+        assert_eq!(browser_cookie(&h, "ffffffffffffffffff"), None);
     }
 }
