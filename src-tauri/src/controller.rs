@@ -440,6 +440,8 @@ impl Controller {
                     credential: load(task.credential_name).await,
                     accept_dns: None,
                     advertise_tags: None,
+                    advertise_routes: None,
+                    advertise_exit_node: None,
                 }
             } else {
                 Op::Down

@@ -111,6 +111,8 @@ fn peer(name: &str, connection: Connection) -> PeerStatus {
         tags: vec![],
         filtered_packets: 0,
         may_reach: None,
+        routes: Vec::new(),
+        exit_node: false,
     }
 }
 

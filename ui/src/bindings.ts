@@ -161,7 +161,15 @@ filtered_packets: number,
  * What this node may reach on the peer under the account's policy, in words ("ports 22
  * and 443 and ping", "nothing"); none when the account has no policy (everything).
  */
-may_reach?: string, };
+may_reach?: string, 
+/**
+ * Networks the peer forwards for this node (offered by it, approved by control).
+ */
+routes?: Array<string>, 
+/**
+ * Whether the peer is an exit node (it forwards all traffic: both default routes).
+ */
+exit_node?: boolean, };
 
 export type Connection = "direct" | "relayed" | "connecting" | "idle" | "offline";
 

@@ -368,6 +368,7 @@ async fn register_all(client: &ControlClient, authkey: &str, n: usize) -> Result
                 hostname: format!("sim-{i}"),
                 os: "linux".into(),
                 tags: Vec::new(),
+                advertised_routes: Vec::new(),
             };
             let private = PrivateKey::from_bytes(rand::random());
             client.register(&authkey, &private, &info).await

@@ -91,6 +91,7 @@ async fn run(dir: &std::path::Path, db: &str, n: usize, changes: usize) -> Resul
             hostname: format!("n{i}"),
             os: "linux".into(),
             tags: Vec::new(),
+            advertised_routes: Vec::new(),
         };
         let r = client
             .register(key, &PrivateKey::from_bytes(rand::random()), &info)

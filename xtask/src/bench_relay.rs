@@ -207,6 +207,7 @@ async fn server_with_nodes(
                 hostname: format!("r{i}"),
                 os: "linux".into(),
                 tags: Vec::new(),
+                advertised_routes: Vec::new(),
             };
             client
                 .register(&authkey, &private, &info)

@@ -59,6 +59,15 @@ enum Command {
         /// of each tag. Remembered.
         #[arg(long, value_name = "TAGS", value_delimiter = ',')]
         advertise_tags: Option<Vec<String>>,
+        /// Offer to forward these networks for your peers (comma-separated CIDRs, e.g.
+        /// 192.168.1.0/24,fd00:1::/64; "" for none). Used once the server's operator (or the
+        /// policy's autoApprovers) approves them. Remembered.
+        #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+        advertise_routes: Option<Vec<String>>,
+        /// Offer to be an exit node: peers may send all their traffic through this one, once
+        /// approved. Remembered.
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        advertise_exit_node: Option<bool>,
     },
     /// Disconnects: takes the tunnel down and keeps it down; stays signed in.
     Down,
@@ -157,6 +166,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Up {
             accept_dns,
             advertise_tags,
+            advertise_routes,
+            advertise_exit_node,
         } => {
             let credential = stored_credential().await;
             let advertise_tags =
@@ -167,6 +178,8 @@ async fn run(cli: Cli) -> Result<()> {
                     credential,
                     accept_dns,
                     advertise_tags,
+                    advertise_routes,
+                    advertise_exit_node,
                 },
             )
             .await?;

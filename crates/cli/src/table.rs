@@ -140,6 +140,7 @@ pub fn render(s: &Status) -> String {
         );
     }
     policy_lines(s, &mut out);
+    route_lines(s, &mut out);
     if let Some(dns) = &s.dns {
         let _ = writeln!(
             out,
@@ -181,6 +182,35 @@ fn policy_lines(s: &Status, out: &mut String) {
     }
 }
 
+/// The networks peers forward (approved routes) and which are exit nodes.
+fn route_lines(s: &Status, out: &mut String) {
+    let routers: Vec<&PeerStatus> = s.peers.iter().filter(|p| !p.routes.is_empty()).collect();
+    if routers.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "routes:");
+    for p in routers {
+        let subnets: Vec<&str> = p
+            .routes
+            .iter()
+            .map(String::as_str)
+            .filter(|r| !r.ends_with("/0"))
+            .collect();
+        let _ = write!(out, "  {}:", p.name);
+        if !subnets.is_empty() {
+            let _ = write!(out, " forwards {}", subnets.join(", "));
+        }
+        if p.exit_node {
+            out.push_str(if subnets.is_empty() {
+                " exit node"
+            } else {
+                "; exit node"
+            });
+        }
+        out.push('\n');
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +237,8 @@ mod tests {
             tags: vec![],
             filtered_packets: 0,
             may_reach: None,
+            routes: Vec::new(),
+            exit_node: false,
         }
     }
 
@@ -235,6 +267,8 @@ mod tests {
                     tags: vec!["tag:server".into()],
                     filtered_packets: 3,
                     may_reach: Some("ports 22 and 443".into()),
+                    routes: vec!["192.168.1.0/24".into(), "0.0.0.0/0".into(), "::/0".into()],
+                    exit_node: true,
                     ..peer("db", Connection::Direct)
                 },
                 peer("phone", Connection::Idle),
@@ -246,6 +280,10 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("  phone: you may reach nothing\n"), "{t}");
+        assert!(
+            t.contains("routes:\n  db: forwards 192.168.1.0/24; exit node\n"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -489,6 +489,7 @@ mod tests {
             hostname: "a".into(),
             os: "linux".into(),
             tags: Vec::new(),
+            advertised_routes: Vec::new(),
         };
         let req = RegisterRequest::new(&PrivateKey::from_bytes([3; 32]), &challenge, &info);
         let sent = tokio::time::timeout(

@@ -259,7 +259,8 @@ pub async fn register(
             ));
         }
     }
-    // Tags are granted (or the registration refused) before anything is written.
+    // Routes and tags are checked (or the registration refused) before anything is written.
+    crate::routes::check_offered(&req.advertised_routes, st.ula).map_err(ApiErr::bad_request)?;
     let tags = granted_tags(
         &st,
         &who.account_id,
@@ -306,6 +307,11 @@ pub async fn register(
     };
     if !tags.is_empty() || had_tags {
         st.store.set_node_tags(&node_id, &tags).await?;
+    }
+    if let Some(row) = st.store.node_by_id(&node_id, now).await? {
+        if !req.advertised_routes.is_empty() || !row.advertised_routes.is_empty() {
+            offer_routes(&st, &row, &req.advertised_routes).await?;
+        }
     }
     st.load_account(&who.account_id).await?;
     let node = st

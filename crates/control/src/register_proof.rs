@@ -123,6 +123,7 @@ mod tests {
             hostname: "a".into(),
             os: "linux".into(),
             tags: Vec::new(),
+            advertised_routes: Vec::new(),
         }
     }
 

@@ -94,6 +94,7 @@ fn info(n: u8, host: &str) -> NodeInfo {
         hostname: host.into(),
         os: "linux".into(),
         tags: Vec::new(),
+        advertised_routes: Vec::new(),
     }
 }
 

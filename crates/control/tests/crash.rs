@@ -128,6 +128,7 @@ async fn burst_kill_restart(db: &str, name: &str) {
                 hostname: format!("burst-{i}"),
                 os: "linux".into(),
                 tags: Vec::new(),
+                advertised_routes: Vec::new(),
             };
             let Ok(r) = client
                 .register(&key, &PrivateKey::from_bytes(k), &info)

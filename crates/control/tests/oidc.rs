@@ -207,6 +207,7 @@ fn info(host: &str) -> NodeInfo {
         hostname: host.into(),
         os: "linux".into(),
         tags: Vec::new(),
+        advertised_routes: Vec::new(),
     }
 }
 

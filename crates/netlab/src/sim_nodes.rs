@@ -80,6 +80,7 @@ pub async fn run(
                         hostname: format!("sim-{i}"),
                         os: "linux".into(),
                         tags: Vec::new(),
+                        advertised_routes: Vec::new(),
                     };
                     let r = client.register(&authkey, &private, &info).await?;
                     registered.fetch_add(1, Ordering::Relaxed);

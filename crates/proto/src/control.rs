@@ -55,6 +55,8 @@ pub struct NodeInfo {
     pub os: String,
     /// Tags the node asks for (`pinhole up --advertise-tags`); its user must own them.
     pub tags: Vec<String>,
+    /// Routes it offers (`pinhole up --advertise-routes`, `--advertise-exit-node`).
+    pub advertised_routes: Vec<ipnet::IpNet>,
 }
 
 /// A node asks to join: its keys, how it calls itself, and the proof that it holds the private
@@ -68,6 +70,9 @@ pub struct RegisterRequest {
     /// Tags asked for; granted only to their owners (the policy's `tagOwners`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The routes the node offers (see [`NodeUpdate::advertised_routes`]); approved by control.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub advertised_routes: Vec<ipnet::IpNet>,
     /// The challenge, as the server gave it.
     pub challenge: String,
     /// HMAC proof of key possession ([`key_proof`], purpose Register), standard base64.
@@ -94,6 +99,7 @@ impl RegisterRequest {
             hostname: info.hostname.clone(),
             os: info.os.clone(),
             tags: info.tags.clone(),
+            advertised_routes: info.advertised_routes.clone(),
             challenge: challenge.challenge.clone(),
             proof: STANDARD.encode(proof),
         }

@@ -70,6 +70,13 @@ pub enum Op {
         /// them under the account's policy (absent: as before).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         advertise_tags: Option<Vec<String>>,
+        /// Networks to offer to forward for peers, CIDRs (an empty list: none; absent: as
+        /// before); used once control approves them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        advertise_routes: Option<Vec<String>>,
+        /// Whether to offer to be an exit node (absent: as before).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        advertise_exit_node: Option<bool>,
     },
     /// Disconnect: take the tunnel down and keep it down; stay signed in.
     Down,
@@ -434,6 +441,14 @@ pub struct PeerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "ts", ts(optional))]
     pub may_reach: Option<String>,
+    /// Networks the peer forwards for this node (offered by it, approved by control).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "ts", ts(as = "Option<Vec<String>>", optional))]
+    pub routes: Vec<String>,
+    /// Whether the peer is an exit node (it forwards all traffic: both default routes).
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(as = "Option<bool>", optional))]
+    pub exit_node: bool,
 }
 
 /// One of a peer's candidate endpoints, as discovery has seen it.
@@ -576,6 +591,8 @@ mod tests {
                     credential: None,
                     accept_dns: None,
                     advertise_tags: None,
+                    advertise_routes: None,
+                    advertise_exit_node: None,
                 }
             })
         );
@@ -661,6 +678,8 @@ mod tests {
                 tags: vec![],
                 filtered_packets: 0,
                 may_reach: None,
+                routes: Vec::new(),
+                exit_node: false,
             }],
             dns: Some(DnsStatus {
                 suffix: "pinhole.internal".into(),

@@ -82,6 +82,8 @@ pub struct SignIn {
     pub hostname: String,
     /// Tags to ask for (`pinhole up --advertise-tags`).
     pub tags: Vec<String>,
+    /// Routes to offer (`pinhole up --advertise-routes`, `--advertise-exit-node`).
+    pub routes: Vec<ipnet::IpNet>,
     /// Keep retrying while control is unreachable (a service starting before the network);
     /// otherwise fail at once with a clear error (a person is waiting).
     pub patient: bool,
@@ -111,6 +113,7 @@ pub async fn sign_in(
         hostname: how.hostname.clone(),
         os: std::env::consts::OS.to_string(),
         tags: how.tags.clone(),
+        advertised_routes: how.routes.clone(),
     };
     let stored_session = matches!(how.how, How::Session(_));
     let (mut token, mut made_here) = match how.how {

@@ -885,6 +885,8 @@ mod tests {
                 credential: None,
                 accept_dns: None,
                 advertise_tags: None,
+                advertise_routes: None,
+                advertise_exit_node: None,
             },
         })));
         input.extend(encode(&ClientFrame::Request(Request {

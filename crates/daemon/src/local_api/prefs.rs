@@ -1,5 +1,6 @@
 //! What the user asked for that outlives a restart: whether the tunnel should be up, whether
-//! the system's resolver is pointed at the DNS server inside it, and the tags the node asks for.
+//! the system's resolver is pointed at the DNS server inside it, the tags the node asks for and
+//! the routes it offers.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,12 @@ pub struct Prefs {
     /// Tags this node asks control for (`pinhole up --advertise-tags`).
     #[serde(default)]
     pub advertise_tags: Vec<String>,
+    /// Networks this node offers to forward (`pinhole up --advertise-routes`).
+    #[serde(default)]
+    pub advertise_routes: Vec<ipnet::IpNet>,
+    /// Whether it offers to be an exit node (`pinhole up --advertise-exit-node`).
+    #[serde(default)]
+    pub advertise_exit_node: bool,
     #[serde(skip)]
     path: PathBuf,
 }
@@ -29,7 +36,15 @@ impl Prefs {
         Prefs {
             want_up: saved.as_ref().is_none_or(|p| p.want_up),
             accept_dns: saved.as_ref().is_none_or(|p| p.accept_dns),
-            advertise_tags: saved.map(|p| p.advertise_tags).unwrap_or_default(),
+            advertise_tags: saved
+                .as_ref()
+                .map(|p| p.advertise_tags.clone())
+                .unwrap_or_default(),
+            advertise_routes: saved
+                .as_ref()
+                .map(|p| p.advertise_routes.clone())
+                .unwrap_or_default(),
+            advertise_exit_node: saved.as_ref().is_some_and(|p| p.advertise_exit_node),
             path,
         }
     }
@@ -47,6 +62,25 @@ impl Prefs {
     pub fn set_advertise_tags(&mut self, tags: Vec<String>) {
         self.advertise_tags = tags;
         self.save();
+    }
+
+    pub fn set_advertised_routes(&mut self, routes: Vec<ipnet::IpNet>, exit_node: bool) {
+        self.advertise_routes = routes;
+        self.advertise_exit_node = exit_node;
+        self.save();
+    }
+
+    /// Everything this node offers control: its routes, and both default routes as an exit node.
+    pub fn offered_routes(&self) -> Vec<ipnet::IpNet> {
+        let mut out = self.advertise_routes.clone();
+        if self.advertise_exit_node {
+            out.extend(
+                ["0.0.0.0/0", "::/0"]
+                    .iter()
+                    .filter_map(|s| s.parse::<ipnet::IpNet>().ok()),
+            );
+        }
+        out
     }
 
     /// Saves them; a failure is logged (the daemon still does what was asked).
@@ -83,6 +117,12 @@ mod tests {
         Prefs::load(&d).set_accept_dns(false);
         let p = Prefs::load(&d);
         assert!(!p.accept_dns && !p.want_up);
+        // Routes and the exit node are remembered and offered together.
+        Prefs::load(&d).set_advertised_routes(vec!["192.168.7.0/24".parse().unwrap()], true);
+        let p = Prefs::load(&d);
+        let offered: Vec<String> = p.offered_routes().iter().map(|r| r.to_string()).collect();
+        assert_eq!(offered, ["192.168.7.0/24", "0.0.0.0/0", "::/0"]);
+        assert!(!p.accept_dns, "other preferences kept");
         let _ = std::fs::remove_dir_all(&d);
     }
 }

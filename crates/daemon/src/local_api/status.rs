@@ -65,6 +65,8 @@ pub fn build(i: Inputs<'_>) -> Status {
         p.last_seen = n.last_seen.and_then(rfc3339_from_millis);
         p.dns_name = n.dns_name.clone();
         p.tags = n.tags.clone();
+        p.routes = n.routes.iter().map(|r| r.to_string()).collect();
+        p.exit_node = n.is_exit_node();
         p.may_reach = i.policy.map(|pol| {
             let allow = pol
                 .reach
@@ -297,6 +299,8 @@ fn peer(
         tags: Vec::new(),
         filtered_packets: e.map_or(0, |e| e.filtered_packets),
         may_reach: None,
+        routes: Vec::new(),
+        exit_node: false,
     }
 }
 

@@ -11,9 +11,18 @@ impl Daemon<'_> {
                 credential,
                 accept_dns,
                 advertise_tags,
+                advertise_routes,
+                advertise_exit_node,
             } => {
                 if let Some(tags) = advertise_tags {
                     if let Err(e) = self.set_tags(tags).await {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                }
+                if advertise_routes.is_some() || advertise_exit_node.is_some() {
+                    let r = self.set_routes(advertise_routes, advertise_exit_node).await;
+                    if let Err(e) = r {
                         let _ = reply.send(Err(e));
                         return;
                     }

@@ -49,6 +49,7 @@ impl Daemon<'_> {
         let how = SignIn {
             hostname: self.hostname(start.hostname),
             tags: self.prefs.advertise_tags.clone(),
+            routes: self.prefs.offered_routes(),
             how: start.how,
             patient: start.patient,
             interactive_fallback: start.interactive_fallback,
@@ -244,6 +245,70 @@ impl Daemon<'_> {
             }
         }
         self.prefs.set_advertise_tags(tags);
+        Ok(())
+    }
+
+    /// `pinhole up --advertise-routes/--advertise-exit-node`: offers them to control at once when
+    /// signed in (a refusal is the answer, and nothing changes), and remembers them for the next
+    /// sign-in.
+    pub(super) async fn set_routes(
+        &mut self,
+        routes: Option<Vec<String>>,
+        exit_node: Option<bool>,
+    ) -> Result<(), pinhole_proto::ipc::IpcError> {
+        let routes = match routes {
+            None => self.prefs.advertise_routes.clone(),
+            Some(list) => {
+                let mut out = Vec::new();
+                for s in list.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+                    let net: ipnet::IpNet = s.parse().map_err(|_| {
+                        failure(
+                            "bad-route",
+                            format!("{s:?} is not a CIDR (e.g. 192.168.1.0/24)"),
+                        )
+                    })?;
+                    out.push(net);
+                }
+                out
+            }
+        };
+        let exit_node = exit_node.unwrap_or(self.prefs.advertise_exit_node);
+        if routes == self.prefs.advertise_routes && exit_node == self.prefs.advertise_exit_node {
+            return Ok(());
+        }
+        let before = (
+            self.prefs.advertise_routes.clone(),
+            self.prefs.advertise_exit_node,
+        );
+        self.prefs.advertise_routes = routes.clone();
+        self.prefs.advertise_exit_node = exit_node;
+        let offered = self.prefs.offered_routes();
+        (self.prefs.advertise_routes, self.prefs.advertise_exit_node) = before;
+        if let Some(r) = self.machine.registration().cloned() {
+            let client = self
+                .client(&r.control_url)
+                .map_err(|e| failure("bad-server", format!("{e:#}")))?;
+            let upd = pinhole_proto::control::NodeUpdate {
+                advertised_routes: Some(offered.clone()),
+                ..Default::default()
+            };
+            let asked =
+                tokio::time::timeout(Duration::from_secs(10), client.update(&r.node_token, &upd));
+            match asked.await {
+                Ok(Ok(_)) => tracing::info!(routes = ?offered, "routes offered"),
+                Ok(Err(e)) => {
+                    return Err(failure(
+                        "routes-refused",
+                        format!("the coordination server refused the routes: {e}"),
+                    ))
+                }
+                Err(_) => return Err(failure(
+                    "control-unreachable",
+                    "the coordination server did not answer within 10 s: the routes are unchanged",
+                )),
+            }
+        }
+        self.prefs.set_advertised_routes(routes, exit_node);
         Ok(())
     }
 
