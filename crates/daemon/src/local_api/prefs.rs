@@ -72,8 +72,13 @@ impl Prefs {
 
     /// Everything this node offers control: its routes, and both default routes as an exit node.
     pub fn offered_routes(&self) -> Vec<ipnet::IpNet> {
-        let mut out = self.advertise_routes.clone();
-        if self.advertise_exit_node {
+        Prefs::offered(&self.advertise_routes, self.advertise_exit_node)
+    }
+
+    /// What a node with these routes, and an exit node or not, offers control.
+    pub fn offered(routes: &[ipnet::IpNet], exit_node: bool) -> Vec<ipnet::IpNet> {
+        let mut out = routes.to_vec();
+        if exit_node {
             out.extend(
                 ["0.0.0.0/0", "::/0"]
                     .iter()

@@ -220,30 +220,11 @@ impl Daemon<'_> {
         if tags == self.prefs.advertise_tags {
             return Ok(());
         }
-        if let Some(r) = self.machine.registration().cloned() {
-            let client = self
-                .client(&r.control_url)
-                .map_err(|e| failure("bad-server", format!("{e:#}")))?;
-            let upd = pinhole_proto::control::NodeUpdate {
-                tags: Some(tags.clone()),
-                ..Default::default()
-            };
-            let asked =
-                tokio::time::timeout(Duration::from_secs(10), client.update(&r.node_token, &upd));
-            match asked.await {
-                Ok(Ok(_)) => tracing::info!(?tags, "tags granted"),
-                Ok(Err(e)) => {
-                    return Err(failure(
-                        "tags-refused",
-                        format!("the coordination server refused the tags: {e}"),
-                    ))
-                }
-                Err(_) => return Err(failure(
-                    "control-unreachable",
-                    "the coordination server did not answer within 10 s: the tags are unchanged",
-                )),
-            }
-        }
+        let upd = pinhole_proto::control::NodeUpdate {
+            tags: Some(tags.clone()),
+            ..Default::default()
+        };
+        self.update_self(upd, "tags", "tags-refused").await?;
         self.prefs.set_advertise_tags(tags);
         Ok(())
     }
@@ -276,40 +257,47 @@ impl Daemon<'_> {
         if routes == self.prefs.advertise_routes && exit_node == self.prefs.advertise_exit_node {
             return Ok(());
         }
-        let before = (
-            self.prefs.advertise_routes.clone(),
-            self.prefs.advertise_exit_node,
-        );
-        self.prefs.advertise_routes = routes.clone();
-        self.prefs.advertise_exit_node = exit_node;
-        let offered = self.prefs.offered_routes();
-        (self.prefs.advertise_routes, self.prefs.advertise_exit_node) = before;
-        if let Some(r) = self.machine.registration().cloned() {
-            let client = self
-                .client(&r.control_url)
-                .map_err(|e| failure("bad-server", format!("{e:#}")))?;
-            let upd = pinhole_proto::control::NodeUpdate {
-                advertised_routes: Some(offered.clone()),
-                ..Default::default()
-            };
-            let asked =
-                tokio::time::timeout(Duration::from_secs(10), client.update(&r.node_token, &upd));
-            match asked.await {
-                Ok(Ok(_)) => tracing::info!(routes = ?offered, "routes offered"),
-                Ok(Err(e)) => {
-                    return Err(failure(
-                        "routes-refused",
-                        format!("the coordination server refused the routes: {e}"),
-                    ))
-                }
-                Err(_) => return Err(failure(
-                    "control-unreachable",
-                    "the coordination server did not answer within 10 s: the routes are unchanged",
-                )),
-            }
-        }
+        let upd = pinhole_proto::control::NodeUpdate {
+            advertised_routes: Some(Prefs::offered(&routes, exit_node)),
+            ..Default::default()
+        };
+        self.update_self(upd, "routes", "routes-refused").await?;
         self.prefs.set_advertised_routes(routes, exit_node);
         Ok(())
+    }
+
+    /// Sends control a change to this node's record when signed in (bounded at 10 s): a refusal
+    /// or no answer is an error naming `what`, and the caller then changes nothing.
+    async fn update_self(
+        &mut self,
+        upd: pinhole_proto::control::NodeUpdate,
+        what: &str,
+        refused: &str,
+    ) -> Result<(), pinhole_proto::ipc::IpcError> {
+        let Some(r) = self.machine.registration().cloned() else {
+            return Ok(());
+        };
+        let client = self
+            .client(&r.control_url)
+            .map_err(|e| failure("bad-server", format!("{e:#}")))?;
+        let asked =
+            tokio::time::timeout(Duration::from_secs(10), client.update(&r.node_token, &upd));
+        match asked.await {
+            Ok(Ok(_)) => {
+                tracing::info!("{what} accepted by the coordination server");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(failure(
+                refused,
+                format!("the coordination server refused the {what}: {e}"),
+            )),
+            Err(_) => Err(failure(
+                "control-unreachable",
+                format!(
+                    "the coordination server did not answer within 10 s: the {what} are unchanged"
+                ),
+            )),
+        }
     }
 
     /// Tells control this node's new home relay (peers reach it there) and shows it.
