@@ -442,6 +442,9 @@ impl Controller {
                     advertise_tags: None,
                     advertise_routes: None,
                     advertise_exit_node: None,
+                    accept_routes: None,
+                    exit_node: None,
+                    exit_node_allow_lan: None,
                 }
             } else {
                 Op::Down

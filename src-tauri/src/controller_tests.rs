@@ -75,6 +75,11 @@ fn me() -> SelfStatus {
         expires: None,
         tags: vec![],
         policy: false,
+        advertised_routes: Vec::new(),
+        approved_routes: Vec::new(),
+        accept_routes: false,
+        exit_node: None,
+        routing_error: None,
     }
 }
 
@@ -113,6 +118,7 @@ fn peer(name: &str, connection: Connection) -> PeerStatus {
         may_reach: None,
         routes: Vec::new(),
         exit_node: false,
+        routes_in_use: Vec::new(),
     }
 }
 

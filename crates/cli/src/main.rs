@@ -68,6 +68,19 @@ enum Command {
         /// approved. Remembered.
         #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
         advertise_exit_node: Option<bool>,
+        /// Reach the networks your peers forward (their approved routes) through them.
+        /// Remembered.
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        accept_routes: Option<bool>,
+        /// Send all internet traffic through this peer (name or address; "" for none): an
+        /// approved exit node. Your own tunnel's packets and the local network's stay outside.
+        /// Remembered.
+        #[arg(long, value_name = "PEER")]
+        exit_node: Option<String>,
+        /// While an exit node is used, keep reaching the local network (printers, the router)
+        /// directly. Remembered.
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        exit_node_allow_lan: Option<bool>,
     },
     /// Disconnects: takes the tunnel down and keeps it down; stays signed in.
     Down,
@@ -168,6 +181,9 @@ async fn run(cli: Cli) -> Result<()> {
             advertise_tags,
             advertise_routes,
             advertise_exit_node,
+            accept_routes,
+            exit_node,
+            exit_node_allow_lan,
         } => {
             let credential = stored_credential().await;
             let advertise_tags =
@@ -180,6 +196,9 @@ async fn run(cli: Cli) -> Result<()> {
                     advertise_tags,
                     advertise_routes,
                     advertise_exit_node,
+                    accept_routes,
+                    exit_node,
+                    exit_node_allow_lan,
                 },
             )
             .await?;

@@ -239,6 +239,7 @@ mod tests {
             may_reach: None,
             routes: Vec::new(),
             exit_node: false,
+            routes_in_use: Vec::new(),
         }
     }
 
@@ -255,6 +256,11 @@ mod tests {
             expires: None,
             tags: vec![],
             policy: true,
+            advertised_routes: Vec::new(),
+            approved_routes: Vec::new(),
+            accept_routes: false,
+            exit_node: None,
+            routing_error: None,
         };
         let s = Status {
             state: State::Connected,

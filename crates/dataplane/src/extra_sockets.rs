@@ -54,7 +54,7 @@ impl ExtraSockets {
                 tracing::debug!("extra sockets: {MAX_OPEN} already open");
                 break;
             }
-            let socket = match std::net::UdpSocket::bind(("0.0.0.0", 0))
+            let socket = match bind_marked()
                 .and_then(|s| s.set_nonblocking(true).map(|()| s))
                 .and_then(UdpSocket::from_std)
             {
@@ -150,6 +150,18 @@ async fn receive(socket: SocketId, udp: Arc<UdpSocket>, tx: mpsc::Sender<Receive
             Err(e) => tracing::debug!("UDP receive on extra socket {socket}: {e}"),
         }
     }
+}
+
+/// An IPv4 UDP socket on any port, marked to stay outside the tunnel (see [`crate::bypass`]).
+fn bind_marked() -> std::io::Result<std::net::UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    crate::bypass::mark(&s);
+    s.bind(&std::net::SocketAddr::from(([0, 0, 0, 0], 0)).into())?;
+    Ok(s.into())
 }
 
 #[cfg(test)]

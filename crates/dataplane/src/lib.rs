@@ -4,6 +4,7 @@
 //! coalescer behind them, the Internet checksum they share, and UDP inside IP packets for
 //! services answered on the TUN device itself.
 
+pub mod bypass;
 pub mod checksum;
 pub mod extra_sockets;
 pub mod ip_udp;

@@ -23,6 +23,7 @@ pub fn bind(port: u16) -> io::Result<UdpSocket> {
             s
         }
     };
+    crate::bypass::mark(&socket);
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.set_nonblocking(true)?;

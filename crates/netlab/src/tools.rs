@@ -227,6 +227,56 @@ pub fn greet(listen: &[SocketAddr], duration: Duration) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A plain HTTP server on `listen` for `duration`: every request is answered `200` with
+/// `you are IP` (the source address it came from), and `request from IP` printed, so a test
+/// can tell which address reached the host (a router's masquerade, an exit node's).
+pub fn http(listen: SocketAddr, duration: Duration) -> std::io::Result<()> {
+    let l = TcpListener::bind(listen)?;
+    l.set_nonblocking(true)?;
+    println!("listening");
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline {
+        let Ok((mut s, from)) = l.accept() else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        let _ = s.set_nonblocking(false);
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => req.extend_from_slice(&buf[..n]),
+            }
+        }
+        let ip = from.ip().to_canonical();
+        println!("request from {ip}");
+        let body = format!("you are {ip}\n");
+        let _ = write!(
+            s,
+            "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+    Ok(())
+}
+
+/// `GET /` from the HTTP server at `dst` within `timeout`: the body (`you are IP`), or what
+/// went wrong.
+pub fn http_get(dst: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&dst, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(s, "GET / HTTP/1.0\r\nHost: {dst}\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    match resp.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.0 200") => Ok(body.trim().to_string()),
+        _ => Err(std::io::Error::other(format!("not an answer: {resp:?}"))),
+    }
+}
+
 /// One TCP connection attempt to `dst` within `timeout`: `connected` (the greeting was read),
 /// `refused`, or `timeout` (what a dropped SYN looks like).
 pub fn probe(dst: SocketAddr, timeout: Duration) -> &'static str {

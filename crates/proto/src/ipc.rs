@@ -77,6 +77,18 @@ pub enum Op {
         /// Whether to offer to be an exit node (absent: as before).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         advertise_exit_node: Option<bool>,
+        /// Whether to reach the networks peers forward (their approved routes) through them
+        /// (remembered; absent: as before, off at first).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        accept_routes: Option<bool>,
+        /// The peer (name, DNS name or overlay address) to send all internet traffic through;
+        /// an empty string: none (remembered; absent: as before).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_node: Option<String>,
+        /// Whether the local network stays reachable directly while an exit node is used
+        /// (remembered; absent: as before, off at first).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_node_allow_lan: Option<bool>,
     },
     /// Disconnect: take the tunnel down and keep it down; stay signed in.
     Down,
@@ -368,6 +380,43 @@ pub struct SelfStatus {
     /// Whether the account has an access policy (this node's packets are filtered by it).
     #[serde(default)]
     pub policy: bool,
+    /// Networks this node offers to forward for peers (`--advertise-routes`, and both default
+    /// routes with `--advertise-exit-node`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "ts", ts(as = "Option<Vec<String>>", optional))]
+    pub advertised_routes: Vec<String>,
+    /// Those of them control approved (this node forwards and masquerades them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "ts", ts(as = "Option<Vec<String>>", optional))]
+    pub approved_routes: Vec<String>,
+    /// Whether peers' routes are used (`--accept-routes`).
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(as = "Option<bool>", optional))]
+    pub accept_routes: bool,
+    /// The exit node all internet traffic goes through, if one is chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub exit_node: Option<ExitNodeStatus>,
+    /// Why routes or forwarding could not be set up as asked, if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub routing_error: Option<String>,
+}
+
+/// The exit node chosen with `--exit-node`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct ExitNodeStatus {
+    /// The peer's name (as the user named it, if the map has no such peer).
+    pub name: String,
+    /// Whether internet traffic goes through it now (false: it is dropped, see `problem`).
+    pub in_use: bool,
+    /// Whether the local network is reached directly (`--exit-node-allow-lan`).
+    pub allow_lan: bool,
+    /// Why traffic cannot go through it right now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub problem: Option<String>,
 }
 
 /// What netcheck learned about the local network; none while unknown.
@@ -449,6 +498,11 @@ pub struct PeerStatus {
     #[serde(default)]
     #[cfg_attr(feature = "ts", ts(as = "Option<bool>", optional))]
     pub exit_node: bool,
+    /// Those of its routes this node sends through it now (with `--accept-routes`; another
+    /// router may carry the rest), and both default routes while it is the exit node in use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "ts", ts(as = "Option<Vec<String>>", optional))]
+    pub routes_in_use: Vec<String>,
 }
 
 /// One of a peer's candidate endpoints, as discovery has seen it.
@@ -593,6 +647,9 @@ mod tests {
                     advertise_tags: None,
                     advertise_routes: None,
                     advertise_exit_node: None,
+                    accept_routes: None,
+                    exit_node: None,
+                    exit_node_allow_lan: None,
                 }
             })
         );
@@ -649,6 +706,11 @@ mod tests {
                 expires: None,
                 tags: vec![],
                 policy: false,
+                advertised_routes: Vec::new(),
+                approved_routes: Vec::new(),
+                accept_routes: false,
+                exit_node: None,
+                routing_error: None,
             }),
             peers: vec![PeerStatus {
                 name: "server".into(),
@@ -680,6 +742,7 @@ mod tests {
                 may_reach: None,
                 routes: Vec::new(),
                 exit_node: false,
+                routes_in_use: Vec::new(),
             }],
             dns: Some(DnsStatus {
                 suffix: "pinhole.internal".into(),

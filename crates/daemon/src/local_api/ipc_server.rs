@@ -887,6 +887,9 @@ mod tests {
                 advertise_tags: None,
                 advertise_routes: None,
                 advertise_exit_node: None,
+                accept_routes: None,
+                exit_node: None,
+                exit_node_allow_lan: None,
             },
         })));
         input.extend(encode(&ClientFrame::Request(Request {

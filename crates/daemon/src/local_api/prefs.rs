@@ -1,6 +1,6 @@
 //! What the user asked for that outlives a restart: whether the tunnel should be up, whether
 //! the system's resolver is pointed at the DNS server inside it, the tags the node asks for and
-//! the routes it offers.
+//! the routes it offers, and the peers' routes and exit node it uses.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -21,32 +21,60 @@ pub struct Prefs {
     /// Whether it offers to be an exit node (`pinhole up --advertise-exit-node`).
     #[serde(default)]
     pub advertise_exit_node: bool,
+    /// Whether peers' approved routes are used (`pinhole up --accept-routes`).
+    #[serde(default)]
+    pub accept_routes: bool,
+    /// The exit node all internet traffic goes through, as the user named it (`--exit-node`).
+    #[serde(default)]
+    pub exit_node: Option<String>,
+    /// Whether the local network stays reachable directly while an exit node is used.
+    #[serde(default)]
+    pub exit_node_allow_lan: bool,
     #[serde(skip)]
     path: PathBuf,
 }
 
 impl Prefs {
-    /// The saved preferences, or the defaults (up, DNS on) if there are none or they are
-    /// unreadable.
+    /// The saved preferences, or the defaults (up, DNS on, no routes) if there are none or
+    /// they are unreadable.
     pub fn load(state_dir: &Path) -> Prefs {
         let path = state_dir.join(FILE);
         let saved = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice::<Prefs>(&b).ok());
-        Prefs {
-            want_up: saved.as_ref().is_none_or(|p| p.want_up),
-            accept_dns: saved.as_ref().is_none_or(|p| p.accept_dns),
-            advertise_tags: saved
-                .as_ref()
-                .map(|p| p.advertise_tags.clone())
-                .unwrap_or_default(),
-            advertise_routes: saved
-                .as_ref()
-                .map(|p| p.advertise_routes.clone())
-                .unwrap_or_default(),
-            advertise_exit_node: saved.as_ref().is_some_and(|p| p.advertise_exit_node),
-            path,
+        match saved {
+            Some(p) => Prefs { path, ..p },
+            None => Prefs {
+                want_up: true,
+                accept_dns: true,
+                advertise_tags: Vec::new(),
+                advertise_routes: Vec::new(),
+                advertise_exit_node: false,
+                accept_routes: false,
+                exit_node: None,
+                exit_node_allow_lan: false,
+                path,
+            },
         }
+    }
+
+    /// `pinhole up --accept-routes/--exit-node/--exit-node-allow-lan`: what is given changes.
+    pub fn set_route_use(
+        &mut self,
+        accept_routes: Option<bool>,
+        exit_node: Option<Option<String>>,
+        allow_lan: Option<bool>,
+    ) {
+        if let Some(on) = accept_routes {
+            self.accept_routes = on;
+        }
+        if let Some(e) = exit_node {
+            self.exit_node = e;
+        }
+        if let Some(on) = allow_lan {
+            self.exit_node_allow_lan = on;
+        }
+        self.save();
     }
 
     pub fn set_want_up(&mut self, up: bool) {
@@ -128,6 +156,14 @@ mod tests {
         let offered: Vec<String> = p.offered_routes().iter().map(|r| r.to_string()).collect();
         assert_eq!(offered, ["192.168.7.0/24", "0.0.0.0/0", "::/0"]);
         assert!(!p.accept_dns, "other preferences kept");
+        // Using routes and an exit node is remembered; only what is given changes.
+        Prefs::load(&d).set_route_use(Some(true), Some(Some("exit1".into())), None);
+        Prefs::load(&d).set_route_use(None, None, Some(true));
+        let p = Prefs::load(&d);
+        assert!(p.accept_routes && p.exit_node_allow_lan);
+        assert_eq!(p.exit_node.as_deref(), Some("exit1"));
+        Prefs::load(&d).set_route_use(None, Some(None), None);
+        assert_eq!(Prefs::load(&d).exit_node, None);
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -40,6 +40,8 @@ pub struct Inputs<'a> {
     pub dns: Option<DnsStatus>,
     /// This node's share of the account's policy; none: the account has no policy.
     pub policy: Option<&'a NodePolicy>,
+    /// The routes this node sends through each peer now.
+    pub routes_in_use: &'a HashMap<Key, Vec<String>>,
     pub now: Instant,
     pub wall_now: SystemTime,
 }
@@ -67,6 +69,11 @@ pub fn build(i: Inputs<'_>) -> Status {
         p.tags = n.tags.clone();
         p.routes = n.routes.iter().map(|r| r.to_string()).collect();
         p.exit_node = n.is_exit_node();
+        p.routes_in_use = i
+            .routes_in_use
+            .get(&n.node_key)
+            .cloned()
+            .unwrap_or_default();
         p.may_reach = i.policy.map(|pol| {
             let allow = pol
                 .reach
@@ -301,6 +308,7 @@ fn peer(
         may_reach: None,
         routes: Vec::new(),
         exit_node: false,
+        routes_in_use: Vec::new(),
     }
 }
 
@@ -318,6 +326,20 @@ pub struct Reporter {
     nat: Nat,
     home_relay: Option<String>,
     rtts: HashMap<Key, f64>,
+    routes: RouteView,
+}
+
+/// What the status shows of routes, as the shell last planned and applied them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteView {
+    /// What this node offers.
+    pub advertised: Vec<String>,
+    pub accept_routes: bool,
+    pub exit_node: Option<pinhole_proto::ipc::ExitNodeStatus>,
+    /// Why routes or forwarding could not be set up, if so.
+    pub error: Option<String>,
+    /// The routes sent through each peer.
+    pub in_use: HashMap<Key, Vec<String>>,
 }
 
 impl Reporter {
@@ -328,7 +350,13 @@ impl Reporter {
             nat: Nat::default(),
             home_relay: None,
             rtts: HashMap::new(),
+            routes: RouteView::default(),
         }
+    }
+
+    /// The routes as planned and applied.
+    pub fn set_routes(&mut self, view: RouteView) {
+        self.routes = view;
     }
 
     /// The relay region peers reach this node through.
@@ -372,7 +400,12 @@ impl Reporter {
             if let Some(n) = mapped.self_node() {
                 me.dns_name = n.dns_name.clone();
                 me.tags = n.tags.clone();
+                me.approved_routes = n.routes.iter().map(|r| r.to_string()).collect();
             }
+            me.advertised_routes = self.routes.advertised.clone();
+            me.accept_routes = self.routes.accept_routes;
+            me.exit_node = self.routes.exit_node.clone();
+            me.routing_error = self.routes.error.clone();
             me.policy = mapped.policy().is_some();
             me.home_relay = self.home_relay.clone();
             if !mapped.endpoints.is_empty() {
@@ -394,6 +427,7 @@ impl Reporter {
             relay_errors,
             dns,
             policy: mapped.policy(),
+            routes_in_use: &self.routes.in_use,
             now: Instant::now(),
             wall_now: SystemTime::now(),
         });
@@ -427,6 +461,11 @@ pub fn self_status(
         expires: expires_at.and_then(rfc3339_from_millis),
         tags: Vec::new(),
         policy: false,
+        advertised_routes: Vec::new(),
+        approved_routes: Vec::new(),
+        accept_routes: false,
+        exit_node: None,
+        routing_error: None,
     }
 }
 
@@ -484,6 +523,7 @@ mod tests {
         let (tx, server) = watch::channel(build(Inputs {
             dns: None,
             policy: None,
+            routes_in_use: &HashMap::new(),
             state: State::Connected,
             reason: None,
             self_node: None,
@@ -526,6 +566,7 @@ mod tests {
         let s = build(Inputs {
             dns: None,
             policy: None,
+            routes_in_use: &HashMap::new(),
             state: State::Connected,
             reason: None,
             self_node: None,
@@ -578,6 +619,7 @@ mod tests {
             build(Inputs {
                 dns: None,
                 policy: None,
+                routes_in_use: &HashMap::new(),
                 state: State::Connected,
                 reason: None,
                 self_node: None,
@@ -625,6 +667,7 @@ mod tests {
         let s = build(Inputs {
             dns: None,
             policy: None,
+            routes_in_use: &HashMap::new(),
             state: State::Connected,
             reason: None,
             self_node: None,

@@ -20,6 +20,7 @@ mod probing;
 mod registration;
 mod relaying;
 mod report;
+mod routing;
 
 use crate::connectivity::netcheck;
 use crate::connectivity::pinger::{Pinger, Target};
@@ -120,11 +121,15 @@ impl Drop for SigningIn {
     }
 }
 
-/// The tunnel while it is up: the device and the routes added for it.
+/// The tunnel while it is up: the device and the routes added for it (a static
+/// configuration's in the main table; peers' networks and the exit node's in pinholed's own
+/// table), and forwarding for peers while this node's routes are approved.
 struct DataPlane {
     tun: TunIo,
     name: String,
     routes: Vec<IpNet>,
+    table: crate::platform::route_table::RouteTable,
+    forwarding: Option<crate::platform::forwarding::Forwarding>,
 }
 
 struct Daemon<'a> {
@@ -182,6 +187,17 @@ struct Daemon<'a> {
     /// How the system's resolver is pointed at it, and why it could not be, if it could not.
     os_dns: Box<dyn crate::platform::os_dns::OsDns>,
     os_dns_error: Option<String>,
+    /// Which peer carries which route (see [`routing`]), why the OS's routes for it could not
+    /// all be set, and why this node cannot forward for peers, if so.
+    route_plan: crate::control::route_plan::RoutePlan,
+    routes_error: Option<String>,
+    forwarding_error: Option<String>,
+    /// The approved routes forwarding last failed for (not tried again until they change).
+    forwarding_tried: Vec<IpNet>,
+    /// The coordination server's URL and addresses, kept outside the tunnel.
+    control_ips: Option<(String, Vec<IpAddr>)>,
+    /// Offers sent to control one at a time, in order (see [`routing`]).
+    offer_order: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<'a> Daemon<'a> {
@@ -252,6 +268,12 @@ impl<'a> Daemon<'a> {
         let dialer =
             relay_link::Dialer::new(ca.as_deref(), args.proxy.as_deref(), args.relay_websocket)?;
         let prefs = Prefs::load(&args.state_dir);
+        // A crashed pinholed's routing rules, forwarding and masquerading are removed.
+        if matches!(mode, Mode::Control) {
+            crate::platform::route_table::clean_leftovers();
+            crate::platform::forwarding::clean_leftovers(&args.state_dir);
+        }
+        pinhole_relay_dial::tcp_race::mark_connections(pinhole_dataplane::bypass::MARK);
         // First of all, a crashed pinholed's resolver settings are put back.
         let os_dns = crate::platform::os_dns::for_this_system(&args.state_dir).await;
         let machine = Machine::new(
@@ -290,6 +312,12 @@ impl<'a> Daemon<'a> {
             names: Names::new(os_dns.upstreams()),
             os_dns,
             os_dns_error: None,
+            route_plan: Default::default(),
+            routes_error: None,
+            forwarding_error: None,
+            forwarding_tried: Vec::new(),
+            control_ips: None,
+            offer_order: Default::default(),
             network: netwatch::watch(),
             network_changed: std::sync::Arc::new(tokio::sync::Notify::new()),
         };
@@ -380,11 +408,17 @@ impl<'a> Daemon<'a> {
                     self.reporter.set_home_relay(None);
                     None
                 }
-                Action::StartTunnel => Some(Input::TunnelStarted(
-                    self.start_dataplane().map_err(|e| format!("{e:#}")),
-                )),
+                Action::StartTunnel => {
+                    let started = self.start_dataplane().map_err(|e| format!("{e:#}"));
+                    if started.is_ok() {
+                        self.sync_routes().await;
+                        self.publish_offer(true);
+                    }
+                    Some(Input::TunnelStarted(started))
+                }
                 Action::StopTunnel => {
                     self.stop_dataplane();
+                    self.publish_offer(false);
                     None
                 }
                 Action::Leave {
@@ -479,7 +513,11 @@ impl<'a> Daemon<'a> {
                 Some(prepared) = self.probes.recv() => self.probes.handle_prepared(Instant::now(), prepared),
                 _ = self.names.upstream_readable() => self.names.read_upstream(),
                 Some(()) = self.network.recv() => self.network_moved().await,
-                _ = report.tick() => self.publish(),
+                _ = report.tick() => {
+                    // A router gone, a better one measured: the routes follow.
+                    self.sync_routes().await;
+                    self.publish();
+                }
                 _ = tokio::time::sleep_until(deadline) => {}
             }
             self.after_wake().await;

@@ -13,6 +13,9 @@ impl Daemon<'_> {
                 advertise_tags,
                 advertise_routes,
                 advertise_exit_node,
+                accept_routes,
+                exit_node,
+                exit_node_allow_lan,
             } => {
                 if let Some(tags) = advertise_tags {
                     if let Err(e) = self.set_tags(tags).await {
@@ -22,6 +25,15 @@ impl Daemon<'_> {
                 }
                 if advertise_routes.is_some() || advertise_exit_node.is_some() {
                     let r = self.set_routes(advertise_routes, advertise_exit_node).await;
+                    if let Err(e) = r {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                }
+                if accept_routes.is_some() || exit_node.is_some() || exit_node_allow_lan.is_some() {
+                    let r = self
+                        .set_route_use(accept_routes, exit_node, exit_node_allow_lan)
+                        .await;
                     if let Err(e) = r {
                         let _ = reply.send(Err(e));
                         return;

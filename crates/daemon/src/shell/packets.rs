@@ -47,8 +47,10 @@ impl Daemon<'_> {
         let name = device.name().unwrap_or_else(|_| self.args.tun_name.clone());
         let mut dp = DataPlane {
             tun: TunIo::new(device, mtu),
+            table: crate::platform::route_table::RouteTable::new(&name),
             name,
             routes: Vec::new(),
+            forwarding: None,
         };
         for net in routes::needed(&addresses, peer_nets) {
             if let Err(e) = routes::add(&dp.name, &net) {
@@ -66,6 +68,7 @@ impl Daemon<'_> {
             "pinholed is up"
         );
         self.dataplane = Some(dp);
+        self.forwarding_tried.clear();
         self.sync_os_dns();
         Ok(())
     }
@@ -106,12 +109,23 @@ impl Daemon<'_> {
             return;
         };
         self.revert_os_dns();
-        for net in dp.routes.iter().rev() {
-            routes::remove(&dp.name, net);
+        let DataPlane {
+            name,
+            routes,
+            mut table,
+            forwarding,
+            ..
+        } = dp;
+        if let Some(f) = forwarding {
+            f.disable();
+        }
+        table.clear();
+        for net in routes.iter().rev() {
+            routes::remove(&name, net);
         }
         let stats = self.engine.stats();
         tracing::info!(
-            device = %dp.name,
+            device = %name,
             rx_invalid = stats.rx_invalid,
             rx_unknown_peer = stats.rx_unknown_peer,
             rx_disallowed_source = stats.rx_disallowed_source,

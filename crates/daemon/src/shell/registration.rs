@@ -169,6 +169,8 @@ impl Daemon<'_> {
             ControlMsg::Unreachable(_) | ControlMsg::Endpoints(_)
         ) && !matches!(&msg, ControlMsg::Map(m) if matches!(**m, pinhole_proto::control::MapMessage::PeersOnline { .. } | pinhole_proto::control::MapMessage::Keepalive));
         self.mapped.apply(&mut self.engine, msg);
+        // A peer updated from the map carries its own addresses only: its routes go back.
+        self.sync_routes().await;
         if names_may_change {
             self.names
                 .set_map(self.mapped.self_node(), self.mapped.map_peers().into_iter());

@@ -42,6 +42,7 @@ impl Daemon<'_> {
             };
             s
         });
+        self.reporter.set_routes(self.route_view());
         self.reporter
             .publish(head, &self.engine, &self.mapped, &relay_errors, dns);
     }

@@ -422,6 +422,24 @@ impl Engine {
         Ok(())
     }
 
+    /// Sets the prefixes a peer is reached at and may send from (its own addresses and the
+    /// routes it forwards), leaving its sessions and paths as they are; false if there is no
+    /// such peer.
+    pub fn set_allowed_ips(&mut self, key: &Key, nets: &[ipnet::IpNet]) -> bool {
+        let Some(&idx) = self.by_key.get(key) else {
+            return false;
+        };
+        let Some(peer) = self.peers.get_mut(&idx) else {
+            return false;
+        };
+        self.routes.remove_value(&idx);
+        for net in nets {
+            self.routes.insert(*net, idx);
+        }
+        peer.settings.allowed_ips = nets.to_vec();
+        true
+    }
+
     /// Removes a peer and its routes.
     pub fn remove_peer(&mut self, key: &Key) {
         if let Some(idx) = self.by_key.remove(key) {

@@ -10,6 +10,9 @@
 //! `netlab-tool dns-latency SERVER NAME COUNT`: COUNT queries one at a time; prints
 //! `answered=N lost=N bad=N p50_us=N p99_us=N max_us=N`.
 //! `netlab-tool greet LISTEN[,LISTEN…] SECONDS`: accept TCP connections on each, greet, close.
+//! `netlab-tool http LISTEN SECONDS`: a plain HTTP server answering `you are IP`; prints
+//! `request from IP` for each request.
+//! `netlab-tool get DST TIMEOUT_MS`: `GET /` from it; prints the body, or fails saying why.
 //! `netlab-tool probe DST TIMEOUT_MS`: one TCP connection attempt; prints `connected`,
 //! `refused` or `timeout`.
 
@@ -112,6 +115,14 @@ fn main() -> Result<()> {
                 .collect::<Result<Vec<SocketAddr>>>()?;
             let secs: u64 = arg(2)?.parse().context("bad seconds")?;
             tools::greet(&listen, Duration::from_secs(secs))?;
+        }
+        "http" => {
+            let secs: u64 = arg(2)?.parse().context("bad seconds")?;
+            tools::http(addr(1)?, Duration::from_secs(secs))?;
+        }
+        "get" => {
+            let ms: u64 = arg(2)?.parse().context("bad timeout")?;
+            println!("{}", tools::http_get(addr(1)?, Duration::from_millis(ms))?);
         }
         "probe" => {
             let ms: u64 = arg(2)?.parse().context("bad milliseconds")?;

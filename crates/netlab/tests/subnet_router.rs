@@ -1,0 +1,191 @@
+//! A subnet router with real processes and real routing: b and c both reach a LAN host (a
+//! namespace running a small HTTP server that answers with the source address it sees); a
+//! fetches from the host's LAN address through the mesh only with `--accept-routes` and only
+//! once the route is approved; the host sees the router's LAN address (masquerade); b going
+//! down fails over to c within 5 s; a's routing rules, b's nftables table and forwarding
+//! switch are gone after `down`.
+
+use pinhole_netlab::mesh::{self, start_node, status_json, Control, PUBLIC};
+use pinhole_netlab::pinhole::tool;
+use pinhole_netlab::{skip_without_root, Lab, Topology};
+use std::time::{Duration, Instant};
+
+const HOST: &str = "192.168.7.10:8080";
+const ROUTE: &str = "192.168.7.0/24";
+
+/// a, b and c as in `mesh::star`; the LAN host `printer` on b's LAN (192.168.7.0/24, b at .1)
+/// and reached by c through a LAN of its own (192.168.8.0/24, c at .1).
+fn lab() -> Lab {
+    let mut t = Topology::new().router(PUBLIC);
+    for (i, n) in ["a", "b", "c"].iter().enumerate() {
+        let i = i + 1;
+        let host_addr = format!("198.18.{i}.2/24");
+        let router_addr = format!("198.18.{i}.1/24");
+        t = t
+            .host(n)
+            .link(n, &[host_addr.as_str()], PUBLIC, &[router_addr.as_str()])
+            .route(n, "198.18.0.0/16", &format!("198.18.{i}.1"));
+    }
+    let t = t
+        .host("printer")
+        .link("b", &["192.168.7.1/24"], "printer", &["192.168.7.10/24"])
+        .link("c", &["192.168.8.1/24"], "printer", &["192.168.8.10/24"])
+        .route("c", ROUTE, "192.168.8.10");
+    Lab::build(&t).expect("building the lab")
+}
+
+/// `GET /` from the LAN host in `host`: the source address it saw, or why it failed.
+fn fetch(lab: &Lab, host: &str) -> Result<String, String> {
+    let t = tool();
+    let out = lab
+        .run(
+            host,
+            &[t.to_str().unwrap(), "get", HOST, "1500"],
+            Duration::from_secs(5),
+        )
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    match text.strip_prefix("you are ") {
+        Some(ip) if out.status.success() => Ok(ip.to_string()),
+        _ => Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr))),
+    }
+}
+
+fn up(lab: &Lab, host: &str, args: &[&str]) {
+    let mut argv = vec!["up"];
+    argv.extend_from_slice(args);
+    let (ok, out, err) = mesh::pinhole(lab, host, &argv);
+    assert!(ok, "pinhole {argv:?} on {host}: {out}{err}");
+}
+
+fn routing_state(lab: &Lab, host: &str) -> String {
+    let mut out = String::new();
+    for argv in [
+        &["ip", "-4", "rule"][..],
+        &["ip", "-6", "rule"],
+        &["ip", "-4", "route", "show", "table", "all"],
+        &["ip", "-6", "route", "show", "table", "all"],
+        &["nft", "list", "ruleset"],
+        &["sysctl", "-n", "net.ipv4.ip_forward"],
+    ] {
+        out.push_str(
+            &lab.run_ok(host, argv, Duration::from_secs(5))
+                .unwrap_or_default(),
+        );
+    }
+    // Link-local addresses come up in their own time (the kernel's, not pinholed's).
+    out.lines()
+        .filter(|l| !l.contains("fe80:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The end of a process's log.
+fn tail(p: &pinhole_netlab::Proc) -> String {
+    let log = p.log_text();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// The routes a's status says it sends through `peer`.
+fn in_use(lab: &Lab, host: &str, peer: &str) -> Vec<String> {
+    let v = status_json(lab, host);
+    v["peers"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == peer))
+        .and_then(|p| p["routes_in_use"].as_array())
+        .map(|r| {
+            r.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_lan_behind_a_router_is_reached_and_fails_over_to_a_second_router() {
+    if skip_without_root("a_lan_behind_a_router_is_reached_and_fails_over_to_a_second_router") {
+        return;
+    }
+    let mut lab = lab();
+    let t = tool();
+    let _server = lab
+        .spawn(
+            "printer",
+            &[t.to_str().unwrap(), "http", "0.0.0.0:8080", "120"],
+        )
+        .expect("the LAN host's HTTP server");
+    let control = Control::new(&lab);
+    let _control = control.start(&mut lab);
+    let key = control.authkey_file(&lab);
+    let b_before = routing_state(&lab, "b");
+    let a_before = routing_state(&lab, "a");
+    let _a = start_node(&mut lab, "a", &key);
+    let _b = start_node(&mut lab, "b", &key);
+    let _c = start_node(&mut lab, "c", &key);
+    // The host itself answers on its LAN (b is on it).
+    assert_eq!(fetch(&lab, "b"), Ok("192.168.7.1".into()));
+
+    up(&lab, "b", &["--advertise-routes", ROUTE]);
+    up(&lab, "c", &["--advertise-routes", ROUTE]);
+    // Offered, not approved, and a does not accept routes: the LAN is out of reach.
+    assert!(fetch(&lab, "a").is_err());
+    control.cli(&lab, &["route", "approve", "b", ROUTE]);
+    Lab::wait_for(Duration::from_secs(5), || {
+        status_json(&lab, "a")["peers"]
+            .as_array()
+            .is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p["name"] == "b" && p["routes"][0] == ROUTE)
+            })
+    });
+    assert!(fetch(&lab, "a").is_err(), "used without --accept-routes");
+    assert!(in_use(&lab, "a", "b").is_empty());
+
+    // With --accept-routes a reaches the host through b, which masquerades it.
+    up(&lab, "a", &["--accept-routes"]);
+    let through_b = Lab::wait_for(Duration::from_secs(10), || {
+        fetch(&lab, "a") == Ok("192.168.7.1".into())
+    });
+    assert!(
+        through_b,
+        "a → printer through b: {:?}\na: {}\n{}\nb: {}\n{}",
+        fetch(&lab, "a"),
+        routing_state(&lab, "a"),
+        tail(&_a),
+        routing_state(&lab, "b"),
+        tail(&_b)
+    );
+    assert_eq!(in_use(&lab, "a", "b"), [ROUTE]);
+    let me = &status_json(&lab, "b")["self"];
+    assert_eq!(me["approved_routes"][0], ROUTE, "{me:#}");
+    assert_eq!(status_json(&lab, "a")["self"]["accept_routes"], true);
+
+    // c is approved too: the route stays with b (its connections would break on a move).
+    control.cli(&lab, &["route", "approve", "c", ROUTE]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(fetch(&lab, "a"), Ok("192.168.7.1".into()));
+
+    // b goes down: within 5 s the host is reached through c, masqueraded behind c's LAN
+    // address; b's masquerading table and forwarding switch are gone.
+    let (ok, _, err) = mesh::pinhole(&lab, "b", &["down"]);
+    assert!(ok, "{err}");
+    let down_at = Instant::now();
+    let through_c = Lab::wait_for(Duration::from_secs(5), || {
+        fetch(&lab, "a") == Ok("192.168.8.1".into())
+    });
+    let took = down_at.elapsed();
+    assert!(
+        through_c,
+        "no failover to c within 5 s: {:?}",
+        fetch(&lab, "a")
+    );
+    println!("failover to the second router: {:.1} s", took.as_secs_f64());
+    assert_eq!(in_use(&lab, "a", "c"), [ROUTE]);
+    assert_eq!(routing_state(&lab, "b"), b_before, "b's routing after down");
+
+    // a's down puts its routing back exactly as it was.
+    let (ok, _, err) = mesh::pinhole(&lab, "a", &["down"]);
+    assert!(ok, "{err}");
+    assert_eq!(routing_state(&lab, "a"), a_before, "a's routing after down");
+}
