@@ -51,6 +51,10 @@ pub struct Args {
     /// every destination may have to use a relay.
     #[arg(long, env = "PINHOLE_NO_PORT_MAPPING")]
     pub no_port_mapping: bool,
+    /// Internal: run as the janitor of the pinholed that started this one (waits for its end
+    /// on standard input, then removes its routing rules and forwarding).
+    #[arg(long, hide = true)]
+    pub janitor: bool,
     /// The name this node registers under (default: the OS hostname).
     #[arg(long)]
     pub hostname: Option<String>,

@@ -31,6 +31,11 @@ fn run_daemon() -> Result<()> {
     if let Some(args::ServiceArg::Service { command }) = args.service {
         return platform::win_service::command(command);
     }
+    #[cfg(target_os = "linux")]
+    if args.janitor {
+        platform::janitor::run(&args.state_dir);
+        return Ok(());
+    }
     init_logging(&args.log, None);
     serve(args)
 }

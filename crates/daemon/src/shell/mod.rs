@@ -198,6 +198,9 @@ struct Daemon<'a> {
     control_ips: Option<(String, Vec<IpAddr>)>,
     /// Offers sent to control one at a time, in order (see [`routing`]).
     offer_order: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Removes the routing rules and forwarding when this process ends, however it ends.
+    #[cfg(target_os = "linux")]
+    _janitor: Option<crate::platform::janitor::Janitor>,
 }
 
 impl<'a> Daemon<'a> {
@@ -269,10 +272,15 @@ impl<'a> Daemon<'a> {
             relay_link::Dialer::new(ca.as_deref(), args.proxy.as_deref(), args.relay_websocket)?;
         let prefs = Prefs::load(&args.state_dir);
         // A crashed pinholed's routing rules, forwarding and masquerading are removed.
+        // The janitor does the same when this pinholed ends, however it ends.
         if matches!(mode, Mode::Control) {
             crate::platform::route_table::clean_leftovers();
             crate::platform::forwarding::clean_leftovers(&args.state_dir);
         }
+        #[cfg(target_os = "linux")]
+        let janitor = matches!(mode, Mode::Control)
+            .then(|| crate::platform::janitor::start(&args.state_dir))
+            .flatten();
         pinhole_relay_dial::tcp_race::mark_connections(pinhole_dataplane::bypass::MARK);
         // First of all, a crashed pinholed's resolver settings are put back.
         let os_dns = crate::platform::os_dns::for_this_system(&args.state_dir).await;
@@ -318,6 +326,8 @@ impl<'a> Daemon<'a> {
             forwarding_tried: Vec::new(),
             control_ips: None,
             offer_order: Default::default(),
+            #[cfg(target_os = "linux")]
+            _janitor: janitor,
             network: netwatch::watch(),
             network_changed: std::sync::Arc::new(tokio::sync::Notify::new()),
         };

@@ -1,7 +1,10 @@
 //! The node's DNS server inside the tunnel, a handle the shell holds: queries to
 //! 100.100.100.100:53 (and `::53` of the account's IPv6 prefix) are taken off the TUN device,
 //! answered from the map's zone or forwarded to the system's resolvers over a socket of its
-//! own, and the answers are written back to the TUN device.
+//! own, and the answers are written back to the TUN device. While an exit node is in use, the
+//! queries it does not answer go to the exit node's DNS server instead of the system's
+//! resolvers; an approved exit node answers its peers' queries to its own overlay addresses
+//! (taken off the tunnel before the TUN device, answered back into it).
 
 use pinhole_dataplane::ip_udp;
 use pinhole_dns::{Server, Zone, ZoneNode};
@@ -21,6 +24,8 @@ const MAX_ANSWER: usize = 65_535;
 pub struct Asker {
     client: SocketAddr,
     server: SocketAddr,
+    /// A peer asked through the tunnel (this node is its exit node).
+    peer: bool,
 }
 
 /// The server and its socket toward the system's resolvers.
@@ -35,13 +40,19 @@ pub struct Names {
     built_from: Vec<ZoneNode>,
     suffix: String,
     serial: u32,
+    /// The system's resolvers (upstreams when no exit node is used).
+    system: Vec<SocketAddr>,
+    /// This node's overlay addresses, where peers using it as their exit node ask.
+    serve_peers_at: Vec<IpAddr>,
 }
 
 impl Names {
     /// A server with an empty zone that forwards to `upstreams`.
     pub fn new(upstreams: Vec<SocketAddr>) -> Self {
         Self {
-            server: Server::new(Zone::empty(), upstreams),
+            server: Server::new(Zone::empty(), upstreams.clone()),
+            system: upstreams,
+            serve_peers_at: Vec::new(),
             v6: None,
             socket: None,
             buf: None,
@@ -144,20 +155,62 @@ impl Names {
             let asker = Asker {
                 client: d.src,
                 server: d.dst,
+                peer: false,
             };
             self.server.handle_query(now, asker, d.payload);
         }
         true
     }
 
-    /// The next answer, as an IP packet for the TUN device.
-    pub fn poll_tun(&mut self) -> Option<Vec<u8>> {
+    /// Takes a packet a peer sent through the tunnel if it is a DNS query to this node's
+    /// overlay address while it serves as an exit node: true if it was.
+    pub fn handle_peer(&mut self, now: Instant, packet: &[u8]) -> bool {
+        if self.serve_peers_at.is_empty() {
+            return false;
+        }
+        let Some(d) = ip_udp::parse(packet) else {
+            return false;
+        };
+        if d.dst.port() != 53 || !self.serve_peers_at.contains(&d.dst.ip()) {
+            return false;
+        }
+        let asker = Asker {
+            client: d.src,
+            server: d.dst,
+            peer: true,
+        };
+        self.server.handle_query(now, asker, d.payload);
+        true
+    }
+
+    /// The next answer as an IP packet, and whether it goes to a peer through the tunnel
+    /// (else to the TUN device).
+    pub fn poll_answer(&mut self) -> Option<(bool, Vec<u8>)> {
         while let Some((asker, answer)) = self.server.poll_reply() {
             if let Some(p) = ip_udp::build(asker.server, asker.client, &answer) {
-                return Some(p);
+                return Some((asker.peer, p));
             }
         }
         None
+    }
+
+    /// Where names not in the zone are asked: the exit node's DNS server at `exit` while one
+    /// is used (it asks its own resolvers, so answers fit where the traffic leaves), the
+    /// system's resolvers otherwise.
+    pub fn use_exit_node(&mut self, exit: Option<IpAddr>) {
+        let want = match exit {
+            Some(ip) => vec![SocketAddr::new(ip, 53)],
+            None => self.system.clone(),
+        };
+        if self.server.upstreams() != want.as_slice() {
+            tracing::info!(upstreams = ?want, "DNS forwards to");
+            self.server.set_upstreams(want);
+        }
+    }
+
+    /// Answers peers that use this node as their exit node at `addresses` (none: does not).
+    pub fn serve_peers(&mut self, addresses: Vec<IpAddr>) {
+        self.serve_peers_at = addresses;
     }
 
     /// Sends the queries waiting for a resolver (a failure is only logged: the next resolver
@@ -292,7 +345,7 @@ mod tests {
             };
             let packet = ip_udp::build(client, server, &query(7, "nas.corp.example")).unwrap();
             assert!(names.handle_tun(now, &packet));
-            let answer = names.poll_tun().expect("an answer packet");
+            let answer = names.poll_answer().expect("an answer packet").1;
             let d = ip_udp::parse(&answer).unwrap();
             assert_eq!((d.src, d.dst), (server, client));
             assert_eq!(&d.payload[..2], &[0, 7]);
@@ -315,7 +368,7 @@ mod tests {
         )
         .unwrap();
         assert!(names.handle_tun(now, &port));
-        assert!(names.poll_tun().is_none());
+        assert!(names.poll_answer().is_none());
     }
 
     #[test]
@@ -338,7 +391,7 @@ mod tests {
         )
         .unwrap();
         assert!(names.handle_tun(Instant::now(), &packet));
-        let answer = names.poll_tun().unwrap();
+        let answer = names.poll_answer().unwrap().1;
         let d = ip_udp::parse(&answer).unwrap();
         assert_eq!(d.payload[3] & 0x0f, 3, "NXDOMAIN after the rename");
     }

@@ -265,16 +265,35 @@ impl Daemon<'_> {
                     .send(Ok(serde_json::to_value(&r).unwrap_or_default()));
                 continue;
             }
+            // A peer's DNS query to this exit node is answered here, not by the OS.
+            if self.names.handle_peer(now, &p) {
+                continue;
+            }
             if let Some(dp) = &mut self.dataplane {
                 dp.tun.queue(&p);
             }
         }
-        if let Some(dp) = &mut self.dataplane {
-            while let Some(p) = self.names.poll_tun() {
+        let mut to_peers = false;
+        while let Some((to_peer, p)) = self.names.poll_answer() {
+            if to_peer {
+                self.engine.handle_tun(now, &p);
+                to_peers = true;
+            } else if let Some(dp) = &mut self.dataplane {
                 dp.tun.queue(&p);
             }
+        }
+        if let Some(dp) = &mut self.dataplane {
             if let Err(e) = dp.tun.flush().await {
                 tracing::debug!("TUN write: {e}");
+            }
+        }
+        // Answers to peers went into the engine: out with them now.
+        if to_peers {
+            while let Some(t) = self.engine.poll_transmit() {
+                send(&self.socket, &self.local, t).await;
+            }
+            while let Some(t) = self.engine.poll_relay_transmit() {
+                self.relays.send(t);
             }
         }
         let mut changed = false;

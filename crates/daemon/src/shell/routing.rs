@@ -58,8 +58,34 @@ impl Daemon<'_> {
             log_changes(&self.route_plan, &plan, &self.mapped);
             self.route_plan = plan;
         }
+        self.sync_exit_dns();
         self.sync_os_routes().await;
         self.sync_forwarding();
+    }
+
+    /// DNS through the exit node in use (its overlay address, where it answers its peers),
+    /// and this node answering its peers while it is an approved exit node.
+    fn sync_exit_dns(&mut self) {
+        let exit_dns = self
+            .route_plan
+            .exit
+            .as_ref()
+            .filter(|e| e.problem.is_none())
+            .and_then(|e| e.key)
+            .and_then(|k| {
+                let peers = self.mapped.map_peers();
+                let node = peers.into_iter().find(|n| n.node_key == k)?;
+                let first_v4 = node.addresses.iter().find(|a| a.is_ipv4());
+                first_v4.or(node.addresses.first()).copied()
+            });
+        self.names.use_exit_node(exit_dns);
+        let serve = self
+            .mapped
+            .self_node()
+            .filter(|me| me.is_exit_node())
+            .map(|me| me.addresses.clone())
+            .unwrap_or_default();
+        self.names.serve_peers(serve);
     }
 
     /// The OS's routes for the plan while the tunnel is up.
