@@ -2,7 +2,8 @@
 //! namespace running a small HTTP server that answers with the source address it sees); a
 //! fetches from the host's LAN address through the mesh only with `--accept-routes` and only
 //! once the route is approved; the host sees the router's LAN address (masquerade); b going
-//! down fails over to c within 5 s; a's routing rules, b's nftables table and forwarding
+//! down fails over to c within 5 s; a policy whose rules do not name the LAN's CIDR refuses
+//! it, one that does lets it through; a's routing rules, b's nftables table and forwarding
 //! switch are gone after `down`.
 
 use pinhole_netlab::mesh::{self, start_node, status_json, Control, PUBLIC};
@@ -183,6 +184,25 @@ fn a_lan_behind_a_router_is_reached_and_fails_over_to_a_second_router() {
     println!("failover to the second router: {:.1} s", took.as_secs_f64());
     assert_eq!(in_use(&lab, "a", "c"), [ROUTE]);
     assert_eq!(routing_state(&lab, "b"), b_before, "b's routing after down");
+
+    // A policy whose rules reach the mesh only refuses the LAN (c's filter drops it); one
+    // that names the CIDR lets it through again.
+    let policy = |name: &str, dst: &str| {
+        let path = lab.dir().join(name);
+        let text = format!(
+            r#"{{ "acls": [ {{ "action": "accept", "src": ["*"], "dst": ["{dst}"] }} ] }}"#
+        );
+        std::fs::write(&path, text).expect("a policy file");
+        control.cli(&lab, &["policy", "set", path.to_str().unwrap()]);
+    };
+    policy("mesh-only.hujson", "100.64.0.0/10:*");
+    let refused = Lab::wait_for(Duration::from_secs(5), || fetch(&lab, "a").is_err());
+    assert!(refused, "the LAN is still reached: {:?}", fetch(&lab, "a"));
+    policy("lan.hujson", "192.168.7.0/24:8080");
+    let allowed = Lab::wait_for(Duration::from_secs(5), || {
+        fetch(&lab, "a") == Ok("192.168.8.1".into())
+    });
+    assert!(allowed, "the CIDR rule: {:?}", fetch(&lab, "a"));
 
     // a's down puts its routing back exactly as it was.
     let (ok, _, err) = mesh::pinhole(&lab, "a", &["down"]);

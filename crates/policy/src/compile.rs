@@ -15,6 +15,10 @@ pub struct Member {
     /// Its user; ignored when it has tags (a tagged node belongs to its tags).
     pub user: Option<String>,
     pub tags: Vec<String>,
+    /// The networks it forwards for peers (its approved routes: a subnet router's LANs, both
+    /// default routes for an exit node). A rule's destination CIDR (or `*`) that overlaps one
+    /// names the router, and opens that part of its network in the router's filter.
+    pub routes: Vec<IpNet>,
 }
 
 /// A set of node indices.
@@ -68,6 +72,9 @@ struct ResolvedRule {
     src_nets: Vec<IpNet>,
     /// Per destination entry: its nodes, ports, and whether it is `autogroup:self`.
     dst: Vec<(NodeSet, Vec<PortRange>, bool)>,
+    /// Per destination entry, the addresses it names when they are networks (a CIDR, `*`):
+    /// routers forward to the part of them they route.
+    dst_nets: Vec<Vec<IpNet>>,
     all_dst: NodeSet,
     protos: Vec<u8>,
 }
@@ -146,6 +153,15 @@ impl Policy {
             }
         }
         let mut all_dst = NodeSet::with_len(n);
+        let dst_nets = acl
+            .dst
+            .iter()
+            .map(|d| match &d.target {
+                Target::Any => vec![any_v4(), any_v6()],
+                Target::Net(net) => vec![*net],
+                _ => Vec::new(),
+            })
+            .collect();
         let dst = acl
             .dst
             .iter()
@@ -170,6 +186,7 @@ impl Policy {
             src,
             src_nets,
             dst,
+            dst_nets,
             all_dst,
             protos: acl.protos.clone(),
         }
@@ -193,8 +210,22 @@ impl Policy {
             Target::Member => person.is_some(),
             Target::Tag(tag) => m.tags.iter().any(|x| x == tag),
             Target::OwnDevices => false,
-            Target::Net(net) => m.addresses.iter().any(|a| net.contains(a)),
+            Target::Net(net) => {
+                m.addresses.iter().any(|a| net.contains(a))
+                    || m.routes.iter().any(|r| overlap(net, r).is_some())
+            }
         }
+    }
+}
+
+/// The part two networks share: the smaller one when one holds the other, else none.
+fn overlap(a: &IpNet, b: &IpNet) -> Option<IpNet> {
+    if a.contains(b) {
+        Some(b.trunc())
+    } else if b.contains(a) {
+        Some(a.trunc())
+    } else {
+        None
     }
 }
 
@@ -249,6 +280,27 @@ impl View {
                     src.extend(r.src.iter().flat_map(|s| host_nets(&self.members[s])));
                 }
                 filter.push(rule(src, me, anyone, &r.protos));
+            }
+            // What the rule opens of the networks this node routes.
+            for ((set, ports, is_self), nets) in r.dst.iter().zip(&r.dst_nets) {
+                let routed: Vec<IpNet> = nets
+                    .iter()
+                    .flat_map(|n| me.routes.iter().filter_map(|route| overlap(n, route)))
+                    .collect();
+                if *is_self || !set.contains(d) || routed.is_empty() {
+                    continue;
+                }
+                let mut src = r.src_nets.clone();
+                let everything = src.contains(&any_v4()) && src.contains(&any_v6());
+                if !everything {
+                    src.extend(r.src.iter().flat_map(|s| host_nets(&self.members[s])));
+                }
+                filter.push(FilterRule {
+                    src,
+                    dst: routed,
+                    ports: ports.clone(),
+                    protos: r.protos.clone(),
+                });
             }
             if !own.is_empty() {
                 let src: Vec<IpNet> = r

@@ -10,6 +10,7 @@ fn member(id: &str, v4: &str, user: Option<&str>, tags: &[&str]) -> Member {
         addresses: vec![v4.parse().unwrap()],
         user: user.map(str::to_string),
         tags: tags.iter().map(|t| t.to_string()).collect(),
+        routes: Vec::new(),
     }
 }
 
@@ -244,4 +245,55 @@ fn auto_approvers_approve_routes_inside_their_prefixes_for_the_nodes_they_name()
     assert!(p
         .auto_approved(None, &tag, &nets(&["10.0.0.0/7"]))
         .is_empty());
+}
+
+/// A rule's destination CIDR reaches the network behind a subnet router (and `*` everything
+/// an exit node forwards); a rule naming only nodes opens nothing behind them.
+#[test]
+fn rules_with_cidr_destinations_open_the_networks_routers_forward() {
+    let p: Policy = load(
+        r#"{
+          "acls": [
+            { "action": "accept", "src": ["alice"], "dst": ["192.168.7.0/25:80"] },
+            { "action": "accept", "src": ["bob"], "dst": ["tag:router:22"] },
+          ],
+          "tagOwners": { "tag:router": ["alice"] },
+        }"#,
+    )
+    .unwrap();
+    let mut router = member("r", "100.64.0.9", None, &["tag:router"]);
+    router.routes = vec!["192.168.7.0/24".parse().unwrap()];
+    let members = vec![
+        member("a", "100.64.0.1", Some("alice"), &[]),
+        member("b", "100.64.0.2", Some("bob"), &[]),
+        router,
+    ];
+    let view = p.view(members);
+    // alice sees the router (her rule's CIDR is behind it); bob through his tag rule.
+    assert!(view.sees(0, 2) && view.sees(1, 2));
+    let share = view.node_policy(2);
+    let routed: Vec<_> = share
+        .filter
+        .iter()
+        .filter(|r| r.dst.iter().any(|d| d.to_string() == "192.168.7.0/25"))
+        .collect();
+    assert_eq!(routed.len(), 1, "{:?}", share.filter);
+    assert_eq!(routed[0].ports, vec![PortRange::one(80)]);
+    assert!(routed[0]
+        .src
+        .iter()
+        .any(|s| s.to_string() == "100.64.0.1/32"));
+    assert!(!routed[0]
+        .src
+        .iter()
+        .any(|s| s.to_string() == "100.64.0.2/32"));
+    // bob's rule opens port 22 on the router itself, nothing of its LAN.
+    assert!(share
+        .filter
+        .iter()
+        .filter(|r| r.src.iter().any(|s| s.to_string() == "100.64.0.2/32"))
+        .all(|r| r
+            .dst
+            .iter()
+            .all(|d| d.to_string().starts_with("100.64.0.9"))));
 }

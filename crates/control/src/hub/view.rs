@@ -58,10 +58,11 @@ pub fn member_of(n: &Node) -> Member {
         addresses: n.addresses.clone(),
         user: n.user.clone(),
         tags: n.tags.clone(),
+        routes: n.routes.clone(),
     }
 }
 
 /// Whether two records of a node are the same to the policy.
 pub fn same_identity(a: &Node, b: &Node) -> bool {
-    a.addresses == b.addresses && a.user == b.user && a.tags == b.tags
+    a.addresses == b.addresses && a.user == b.user && a.tags == b.tags && a.routes == b.routes
 }
