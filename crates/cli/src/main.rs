@@ -246,6 +246,14 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", report::netcheck(&report));
+                // The probes leave by the physical network, not the exit node: say so.
+                let status = request(&cli.socket, Op::Status).await.ok();
+                let exit = status
+                    .and_then(|v| serde_json::from_value::<Status>(v).ok())
+                    .and_then(|s| s.self_node?.exit_node);
+                if let Some(e) = exit {
+                    print!("{}", report::exit_node_note(&e));
+                }
             }
             Ok(())
         }

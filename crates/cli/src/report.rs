@@ -69,6 +69,19 @@ fn nat_kind(r: &NetcheckReport) -> String {
     }
 }
 
+/// What netcheck adds while an exit node is chosen: its probes (like the tunnel's own
+/// packets) leave by the physical network, while everything else goes through the exit node.
+pub fn exit_node_note(e: &pinhole_proto::ipc::ExitNodeStatus) -> String {
+    match &e.problem {
+        None => format!(
+            "exit node: all other traffic goes through {} (the internet sees its address, not the \
+             one above, which is this network's)\n",
+            e.name
+        ),
+        Some(p) => format!("exit node: {}: {p}\n", e.name),
+    }
+}
+
 pub fn netcheck(r: &NetcheckReport) -> String {
     let mut out = String::new();
     let udp = match r.udp {
@@ -246,5 +259,22 @@ mod tests {
             ..r
         };
         assert!(netcheck(&none).contains("port mapping: none (UPnP: no gateway answered)"));
+    }
+
+    #[test]
+    fn netcheck_says_when_traffic_goes_through_an_exit_node() {
+        let e = pinhole_proto::ipc::ExitNodeStatus {
+            name: "b".into(),
+            in_use: true,
+            allow_lan: false,
+            problem: None,
+        };
+        assert!(exit_node_note(&e).starts_with("exit node: all other traffic goes through b"));
+        let off = pinhole_proto::ipc::ExitNodeStatus {
+            problem: Some("the exit node b is offline".into()),
+            in_use: false,
+            ..e
+        };
+        assert_eq!(exit_node_note(&off), "exit node: b: the exit node b is offline\n");
     }
 }

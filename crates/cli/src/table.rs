@@ -182,19 +182,45 @@ fn policy_lines(s: &Status, out: &mut String) {
     }
 }
 
-/// The networks peers forward (approved routes) and which are exit nodes.
+/// Routes: what this node offers and control approved, the networks peers forward (and
+/// which of them this node uses), and the exit node in use.
 fn route_lines(s: &Status, out: &mut String) {
+    let me = s.self_node.as_ref();
     let routers: Vec<&PeerStatus> = s.peers.iter().filter(|p| !p.routes.is_empty()).collect();
-    if routers.is_empty() {
+    let offers = me.is_some_and(|m| !m.advertised_routes.is_empty());
+    let exit = me.and_then(|m| m.exit_node.as_ref());
+    if routers.is_empty() && !offers && exit.is_none() {
         return;
     }
     let _ = writeln!(out, "routes:");
+    if let Some(m) = me.filter(|_| offers) {
+        let each: Vec<String> = m
+            .advertised_routes
+            .iter()
+            .map(|r| {
+                let state = if m.approved_routes.contains(r) {
+                    "approved"
+                } else {
+                    "waiting for approval"
+                };
+                format!("{r} ({state})")
+            })
+            .collect();
+        let _ = writeln!(out, "  this node offers {}", each.join(", "));
+    }
+    let accept = me.is_some_and(|m| m.accept_routes);
     for p in routers {
-        let subnets: Vec<&str> = p
+        let subnets: Vec<String> = p
             .routes
             .iter()
-            .map(String::as_str)
             .filter(|r| !r.ends_with("/0"))
+            .map(|r| {
+                if p.routes_in_use.contains(r) {
+                    format!("{r} (in use)")
+                } else {
+                    r.clone()
+                }
+            })
             .collect();
         let _ = write!(out, "  {}:", p.name);
         if !subnets.is_empty() {
@@ -207,7 +233,32 @@ fn route_lines(s: &Status, out: &mut String) {
                 "; exit node"
             });
         }
+        if !subnets.is_empty() && !accept {
+            out.push_str(" (not used: pinhole up --accept-routes)");
+        }
         out.push('\n');
+    }
+    if let Some(e) = exit {
+        match &e.problem {
+            None => {
+                let lan = if e.allow_lan {
+                    "; the local network directly"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    out,
+                    "  exit node: {}: all internet traffic goes through it{lan}",
+                    e.name
+                );
+            }
+            Some(p) => {
+                let _ = writeln!(out, "  exit node: {}: {p}", e.name);
+            }
+        }
+    }
+    if let Some(err) = me.and_then(|m| m.routing_error.as_deref()) {
+        let _ = writeln!(out, "  problem: {err}");
     }
 }
 
@@ -256,10 +307,15 @@ mod tests {
             expires: None,
             tags: vec![],
             policy: true,
-            advertised_routes: Vec::new(),
-            approved_routes: Vec::new(),
-            accept_routes: false,
-            exit_node: None,
+            advertised_routes: vec!["10.9.0.0/16".into(), "10.10.0.0/16".into()],
+            approved_routes: vec!["10.9.0.0/16".into()],
+            accept_routes: true,
+            exit_node: Some(pinhole_proto::ipc::ExitNodeStatus {
+                name: "db".into(),
+                in_use: true,
+                allow_lan: true,
+                problem: None,
+            }),
             routing_error: None,
         };
         let s = Status {
@@ -275,6 +331,7 @@ mod tests {
                     may_reach: Some("ports 22 and 443".into()),
                     routes: vec!["192.168.1.0/24".into(), "0.0.0.0/0".into(), "::/0".into()],
                     exit_node: true,
+                    routes_in_use: vec!["192.168.1.0/24".into(), "0.0.0.0/0".into(), "::/0".into()],
                     ..peer("db", Connection::Direct)
                 },
                 peer("phone", Connection::Idle),
@@ -287,7 +344,9 @@ mod tests {
         );
         assert!(t.contains("  phone: you may reach nothing\n"), "{t}");
         assert!(
-            t.contains("routes:\n  db: forwards 192.168.1.0/24; exit node\n"),
+            t.contains(
+                "routes:\n  this node offers 10.9.0.0/16 (approved), 10.10.0.0/16 (waiting for approval)\n  db: forwards 192.168.1.0/24 (in use); exit node\n  exit node: db: all internet traffic goes through it; the local network directly\n"
+            ),
             "{t}"
         );
     }
