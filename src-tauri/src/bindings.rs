@@ -5,8 +5,8 @@
 use crate::settings::Settings;
 use crate::view::{Action, ActionError, DaemonLink, View};
 use pinhole_proto::ipc::{
-    Candidate, Connection, ControlCheck, DnsStatus, EndpointKind, LoginPrompt, Nat, NetcheckReport,
-    PeerStatus, PingReply, PortMapCheck, RegionLatency, SelfStatus, State, Status,
+    Candidate, Connection, ControlCheck, DnsStatus, EndpointKind, ExitNodeStatus, LoginPrompt, Nat,
+    NetcheckReport, PeerStatus, PingReply, PortMapCheck, RegionLatency, SelfStatus, State, Status,
 };
 use ts_rs::{Config, TS};
 
@@ -25,6 +25,7 @@ pub fn typescript() -> String {
         State::decl(&cfg),
         LoginPrompt::decl(&cfg),
         SelfStatus::decl(&cfg),
+        ExitNodeStatus::decl(&cfg),
         Nat::decl(&cfg),
         PeerStatus::decl(&cfg),
         Connection::decl(&cfg),

@@ -77,6 +77,14 @@ pub enum Command {
         settings: Settings,
         reply: Reply<()>,
     },
+    /// The routes toggle and the exit-node picker (each `None`: unchanged; an empty exit
+    /// node: none).
+    SetRoutes {
+        accept_routes: Option<bool>,
+        exit_node: Option<String>,
+        allow_lan: Option<bool>,
+        reply: Reply<()>,
+    },
 }
 
 /// A request that ran on its own connection, back with its result.
@@ -330,6 +338,29 @@ impl Controller {
                         timeout_ms: Some(3000),
                     };
                     let _ = reply.send(request(&socket, op).await);
+                });
+            }
+            Command::SetRoutes {
+                accept_routes,
+                exit_node,
+                allow_lan,
+                reply,
+            } => {
+                // pinholed checks the exit node and says why it refuses one.
+                let socket = self.cfg.socket.clone();
+                tokio::spawn(async move {
+                    let op = Op::Up {
+                        credential: None,
+                        accept_dns: None,
+                        advertise_tags: None,
+                        advertise_routes: None,
+                        advertise_exit_node: None,
+                        accept_routes,
+                        exit_node,
+                        exit_node_allow_lan: allow_lan,
+                    };
+                    let r = request::<serde_json::Value>(&socket, op).await.map(|_| ());
+                    let _ = reply.send(r);
                 });
             }
             Command::Netcheck { reply } => {

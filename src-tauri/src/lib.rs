@@ -109,6 +109,23 @@ async fn set_settings(
     ask(&shared, |reply| Command::SetSettings { settings, reply }).await
 }
 
+/// The routes toggle and the exit-node picker.
+#[tauri::command]
+async fn set_routes(
+    shared: tauri::State<'_, Shared>,
+    accept_routes: Option<bool>,
+    exit_node: Option<String>,
+    allow_lan: Option<bool>,
+) -> Result<(), ActionError> {
+    ask(&shared, |reply| Command::SetRoutes {
+        accept_routes,
+        exit_node,
+        allow_lan,
+        reply,
+    })
+    .await
+}
+
 #[tauri::command]
 fn copy_text(app: AppHandle, text: String) -> Result<(), ActionError> {
     app.clipboard()
@@ -256,6 +273,7 @@ pub fn run() -> anyhow::Result<()> {
             ping,
             netcheck,
             set_settings,
+            set_routes,
             copy_text,
             export_diagnostics
         ])

@@ -514,6 +514,31 @@ fn the_app_signs_in_shows_direct_and_relayed_peers_pings_and_signs_out() {
         .unwrap();
     d.wait_text("Saved to", Duration::from_secs(20)).unwrap();
     screens.check(&d, "7-settings");
+
+    // Routes: n2 offers to be an exit node and the server approves it; the picker lists it,
+    // choosing it sends all of n1's traffic through n2, "None" takes it back.
+    let (ok, out, err) = mesh::pinhole(&lab, "n2", &["up", "--advertise-exit-node"]);
+    assert!(ok, "{out}{err}");
+    control.cli(&lab, &["route", "approve", "n2", "exit"]);
+    let n2_option = "//select[@aria-label='Exit node']/option[normalize-space()='n2']";
+    d.wait_for(n2_option, Duration::from_secs(10)).unwrap();
+    d.click(n2_option).unwrap();
+    d.wait_text(
+        "All internet traffic goes through n2.",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let rules = lab
+        .run_ok("n1", &["ip", "rule"], Duration::from_secs(5))
+        .unwrap_or_default();
+    assert!(rules.contains("lookup 5068"), "{rules}");
+    screens.check(&d, "7b-exit-node");
+    d.click("//select[@aria-label='Exit node']/option[normalize-space()='None']")
+        .unwrap();
+    let off = Lab::wait_for(Duration::from_secs(10), || {
+        mesh::status_json(&lab, "n1")["self"]["exit_node"].is_null()
+    });
+    assert!(off, "the exit node is still chosen");
     let bundle = std::fs::read_dir(&exports)
         .expect("the export directory")
         .filter_map(Result::ok)

@@ -17,6 +17,8 @@ export interface Backend {
   ping(peer: string): Promise<PingReply>;
   netcheck(): Promise<NetcheckReport>;
   setSettings(s: Settings): Promise<void>;
+  /** The routes toggle and the exit-node picker (null: unchanged; "" exit node: none). */
+  setRoutes(r: { acceptRoutes: boolean | null; exitNode: string | null; allowLan: boolean | null }): Promise<void>;
   copy(text: string): Promise<void>;
   exportDiagnostics(): Promise<string>;
 }
@@ -32,6 +34,7 @@ export const tauriBackend: Backend = {
   ping: (peer) => invoke<PingReply>("ping", { peer }),
   netcheck: () => invoke<NetcheckReport>("netcheck"),
   setSettings: (settings) => invoke("set_settings", { settings }),
+  setRoutes: (r) => invoke("set_routes", r),
   copy: (text) => invoke("copy_text", { text }),
   exportDiagnostics: () => invoke<string>("export_diagnostics"),
 };

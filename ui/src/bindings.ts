@@ -117,7 +117,46 @@ tags?: Array<string>,
 /**
  * Whether the account has an access policy (this node's packets are filtered by it).
  */
-policy: boolean, };
+policy: boolean, 
+/**
+ * Networks this node offers to forward for peers (`--advertise-routes`, and both default
+ * routes with `--advertise-exit-node`).
+ */
+advertised_routes?: Array<string>, 
+/**
+ * Those of them control approved (this node forwards and masquerades them).
+ */
+approved_routes?: Array<string>, 
+/**
+ * Whether peers' routes are used (`--accept-routes`).
+ */
+accept_routes?: boolean, 
+/**
+ * The exit node all internet traffic goes through, if one is chosen.
+ */
+exit_node?: ExitNodeStatus, 
+/**
+ * Why routes or forwarding could not be set up as asked, if so.
+ */
+routing_error?: string, };
+
+export type ExitNodeStatus = { 
+/**
+ * The peer's name (as the user named it, if the map has no such peer).
+ */
+name: string, 
+/**
+ * Whether internet traffic goes through it now (false: it is dropped, see `problem`).
+ */
+in_use: boolean, 
+/**
+ * Whether the local network is reached directly (`--exit-node-allow-lan`).
+ */
+allow_lan: boolean, 
+/**
+ * Why traffic cannot go through it right now.
+ */
+problem?: string, };
 
 export type Nat = { mapping_varies_by_dest: boolean | null, udp: boolean | null, };
 
@@ -169,7 +208,12 @@ routes?: Array<string>,
 /**
  * Whether the peer is an exit node (it forwards all traffic: both default routes).
  */
-exit_node?: boolean, };
+exit_node?: boolean, 
+/**
+ * Those of its routes this node sends through it now (with `--accept-routes`; another
+ * router may carry the rest), and both default routes while it is the exit node in use.
+ */
+routes_in_use?: Array<string>, };
 
 export type Connection = "direct" | "relayed" | "connecting" | "idle" | "offline";
 

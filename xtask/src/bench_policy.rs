@@ -43,6 +43,7 @@ pub fn filters(a: &Node, b: &Node, dir: &Path) -> Result<(PathBuf, PathBuf, usiz
             addresses: vec![n.v4.parse()?, n.v6.parse()?],
             user: Some(user.into()),
             tags: Vec::new(),
+            routes: Vec::new(),
         })
     };
     let view = Policy::view(

@@ -275,6 +275,9 @@ mod tests {
             in_use: false,
             ..e
         };
-        assert_eq!(exit_node_note(&off), "exit node: b: the exit node b is offline\n");
+        assert_eq!(
+            exit_node_note(&off),
+            "exit node: b: the exit node b is offline\n"
+        );
     }
 }

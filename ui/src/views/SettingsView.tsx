@@ -1,10 +1,11 @@
-// Settings (start at login, start minimised, connect on start, notifications), the
-// diagnostics export, and signing out.
+// Settings (start at login, start minimised, connect on start, notifications), routes and
+// the exit node, the diagnostics export, and signing out.
 import { useState } from "preact/hooks";
 import type { Backend } from "../backend";
 import type { View } from "../bindings";
 import { until } from "../format";
 import { Alert, useAction } from "./action";
+import { RoutesSettings } from "./RoutesSettings";
 
 type Flag = "start_at_login" | "start_minimised" | "connect_on_start" | "notify_session" | "notify_relayed";
 
@@ -39,6 +40,7 @@ export function SettingsView(props: { backend: Backend; view: View }) {
           </label>
         ))}
       </fieldset>
+      <RoutesSettings backend={backend} status={view.status} />
       <h3>Diagnostics</h3>
       <p class="muted">One file with the status, a fresh network check and the recent logs of the service and the app, to send to whoever helps you.</p>
       <p>
