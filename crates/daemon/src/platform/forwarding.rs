@@ -94,15 +94,14 @@ impl Forwarding {
 }
 
 /// Puts back what a pinholed that did not stop cleanly left on.
+#[cfg(target_os = "linux")]
 pub fn clean_leftovers(state_dir: &Path) {
     let record = state_dir.join(RECORD);
     let switched: Vec<String> = std::fs::read(&record)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    if cfg!(target_os = "linux") {
-        undo(&record, &switched);
-    }
+    undo(&record, &switched);
 }
 
 fn undo(record: &Path, switched: &[String]) {

@@ -20,12 +20,17 @@ use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
-/// The table's number (`ip route show table 5068`).
-pub const TABLE: u32 = 5068;
-const PRIO_BYPASS: u32 = 5060;
-const PRIO_REFUSE: u32 = 5061;
-const PRIO_LAN: u32 = 5062;
-const PRIO_TABLE: u32 = 5064;
+/// The table's number (`ip route show table 5068`) and the rules' priorities.
+#[cfg(target_os = "linux")]
+mod numbers {
+    pub const TABLE: u32 = 5068;
+    pub const PRIO_BYPASS: u32 = 5060;
+    pub const PRIO_REFUSE: u32 = 5061;
+    pub const PRIO_LAN: u32 = 5062;
+    pub const PRIO_TABLE: u32 = 5064;
+}
+#[cfg(target_os = "linux")]
+use numbers::*;
 
 /// What is installed.
 #[derive(Debug)]
@@ -116,14 +121,12 @@ impl Drop for RouteTable {
 }
 
 /// Removes what a pinholed that did not stop cleanly left: the table's routes and the rules.
+#[cfg(target_os = "linux")]
 pub fn clean_leftovers() {
-    #[cfg(target_os = "linux")]
-    {
-        delete_rules();
-        for family in ["-4", "-6"] {
-            let table = TABLE.to_string();
-            let _ = run(&["ip", family, "route", "flush", "table", &table]);
-        }
+    delete_rules();
+    for family in ["-4", "-6"] {
+        let table = TABLE.to_string();
+        let _ = run(&["ip", family, "route", "flush", "table", &table]);
     }
 }
 

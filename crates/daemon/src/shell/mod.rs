@@ -250,16 +250,7 @@ impl<'a> Daemon<'a> {
             }
         }
         if let Some(path) = &args.filter {
-            let text =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let rules: Vec<pinhole_proto::filter::FilterRule> = serde_json::from_slice(&text)
-                .with_context(|| format!("{} is not a list of filter rules", path.display()))?;
-            tracing::info!(
-                rules = rules.len(),
-                "packet filter set from {}",
-                path.display()
-            );
-            engine.set_filter(Some(&rules), now);
+            engine.set_filter(Some(&filter_file(path)?), now);
         }
         let ident = rand::random::<u16>();
         let ca = match &args.control_ca {
@@ -271,17 +262,8 @@ impl<'a> Daemon<'a> {
         let dialer =
             relay_link::Dialer::new(ca.as_deref(), args.proxy.as_deref(), args.relay_websocket)?;
         let prefs = Prefs::load(&args.state_dir);
-        // A crashed pinholed's routing rules, forwarding and masquerading are removed.
-        // The janitor does the same when this pinholed ends, however it ends.
-        if matches!(mode, Mode::Control) {
-            crate::platform::route_table::clean_leftovers();
-            crate::platform::forwarding::clean_leftovers(&args.state_dir);
-        }
         #[cfg(target_os = "linux")]
-        let janitor = matches!(mode, Mode::Control)
-            .then(|| crate::platform::janitor::start(&args.state_dir))
-            .flatten();
-        pinhole_relay_dial::tcp_race::mark_connections(pinhole_dataplane::bypass::MARK);
+        let janitor = routing::prepare(matches!(mode, Mode::Control), &args.state_dir);
         // First of all, a crashed pinholed's resolver settings are put back.
         let os_dns = crate::platform::os_dns::for_this_system(&args.state_dir).await;
         let machine = Machine::new(
@@ -577,6 +559,19 @@ impl<'a> Daemon<'a> {
             )));
         }
     }
+}
+
+/// The packet filter rules in `path` (`--filter`).
+fn filter_file(path: &std::path::Path) -> Result<Vec<pinhole_proto::filter::FilterRule>> {
+    let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let rules: Vec<pinhole_proto::filter::FilterRule> = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a list of filter rules", path.display()))?;
+    tracing::info!(
+        rules = rules.len(),
+        "packet filter set from {}",
+        path.display()
+    );
+    Ok(rules)
 }
 
 enum SignInEvent {

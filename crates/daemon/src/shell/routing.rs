@@ -9,6 +9,23 @@ use super::*;
 use crate::control::route_plan::{self, RoutePlan, Router, Wanted};
 use crate::platform::forwarding::Forwarding;
 
+/// At start: a crashed pinholed's routing rules, forwarding and masquerading removed (with
+/// control; a static configuration has none), relay connections marked to stay outside the
+/// tunnel, and the janitor that does the same cleanup when this pinholed ends, however it ends.
+#[cfg(target_os = "linux")]
+pub(super) fn prepare(
+    control: bool,
+    state_dir: &std::path::Path,
+) -> Option<crate::platform::janitor::Janitor> {
+    pinhole_relay_dial::tcp_race::mark_connections(pinhole_dataplane::bypass::MARK);
+    if !control {
+        return None;
+    }
+    crate::platform::route_table::clean_leftovers();
+    crate::platform::forwarding::clean_leftovers(state_dir);
+    crate::platform::janitor::start(state_dir)
+}
+
 impl Daemon<'_> {
     /// Recomputes the plan and applies what changed: the routers' allowed IPs in the engine
     /// (also when a map message just reset them), the OS's routes, forwarding.
