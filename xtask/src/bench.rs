@@ -1,9 +1,11 @@
 //! `cargo xtask bench throughput`: iperf3 between two namespaces through raw veth (the limit),
 //! pinholed, the current wireguard-go (Debian 13's), Debian 12's older wireguard-go and
 //! boringtun-cli, all in one run on the same topology; every tunnel's CPU per Gbit/s counted
-//! the same way (both ends' processes, nanosecond CPU time).
+//! the same way (both ends' processes, nanosecond CPU time). Then signed-in nodes
+//! ([`crate::bench_routes`]): the direct peer, through a subnet router, through an exit node.
 
 use crate::bench_report::{self, Versions};
+use crate::bench_routes::Routed;
 use crate::counterparts::{self, Counterpart};
 use crate::{build_release_binaries, packages, require_root};
 use anyhow::{bail, Context, Result};
@@ -27,6 +29,9 @@ enum Setup {
     /// Debian 12's 2022 wireguard-go (no offloads): an extra row, not the anchor.
     WireguardGo2022,
     BoringtunCli,
+    /// Signed-in nodes (control in the lab): a → b directly, then through b as a subnet
+    /// router and as an exit node.
+    Routed(crate::bench_routes::Routed),
 }
 
 impl Setup {
@@ -39,6 +44,9 @@ impl Setup {
             Setup::WireguardGo => "wireguard-go (current)",
             Setup::WireguardGo2022 => "wireguard-go (Debian 12, 2022)",
             Setup::BoringtunCli => "boringtun-cli",
+            Setup::Routed(Routed::Peer) => "pinholed signed in, direct peer",
+            Setup::Routed(Routed::SubnetRouter) => "through a subnet router",
+            Setup::Routed(Routed::ExitNode) => "through an exit node",
         }
     }
 
@@ -52,11 +60,14 @@ impl Setup {
             Setup::WireguardGo => "wireguard-go",
             Setup::WireguardGo2022 => "wireguard-go-2022",
             Setup::BoringtunCli => "boringtun-cli",
+            Setup::Routed(Routed::Peer) => "signed-in",
+            Setup::Routed(Routed::SubnetRouter) => "subnet-router",
+            Setup::Routed(Routed::ExitNode) => "exit-node",
         }
     }
 }
 
-const SETUPS: [Setup; 7] = [
+const SETUPS: [Setup; 10] = [
     Setup::Raw,
     Setup::Pinholed,
     Setup::PinholedPolicy,
@@ -64,6 +75,9 @@ const SETUPS: [Setup; 7] = [
     Setup::WireguardGo,
     Setup::WireguardGo2022,
     Setup::BoringtunCli,
+    Setup::Routed(Routed::Peer),
+    Setup::Routed(Routed::SubnetRouter),
+    Setup::Routed(Routed::ExitNode),
 ];
 
 struct Row {
@@ -87,7 +101,7 @@ struct Programs {
 }
 
 pub fn throughput(args: &[&str]) -> Result<()> {
-    const USAGE: &str = "usage: cargo xtask bench throughput [--seconds N] [--only raw,pinholed,policy,baseline,wireguard-go,wireguard-go-2022,boringtun-cli]";
+    const USAGE: &str = "usage: cargo xtask bench throughput [--seconds N] [--only raw,pinholed,policy,baseline,wireguard-go,wireguard-go-2022,boringtun-cli,signed-in,subnet-router,exit-node]";
     let mut seconds: u32 = 5;
     let mut only: Option<Vec<Setup>> = None;
     let mut rest = args;
@@ -191,7 +205,13 @@ pub(crate) fn wireguard_go_tcp1(wireguard_go: &Counterpart, seconds: u32) -> Res
 
 /// One row; `full` adds the 4-stream and UDP tests to the 1-stream one.
 fn measure(setup: Setup, program: Option<&Counterpart>, seconds: u32, full: bool) -> Result<Row> {
-    let mut lab = two_hosts();
+    let (mut lab, routed_dst, server_host, _procs) = match setup {
+        Setup::Routed(which) => {
+            let (lab, dst, host, procs) = crate::bench_routes::start(which)?;
+            (lab, Some(dst), host, procs)
+        }
+        _ => (two_hosts(), None, "b", Vec::new()),
+    };
     let (a, b) = (node_a(), node_b());
     let lab_dir = lab.dir().to_string_lossy().into_owned();
     // The tunnel's processes at both ends, to count their CPU: (program name, a word of their
@@ -199,6 +219,12 @@ fn measure(setup: Setup, program: Option<&Counterpart>, seconds: u32, full: bool
     let mut tunnel: Vec<(String, String)> = Vec::new();
     let dst = match setup {
         Setup::Raw => b.underlay,
+        Setup::Routed(_) => {
+            tunnel.push(("pinholed".into(), lab_dir.clone()));
+            routed_dst
+                .as_deref()
+                .context("no address for a routed row")?
+        }
         Setup::Pinholed | Setup::Baseline => {
             start_pinholed(&mut lab, "a", &config(&a, &b, true));
             start_pinholed(&mut lab, "b", &config(&b, &a, true));
@@ -236,7 +262,7 @@ fn measure(setup: Setup, program: Option<&Counterpart>, seconds: u32, full: bool
         Duration::from_secs(15),
     )
     .with_context(|| format!("{}: no connectivity", setup.label()))?;
-    let server = lab.spawn("b", &["iperf3", "-s", "--forceflush", "-B", dst])?;
+    let server = lab.spawn(server_host, &["iperf3", "-s", "--forceflush", "-B", dst])?;
     let listening = Lab::wait_for(Duration::from_secs(5), || {
         server.log_text().contains("Server listening")
     });
@@ -403,6 +429,19 @@ fn render(rows: &[Row], seconds: u32) -> (String, Value) {
                     p / o
                 );
                 ratios.insert(format!("pinholed/{}", other.key()), json!(p / o));
+            }
+        }
+    }
+    // The routed rows against the signed-in direct peer of the same lab.
+    if let Some(p) = by(Setup::Routed(Routed::Peer)) {
+        for other in [Routed::SubnetRouter, Routed::ExitNode] {
+            if let Some(o) = by(Setup::Routed(other)) {
+                let label = Setup::Routed(other).label();
+                let _ = writeln!(s, "\n{label} / direct peer (TCP 1 stream): {:.2}×", o / p);
+                ratios.insert(
+                    format!("{}/signed-in", Setup::Routed(other).key()),
+                    json!(o / p),
+                );
             }
         }
     }

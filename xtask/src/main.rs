@@ -10,6 +10,7 @@ mod bench_policy;
 mod bench_policy_fanout;
 mod bench_relay;
 mod bench_report;
+mod bench_routes;
 mod counterparts;
 mod demo;
 mod fuzz;

@@ -55,13 +55,9 @@ impl Daemon<'_> {
         touched.extend(plan.assigned.keys().copied());
         touched.sort();
         touched.dedup();
+        let peers = self.mapped.map_peers();
         for key in touched {
-            let Some(node) = self
-                .mapped
-                .map_peers()
-                .into_iter()
-                .find(|n| n.node_key == key)
-            else {
+            let Some(node) = peers.iter().find(|n| n.node_key == key) else {
                 continue;
             };
             let mut want: Vec<IpNet> = node.addresses.iter().map(|a| IpNet::from(*a)).collect();
