@@ -77,12 +77,15 @@ pub enum Command {
         settings: Settings,
         reply: Reply<()>,
     },
-    /// The routes toggle and the exit-node picker (each `None`: unchanged; an empty exit
-    /// node: none).
+    /// The routes toggle, the exit-node picker and what this device offers (each `None`:
+    /// unchanged; an empty exit node: none; an empty list of routes: none).
     SetRoutes {
         accept_routes: Option<bool>,
         exit_node: Option<String>,
         allow_lan: Option<bool>,
+        /// What this device offers: networks (CIDRs) and being an exit node.
+        advertise_routes: Option<Vec<String>>,
+        advertise_exit_node: Option<bool>,
         reply: Reply<()>,
     },
 }
@@ -344,6 +347,8 @@ impl Controller {
                 accept_routes,
                 exit_node,
                 allow_lan,
+                advertise_routes,
+                advertise_exit_node,
                 reply,
             } => {
                 // pinholed checks the exit node and says why it refuses one.
@@ -353,8 +358,8 @@ impl Controller {
                         credential: None,
                         accept_dns: None,
                         advertise_tags: None,
-                        advertise_routes: None,
-                        advertise_exit_node: None,
+                        advertise_routes,
+                        advertise_exit_node,
                         accept_routes,
                         exit_node,
                         exit_node_allow_lan: allow_lan,

@@ -109,18 +109,22 @@ async fn set_settings(
     ask(&shared, |reply| Command::SetSettings { settings, reply }).await
 }
 
-/// The routes toggle and the exit-node picker.
+/// The routes toggle, the exit-node picker, and the routes and exit node this device offers.
 #[tauri::command]
 async fn set_routes(
     shared: tauri::State<'_, Shared>,
     accept_routes: Option<bool>,
     exit_node: Option<String>,
     allow_lan: Option<bool>,
+    advertise_routes: Option<Vec<String>>,
+    advertise_exit_node: Option<bool>,
 ) -> Result<(), ActionError> {
     ask(&shared, |reply| Command::SetRoutes {
         accept_routes,
         exit_node,
         allow_lan,
+        advertise_routes,
+        advertise_exit_node,
         reply,
     })
     .await

@@ -17,11 +17,20 @@ export interface Backend {
   ping(peer: string): Promise<PingReply>;
   netcheck(): Promise<NetcheckReport>;
   setSettings(s: Settings): Promise<void>;
-  /** The routes toggle and the exit-node picker (null: unchanged; "" exit node: none). */
-  setRoutes(r: { acceptRoutes: boolean | null; exitNode: string | null; allowLan: boolean | null }): Promise<void>;
+  /** The routes toggle, the exit-node picker and what this device offers (null: unchanged;
+   * "" exit node: none; [] routes: none). */
+  setRoutes(r: RouteChoice): Promise<void>;
   copy(text: string): Promise<void>;
   exportDiagnostics(): Promise<string>;
 }
+
+export type RouteChoice = {
+  acceptRoutes: boolean | null;
+  exitNode: string | null;
+  allowLan: boolean | null;
+  advertiseRoutes: string[] | null;
+  advertiseExitNode: boolean | null;
+};
 
 export const tauriBackend: Backend = {
   getView: () => invoke<View>("get_view"),

@@ -21,7 +21,13 @@ describe("routes and the exit node", () => {
 
     fireEvent.click(screen.getByLabelText("Use the networks my peers forward"));
     await waitFor(() =>
-      expect(calls.find((c) => c.cmd === "set_routes")?.args).toEqual({ acceptRoutes: true, exitNode: null, allowLan: null }),
+      expect(calls.find((c) => c.cmd === "set_routes")?.args).toEqual({
+        acceptRoutes: true,
+        exitNode: null,
+        allowLan: null,
+        advertiseRoutes: null,
+        advertiseExitNode: null,
+      }),
     );
     fireEvent.change(picker, { target: { value: "exit-b" } });
     await waitFor(() =>
@@ -63,5 +69,45 @@ describe("routes and the exit node", () => {
     expect(screen.getByText(/the exit node exit-b is offline/)).toBeTruthy();
     fireEvent.click(screen.getByLabelText("Use the networks my peers forward"));
     await screen.findByText("exit-b is not an exit node");
+  });
+
+  it("offers this device's networks and exit node, with the server's approval, and keeps a refused entry", async () => {
+    const s = status();
+    let refuse = true;
+    const { calls, push } = start(view({ status: s }), {
+      set_routes: (args) => {
+        if (refuse && args.advertiseRoutes) throw { message: '"192.168.1.5/24" has host bits set: the network is 192.168.1.0/24' };
+        return null;
+      },
+    });
+    fireEvent.click(await screen.findByRole("button", { name: "Settings" }));
+    const input = screen.getByLabelText(/Networks this device forwards/) as HTMLInputElement;
+    fireEvent.input(input, { target: { value: "192.168.1.5/24" } });
+    fireEvent.click(screen.getByRole("button", { name: "Offer" }));
+    await screen.findByText(/has host bits set/);
+    expect(input.value).toBe("192.168.1.5/24");
+    refuse = false;
+    fireEvent.input(input, { target: { value: "192.168.1.0/24, fd00:1::/64" } });
+    fireEvent.click(screen.getByRole("button", { name: "Offer" }));
+    await waitFor(() =>
+      expect(calls.filter((c) => c.cmd === "set_routes").map((c) => c.args.advertiseRoutes)).toContainEqual(["192.168.1.0/24", "fd00:1::/64"]),
+    );
+    fireEvent.click(screen.getByLabelText("Offer this device as an exit node"));
+    await waitFor(() => expect(calls.map((c) => c.args.advertiseExitNode)).toContain(true));
+    await push(
+      view({
+        status: {
+          ...s,
+          self: s.self && {
+            ...s.self,
+            advertised_routes: ["192.168.1.0/24", "0.0.0.0/0", "::/0"],
+            approved_routes: ["192.168.1.0/24"],
+          },
+        },
+      }),
+    );
+    const mine = screen.getByRole("list", { name: "What this device offers" });
+    expect(within(mine).getByText("192.168.1.0/24: approved")).toBeTruthy();
+    expect(within(mine).getByText("exit node: waiting for the server's approval")).toBeTruthy();
   });
 });
