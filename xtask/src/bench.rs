@@ -212,49 +212,8 @@ fn measure(setup: Setup, program: Option<&Counterpart>, seconds: u32, full: bool
         }
         _ => (two_hosts(), None, "b", Vec::new()),
     };
-    let (a, b) = (node_a(), node_b());
-    let lab_dir = lab.dir().to_string_lossy().into_owned();
-    // The tunnel's processes at both ends, to count their CPU: (program name, a word of their
-    // command line that is theirs alone).
-    let mut tunnel: Vec<(String, String)> = Vec::new();
-    let dst = match setup {
-        Setup::Raw => b.underlay,
-        Setup::Routed(_) => {
-            tunnel.push(("pinholed".into(), lab_dir.clone()));
-            routed_dst
-                .as_deref()
-                .context("no address for a routed row")?
-        }
-        Setup::Pinholed | Setup::Baseline => {
-            start_pinholed(&mut lab, "a", &config(&a, &b, true));
-            start_pinholed(&mut lab, "b", &config(&b, &a, true));
-            tunnel.push(("pinholed".into(), lab_dir.clone()));
-            b.v4
-        }
-        Setup::PinholedPolicy => {
-            crate::bench_policy::start(&mut lab, &a, &b)?;
-            tunnel.push(("pinholed".into(), lab_dir.clone()));
-            b.v4
-        }
-        Setup::WireguardGo | Setup::WireguardGo2022 | Setup::BoringtunCli => {
-            let path = program
-                .map(|p| p.path.to_string_lossy().into_owned())
-                .context("no program for this row")?;
-            let imp = match setup {
-                Setup::BoringtunCli => Implementation::BoringtunCli(path.clone()),
-                _ => Implementation::WireguardGo(path.clone()),
-            };
-            let name = std::path::Path::new(&path)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            for (host, me, peer) in [("a", &a, &b), ("b", &b, &a)] {
-                let ifname = stock::start(&mut lab, host, &imp, me, peer, true)?;
-                tunnel.push((name.clone(), ifname));
-            }
-            b.v4
-        }
-    };
+    let (dst, tunnel) = start_tunnel(setup, program, &mut lab, routed_dst)?;
+    let dst = dst.as_str();
     // Warm up the path (and the handshake) before measuring.
     lab.run_ok(
         "a",
@@ -328,6 +287,59 @@ fn measure(setup: Setup, program: Option<&Counterpart>, seconds: u32, full: bool
         udp,
         udp_loss,
     })
+}
+
+/// Starts the tunnel of `setup` in `lab` (a routed row's is running already, to
+/// `routed_dst`): the address to measure to, and the tunnel's processes at both ends to count
+/// their CPU (program name, a word of their command line that is theirs alone).
+fn start_tunnel(
+    setup: Setup,
+    program: Option<&Counterpart>,
+    lab: &mut Lab,
+    routed_dst: Option<String>,
+) -> Result<(String, Vec<(String, String)>)> {
+    let (a, b) = (node_a(), node_b());
+    let lab_dir = lab.dir().to_string_lossy().into_owned();
+    // The tunnel's processes at both ends, to count their CPU: (program name, a word of their
+    // command line that is theirs alone).
+    let mut tunnel: Vec<(String, String)> = Vec::new();
+    let dst = match setup {
+        Setup::Raw => b.underlay.to_string(),
+        Setup::Routed(_) => {
+            tunnel.push(("pinholed".into(), lab_dir.clone()));
+            routed_dst.context("no address for a routed row")?
+        }
+        Setup::Pinholed | Setup::Baseline => {
+            start_pinholed(lab, "a", &config(&a, &b, true));
+            start_pinholed(lab, "b", &config(&b, &a, true));
+            tunnel.push(("pinholed".into(), lab_dir.clone()));
+            b.v4.to_string()
+        }
+        Setup::PinholedPolicy => {
+            crate::bench_policy::start(lab, &a, &b)?;
+            tunnel.push(("pinholed".into(), lab_dir.clone()));
+            b.v4.to_string()
+        }
+        Setup::WireguardGo | Setup::WireguardGo2022 | Setup::BoringtunCli => {
+            let path = program
+                .map(|p| p.path.to_string_lossy().into_owned())
+                .context("no program for this row")?;
+            let imp = match setup {
+                Setup::BoringtunCli => Implementation::BoringtunCli(path.clone()),
+                _ => Implementation::WireguardGo(path.clone()),
+            };
+            let name = std::path::Path::new(&path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            for (host, me, peer) in [("a", &a, &b), ("b", &b, &a)] {
+                let ifname = stock::start(lab, host, &imp, me, peer, true)?;
+                tunnel.push((name.clone(), ifname));
+            }
+            b.v4.to_string()
+        }
+    };
+    Ok((dst, tunnel))
 }
 
 /// CPU nanoseconds used so far by the pinholed processes of the lab in `lab_dir`.
