@@ -6,7 +6,7 @@
 
 use anyhow::{bail, Context, Result};
 use pinhole_netlab::mesh::{self, start_node, Control, PUBLIC};
-use pinhole_netlab::{Lab, Proc, Topology};
+use pinhole_netlab::{Lab, Proc};
 use std::time::Duration;
 
 /// Which routed path.
@@ -26,16 +26,7 @@ const WEB: &str = "198.19.0.80";
 /// The lab with control, a and b signed in and the path ready; the address to measure to and
 /// the host whose iperf3 server answers there. The processes live as long as the lab.
 pub fn start(which: Routed) -> Result<(Lab, String, &'static str, Vec<Proc>)> {
-    let mut t = Topology::new().router(PUBLIC);
-    for (i, n) in ["a", "b"].iter().enumerate() {
-        let i = i + 1;
-        let host_addr = format!("198.18.{i}.2/24");
-        let router_addr = format!("198.18.{i}.1/24");
-        t = t
-            .host(n)
-            .link(n, &[host_addr.as_str()], PUBLIC, &[router_addr.as_str()])
-            .route(n, "default", &format!("198.18.{i}.1"));
-    }
+    let t = mesh::star_topology(&["a", "b"], "default");
     let t = t.host("lan").link(
         "b",
         &["192.168.7.1/24"],

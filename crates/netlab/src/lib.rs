@@ -14,6 +14,7 @@ pub mod nat_probe;
 pub mod natlab;
 pub mod pinhole;
 pub mod resolved;
+pub mod routing;
 pub mod sim_nodes;
 pub mod stock;
 pub mod tools;

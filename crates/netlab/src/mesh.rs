@@ -84,6 +84,12 @@ pub fn status_json(lab: &Lab, host: &str) -> serde_json::Value {
 
 /// The router and `nodes`, node i on 198.18.i.2/24 behind the router's 198.18.i.1.
 pub fn star(nodes: &[&str]) -> Lab {
+    Lab::build(&star_topology(nodes, "198.18.0.0/16")).expect("building the lab")
+}
+
+/// The topology of [`star`], each node routing `via_router` (a prefix, or `default` for
+/// nodes that reach everything through the router), to extend before building.
+pub fn star_topology(nodes: &[&str], via_router: &str) -> Topology {
     let mut t = Topology::new().router(PUBLIC);
     for (i, n) in nodes.iter().enumerate() {
         let i = i + 1;
@@ -92,9 +98,9 @@ pub fn star(nodes: &[&str]) -> Lab {
         t = t
             .host(n)
             .link(n, &[host_addr.as_str()], PUBLIC, &[router_addr.as_str()])
-            .route(n, "198.18.0.0/16", &format!("198.18.{i}.1"));
+            .route(n, via_router, &format!("198.18.{i}.1"));
     }
-    Lab::build(&t).expect("building the lab")
+    t
 }
 
 /// Drops every UDP datagram in and out of `host` (nftables), as a UDP-hostile firewall does:

@@ -8,8 +8,9 @@
 
 use pinhole_netlab::mesh::{self, start_node, status_json, Control, PUBLIC};
 use pinhole_netlab::pinhole::tool;
+use pinhole_netlab::routing::{http_source, pinhole_ok, routing_state};
 use pinhole_netlab::Proc;
-use pinhole_netlab::{skip_without_root, Lab, Topology};
+use pinhole_netlab::{skip_without_root, Lab};
 use std::time::Duration;
 
 /// The web host's address, on the public namespace's loopback (not the control server's).
@@ -21,16 +22,7 @@ const RESOLVER: &str = "198.19.0.53";
 /// a, b and c behind the public router (default route through it), the web host on the public
 /// namespace, and a's LAN with a host on it.
 fn lab() -> Lab {
-    let mut t = Topology::new().router(PUBLIC);
-    for (i, n) in ["a", "b", "c"].iter().enumerate() {
-        let i = i + 1;
-        let host_addr = format!("198.18.{i}.2/24");
-        let router_addr = format!("198.18.{i}.1/24");
-        t = t
-            .host(n)
-            .link(n, &[host_addr.as_str()], PUBLIC, &[router_addr.as_str()])
-            .route(n, "default", &format!("198.18.{i}.1"));
-    }
+    let t = mesh::star_topology(&["a", "b", "c"], "default");
     let t = t
         .host("lanbox")
         .link("a", &["192.168.50.1/24"], "lanbox", &["192.168.50.10/24"]);
@@ -77,52 +69,12 @@ fn resolved_from(lab: &Lab, resolver: &Proc) -> Result<String, String> {
         .ok_or_else(|| "the resolver saw no query".into())
 }
 
-/// `GET /` from `dst` in `host`: the source address the server saw, or why it failed.
 fn fetch(lab: &Lab, host: &str, dst: &str) -> Result<String, String> {
-    let t = tool();
-    let out = lab
-        .run(
-            host,
-            &[t.to_str().unwrap(), "get", dst, "1500"],
-            Duration::from_secs(5),
-        )
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    match text.strip_prefix("you are ") {
-        Some(ip) if out.status.success() => Ok(ip.to_string()),
-        _ => Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr))),
-    }
+    http_source(lab, host, dst)
 }
 
 fn web(lab: &Lab) -> Result<String, String> {
     fetch(lab, "a", &format!("{WEB}:80"))
-}
-
-fn pinhole_ok(lab: &Lab, host: &str, args: &[&str]) {
-    let (ok, out, err) = mesh::pinhole(lab, host, args);
-    assert!(ok, "pinhole {args:?} on {host}: {out}{err}");
-}
-
-/// Rules, every routing table and the nftables ruleset (link-local addresses left out: the
-/// kernel's, in their own time).
-fn routing_state(lab: &Lab, host: &str) -> String {
-    let mut out = String::new();
-    for argv in [
-        &["ip", "-4", "rule"][..],
-        &["ip", "-6", "rule"],
-        &["ip", "-4", "route", "show", "table", "all"],
-        &["ip", "-6", "route", "show", "table", "all"],
-        &["nft", "list", "ruleset"],
-    ] {
-        out.push_str(
-            &lab.run_ok(host, argv, Duration::from_secs(5))
-                .unwrap_or_default(),
-        );
-    }
-    out.lines()
-        .filter(|l| !l.contains("fe80:"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[test]

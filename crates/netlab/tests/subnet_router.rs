@@ -6,9 +6,10 @@
 //! it, one that does lets it through; a's routing rules, b's nftables table and forwarding
 //! switch are gone after `down`.
 
-use pinhole_netlab::mesh::{self, start_node, status_json, Control, PUBLIC};
+use pinhole_netlab::mesh::{self, start_node, status_json, Control};
 use pinhole_netlab::pinhole::tool;
-use pinhole_netlab::{skip_without_root, Lab, Topology};
+use pinhole_netlab::routing::{http_source, pinhole_ok, routing_state};
+use pinhole_netlab::{skip_without_root, Lab};
 use std::time::{Duration, Instant};
 
 const HOST: &str = "192.168.7.10:8080";
@@ -17,16 +18,7 @@ const ROUTE: &str = "192.168.7.0/24";
 /// a, b and c as in `mesh::star`; the LAN host `printer` on b's LAN (192.168.7.0/24, b at .1)
 /// and reached by c through a LAN of its own (192.168.8.0/24, c at .1).
 fn lab() -> Lab {
-    let mut t = Topology::new().router(PUBLIC);
-    for (i, n) in ["a", "b", "c"].iter().enumerate() {
-        let i = i + 1;
-        let host_addr = format!("198.18.{i}.2/24");
-        let router_addr = format!("198.18.{i}.1/24");
-        t = t
-            .host(n)
-            .link(n, &[host_addr.as_str()], PUBLIC, &[router_addr.as_str()])
-            .route(n, "198.18.0.0/16", &format!("198.18.{i}.1"));
-    }
+    let t = mesh::star_topology(&["a", "b", "c"], "198.18.0.0/16");
     let t = t
         .host("printer")
         .link("b", &["192.168.7.1/24"], "printer", &["192.168.7.10/24"])
@@ -37,48 +29,7 @@ fn lab() -> Lab {
 
 /// `GET /` from the LAN host in `host`: the source address it saw, or why it failed.
 fn fetch(lab: &Lab, host: &str) -> Result<String, String> {
-    let t = tool();
-    let out = lab
-        .run(
-            host,
-            &[t.to_str().unwrap(), "get", HOST, "1500"],
-            Duration::from_secs(5),
-        )
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    match text.strip_prefix("you are ") {
-        Some(ip) if out.status.success() => Ok(ip.to_string()),
-        _ => Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr))),
-    }
-}
-
-fn up(lab: &Lab, host: &str, args: &[&str]) {
-    let mut argv = vec!["up"];
-    argv.extend_from_slice(args);
-    let (ok, out, err) = mesh::pinhole(lab, host, &argv);
-    assert!(ok, "pinhole {argv:?} on {host}: {out}{err}");
-}
-
-fn routing_state(lab: &Lab, host: &str) -> String {
-    let mut out = String::new();
-    for argv in [
-        &["ip", "-4", "rule"][..],
-        &["ip", "-6", "rule"],
-        &["ip", "-4", "route", "show", "table", "all"],
-        &["ip", "-6", "route", "show", "table", "all"],
-        &["nft", "list", "ruleset"],
-        &["sysctl", "-n", "net.ipv4.ip_forward"],
-    ] {
-        out.push_str(
-            &lab.run_ok(host, argv, Duration::from_secs(5))
-                .unwrap_or_default(),
-        );
-    }
-    // Link-local addresses come up in their own time (the kernel's, not pinholed's).
-    out.lines()
-        .filter(|l| !l.contains("fe80:"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    http_source(lab, host, HOST)
 }
 
 /// The end of a process's log.
@@ -127,8 +78,8 @@ fn a_lan_behind_a_router_is_reached_and_fails_over_to_a_second_router() {
     // The host itself answers on its LAN (b is on it).
     assert_eq!(fetch(&lab, "b"), Ok("192.168.7.1".into()));
 
-    up(&lab, "b", &["--advertise-routes", ROUTE]);
-    up(&lab, "c", &["--advertise-routes", ROUTE]);
+    pinhole_ok(&lab, "b", &["up", "--advertise-routes", ROUTE]);
+    pinhole_ok(&lab, "c", &["up", "--advertise-routes", ROUTE]);
     // Offered, not approved, and a does not accept routes: the LAN is out of reach.
     assert!(fetch(&lab, "a").is_err());
     control.cli(&lab, &["route", "approve", "b", ROUTE]);
@@ -144,7 +95,7 @@ fn a_lan_behind_a_router_is_reached_and_fails_over_to_a_second_router() {
     assert!(in_use(&lab, "a", "b").is_empty());
 
     // With --accept-routes a reaches the host through b, which masquerades it.
-    up(&lab, "a", &["--accept-routes"]);
+    pinhole_ok(&lab, "a", &["up", "--accept-routes"]);
     let through_b = Lab::wait_for(Duration::from_secs(10), || {
         fetch(&lab, "a") == Ok("192.168.7.1".into())
     });

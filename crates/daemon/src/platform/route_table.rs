@@ -16,7 +16,7 @@
 //! (macOS, Windows) subnet routes go to the main table through the device, and an exit node is
 //! refused with a reason.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -245,7 +245,7 @@ fn delete_rules() {}
 #[cfg(not(target_os = "linux"))]
 fn add_route(dev: &str, net: &IpNet) -> Result<()> {
     if net.prefix_len() == 0 {
-        bail!("exit nodes are supported on Linux only for now");
+        anyhow::bail!("exit nodes are supported on Linux only for now");
     }
     crate::platform::routes::add(dev, net)
 }
@@ -256,18 +256,4 @@ fn remove_route(dev: &str, net: &IpNet) {
 }
 
 #[cfg(target_os = "linux")]
-fn run(argv: &[&str]) -> Result<()> {
-    let (prog, args) = argv.split_first().context("empty command")?;
-    let out = std::process::Command::new(prog)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {prog}"))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            argv.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
+use super::routes::run;

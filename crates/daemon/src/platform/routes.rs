@@ -37,7 +37,9 @@ pub fn remove(dev: &str, net: &IpNet) {
     }
 }
 
-fn run(argv: &[String]) -> Result<()> {
+/// Runs a routing command; its stderr is the error when it fails.
+pub(crate) fn run<S: AsRef<str>>(argv: &[S]) -> Result<()> {
+    let argv: Vec<&str> = argv.iter().map(AsRef::as_ref).collect();
     let (prog, args) = argv.split_first().context("empty command")?;
     let out = Command::new(prog)
         .args(args)
